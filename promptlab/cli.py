@@ -1,0 +1,365 @@
+"""The command line: the same jobs as the dashboard, headless. `python -m promptlab --help`."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import traceback
+import uuid
+from pathlib import Path
+
+from promptlab.errors import PromptlabError
+
+
+def _unescape(text: str) -> str:
+    r"""Honour \n, \t and \\ typed on a shell command line, leaving every other character as is."""
+    return re.sub(r"\\(n|t|\\)", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
+def _fmt(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.{digits}f}"
+
+
+def _store(args):
+    from promptlab.store import Store
+
+    return Store(args.db)
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, ensure_ascii=False, default=str))
+
+
+def _split_cols(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [c.strip() for v in values for c in v.split(",") if c.strip()]
+
+
+def _fractions(text: str | None):
+    from promptlab.data import DEFAULT_FRACTIONS, DataError
+
+    if not text:
+        return DEFAULT_FRACTIONS
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise DataError(f"--split-fractions '{text}' must be three numbers like 0.3,0.35,0.35") from None
+    return parts
+
+
+# --- datasets --------------------------------------------------------------------------------------
+
+def cmd_datasets_import(args) -> int:
+    from promptlab.data import import_dataset
+
+    store = _store(args)
+    ds, reused = import_dataset(
+        store, Path(args.path), name=args.name, input_cols=_split_cols(args.input_col), label_col=args.label_col,
+        fractions=_fractions(args.split_fractions), split_seed=args.split_seed,
+    )
+    info = _dataset_info(ds) | {"reused": reused}
+    if args.json:
+        _print_json(info)
+        return 0
+    verb = "already stored, reused" if reused else "imported"
+    print(f"{verb}: '{ds.name}' (id {ds.id}), {ds.n} rows, input {', '.join(ds.input_cols)}, label {ds.label_col}")
+    _print_dataset_details(ds)
+    return 0
+
+
+def _dataset_info(ds) -> dict:
+    counts = {}
+    for split in ("train", "val", "test"):
+        counts[split] = len(ds.split(split))
+    return {
+        "id": ds.id, "name": ds.name, "n_rows": ds.n, "input_cols": list(ds.input_cols), "label_col": ds.label_col,
+        "labels": ds.report.label_counts or {lab: 0 for lab in ds.labels}, "splits": counts,
+        "notes": ds.report.notes(),
+    }
+
+
+def _print_dataset_details(ds) -> None:
+    info = _dataset_info(ds)
+    width = max(len(lab) for lab in info["labels"])
+    print("labels:")
+    for lab, n in info["labels"].items():
+        print(f"  {lab:<{width}}  {n:>6}  ({n / ds.n:.1%})")
+    s = info["splits"]
+    print(f"splits: train {s['train']}, val {s['val']}, test {s['test']} (seed {ds.split_seed})")
+    for note in info["notes"]:
+        print(f"note: {note}")
+
+
+def cmd_datasets_list(args) -> int:
+    frame = _store(args).list_datasets()
+    if args.json:
+        _print_json(frame.to_dict(orient="records"))
+        return 0
+    if frame.empty:
+        print("no datasets stored yet: python -m promptlab datasets import PATH")
+        return 0
+    for row in frame.itertuples():
+        labels = json.loads(row.labels)
+        print(f"{row.name:<28} {row.n_rows:>7} rows  {len(labels)} labels  id {row.id}  from {row.source}")
+    return 0
+
+
+def cmd_datasets_show(args) -> int:
+    from promptlab.data import stored_dataset
+
+    ds = stored_dataset(_store(args), args.name)
+    if args.json:
+        _print_json(_dataset_info(ds))
+        return 0
+    print(f"'{ds.name}' (id {ds.id}), {ds.n} rows, input {', '.join(ds.input_cols)}, label {ds.label_col}")
+    _print_dataset_details(ds)
+    return 0
+
+
+def cmd_datasets_delete(args) -> int:
+    from promptlab.data import stored_dataset
+
+    store = _store(args)
+    ds = stored_dataset(store, args.name)
+    store.delete_dataset(ds.id)
+    print(f"deleted dataset '{ds.name}' ({ds.n} rows)")
+    return 0
+
+
+# --- models ----------------------------------------------------------------------------------------
+
+def cmd_models_list(args) -> int:
+    from promptlab.local import ZOO, zoo_status
+
+    zoo = [zoo_status(k) for k in ZOO]
+    configured = [{"name": n, **rec} for n, rec in _store(args).list_models()]
+    if args.json:
+        _print_json({"zoo": zoo, "configured": configured})
+        return 0
+    print("embedded zoo (offline, in-process llama.cpp):")
+    for z in zoo:
+        print(f"  {z['model']:<28} {z['family']:<8} {z['size_b']:>6}B  {z['status']}")
+        if z["install"]:
+            print(f"      install: {z['install']}")
+    print("configured models:" if configured else "configured models: none (add one with `models add`)")
+    for c in configured:
+        base = f" at {c['api_base']}" if c.get("api_base") else ""
+        key = f", key from ${c['api_key_env']}" if c.get("api_key_env") else ""
+        print(f"  {c['name']:<28} {c['model']}{base} ({c['family']}{key})")
+    return 0
+
+
+def _params(pairs: list[str] | None) -> dict:
+    params = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise PromptlabError(f"--param '{pair}' must look like name=value, e.g. temperature=0.7")
+        try:
+            params[key.strip()] = json.loads(value)
+        except ValueError:
+            params[key.strip()] = value
+    return params
+
+
+def cmd_models_add(args) -> int:
+    from promptlab.models import make_spec
+
+    spec = make_spec(
+        args.model, api_base=args.api_base, api_key_env=args.api_key_env, family=args.family, size_b=args.size_b,
+        params=_params(args.param), concurrency=args.concurrency, name=args.name,
+    )
+    _store(args).save_model(args.name, spec.to_record())
+    print(f"saved model '{args.name}': {spec.model} (family {spec.family}, size {spec.size_b or '?'}B)")
+    return 0
+
+
+def cmd_models_remove(args) -> int:
+    if not _store(args).delete_model(args.name):
+        raise PromptlabError(f"no configured model named '{args.name}' (see `models list`)")
+    print(f"removed model '{args.name}'")
+    return 0
+
+
+# --- eval ------------------------------------------------------------------------------------------
+
+def _load_prompt(args):
+    from promptlab.evaluate import PromptError, PromptTemplate
+
+    system = _unescape(args.system) if args.system is not None else None
+    if args.prompt_file:
+        path = Path(args.prompt_file)
+        if not path.is_file():
+            raise PromptError(f"--prompt-file {path}: no such file")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise PromptError(f"--prompt-file {path}: not UTF-8 text. Save it as UTF-8.") from None
+        prompt = PromptTemplate.from_file_text(text)
+        return PromptTemplate(system=system, user=prompt.user) if system is not None else prompt
+    return PromptTemplate.from_text(_unescape(args.prompt), system=system)
+
+
+def cmd_eval(args) -> int:
+    from promptlab.data import resolve_dataset, stratified_sample
+    from promptlab.evaluate import evaluate
+    from promptlab.metrics import parse_metric
+    from promptlab.models import resolve_model
+
+    store = _store(args)
+    ds = resolve_dataset(store, args.dataset)
+    spec = resolve_model(args.model, store)
+    prompt = _load_prompt(args)
+    prompt.check(ds.input_cols)
+    metric = parse_metric(args.metric, ds.labels)
+    examples = ds.split(args.split, seed=args.seed)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise PromptlabError("--limit must be at least 1")
+        examples = stratified_sample(examples, args.limit, seed=args.seed or 0)
+    run_id = "eval-" + uuid.uuid4().hex[:10]
+    config = {
+        "dataset": ds.name, "model": spec.to_record(), "prompt": {"system": prompt.system, "user": prompt.user},
+        "split": args.split, "metric": metric.spec, "limit": args.limit, "seed": args.seed,
+    }
+    store.create_run(run_id, "eval", ds.id, config)
+    show_progress = not args.json and sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if show_progress:
+            print(f"\r  {done}/{total} calls", end="", file=sys.stderr, flush=True)
+
+    try:
+        result = evaluate(
+            store, spec, prompt, ds, examples, metric, split=args.split, max_tokens=args.max_tokens,
+            run_id=run_id, on_progress=progress,
+        )
+    except BaseException as exc:
+        store.finish_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=str(exc)[:500])
+        raise
+    if show_progress:
+        print("\r" + " " * 30 + "\r", end="", file=sys.stderr)
+    summary = result.summary() | {"run_id": run_id, "dataset": ds.name}
+    store.finish_run(run_id, "finished", summary)
+    if not args.json:
+        _print_eval(result, ds, summary)
+    else:
+        _print_json(summary)
+    return 0
+
+
+def _print_eval(result, ds, s: dict) -> None:
+    print(f"dataset   {ds.name}: {s['split']} split, {s['n']} examples")
+    print(f"model     {s['model']}")
+    print(f"prompt    {s['prompt_id']}")
+    print(f"metric    {s['metric']}: {s['metric_description']}")
+    print(f"score     {_fmt(s['score'])}   95% CI [{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}]   n={s['n_relevant']}")
+    invalid = int(round((s["invalid_rate"] or 0) * s["n"]))
+    print(f"invalid   {_fmt((s['invalid_rate'] or 0) * 100, 1)}% ({invalid} of {s['n']} replies named no single label)")
+    cm = result.confusion()
+    cm.index.name = None
+    print("confusion (rows: gold, columns: predicted)")
+    for line in cm.to_string().splitlines():
+        print("  " + line)
+    err = f", {s['errors']} failed" if s["errors"] else ""
+    print(f"calls     {s['calls']} new, {s['cached']} cached{err}")
+    print(f"tokens    {s['prompt_tokens']:,} prompt + {s['completion_tokens']:,} completion (new calls only)")
+    rate = f"{s['examples_per_s']:.1f} examples/s" if s["examples_per_s"] else "all cached"
+    print(f"time      {s['eval_wall_s']:.2f} s evaluating ({rate})")
+
+
+# --- parser ----------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", default=argparse.SUPPRESS, help="DuckDB file (default: $PROMPTLAB_DB or data/promptlab.duckdb)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="end with one JSON line")
+
+    parser = argparse.ArgumentParser(
+        prog="promptlab", parents=[common],
+        description="Find the best prompt for an LLM on a labeled dataset. Same jobs as the dashboard, headless.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    ds = sub.add_parser("datasets", help="import, list, show and delete datasets").add_subparsers(dest="action", metavar="ACTION")
+    p = ds.add_parser("import", parents=[common], help="import a CSV/TSV/JSON/JSONL/Parquet file")
+    p.add_argument("path")
+    p.add_argument("--name")
+    p.add_argument("--input-col", action="append", help="input column (repeat, or comma-separate, for several)")
+    p.add_argument("--label-col")
+    p.add_argument("--split-fractions", help="train,val,test fractions (default 0.3,0.35,0.35)")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.set_defaults(func=cmd_datasets_import)
+    p = ds.add_parser("list", parents=[common], help="list stored datasets")
+    p.set_defaults(func=cmd_datasets_list)
+    p = ds.add_parser("show", parents=[common], help="labels, splits and notes of a dataset")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_datasets_show)
+    p = ds.add_parser("delete", parents=[common], help="delete a stored dataset")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_datasets_delete)
+
+    md = sub.add_parser("models", help="the local zoo and configured models").add_subparsers(dest="action", metavar="ACTION")
+    p = md.add_parser("list", parents=[common], help="the zoo with install status, plus configured models")
+    p.set_defaults(func=cmd_models_list)
+    p = md.add_parser("add", parents=[common], help="configure a model under a name")
+    p.add_argument("name")
+    p.add_argument("--model", required=True, help="litellm model string, e.g. openai/gpt-4o-mini or openai/qwen2.5 with --api-base")
+    p.add_argument("--api-base", help="e.g. http://127.0.0.1:11434/v1 for Ollama")
+    p.add_argument("--api-key-env", help="NAME of the environment variable holding the key (never the key)")
+    p.add_argument("--family", help="override the inferred family")
+    p.add_argument("--size-b", type=float, help="override the inferred size, in billions of parameters")
+    p.add_argument("--param", action="append", help="generation parameter name=value (repeat)")
+    p.add_argument("--concurrency", type=int, help="max calls in flight")
+    p.set_defaults(func=cmd_models_add)
+    p = md.add_parser("remove", parents=[common], help="remove a configured model")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_models_remove)
+
+    p = sub.add_parser("eval", parents=[common], help="score one prompt on a dataset")
+    p.add_argument("--dataset", required=True, help="stored dataset name, or a file path to import")
+    p.add_argument("--model", required=True, help="local/<key>, a litellm model string, or a configured name")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--prompt", help="prompt text; {input} marks the example (\\n is a newline)")
+    g.add_argument("--prompt-file", help="a text file, or JSON {\"system\": ..., \"user\": ...}")
+    p.add_argument("--system", help="system message (then --prompt is the user message)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--metric", default="accuracy", help="accuracy, balanced_accuracy, macro_f1, mcc, cohen_kappa, precision:L, recall:L, f1:L, specificity:L")
+    p.add_argument("--limit", type=int, help="evaluate a stratified sample of N examples")
+    p.add_argument("--seed", type=int, help="split seed (default: the dataset's)")
+    p.add_argument("--max-tokens", type=int, help="reply length cap (default: sized to the longest label)")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name, default in (("db", None), ("debug", False), ("json", False)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except PromptlabError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: every finished call is stored; run the same command again to continue", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one clear line unless --debug
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"error: unexpected {type(exc).__name__}: {exc} (run again with --debug for details)", file=sys.stderr)
+        return 1

@@ -1,0 +1,654 @@
+"""Load, validate and split labeled datasets: any file a user has, into inputs, labels and splits.
+
+Every rejection is a `DataError` whose message says what is wrong and what to do about it.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from promptlab.errors import PromptlabError
+
+INPUT_NAMES = ("input", "text", "sentence", "question", "content", "message", "review", "query", "prompt")
+LABEL_NAMES = ("label", "target", "answer", "class", "category", "labels", "gold", "output")
+TEXT_FORMATS = {".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json"}
+FORMATS = TEXT_FORMATS | {".parquet", ".pq"}
+DEFAULT_FRACTIONS = (0.3, 0.35, 0.35)  # train (examples for meta-prompts), val (selection), test (held out)
+SPLITS = ("train", "val", "test")
+MAX_LABELS = 50
+LONG_CELL_CHARS = 8000
+
+
+class DataError(PromptlabError):
+    """A dataset that cannot be used as given."""
+
+
+def max_file_bytes() -> int:
+    return int(float(os.environ.get("PROMPTLAB_MAX_FILE_MB", "100")) * 1024 * 1024)
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+def decode_text(raw: bytes, filename: str = "file") -> tuple[str, str]:
+    """Decode bytes as utf-8, utf-8-sig, then cp1251 (Russian data is first-class). Returns (text, encoding)."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return raw[3:].decode("utf-8", errors="strict") if _is_utf8(raw[3:]) else _bad_utf8(raw, filename), "utf-8-sig"
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return raw.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError:
+            raise DataError(f"{filename}: starts with a UTF-16 mark but is not valid UTF-16. Re-save it as UTF-8.") from None
+    if _is_utf8(raw):
+        return raw.decode("utf-8"), "utf-8"
+    # Not UTF-8. If much of it *is* UTF-8 multibyte text, the file mixes encodings: cp1251 would
+    # silently turn those parts into mojibake, so refuse instead of guessing.
+    utf8_seqs = len(re.findall(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}", raw))
+    high = sum(1 for b in raw if b >= 0x80) or 1
+    if utf8_seqs >= 3 and 2 * utf8_seqs / high > 0.3:
+        line = _first_bad_utf8_line(raw)
+        raise DataError(
+            f"{filename}: mixes text encodings (UTF-8 and another, first non-UTF-8 byte on line {line}). "
+            "Open it in an editor and save it once as UTF-8."
+        )
+    text = raw.decode("cp1251", errors="replace")
+    controls = sum(1 for ch in text if ch == "\ufffd" or (ord(ch) < 32 and ch not in "\r\n\t"))
+    if controls > max(2, len(text) // 200):
+        raise DataError(
+            f"{filename}: cannot decode the text (tried utf-8, utf-8-sig, cp1251). "
+            "If it is a spreadsheet or binary file, export it as CSV in UTF-8."
+        )
+    return text, "cp1251"
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _bad_utf8(raw: bytes, filename: str) -> str:
+    raise DataError(
+        f"{filename}: has a UTF-8 mark (BOM) but invalid UTF-8 on line {_first_bad_utf8_line(raw)}. "
+        "Re-save it as UTF-8."
+    )
+
+
+def _first_bad_utf8_line(raw: bytes) -> int:
+    try:
+        raw.decode("utf-8")
+        return 0
+    except UnicodeDecodeError as exc:
+        return raw[: exc.start].count(b"\n") + 1
+
+
+def read_table(source: str | Path | bytes, filename: str | None = None) -> pd.DataFrame:
+    """Read CSV, TSV, JSONL, JSON (records or BIG-bench task.json) or Parquet into a frame of strings."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        filename = filename or path.name
+        if not path.exists():
+            raise DataError(f"{path}: no such file. Check the path.")
+        if path.is_dir():
+            raise DataError(f"{path}: is a folder, not a file. Give the path of a CSV, TSV, JSON(L) or Parquet file.")
+        size = path.stat().st_size
+        _check_size(size, filename)
+        raw = path.read_bytes()
+    else:
+        raw = bytes(source)
+        filename = filename or "upload"
+        _check_size(len(raw), filename)
+    ext = Path(filename).suffix.lower()
+    if ext in {".xlsx", ".xls", ".ods", ".numbers"}:
+        raise DataError(f"{filename}: spreadsheets are not read directly. Export the sheet as CSV (UTF-8) and upload that.")
+    if not raw.strip():
+        raise DataError(f"{filename}: the file is empty. Give a file with a header row and labeled examples.")
+    if ext in {".parquet", ".pq"}:
+        return _read_parquet(raw, filename)
+    if raw[:4] == b"PAR1":
+        raise DataError(f"{filename}: this is a Parquet file with the wrong extension. Rename it to .parquet.")
+    head = raw[:8192]
+    if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{filename}: looks like a binary file, not text. Export your data as CSV (UTF-8), JSONL or Parquet.")
+    text, _ = decode_text(raw, filename)
+    if ext in {".jsonl", ".ndjson"}:
+        frame = _read_jsonl(text, filename)
+    elif ext == ".json":
+        frame = _read_json(text, filename)
+    elif ext in {".tsv", ".tab"}:
+        frame = _read_delimited(text, filename, "\t")
+    elif ext in {".csv", ".txt", ""}:
+        stripped = text.lstrip()
+        if ext == "" and stripped[:1] in "[{":
+            frame = _read_json(text, filename) if stripped[:1] == "[" or _looks_like_json_doc(stripped) else _read_jsonl(text, filename)
+        else:
+            frame = _read_delimited(text, filename, None)
+    else:
+        raise DataError(
+            f"{filename}: unsupported file type '{ext}'. Use one of: {', '.join(sorted(FORMATS))}."
+        )
+    return _clean_frame(frame, filename)
+
+
+def _looks_like_json_doc(text: str) -> bool:
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _check_size(size: int, filename: str) -> None:
+    limit = max_file_bytes()
+    if size > limit:
+        raise DataError(
+            f"{filename}: {size / 2**20:.0f} MB is over the {limit / 2**20:.0f} MB limit. Sample it down, "
+            "or raise the limit with PROMPTLAB_MAX_FILE_MB."
+        )
+
+
+def _sniff_delimiter(text: str) -> str:
+    sample = text[:65536]
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        first = sample.split("\n", 1)[0]
+        counts = {d: first.count(d) for d in ",;\t|"}
+        best = max(counts, key=counts.get)
+        return best if counts[best] else ","
+
+
+def _read_delimited(text: str, filename: str, sep: str | None) -> pd.DataFrame:
+    sep = sep or _sniff_delimiter(text)
+    try:
+        return pd.read_csv(
+            io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+            skip_blank_lines=True, engine="c",
+        )
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{filename}: no rows or header found. The first line must name the columns.") from None
+    except pd.errors.ParserError as exc:
+        detail = str(exc).strip().split("\n")[0]
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", detail)
+        if m:
+            detail = f"line {m.group(2)} has {m.group(3)} fields where the header has {m.group(1)}"
+        raise DataError(
+            f"{filename}: malformed {'TSV' if sep == chr(9) else 'CSV'}: {detail}. Values that contain the "
+            f"separator '{sep}' or line breaks must be in double quotes."
+        ) from None
+
+
+def _read_jsonl(text: str, filename: str) -> pd.DataFrame:
+    records = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise DataError(f"{filename}: line {n} is not valid JSON ({exc.msg}). Each line must be one JSON object.") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{filename}: line {n} is a JSON {type(obj).__name__}, not an object. Each line must be one JSON object like {{\"input\": …, \"label\": …}}.")
+        records.append(obj)
+    return _records_frame(records, filename)
+
+
+def _read_json(text: str, filename: str) -> pd.DataFrame:
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        if "\n{" in text.strip():
+            return _read_jsonl(text, filename)
+        raise DataError(f"{filename}: not valid JSON ({exc.msg} at line {exc.lineno}). Fix the file or save it as JSONL.") from None
+    if isinstance(doc, dict) and isinstance(doc.get("examples"), list):
+        return _read_bigbench(doc, filename)
+    if isinstance(doc, dict) and doc and all(isinstance(v, list) for v in doc.values()):
+        lengths = {len(v) for v in doc.values()}
+        if len(lengths) == 1:
+            return _records_frame([dict(zip(doc, row)) for row in zip(*doc.values())], filename)
+    if isinstance(doc, list) and all(isinstance(r, dict) for r in doc):
+        return _records_frame(doc, filename)
+    shape = type(doc).__name__ if not isinstance(doc, list) else "list of " + ", ".join(sorted({type(r).__name__ for r in doc})[:3])
+    raise DataError(
+        f"{filename}: JSON of the wrong shape ({shape}). Expected a list of records like "
+        '[{"input": "...", "label": "..."}], or a BIG-bench task.json with "examples".'
+    )
+
+
+def _read_bigbench(doc: dict, filename: str) -> pd.DataFrame:
+    records = []
+    for n, ex in enumerate(doc["examples"], 1):
+        if not isinstance(ex, dict) or "input" not in ex:
+            raise DataError(f"{filename}: BIG-bench example {n} has no 'input'.")
+        scores = ex.get("target_scores")
+        if isinstance(scores, dict) and scores:
+            label = max(scores.items(), key=lambda kv: float(kv[1]))[0]
+        elif "target" in ex:
+            target = ex["target"]
+            label = target[0] if isinstance(target, list) and target else target
+        else:
+            raise DataError(f"{filename}: BIG-bench example {n} has neither 'target_scores' nor 'target'.")
+        records.append({"input": ex["input"], "label": label})
+    return _records_frame(records, filename)
+
+
+def _records_frame(records: list[dict], filename: str) -> pd.DataFrame:
+    if not records:
+        raise DataError(f"{filename}: contains no records. Give at least a few labeled examples.")
+    frame = pd.DataFrame.from_records(records)
+    for col in frame.columns:
+        frame[col] = frame[col].map(_cell_text)
+    return frame
+
+
+def _cell_text(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _read_parquet(raw: bytes, filename: str) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(io.BytesIO(raw))
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a broken file
+        raise DataError(f"{filename}: not a readable Parquet file ({type(exc).__name__}). Re-export it, or use CSV.") from None
+    for col in frame.columns:
+        frame[col] = frame[col].map(_cell_text)
+    return _clean_frame(frame, filename)
+
+
+def _clean_frame(frame: pd.DataFrame, filename: str) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.columns = [str(c).strip().lstrip("\ufeff") or f"column_{i + 1}" for i, c in enumerate(frame.columns)]
+    frame = frame.astype(str)
+    if frame.empty:
+        raise DataError(f"{filename}: has a header but no rows. Add labeled examples below the header.")
+    return frame.reset_index(drop=True)
+
+
+# --- columns and labels ----------------------------------------------------------------------------
+
+def normalize_label(value: str) -> str:
+    """The form labels are matched in: Unicode-normalized, trimmed, whitespace collapsed, case-folded."""
+    return " ".join(unicodedata.normalize("NFKC", str(value)).split()).casefold()
+
+
+def _find(columns: list[str], names: tuple[str, ...]) -> str | None:
+    lowered = {c.lower(): c for c in columns}
+    for name in names:
+        if name in lowered:
+            return lowered[name]
+    return None
+
+
+def detect_columns(
+    frame: pd.DataFrame, input_cols: list[str] | None = None, label_col: str | None = None, filename: str = "dataset"
+) -> tuple[list[str], str]:
+    """Resolve the input column(s) and the label column: the user's choice, else the obvious names."""
+    columns = list(frame.columns)
+    listing = ", ".join(columns)
+    if label_col is not None and label_col not in columns:
+        raise DataError(f"{filename}: no column '{label_col}'. Columns are: {listing}. Pick the label column from these.")
+    for c in input_cols or []:
+        if c not in columns:
+            raise DataError(f"{filename}: no column '{c}'. Columns are: {listing}. Pick the input column(s) from these.")
+    label_col = label_col or _find(columns, LABEL_NAMES)
+    if label_col is None:
+        if len(columns) == 2 and input_cols and input_cols[0] in columns:
+            label_col = next(c for c in columns if c != input_cols[0])
+        else:
+            raise DataError(
+                f"{filename}: cannot tell which column holds the label (columns: {listing}). "
+                "Name it with --label-col (or pick it in the dashboard), or call it 'label'."
+            )
+    if not input_cols:
+        found = _find([c for c in columns if c != label_col], INPUT_NAMES)
+        others = [c for c in columns if c != label_col]
+        if found:
+            input_cols = [found]
+        elif len(others) == 1:
+            input_cols = others
+        else:
+            raise DataError(
+                f"{filename}: cannot tell which column is the input (columns: {listing}). "
+                "Name it with --input-col (or pick it in the dashboard), or call it 'input'."
+            )
+    if label_col in input_cols:
+        raise DataError(f"{filename}: '{label_col}' cannot be both an input and the label. Pick different columns.")
+    return list(input_cols), label_col
+
+
+@dataclass(frozen=True)
+class DatasetReport:
+    n_rows: int
+    label_counts: dict[str, int]
+    duplicate_rows: int = 0
+    conflicting_duplicates: int = 0
+    blank_rows_dropped: int = 0
+    merged_label_variants: dict[str, list[str]] = field(default_factory=dict)
+    long_inputs: int = 0
+    encoding: str = ""
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.duplicate_rows:
+            out.append(f"{self.duplicate_rows} duplicate row(s) (same input and label); kept, but they weigh double in scores")
+        if self.conflicting_duplicates:
+            out.append(f"{self.conflicting_duplicates} input(s) appear with different labels; no prompt can get both right")
+        if self.blank_rows_dropped:
+            out.append(f"{self.blank_rows_dropped} completely blank row(s) skipped")
+        for label, variants in self.merged_label_variants.items():
+            out.append(f"label spellings {', '.join(repr(v) for v in variants)} were merged as '{label}'")
+        if self.long_inputs:
+            out.append(f"{self.long_inputs} input(s) longer than {LONG_CELL_CHARS} characters may not fit a small model's context")
+        return out
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "notes": self.notes()}
+
+
+@dataclass(frozen=True)
+class LabeledDataset:
+    """A validated dataset. `frame` has columns idx, fields (dict of input columns), text, label, label_norm."""
+
+    name: str
+    frame: pd.DataFrame
+    input_cols: tuple[str, ...]
+    label_col: str
+    labels: tuple[str, ...]  # display forms, in first-seen order
+    content_hash: str
+    report: DatasetReport
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    split_seed: int = 0
+    id: str | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.frame)
+
+    @property
+    def label_norms(self) -> tuple[str, ...]:
+        return tuple(normalize_label(label) for label in self.labels)
+
+    def split(self, name: str = "all", seed: int | None = None) -> pd.DataFrame:
+        """Rows of one split ('train', 'val', 'test' or 'all'), in the seeded split's order."""
+        if name == "all":
+            return self.frame
+        if name not in SPLITS:
+            raise DataError(f"unknown split '{name}': use one of train, val, test, all")
+        assignment = split_assignment(
+            self.frame["label_norm"].tolist(), self.fractions, self.split_seed if seed is None else seed
+        )
+        return self.frame[assignment == name]
+
+
+def _input_text(fields: dict, input_cols: tuple[str, ...]) -> str:
+    if len(input_cols) == 1:
+        return fields[input_cols[0]]
+    return "\n".join(f"{c}: {fields[c]}" for c in input_cols)
+
+
+def prepare(
+    frame: pd.DataFrame,
+    name: str,
+    input_cols: list[str] | None = None,
+    label_col: str | None = None,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    split_seed: int = 0,
+    filename: str | None = None,
+    encoding: str = "",
+) -> LabeledDataset:
+    """Validate a raw frame into a LabeledDataset, or raise DataError saying what to fix."""
+    filename = filename or name
+    input_cols, label_col = detect_columns(frame, input_cols, label_col, filename)
+    _check_fractions(fractions)
+    cols = list(input_cols) + [label_col]
+    sub = frame[cols].astype(str)
+    stripped = sub.apply(lambda s: s.str.strip())
+    blank = (stripped == "").all(axis=1)
+    blank_dropped = int(blank.sum())
+    sub, stripped = sub[~blank], stripped[~blank]
+    rownums = (sub.index + 2).tolist()  # 1-based line numbers in a file with a header row
+
+    missing_label = (stripped[label_col] == "").to_numpy()
+    if missing_label.any():
+        rows = [rownums[i] for i in np.flatnonzero(missing_label)[:5]]
+        raise DataError(
+            f"{filename}: {int(missing_label.sum())} row(s) have no label in '{label_col}' (rows {', '.join(map(str, rows))}"
+            f"{' …' if missing_label.sum() > 5 else ''}). Fill in or remove those rows."
+        )
+    empty_input = (stripped[input_cols] == "").all(axis=1).to_numpy()
+    if empty_input.any():
+        rows = [rownums[i] for i in np.flatnonzero(empty_input)[:5]]
+        raise DataError(
+            f"{filename}: {int(empty_input.sum())} row(s) have an empty input (rows {', '.join(map(str, rows))}"
+            f"{' …' if empty_input.sum() > 5 else ''}). Fill in or remove those rows."
+        )
+
+    originals = stripped[label_col].tolist()
+    norms = [normalize_label(v) for v in originals]
+    spellings: dict[str, Counter] = {}
+    for norm, orig in zip(norms, originals):
+        spellings.setdefault(norm, Counter())[" ".join(orig.split())] += 1
+    display = {norm: c.most_common(1)[0][0] for norm, c in spellings.items()}
+    merged = {display[n]: sorted(c) for n, c in spellings.items() if len(c) > 1}
+    counts = Counter(norms)
+    if len(counts) < 2:
+        only = display[norms[0]]
+        raise DataError(
+            f"{filename}: every row has the same label '{only}' in '{label_col}'. A classification dataset needs at "
+            "least two labels: add examples of the other labels, or check that the right label column is chosen."
+        )
+    if len(counts) > MAX_LABELS and len(counts) > len(norms) // 2:
+        raise DataError(
+            f"{filename}: column '{label_col}' has {len(counts)} distinct values in {len(norms)} rows, so it looks like "
+            "free text, not a label. Choose the label column with --label-col (or in the dashboard)."
+        )
+    rare = sorted((c, display[n]) for n, c in counts.items() if c < len(SPLITS))
+    if rare:
+        listing = ", ".join(f"'{lab}' ({c})" for c, lab in rare[:5])
+        raise DataError(
+            f"{filename}: too few examples to split: label(s) {listing} have fewer than {len(SPLITS)} rows, and each label "
+            "needs at least one row in train, val and test. Add examples, or merge or remove those labels."
+        )
+
+    fields_list = [dict(zip(input_cols, row)) for row in sub[input_cols].itertuples(index=False, name=None)]
+    texts = [_input_text(f, tuple(input_cols)) for f in fields_list]
+    label_display = [display[n] for n in norms]
+    out = pd.DataFrame({
+        "idx": np.arange(len(texts), dtype=np.int64),
+        "fields": fields_list,
+        "text": texts,
+        "label": label_display,
+        "label_norm": norms,
+    })
+    key_frame = pd.Series([t + "\x1f" + n for t, n in zip(texts, norms)])
+    dup_rows = int(key_frame.duplicated().sum())
+    text_series = pd.Series(texts)
+    conflicting = int(pd.DataFrame({"t": texts, "n": norms}).drop_duplicates().duplicated("t").sum())
+    long_inputs = int((text_series.str.len() > LONG_CELL_CHARS).sum())
+    labels = tuple(dict.fromkeys(label_display))
+    content_hash = _content_hash(input_cols, label_col, texts, fields_list, norms)
+    report = DatasetReport(
+        n_rows=len(out),
+        label_counts={display[n]: counts[n] for n in dict.fromkeys(norms)},
+        duplicate_rows=dup_rows,
+        conflicting_duplicates=conflicting,
+        blank_rows_dropped=blank_dropped,
+        merged_label_variants=merged,
+        long_inputs=long_inputs,
+        encoding=encoding,
+    )
+    return LabeledDataset(
+        name=name, frame=out, input_cols=tuple(input_cols), label_col=label_col, labels=labels,
+        content_hash=content_hash, report=report, fractions=tuple(fractions), split_seed=split_seed,
+    )
+
+
+def _content_hash(input_cols, label_col, texts, fields_list, norms) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([list(input_cols), label_col], ensure_ascii=False).encode())
+    for f, n in zip(fields_list, norms):
+        h.update(json.dumps([f, n], ensure_ascii=False, sort_keys=True).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def load_dataset(
+    path_or_bytes: str | Path | bytes,
+    filename: str | None = None,
+    name: str | None = None,
+    input_cols: list[str] | None = None,
+    label_col: str | None = None,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    split_seed: int = 0,
+) -> LabeledDataset:
+    """read_table + prepare: a file (path or uploaded bytes) into a validated dataset."""
+    if isinstance(path_or_bytes, (str, Path)):
+        filename = filename or Path(path_or_bytes).name
+    frame = read_table(path_or_bytes, filename)
+    name = name or Path(filename or "dataset").stem
+    return prepare(frame, name, input_cols, label_col, fractions, split_seed, filename=filename)
+
+
+# --- splitting ---------------------------------------------------------------------------------------
+
+def _check_fractions(fractions) -> None:
+    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise DataError(f"split fractions {tuple(fractions)} must be three positive numbers (train, val, test) that sum to 1")
+
+
+def split_assignment(label_norms: list[str], fractions=DEFAULT_FRACTIONS, seed: int = 0) -> np.ndarray:
+    """Stratified train/val/test assignment, deterministic for a seed.
+
+    Per label, rows are shuffled and cut by the fractions (largest remainder), with at least one row of
+    every label in every split. (scikit-learn's StratifiedShuffleSplit can leave a rare label out of a
+    split entirely, which would make its recall on test undefined; this guarantees it is present.)
+    """
+    _check_fractions(fractions)
+    labels = np.asarray(label_norms, dtype=object)
+    out = np.empty(len(labels), dtype=object)
+    rng = np.random.default_rng(seed)
+    for label in sorted(set(label_norms)):
+        rows = np.flatnonzero(labels == label)
+        rng.shuffle(rows)
+        counts = _allocate(len(rows), fractions)
+        start = 0
+        for split, count in zip(SPLITS, counts):
+            out[rows[start:start + count]] = split
+            start += count
+    return out
+
+
+def _allocate(n: int, fractions) -> list[int]:
+    if n < len(fractions):
+        raise DataError(f"cannot split {n} rows of one label into {len(fractions)} parts")
+    exact = [n * f for f in fractions]
+    counts = [max(1, int(x)) for x in exact]
+    while sum(counts) > n:
+        i = max(range(len(counts)), key=lambda j: counts[j] - exact[j])
+        counts[i] -= 1
+    order = sorted(range(len(counts)), key=lambda j: exact[j] - counts[j], reverse=True)
+    k = 0
+    while sum(counts) < n:
+        counts[order[k % len(order)]] += 1
+        k += 1
+    return counts
+
+
+def stratified_sample(frame: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """Up to n rows with the label proportions kept (each label at least once when n allows)."""
+    if n >= len(frame):
+        return frame
+    rng = np.random.default_rng(seed)
+    groups = {lab: rng.permutation(np.flatnonzero(frame["label_norm"].to_numpy() == lab))
+              for lab in sorted(frame["label_norm"].unique())}
+    total = len(frame)
+    quota = {lab: len(rows) * n / total for lab, rows in groups.items()}
+    take = {lab: min(len(groups[lab]), max(1 if n >= len(groups) else 0, int(q))) for lab, q in quota.items()}
+    for lab in sorted(quota, key=lambda lab: quota[lab] - int(quota[lab]), reverse=True):
+        if sum(take.values()) >= n:
+            break
+        if take[lab] < len(groups[lab]):
+            take[lab] += 1
+    while sum(take.values()) > n:
+        lab = max(take, key=lambda lab: take[lab])
+        take[lab] -= 1
+    picked = np.sort(np.concatenate([groups[lab][:k] for lab, k in take.items()]))
+    return frame.iloc[picked]
+
+
+# --- persistence (SQL lives in store.py) -----------------------------------------------------------
+
+def import_dataset(
+    store,
+    source: str | Path | bytes,
+    filename: str | None = None,
+    name: str | None = None,
+    input_cols: list[str] | None = None,
+    label_col: str | None = None,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    split_seed: int = 0,
+) -> tuple[LabeledDataset, bool]:
+    """Validate and store a dataset. Returns (dataset, reused): the same content imported again is reused."""
+    from dataclasses import replace
+
+    ds = load_dataset(source, filename, name, input_cols, label_col, fractions, split_seed)
+    existing = store.dataset_id_by_hash(ds.content_hash)
+    if existing:
+        return stored_dataset(store, existing), True
+    final_name = ds.name.strip() or "dataset"
+    if store.dataset_name_taken(final_name):
+        if name:
+            raise DataError(
+                f"a different dataset is already stored as '{final_name}'. Choose another --name, "
+                "or delete the old one first (datasets delete)."
+            )
+        n = 2
+        while store.dataset_name_taken(f"{final_name}-{n}"):
+            n += 1
+        final_name = f"{final_name}-{n}"
+    dataset_id = ds.content_hash[:12]
+    ds = replace(ds, name=final_name, id=dataset_id)
+    store.insert_dataset(ds, dataset_id, source=str(filename or source if not isinstance(source, bytes) else filename))
+    return ds, False
+
+
+def stored_dataset(store, name_or_id: str) -> LabeledDataset:
+    rec = store.dataset_row(name_or_id)
+    if rec is None:
+        known = store.list_datasets()["name"].tolist()
+        hint = f"Stored datasets: {', '.join(known)}." if known else "No dataset is stored yet."
+        raise DataError(f"no dataset named '{name_or_id}'. {hint} Or give the path of a file to import.")
+    frame = store.dataset_examples(rec["id"])
+    report = DatasetReport(**{k: v for k, v in (rec["report"] or {}).items() if k in DatasetReport.__dataclass_fields__}) \
+        if rec["report"] else DatasetReport(n_rows=len(frame), label_counts={})
+    return LabeledDataset(
+        name=rec["name"], frame=frame, input_cols=tuple(rec["input_cols"]), label_col=rec["label_col"],
+        labels=tuple(rec["labels"]), content_hash=rec["content_hash"], report=report,
+        fractions=tuple(rec["fractions"]), split_seed=rec["split_seed"], id=rec["id"],
+    )
+
+
+def resolve_dataset(store, ref: str, **import_options) -> LabeledDataset:
+    """A stored dataset by name or id, or a file path (imported, or reused if already stored)."""
+    path = Path(ref).expanduser()
+    if path.suffix and (path.exists() or store.dataset_row(ref) is None):
+        return import_dataset(store, path, **import_options)[0]
+    return stored_dataset(store, ref)

@@ -1,0 +1,354 @@
+"""Run one prompt over examples: render, call (through the cache), map replies to labels, score.
+
+Contract: `evaluate` never raises for one bad example. A failed call becomes a row with its error and
+an invalid prediction; the score treats it as wrong, and the invalid rate says how many there were.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+
+from promptlab import metrics as M
+from promptlab.data import LabeledDataset, normalize_label
+from promptlab.errors import PromptlabError
+from promptlab.models import Completion, ModelSpec, complete, request_key, request_record, warm_up
+from promptlab.store import Store
+
+# --- prompt templates ------------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][\w \-]*)\}(?!\})")
+SPECIAL_FIELDS = {"input": "the example's input text", "labels": "the label set, comma-separated"}
+
+
+class PromptError(PromptlabError):
+    pass
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A prompt: a system part and a user part, with {input}, {labels} and any {column} placeholders.
+
+    Use {{ and }} for literal braces around a name (e.g. '{{input}}' renders as '{input}').
+    """
+
+    system: str = ""
+    user: str = "{input}"
+
+    @property
+    def id(self) -> str:
+        blob = json.dumps([self.system, self.user], ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+    @classmethod
+    def from_text(cls, text: str, system: str | None = None) -> "PromptTemplate":
+        """A single prompt text: with an {input} (or column) placeholder it is the user message; without
+        one it is an instruction, sent as the system message, and the input is the user message."""
+        text = text.strip("\n")
+        if system is not None:
+            return cls(system=system, user=text or "{input}")
+        if not text.strip():
+            raise PromptError("the prompt is empty: write an instruction, e.g. 'Classify the ticket. Answer with one of: {labels}.'")
+        if {m.group(1) for m in _PLACEHOLDER.finditer(text)} - {"labels"}:
+            return cls(system="", user=text)
+        return cls(system=text, user="{input}")
+
+    @classmethod
+    def from_file_text(cls, text: str) -> "PromptTemplate":
+        """A prompt file: JSON {"system": ..., "user": ...}, or plain text as in from_text."""
+        stripped = text.strip()
+        if stripped.startswith("{") and stripped.endswith("}"):
+            try:
+                doc = json.loads(stripped)
+            except ValueError:
+                doc = None
+            if isinstance(doc, dict) and ({"system", "user"} & set(doc)):
+                return cls(system=str(doc.get("system", "")), user=str(doc.get("user", "{input}")))
+        return cls.from_text(text)
+
+    def placeholders(self) -> set[str]:
+        return {m.group(1) for part in (self.system, self.user) for m in _PLACEHOLDER.finditer(part)}
+
+    def check(self, input_cols: tuple[str, ...]) -> None:
+        """Raise a PromptError naming any placeholder the dataset cannot fill."""
+        known = set(SPECIAL_FIELDS) | set(input_cols)
+        unknown = sorted(self.placeholders() - known)
+        if unknown:
+            raise PromptError(
+                f"the prompt uses {', '.join('{' + u + '}' for u in unknown)}, which the dataset cannot fill. "
+                f"Available placeholders: {', '.join('{' + k + '}' for k in sorted(known))} "
+                "(write {{name}} for literal braces)."
+            )
+        if not (self.placeholders() & ({"input"} | set(input_cols))):
+            raise PromptError("the prompt never shows the example: put {input} (or a column placeholder) in it.")
+
+    def render(self, fields: dict[str, str], text: str, labels: tuple[str, ...]) -> list[dict]:
+        values = {**fields, "input": text, "labels": ", ".join(labels)}
+
+        def fill(template: str) -> str:
+            out = _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+            return out.replace("{{", "{").replace("}}", "}")
+
+        messages = []
+        if self.system.strip():
+            messages.append({"role": "system", "content": fill(self.system)})
+        messages.append({"role": "user", "content": fill(self.user)})
+        return messages
+
+
+# --- mapping replies to labels ---------------------------------------------------------------------
+
+_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
+_PREFIX = re.compile(r"^\s*(?:the\s+)?(?:final\s+)?(?:answer|label|category|class|classification|sentiment|output|prediction|result|ответ|метка|категория)\s*(?:is)?\s*[:=\-–]?\s*", re.I)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def _loose(text: str) -> str:
+    """Case-folded, NFKC, with _ - and runs of whitespace as single spaces, punctuation trimmed at ends."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = re.sub(r"[\s_\-]+", " ", text)
+    return text.strip(" \t\n\"'`*.,;:!?()[]{}<>«»“”„‘’#")
+
+
+def parse_label(reply: str, labels: tuple[str, ...]) -> tuple[str | None, str]:
+    """Map a model's reply to a label's normalized form. Returns (label or None, how).
+
+    how: 'exact' (the reply is a label), 'normalized' (equal after trimming case, punctuation,
+    markup and an 'Answer:' prefix), 'mention' (the first sentence that names a label names only one),
+    'ambiguous' (it names several: invalid), 'none' (no label named: invalid), 'empty'.
+    """
+    norms = [normalize_label(lab) for lab in labels]
+    if reply is None or not reply.strip():
+        return None, "empty"
+    stripped = reply.strip()
+    for lab, norm in zip(labels, norms):
+        if stripped == lab:
+            return norm, "exact"
+    body = _THINK.sub(" ", stripped).strip()
+    loose_labels = {_loose(lab): norm for lab, norm in zip(labels, norms)}
+    first_line = next((ln for ln in body.splitlines() if ln.strip()), "")
+    for candidate in (body, _PREFIX.sub("", body), first_line, _PREFIX.sub("", first_line)):
+        if _loose(candidate) in loose_labels:
+            return loose_labels[_loose(candidate)], "normalized"
+    for sentence in _SENTENCE.split(body):
+        found = _mentions(_loose_keep(sentence), loose_labels)
+        if len(found) == 1:
+            return found.pop(), "mention"
+        if len(found) > 1:
+            return None, "ambiguous"
+    return None, "none"
+
+
+def _loose_keep(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return re.sub(r"[\s_\-]+", " ", text)
+
+
+def _mentions(sentence: str, loose_labels: dict[str, str]) -> set[str]:
+    """Distinct labels named in a sentence as whole words; a label inside a longer one doesn't count."""
+    spans = []
+    for loose, norm in loose_labels.items():
+        if not loose:
+            continue
+        for m in re.finditer(r"(?<!\w)" + re.escape(loose) + r"(?!\w)", sentence):
+            spans.append((m.start(), m.end(), norm))
+    kept = {
+        norm for s, e, norm in spans
+        if not any(s2 <= s and e <= e2 and (e2 - s2) > (e - s) for s2, e2, _ in spans)
+    }
+    return kept
+
+
+# --- evaluation ------------------------------------------------------------------------------------
+
+def default_max_tokens(labels: tuple[str, ...]) -> int:
+    """Enough for the longest label plus a short preamble; small models otherwise ramble for seconds."""
+    longest = max(len(lab) for lab in labels)
+    return int(min(64, max(12, longest + 8)))
+
+
+def eval_params(spec: ModelSpec, labels: tuple[str, ...], max_tokens: int | None = None) -> dict:
+    """Deterministic decoding unless the model's params say otherwise."""
+    params = {"temperature": 0.0, **spec.params}
+    if max_tokens is not None:
+        params["max_tokens"] = max_tokens
+    params.setdefault("max_tokens", default_max_tokens(labels))
+    return params
+
+
+def model_key(spec: ModelSpec, params: dict) -> str:
+    return request_key({"model": spec.model, "api_base": spec.api_base, "params": params})[:16]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    prompt: PromptTemplate
+    model: str
+    metric: M.Metric
+    split: str
+    rows: pd.DataFrame = field(repr=False)  # example_idx, text, gold, gold_norm, reply, pred, parse, correct, error, cached
+    labels: tuple[str, ...] = ()
+    calls: int = 0
+    cached: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+    wall_s: float = 0.0
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    @property
+    def preds(self) -> list[str | None]:
+        return [None if p is None or (isinstance(p, float) and math.isnan(p)) else p for p in self.rows["pred"]]
+
+    @property
+    def score(self) -> float:
+        return self.metric.score(self.rows["gold_norm"].tolist(), self.preds)
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return M.confidence_interval(self.metric, self.rows["gold_norm"].tolist(), self.preds)
+
+    @property
+    def n_relevant(self) -> int:
+        return self.metric.n_relevant(self.rows["gold_norm"].tolist(), self.preds)
+
+    @property
+    def invalid_rate(self) -> float:
+        return M.invalid_rate(self.preds)
+
+    @property
+    def accuracy(self) -> float:
+        return M.Metric("accuracy").score(self.rows["gold_norm"].tolist(), self.preds)
+
+    def confusion(self) -> pd.DataFrame:
+        return M.confusion_matrix(self.rows["gold_norm"].tolist(), self.preds, self.labels)
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.n / self.wall_s if self.wall_s > 0 else math.inf
+
+    def summary(self) -> dict:
+        lo, hi = self.ci
+        return {
+            "score": _num(self.score), "metric": self.metric.spec, "metric_description": self.metric.describe(),
+            "ci_low": _num(lo), "ci_high": _num(hi), "n": self.n, "n_relevant": self.n_relevant,
+            "accuracy": _num(self.accuracy), "invalid_rate": _num(self.invalid_rate),
+            "split": self.split, "model": self.model, "prompt_id": self.prompt.id,
+            "calls": self.calls, "cached": self.cached, "errors": self.errors,
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "cost": self.cost, "eval_wall_s": round(self.wall_s, 4),
+            "examples_per_s": round(self.examples_per_s, 3) if math.isfinite(self.examples_per_s) else None,
+        }
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
+
+
+def evaluate(
+    store: Store,
+    spec: ModelSpec,
+    prompt: PromptTemplate,
+    dataset: LabeledDataset,
+    examples: pd.DataFrame,
+    metric: M.Metric,
+    *,
+    split: str = "all",
+    max_tokens: int | None = None,
+    run_id: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """Score `prompt` for `spec` on `examples` (rows of dataset.frame). Each new call is committed as it completes."""
+    prompt.check(dataset.input_cols)
+    params = eval_params(spec, dataset.labels, max_tokens)
+    t0 = time.perf_counter()
+    requests, keys = [], []
+    for fields, text in zip(examples["fields"], examples["text"]):
+        record = request_record(spec, prompt.render(fields, text, dataset.labels), params)
+        requests.append(record)
+        keys.append(request_key(record))
+    hits = store.cached_calls(keys)
+    todo: dict[str, dict] = {}
+    for key, record in zip(keys, requests):
+        if key not in hits:
+            todo.setdefault(key, record)
+    fresh: dict[str, Completion] = {}
+    total, done = len(todo), 0
+    load_s = warm_up(spec) if todo else 0.0  # model loading is start-up, not evaluation time
+
+    def call(key: str, record: dict) -> tuple[str, Completion]:
+        result = complete(spec, record["messages"], params)
+        store.record_call(key, record, result, run_id=run_id, purpose="eval")
+        return key, result
+
+    workers = 1 if spec.is_local else max(1, spec.concurrency)
+    if workers == 1:
+        for key, record in todo.items():
+            fresh[key] = call(key, record)[1]
+            done += 1
+            if on_progress:
+                on_progress(done, total)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for fut in as_completed([pool.submit(call, k, r) for k, r in todo.items()]):
+                key, result = fut.result()
+                fresh[key] = result
+                done += 1
+                if on_progress:
+                    on_progress(done, total)
+
+    rows = []
+    seen_fresh: set[str] = set()
+    for key, idx, text, gold, gold_norm in zip(
+        keys, examples["idx"], examples["text"], examples["label"], examples["label_norm"]
+    ):
+        if key in fresh:
+            comp = fresh[key]
+            reply, error = comp.text, comp.error
+            was_cached = key in seen_fresh  # a duplicate input in this batch reused the first call
+            seen_fresh.add(key)
+        else:
+            reply, error, was_cached = hits[key].response, None, True
+        if error:
+            pred, how = None, "error"
+        else:
+            pred, how = parse_label(reply, dataset.labels)
+        rows.append({
+            "example_idx": int(idx), "text": text, "gold": gold, "gold_norm": gold_norm, "reply": reply,
+            "pred": pred, "parse": how, "correct": pred == gold_norm, "error": error, "cached": was_cached,
+            "call_key": key,
+        })
+    frame = pd.DataFrame(rows, columns=[
+        "example_idx", "text", "gold", "gold_norm", "reply", "pred", "parse", "correct", "error", "cached", "call_key",
+    ])
+    wall = time.perf_counter() - t0 - load_s
+    if dataset.id:
+        store.save_prompt(prompt.id, prompt.system, prompt.user)
+        mk = model_key(spec, params)
+        store.save_evaluations(pd.DataFrame({
+            "prompt_id": prompt.id, "model_key": mk, "dataset_id": dataset.id,
+            "example_idx": frame["example_idx"].astype("int32"), "call_key": frame["call_key"],
+            "reply": frame["reply"], "pred": frame["pred"], "parse": frame["parse"],
+            "correct": frame["correct"].astype(bool), "error": frame["error"],
+        }))
+    costs = [c.cost for c in fresh.values() if c.cost is not None]
+    return EvalResult(
+        prompt=prompt, model=spec.label, metric=metric, split=split, rows=frame, labels=dataset.labels,
+        calls=len(fresh), cached=len(keys) - len(fresh),
+        errors=sum(1 for c in fresh.values() if not c.ok),
+        prompt_tokens=sum(c.prompt_tokens for c in fresh.values()),
+        completion_tokens=sum(c.completion_tokens for c in fresh.values()),
+        cost=sum(costs) if costs else None, wall_s=wall,
+    )

@@ -1,0 +1,424 @@
+"""Model specs, family inference, and the one function that calls a model (the only litellm import).
+
+Every call, to a local zoo model, an OpenAI-compatible server or a hosted provider, goes through
+``litellm.completion``. Local models are a registered litellm custom provider (``local/<key>``), so
+retries, error classification, timing and the call cache treat them exactly like remote ones.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at import
+import litellm  # noqa: E402
+from litellm.llms.custom_llm import CustomLLMError  # noqa: E402
+
+from promptlab.errors import PromptlabError  # noqa: E402
+
+litellm.telemetry = False
+litellm.suppress_debug_info = True
+litellm.drop_params = False  # an unsupported parameter is an error, never silently dropped
+
+
+# --- specs -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as a small value: what to call and how. Holds the *name* of the key's env var, never a key.
+
+    params: generation parameters forwarded verbatim to the call (temperature, max_tokens, ...).
+    concurrency: how many calls may be in flight at once (local in-process models always run serially).
+    """
+
+    model: str
+    api_base: str | None = None
+    api_key_env: str | None = None
+    family: str = "unknown"
+    size_b: float | None = None
+    params: dict = field(default_factory=dict, hash=False, compare=True)
+    concurrency: int = 1
+    timeout_s: float = 120.0
+    name: str | None = None  # a user's alias for a configured model
+
+    @property
+    def label(self) -> str:
+        return self.name or self.model
+
+    @property
+    def is_local(self) -> bool:
+        return self.model.startswith("local/")
+
+    def with_params(self, **params) -> "ModelSpec":
+        return replace(self, params={**self.params, **params})
+
+    def to_record(self) -> dict:
+        """JSON-safe description (no secrets: only the env var's name)."""
+        return {
+            "model": self.model, "api_base": self.api_base, "api_key_env": self.api_key_env,
+            "family": self.family, "size_b": self.size_b, "params": dict(self.params),
+            "concurrency": self.concurrency, "timeout_s": self.timeout_s, "name": self.name,
+        }
+
+
+# Ordered: the first pattern found in the model's name wins.
+_FAMILY_PATTERNS: list[tuple[str, str]] = [
+    ("smollm", r"smol-?lm"),
+    ("qwen", r"qwen|qwq"),
+    ("gemma", r"gemma"),
+    ("gemini", r"gemini"),
+    ("llama", r"llama|(?<![a-z])llava"),
+    ("mistral", r"mistral|mixtral|codestral|ministral|magistral|pixtral|devstral"),
+    ("phi", r"(?<![a-z])phi-?\d|(?<![a-z])phi(?![a-z])"),
+    ("gpt", r"(?<![a-z])(gpt|chatgpt|davinci|o[1-9])(?![a-z])"),
+    ("claude", r"claude"),
+    ("deepseek", r"deepseek"),
+    ("cohere", r"command-?r|(?<![a-z])command(?![a-z])|cohere|(?<![a-z])aya(?![a-z])"),
+    ("granite", r"granite"),
+    ("yi", r"(?<![a-z])yi-"),
+    ("falcon", r"falcon"),
+    ("olmo", r"olmo"),
+    ("nemotron", r"nemotron"),
+    ("glm", r"(?<![a-z])(chat)?glm"),
+    ("internlm", r"internlm"),
+    ("grok", r"grok"),
+    ("kimi", r"kimi|moonshot"),
+]
+_MOE_SIZE = re.compile(r"(?<![a-z\d.])(\d+)x(\d+(?:\.\d+)?)b(?![a-z])")
+_SIZE = re.compile(r"(?<![a-z\d.])(\d+(?:\.\d+)?)([bm])(?![a-z])")
+
+
+def infer_family(model: str) -> tuple[str, float | None]:
+    """Family and size in billions of parameters, read from a model's name; ('unknown', None) if unsure.
+
+    >>> infer_family("openrouter/google/gemma-2-27b-it")
+    ('gemma', 27.0)
+    """
+    name = model.lower()
+    if name.startswith("local/"):
+        from promptlab.local import ZOO
+
+        zoo = ZOO.get(name.split("/", 1)[1])
+        if zoo:
+            return zoo.family, zoo.size_b
+    family = "unknown"
+    for fam, pattern in _FAMILY_PATTERNS:
+        if re.search(pattern, name):
+            family = fam
+            break
+    last = name.rsplit("/", 1)[-1]
+    size = None
+    if m := _MOE_SIZE.search(last):
+        size = int(m.group(1)) * float(m.group(2))
+    elif m := _SIZE.search(last):
+        size = float(m.group(1)) / (1000.0 if m.group(2) == "m" else 1.0)
+    return family, size
+
+
+def _default_concurrency(model: str, api_base: str | None) -> int:
+    if model.startswith(("local/", "fake/")):
+        return 1
+    if api_base and re.search(r"//(127\.|localhost|\[::1\])", api_base):
+        return 2  # a local server (llama.cpp, Ollama) serves about one request at a time
+    return 8
+
+
+def make_spec(
+    model: str,
+    *,
+    api_base: str | None = None,
+    api_key_env: str | None = None,
+    family: str | None = None,
+    size_b: float | None = None,
+    params: dict | None = None,
+    concurrency: int | None = None,
+    timeout_s: float = 120.0,
+    name: str | None = None,
+) -> ModelSpec:
+    """Build a spec from a litellm model string; family and size are inferred unless given."""
+    model = model.strip()
+    if not model:
+        raise PromptlabError("model name is empty: give a litellm model string such as local/qwen2.5-coder-0.5b")
+    if model.startswith("local/"):
+        from promptlab.local import zoo_model
+
+        zoo_model(model.split("/", 1)[1])  # a clear error for an unknown zoo key
+    if api_key_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", api_key_env):
+        raise PromptlabError(
+            f"'{api_key_env[:8]}…' is not an environment variable name. Give the *name* of the "
+            "variable that holds the key (e.g. OPENAI_API_KEY), never the key itself."
+        )
+    fam, size = infer_family(model)
+    return ModelSpec(
+        model=model,
+        api_base=api_base or None,
+        api_key_env=api_key_env or None,
+        family=(family or fam).lower(),
+        size_b=size_b if size_b is not None else size,
+        params=dict(params or {}),
+        concurrency=concurrency or _default_concurrency(model, api_base),
+        timeout_s=timeout_s,
+        name=name,
+    )
+
+
+def spec_from_record(rec: dict) -> ModelSpec:
+    return ModelSpec(**{k: rec[k] for k in ModelSpec.__dataclass_fields__ if k in rec})
+
+
+# --- completions -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Completion:
+    """The outcome of one call. `error` is None on success; a failed call is a value, not an exception."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cost: float | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    attempts: int = 1
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def request_record(spec: ModelSpec, messages: list[dict], params: dict | None = None) -> dict:
+    """Everything that determines a reply, and nothing secret: the basis of the cache key."""
+    return {
+        "model": spec.model,
+        "api_base": spec.api_base,
+        "messages": messages,
+        "params": {**spec.params, **(params or {})},
+    }
+
+
+def request_key(record: dict) -> str:
+    """sha256 of the sorted JSON of a request (stable across processes, unlike hash())."""
+    blob = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, on transient errors only, bounded in attempts and delay."""
+
+    max_attempts: int = 4
+    base_delay_s: float = 0.5
+    max_delay_s: float = 20.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        backoff = random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)))
+        if retry_after is not None:
+            backoff = max(backoff, min(retry_after, self.max_delay_s))
+        return backoff
+
+
+# (kind, transient) by litellm exception class name; litellm maps every provider's errors onto these.
+_ERROR_KINDS: list[tuple[str, str, bool]] = [
+    ("Timeout", "timeout", True),
+    ("RateLimitError", "rate_limit", True),
+    ("ContextWindowExceededError", "context_length", False),
+    ("ContentPolicyViolationError", "content_filter", False),
+    ("AuthenticationError", "auth", False),
+    ("PermissionDeniedError", "auth", False),
+    ("NotFoundError", "not_found", False),
+    ("BadRequestError", "bad_request", False),
+    ("UnprocessableEntityError", "bad_request", False),
+    ("ServiceUnavailableError", "server_error", True),
+    ("InternalServerError", "server_error", True),
+    ("BadGatewayError", "server_error", True),
+    ("APIConnectionError", "connection", True),
+]
+
+
+def classify_error(exc: BaseException) -> tuple[str, bool]:
+    """(kind, transient) for an exception raised by a call."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    for cls_name, kind, transient in _ERROR_KINDS:
+        if cls_name in names:
+            return kind, transient
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        if status == 429:
+            return "rate_limit", True
+        if status >= 500:
+            return "server_error", True
+        if status in (401, 403):
+            return "auth", False
+        return "bad_request", False
+    if isinstance(exc, (TimeoutError,)):
+        return "timeout", True
+    if isinstance(exc, (ConnectionError,)):
+        return "connection", True
+    if isinstance(exc, PromptlabError):
+        return "config", False
+    return "unknown", False
+
+
+def _refine_kind(kind: str, exc: BaseException) -> str:
+    text = str(exc).lower()
+    if kind in ("bad_request", "unknown") and ("context window" in text or "context length" in text or "maximum context" in text):
+        return "context_length"
+    return kind
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    value = headers.get("retry-after") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text[:2000]
+
+
+def _api_key(spec: ModelSpec) -> str | None:
+    if spec.api_key_env:
+        key = os.environ.get(spec.api_key_env)
+        if not key:
+            raise PromptlabError(
+                f"environment variable {spec.api_key_env} is not set: export it with the API key for {spec.model}"
+            )
+        return key
+    if spec.api_base and spec.model.startswith("openai/"):
+        return "no-key"  # keyless local servers; the OpenAI client refuses an empty key
+    return None
+
+
+def complete(
+    spec: ModelSpec,
+    messages: list[dict],
+    params: dict | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+    sleep: Callable[[float], None] = time.sleep,
+) -> Completion:
+    """Call the model once (with bounded retries on transient errors). Never raises for a failed call."""
+    call_params = {**spec.params, **(params or {})}
+    t0 = time.perf_counter()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            kwargs = dict(call_params)
+            if spec.api_base:
+                kwargs["api_base"] = spec.api_base
+            key = _api_key(spec)
+            if key:
+                kwargs["api_key"] = key
+            response = litellm.completion(
+                model=spec.model, messages=messages, timeout=spec.timeout_s, num_retries=0, **kwargs
+            )
+            return _completion_from(response, time.perf_counter() - t0, attempt)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded value
+            kind, transient = classify_error(exc)
+            kind = _refine_kind(kind, exc)
+            if transient and attempt < retry.max_attempts:
+                sleep(retry.delay(attempt, _retry_after(exc)))
+                continue
+            return Completion(
+                text="", latency_s=time.perf_counter() - t0, error=_error_text(exc),
+                error_kind=kind, attempts=attempt,
+            )
+
+
+def _completion_from(response, latency_s: float, attempts: int) -> Completion:
+    choice = response.choices[0]
+    text = (getattr(choice.message, "content", None) or "") if hasattr(choice, "message") else ""
+    usage = getattr(response, "usage", None)
+    try:
+        cost = float(litellm.completion_cost(completion_response=response))
+    except Exception:  # noqa: BLE001 - unknown price (local or unlisted model): cost stays unknown
+        cost = None
+    return Completion(
+        text=text,
+        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        latency_s=latency_s,
+        cost=cost,
+        attempts=attempts,
+    )
+
+
+# --- custom providers (local zoo; scripted fakes in tests) -----------------------------------------
+
+ProviderFn = Callable[[str, list[dict], dict], dict]
+# Keys litellm adds to a custom provider's params on its own; the user's params pass through untouched.
+_LITELLM_INTERNAL = {"max_retries", "stream", "stream_options"}
+
+
+class _Provider(litellm.CustomLLM):
+    def __init__(self, fn: ProviderFn):
+        super().__init__()
+        self.fn = fn
+
+    def completion(self, model, messages, *args, optional_params=None, **kwargs):  # noqa: D401
+        params = {k: v for k, v in (optional_params or {}).items() if k not in _LITELLM_INTERNAL}
+        try:
+            out = self.fn(model, messages, params)
+        except PromptlabError as exc:
+            raise CustomLLMError(400, str(exc)) from exc
+        except ValueError as exc:  # llama.cpp: prompt longer than the context window, bad arguments
+            raise CustomLLMError(400, f"{exc}") from exc
+        except Exception as exc:  # noqa: BLE001
+            raise CustomLLMError(500, f"{type(exc).__name__}: {exc}") from exc
+        return litellm.ModelResponse(**out)
+
+
+def register_provider(prefix: str, fn: ProviderFn) -> None:
+    """Route `prefix/<model>` through litellm to fn(model, messages, params) -> OpenAI-shaped dict."""
+    entries = [e for e in (litellm.custom_provider_map or []) if e["provider"] != prefix]
+    entries.append({"provider": prefix, "custom_handler": _Provider(fn)})
+    litellm.custom_provider_map = entries
+    litellm.custom_provider_map_set = False  # noqa - re-read on the next call
+    from litellm.utils import custom_llm_setup
+
+    custom_llm_setup()
+
+
+def _local_provider(model: str, messages: list[dict], params: dict) -> dict:
+    from promptlab import local
+
+    return local.chat(model, messages, params)
+
+
+register_provider("local", _local_provider)
+
+
+def warm_up(spec: ModelSpec) -> float:
+    """Load a local model now (so timing excludes it); returns seconds spent. No-op for remote models."""
+    if not spec.is_local:
+        return 0.0
+    from promptlab import local
+
+    t0 = time.perf_counter()
+    local.load(spec.model.split("/", 1)[1])
+    return time.perf_counter() - t0
+
+
+def resolve_model(name: str, store=None) -> ModelSpec:
+    """A configured model by its name (stored with `models add`), else a litellm model string."""
+    if store is not None:
+        rec = store.model_record(name)
+        if rec is not None:
+            return spec_from_record(rec)
+    if "/" not in name and not name.startswith(("gpt", "o1", "o3", "o4", "claude", "gemini")):
+        raise PromptlabError(
+            f"unknown model '{name}'. Use local/<key> for the embedded zoo (see `models list`), a litellm model "
+            "string such as openai/gpt-4o-mini or ollama/qwen2.5:7b, or the name of a model added with `models add`."
+        )
+    return make_spec(name)

@@ -1,0 +1,543 @@
+"""Every line of SQL: the DuckDB store, its migrations, and the call cache.
+
+Access model: DuckDB lets one *process* hold the file, and then no other process may open it, not even
+read-only. So the store never keeps the file open between operations: each operation opens a
+connection, does its work in one transaction and closes, and an operation that finds the file locked
+by another process retries with jittered backoff. A CLI run and the dashboard therefore interleave
+instead of one locking the other out. Within a process DuckDB shares one database instance across
+connections, and every thread uses its own connection.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import random
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import pandas as pd
+
+from promptlab.errors import PromptlabError
+
+DEFAULT_DB = Path(__file__).resolve().parent.parent / "data" / "promptlab.duckdb"
+LOCK_WAIT_S = 60.0
+
+
+class StoreError(PromptlabError):
+    pass
+
+
+def default_db_path() -> Path:
+    return Path(os.environ.get("PROMPTLAB_DB") or DEFAULT_DB)
+
+
+# Ordered: migration i brings the schema from version i to i + 1. Never edit one that has shipped.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE datasets (
+        id VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL UNIQUE,
+        content_hash VARCHAR NOT NULL UNIQUE,
+        source VARCHAR,
+        input_cols JSON NOT NULL,
+        label_col VARCHAR NOT NULL,
+        labels JSON NOT NULL,
+        n_rows INTEGER NOT NULL,
+        fractions JSON NOT NULL,
+        split_seed INTEGER NOT NULL,
+        report JSON,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE examples (
+        dataset_id VARCHAR NOT NULL,
+        idx INTEGER NOT NULL,
+        fields JSON NOT NULL,
+        text VARCHAR NOT NULL,
+        label VARCHAR NOT NULL,
+        label_norm VARCHAR NOT NULL,
+        PRIMARY KEY (dataset_id, idx)
+    );
+    CREATE TABLE models (
+        name VARCHAR PRIMARY KEY,
+        spec JSON NOT NULL,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE prompts (
+        id VARCHAR PRIMARY KEY,
+        system VARCHAR NOT NULL,
+        user_template VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE runs (
+        id VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL,
+        dataset_id VARCHAR,
+        status VARCHAR NOT NULL,
+        config JSON NOT NULL,
+        summary JSON,
+        error VARCHAR,
+        pid INTEGER,
+        host VARCHAR,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        updated_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE steps (
+        run_id VARCHAR NOT NULL,
+        seq INTEGER NOT NULL,
+        kind VARCHAR NOT NULL,
+        data JSON NOT NULL,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE TABLE candidates (
+        run_id VARCHAR NOT NULL,
+        id INTEGER NOT NULL,
+        prompt_id VARCHAR NOT NULL,
+        round INTEGER NOT NULL,
+        proposer VARCHAR,
+        family VARCHAR,
+        parents JSON,
+        meta_prompt VARCHAR,
+        raw_reply VARCHAR,
+        status VARCHAR NOT NULL,
+        minibatch_score DOUBLE,
+        val_score DOUBLE,
+        test_score DOUBLE,
+        data JSON,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (run_id, id)
+    );
+    CREATE TABLE evaluations (
+        prompt_id VARCHAR NOT NULL,
+        model_key VARCHAR NOT NULL,
+        dataset_id VARCHAR NOT NULL,
+        example_idx INTEGER NOT NULL,
+        call_key VARCHAR NOT NULL,
+        reply VARCHAR,
+        pred VARCHAR,
+        parse VARCHAR,
+        correct BOOLEAN,
+        error VARCHAR,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (prompt_id, model_key, dataset_id, example_idx)
+    );
+    CREATE SEQUENCE llm_calls_seq;
+    CREATE TABLE llm_calls (
+        id BIGINT PRIMARY KEY DEFAULT nextval('llm_calls_seq'),
+        key VARCHAR NOT NULL,
+        model VARCHAR NOT NULL,
+        api_base VARCHAR,
+        request JSON NOT NULL,
+        response VARCHAR,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        latency_s DOUBLE,
+        cost DOUBLE,
+        error VARCHAR,
+        error_kind VARCHAR,
+        attempts INTEGER,
+        run_id VARCHAR,
+        purpose VARCHAR,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE INDEX llm_calls_key ON llm_calls (key);
+    """,
+]
+
+
+@dataclass(frozen=True)
+class CachedCall:
+    key: str
+    response: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    cost: float | None
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc)
+    return "Could not set lock" in text or "Conflicting lock" in text or "database is locked" in text
+
+
+# How long an idle process keeps the file open, how long a busy one may hold it while another process
+# waits, and how long it then stays away so the waiter gets in. Opening the file costs ~12 ms, so a
+# process keeps it while it works (a committed write then costs ~2 ms) instead of reopening per write.
+IDLE_RELEASE_S = 0.1
+MAX_HOLD_S = 1.0
+YIELD_GAP_S = 0.05
+
+
+class _Lease:
+    """The process's open DuckDB instance for one file, shared by its threads (one cursor each).
+
+    Released when idle, and handed over when another process signals that it waits (by touching
+    `<db>.wait`), so a CLI run and the dashboard take turns instead of one locking the other out.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.wait_flag = path.with_name(path.name + ".wait")
+        self.cond = threading.Condition()
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.users = 0
+        self.opened_at = 0.0
+        self.last_used = 0.0
+        self.draining = False
+        self._closer: threading.Thread | None = None
+
+    def _someone_waits(self) -> bool:
+        try:
+            return time.time() - self.wait_flag.stat().st_mtime < 2 * MAX_HOLD_S
+        except OSError:
+            return False
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                return duckdb.connect(str(self.path))
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc):
+                    raise StoreError(f"cannot open the database {self.path}: {exc}") from None
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"the database {self.path} stayed locked by another process for {LOCK_WAIT_S:.0f} s. "
+                        "Another program holds it open; close it, or use another --db."
+                    ) from None
+                try:
+                    self.wait_flag.touch()
+                except OSError:
+                    pass
+                time.sleep(random.uniform(0.003, 0.015))
+
+    def _close(self) -> None:
+        if self.con is not None:
+            try:
+                self.con.close()
+            finally:
+                self.con = None
+
+    @contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self.cond:
+            if self.con is not None and time.monotonic() - self.opened_at > MAX_HOLD_S and self._someone_waits():
+                self.draining = True
+            while self.draining and self.users > 0:
+                self.cond.wait()
+            if self.draining:
+                self._close()
+                time.sleep(YIELD_GAP_S)
+                self.draining = False
+            if self.con is None:
+                self.con = self._open()
+                self.opened_at = time.monotonic()
+            self.users += 1
+            cur = self.con.cursor()
+            self._start_closer()
+        try:
+            yield cur
+        finally:
+            cur.close()
+            with self.cond:
+                self.users -= 1
+                self.last_used = time.monotonic()
+                self.cond.notify_all()
+
+    def _start_closer(self) -> None:
+        if self._closer is None or not self._closer.is_alive():
+            self._closer = threading.Thread(target=self._close_when_idle, name="promptlab-store-idle", daemon=True)
+            self._closer.start()
+
+    def _close_when_idle(self) -> None:
+        while True:
+            time.sleep(IDLE_RELEASE_S / 2)
+            with self.cond:
+                if self.con is None:
+                    return
+                if self.users == 0 and time.monotonic() - self.last_used > IDLE_RELEASE_S:
+                    self._close()
+                    return
+
+    def close(self) -> None:
+        with self.cond:
+            while self.users > 0:
+                self.cond.wait()
+            self._close()
+
+
+_leases: dict[Path, _Lease] = {}
+_leases_lock = threading.Lock()
+
+
+@atexit.register
+def _close_all_leases() -> None:
+    for lease in list(_leases.values()):
+        with lease.cond:
+            lease._close()
+
+
+def _lease(path: Path) -> _Lease:
+    key = path.resolve()
+    with _leases_lock:
+        if key not in _leases:
+            _leases[key] = _Lease(key)
+        return _leases[key]
+
+
+class Store:
+    """The DuckDB file behind promptlab. Cheap to construct; holds no open connection between calls."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else default_db_path()
+        self._migrated = False
+        self._migrate_lock = threading.Lock()
+
+    # --- connections ------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor inside one transaction: committed on success, rolled back on any exception."""
+        self.migrate()
+        with _lease(self.path).cursor() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def _all(self, sql: str, params: list | tuple = ()) -> list[tuple]:
+        with self.transaction() as con:
+            return con.execute(sql, params).fetchall()
+
+    def _one(self, sql: str, params: list | tuple = ()) -> tuple | None:
+        with self.transaction() as con:
+            return con.execute(sql, params).fetchone()
+
+    def _df(self, sql: str, params: list | tuple = ()) -> pd.DataFrame:
+        with self.transaction() as con:
+            return con.execute(sql, params).df()
+
+    # --- migrations --------------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Apply pending migrations in order; returns the schema version."""
+        if self._migrated:
+            return len(MIGRATIONS)
+        with self._migrate_lock:
+            with _lease(self.path).cursor() as con:
+                con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+                version = row[0] or 0
+                if version > len(MIGRATIONS):
+                    raise StoreError(
+                        f"{self.path} has schema version {version}, newer than this promptlab ({len(MIGRATIONS)}). "
+                        "Upgrade promptlab or use another --db."
+                    )
+                for i in range(version, len(MIGRATIONS)):
+                    con.execute("BEGIN TRANSACTION")
+                    try:
+                        con.execute(MIGRATIONS[i])
+                        con.execute("INSERT INTO schema_version VALUES (?)", [i + 1])
+                        con.execute("COMMIT")
+                    except BaseException:
+                        con.execute("ROLLBACK")
+                        raise
+            self._migrated = True
+        return len(MIGRATIONS)
+
+    def close(self) -> None:
+        """Release the file now (instead of after the idle delay)."""
+        _lease(self.path).close()
+
+    def schema_version(self) -> int:
+        return self._one("SELECT max(version) FROM schema_version")[0]
+
+    # --- datasets ----------------------------------------------------------------------------------
+
+    def dataset_id_by_hash(self, content_hash: str) -> str | None:
+        row = self._one("SELECT id FROM datasets WHERE content_hash = ?", [content_hash])
+        return row[0] if row else None
+
+    def dataset_name_taken(self, name: str) -> bool:
+        return self._one("SELECT 1 FROM datasets WHERE name = ?", [name]) is not None
+
+    def insert_dataset(self, ds, dataset_id: str, source: str) -> None:
+        """Insert a dataset row and all its examples in one transaction (all or nothing)."""
+        examples = pd.DataFrame({
+            "dataset_id": dataset_id,
+            "idx": ds.frame["idx"].astype("int32"),
+            "fields": [json.dumps(f, ensure_ascii=False) for f in ds.frame["fields"]],
+            "text": ds.frame["text"],
+            "label": ds.frame["label"],
+            "label_norm": ds.frame["label_norm"],
+        })
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO datasets (id, name, content_hash, source, input_cols, label_col, labels, n_rows,"
+                " fractions, split_seed, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [dataset_id, ds.name, ds.content_hash, source, json.dumps(list(ds.input_cols)), ds.label_col,
+                 json.dumps(list(ds.labels), ensure_ascii=False), ds.n, json.dumps(list(ds.fractions)),
+                 ds.split_seed, json.dumps(ds.report.to_dict(), ensure_ascii=False)],
+            )
+            con.register("new_examples", examples)
+            con.execute(
+                "INSERT INTO examples (dataset_id, idx, fields, text, label, label_norm) "
+                "SELECT dataset_id, idx, fields, text, label, label_norm FROM new_examples"
+            )
+            con.unregister("new_examples")
+
+    def dataset_row(self, name_or_id: str) -> dict | None:
+        with self.transaction() as con:
+            cur = con.execute(
+                "SELECT id, name, content_hash, source, input_cols, label_col, labels, n_rows, fractions,"
+                " split_seed, report, created_at FROM datasets WHERE id = ? OR name = ? ORDER BY (id = ?) DESC LIMIT 1",
+                [name_or_id, name_or_id, name_or_id],
+            )
+            row = cur.fetchone()
+            if row is None:
+                return None
+            cols = [d[0] for d in cur.description]
+        rec = dict(zip(cols, row))
+        for k in ("input_cols", "labels", "fractions", "report"):
+            rec[k] = json.loads(rec[k]) if rec[k] is not None else None
+        return rec
+
+    def dataset_examples(self, dataset_id: str) -> pd.DataFrame:
+        frame = self._df(
+            "SELECT idx, fields, text, label, label_norm FROM examples WHERE dataset_id = ? ORDER BY idx",
+            [dataset_id],
+        )
+        frame["fields"] = [json.loads(f) for f in frame["fields"]]
+        frame["idx"] = frame["idx"].astype("int64")
+        return frame
+
+    def list_datasets(self) -> pd.DataFrame:
+        return self._df(
+            "SELECT id, name, n_rows, label_col, input_cols, labels, source, created_at FROM datasets ORDER BY created_at"
+        )
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        with self.transaction() as con:
+            con.execute("DELETE FROM examples WHERE dataset_id = ?", [dataset_id])
+            con.execute("DELETE FROM datasets WHERE id = ?", [dataset_id])
+
+    # --- models ------------------------------------------------------------------------------------
+
+    def save_model(self, name: str, spec: dict) -> None:
+        with self.transaction() as con:
+            con.execute("DELETE FROM models WHERE name = ?", [name])
+            con.execute("INSERT INTO models (name, spec) VALUES (?, ?)", [name, json.dumps(spec)])
+
+    def model_record(self, name: str) -> dict | None:
+        row = self._one("SELECT spec FROM models WHERE name = ?", [name])
+        return json.loads(row[0]) if row else None
+
+    def list_models(self) -> list[tuple[str, dict]]:
+        return [(n, json.loads(s)) for n, s in self._all("SELECT name, spec FROM models ORDER BY name")]
+
+    def delete_model(self, name: str) -> bool:
+        with self.transaction() as con:
+            found = con.execute("SELECT 1 FROM models WHERE name = ?", [name]).fetchone() is not None
+            con.execute("DELETE FROM models WHERE name = ?", [name])
+        return found
+
+    # --- prompts -----------------------------------------------------------------------------------
+
+    def save_prompt(self, prompt_id: str, system: str, user_template: str) -> None:
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO prompts (id, system, user_template) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [prompt_id, system, user_template],
+            )
+
+    # --- the call cache ----------------------------------------------------------------------------
+
+    def cached_calls(self, keys: list[str]) -> dict[str, CachedCall]:
+        """The latest successful call for each key that has one (failed calls are never served)."""
+        if not keys:
+            return {}
+        frame = pd.DataFrame({"key": list(dict.fromkeys(keys))})
+        with self.transaction() as con:
+            con.register("wanted", frame)
+            rows = con.execute(
+                "SELECT c.key, arg_max(c.response, c.id), arg_max(c.prompt_tokens, c.id),"
+                " arg_max(c.completion_tokens, c.id), arg_max(c.latency_s, c.id), arg_max(c.cost, c.id)"
+                " FROM llm_calls c JOIN wanted w ON c.key = w.key WHERE c.error IS NULL GROUP BY c.key"
+            ).fetchall()
+            con.unregister("wanted")
+        return {r[0]: CachedCall(r[0], r[1] or "", r[2] or 0, r[3] or 0, r[4] or 0.0, r[5]) for r in rows}
+
+    def record_call(self, key: str, request: dict, completion, run_id: str | None = None, purpose: str = "") -> None:
+        """Commit one finished call (success or failure) at once."""
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO llm_calls (key, model, api_base, request, response, prompt_tokens, completion_tokens,"
+                " latency_s, cost, error, error_kind, attempts, run_id, purpose) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [key, request["model"], request.get("api_base"), json.dumps(request, ensure_ascii=False),
+                 completion.text if completion.ok else None, completion.prompt_tokens, completion.completion_tokens,
+                 completion.latency_s, completion.cost, completion.error, completion.error_kind, completion.attempts,
+                 run_id, purpose],
+            )
+
+    def call_stats(self, run_id: str | None = None) -> dict:
+        where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
+        row = self._one(
+            f"SELECT count(*), count(*) FILTER (WHERE error IS NOT NULL), coalesce(sum(prompt_tokens), 0),"
+            f" coalesce(sum(completion_tokens), 0), sum(cost) FROM llm_calls {where}",
+            params,
+        )
+        return {"calls": row[0], "errors": row[1], "prompt_tokens": row[2], "completion_tokens": row[3], "cost": row[4]}
+
+    # --- evaluations -------------------------------------------------------------------------------
+
+    def save_evaluations(self, rows: pd.DataFrame) -> None:
+        """Upsert per-example rows (prompt × model × example)."""
+        if rows.empty:
+            return
+        with self.transaction() as con:
+            con.register("new_evals", rows)
+            con.execute(
+                "INSERT OR REPLACE INTO evaluations (prompt_id, model_key, dataset_id, example_idx, call_key, reply,"
+                " pred, parse, correct, error) SELECT prompt_id, model_key, dataset_id, example_idx, call_key, reply,"
+                " pred, parse, correct, error FROM new_evals"
+            )
+            con.unregister("new_evals")
+
+    def evaluations(self, prompt_id: str, model_key: str, dataset_id: str) -> pd.DataFrame:
+        return self._df(
+            "SELECT example_idx, call_key, reply, pred, parse, correct, error FROM evaluations"
+            " WHERE prompt_id = ? AND model_key = ? AND dataset_id = ? ORDER BY example_idx",
+            [prompt_id, model_key, dataset_id],
+        )
+
+    # --- runs --------------------------------------------------------------------------------------
+
+    def create_run(self, run_id: str, kind: str, dataset_id: str | None, config: dict) -> None:
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO runs (id, kind, dataset_id, status, config, pid, host) VALUES (?, ?, ?, 'running', ?, ?, ?)",
+                [run_id, kind, dataset_id, json.dumps(config, ensure_ascii=False), os.getpid(), os.uname().nodename],
+            )
+
+    def finish_run(self, run_id: str, status: str, summary: dict | None = None, error: str | None = None) -> None:
+        with self.transaction() as con:
+            con.execute(
+                "UPDATE runs SET status = ?, summary = ?, error = ?, updated_at = current_timestamp WHERE id = ?",
+                [status, json.dumps(summary, ensure_ascii=False) if summary is not None else None, error, run_id],
+            )
+
+    def list_runs(self) -> pd.DataFrame:
+        return self._df(
+            "SELECT r.id, r.kind, d.name AS dataset, r.status, r.created_at, r.updated_at, r.summary"
+            " FROM runs r LEFT JOIN datasets d ON d.id = r.dataset_id ORDER BY r.created_at DESC"
+        )
