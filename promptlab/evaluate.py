@@ -20,7 +20,7 @@ import pandas as pd
 from promptlab import metrics as M
 from promptlab.data import LabeledDataset, normalize_label
 from promptlab.errors import PromptlabError
-from promptlab.models import Completion, ModelSpec, complete, request_key, request_record, warm_up
+from promptlab.models import Completion, ModelSpec, RetryPolicy, complete, request_key, request_record, warm_up
 from promptlab.store import Store
 
 # --- prompt templates ------------------------------------------------------------------------------
@@ -121,9 +121,12 @@ def _loose(text: str) -> str:
 def parse_label(reply: str, labels: tuple[str, ...]) -> tuple[str | None, str]:
     """Map a model's reply to a label's normalized form. Returns (label or None, how).
 
-    how: 'exact' (the reply is a label), 'normalized' (equal after trimming case, punctuation,
-    markup and an 'Answer:' prefix), 'mention' (the first sentence that names a label names only one),
-    'ambiguous' (it names several: invalid), 'none' (no label named: invalid), 'empty'.
+    In order: 'exact' (the reply is a label); 'normalized' (equal after trimming case, punctuation,
+    markup and an 'Answer:' prefix, for the whole reply or its first line); 'stated' (a line such as
+    'Label: X' names one label); 'mention' (the label the reply names first, when every label it
+    names is that one). Otherwise invalid: 'ambiguous' (it names different labels, or enumerates
+    them as 'A: … B: …'), 'none' (no label named), 'empty'. A negated name ('not positive', 'no
+    negative sentiment', 'non-X') is not a mention.
     """
     norms = [normalize_label(lab) for lab in labels]
     if reply is None or not reply.strip():
@@ -138,13 +141,35 @@ def parse_label(reply: str, labels: tuple[str, ...]) -> tuple[str | None, str]:
     for candidate in (body, _PREFIX.sub("", body), first_line, _PREFIX.sub("", first_line)):
         if _loose(candidate) in loose_labels:
             return loose_labels[_loose(candidate)], "normalized"
+    stated = [loose_labels[_loose(m.group(1))] for m in _STATED.finditer(body) if _loose(m.group(1)) in loose_labels]
+    if stated:
+        return stated[-1], "stated"  # the last stated answer is the final one
+    headings = {loose_labels[_loose(m.group(1))] for m in _HEADING.finditer(body) if _loose(m.group(1)) in loose_labels}
+    if len(headings) > 1:
+        return None, "ambiguous"  # 'Billing: …\nTechnical: …' enumerates labels, it does not choose one
+    first, named = None, set()
     for sentence in _SENTENCE.split(body):
         found = _mentions(_loose_keep(sentence), loose_labels)
-        if len(found) == 1:
-            return found.pop(), "mention"
-        if len(found) > 1:
-            return None, "ambiguous"
-    return None, "none"
+        if found and first is None:
+            first = found
+        named |= found
+    if not named:
+        return None, "none"
+    if len(first) > 1 or len(named) > 1:
+        return None, "ambiguous"
+    return first.pop(), "mention"
+
+
+_STATED = re.compile(
+    r"^\s*[*_#>\s]*(?:final\s+)?(?:answer|label|category|class|classification|sentiment|output|prediction|result|ответ|метка|категория)"
+    r"\s*[*_]*\s*[:=]\s*[*_\"'`«]*([^\n]+?)[*_\"'`».]*\s*$",
+    re.I | re.M,
+)
+_NEGATION = re.compile(
+    r"(?:\b(?:not|no|never|nothing|isn't|isnt|wasn't|aren't|doesn't|don't|didn't|neither|nor|without|lacks|не|нет|ни|без)"
+    r"\s+(?:\w+\s+){0,2}|non\s?)$"
+)
+_HEADING = re.compile(r"^\s*[*_#>\-\s]*([^\n:]{1,40}?)[*_]*\s*:\s*\S", re.M)
 
 
 def _loose_keep(text: str) -> str:
@@ -153,17 +178,20 @@ def _loose_keep(text: str) -> str:
 
 
 def _mentions(sentence: str, loose_labels: dict[str, str]) -> set[str]:
-    """Distinct labels named in a sentence as whole words; a label inside a longer one doesn't count."""
+    """Distinct labels named in a sentence as whole words, not negated, not inside a longer label."""
     spans = []
     for loose, norm in loose_labels.items():
         if not loose:
             continue
         for m in re.finditer(r"(?<!\w)" + re.escape(loose) + r"(?!\w)", sentence):
             spans.append((m.start(), m.end(), norm))
-    kept = {
-        norm for s, e, norm in spans
-        if not any(s2 <= s and e <= e2 and (e2 - s2) > (e - s) for s2, e2, _ in spans)
-    }
+    kept = set()
+    for s, e, norm in spans:
+        if any(s2 <= s and e <= e2 and (e2 - s2) > (e - s) for s2, e2, _ in spans):
+            continue
+        if _NEGATION.search(sentence[max(0, s - 40):s]):
+            continue
+        kept.add(norm)
     return kept
 
 
@@ -269,6 +297,7 @@ def evaluate(
     max_tokens: int | None = None,
     run_id: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    retry: RetryPolicy = RetryPolicy(),
 ) -> EvalResult:
     """Score `prompt` for `spec` on `examples` (rows of dataset.frame). Each new call is committed as it completes."""
     prompt.check(dataset.input_cols)
@@ -289,7 +318,7 @@ def evaluate(
     load_s = warm_up(spec) if todo else 0.0  # model loading is start-up, not evaluation time
 
     def call(key: str, record: dict) -> tuple[str, Completion]:
-        result = complete(spec, record["messages"], params)
+        result = complete(spec, record["messages"], params, retry=retry)
         store.record_call(key, record, result, run_id=run_id, purpose="eval")
         return key, result
 

