@@ -20,8 +20,10 @@ import pandas as pd
 
 from promptlab.errors import PromptlabError
 
-INPUT_NAMES = ("input", "text", "sentence", "question", "content", "message", "review", "query", "prompt")
-LABEL_NAMES = ("label", "target", "answer", "class", "category", "labels", "gold", "output")
+INPUT_NAMES = ("input", "text", "sentence", "question", "content", "message", "review", "query", "prompt",
+               "текст", "вопрос", "сообщение", "отзыв", "предложение", "ввод")
+LABEL_NAMES = ("label", "target", "answer", "class", "category", "labels", "gold", "output", "sentiment", "intent",
+               "метка", "класс", "ответ", "категория", "тональность", "таргет")
 TEXT_FORMATS = {".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json"}
 FORMATS = TEXT_FORMATS | {".parquet", ".pq"}
 DEFAULT_FRACTIONS = (0.3, 0.35, 0.35)  # train (examples for meta-prompts), val (selection), test (held out)
@@ -308,10 +310,11 @@ def detect_columns(
     for c in input_cols or []:
         if c not in columns:
             raise DataError(f"{filename}: no column '{c}'. Columns are: {listing}. Pick the input column(s) from these.")
-    label_col = label_col or _find(columns, LABEL_NAMES)
+    label_col = label_col or _find([c for c in columns if c not in (input_cols or [])], LABEL_NAMES)
     if label_col is None:
-        if len(columns) == 2 and input_cols and input_cols[0] in columns:
-            label_col = next(c for c in columns if c != input_cols[0])
+        known_input = (input_cols or [None])[0] or _find(columns, INPUT_NAMES)
+        if len(columns) == 2 and known_input in columns:
+            label_col = next(c for c in columns if c != known_input)
         else:
             raise DataError(
                 f"{filename}: cannot tell which column holds the label (columns: {listing}). "

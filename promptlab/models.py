@@ -269,6 +269,8 @@ def _refine_kind(kind: str, exc: BaseException) -> str:
     text = str(exc).lower()
     if kind in ("bad_request", "unknown") and ("context window" in text or "context length" in text or "maximum context" in text):
         return "context_length"
+    if kind == "server_error" and ("connection error" in text or "connection refused" in text or "connecterror" in text):
+        return "connection"  # litellm reports a refused connection as a 500
     return kind
 
 
