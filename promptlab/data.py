@@ -124,7 +124,7 @@ def read_table(source: str | Path | bytes, filename: str | None = None) -> pd.Da
     head = raw[:8192]
     if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise DataError(f"{filename}: looks like a binary file, not text. Export your data as CSV (UTF-8), JSONL or Parquet.")
-    text, _ = decode_text(raw, filename)
+    text, encoding = decode_text(raw, filename)
     if ext in {".jsonl", ".ndjson"}:
         frame = _read_jsonl(text, filename)
     elif ext == ".json":
@@ -358,6 +358,8 @@ class DatasetReport:
             out.append(f"{self.blank_rows_dropped} completely blank row(s) skipped")
         for label, variants in self.merged_label_variants.items():
             out.append(f"label spellings {', '.join(repr(v) for v in variants)} were merged as '{label}'")
+        if self.encoding and self.encoding != "utf-8":
+            out.append(f"read as {self.encoding}")
         if self.long_inputs:
             out.append(f"{self.long_inputs} input(s) longer than {LONG_CELL_CHARS} characters may not fit a small model's context")
         return out
@@ -487,7 +489,7 @@ def prepare(
     conflicting = int(pd.DataFrame({"t": texts, "n": norms}).drop_duplicates().duplicated("t").sum())
     long_inputs = int((text_series.str.len() > LONG_CELL_CHARS).sum())
     labels = tuple(dict.fromkeys(label_display))
-    content_hash = _content_hash(input_cols, label_col, texts, fields_list, norms)
+    content_hash = _content_hash(input_cols, label_col, fields_list, norms)
     report = DatasetReport(
         n_rows=len(out),
         label_counts={display[n]: counts[n] for n in dict.fromkeys(norms)},
@@ -496,7 +498,7 @@ def prepare(
         blank_rows_dropped=blank_dropped,
         merged_label_variants=merged,
         long_inputs=long_inputs,
-        encoding=encoding,
+        encoding=encoding or frame.attrs.get("encoding", ""),
     )
     return LabeledDataset(
         name=name, frame=out, input_cols=tuple(input_cols), label_col=label_col, labels=labels,
@@ -504,7 +506,7 @@ def prepare(
     )
 
 
-def _content_hash(input_cols, label_col, texts, fields_list, norms) -> str:
+def _content_hash(input_cols, label_col, fields_list, norms) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([list(input_cols), label_col], ensure_ascii=False).encode())
     for f, n in zip(fields_list, norms):
@@ -629,7 +631,8 @@ def import_dataset(
         final_name = f"{final_name}-{n}"
     dataset_id = ds.content_hash[:12]
     ds = replace(ds, name=final_name, id=dataset_id)
-    store.insert_dataset(ds, dataset_id, source=str(filename or source if not isinstance(source, bytes) else filename))
+    source_name = filename or (Path(source).name if not isinstance(source, bytes) else "upload")
+    store.insert_dataset(ds, dataset_id, source=source_name)
     return ds, False
 
 

@@ -95,7 +95,7 @@ def _zoo_params():
         yield pytest.param(c, marks=marks, id=f"{c['model']}:{c['reply'][:30]!r}")
 
 
-@pytest.mark.parametrize("case", _zoo_params())
+@pytest.mark.parametrize("case", list(_zoo_params()))
 def test_real_zoo_replies_map_as_a_careful_grader_reads_them(case):
     """Replies collected from the zoo models, each graded by hand (tests/data/zoo_replies.jsonl)."""
     got, how = parse_label(case["reply"], tuple(case["labels"]))
