@@ -273,6 +273,176 @@ def _print_eval(result, ds, s: dict) -> None:
     print(f"time      {s['eval_wall_s']:.2f} s evaluating ({rate})")
 
 
+# --- optimize and runs -----------------------------------------------------------------------------
+
+def _models(store, names: str) -> list:
+    from promptlab.models import resolve_model
+
+    return [resolve_model(n.strip(), store) for n in names.split(",") if n.strip()]
+
+
+def _read_text_file(path_text: str, what: str) -> str:
+    path = Path(path_text)
+    if not path.is_file():
+        raise PromptlabError(f"{what} {path}: no such file")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise PromptlabError(f"{what} {path}: not UTF-8 text. Save it as UTF-8.") from None
+
+
+def cmd_optimize(args) -> int:
+    from promptlab import runs
+    from promptlab.data import resolve_dataset
+    from promptlab.evaluate import PromptTemplate
+    from promptlab.models import resolve_model
+
+    store = _store(args)
+    ds = resolve_dataset(store, args.dataset)
+    target = resolve_model(args.target, store)
+    proposers = _models(store, args.proposers)
+    baselines = None
+    if args.baseline_file:
+        baselines = [PromptTemplate.from_file_text(_read_text_file(args.baseline_file, "--baseline-file"))]
+    elif args.baseline:
+        baselines = [PromptTemplate.from_text(_unescape(b)) for b in args.baseline]
+    meta = _read_text_file(args.meta_prompt_file, "--meta-prompt-file") if args.meta_prompt_file else None
+    extra = {k: v for k, v in {
+        "minibatch_size": args.minibatch, "gate": args.gate, "top_k": args.top_k, "temperature": args.temperature,
+        "test_top": args.test_top,
+    }.items() if v is not None}
+    config = runs.make_config(
+        ds, target, proposers, metric=args.metric, seed=args.seed, arena_k=args.arena, candidates=args.candidates,
+        rounds=args.rounds, budget_calls=args.budget, max_proposer_calls=args.max_proposer_calls,
+        max_proposer_tokens=args.max_proposer_tokens, patience=args.patience, baselines=baselines, meta_prompt=meta,
+        task=_unescape(args.task) if args.task else None, **extra,
+    )
+    proj = runs.projection(store, config)
+    out = sys.stderr if args.json else sys.stdout
+    search = proj["target_search"]
+    budget = f", capped by --budget {proj['budget_calls']}" if proj["budget_calls"] else ""
+    print(f"projection: target calls for the search {search['min']}–{search['max']} (expected ~{search['expected']}{budget}), "
+          f"{proj['target_test']} for the final test scoring, {proj['proposer_calls']} proposer calls; "
+          "calls already in the cache are free", file=out)
+    run_id = runs.create_run(store, config)
+    print(f"run {run_id}: {ds.name}, target {target.label}, proposers {', '.join(p.label for p in proposers)}", file=out)
+    return _execute(store, run_id, args)
+
+
+def _execute(store, run_id: str, args) -> int:
+    from promptlab import runs
+
+    out = sys.stderr if args.json else sys.stdout
+
+    def progress(step) -> None:
+        line = _step_line(step)
+        if line:
+            print(line, file=out, flush=True)
+
+    summary = runs.execute(store, run_id, on_step=progress)
+    if args.json:
+        _print_json(summary)
+    else:
+        _print_run(store, summary)
+    return 0
+
+
+def _step_line(step) -> str | None:
+    k = step.kind
+    if k == "round_started":
+        return f"round {step.round}: proposers {', '.join(step.proposers)}"
+    if k == "proposal_made":
+        dropped = ", ".join(f"{n} {why}" for why, n in step.dropped.items())
+        err = f" (error: {step.error[:80]})" if step.error else ""
+        return f"  {step.proposer}: {len(step.accepted)} candidate(s){' dropped ' + dropped if dropped else ''}{err}"
+    if k == "candidate_scored":
+        if step.status == "gated":
+            return f"  #{step.candidate_id}: minibatch {_fmt(step.minibatch_score)}, gated (saved {step.calls_saved} calls)"
+        mb = f"minibatch {_fmt(step.minibatch_score)}, " if step.minibatch_score is not None else ""
+        return f"  #{step.candidate_id}: {mb}val {_fmt(step.val_score)} (n={step.n_val})"
+    if k == "round_finished":
+        return f"  best so far #{step.best_id}: val {_fmt(step.best_val)}{' (improved)' if step.improved else ''}"
+    if k == "test_scored":
+        return f"test #{step.candidate_id}: {_fmt(step.test_score)} [{_fmt(step.test_ci[0])}, {_fmt(step.test_ci[1])}] n={step.n_test}"
+    if k == "run_finished":
+        return f"finished ({step.reason}) after {step.rounds} round(s)"
+    return None
+
+
+def _print_run(store, s: dict) -> None:
+    from promptlab import runs
+
+    print(f"\nrun {s['run_id']} ({s['status']}{', ' + s['reason'] if s.get('reason') else ''}): {s['dataset']}, "
+          f"target {s['target']}, metric {s['metric']}, seed {s['seed']}")
+    print(f"baseline  val {_fmt(s['baseline_val'])}  test {_fmt(s['baseline_test'])}")
+    print(f"best #{s['best_id']} ({s['best_proposer']})  val {_fmt(s['best_val'])}  test {_fmt(s['best_test'])}"
+          f"  (val n={s['n_val']}, test n={s['n_test']})")
+    print(f"best prompt:\n  " + (s["best_prompt"] or "").replace("\n", "\n  "))
+    board = runs.leaderboard(store, s["run_id"])
+    print("\nleaderboard (val; test where scored)")
+    for r in board.head(15).itertuples():
+        text = " ".join(str(r.text).split())
+        val = f"{_fmt(r.val_score)} [{_fmt(r.val_ci_low)}, {_fmt(r.val_ci_high)}]" if r.val_score == r.val_score and r.val_score is not None else f"gated (minibatch {_fmt(r.minibatch_score)})"
+        test = f"  test {_fmt(r.test_score)}" if r.test_score == r.test_score and r.test_score is not None else ""
+        print(f"  #{r.id:<3} r{r.round:<2} {str(r.proposer)[:26]:<26} val {val}{test}  {text[:60]}")
+    print("\nproposers (candidates asked, valid, best val, round wins)")
+    for p in s["proposers"]:
+        rate = f"{p['valid_rate']:.0%}" if p["valid_rate"] is not None else "n/a"
+        print(f"  {p['model']:<30} {p['family']:<8} {p['candidates']:>3} asked  {p['valid']:>3} valid ({rate})  "
+              f"best {_fmt(p['best_val'])}  wins {p['wins']}")
+    print(f"\ncalls: {s['target_calls']} target + {s['proposer_calls']} proposer new, {s['cached_calls']} from cache; "
+          f"{s['gated']} candidate(s) stopped at the minibatch gate saved {s['calls_saved_by_gate']} calls")
+
+
+def cmd_runs_list(args) -> int:
+    frame = _store(args).list_runs()
+    if args.json:
+        _print_json(frame.to_dict(orient="records"))
+        return 0
+    if frame.empty:
+        print("no runs yet: python -m promptlab optimize …")
+        return 0
+    for r in frame.itertuples():
+        summary = json.loads(r.summary) if r.summary else {}
+        best = f"best val {_fmt(summary.get('best_val'))} test {_fmt(summary.get('best_test'))}" if r.kind == "optimize" else f"score {_fmt(summary.get('score'))}"
+        print(f"{r.id:<16} {r.kind:<9} {str(r.dataset):<24} {r.status:<12} {str(r.created_at)[:19]}  {best}")
+    return 0
+
+
+def cmd_runs_show(args) -> int:
+    from promptlab import runs
+
+    store = _store(args)
+    rec = store.run_row(args.run_id)
+    if rec is None:
+        raise PromptlabError(f"no run '{args.run_id}' (see `runs list`)")
+    if rec["kind"] != "optimize":
+        summary = rec["summary"] or {}
+        _print_json(summary) if args.json else print(json.dumps(summary, indent=2, ensure_ascii=False))
+        return 0
+    summary = runs.summarize(store, args.run_id)
+    summary["leaderboard"] = runs.leaderboard(store, args.run_id)[
+        ["id", "round", "proposer", "family", "status", "minibatch_score", "val_score", "val_ci_low", "val_ci_high",
+         "test_score", "text"]].to_dict(orient="records")
+    if args.json:
+        _print_json(summary)
+    else:
+        _print_run(store, summary)
+    return 0
+
+
+def cmd_runs_resume(args) -> int:
+    store = _store(args)
+    rec = store.run_row(args.run_id)
+    if rec is None:
+        raise PromptlabError(f"no run '{args.run_id}' (see `runs list`)")
+    if rec["kind"] != "optimize":
+        raise PromptlabError(f"run {args.run_id} is an {rec['kind']} run; only optimize runs resume (re-run the eval: it is cached)")
+    if rec["status"] == "finished":
+        print(f"run {args.run_id} already finished; replaying it from the cache", file=sys.stderr)
+    return _execute(store, args.run_id, args)
+
+
 # --- parser ----------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -335,6 +505,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="split seed (default: the dataset's)")
     p.add_argument("--max-tokens", type=int, help="reply length cap (default: sized to the longest label)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("optimize", parents=[common], help="search for a better prompt with an arena of proposer models")
+    p.add_argument("--dataset", required=True, help="stored dataset name, or a file path to import")
+    p.add_argument("--target", required=True, help="the model the prompt is for")
+    p.add_argument("--proposers", required=True, help="comma-separated proposer models")
+    p.add_argument("--arena", type=int, default=2, help="proposers drawn per round (0: all of them; default 2)")
+    p.add_argument("--candidates", type=int, default=2, help="candidates each proposer writes per round (default 2)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--metric", default="accuracy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", type=int, help="max target calls for the search (test scoring is extra)")
+    p.add_argument("--max-proposer-calls", type=int)
+    p.add_argument("--max-proposer-tokens", type=int)
+    p.add_argument("--patience", type=int, help="stop after this many rounds without improvement")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--baseline", action="append", help="baseline prompt (repeat for several); default: a plain label list")
+    g.add_argument("--baseline-file")
+    p.add_argument("--meta-prompt-file", help="replace the meta-prompt template (see promptlab/optimize/prompts.py)")
+    p.add_argument("--task", help="task description shown to the proposers")
+    p.add_argument("--minibatch", type=int, help="minibatch size for the gate (default 24)")
+    p.add_argument("--gate", choices=["ci", "mean", "off"], help="minibatch gate (default ci)")
+    p.add_argument("--top-k", type=int, help="prompts shown in the meta-prompt (default 6)")
+    p.add_argument("--temperature", type=float, help="proposer temperature (default 1.0)")
+    p.add_argument("--test-top", type=int, help="top prompts scored on test at the end (default 3)")
+    p.set_defaults(func=cmd_optimize)
+
+    rn = sub.add_parser("runs", help="list, show and resume runs").add_subparsers(dest="action", metavar="ACTION")
+    p = rn.add_parser("list", parents=[common], help="runs with their status")
+    p.set_defaults(func=cmd_runs_list)
+    p = rn.add_parser("show", parents=[common], help="leaderboard and per-proposer attribution")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_runs_show)
+    p = rn.add_parser("resume", parents=[common], help="finish an interrupted run without repeating calls")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_runs_resume)
     return parser
 
 

@@ -381,3 +381,30 @@ def evaluate(
         completion_tokens=sum(c.completion_tokens for c in fresh.values()),
         cost=sum(costs) if costs else None, wall_s=wall,
     )
+
+
+def cached_complete(
+    store: Store,
+    spec: ModelSpec,
+    messages: list[dict],
+    params: dict,
+    *,
+    sample: str | None = None,
+    run_id: str | None = None,
+    purpose: str = "",
+    retry: RetryPolicy = RetryPolicy(),
+) -> Completion:
+    """One call through the DuckDB cache: served from it if this exact request succeeded before,
+    otherwise made and committed at once (a failure is recorded but never served later)."""
+    record = request_record(spec, messages, params, sample=sample)
+    key = request_key(record)
+    hit = store.cached_calls([key]).get(key)
+    if hit is not None:
+        return Completion(
+            text=hit.response, prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens,
+            latency_s=hit.latency_s, cost=hit.cost, cached=True,
+        )
+    warm_up(spec)
+    result = complete(spec, messages, params, retry=retry)
+    store.record_call(key, record, result, run_id=run_id, purpose=purpose)
+    return result

@@ -192,14 +192,23 @@ class Completion:
         return self.error is None
 
 
-def request_record(spec: ModelSpec, messages: list[dict], params: dict | None = None) -> dict:
-    """Everything that determines a reply, and nothing secret: the basis of the cache key."""
-    return {
+def request_record(
+    spec: ModelSpec, messages: list[dict], params: dict | None = None, sample: str | None = None
+) -> dict:
+    """Everything that determines a reply, and nothing secret: the basis of the cache key.
+
+    `sample` names one draw when the same request is meant to be sampled more than once (a proposer
+    asked again in a later round, or in another run): it is part of the key, never sent to the model.
+    """
+    record = {
         "model": spec.model,
         "api_base": spec.api_base,
         "messages": messages,
         "params": {**spec.params, **(params or {})},
     }
+    if sample is not None:
+        record["sample"] = sample
+    return record
 
 
 def request_key(record: dict) -> str:

@@ -541,3 +541,96 @@ class Store:
             "SELECT r.id, r.kind, d.name AS dataset, r.status, r.created_at, r.updated_at, r.summary"
             " FROM runs r LEFT JOIN datasets d ON d.id = r.dataset_id ORDER BY r.created_at DESC"
         )
+
+    def run_row(self, run_id: str) -> dict | None:
+        with self.transaction() as con:
+            cur = con.execute(
+                "SELECT id, kind, dataset_id, status, config, summary, error, pid, host, created_at, updated_at"
+                " FROM runs WHERE id = ?", [run_id],
+            )
+            row = cur.fetchone()
+            cols = [d[0] for d in cur.description]
+        if row is None:
+            return None
+        rec = dict(zip(cols, row))
+        rec["config"] = json.loads(rec["config"])
+        rec["summary"] = json.loads(rec["summary"]) if rec["summary"] else None
+        return rec
+
+    def set_run_status(self, run_id: str, status: str, error: str | None = None) -> None:
+        with self.transaction() as con:
+            con.execute(
+                "UPDATE runs SET status = ?, error = ?, pid = ?, host = ?, updated_at = current_timestamp WHERE id = ?",
+                [status, error, os.getpid(), os.uname().nodename, run_id],
+            )
+
+    # --- steps and candidates ----------------------------------------------------------------------
+
+    def step_count(self, run_id: str) -> int:
+        return self._one("SELECT count(*) FROM steps WHERE run_id = ?", [run_id])[0]
+
+    def step_kinds(self, run_id: str) -> list[str]:
+        return [r[0] for r in self._all("SELECT kind FROM steps WHERE run_id = ? ORDER BY seq", [run_id])]
+
+    def save_step(self, run_id: str, seq: int, kind: str, data: dict, candidate: dict | None = None) -> None:
+        """Commit one step, and the candidate row it creates or updates, in one transaction."""
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO steps (run_id, seq, kind, data) VALUES (?, ?, ?, ?)",
+                [run_id, seq, kind, json.dumps(data, ensure_ascii=False, default=str)],
+            )
+            con.execute("UPDATE runs SET updated_at = current_timestamp WHERE id = ?", [run_id])
+            if candidate is not None:
+                self._upsert_candidate(con, run_id, candidate)
+
+    @staticmethod
+    def _upsert_candidate(con, run_id: str, c: dict) -> None:
+        exists = con.execute("SELECT 1 FROM candidates WHERE run_id = ? AND id = ?", [run_id, c["id"]]).fetchone()
+        if exists is None:
+            con.execute(
+                "INSERT INTO candidates (run_id, id, prompt_id, round, proposer, family, parents, meta_prompt,"
+                " raw_reply, status, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [run_id, c["id"], c["prompt_id"], c["round"], c["proposer"], c["family"], json.dumps(c["parents"]),
+                 c["meta_prompt"], c["raw_reply"], "proposed",
+                 json.dumps({"text": c["text"], "system": c["system"], "user": c["user"]}, ensure_ascii=False)],
+            )
+            return
+        sets, params = [], []
+        for col in ("status", "minibatch_score", "val_score", "test_score"):
+            if col in c:
+                sets.append(f"{col} = ?")
+                params.append(c[col])
+        if "extra" in c:
+            sets.append("data = json_merge_patch(data, ?)")
+            params.append(json.dumps(c["extra"]))
+        if sets:
+            con.execute(f"UPDATE candidates SET {', '.join(sets)} WHERE run_id = ? AND id = ?", [*params, run_id, c["id"]])
+
+    def steps(self, run_id: str) -> list[dict]:
+        rows = self._all("SELECT seq, kind, data, created_at FROM steps WHERE run_id = ? ORDER BY seq", [run_id])
+        return [{"seq": r[0], "kind": r[1], **json.loads(r[2]), "created_at": r[3]} for r in rows]
+
+    def candidates(self, run_id: str) -> pd.DataFrame:
+        frame = self._df(
+            "SELECT id, round, proposer, family, status, minibatch_score, val_score, test_score, prompt_id, parents,"
+            " data, meta_prompt, raw_reply, created_at FROM candidates WHERE run_id = ? ORDER BY id",
+            [run_id],
+        )
+        data = [json.loads(d) if d else {} for d in frame["data"]]
+        frame["text"] = [d.get("text", "") for d in data]
+        frame["system"] = [d.get("system", "") for d in data]
+        frame["user"] = [d.get("user", "") for d in data]
+        frame["val_ci_low"] = [(d.get("val_ci") or [None, None])[0] for d in data]
+        frame["val_ci_high"] = [(d.get("val_ci") or [None, None])[1] for d in data]
+        frame["test_ci_low"] = [(d.get("test_ci") or [None, None])[0] for d in data]
+        frame["test_ci_high"] = [(d.get("test_ci") or [None, None])[1] for d in data]
+        frame["n_val"] = [d.get("n_val") for d in data]
+        frame["n_test"] = [d.get("n_test") for d in data]
+        return frame.drop(columns=["data"])
+
+    def run_call_counts(self, run_id: str) -> dict:
+        rows = self._all(
+            "SELECT purpose, count(*), count(*) FILTER (WHERE error IS NOT NULL), coalesce(sum(prompt_tokens + completion_tokens), 0)"
+            " FROM llm_calls WHERE run_id = ? GROUP BY purpose", [run_id],
+        )
+        return {r[0]: {"calls": r[1], "errors": r[2], "tokens": r[3]} for r in rows}

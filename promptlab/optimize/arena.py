@@ -1,0 +1,289 @@
+"""The arena: an OPRO-style loop in which proposer models, k drawn at random per round, write new prompts.
+
+Each round: the meta-prompt shows the task, the metric in words, the labels, a few train examples,
+the current best prompt's mistakes on train examples, and the top-K prompts with their val scores
+(best last). Each drawn proposer writes n candidates. Every candidate is scored on a fixed stratified
+minibatch of val first; only one whose minibatch score could still reach the top-K (the upper end of
+its CI at `gate_level` is at least the K-th best val score) is scored on the full val set. Selection
+uses val only; the final best and the top few are scored once on test, which no proposer ever sees.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from promptlab import metrics as M
+from promptlab.evaluate import PromptTemplate
+from promptlab.models import ModelSpec
+from promptlab.optimize import prompts as P
+from promptlab.optimize.base import (
+    BudgetExhausted, CandidateProposed, CandidateScored, OptimizeContext, ProposalMade, RoundFinished,
+    RoundStarted, RunFinished, RunStarted, Step, TestScored, template_text,
+)
+
+
+@dataclass
+class _Cand:
+    id: int
+    round: int
+    text: str
+    template: PromptTemplate
+    proposer: str
+    val: float | None = None
+    minibatch: float | None = None
+
+
+@dataclass(frozen=True)
+class Arena:
+    """Hyper-parameters of the arena; data, models and budget arrive through `run(ctx)`."""
+
+    proposers: tuple[ModelSpec, ...]
+    baselines: tuple[PromptTemplate, ...]
+    arena_k: int | None = 2  # proposers drawn per round; None = all of them
+    candidates_per_proposer: int = 2
+    temperature: float = 1.0
+    proposer_max_tokens: int = 500
+    top_k: int = 6  # prompts shown in the meta-prompt, and the gate's bar
+    minibatch_size: int = 24
+    gate: str = "ci"  # "ci": upper CI bound reaches the K-th best; "mean": the point estimate does; "off"
+    gate_level: float = 0.8
+    n_examples: int = 3  # train examples shown
+    n_mistakes: int = 3  # mistakes of the best shown (from a train sample)
+    mistake_sample: int = 16
+    show_confusion: bool = False
+    test_top: int = 3  # prompts scored on test at the end, besides the baselines
+    meta_prompt: str = P.DEFAULT_META_PROMPT
+    max_prompt_chars: int = 2500
+    name: str = "arena"
+
+    def draw(self, rng: np.random.Generator) -> list[int]:
+        k = len(self.proposers) if not self.arena_k or self.arena_k >= len(self.proposers) else self.arena_k
+        return sorted(rng.choice(len(self.proposers), size=k, replace=False).tolist())
+
+    def projection(self, n_train: int, n_val: int, n_test: int, rounds: int) -> dict:
+        """Target and proposer calls the run will request: {min, expected, max} (before the cache)."""
+        k = len(self.proposers) if not self.arena_k else min(self.arena_k, len(self.proposers))
+        mb = min(self.minibatch_size, n_val)
+        cands = k * self.candidates_per_proposer
+        mistakes = min(self.mistake_sample, n_train) if self.n_mistakes else 0
+        base = len(self.baselines) * n_val
+        # Pairs the run asks for (the budget's unit). The mistake probe re-scores the current best on the
+        # same train sample, so it only costs calls in rounds where the best changed.
+        per_round = {
+            "min": cands * mb if self.gate != "off" else cands * n_val,
+            "expected": mistakes / 2 + cands * (mb + (0.5 if self.gate != "off" else 1.0) * (n_val - mb)),
+            "max": mistakes + cands * n_val,
+        }
+        test = (len(self.baselines) + self.test_top) * n_test
+        return {
+            "target_search": {key: int(base + rounds * v) for key, v in per_round.items()},
+            "target_test": test,
+            "proposer_calls": rounds * k,
+            "per_round_candidates": cands,
+        }
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def run(self, ctx: OptimizeContext) -> Iterator[Step]:
+        rng = np.random.default_rng(ctx.seed)
+        needs_input = any("{input}" in template_text(b) or b.user.strip() != "{input}" for b in self.baselines)
+        allowed = {"input", "labels", *ctx.dataset.input_cols}
+        lo, hi = ctx.metric.range
+        minibatch = ctx.minibatch(self.minibatch_size)
+        mistake_pool = ctx.trainset
+        yield RunStarted(
+            strategy=self.name, n_train=len(ctx.trainset), n_val=len(ctx.valset), n_test=len(ctx.testset),
+            n_minibatch=len(minibatch),
+            projection=self.projection(len(ctx.trainset), len(ctx.valset), len(ctx.testset), ctx.budget.max_rounds),
+        )
+        cands: list[_Cand] = []
+        seen: set[str] = set()
+        reason, rounds_done = "rounds", 0
+
+        def new_candidate(round_, text, template, proposer, family, parents=(), meta="", raw=""):
+            cand = _Cand(len(cands) + 1, round_, text, template, proposer)
+            cands.append(cand)
+            seen.add(P.normalize_prompt(text))
+            return cand, CandidateProposed(
+                candidate_id=cand.id, round=round_, text=text, system=template.system, user=template.user,
+                prompt_id=template.id, proposer=proposer, family=family, parents=tuple(parents),
+                meta_prompt=meta, raw_reply=raw,
+            )
+
+        # Baselines are always scored in full, every run, within the budget.
+        try:
+            for template in self.baselines:
+                cand, step = new_candidate(0, template_text(template), template, "baseline", "baseline")
+                yield step
+                res = ctx.score(template, ctx.valset)
+                cand.val = res.score
+                yield CandidateScored(cand.id, 0, None, _f(res.score), _ci(res), res.n, "evaluated")
+        except BudgetExhausted:
+            reason = "budget"
+        evaluated = [c for c in cands if c.val is not None]
+        if not evaluated:
+            yield RunFinished(reason="budget", best_id=cands[0].id if cands else 0, best_val=float("nan"), rounds=0)
+            return
+        best = _best(evaluated)
+        since_improved = 0
+
+        for round_ in range(1, ctx.budget.max_rounds + 1):
+            if reason == "budget":
+                break
+            if not ctx.can_propose():
+                reason = "proposer budget"
+                break
+            drawn = [self.proposers[i] for i in self.draw(rng)]
+            yield RoundStarted(round_, tuple(p.label for p in drawn))
+            try:
+                meta = self._meta_prompt(ctx, rng, best, evaluated, mistake_pool, needs_input, lo, hi)
+            except BudgetExhausted:
+                reason = "budget"
+                break
+            round_cands: list[_Cand] = []
+            parents = tuple(c.id for c in _top(evaluated, self.top_k))
+            for slot, spec in enumerate(drawn):
+                if not ctx.can_propose():
+                    reason = "proposer budget"
+                    break
+                params = {"temperature": self.temperature, "max_tokens": self.proposer_max_tokens}
+                if spec.is_local:
+                    params["seed"] = int(rng.integers(0, 2**31 - 1))  # reproducible sampling on llama.cpp
+                reply = ctx.propose(spec, meta, params, sample=f"r{round_}/s{slot}/{spec.model}")
+                texts, truncated = P.parse_proposals(reply.text if reply.ok else "")
+                dropped: dict[str, int] = {"truncated": truncated} if truncated else {}
+                repaired: dict[str, int] = {}
+                accepted = []
+                for raw_text in texts[: self.candidates_per_proposer * 2]:
+                    text, repairs = P.clean_proposal(raw_text, ctx.dataset.labels)
+                    for r in repairs:
+                        repaired[r] = repaired.get(r, 0) + 1
+                    why = P.screen(text, seen, needs_input, allowed, self.max_prompt_chars)
+                    if why is None and len(accepted) >= self.candidates_per_proposer:
+                        why = "over_n"
+                    if why:
+                        dropped[why] = dropped.get(why, 0) + 1
+                        continue
+                    cand, step = new_candidate(
+                        round_, text, PromptTemplate.from_text(text), spec.label, spec.family, parents, meta, reply.text,
+                    )
+                    accepted.append(cand.id)
+                    round_cands.append(cand)
+                    yield step
+                if not texts and reply.ok:
+                    dropped["no_tags"] = dropped.get("no_tags", 0) + 1
+                yield ProposalMade(
+                    round=round_, proposer=spec.label, family=spec.family, meta_prompt=meta, raw_reply=reply.text,
+                    error=reply.error, accepted=tuple(accepted), dropped=dropped, repaired=repaired, cached=reply.cached,
+                )
+
+            try:
+                for cand in round_cands:
+                    yield self._score(ctx, cand, minibatch, evaluated)
+                    if cand.val is not None:
+                        evaluated.append(cand)
+            except BudgetExhausted:
+                reason = "budget"
+            scored = [c for c in round_cands if c.val is not None]
+            winner = _best(scored) if scored else None
+            new_best = _best(evaluated)
+            improved = new_best.val > best.val
+            best = new_best
+            since_improved = 0 if improved else since_improved + 1
+            rounds_done = round_
+            yield RoundFinished(
+                round=round_, best_id=best.id, best_val=best.val, improved=improved,
+                winner_id=winner.id if winner else None, winner_proposer=winner.proposer if winner else None,
+                target_requests=ctx.counters.target_requests, proposer_calls=ctx.counters.proposer_requests,
+            )
+            if reason == "budget":
+                break
+            if ctx.budget.patience and since_improved >= ctx.budget.patience:
+                reason = "patience"
+                break
+
+        # Held-out test: the best and the top few by val, plus every baseline. Outside the search budget.
+        finalists = {c.id: c for c in _top(evaluated, self.test_top)}
+        finalists.update({c.id: c for c in evaluated if c.proposer == "baseline"})
+        finalists[best.id] = best
+        for cand in sorted(finalists.values(), key=lambda c: c.id):
+            res = ctx.score(cand.template, ctx.testset, budgeted=False)
+            yield TestScored(cand.id, _f(res.score), _ci(res), res.n)
+        yield RunFinished(reason=reason, best_id=best.id, best_val=best.val, rounds=rounds_done)
+
+    def _meta_prompt(self, ctx, rng, best, evaluated, pool, needs_input, lo, hi) -> str:
+        examples = ()
+        if self.n_examples:
+            sample = ctx.trainset.iloc[rng.permutation(len(ctx.trainset))[: self.n_examples]]
+            examples = tuple(zip(sample["text"], sample["label"]))
+        mistakes, confusion = (), ""
+        if self.n_mistakes and len(pool):
+            from promptlab.data import stratified_sample
+
+            probe = stratified_sample(pool, self.mistake_sample, seed=ctx.seed)
+            res = ctx.score(best.template, probe)
+            wrong = res.rows[~res.rows["correct"]]
+            if len(wrong):
+                pick = wrong.iloc[rng.permutation(len(wrong))[: self.n_mistakes]]
+                mistakes = tuple(P.Mistake(r.text, r.gold, r.reply or "(no reply)") for r in pick.itertuples())
+            if self.show_confusion:
+                confusion = res.confusion().to_string()
+        parts = P.MetaPromptParts(
+            task=ctx.task, metric=ctx.metric.describe(), labels=ctx.dataset.labels,
+            history=tuple(P.ScoredPrompt(c.text, c.val) for c in _top(evaluated, self.top_k)),
+            examples=examples, mistakes=mistakes, confusion=confusion, n=self.candidates_per_proposer,
+            needs_input=needs_input, score_range=(lo, hi),
+        )
+        return P.build_meta_prompt(self.meta_prompt, parts)
+
+    def _score(self, ctx: OptimizeContext, cand: _Cand, minibatch, evaluated) -> CandidateScored:
+        n_val = len(ctx.valset)
+        if self.gate == "off" or len(minibatch) >= n_val:
+            res = ctx.score(cand.template, ctx.valset)
+            cand.val = res.score
+            return CandidateScored(cand.id, cand.round, None, _f(res.score), _ci(res), res.n, "evaluated")
+        mb = ctx.score(cand.template, minibatch)
+        cand.minibatch = mb.score
+        bar = _kth_best(evaluated, self.top_k)
+        if self.gate == "ci":
+            optimistic = M.confidence_interval(
+                ctx.metric, mb.rows["gold_norm"].tolist(), mb.preds, level=self.gate_level
+            )[1]
+        else:
+            optimistic = mb.score
+        optimistic = -np.inf if optimistic != optimistic else optimistic  # NaN
+        if optimistic >= bar:
+            res = ctx.score(cand.template, ctx.valset)  # the minibatch's calls come from the cache
+            cand.val = res.score
+            return CandidateScored(cand.id, cand.round, _f(mb.score), _f(res.score), _ci(res), res.n, "evaluated")
+        saved = n_val - len(minibatch)
+        ctx.counters.calls_saved_by_gate += saved
+        return CandidateScored(cand.id, cand.round, _f(mb.score), None, None, 0, "gated", calls_saved=saved)
+
+
+def _val(c: _Cand) -> float:
+    return -np.inf if c.val is None or c.val != c.val else c.val
+
+
+def _best(cands: list[_Cand]) -> _Cand:
+    return max(cands, key=lambda c: (_val(c), -c.id))  # ties go to the earlier prompt
+
+
+def _top(cands: list[_Cand], k: int) -> list[_Cand]:
+    return sorted(cands, key=lambda c: (_val(c), -c.id), reverse=True)[:k]
+
+
+def _kth_best(cands: list[_Cand], k: int) -> float:
+    top = _top(cands, k)
+    return -np.inf if len(top) < k else _val(top[-1])
+
+
+def _f(x) -> float | None:
+    return None if x is None or x != x else float(x)
+
+
+def _ci(res) -> tuple[float, float]:
+    lo, hi = res.ci
+    return (_f(lo), _f(hi))

@@ -1,0 +1,242 @@
+"""The strategy contract: a strategy is a generator of frozen steps, fed by a context that owns the calls.
+
+A strategy never writes to the store, prints, or sleeps; `runs.py` persists each step as it arrives,
+the UI draws progress from the store, and stopping is just not asking for the next step. Every call
+a strategy makes goes through the context, which serves it from the DuckDB cache when the identical
+request was made before. So re-running a strategy with the same run id and seed replays the same
+path without repeating finished calls: that is how a killed run resumes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+import pandas as pd
+
+from promptlab import metrics as M
+from promptlab.data import LabeledDataset, stratified_sample
+from promptlab.evaluate import EvalResult, PromptTemplate, cached_complete, evaluate
+from promptlab.models import Completion, ModelSpec
+from promptlab.store import Store
+
+
+class BudgetExhausted(Exception):
+    """Raised by the context when a call would exceed the run's budget; the strategy stops cleanly."""
+
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
+
+
+# --- steps -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Step:
+    kind = "step"
+
+    def to_record(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class RunStarted(Step):
+    kind = "run_started"
+    strategy: str
+    n_train: int
+    n_val: int
+    n_test: int
+    n_minibatch: int
+    projection: dict
+
+
+@dataclass(frozen=True)
+class CandidateProposed(Step):
+    kind = "candidate_proposed"
+    candidate_id: int
+    round: int
+    text: str
+    system: str
+    user: str
+    prompt_id: str
+    proposer: str  # model label, or "baseline" / "human"
+    family: str
+    parents: tuple[int, ...] = ()
+    meta_prompt: str = ""
+    raw_reply: str = ""
+
+
+@dataclass(frozen=True)
+class ProposalMade(Step):
+    kind = "proposal_made"
+    round: int
+    proposer: str
+    family: str
+    meta_prompt: str
+    raw_reply: str
+    error: str | None
+    accepted: tuple[int, ...]  # candidate ids
+    dropped: dict = field(default_factory=dict)  # reason -> count
+    repaired: dict = field(default_factory=dict)  # repair -> count (kept candidates fixed in harmless ways)
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class CandidateScored(Step):
+    kind = "candidate_scored"
+    candidate_id: int
+    round: int
+    minibatch_score: float | None
+    val_score: float | None
+    val_ci: tuple[float, float] | None
+    n_val: int
+    status: str  # "evaluated" | "gated"
+    calls_saved: int = 0
+
+
+@dataclass(frozen=True)
+class RoundStarted(Step):
+    kind = "round_started"
+    round: int
+    proposers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RoundFinished(Step):
+    kind = "round_finished"
+    round: int
+    best_id: int
+    best_val: float
+    improved: bool
+    winner_id: int | None
+    winner_proposer: str | None
+    target_requests: int
+    proposer_calls: int
+
+
+@dataclass(frozen=True)
+class TestScored(Step):
+    kind = "test_scored"
+    candidate_id: int
+    test_score: float
+    test_ci: tuple[float, float]
+    n_test: int
+    __test__ = False  # not a pytest class
+
+
+@dataclass(frozen=True)
+class RunFinished(Step):
+    kind = "run_finished"
+    reason: str
+    best_id: int
+    best_val: float
+    rounds: int
+
+
+# --- the context -----------------------------------------------------------------------------------
+
+@dataclass
+class Counters:
+    target_requests: int = 0  # distinct (prompt, example) pairs asked for, cached or not (what budgets count)
+    target_calls: int = 0  # new calls made now
+    target_cached: int = 0
+    proposer_requests: int = 0
+    proposer_calls: int = 0
+    proposer_cached: int = 0
+    proposer_tokens: int = 0
+    calls_saved_by_gate: int = 0
+
+
+@dataclass
+class Budget:
+    max_rounds: int = 5
+    max_target_calls: int | None = None  # the search; final test scoring is outside it
+    max_proposer_calls: int | None = None
+    max_proposer_tokens: int | None = None
+    patience: int | None = None  # rounds without improvement before stopping
+
+
+@dataclass
+class OptimizeContext:
+    """What a strategy works with: data splits, the target, the metric, and budgeted cached calls."""
+
+    store: Store
+    run_id: str
+    dataset: LabeledDataset
+    target: ModelSpec
+    metric: M.Metric
+    trainset: pd.DataFrame
+    valset: pd.DataFrame
+    testset: pd.DataFrame
+    budget: Budget
+    seed: int = 0
+    task: str = ""
+    max_tokens: int | None = None
+    counters: Counters = field(default_factory=Counters)
+    _requested: dict = field(default_factory=dict, repr=False)  # prompt id -> example idx already asked for
+
+    def minibatch(self, size: int) -> pd.DataFrame:
+        return stratified_sample(self.valset, size, seed=self.seed)
+
+    def _new_requests(self, prompt: PromptTemplate, examples: pd.DataFrame) -> set[int]:
+        return set(examples["idx"].tolist()) - self._requested.get(prompt.id, set())
+
+    def can_score(self, n: int) -> bool:
+        cap = self.budget.max_target_calls
+        return cap is None or self.counters.target_requests + n <= cap
+
+    def score(self, prompt: PromptTemplate, examples: pd.DataFrame, *, budgeted: bool = True) -> EvalResult:
+        """Score a prompt. The budget counts each (prompt, example) pair the run asks for once, whether
+        the cache serves it or not, so a resumed run takes exactly the path the first one took."""
+        fresh = self._new_requests(prompt, examples)
+        if budgeted and not self.can_score(len(fresh)):
+            raise BudgetExhausted("target calls")
+        result = evaluate(
+            self.store, self.target, prompt, self.dataset, examples, self.metric,
+            max_tokens=self.max_tokens, run_id=self.run_id,
+        )
+        self._requested.setdefault(prompt.id, set()).update(fresh)
+        if budgeted:
+            self.counters.target_requests += len(fresh)
+        self.counters.target_calls += result.calls
+        self.counters.target_cached += result.cached
+        return result
+
+    def can_propose(self) -> bool:
+        b, c = self.budget, self.counters
+        if b.max_proposer_calls is not None and c.proposer_requests >= b.max_proposer_calls:
+            return False
+        if b.max_proposer_tokens is not None and c.proposer_tokens >= b.max_proposer_tokens:
+            return False
+        return True
+
+    def propose(self, spec: ModelSpec, meta_prompt: str, params: dict, sample: str) -> Completion:
+        if not self.can_propose():
+            raise BudgetExhausted("proposer calls")
+        result = cached_complete(
+            self.store, spec, [{"role": "user", "content": meta_prompt}], params,
+            sample=f"{self.run_id}/{sample}", run_id=self.run_id, purpose="propose",
+        )
+        self.counters.proposer_requests += 1
+        self.counters.proposer_tokens += result.prompt_tokens + result.completion_tokens
+        if result.cached:
+            self.counters.proposer_cached += 1
+        else:
+            self.counters.proposer_calls += 1
+        return result
+
+
+class Strategy(Protocol):
+    name: str
+
+    def run(self, ctx: OptimizeContext) -> Iterator[Step]:
+        """Yield frozen steps until done; never raise for one bad candidate or call."""
+
+
+def template_text(prompt: PromptTemplate) -> str:
+    """The one text a proposer sees and writes for a prompt (inverse of PromptTemplate.from_text)."""
+    if prompt.user.strip() == "{input}":
+        return prompt.system
+    if not prompt.system.strip():
+        return prompt.user
+    return f"{prompt.system}\n\n{prompt.user}"
+

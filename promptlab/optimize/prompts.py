@@ -1,0 +1,255 @@
+"""Meta-prompt templates as data, and the pure functions that fill them and parse proposals.
+
+Everything taken from the dataset is fenced: texts are cut to a bounded length and any tag-like text
+that could close or open one of our sections is neutralized, so an example that says "ignore the
+above and …" stays an example and cannot change the meta-prompt's structure.
+"""
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass, field
+
+DEFAULT_META_PROMPT = """You are an expert prompt engineer. Your job is to write the instruction that makes a small language model label texts correctly.
+
+## The task
+{task}
+
+Every text gets exactly one of these labels: {labels}.
+The model must reply with one of those labels. We measure {metric}.
+
+## Examples from the training data
+{examples}
+
+## Instructions tried so far, with their scores (0 to 100, higher is better), worst first, best last
+{history}
+
+{errors}{confusion}## What to write
+Write {n} new instructions that would score higher than every instruction above, each different from all of them.
+Small models follow short, concrete instructions best: one line per label saying what it means, a hint against the mistakes shown (if any), and a last line "Answer with the label name only."
+{input_rule}
+Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags, shaped like this:
+{format}
+"""
+
+PLACEHOLDERS: dict[str, str] = {
+    "task": "the task description the user wrote",
+    "metric": "the target metric in words, e.g. \"recall of label 'unsupportive'\"",
+    "labels": "the label set, comma-separated",
+    "history": "the top-K prompts so far with their val scores (0-100), sorted so the best comes last",
+    "examples": "a few train examples (input and gold label), fenced",
+    "errors": "the current best prompt's mistakes on train examples (input, gold, the target's reply), fenced; empty if none",
+    "confusion": "the current best prompt's confusion matrix on those train examples; empty if not shown",
+    "n": "how many candidates each proposer should write",
+    "input_rule": "where the example text goes: keep {input} in the prompt, or leave the text out",
+    "format": "a skeleton of one answer: <prompt> tags around a task line, one '<label>: …' line per label, and the answer rule",
+}
+REQUIRED = ("history", "n")
+SKELETON_TASK = "[one sentence saying what to decide]"
+SKELETON_MEANING = "[what this label means, in a few words]"
+TAG = "prompt"
+MAX_FIELD_CHARS = 400
+
+_TAG_LIKE = re.compile(r"<\s*/?\s*(prompt|example|mistake|instruction)\b[^>]*>", re.I)
+
+
+class MetaPromptError(ValueError):
+    pass
+
+
+def template_fields(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def check_template(template: str) -> None:
+    """Raise MetaPromptError naming unknown or missing placeholders (literal braces are written {{ }})."""
+    try:
+        fields = template_fields(template)
+    except ValueError as exc:
+        raise MetaPromptError(f"the meta-prompt template is malformed ({exc}); write literal braces as {{{{ and }}}}") from None
+    unknown = sorted(fields - set(PLACEHOLDERS))
+    if unknown:
+        raise MetaPromptError(
+            f"unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)} in the meta-prompt. "
+            f"Available: {', '.join('{' + k + '}' for k in PLACEHOLDERS)}"
+        )
+    missing = [r for r in REQUIRED if r not in fields]
+    if missing:
+        raise MetaPromptError(f"the meta-prompt must contain {', '.join('{' + m + '}' for m in missing)}")
+
+
+def fence(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """Dataset text made safe to embed: tag-like markup neutralized, length bounded, one block."""
+    text = _TAG_LIKE.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), str(text))
+    text = text.replace("```", "ʼʼʼ")
+    if len(text) > limit:
+        text = text[:limit].rstrip() + " […]"
+    return text
+
+
+@dataclass(frozen=True)
+class ScoredPrompt:
+    text: str
+    score: float  # in the metric's range
+
+
+@dataclass(frozen=True)
+class Mistake:
+    text: str
+    gold: str
+    reply: str
+
+
+@dataclass(frozen=True)
+class MetaPromptParts:
+    task: str
+    metric: str
+    labels: tuple[str, ...]
+    history: tuple[ScoredPrompt, ...]  # any order; rendered ascending
+    examples: tuple[tuple[str, str], ...] = ()
+    mistakes: tuple[Mistake, ...] = ()
+    confusion: str = ""
+    n: int = 2
+    needs_input: bool = False
+    score_range: tuple[float, float] = (0.0, 1.0)
+    extra: dict = field(default_factory=dict)
+
+
+def _score100(score: float, lo: float, hi: float) -> int:
+    return int(round(100 * (score - lo) / (hi - lo))) if hi > lo else int(round(score))
+
+
+def render_history(history, lo: float = 0.0, hi: float = 1.0) -> str:
+    # OPRO: ascending, so the best is nearest to where the model starts writing; integer scores.
+    ordered = sorted(history, key=lambda p: p.score)
+    blocks = [f"Instruction:\n{p.text.strip()}\nScore: {_score100(p.score, lo, hi)}" for p in ordered]
+    return "\n\n".join(blocks) if blocks else "(none yet)"
+
+
+def render_examples(examples) -> str:
+    if not examples:
+        return "(none shown)"
+    return "\n".join(f"<example>\nText: {fence(t)}\nLabel: {fence(g, 80)}\n</example>" for t, g in examples)
+
+
+def render_mistakes(mistakes) -> str:
+    if not mistakes:
+        return ""
+    body = "\n".join(
+        f"<mistake>\nText: {fence(m.text)}\nCorrect label: {fence(m.gold, 80)}\nThe model replied: {fence(m.reply, 160)}\n</mistake>"
+        for m in mistakes
+    )
+    return f"## Mistakes the best instruction made on training examples\n{body}\n\n"
+
+
+def build_meta_prompt(template: str, parts: MetaPromptParts) -> str:
+    """Fill the template. Pure: the same parts always give the same text."""
+    check_template(template)
+    input_rule = (
+        "Keep the placeholder {input} in each instruction exactly where the text must go."
+        if parts.needs_input
+        else "Do not include any text to label: it is sent separately after the instruction."
+    )
+    lo, hi = parts.score_range
+    shown = list(parts.labels[:12])
+    skeleton = "\n".join(
+        ["<prompt>", SKELETON_TASK]
+        + [f"{lab}: {SKELETON_MEANING}" for lab in shown]
+        + (["…"] if len(parts.labels) > len(shown) else [])
+        + (["Text: {input}"] if parts.needs_input else [])
+        + ["Answer with the label name only.", "</prompt>"]
+    )
+    values = {
+        "task": parts.task.strip(),
+        "metric": parts.metric,
+        "labels": ", ".join(parts.labels),
+        "history": render_history(parts.history, lo, hi),
+        "examples": render_examples(parts.examples),
+        "errors": render_mistakes(parts.mistakes),
+        "confusion": f"## How the best instruction's answers were spread (rows: correct label)\n{parts.confusion}\n\n" if parts.confusion else "",
+        "n": str(parts.n),
+        "input_rule": input_rule,
+        "format": skeleton,
+    }
+    return template.format(**{k: v for k, v in values.items() if k in template_fields(template)})
+
+
+# --- proposals -------------------------------------------------------------------------------------
+
+_OPEN = re.compile(r"<\s*prompt\s*>", re.I)
+_CLOSE = re.compile(r"<\s*/\s*prompt\s*>", re.I)
+_PAIR = re.compile(r"<\s*prompt\s*>(.*?)<\s*/\s*prompt\s*>", re.I | re.S)
+
+
+def parse_proposals(reply: str) -> tuple[list[str], int]:
+    """Texts inside <prompt>…</prompt> tags, in order; also the count of unclosed (truncated) ones."""
+    texts = [m.group(1).strip() for m in _PAIR.finditer(reply or "")]
+    tail = _PAIR.sub("", reply or "")
+    truncated = len(_OPEN.findall(tail))
+    return texts, truncated
+
+
+def normalize_prompt(text: str) -> str:
+    return " ".join(text.casefold().split()).strip(" .\"'")
+
+
+_LEAK = re.compile(
+    r"<\s*/?\s*(prompt|example|mistake)\b|^\s*score\s*:\s*\d|\{history\}|\{examples\}|write \d+ new instructions",
+    re.I | re.M,
+)
+_LABEL_PREFIX = re.compile(r"^\s*(new\s+)?instruction\s*\d*\s*:\s*", re.I)
+
+
+# Lines where a small proposer starts copying the meta-prompt's own sections into its answer.
+_COPIED_SECTION = re.compile(
+    r"^\s*(score\s*:|mistake\b|<\s*mistake|text\s*:\s*(?!\{)|correct label\s*:|the model replied\s*:|#{1,3}\s|<\s*example)",
+    re.I | re.M,
+)
+
+
+def clean_proposal(text: str, labels: tuple[str, ...] = ()) -> tuple[str, list[str]]:
+    """Repair what small proposers get wrong in harmless ways; returns (text, repairs made).
+
+    A copied 'Instruction:' heading is removed; the text is cut where it starts copying the
+    meta-prompt's sections (scores, mistakes, examples); a label written as a placeholder
+    ('{billing}') becomes the plain label.
+    """
+    repairs = []
+    out = _LABEL_PREFIX.sub("", text.strip()).strip()
+    m = _COPIED_SECTION.search(out)
+    if m and out[: m.start()].strip():
+        out = out[: m.start()].strip()
+        repairs.append("trimmed")
+    if labels:
+        by_norm = {normalize_prompt(lab): lab for lab in labels}
+
+        def unbrace(match):
+            lab = by_norm.get(normalize_prompt(match.group(1)))
+            return lab if lab is not None else match.group(0)
+
+        fixed = _PLACEHOLDER.sub(unbrace, out)
+        if fixed != out:
+            repairs.append("unbraced_labels")
+            out = fixed
+    return out, repairs
+_PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][\w \-]*)\}(?!\})")
+
+
+def screen(text: str, seen: set[str], needs_input: bool, allowed_fields: set[str], max_chars: int) -> str | None:
+    """Why a proposed text is dropped, or None if it is kept. `seen` holds normalized texts so far."""
+    if not text.strip():
+        return "empty"
+    if len(text) > max_chars:
+        return "overlong"
+    if _LEAK.search(text):
+        return "leaks_format"
+    if SKELETON_MEANING in text or SKELETON_TASK in text:
+        return "copied_skeleton"
+    names = {m.group(1) for m in _PLACEHOLDER.finditer(text)}
+    if names - allowed_fields:
+        return "bad_placeholder"
+    if needs_input and not (names & (allowed_fields - {"labels"})):
+        return "missing_input"
+    if normalize_prompt(text) in seen:
+        return "duplicate"
+    return None

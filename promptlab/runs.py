@@ -1,0 +1,317 @@
+"""Drives a strategy step by step and records each step as it arrives; resumes; summarizes.
+
+A run is its stored config plus its stored steps. Executing a run replays the strategy from the start
+with the same seed: steps already stored are skipped (their calls come back from the cache), the
+first new step is where the interrupted run stopped. Nothing is lost and no finished call repeats.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+from promptlab.data import LabeledDataset, stored_dataset
+from promptlab.errors import PromptlabError
+from promptlab.evaluate import PromptTemplate
+from promptlab.metrics import parse_metric
+from promptlab.models import ModelSpec, spec_from_record
+from promptlab.optimize import prompts as P
+from promptlab.optimize.arena import Arena
+from promptlab.optimize.base import (
+    Budget, CandidateProposed, CandidateScored, Counters, OptimizeContext, Step, TestScored,
+)
+from promptlab.store import Store
+
+DEFAULT_BASELINE = "Classify the text. Answer with one of these labels: {labels}."
+STRATEGIES = {"arena": Arena}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run; stored verbatim (including the meta-prompt template)."""
+
+    dataset_id: str
+    target: dict  # ModelSpec record (no secrets)
+    proposers: tuple[dict, ...]
+    metric: str = "accuracy"
+    seed: int = 0
+    strategy: str = "arena"
+    strategy_params: dict = field(default_factory=dict)
+    budget: dict = field(default_factory=dict)
+    baselines: tuple[dict, ...] = ({"system": DEFAULT_BASELINE, "user": "{input}"},)
+    meta_prompt: str = P.DEFAULT_META_PROMPT
+    task: str = ""
+    split_seed: int | None = None
+    max_tokens: int | None = None
+
+    def to_record(self) -> dict:
+        rec = asdict(self)
+        rec["proposers"] = list(self.proposers)
+        rec["baselines"] = list(self.baselines)
+        return rec
+
+    @classmethod
+    def from_record(cls, rec: dict) -> "RunConfig":
+        rec = dict(rec)
+        rec["proposers"] = tuple(rec["proposers"])
+        rec["baselines"] = tuple(rec["baselines"])
+        return cls(**{k: v for k, v in rec.items() if k in cls.__dataclass_fields__})
+
+
+def make_config(
+    dataset: LabeledDataset,
+    target: ModelSpec,
+    proposers: list[ModelSpec],
+    *,
+    metric: str = "accuracy",
+    seed: int = 0,
+    arena_k: int | None = 2,
+    candidates: int = 2,
+    rounds: int = 5,
+    budget_calls: int | None = None,
+    max_proposer_calls: int | None = None,
+    max_proposer_tokens: int | None = None,
+    patience: int | None = None,
+    baselines: list[PromptTemplate] | None = None,
+    meta_prompt: str | None = None,
+    task: str | None = None,
+    **strategy_params,
+) -> RunConfig:
+    """Validate user choices into a RunConfig; every mistake is a PromptlabError naming the fix."""
+    if not proposers:
+        raise PromptlabError("give at least one proposer model (--proposers M1,M2)")
+    if rounds < 1:
+        raise PromptlabError("--rounds must be at least 1")
+    if candidates < 1:
+        raise PromptlabError("--candidates must be at least 1")
+    if arena_k is not None and arena_k < 1:
+        raise PromptlabError("--arena must be at least 1 (or 0 for all proposers every round)")
+    parse_metric(metric, dataset.labels)
+    template = meta_prompt or P.DEFAULT_META_PROMPT
+    try:
+        P.check_template(template)
+    except P.MetaPromptError as exc:
+        raise PromptlabError(str(exc)) from None
+    baselines = baselines or [PromptTemplate.from_text(DEFAULT_BASELINE)]
+    for b in baselines:
+        b.check(dataset.input_cols)
+    unknown = set(strategy_params) - set(Arena.__dataclass_fields__)
+    if unknown:
+        raise PromptlabError(f"unknown arena setting(s): {', '.join(sorted(unknown))}")
+    return RunConfig(
+        dataset_id=dataset.id, target=target.to_record(), proposers=tuple(p.to_record() for p in proposers),
+        metric=metric, seed=seed, strategy="arena",
+        strategy_params={"arena_k": arena_k or None, "candidates_per_proposer": candidates, **strategy_params},
+        budget={"max_rounds": rounds, "max_target_calls": budget_calls, "max_proposer_calls": max_proposer_calls,
+                "max_proposer_tokens": max_proposer_tokens, "patience": patience},
+        baselines=tuple({"system": b.system, "user": b.user} for b in baselines),
+        meta_prompt=template, task=task or f"Label each text from the dataset '{dataset.name}' with the right label.",
+    )
+
+
+def build(store: Store, config: RunConfig, run_id: str) -> tuple[Arena, OptimizeContext]:
+    dataset = stored_dataset(store, config.dataset_id)
+    target = spec_from_record(config.target)
+    strategy = Arena(
+        proposers=tuple(spec_from_record(p) for p in config.proposers),
+        baselines=tuple(PromptTemplate(**b) for b in config.baselines),
+        meta_prompt=config.meta_prompt,
+        **config.strategy_params,
+    )
+    ctx = OptimizeContext(
+        store=store, run_id=run_id, dataset=dataset, target=target,
+        metric=parse_metric(config.metric, dataset.labels),
+        trainset=dataset.split("train", config.split_seed), valset=dataset.split("val", config.split_seed),
+        testset=dataset.split("test", config.split_seed), budget=Budget(**config.budget), seed=config.seed,
+        task=config.task, max_tokens=config.max_tokens,
+    )
+    return strategy, ctx
+
+
+def projection(store: Store, config: RunConfig) -> dict:
+    """The calls a run will request, before it starts."""
+    strategy, ctx = build(store, config, "projection")
+    return strategy.projection(len(ctx.trainset), len(ctx.valset), len(ctx.testset), ctx.budget.max_rounds) | {
+        "budget_calls": ctx.budget.max_target_calls,
+    }
+
+
+def create_run(store: Store, config: RunConfig) -> str:
+    run_id = "run-" + uuid.uuid4().hex[:10]
+    store.create_run(run_id, "optimize", config.dataset_id, config.to_record())
+    store.set_run_status(run_id, "created")
+    return run_id
+
+
+def _candidate_update(step: Step) -> dict | None:
+    if isinstance(step, CandidateProposed):
+        return {"id": step.candidate_id, "prompt_id": step.prompt_id, "round": step.round, "proposer": step.proposer,
+                "family": step.family, "parents": list(step.parents), "meta_prompt": step.meta_prompt,
+                "raw_reply": step.raw_reply, "text": step.text, "system": step.system, "user": step.user}
+    if isinstance(step, CandidateScored):
+        return {"id": step.candidate_id, "status": step.status, "minibatch_score": step.minibatch_score,
+                "val_score": step.val_score,
+                "extra": {"val_ci": step.val_ci, "n_val": step.n_val, "calls_saved": step.calls_saved}}
+    if isinstance(step, TestScored):
+        return {"id": step.candidate_id, "test_score": step.test_score,
+                "extra": {"test_ci": step.test_ci, "n_test": step.n_test}}
+    return None
+
+
+def execute(store: Store, run_id: str, stop: threading.Event | None = None, on_step=None) -> dict:
+    """Run (or resume) a run to its end, committing each step as it arrives. Returns the summary.
+
+    `stop`: set it to stop after the current step (status 'stopped'; resumable). `on_step(step)` is
+    called after each new step is committed.
+    """
+    rec = store.run_row(run_id)
+    if rec is None:
+        raise PromptlabError(f"no run '{run_id}' (see `runs list`)")
+    config = RunConfig.from_record(rec["config"])
+    strategy, ctx = build(store, config, run_id)
+    stored_kinds = store.step_kinds(run_id)
+    store.set_run_status(run_id, "running")
+    status = "finished"
+    try:
+        for seq, step in enumerate(strategy.run(ctx)):
+            if seq < len(stored_kinds):
+                if stored_kinds[seq] != step.kind:
+                    raise PromptlabError(
+                        f"run {run_id} cannot resume: replay diverged at step {seq} ({step.kind} instead of "
+                        f"{stored_kinds[seq]}). The target model is not deterministic, or its settings changed."
+                    )
+                continue
+            store.save_step(run_id, seq, step.kind, _jsonable(step.to_record()), _candidate_update(step))
+            if on_step:
+                on_step(step)
+            if stop is not None and stop.is_set():
+                status = "stopped"
+                break
+    except KeyboardInterrupt:
+        store.set_run_status(run_id, "interrupted")
+        raise
+    except BaseException as exc:
+        store.finish_run(run_id, "failed", summarize(store, run_id, ctx.counters), error=str(exc)[:1000])
+        raise
+    summary = summarize(store, run_id, ctx.counters) | {"status": status}
+    store.finish_run(run_id, status, summary)
+    return summary
+
+
+def _jsonable(obj):
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+# --- reading a run back ----------------------------------------------------------------------------
+
+def leaderboard(store: Store, run_id: str) -> pd.DataFrame:
+    """Every candidate, best val first (gated candidates after, by minibatch score)."""
+    cands = store.candidates(run_id)
+    if cands.empty:
+        return cands
+    cands["_sort_val"] = cands["val_score"].fillna(-math.inf)
+    cands["_sort_mb"] = cands["minibatch_score"].fillna(-math.inf)
+    return cands.sort_values(["_sort_val", "_sort_mb", "id"], ascending=[False, False, True]).drop(
+        columns=["_sort_val", "_sort_mb"]).reset_index(drop=True)
+
+
+def attribution(store: Store, run_id: str, steps: list[dict] | None = None) -> list[dict]:
+    """Per proposer: candidates asked for, valid ones, valid rate, best val score, rounds won."""
+    steps = steps if steps is not None else store.steps(run_id)
+    rec = store.run_row(run_id)
+    n = (rec["config"].get("strategy_params") or {}).get("candidates_per_proposer", 2)
+    cands = store.candidates(run_id)
+    out: dict[str, dict] = {}
+    for p in rec["config"]["proposers"]:
+        label = p.get("name") or p["model"]
+        out[label] = {"model": label, "family": p.get("family", "unknown"), "calls": 0, "candidates": 0,
+                      "valid": 0, "valid_rate": None, "best_val": None, "wins": 0, "errors": 0, "dropped": {}}
+    for s in steps:
+        if s["kind"] == "proposal_made":
+            row = out.setdefault(s["proposer"], {"model": s["proposer"], "family": s["family"], "calls": 0, "candidates": 0,
+                                                 "valid": 0, "valid_rate": None, "best_val": None, "wins": 0,
+                                                 "errors": 0, "dropped": {}})
+            row["calls"] += 1
+            row["candidates"] += n
+            row["valid"] += len(s["accepted"])
+            row["errors"] += 1 if s.get("error") else 0
+            for why, k in (s.get("dropped") or {}).items():
+                row["dropped"][why] = row["dropped"].get(why, 0) + k
+        elif s["kind"] == "round_finished" and s.get("winner_proposer") in out:
+            out[s["winner_proposer"]]["wins"] += 1
+    for label, row in out.items():
+        mine = cands[(cands["proposer"] == label) & cands["val_score"].notna()]
+        row["best_val"] = float(mine["val_score"].max()) if len(mine) else None
+        row["valid_rate"] = row["valid"] / row["candidates"] if row["candidates"] else None
+    return list(out.values())
+
+
+def summarize(store: Store, run_id: str, counters: Counters | None = None) -> dict:
+    rec = store.run_row(run_id)
+    steps = store.steps(run_id)
+    cands = store.candidates(run_id)
+    base = cands[cands["proposer"] == "baseline"].head(1)
+    scored = cands[cands["val_score"].notna()]
+    finished = next((s for s in reversed(steps) if s["kind"] == "run_finished"), None)
+    if finished is not None and finished.get("best_id"):
+        best = cands[cands["id"] == finished["best_id"]]
+    else:
+        best = scored.sort_values(["val_score", "id"], ascending=[False, True]).head(1)
+    started = next((s for s in steps if s["kind"] == "run_started"), {})
+    rounds = max([s["round"] for s in steps if s["kind"] == "round_finished"], default=0)
+
+    def first(frame, col):
+        if frame.empty:
+            return None
+        v = frame.iloc[0][col]
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else (float(v) if col.endswith("score") else v)
+
+    stored_calls = store.run_call_counts(run_id)
+    c = counters or Counters()
+    gated = cands[cands["status"] == "gated"]
+    saved = int(sum(s.get("calls_saved", 0) for s in steps if s["kind"] == "candidate_scored"))
+    return {
+        "run_id": run_id,
+        "status": rec["status"],
+        "reason": finished.get("reason") if finished else None,
+        "dataset": stored_dataset_name(store, rec["dataset_id"]),
+        "target": rec["config"]["target"].get("name") or rec["config"]["target"]["model"],
+        "metric": rec["config"]["metric"],
+        "seed": rec["config"]["seed"],
+        "baseline_prompt": first(base, "text"),
+        "baseline_val": first(base, "val_score"),
+        "baseline_test": first(base, "test_score"),
+        "best_id": int(best.iloc[0]["id"]) if not best.empty else None,
+        "best_prompt": first(best, "text"),
+        "best_proposer": first(best, "proposer"),
+        "best_val": first(best, "val_score"),
+        "best_test": first(best, "test_score"),
+        "n_val": started.get("n_val"),
+        "n_test": started.get("n_test"),
+        "rounds": rounds,
+        "candidates": int((cands["proposer"] != "baseline").sum()),
+        "gated": int(len(gated)),
+        "calls_saved_by_gate": saved,
+        "target_calls": c.target_calls,
+        "proposer_calls": c.proposer_calls,
+        "cached_calls": c.target_cached + c.proposer_cached,
+        "target_requests": c.target_requests,
+        "calls_stored_for_run": {k: v["calls"] for k, v in stored_calls.items()},
+        "projection": started.get("projection"),
+        "proposers": attribution(store, run_id, steps),
+    }
+
+
+def stored_dataset_name(store: Store, dataset_id: str) -> str | None:
+    row = store.dataset_row(dataset_id)
+    return row["name"] if row else None
+
