@@ -318,6 +318,11 @@ def cmd_optimize(args) -> int:
         task=_unescape(args.task) if args.task else None, **extra,
     )
     proj = runs.projection(store, config)
+    if proj["budget_calls"] is not None and proj["budget_calls"] < proj["baseline_calls"]:
+        raise PromptlabError(
+            f"--budget {proj['budget_calls']} cannot even score the baseline(s) on the val split "
+            f"({proj['baseline_calls']} calls). Raise --budget to at least {proj['target_search']['min']}."
+        )
     out = sys.stderr if args.json else sys.stdout
     search = proj["target_search"]
     budget = f", capped by --budget {proj['budget_calls']}" if proj["budget_calls"] else ""
@@ -409,13 +414,18 @@ def cmd_runs_list(args) -> int:
     return 0
 
 
+def _run_record(store, run_id: str) -> dict:
+    rec = store.run_row(run_id)
+    if rec is None:
+        raise PromptlabError(f"no run '{run_id}' (see `runs list`)")
+    return rec
+
+
 def cmd_runs_show(args) -> int:
     from promptlab import runs
 
     store = _store(args)
-    rec = store.run_row(args.run_id)
-    if rec is None:
-        raise PromptlabError(f"no run '{args.run_id}' (see `runs list`)")
+    rec = _run_record(store, args.run_id)
     if rec["kind"] != "optimize":
         summary = rec["summary"] or {}
         _print_json(summary) if args.json else print(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -433,9 +443,7 @@ def cmd_runs_show(args) -> int:
 
 def cmd_runs_resume(args) -> int:
     store = _store(args)
-    rec = store.run_row(args.run_id)
-    if rec is None:
-        raise PromptlabError(f"no run '{args.run_id}' (see `runs list`)")
+    rec = _run_record(store, args.run_id)
     if rec["kind"] != "optimize":
         raise PromptlabError(f"run {args.run_id} is an {rec['kind']} run; only optimize runs resume (re-run the eval: it is cached)")
     if rec["status"] == "finished":

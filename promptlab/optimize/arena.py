@@ -78,6 +78,7 @@ class Arena:
         }
         test = (len(self.baselines) + self.test_top) * n_test
         return {
+            "baseline_calls": base,
             "target_search": {key: int(base + rounds * v) for key, v in per_round.items()},
             "target_test": test,
             "proposer_calls": rounds * k,
@@ -88,7 +89,7 @@ class Arena:
 
     def run(self, ctx: OptimizeContext) -> Iterator[Step]:
         rng = np.random.default_rng(ctx.seed)
-        needs_input = any("{input}" in template_text(b) or b.user.strip() != "{input}" for b in self.baselines)
+        needs_input = any(b.user.strip() != "{input}" for b in self.baselines)  # the text sits inside the prompt
         allowed = {"input", "labels", *ctx.dataset.input_cols}
         lo, hi = ctx.metric.range
         minibatch = ctx.minibatch(self.minibatch_size)

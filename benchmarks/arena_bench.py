@@ -1,0 +1,149 @@
+"""Arena benchmark: run the optimizer on every CSV in a folder and report held-out gains.
+
+    python benchmarks/arena_bench.py --data-dir ../shared/datasets
+
+Prints one line per task and writes the table, with this exact command and the machine, into the
+arena section of benchmarks/RESULTS.md. Every task gets the same settings: nothing is tuned per task.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from promptlab import runs  # noqa: E402
+from promptlab.data import import_dataset  # noqa: E402
+from promptlab.evaluate import PromptTemplate, evaluate  # noqa: E402
+from promptlab.metrics import parse_metric  # noqa: E402
+from promptlab.models import resolve_model  # noqa: E402
+from promptlab.store import Store  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def paired_gain_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap CI of mean(b) - mean(a) over the same examples (paired)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(n_boot, len(a)))
+    diffs = b[idx].mean(axis=1) - a[idx].mean(axis=1)
+    return float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu or platform.processor()}, Python {platform.python_version()}"
+
+
+def write_section(name: str, body: str) -> None:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    RESULTS.write_text(text, encoding="utf-8")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
+    ap.add_argument("--target", default="local/qwen2.5-coder-0.5b")
+    ap.add_argument("--proposers", default="local/qwen2.5-coder-1.5b,local/qwen2.5-coder-0.5b,local/smollm2-135m")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--budget", type=int, default=600)
+    ap.add_argument("--arena", type=int, default=2)
+    ap.add_argument("--candidates", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--db", default=str(ROOT / "benchmarks" / "bench.duckdb"))
+    ap.add_argument("--tasks", help="comma-separated file stems to run (default: every CSV)")
+    args = ap.parse_args(argv)
+
+    store = Store(args.db)
+    target = resolve_model(args.target, store)
+    proposers = [resolve_model(p, store) for p in args.proposers.split(",")]
+    files = sorted(Path(args.data_dir).glob("*.csv"))
+    if args.tasks:
+        wanted = set(args.tasks.split(","))
+        files = [f for f in files if f.stem in wanted]
+    rows = []
+    for path in files:
+        ds = import_dataset(store, path)[0]
+        cfg = runs.make_config(ds, target, proposers, seed=args.seed, arena_k=args.arena, candidates=args.candidates,
+                               rounds=args.rounds, budget_calls=args.budget)
+        t0 = time.perf_counter()
+        run_id = runs.create_run(store, cfg)
+        s = runs.execute(store, run_id)
+        wall = time.perf_counter() - t0
+        # Paired comparison on the same test examples (cached: no new calls).
+        metric = parse_metric(cfg.metric, ds.labels)
+        test = ds.split("test")
+        board = store.candidates(run_id).set_index("id")
+        base_t = PromptTemplate(board.loc[1, "system"], board.loc[1, "user"])
+        best_t = PromptTemplate(board.loc[s["best_id"], "system"], board.loc[s["best_id"], "user"])
+        a = evaluate(store, target, base_t, ds, test, metric).rows["correct"].to_numpy(dtype=float)
+        b = evaluate(store, target, best_t, ds, test, metric).rows["correct"].to_numpy(dtype=float)
+        lo, hi = paired_gain_ci(a, b, seed=args.seed)
+        row = {
+            "task": path.stem, "n_test": len(test), "baseline_test": s["baseline_test"], "best_test": s["best_test"],
+            "gain": s["best_test"] - s["baseline_test"], "gain_lo": lo, "gain_hi": hi,
+            "baseline_val": s["baseline_val"], "best_val": s["best_val"], "best_by": s["best_proposer"],
+            "target_calls": s["target_calls"], "proposer_calls": s["proposer_calls"], "cached": s["cached_calls"],
+            "gated": s["gated"], "saved": s["calls_saved_by_gate"], "wall_s": wall, "run_id": run_id,
+        }
+        rows.append(row)
+        print(f"{row['task']:<24} test {row['baseline_test']:.3f} -> {row['best_test']:.3f} "
+              f"(gain {row['gain']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], n={row['n_test']})  "
+              f"val {row['baseline_val']:.3f} -> {row['best_val']:.3f}  calls {row['target_calls']}+{row['proposer_calls']}  "
+              f"{wall:.0f} s", flush=True)
+
+    command = "python benchmarks/arena_bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    wins = sum(1 for r in rows if r["gain_lo"] > 0)
+    ups = sum(1 for r in rows if r["gain"] > 0)
+    lines = [
+        "## Arena: held-out gain over a plain baseline",
+        "",
+        f"Command: `{command.strip()}`  ",
+        f"Machine: {machine()}. Target `{args.target}`; proposers `{args.proposers}`; arena {args.arena} of "
+        f"{len(proposers)} per round, {args.candidates} candidates each, {args.rounds} rounds, search budget "
+        f"{args.budget} target calls, seed {args.seed}, metric accuracy. Baseline: "
+        f"\"{runs.DEFAULT_BASELINE}\" (system) with the text as the user message. Same settings for every task.",
+        "",
+        "| task | n test | baseline test | best test | gain [95% paired bootstrap CI] | baseline val | best val | best written by | target calls | proposer calls | gated (calls saved) | wall |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['n_test']} | {r['baseline_test']:.3f} | {r['best_test']:.3f} | {r['gain']:+.3f} "
+            f"[{r['gain_lo']:+.3f}, {r['gain_hi']:+.3f}] | {r['baseline_val']:.3f} | {r['best_val']:.3f} | "
+            f"{r['best_by']} | {r['target_calls']} | {r['proposer_calls']} | {r['gated']} ({r['saved']}) | {r['wall_s']:.0f} s |"
+        )
+    lines += [
+        "",
+        f"Held-out gain on {ups} of {len(rows)} tasks; the 95% CI excludes 0 on {wins} of {len(rows)}. "
+        "Target calls include the final test scoring of the baseline and the top prompts.",
+    ]
+    write_section("arena", "\n".join(lines))
+    print(f"wrote {RESULTS}")
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

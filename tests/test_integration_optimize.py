@@ -1,0 +1,46 @@
+"""Integration: `optimize` end to end with the real local zoo models on a tiny budget, through the CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+
+from conftest import DEMO, ROOT
+
+
+def test_optimize_with_real_local_models_then_show_and_list(tmp_path):
+    demo = pd.read_csv(DEMO)
+    small = pd.concat([demo[demo["label"] == lab].head(10) for lab in ("billing", "technical", "account")])
+    path = tmp_path / "tickets_small.csv"
+    small.sample(frac=1, random_state=0).to_csv(path, index=False)
+    env = {**os.environ, "PROMPTLAB_DB": str(tmp_path / "opt.duckdb")}
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "promptlab", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    proc = cli("optimize", "--dataset", str(path), "--target", "local/qwen2.5-coder-0.5b",
+               "--proposers", "local/qwen2.5-coder-0.5b,local/smollm2-135m", "--arena", "0", "--rounds", "1",
+               "--candidates", "1", "--minibatch", "6", "--budget", "80", "--test-top", "1", "--json")
+    s = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("run_id", "baseline_prompt", "baseline_val", "baseline_test", "best_prompt", "best_val", "best_test",
+                "target_calls", "proposer_calls", "cached_calls", "rounds", "proposers"):
+        assert key in s, key
+    assert "projection:" in proc.stderr
+    assert s["status"] == "finished" and s["rounds"] == 1 and s["proposer_calls"] == 2
+    assert s["best_val"] >= s["baseline_val"] and s["baseline_test"] is not None
+    assert {p["model"] for p in s["proposers"]} == {"local/qwen2.5-coder-0.5b", "local/smollm2-135m"}
+    assert {p["family"] for p in s["proposers"]} == {"qwen", "smollm"}
+    for p in s["proposers"]:
+        assert set(p) >= {"model", "family", "candidates", "valid", "best_val", "wins"}
+
+    shown = json.loads(cli("runs", "show", s["run_id"], "--json").stdout.strip().splitlines()[-1])
+    assert shown["best_val"] == s["best_val"] and shown["leaderboard"][0]["val_score"] == s["best_val"]
+    assert s["run_id"] in cli("runs", "list").stdout
+
+    again = json.loads(cli("runs", "resume", s["run_id"], "--json").stdout.strip().splitlines()[-1])
+    assert again["target_calls"] == 0 and again["proposer_calls"] == 0  # a finished run replays from the cache
+    assert again["best_prompt"] == s["best_prompt"]
