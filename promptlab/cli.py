@@ -534,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="task description shown to the proposers")
     p.add_argument("--minibatch", type=int, help="minibatch size for the gate (default 24)")
     p.add_argument("--gate", choices=["ci", "mean", "off"], help="minibatch gate (default ci)")
-    p.add_argument("--top-k", type=int, help="prompts shown in the meta-prompt (default 6)")
+    p.add_argument("--top-k", type=int, help="prompts shown in the meta-prompt and the gate's K (default 4)")
     p.add_argument("--temperature", type=float, help="proposer temperature (default 1.0)")
     p.add_argument("--test-top", type=int, help="top prompts scored on test at the end (default 3)")
     p.set_defaults(func=cmd_optimize)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
+import pandas as pd
 
 from promptlab import metrics as M
 from promptlab.evaluate import PromptTemplate
@@ -45,7 +46,7 @@ class Arena:
     candidates_per_proposer: int = 2
     temperature: float = 1.0
     proposer_max_tokens: int = 500
-    top_k: int = 6  # prompts shown in the meta-prompt, and the gate's bar
+    top_k: int = 4  # prompts shown in the meta-prompt, and the gate's bar (small proposers do better with few)
     minibatch_size: int = 24
     gate: str = "ci"  # "ci": upper CI bound reaches the K-th best; "mean": the point estimate does; "off"
     gate_level: float = 0.8
@@ -217,9 +218,14 @@ class Arena:
     def _meta_prompt(self, ctx, rng, best, evaluated, pool, needs_input, lo, hi) -> str:
         examples = ()
         if self.n_examples:
-            sample = ctx.trainset.iloc[rng.permutation(len(ctx.trainset))[: self.n_examples]]
+            # One per label first (capped), so a proposer can put a demonstration of each label in its prompt.
+            order = rng.permutation(len(ctx.trainset))
+            shuffled = ctx.trainset.iloc[order]
+            per_label = shuffled.drop_duplicates("label_norm").head(max(self.n_examples, 8))
+            rest = shuffled.drop(per_label.index).head(max(0, self.n_examples - len(per_label)))
+            sample = per_label if len(per_label) >= self.n_examples else pd.concat([per_label, rest])
             examples = tuple(zip(sample["text"], sample["label"]))
-        mistakes, confusion = (), ""
+        mistakes, confusion, spread = (), "", ""
         if self.n_mistakes and len(pool):
             from promptlab.data import stratified_sample
 
@@ -231,10 +237,11 @@ class Arena:
                 mistakes = tuple(P.Mistake(r.text, r.gold, r.reply or "(no reply)") for r in pick.itertuples())
             if self.show_confusion:
                 confusion = res.confusion().to_string()
+            spread = P.answer_spread(res.rows["gold"].tolist(), res.rows["pred"].tolist(), ctx.dataset.labels)
         parts = P.MetaPromptParts(
             task=ctx.task, metric=ctx.metric.describe(), labels=ctx.dataset.labels,
             history=tuple(P.ScoredPrompt(c.text, c.val) for c in _top(evaluated, self.top_k)),
-            examples=examples, mistakes=mistakes, confusion=confusion, n=self.candidates_per_proposer,
+            examples=examples, mistakes=mistakes, confusion=confusion, spread=spread, n=self.candidates_per_proposer,
             needs_input=needs_input, score_range=(lo, hi),
         )
         return P.build_meta_prompt(self.meta_prompt, parts)

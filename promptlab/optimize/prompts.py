@@ -26,7 +26,7 @@ The model must reply with one of those labels. We measure {metric}.
 
 {errors}{confusion}## What to write
 Write {n} new instructions that would score higher than every instruction above, each different from all of them.
-Small models follow short, concrete instructions best: one line per label saying what it means, a hint against the mistakes shown (if any), and a last line "Answer with the label name only."
+Small models follow short, concrete instructions best: one line per label saying what it means, a hint against the mistakes shown (if any), and a last line "Answer with the label name only." A short example per label, copied from the training examples above, often helps too.
 {input_rule}
 Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags, shaped like this:
 {format}
@@ -38,7 +38,7 @@ PLACEHOLDERS: dict[str, str] = {
     "labels": "the label set, comma-separated",
     "history": "the top-K prompts so far with their val scores (0-100), sorted so the best comes last",
     "examples": "a few train examples (input and gold label), fenced",
-    "errors": "the current best prompt's mistakes on train examples (input, gold, the target's reply), fenced; empty if none",
+    "errors": "the current best prompt's answer mix against the true label mix, and its mistakes on train examples (input, gold, the target's reply), fenced",
     "confusion": "the current best prompt's confusion matrix on those train examples; empty if not shown",
     "n": "how many candidates each proposer should write",
     "input_rule": "where the example text goes: keep {input} in the prompt, or leave the text out",
@@ -47,6 +47,7 @@ PLACEHOLDERS: dict[str, str] = {
 REQUIRED = ("history", "n")
 SKELETON_TASK = "[one sentence saying what to decide]"
 SKELETON_MEANING = "[what this label means, in a few words]"
+SKELETON_EXAMPLE = "[optional: a short training example with this label]"
 TAG = "prompt"
 MAX_FIELD_CHARS = 400
 
@@ -109,6 +110,7 @@ class MetaPromptParts:
     examples: tuple[tuple[str, str], ...] = ()
     mistakes: tuple[Mistake, ...] = ()
     confusion: str = ""
+    spread: str = ""  # how the best prompt's answers are distributed vs the correct labels
     n: int = 2
     needs_input: bool = False
     score_range: tuple[float, float] = (0.0, 1.0)
@@ -132,14 +134,30 @@ def render_examples(examples) -> str:
     return "\n".join(f"<example>\nText: {fence(t)}\nLabel: {fence(g, 80)}\n</example>" for t, g in examples)
 
 
-def render_mistakes(mistakes) -> str:
+def answer_spread(gold: list[str], pred: list, labels: tuple[str, ...]) -> str:
+    """One line a small proposer can act on: the answer mix of the best prompt against the true mix."""
+    from promptlab.data import normalize_label
+
+    n = len(gold) or 1
+    norm = {normalize_label(lab): lab for lab in labels}
+    answered = [norm.get(p) if isinstance(p, str) else None for p in pred]
+    parts_pred = [f"{lab} {sum(1 for a in answered if a == lab) / n:.0%}" for lab in labels]
+    invalid = sum(1 for a in answered if a is None)
+    if invalid:
+        parts_pred.append(f"no valid label {invalid / n:.0%}")
+    parts_gold = [f"{lab} {sum(1 for g in gold if normalize_label(g) == normalize_label(lab)) / n:.0%}" for lab in labels]
+    return f"With the best instruction the model answers: {', '.join(parts_pred)}. The correct labels are: {', '.join(parts_gold)}."
+
+
+def render_mistakes(mistakes, spread: str = "") -> str:
     if not mistakes:
-        return ""
+        return f"## How the best instruction does on training examples\n{spread}\n\n" if spread else ""
     body = "\n".join(
         f"<mistake>\nText: {fence(m.text)}\nCorrect label: {fence(m.gold, 80)}\nThe model replied: {fence(m.reply, 160)}\n</mistake>"
         for m in mistakes
     )
-    return f"## Mistakes the best instruction made on training examples\n{body}\n\n"
+    head = f"{spread}\n" if spread else ""
+    return f"## Mistakes the best instruction made on training examples\n{head}{body}\n\n"
 
 
 def build_meta_prompt(template: str, parts: MetaPromptParts) -> str:
@@ -154,7 +172,7 @@ def build_meta_prompt(template: str, parts: MetaPromptParts) -> str:
     shown = list(parts.labels[:12])
     skeleton = "\n".join(
         ["<prompt>", SKELETON_TASK]
-        + [f"{lab}: {SKELETON_MEANING}" for lab in shown]
+        + [f"{lab}: {SKELETON_MEANING} (e.g. \"{SKELETON_EXAMPLE}\")" for lab in shown]
         + (["…"] if len(parts.labels) > len(shown) else [])
         + (["Text: {input}"] if parts.needs_input else [])
         + ["Answer with the label name only.", "</prompt>"]
@@ -165,7 +183,7 @@ def build_meta_prompt(template: str, parts: MetaPromptParts) -> str:
         "labels": ", ".join(parts.labels),
         "history": render_history(parts.history, lo, hi),
         "examples": render_examples(parts.examples),
-        "errors": render_mistakes(parts.mistakes),
+        "errors": render_mistakes(parts.mistakes, parts.spread),
         "confusion": f"## How the best instruction's answers were spread (rows: correct label)\n{parts.confusion}\n\n" if parts.confusion else "",
         "n": str(parts.n),
         "input_rule": input_rule,
@@ -216,6 +234,9 @@ def clean_proposal(text: str, labels: tuple[str, ...] = ()) -> tuple[str, list[s
     """
     repairs = []
     out = _LABEL_PREFIX.sub("", text.strip()).strip()
+    if SKELETON_EXAMPLE in out:
+        out = re.sub(r'\s*\(e\.g\.\s*"?' + re.escape(SKELETON_EXAMPLE) + r'"?\)', "", out).replace(SKELETON_EXAMPLE, "")
+        repairs.append("skeleton_example")
     m = _COPIED_SECTION.search(out)
     if m and out[: m.start()].strip():
         out = out[: m.start()].strip()
@@ -243,7 +264,7 @@ def screen(text: str, seen: set[str], needs_input: bool, allowed_fields: set[str
         return "overlong"
     if _LEAK.search(text):
         return "leaks_format"
-    if SKELETON_MEANING in text or SKELETON_TASK in text:
+    if SKELETON_MEANING in text or SKELETON_TASK in text or SKELETON_EXAMPLE in text:
         return "copied_skeleton"
     names = {m.group(1) for m in _PLACEHOLDER.finditer(text)}
     if names - allowed_fields:
