@@ -154,7 +154,8 @@ def _candidate_update(step: Step) -> dict | None:
     if isinstance(step, CandidateScored):
         return {"id": step.candidate_id, "status": step.status, "minibatch_score": step.minibatch_score,
                 "val_score": step.val_score,
-                "extra": {"val_ci": step.val_ci, "n_val": step.n_val, "calls_saved": step.calls_saved}}
+                "extra": {"val_ci": step.val_ci, "n_val": step.n_val, "calls_saved": step.calls_saved,
+                          "target_requests": step.target_requests}}
     if isinstance(step, TestScored):
         return {"id": step.candidate_id, "test_score": step.test_score,
                 "extra": {"test_ci": step.test_ci, "n_test": step.n_test}}

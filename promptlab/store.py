@@ -626,6 +626,7 @@ class Store:
         frame["test_ci_high"] = [(d.get("test_ci") or [None, None])[1] for d in data]
         frame["n_val"] = [d.get("n_val") for d in data]
         frame["n_test"] = [d.get("n_test") for d in data]
+        frame["target_requests"] = [d.get("target_requests") for d in data]
         return frame.drop(columns=["data"])
 
     def run_call_counts(self, run_id: str) -> dict:

@@ -59,9 +59,20 @@ class Arena:
     max_prompt_chars: int = 2500
     name: str = "arena"
 
-    def draw(self, rng: np.random.Generator) -> list[int]:
-        k = len(self.proposers) if not self.arena_k or self.arena_k >= len(self.proposers) else self.arena_k
-        return sorted(rng.choice(len(self.proposers), size=k, replace=False).tolist())
+    def draw(self, rng: np.random.Generator, appearances: list[int]) -> list[int]:
+        """k proposers for this round, at random among those that have played least so far.
+
+        A plain uniform draw can leave a proposer out for several rounds running (1 in 27 over three
+        rounds with 2 of 3), which would starve its attribution; balancing keeps every matchup random
+        while each proposer plays about equally often.
+        """
+        n = len(self.proposers)
+        k = n if not self.arena_k or self.arena_k >= n else self.arena_k
+        order = rng.permutation(n)
+        picked = sorted(order, key=lambda i: appearances[i])[:k]  # stable: ties keep the random order
+        for i in picked:
+            appearances[i] += 1
+        return sorted(int(i) for i in picked)
 
     def projection(self, n_train: int, n_val: int, n_test: int, rounds: int) -> dict:
         """Target and proposer calls the run will request: {min, expected, max} (before the cache)."""
@@ -90,6 +101,8 @@ class Arena:
 
     def run(self, ctx: OptimizeContext) -> Iterator[Step]:
         rng = np.random.default_rng(ctx.seed)
+        draw_rng = np.random.default_rng([ctx.seed, 1])  # its own stream: draws don't depend on data sizes
+        appearances = [0] * len(self.proposers)
         needs_input = any(b.user.strip() != "{input}" for b in self.baselines)  # the text sits inside the prompt
         allowed = {"input", "labels", *ctx.dataset.input_cols}
         lo, hi = ctx.metric.range
@@ -121,7 +134,8 @@ class Arena:
                 yield step
                 res = ctx.score(template, ctx.valset)
                 cand.val = res.score
-                yield CandidateScored(cand.id, 0, None, _f(res.score), _ci(res), res.n, "evaluated")
+                yield CandidateScored(cand.id, 0, None, _f(res.score), _ci(res), res.n, "evaluated",
+                                      target_requests=ctx.counters.target_requests)
         except BudgetExhausted:
             reason = "budget"
         evaluated = [c for c in cands if c.val is not None]
@@ -137,7 +151,7 @@ class Arena:
             if not ctx.can_propose():
                 reason = "proposer budget"
                 break
-            drawn = [self.proposers[i] for i in self.draw(rng)]
+            drawn = [self.proposers[i] for i in self.draw(draw_rng, appearances)]
             yield RoundStarted(round_, tuple(p.label for p in drawn))
             try:
                 meta = self._meta_prompt(ctx, rng, best, evaluated, mistake_pool, needs_input, lo, hi)
@@ -251,7 +265,8 @@ class Arena:
         if self.gate == "off" or len(minibatch) >= n_val:
             res = ctx.score(cand.template, ctx.valset)
             cand.val = res.score
-            return CandidateScored(cand.id, cand.round, None, _f(res.score), _ci(res), res.n, "evaluated")
+            return CandidateScored(cand.id, cand.round, None, _f(res.score), _ci(res), res.n, "evaluated",
+                                   target_requests=ctx.counters.target_requests)
         mb = ctx.score(cand.template, minibatch)
         cand.minibatch = mb.score
         bar = _kth_best(evaluated, self.top_k)
@@ -265,10 +280,12 @@ class Arena:
         if optimistic >= bar:
             res = ctx.score(cand.template, ctx.valset)  # the minibatch's calls come from the cache
             cand.val = res.score
-            return CandidateScored(cand.id, cand.round, _f(mb.score), _f(res.score), _ci(res), res.n, "evaluated")
+            return CandidateScored(cand.id, cand.round, _f(mb.score), _f(res.score), _ci(res), res.n, "evaluated",
+                                   target_requests=ctx.counters.target_requests)
         saved = n_val - len(minibatch)
         ctx.counters.calls_saved_by_gate += saved
-        return CandidateScored(cand.id, cand.round, _f(mb.score), None, None, 0, "gated", calls_saved=saved)
+        return CandidateScored(cand.id, cand.round, _f(mb.score), None, None, 0, "gated", calls_saved=saved,
+                               target_requests=ctx.counters.target_requests)
 
 
 def _val(c: _Cand) -> float:

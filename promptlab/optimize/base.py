@@ -91,6 +91,7 @@ class CandidateScored(Step):
     n_val: int
     status: str  # "evaluated" | "gated"
     calls_saved: int = 0
+    target_requests: int = 0  # the run's target requests so far (an x axis for trajectories)
 
 
 @dataclass(frozen=True)

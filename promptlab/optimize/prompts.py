@@ -45,9 +45,8 @@ PLACEHOLDERS: dict[str, str] = {
     "format": "a skeleton of one answer: <prompt> tags around a task line, one '<label>: …' line per label, and the answer rule",
 }
 REQUIRED = ("history", "n")
-SKELETON_TASK = "[one sentence saying what to decide]"
-SKELETON_MEANING = "[what this label means, in a few words]"
-SKELETON_EXAMPLE = "[optional: a short training example with this label]"
+SKELETON_TASK = "Decide which label the text should get."
+SKELETON_MEANING = "... (what it means)"
 TAG = "prompt"
 MAX_FIELD_CHARS = 400
 
@@ -172,7 +171,7 @@ def build_meta_prompt(template: str, parts: MetaPromptParts) -> str:
     shown = list(parts.labels[:12])
     skeleton = "\n".join(
         ["<prompt>", SKELETON_TASK]
-        + [f"{lab}: {SKELETON_MEANING} (e.g. \"{SKELETON_EXAMPLE}\")" for lab in shown]
+        + [f"{lab}: {SKELETON_MEANING}" for lab in shown]
         + (["…"] if len(parts.labels) > len(shown) else [])
         + (["Text: {input}"] if parts.needs_input else [])
         + ["Answer with the label name only.", "</prompt>"]
@@ -234,9 +233,6 @@ def clean_proposal(text: str, labels: tuple[str, ...] = ()) -> tuple[str, list[s
     """
     repairs = []
     out = _LABEL_PREFIX.sub("", text.strip()).strip()
-    if SKELETON_EXAMPLE in out:
-        out = re.sub(r'\s*\(e\.g\.\s*"?' + re.escape(SKELETON_EXAMPLE) + r'"?\)', "", out).replace(SKELETON_EXAMPLE, "")
-        repairs.append("skeleton_example")
     m = _COPIED_SECTION.search(out)
     if m and out[: m.start()].strip():
         out = out[: m.start()].strip()
@@ -264,7 +260,7 @@ def screen(text: str, seen: set[str], needs_input: bool, allowed_fields: set[str
         return "overlong"
     if _LEAK.search(text):
         return "leaks_format"
-    if SKELETON_MEANING in text or SKELETON_TASK in text or SKELETON_EXAMPLE in text:
+    if SKELETON_MEANING in text or "(what it means)" in text:
         return "copied_skeleton"
     names = {m.group(1) for m in _PLACEHOLDER.finditer(text)}
     if names - allowed_fields:
