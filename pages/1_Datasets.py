@@ -1,9 +1,73 @@
-"""Datasets: the stored datasets and their label distributions."""
+"""Datasets: upload any format the core reads, preview, map columns, see labels, set the split; list and delete."""
 import streamlit as st
 
-from promptlab import ui
+from promptlab import charts, ui
+from promptlab.data import DEFAULT_FRACTIONS, FORMATS, DataError, detect_columns, import_dataset, prepare, read_table
 
 st.set_page_config(page_title="promptlab · Datasets", layout="wide")
 st.title("Datasets")
 ui.ensure_demo_dataset()
-st.dataframe(ui.datasets_table(), hide_index=True, use_container_width=True)
+store = ui.get_store()
+
+st.subheader("Upload a labeled dataset")
+upload = st.file_uploader(
+    "CSV, TSV, JSONL, JSON (records or BIG-bench task.json) or Parquet; UTF-8, UTF-8 with BOM or cp1251",
+    type=sorted(ext.lstrip(".") for ext in FORMATS), key="datasets.upload",
+)
+if upload is not None:
+    try:
+        frame = read_table(upload.getvalue(), upload.name)
+    except DataError as exc:
+        st.error(str(exc))
+        st.stop()
+    st.caption(f"{upload.name}: {len(frame)} rows, columns {', '.join(frame.columns)}")
+    st.dataframe(frame.head(8), hide_index=True, width="stretch")
+    try:
+        guess_inputs, guess_label = detect_columns(frame, filename=upload.name)
+    except DataError:
+        guess_inputs, guess_label = [frame.columns[0]], frame.columns[-1]
+    cols = list(frame.columns)
+    c1, c2 = st.columns(2)
+    label_col = c1.selectbox("Label column", cols, index=cols.index(guess_label), key="datasets.label_col")
+    input_cols = c2.multiselect("Input column(s)", [c for c in cols if c != label_col],
+                                default=[c for c in guess_inputs if c != label_col], key="datasets.input_cols")
+    c3, c4, c5, c6 = st.columns(4)
+    train = c3.number_input("train share", 0.05, 0.9, DEFAULT_FRACTIONS[0], 0.05, key="datasets.train")
+    val = c4.number_input("val share", 0.05, 0.9, DEFAULT_FRACTIONS[1], 0.05, key="datasets.val")
+    c5.metric("test share", f"{max(0.0, 1 - train - val):.2f}")
+    seed = c6.number_input("split seed", 0, 10_000, 0, key="datasets.seed")
+    name = st.text_input("Name", value=upload.name.rsplit(".", 1)[0], key="datasets.name")
+    fractions = (float(train), float(val), round(1 - float(train) - float(val), 6))
+    try:
+        preview = prepare(frame, name, input_cols, label_col, fractions, int(seed), filename=upload.name)
+    except DataError as exc:
+        st.error(str(exc))
+        st.stop()
+    st.plotly_chart(charts.label_distribution(preview.report.label_counts, "Label distribution"), width="stretch")
+    splits = {s: len(preview.split(s)) for s in ("train", "val", "test")}
+    st.caption(f"Split: train {splits['train']}, val {splits['val']}, test {splits['test']} (stratified, seed {seed})")
+    for note in preview.report.notes():
+        st.info(note)
+    if st.button("Import dataset", type="primary", key="datasets.import"):
+        try:
+            ds, reused = import_dataset(store, upload.getvalue(), filename=upload.name, name=name,
+                                        input_cols=input_cols, label_col=label_col, fractions=fractions,
+                                        split_seed=int(seed))
+        except DataError as exc:
+            st.error(str(exc))
+        else:
+            ui.clear_readers()
+            st.success(f"{'Already stored as' if reused else 'Imported'} '{ds.name}' ({ds.n} rows).")
+
+st.subheader("Stored datasets")
+table = ui.datasets_table()
+st.dataframe(table[["name", "n_rows", "label_col", "input_cols", "labels", "source", "created_at"]],
+             hide_index=True, width="stretch")
+if len(table):
+    c1, c2 = st.columns([3, 1])
+    victim = c1.selectbox("Delete a dataset", table["name"], index=None, placeholder="choose…", key="datasets.delete_pick")
+    if c2.button("Delete", disabled=victim is None, key="datasets.delete"):
+        store.delete_dataset(table.set_index("name").loc[victim, "id"])
+        ui.clear_readers()
+        st.success(f"Deleted '{victim}'. Its runs and cached calls stay in the store.")
+        st.rerun()

@@ -433,3 +433,15 @@ def resolve_model(name: str, store=None) -> ModelSpec:
             "string such as openai/gpt-4o-mini or ollama/qwen2.5:7b, or the name of a model added with `models add`."
         )
     return make_spec(name)
+
+
+def relation(target: ModelSpec | dict, proposer: ModelSpec | dict) -> str:
+    """How a proposer relates to the target: 'same family, bigger' / 'same size' / 'smaller', or 'cross family'."""
+    t = target if isinstance(target, dict) else target.to_record()
+    p = proposer if isinstance(proposer, dict) else proposer.to_record()
+    if not t.get("family") or t.get("family") == "unknown" or t.get("family") != p.get("family"):
+        return "cross family"
+    ts, ps = t.get("size_b"), p.get("size_b")
+    if ts is None or ps is None or abs(ts - ps) < 1e-9:
+        return "same family, same size" if ts is not None and ps is not None else "same family, size unknown"
+    return "same family, bigger" if ps > ts else "same family, smaller"

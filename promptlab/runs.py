@@ -146,6 +146,34 @@ def create_run(store: Store, config: RunConfig) -> str:
     return run_id
 
 
+def mark_dead_runs(store: Store, live: set[str] = frozenset()) -> list[str]:
+    """Runs left 'running' by a process that is gone become 'interrupted' (resumable). Returns their ids.
+
+    `live`: run ids this process is executing right now (a dashboard's worker threads).
+    """
+    import os
+
+    here = os.uname().nodename
+    marked = []
+    for run_id, pid, host in store.running_runs():
+        if run_id in live or host != here or pid is None:
+            continue
+        if pid == os.getpid():
+            alive = False  # this process is not executing it (not in `live`)
+        else:
+            try:
+                os.kill(pid, 0)
+                alive = True
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+        if not alive:
+            store.mark_interrupted(run_id)
+            marked.append(run_id)
+    return marked
+
+
 def _candidate_update(step: Step) -> dict | None:
     if isinstance(step, CandidateProposed):
         return {"id": step.candidate_id, "prompt_id": step.prompt_id, "round": step.round, "proposer": step.proposer,
@@ -316,3 +344,114 @@ def stored_dataset_name(store: Store, dataset_id: str) -> str | None:
     row = store.dataset_row(dataset_id)
     return row["name"] if row else None
 
+
+
+def live_progress(store: Store, run_id: str) -> dict:
+    """What the Runs page shows while a run goes: round, candidates, calls made and cached, tokens, ETA."""
+    rec = store.run_row(run_id)
+    steps = store.steps(run_id)
+    calls = store.run_call_counts(run_id)
+    started = next((s for s in steps if s["kind"] == "run_started"), None)
+    rounds = [s["round"] for s in steps if s["kind"] == "round_started"]
+    requests = max([s.get("target_requests") or 0 for s in steps if s["kind"] in ("candidate_scored", "round_finished")],
+                   default=0)
+    made = sum(v["calls"] for v in calls.values())
+    eval_made = calls.get("eval", {}).get("calls", 0)
+    eta = "—"
+    if rec["status"] == "running" and started and requests:
+        proj = started["projection"]
+        budget = rec["config"]["budget"].get("max_target_calls")
+        expected = proj["target_search"]["expected"] if not budget else min(budget, proj["target_search"]["expected"])
+        elapsed = (pd.Timestamp.now() - pd.Timestamp(rec["created_at"])).total_seconds()
+        left = max(0, expected + proj["target_test"] - requests)
+        secs = left * elapsed / requests
+        eta = f"~{secs / 60:.0f} min" if secs >= 90 else f"~{secs:.0f} s"
+    return {
+        "status": rec["status"],
+        "round": max(rounds, default=0),
+        "max_rounds": rec["config"]["budget"].get("max_rounds"),
+        "candidates": sum(1 for s in steps if s["kind"] == "candidate_proposed" and s["proposer"] != "baseline"),
+        "calls": made,
+        "cached": max(0, requests - eval_made),
+        "tokens": sum(v["tokens"] for v in calls.values()),
+        "eta": eta,
+    }
+
+
+def family_view(store: Store, run_id: str) -> pd.DataFrame:
+    """Per proposer: its relation to the target, and its best candidate's val and test scores."""
+    from promptlab.models import relation
+
+    rec = store.run_row(run_id)
+    target = rec["config"]["target"]
+    cands = store.candidates(run_id)
+    rows = []
+    for p in rec["config"]["proposers"]:
+        label = p.get("name") or p["model"]
+        mine = cands[(cands["proposer"] == label) & cands["val_score"].notna()].sort_values("val_score", ascending=False)
+        best = mine.head(1)
+        rows.append({
+            "proposer": label, "family": p.get("family"), "size_b": p.get("size_b"), "relation": relation(target, p),
+            "candidates scored": len(mine),
+            "best val": float(best["val_score"].iloc[0]) if len(best) else None,
+            "its test": float(best["test_score"].iloc[0]) if len(best) and best["test_score"].notna().iloc[0] else None,
+        })
+    return pd.DataFrame(rows)
+
+
+def markdown_report(store: Store, run_id: str) -> str:
+    """A run as Markdown for a team review: setup, headline with n and CIs, leaderboard, attribution."""
+    s = summarize(store, run_id)
+    rec = store.run_row(run_id)
+    board = leaderboard(store, run_id)
+    fam = family_view(store, run_id)
+
+    def f(x):
+        return "n/a" if x is None or x != x else f"{x:.3f}"
+
+    base = board[board["proposer"] == "baseline"].head(1)
+    best = board[board["id"] == s["best_id"]].head(1)
+
+    def ci(frame, which):
+        if frame.empty:
+            return ""
+        lo, hi = frame.iloc[0][f"{which}_ci_low"], frame.iloc[0][f"{which}_ci_high"]
+        return f" [{f(lo)}, {f(hi)}]" if lo == lo and lo is not None else ""
+
+    lines = [
+        f"# promptlab run {run_id}",
+        "",
+        f"- Dataset: **{s['dataset']}**; target **{s['target']}**; metric **{s['metric']}**; seed {s['seed']}",
+        f"- Proposers: {', '.join(p['model'] + ' (' + p['family'] + ')' for p in s['proposers'])}",
+        f"- Status: {s['status']} ({s.get('reason') or '—'}), {s['rounds']} round(s), {s['candidates']} candidates, "
+        f"{s['gated']} stopped at the minibatch gate ({s['calls_saved_by_gate']} calls saved)",
+        "",
+        "## Result (95% CIs; test is held out: no proposer ever saw it)",
+        "",
+        "| prompt | val | test |",
+        "|---|---|---|",
+        f"| baseline | {f(s['baseline_val'])}{ci(base, 'val')} (n={s['n_val']}) | {f(s['baseline_test'])}{ci(base, 'test')} (n={s['n_test']}) |",
+        f"| best (#{s['best_id']}, {s['best_proposer']}) | {f(s['best_val'])}{ci(best, 'val')} | {f(s['best_test'])}{ci(best, 'test')} |",
+        "",
+        "Best prompt:",
+        "",
+        "```text",
+        (s["best_prompt"] or "").strip(),
+        "```",
+        "",
+        "## Proposers",
+        "",
+        "| proposer | family | relation to target | candidates asked | valid | best val | wins |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rel = dict(zip(fam["proposer"], fam["relation"])) if len(fam) else {}
+    for p in s["proposers"]:
+        rate = f"{p['valid']} ({p['valid_rate']:.0%})" if p["valid_rate"] is not None else str(p["valid"])
+        lines.append(f"| {p['model']} | {p['family']} | {rel.get(p['model'], '')} | {p['candidates']} | {rate} | {f(p['best_val'])} | {p['wins']} |")
+    lines += ["", "## Leaderboard (val; test where scored)", "", "| # | round | proposer | val | test | prompt |", "|---|---|---|---|---|---|"]
+    for r in board.head(20).itertuples():
+        text = " ".join(str(r.text).split()).replace("|", "\\|")
+        val = f(r.val_score) if r.val_score == r.val_score else f"gated (minibatch {f(r.minibatch_score)})"
+        lines.append(f"| {r.id} | {r.round} | {r.proposer} | {val} | {f(r.test_score)} | {text[:120]} |")
+    lines += ["", f"Meta-prompt template: {len(rec['config']['meta_prompt'])} characters, stored with the run."]
+    return "\n".join(lines) + "\n"

@@ -148,6 +148,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX llm_calls_key ON llm_calls (key);
     """,
+    """
+    CREATE TABLE baselines (
+        dataset_id VARCHAR NOT NULL,
+        prompt_id VARCHAR NOT NULL,
+        note VARCHAR,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (dataset_id, prompt_id)
+    );
+    """,
 ]
 
 
@@ -428,6 +437,7 @@ class Store:
 
     def delete_dataset(self, dataset_id: str) -> None:
         with self.transaction() as con:
+            con.execute("DELETE FROM baselines WHERE dataset_id = ?", [dataset_id])
             con.execute("DELETE FROM examples WHERE dataset_id = ?", [dataset_id])
             con.execute("DELETE FROM datasets WHERE id = ?", [dataset_id])
 
@@ -459,6 +469,27 @@ class Store:
                 "INSERT INTO prompts (id, system, user_template) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                 [prompt_id, system, user_template],
             )
+
+    def save_baseline(self, dataset_id: str, prompt_id: str, system: str, user_template: str, note: str = "") -> None:
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO prompts (id, system, user_template) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [prompt_id, system, user_template],
+            )
+            con.execute(
+                "INSERT INTO baselines (dataset_id, prompt_id, note) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [dataset_id, prompt_id, note],
+            )
+
+    def baselines(self, dataset_id: str) -> list[tuple[str, str, str]]:
+        """(prompt_id, system, user) of the prompts saved as baselines for a dataset, oldest first."""
+        return [tuple(r) for r in self._all(
+            "SELECT p.id, p.system, p.user_template FROM baselines b JOIN prompts p ON p.id = b.prompt_id"
+            " WHERE b.dataset_id = ? ORDER BY b.created_at", [dataset_id])]
+
+    def delete_baseline(self, dataset_id: str, prompt_id: str) -> None:
+        with self.transaction() as con:
+            con.execute("DELETE FROM baselines WHERE dataset_id = ? AND prompt_id = ?", [dataset_id, prompt_id])
 
     # --- the call cache ----------------------------------------------------------------------------
 
@@ -562,6 +593,16 @@ class Store:
             con.execute(
                 "UPDATE runs SET status = ?, error = ?, pid = ?, host = ?, updated_at = current_timestamp WHERE id = ?",
                 [status, error, os.getpid(), os.uname().nodename, run_id],
+            )
+
+    def running_runs(self) -> list[tuple[str, int | None, str | None]]:
+        return [tuple(r) for r in self._all("SELECT id, pid, host FROM runs WHERE status = 'running'")]
+
+    def mark_interrupted(self, run_id: str) -> None:
+        with self.transaction() as con:
+            con.execute(
+                "UPDATE runs SET status = 'interrupted', updated_at = current_timestamp WHERE id = ? AND status = 'running'",
+                [run_id],
             )
 
     # --- steps and candidates ----------------------------------------------------------------------

@@ -1,20 +1,31 @@
-"""The one bridge to Streamlit: the cached store, cached readers, and the embedded default.
+"""The one bridge to Streamlit: the cached store, cached readers, the job registry, the embedded default.
 
-Pages call these and render; nothing else in promptlab imports streamlit.
+Pages call these and render; nothing else in promptlab imports streamlit. Long work runs in worker
+threads that never call st.*: they write to the store, and pages poll the store from fragments.
 """
 from __future__ import annotations
 
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import pandas as pd
 import streamlit as st
 
-from promptlab.data import import_dataset
+from promptlab import runs
+from promptlab.data import import_dataset, stored_dataset
+from promptlab.errors import PromptlabError
 from promptlab.local import ZOO, zoo_status
+from promptlab.models import ModelSpec, make_spec, spec_from_record
 from promptlab.store import Store, default_db_path
 
 DEMO_DATASET = Path(__file__).resolve().parent.parent / "data" / "support_tickets.csv"
 
+
+# --- the store and cached readers ------------------------------------------------------------------
 
 @st.cache_resource
 def _store_at(path: str) -> Store:
@@ -23,9 +34,13 @@ def _store_at(path: str) -> Store:
     return store
 
 
+def db_path() -> str:
+    return str(default_db_path())
+
+
 def get_store() -> Store:
     """The store at $PROMPTLAB_DB (or the default), one per path for the whole server."""
-    return _store_at(str(default_db_path()))
+    return _store_at(db_path())
 
 
 @st.cache_resource
@@ -36,23 +51,140 @@ def _demo_in(path: str) -> str:
 
 def ensure_demo_dataset() -> str:
     """Import the embedded demo dataset once per store (reused by content hash); returns its name."""
-    return _demo_in(str(default_db_path()))
+    return _demo_in(db_path())
 
 
 def datasets_table() -> pd.DataFrame:
-    return _datasets_at(str(default_db_path()))
+    return _datasets_at(db_path())
 
 
-@st.cache_data(ttl=5)
+@st.cache_data(ttl=5, show_spinner=False)
 def _datasets_at(path: str) -> pd.DataFrame:
     return _store_at(path).list_datasets()
 
 
-@st.cache_data(ttl=30)
+@st.cache_data(ttl=30, show_spinner=False)
 def zoo_table() -> pd.DataFrame:
     rows = [zoo_status(k) for k in ZOO]
     return pd.DataFrame(rows)[["model", "title", "family", "size_b", "status", "install"]]
 
 
+def dataset(name: str):
+    return _dataset_at(db_path(), name)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _dataset_at(path: str, name: str):
+    return stored_dataset(_store_at(path), name)
+
+
+def runs_table() -> pd.DataFrame:
+    return _runs_at(db_path())
+
+
+@st.cache_data(ttl=2, show_spinner=False)
+def _runs_at(path: str) -> pd.DataFrame:
+    return _store_at(path).list_runs()
+
+
 def clear_readers() -> None:
-    _datasets_at.clear()
+    for fn in (_datasets_at, _dataset_at, _runs_at):
+        fn.clear()
+
+
+# --- models the user can pick ----------------------------------------------------------------------
+
+def model_choices() -> dict[str, ModelSpec]:
+    """Zoo models (installed ones) and configured models, by display name."""
+    choices: dict[str, ModelSpec] = {}
+    for key in ZOO:
+        if zoo_status(key)["status"] != "not installed":
+            choices[f"local/{key}"] = make_spec(f"local/{key}")
+    for name, rec in get_store().list_models():
+        choices[name] = spec_from_record({**rec, "name": name})
+    return choices
+
+
+# --- settings shared across pages (session state, namespaced) --------------------------------------
+
+def setting(key: str, default: Any) -> Any:
+    return st.session_state.setdefault(f"promptlab.{key}", default)
+
+
+def set_setting(key: str, value: Any) -> None:
+    st.session_state[f"promptlab.{key}"] = value
+
+
+# --- jobs: long work in worker threads -------------------------------------------------------------
+
+@dataclass
+class Job:
+    key: str
+    kind: str
+    thread: threading.Thread | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    result: Any = None
+    error: str | None = None
+    progress: dict = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+
+@st.cache_resource
+def _registry() -> dict[str, Job]:
+    return {}
+
+
+def jobs() -> dict[str, Job]:
+    return _registry()
+
+
+def start_job(key: str, kind: str, work: Callable[[Job], Any]) -> Job:
+    """Run work(job) in a daemon thread; never two jobs under one key at once."""
+    registry = _registry()
+    current = registry.get(key)
+    if current is not None and current.running:
+        return current
+    job = Job(key, kind)
+
+    def target() -> None:
+        try:
+            job.result = work(job)
+        except PromptlabError as exc:
+            job.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - shown as one line; the traceback goes to the server log
+            traceback.print_exc()
+            job.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            job.finished = time.time()
+
+    job.thread = threading.Thread(target=target, name=f"promptlab-{kind}-{key}", daemon=True)
+    registry[key] = job
+    job.thread.start()
+    return job
+
+
+def start_run(run_id: str) -> Job:
+    """Execute (or resume) an optimization run in the background."""
+    store = get_store()
+    return start_job(run_id, "run", lambda job: runs.execute(store, run_id, stop=job.stop))
+
+
+def run_is_live(run_id: str) -> bool:
+    job = _registry().get(run_id)
+    return job is not None and job.running
+
+
+def stop_run(run_id: str) -> None:
+    job = _registry().get(run_id)
+    if job is not None:
+        job.stop.set()
+
+
+def error_box(exc: Exception) -> None:
+    """A user-facing error: the message, never a traceback."""
+    st.error(str(exc) if isinstance(exc, PromptlabError) else f"Something went wrong: {type(exc).__name__}: {exc}")

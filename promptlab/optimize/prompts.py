@@ -122,8 +122,11 @@ def _score100(score: float, lo: float, hi: float) -> int:
 
 def render_history(history, lo: float = 0.0, hi: float = 1.0) -> str:
     # OPRO: ascending, so the best is nearest to where the model starts writing; integer scores.
-    ordered = sorted(history, key=lambda p: p.score)
-    blocks = [f"Instruction:\n{p.text.strip()}\nScore: {_score100(p.score, lo, hi)}" for p in ordered]
+    ordered = sorted(history, key=lambda p: (p.score == p.score, p.score if p.score == p.score else 0))
+    blocks = [
+        f"Instruction:\n{p.text.strip()}\nScore: {_score100(p.score, lo, hi) if p.score == p.score else 'not scored yet'}"
+        for p in ordered
+    ]
     return "\n\n".join(blocks) if blocks else "(none yet)"
 
 

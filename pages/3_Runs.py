@@ -1,0 +1,110 @@
+"""Runs: start an arena run with its projected calls, follow it live, stop and resume; all runs with status."""
+import streamlit as st
+
+from promptlab import runs, ui
+from promptlab.errors import PromptlabError
+from promptlab.evaluate import PromptTemplate
+
+st.set_page_config(page_title="promptlab · Runs", layout="wide")
+st.title("Runs")
+ui.ensure_demo_dataset()
+store = ui.get_store()
+choices = ui.model_choices()
+runs.mark_dead_runs(store, live={k for k, j in ui.jobs().items() if j.running})
+
+datasets = ui.datasets_table()
+names = datasets["name"].tolist()
+with st.expander("Start a run", expanded=not len(ui.runs_table())):
+    c1, c2, c3 = st.columns(3)
+    ds_name = c1.selectbox("Dataset", names, index=names.index(ui.setting("dataset", names[0])) if ui.setting("dataset", names[0]) in names else 0, key="runs.dataset")
+    model_names = list(choices)
+    target = c2.selectbox("Target", model_names, index=model_names.index(ui.setting("target", model_names[0])) if ui.setting("target", model_names[0]) in model_names else 0, key="runs.target")
+    metric = c3.text_input("Metric", ui.setting("metric", "accuracy"), key="runs.metric",
+                           help="accuracy, balanced_accuracy, macro_f1, mcc, cohen_kappa, precision:L, recall:L, f1:L, specificity:L")
+    proposers = st.multiselect("Proposers", model_names, default=[m for m in ui.setting("proposers", []) if m in choices] or model_names[:2], key="runs.proposers")
+    c4, c5, c6, c7 = st.columns(4)
+    arena_k = c4.number_input("Arena: proposers per round (0 = all)", 0, 10, 2, key="runs.arena")
+    candidates = c5.number_input("Candidates per proposer", 1, 8, 2, key="runs.candidates")
+    rounds = c6.number_input("Rounds", 1, 50, 3, key="runs.rounds")
+    seed = c7.number_input("Seed", 0, 100_000, 0, key="runs.seed")
+    c8, c9, c10, c11 = st.columns(4)
+    budget = c8.number_input("Budget: target calls (0 = none)", 0, 1_000_000, 600, step=100, key="runs.budget")
+    patience = c9.number_input("Patience (0 = off)", 0, 50, 0, key="runs.patience")
+    minibatch = c10.number_input("Minibatch size", 4, 500, 24, key="runs.minibatch")
+    gate = c11.selectbox("Gate", ["ci", "mean", "off"], key="runs.gate")
+    try:
+        ds = ui.dataset(ds_name)
+        saved = store.baselines(ds.id)
+        baselines = [PromptTemplate(s, u) for _, s, u in saved] or None
+        config = runs.make_config(
+            ds, choices[target], [choices[p] for p in proposers], metric=metric, seed=int(seed),
+            arena_k=int(arena_k) or None, candidates=int(candidates), rounds=int(rounds),
+            budget_calls=int(budget) or None, patience=int(patience) or None, baselines=baselines,
+            meta_prompt=ui.setting("meta_prompt", None), task=ui.setting("task", None), minibatch_size=int(minibatch),
+            gate=gate,
+        )
+        proj = runs.projection(store, config)
+        search = proj["target_search"]
+        cap = f"; the budget caps the search at {proj['budget_calls']}" if proj["budget_calls"] else ""
+        st.info(f"Projected: {search['min']}–{search['max']} target calls for the search (expected ~{search['expected']}{cap}), "
+                f"{proj['target_test']} for the final test scoring, {proj['proposer_calls']} proposer calls. "
+                f"Baselines: {len(config.baselines)}. Calls already cached are free.")
+        if proj["budget_calls"] and proj["budget_calls"] < proj["baseline_calls"]:
+            st.warning(f"The budget cannot even score the baseline on val ({proj['baseline_calls']} calls): raise it.")
+        elif st.button("Start run", type="primary", key="runs.start"):
+            run_id = runs.create_run(store, config)
+            ui.start_run(run_id)
+            ui.set_setting("run", run_id)
+            ui.clear_readers()
+            st.rerun()
+    except PromptlabError as exc:
+        st.error(str(exc))
+
+table = ui.runs_table()
+opt = table[table["kind"] == "optimize"] if len(table) else table
+if not len(opt):
+    st.info("No optimization runs yet: start one above, or from the home page.")
+    st.stop()
+
+ids = opt["id"].tolist()
+current = ui.setting("run", ids[0])
+run_id = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0,
+                      format_func=lambda r: f"{r} · {opt.set_index('id').loc[r, 'dataset']} · {opt.set_index('id').loc[r, 'status']}",
+                      key="runs.pick")
+ui.set_setting("run", run_id)
+
+
+@st.fragment(run_every=2)
+def live(run_id: str) -> None:
+    progress = runs.live_progress(store, run_id)
+    live_job = ui.run_is_live(run_id)
+    status = progress["status"]
+    c1, c2, c3, c4, c5, c6 = st.columns(6)
+    c1.metric("Status", status)
+    c2.metric("Round", f"{progress['round']} / {progress['max_rounds']}")
+    c3.metric("Candidates", progress["candidates"])
+    c4.metric("Calls (new / cached)", f"{progress['calls']} / {progress['cached']}")
+    c5.metric("Tokens", f"{progress['tokens']:,}")
+    c6.metric("ETA", progress["eta"])
+    b1, b2, _ = st.columns([1, 1, 6])
+    if live_job and b1.button("Stop", key=f"stop.{run_id}"):
+        ui.stop_run(run_id)
+        st.toast("Stopping after the current step…")
+    if not live_job and status in ("stopped", "interrupted", "failed", "created") and b2.button("Resume", key=f"resume.{run_id}"):
+        ui.start_run(run_id)
+        st.toast("Resuming: finished calls come from the cache.")
+    job = ui.jobs().get(run_id)
+    if job is not None and job.error:
+        st.error(job.error)
+    board = runs.leaderboard(store, run_id)
+    if len(board):
+        view = board[["id", "round", "proposer", "family", "status", "minibatch_score", "val_score", "val_ci_low",
+                      "val_ci_high", "test_score", "text"]]
+        st.dataframe(view, hide_index=True, width="stretch",
+                     column_config={"text": st.column_config.TextColumn("prompt", width="large")})
+
+
+live(run_id)
+
+st.subheader("All runs")
+st.dataframe(table[["id", "kind", "dataset", "status", "created_at", "updated_at"]], hide_index=True, width="stretch")

@@ -1,0 +1,125 @@
+"""Results: score trajectories per model family, attribution, families, leaderboard, one prompt, two runs, exports."""
+import difflib
+
+import pandas as pd
+import streamlit as st
+
+from promptlab import charts, runs, ui
+from promptlab.data import stored_dataset
+from promptlab.evaluate import PromptTemplate, evaluate
+from promptlab.metrics import parse_metric
+from promptlab.models import spec_from_record
+
+st.set_page_config(page_title="promptlab · Results", layout="wide")
+st.title("Results")
+ui.ensure_demo_dataset()
+store = ui.get_store()
+table = ui.runs_table()
+opt = table[table["kind"] == "optimize"] if len(table) else table
+if not len(opt):
+    st.info("No optimization runs yet: start one on the Runs page or from the home page.")
+    st.stop()
+ids = opt["id"].tolist()
+labels = {r.id: f"{r.id} · {r.dataset} · {r.status}" for r in opt.itertuples()}
+current = ui.setting("run", ids[0])
+run_id = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0, format_func=labels.get, key="results.run")
+ui.set_setting("run", run_id)
+summary = runs.summarize(store, run_id)
+cands = store.candidates(run_id)
+
+
+def fmt(x):
+    return "n/a" if x is None or x != x else f"{x:.3f}"
+
+
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Baseline val / test", f"{fmt(summary['baseline_val'])} / {fmt(summary['baseline_test'])}")
+c2.metric("Best val / test", f"{fmt(summary['best_val'])} / {fmt(summary['best_test'])}",
+          delta=None if summary["best_test"] is None or summary["baseline_test"] is None else f"{summary['best_test'] - summary['baseline_test']:+.3f} test")
+c3.metric("n (val / test)", f"{summary['n_val']} / {summary['n_test']}")
+c4.metric("Rounds · candidates", f"{summary['rounds']} · {summary['candidates']}")
+
+# --- trajectories ----------------------------------------------------------------------------------
+st.subheader("Score trajectories per model family")
+x_axis = st.radio("x axis", ["round", "target calls"], horizontal=True, key="results.x")
+fig = charts.score_trajectories(cands, x="round" if x_axis == "round" else "target_requests", metric=summary["metric"])
+st.plotly_chart(fig, width="stretch", key="results.trajectories")
+e1, e2 = st.columns(2)
+e1.download_button("Chart as interactive HTML", fig.to_html(include_plotlyjs=True), file_name=f"{run_id}-trajectories.html",
+                   mime="text/html", key="results.html")
+e2.caption("PNG: use the camera icon in the chart's toolbar; the browser renders it, offline. "
+           "(Server-side PNG rendering would need a headless browser for kaleido and is not bundled.)")
+
+# --- attribution and families ----------------------------------------------------------------------
+st.subheader("Per-proposer attribution")
+attr = pd.DataFrame(summary["proposers"])
+if len(attr):
+    st.dataframe(attr[["model", "family", "calls", "candidates", "valid", "valid_rate", "best_val", "wins"]],
+                 hide_index=True, width="stretch")
+    st.plotly_chart(charts.attribution_bars(attr), width="stretch", key="results.attr")
+
+st.subheader("Families: same-family versus cross-family proposers")
+fam = runs.family_view(store, run_id)
+st.dataframe(fam, hide_index=True, width="stretch")
+st.caption("One run is one sample: differences between proposers within a run are not evidence on their own. "
+           "Repeat over seeds (a study) before drawing a conclusion.")
+
+# --- leaderboard and one prompt --------------------------------------------------------------------
+st.subheader("Leaderboard")
+board = runs.leaderboard(store, run_id)
+base_row = board[board["proposer"] == "baseline"].head(1)
+base_val = float(base_row["val_score"].iloc[0]) if len(base_row) else float("nan")
+view = board[["id", "round", "proposer", "family", "status", "val_score", "val_ci_low", "val_ci_high", "test_score", "text"]].copy()
+view["Δ val vs baseline"] = view["val_score"] - base_val
+st.dataframe(view, hide_index=True, width="stretch",
+             column_config={"text": st.column_config.TextColumn("prompt", width="large")})
+st.download_button("Candidates as CSV", board.drop(columns=["meta_prompt"]).to_csv(index=False), file_name=f"{run_id}-candidates.csv",
+                   mime="text/csv", key="results.csv")
+
+pick = st.selectbox("Look at one prompt", board["id"].tolist(), format_func=lambda i: f"#{i}", key="results.pick")
+row = board[board["id"] == pick].iloc[0]
+base_text = base_row["text"].iloc[0] if len(base_row) else ""
+d1, d2 = st.columns(2)
+d1.markdown("**Prompt**")
+d1.code(row["text"], language="text")
+d2.markdown("**Diff against the baseline**")
+d2.code("\n".join(difflib.unified_diff(base_text.splitlines(), str(row["text"]).splitlines(), "baseline", f"#{pick}", lineterm="")) or "(same as the baseline)", language="diff")
+rec = store.run_row(run_id)
+ds = stored_dataset(store, rec["dataset_id"])
+spec = spec_from_record(rec["config"]["target"])
+metric = parse_metric(rec["config"]["metric"], ds.labels)
+if pd.notna(row["val_score"]):
+    res = evaluate(store, spec, PromptTemplate(row["system"], row["user"]), ds, ds.split("val"), metric, split="val")
+    if res.calls:
+        st.caption(f"({res.calls} calls were not cached and were made now)")
+    h1, h2 = st.columns([1, 2])
+    h1.plotly_chart(charts.confusion_heatmap(res.confusion(), f"#{pick} on val"), width="stretch", key="results.cm")
+    errors = res.rows[~res.rows["correct"]][["example_idx", "text", "gold", "reply", "parse"]]
+    h2.markdown(f"**Errors on val** ({len(errors)} of {res.n})")
+    h2.dataframe(errors, hide_index=True, width="stretch")
+else:
+    st.info("This candidate stopped at the minibatch gate: it has no full val score.")
+
+# --- two runs side by side -------------------------------------------------------------------------
+st.subheader("Two runs side by side")
+other = st.selectbox("Compare with", [i for i in ids if i != run_id], index=None, format_func=labels.get,
+                     placeholder="choose a run…", key="results.other")
+if other:
+    s2 = runs.summarize(store, other)
+    both = pd.DataFrame([
+        {k: summary[k] for k in ("run_id", "dataset", "target", "metric", "seed", "rounds", "baseline_val", "baseline_test", "best_val", "best_test", "best_proposer")},
+        {k: s2[k] for k in ("run_id", "dataset", "target", "metric", "seed", "rounds", "baseline_val", "baseline_test", "best_val", "best_test", "best_proposer")},
+    ])
+    st.dataframe(both, hide_index=True, width="stretch")
+    l, r = st.columns(2)
+    l.plotly_chart(fig, width="stretch", key="results.left")
+    r.plotly_chart(charts.score_trajectories(store.candidates(other), metric=s2["metric"], title=f"{other}"),
+                   width="stretch", key="results.right")
+
+# --- report ----------------------------------------------------------------------------------------
+st.subheader("Report")
+report = runs.markdown_report(store, run_id)
+st.download_button("Markdown report for a team review", report, file_name=f"{run_id}-report.md", mime="text/markdown",
+                   key="results.report")
+with st.expander("Preview the report"):
+    st.markdown(report)

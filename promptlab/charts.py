@@ -1,0 +1,140 @@
+"""DataFrame in, plotly figure out. Pure: never calls st.*, never touches the store."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f"]
+
+
+def _family_colors(families) -> dict[str, str]:
+    ordered = sorted({f for f in families if f != "baseline"})
+    colors = {f: PALETTE[i % len(PALETTE)] for i, f in enumerate(ordered)}
+    colors["baseline"] = "#444444"
+    return colors
+
+
+def score_trajectories(cands: pd.DataFrame, x: str = "round", metric: str = "score", title: str | None = None) -> go.Figure:
+    """Best-so-far val score per proposer family (lines) and every candidate (points).
+
+    cands: one row per candidate with columns round, family, proposer, status, val_score, minibatch_score,
+    text, id, and target_requests (for x="target_requests"). Baselines (family 'baseline') start every
+    line: each family's best-so-far begins at the best baseline. Gated candidates are drawn hollow at
+    their minibatch score.
+    """
+    fig = go.Figure()
+    if cands.empty:
+        fig.update_layout(title=title or "No candidates yet")
+        return fig
+    xcol = "target_requests" if x == "target_requests" else "round"
+    df = cands.copy()
+    df[xcol] = pd.to_numeric(df[xcol], errors="coerce").fillna(0)
+    colors = _family_colors(df["family"])
+    base = df[df["family"] == "baseline"]
+    base_best = base["val_score"].max() if len(base) else math.nan
+    x0 = float(base[xcol].max()) if len(base) else 0.0
+    for family in [f for f in colors if f != "baseline"]:
+        fam = df[(df["family"] == family) & df["val_score"].notna()].sort_values([xcol, "id"])
+        xs, ys, best = [x0], [base_best], base_best
+        for row in fam.itertuples():
+            best = row.val_score if (best != best or row.val_score > best) else best
+            xs.append(getattr(row, xcol))
+            ys.append(best)
+        if len(xs) > 1:
+            fig.add_trace(go.Scatter(
+                x=xs, y=ys, mode="lines", line={"shape": "hv", "width": 3, "color": colors[family]},
+                name=f"{family}: best so far", legendgroup=family,
+            ))
+    for family, color in colors.items():
+        fam = df[df["family"] == family]
+        full = fam[fam["val_score"].notna()]
+        gated = fam[fam["val_score"].isna() & fam["minibatch_score"].notna()]
+        if len(full):
+            fig.add_trace(go.Scatter(
+                x=full[xcol], y=full["val_score"], mode="markers", legendgroup=family,
+                marker={"size": 9, "color": color, "line": {"width": 1, "color": "white"}},
+                name=f"{family}: candidates (val)" if family != "baseline" else "baseline (val)",
+                text=[f"#{i} {p}<br>{_short(t)}" for i, p, t in zip(full["id"], full["proposer"], full["text"])],
+                hovertemplate="%{text}<br>val %{y:.3f}<extra></extra>",
+            ))
+        if len(gated):
+            fig.add_trace(go.Scatter(
+                x=gated[xcol], y=gated["minibatch_score"], mode="markers", legendgroup=family,
+                marker={"size": 8, "color": "rgba(0,0,0,0)", "line": {"width": 1.5, "color": color}},
+                name=f"{family}: gated (minibatch)",
+                text=[f"#{i} {p}<br>{_short(t)}" for i, p, t in zip(gated["id"], gated["proposer"], gated["text"])],
+                hovertemplate="%{text}<br>minibatch %{y:.3f}<extra></extra>",
+            ))
+    fig.update_layout(
+        title=title or "Score trajectories per proposer family",
+        xaxis_title="round" if xcol == "round" else "target calls requested",
+        yaxis_title=f"val {metric}", template="plotly_white", legend={"orientation": "h", "y": -0.2},
+        margin={"l": 50, "r": 20, "t": 60, "b": 40},
+    )
+    if xcol == "round":
+        fig.update_xaxes(dtick=1)
+    return fig
+
+
+def _short(text: str, n: int = 90) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def attribution_bars(attribution: pd.DataFrame) -> go.Figure:
+    """Best val score per proposer, coloured by family, with valid rate and wins in the hover."""
+    fig = go.Figure()
+    if attribution.empty:
+        return fig
+    colors = _family_colors(attribution["family"])
+    fig.add_trace(go.Bar(
+        x=attribution["model"], y=attribution["best_val"].fillna(0),
+        marker_color=[colors.get(f, "#999") for f in attribution["family"]],
+        text=[f"valid {v:.0%} · wins {w}" if v == v and v is not None else f"wins {w}"
+              for v, w in zip(attribution["valid_rate"].astype(float), attribution["wins"])],
+        textposition="outside",
+    ))
+    fig.update_layout(title="Best val score per proposer", yaxis_title="best val", template="plotly_white",
+                      margin={"l": 50, "r": 20, "t": 60, "b": 40})
+    return fig
+
+
+def interval_chart(frame: pd.DataFrame, label: str, value: str, low: str, high: str, title: str,
+                   ref: float | None = None, n: str | None = None) -> go.Figure:
+    """Point estimates with CI whiskers, one row per item; n shown in the label when given."""
+    fig = go.Figure()
+    if frame.empty:
+        return fig
+    names = [f"{l} (n={int(k)})" if n else str(l) for l, k in zip(frame[label], frame[n] if n else frame[label])]
+    fig.add_trace(go.Scatter(
+        x=frame[value], y=names, mode="markers",
+        error_x={"type": "data", "symmetric": False, "array": frame[high] - frame[value],
+                 "arrayminus": frame[value] - frame[low]},
+        marker={"size": 10, "color": "#1f77b4"},
+    ))
+    if ref is not None:
+        fig.add_vline(x=ref, line_dash="dash", line_color="#888")
+    fig.update_layout(title=title, template="plotly_white", margin={"l": 50, "r": 20, "t": 60, "b": 40},
+                      height=120 + 40 * len(frame))
+    return fig
+
+
+def confusion_heatmap(cm: pd.DataFrame, title: str = "Confusion matrix") -> go.Figure:
+    fig = go.Figure(go.Heatmap(
+        z=cm.to_numpy(), x=list(cm.columns), y=list(cm.index), colorscale="Blues", showscale=False,
+        text=cm.to_numpy(), texttemplate="%{text}",
+    ))
+    fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="gold", template="plotly_white",
+                      yaxis={"autorange": "reversed"}, margin={"l": 50, "r": 20, "t": 50, "b": 40},
+                      height=120 + 45 * len(cm))
+    return fig
+
+
+def label_distribution(counts: dict[str, int], title: str = "Labels") -> go.Figure:
+    fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), marker_color="#1f77b4",
+                           text=list(counts.values()), textposition="outside"))
+    fig.update_layout(title=title, template="plotly_white", yaxis_title="rows",
+                      margin={"l": 50, "r": 20, "t": 50, "b": 40}, height=300)
+    return fig

@@ -1,0 +1,99 @@
+"""Manual search: score a few prompts side by side on the same examples, and preview the meta-prompt."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from promptlab.data import LabeledDataset
+from promptlab.errors import PromptlabError
+from promptlab.evaluate import EvalResult, PromptTemplate, evaluate
+from promptlab.metrics import Metric, parse_metric
+from promptlab.models import ModelSpec
+from promptlab.optimize import prompts as P
+from promptlab.store import Store
+
+
+def templates_from_texts(texts: list[str], dataset: LabeledDataset) -> list[PromptTemplate]:
+    templates = []
+    for i, text in enumerate(texts, 1):
+        if not text.strip():
+            raise PromptlabError(f"prompt {i} is empty: write it, or lower the number of prompts")
+        t = PromptTemplate.from_text(text)
+        try:
+            t.check(dataset.input_cols)
+        except PromptlabError as exc:
+            raise PromptlabError(f"prompt {i}: {exc}") from None
+        templates.append(t)
+    return templates
+
+
+@dataclass(frozen=True)
+class Comparison:
+    results: tuple[EvalResult, ...]
+
+    def table(self) -> pd.DataFrame:
+        rows = []
+        for i, r in enumerate(self.results, 1):
+            lo, hi = r.ci
+            rows.append({
+                "prompt": i, "score": round(r.score, 4), "95% CI": f"[{lo:.3f}, {hi:.3f}]", "n": r.n_relevant,
+                "invalid": f"{r.invalid_rate:.1%}", "new calls": r.calls, "cached": r.cached,
+                "text": " ".join((r.prompt.system + " " + r.prompt.user).split())[:120],
+            })
+        return pd.DataFrame(rows)
+
+    def disagreements(self) -> pd.DataFrame:
+        """Examples where the prompts' predictions differ, with each prompt's reply."""
+        base = self.results[0].rows[["example_idx", "text", "gold"]].copy()
+        preds = []
+        for i, r in enumerate(self.results, 1):
+            base[f"prompt {i}"] = r.rows["pred"].where(r.rows["pred"].notna(), "(invalid)").to_numpy()
+            preds.append(f"prompt {i}")
+        if len(preds) < 2:
+            return base.iloc[0:0]
+        differ = base[preds].nunique(axis=1) > 1
+        return base[differ].reset_index(drop=True)
+
+
+def compare(store: Store, spec: ModelSpec, templates: list[PromptTemplate], dataset: LabeledDataset, split: str,
+            metric_spec: str, progress: dict | None = None) -> Comparison:
+    """Evaluate each prompt on the same split (cached calls are free); progress is updated in place."""
+    metric = parse_metric(metric_spec, dataset.labels)
+    examples = dataset.split(split)
+    progress = progress if progress is not None else {}
+    progress.update(prompt=0, of=len(templates), calls=0, n=len(examples))
+    results = []
+    for i, t in enumerate(templates, 1):
+        progress["prompt"] = i
+        before = progress["calls"]
+
+        def tick(done: int, total: int, before=before) -> None:
+            progress["calls"] = before + done
+
+        results.append(evaluate(store, spec, t, dataset, examples, metric, split=split, on_progress=tick))
+    return Comparison(tuple(results))
+
+
+def preview_meta_prompt(store: Store, dataset: LabeledDataset, template: str, task: str, metric: Metric,
+                        runs_table: pd.DataFrame) -> str:
+    """The meta-prompt as the next round would see it: history from the latest run on this dataset."""
+    from promptlab.optimize.base import template_text
+
+    history: list[P.ScoredPrompt] = []
+    mine = runs_table[(runs_table["kind"] == "optimize") & (runs_table["dataset"] == dataset.name)] if len(runs_table) else runs_table
+    if len(mine):
+        cands = store.candidates(mine.iloc[0]["id"])
+        scored = cands[cands["val_score"].notna()].sort_values("val_score", ascending=False).head(4)
+        history = [P.ScoredPrompt(t, v) for t, v in zip(scored["text"], scored["val_score"])]
+    if not history:
+        saved = store.baselines(dataset.id) if dataset.id else []
+        texts = [template_text(PromptTemplate(s, u)) for _, s, u in saved] or ["Classify the text. Answer with one of these labels: {labels}."]
+        history = [P.ScoredPrompt(t, float("nan")) for t in texts]
+    train = dataset.split("train")
+    per_label = train.drop_duplicates("label_norm").head(8)
+    parts = P.MetaPromptParts(
+        task=task, metric=metric.describe(), labels=dataset.labels, history=tuple(history),
+        examples=tuple(zip(per_label["text"], per_label["label"])), n=2, score_range=metric.range,
+    )
+    return P.build_meta_prompt(template, parts)

@@ -1,0 +1,116 @@
+"""AppTest for every page: uploads (good and bad), manual search and a run with scripted fake models."""
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import fakes
+from conftest import ROOT
+from promptlab.models import make_spec
+from promptlab.store import Store
+
+PAGES = ROOT / "pages"
+
+
+def target_reply(messages, params):
+    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+    text = messages[-1]["content"].lower()
+    if "invoice" in text or "refund" in text or "charge" in text:
+        return "billing"
+    return "technical" if "magic" in system.lower() else "billing"
+
+
+def proposer_reply(messages, params):
+    return "<prompt>Use MAGIC: route the message.</prompt><prompt>Be careful: route the message.</prompt>"
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    path = tmp_path / "pages.duckdb"
+    monkeypatch.setenv("PROMPTLAB_DB", str(path))
+    store = Store(path)
+    store.save_model("fake-target", make_spec(fakes.script("pages-target", target_reply), name="fake-target").to_record())
+    store.save_model("fake-prop", make_spec(fakes.script("pages-prop", proposer_reply), name="fake-prop").to_record())
+    store.close()
+    return path
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(PAGES / name) if name != "app.py" else str(ROOT / "app.py"), default_timeout=60)
+
+
+def test_home_shows_demo_zoo_and_the_one_click_run(db):
+    at = page("app.py").run()
+    assert not at.exception
+    assert "support_tickets" in at.dataframe[0].value["name"].tolist()
+    assert any("Start a small run" in b.label for b in at.button)
+
+
+def test_upload_preview_import(db):
+    at = page("1_Datasets.py").run()
+    assert not at.exception
+    csv = "message,team\n" + "\n".join(f"please refund order {i},billing\napp crashes on screen {i},technical" for i in range(10))
+    at.file_uploader[0].set_value(("mine.csv", csv.encode(), "text/csv")).run()
+    assert not at.exception
+    assert at.selectbox(key="datasets.label_col").value == "team"
+    at.button(key="datasets.import").click().run()
+    assert not at.exception
+    assert any("Imported 'mine'" in s.value for s in at.success)
+    assert "mine" in Store(db).list_datasets()["name"].tolist()
+
+
+@pytest.mark.parametrize("name,content,needle", [
+    ("empty.csv", b"", "empty"),
+    ("one.csv", b"text,label\na,x\nb,x\nc,x\n", "same label"),
+    ("bin.csv", bytes(range(256)) * 20, "binary"),
+])
+def test_bad_upload_shows_a_message_and_changes_nothing(db, name, content, needle):
+    at = page("1_Datasets.py").run()
+    before = len(Store(db).list_datasets())
+    at.file_uploader[0].set_value((name, content, "text/csv")).run()
+    assert not at.exception
+    assert any(needle in e.value for e in at.error)
+    assert len(Store(db).list_datasets()) == before
+
+
+def _wait(at: AppTest, until, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        at.run()
+        if until(at):
+            return at
+        time.sleep(0.3)
+    raise AssertionError("timed out waiting for the page")
+
+
+def test_manual_search_side_by_side(db):
+    at = page("2_Prompts_and_proposers.py").run()
+    assert not at.exception
+    at.selectbox[1].set_value("fake-target").run()  # target
+    buttons = [b for b in at.button if b.label == "Evaluate side by side"]
+    buttons[0].click().run()
+    assert not at.exception
+    _wait(at, lambda a: any("95% CI" in str(df.value.columns.tolist()) for df in a.dataframe))
+    assert not at.exception
+    assert any("Examples where the prompts disagree" in m.value for m in at.markdown)
+
+
+def test_start_a_run_with_fake_models_and_see_it_finish(db):
+    at = page("3_Runs.py").run()
+    assert not at.exception
+    at.selectbox(key="runs.target").set_value("fake-target")
+    at.multiselect(key="runs.proposers").set_value(["fake-prop"])
+    at.number_input(key="runs.rounds").set_value(2)
+    at.number_input(key="runs.budget").set_value(0)
+    at.run()
+    assert any("Projected:" in i.value for i in at.info)
+    at.button(key="runs.start").click().run()
+    assert not at.exception
+    store = Store(db)
+    _wait(at, lambda a: store.list_runs()["status"].iloc[0] == "finished", timeout=120)
+    assert not at.exception
+
+    res = page("4_Results.py").run()
+    assert not res.exception
+    assert any("Score trajectories" in h.value for h in res.subheader)
+    assert len(res.get("plotly_chart")) >= 2
