@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test
+.PHONY: install run test browser
 
 $(STAMP): requirements.txt requirements-zoo.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,5 +18,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/streamlit run app.py
 
-test: $(STAMP)
+# The end-to-end test needs a real browser: Debian's chromium (Playwright cannot download its own here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "the browser test needs chromium: sudo apt-get install chromium"; fi; }
+
+test: $(STAMP) browser
 	$(PY) -m pytest

@@ -57,6 +57,7 @@ if upload is not None:
             st.error(str(exc))
         else:
             ui.clear_readers()
+            ui.set_setting("dataset", ds.name)  # the other pages start from the dataset just imported
             st.success(f"{'Already stored as' if reused else 'Imported'} '{ds.name}' ({ds.n} rows).")
 
 st.subheader("Stored datasets")

@@ -22,7 +22,7 @@ ds_name = c1.selectbox("Dataset", names, index=names.index(ui.setting("dataset",
 ui.set_setting("dataset", ds_name)
 ds = ui.dataset(ds_name)
 model_names = list(choices)
-target_default = ui.setting("target", "local/qwen2.5-coder-0.5b")
+target_default = ui.setting("target", ui.DEFAULT_TARGET)
 target = c2.selectbox("Target model", model_names, index=model_names.index(target_default) if target_default in model_names else 0)
 ui.set_setting("target", target)
 metric_names = list(GLOBAL_METRICS) + list(LABEL_METRICS)
@@ -35,7 +35,7 @@ st.caption(f"We maximize **{metric.describe()}** for **{target}** on **{ds_name}
 
 # --- proposers -------------------------------------------------------------------------------------
 st.subheader("Proposer models")
-default_props = [m for m in ui.setting("proposers", ["local/qwen2.5-coder-1.5b", "local/qwen2.5-coder-0.5b", "local/smollm2-135m"]) if m in choices]
+default_props = [m for m in ui.setting("proposers", ui.DEFAULT_PROPOSERS) if m in choices]
 proposers = st.multiselect("Proposers (two are drawn at random per round)", model_names, default=default_props)
 ui.set_setting("proposers", proposers)
 if proposers:

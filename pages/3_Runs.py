@@ -18,10 +18,11 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
     c1, c2, c3 = st.columns(3)
     ds_name = c1.selectbox("Dataset", names, index=names.index(ui.setting("dataset", names[0])) if ui.setting("dataset", names[0]) in names else 0, key="runs.dataset")
     model_names = list(choices)
-    target = c2.selectbox("Target", model_names, index=model_names.index(ui.setting("target", model_names[0])) if ui.setting("target", model_names[0]) in model_names else 0, key="runs.target")
+    target_default = ui.setting("target", ui.DEFAULT_TARGET)
+    target = c2.selectbox("Target", model_names, index=model_names.index(target_default) if target_default in model_names else 0, key="runs.target")
     metric = c3.text_input("Metric", ui.setting("metric", "accuracy"), key="runs.metric",
                            help="accuracy, balanced_accuracy, macro_f1, mcc, cohen_kappa, precision:L, recall:L, f1:L, specificity:L")
-    proposers = st.multiselect("Proposers", model_names, default=[m for m in ui.setting("proposers", []) if m in choices] or model_names[:2], key="runs.proposers")
+    proposers = st.multiselect("Proposers", model_names, default=[m for m in ui.setting("proposers", ui.DEFAULT_PROPOSERS) if m in choices] or model_names[:2], key="runs.proposers")
     c4, c5, c6, c7 = st.columns(4)
     arena_k = c4.number_input("Arena: proposers per round (0 = all)", 0, 10, 2, key="runs.arena")
     candidates = c5.number_input("Candidates per proposer", 1, 8, 2, key="runs.candidates")
@@ -79,6 +80,12 @@ def live(run_id: str) -> None:
     progress = runs.live_progress(store, run_id)
     live_job = ui.run_is_live(run_id)
     status = progress["status"]
+    seen_key = f"runs.seen_status.{run_id}"
+    if st.session_state.get(seen_key, status) != status:
+        st.session_state[seen_key] = status
+        ui.clear_readers()
+        st.rerun()  # the status changed: refresh the whole page (run list, selector), not just this fragment
+    st.session_state[seen_key] = status
     c1, c2, c3, c4, c5, c6 = st.columns(6)
     c1.metric("Status", status)
     c2.metric("Round", f"{progress['round']} / {progress['max_rounds']}")

@@ -75,6 +75,10 @@ def score_trajectories(cands: pd.DataFrame, x: str = "round", metric: str = "sco
     )
     if xcol == "round":
         fig.update_xaxes(dtick=1)
+    ys = pd.concat([df["val_score"], df["minibatch_score"]]).dropna()
+    if len(ys):
+        pad = max(0.02, 0.08 * (ys.max() - ys.min()))
+        fig.update_yaxes(range=[ys.min() - pad, ys.max() + pad])
     return fig
 
 

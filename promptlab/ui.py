@@ -23,6 +23,8 @@ from promptlab.models import ModelSpec, make_spec, spec_from_record
 from promptlab.store import Store, default_db_path
 
 DEMO_DATASET = Path(__file__).resolve().parent.parent / "data" / "support_tickets.csv"
+DEFAULT_TARGET = "local/qwen2.5-coder-0.5b"
+DEFAULT_PROPOSERS = ["local/qwen2.5-coder-1.5b", "local/smollm2-135m"]  # same family bigger, and another family
 
 
 # --- the store and cached readers ------------------------------------------------------------------

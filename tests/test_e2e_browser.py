@@ -1,0 +1,115 @@
+"""End to end in a real browser: Debian's chromium driven by Playwright against `streamlit run app.py`.
+
+Upload a CSV, start a one-round arena run on the real local models, wait for the finished leaderboard
+and the family chart, and save screenshots to tests/artifacts/ (look at them).
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+
+from conftest import DEMO, ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    port = _free_port()
+    env = {**os.environ, "PROMPTLAB_DB": str(tmp / "e2e.duckdb")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+         "--server.headless", "true"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
+    yield url, tmp
+    proc.terminate()
+    try:
+        out = proc.communicate(timeout=20)[0].decode()
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = ""
+    (ARTIFACTS / "streamlit-server.log").write_text(out)
+
+
+def test_upload_run_and_share_the_chart(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, tmp = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    demo = pd.read_csv(DEMO)
+    small = pd.concat([demo[demo["label"] == lab].head(9) for lab in ("billing", "technical", "account")])
+    csv_path = tmp / "my_tickets.csv"
+    small.sample(frac=1, random_state=1).to_csv(csv_path, index=False)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+
+        page.goto(url + "/Datasets")
+        page.wait_for_selector("text=Upload a labeled dataset", timeout=90_000)
+        page.locator("input[type=file]").set_input_files(str(csv_path))
+        page.wait_for_selector("text=Label distribution", timeout=60_000)
+        page.get_by_role("button", name="Import dataset").click()
+        page.wait_for_selector("text=Imported 'my_tickets'", timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "1-datasets.png"))
+
+        # The same browser session keeps the imported dataset selected on the Runs page.
+        page.get_by_role("link", name="Runs").click()
+        page.wait_for_selector("text=Start a run", timeout=60_000)
+        rounds = page.get_by_label("Rounds")
+        rounds.fill("1")
+        rounds.press("Enter")
+        minibatch = page.get_by_label("Minibatch size")
+        minibatch.fill("6")
+        minibatch.press("Enter")
+        page.wait_for_selector("text=Projected:", timeout=60_000)
+        page.get_by_role("button", name="Start run").click()
+        page.wait_for_selector("[data-testid='stMetricValue']:has-text('finished')", timeout=600_000)
+        page.wait_for_timeout(2500)
+        page.screenshot(path=str(ARTIFACTS / "2-runs-finished.png"), full_page=True)
+        assert page.locator("text=Traceback").count() == 0
+
+        page.get_by_role("link", name="Results").click()
+        page.wait_for_selector("text=Score trajectories per proposer family", timeout=90_000)
+        expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
+        page.wait_for_selector("text=Per-proposer attribution", timeout=60_000)
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(ARTIFACTS / "3-results.png"))
+        page.get_by_text("Families: same-family versus cross-family proposers").scroll_into_view_if_needed()
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(ARTIFACTS / "4-results-families.png"))
+        assert page.locator("text=Traceback").count() == 0
+        legend = page.locator(".js-plotly-plot").first.locator("text.legendtext").evaluate_all(
+            "nodes => nodes.map(n => n.textContent)")
+        assert "baseline (val)" in legend and any("candidates" in t or "gated" in t for t in legend), legend
+        browser.close()
