@@ -45,11 +45,7 @@ st.subheader("Score trajectories per model family")
 x_axis = st.radio("x axis", ["round", "target calls"], horizontal=True, key="results.x")
 fig = charts.score_trajectories(cands, x="round" if x_axis == "round" else "target_requests", metric=summary["metric"])
 st.plotly_chart(fig, width="stretch", key="results.trajectories")
-e1, e2 = st.columns(2)
-e1.download_button("Chart as interactive HTML", fig.to_html(include_plotlyjs=True), file_name=f"{run_id}-trajectories.html",
-                   mime="text/html", key="results.html")
-e2.caption("PNG: use the camera icon in the chart's toolbar; the browser renders it, offline. "
-           "(Server-side PNG rendering would need a headless browser for kaleido and is not bundled.)")
+ui.chart_exports(fig, f"{run_id}-trajectories", "results.trajectories")
 
 # --- attribution and families ----------------------------------------------------------------------
 st.subheader("Per-proposer attribution")
@@ -57,7 +53,9 @@ attr = pd.DataFrame(summary["proposers"])
 if len(attr):
     st.dataframe(attr[["model", "family", "calls", "candidates", "valid", "valid_rate", "best_val", "wins"]],
                  hide_index=True, width="stretch")
-    st.plotly_chart(charts.attribution_bars(attr), width="stretch", key="results.attr")
+    bars = charts.attribution_bars(attr)
+    st.plotly_chart(bars, width="stretch", key="results.attr")
+    ui.chart_exports(bars, f"{run_id}-attribution", "results.attr")
 
 st.subheader("Families: same-family versus cross-family proposers")
 fam = runs.family_view(store, run_id)

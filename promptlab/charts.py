@@ -142,3 +142,15 @@ def label_distribution(counts: dict[str, int], title: str = "Labels") -> go.Figu
     fig.update_layout(title=title, template="plotly_white", yaxis_title="rows",
                       margin={"l": 50, "r": 20, "t": 50, "b": 40}, height=300)
     return fig
+
+
+def to_png(fig: go.Figure, width: int = 1200, height: int = 600) -> bytes:
+    """Render a figure to PNG offline (kaleido driving the system chromium). Raises RuntimeError with a
+    plain message when no browser is available for it."""
+    try:
+        return fig.to_image(format="png", width=width, height=height, scale=2)
+    except Exception as exc:  # noqa: BLE001 - kaleido reports a missing browser in several ways
+        raise RuntimeError(
+            f"PNG rendering is not available here ({type(exc).__name__}); it needs chromium installed "
+            "(apt-get install chromium). Use the chart's camera button instead: your browser renders the PNG."
+        ) from None

@@ -190,3 +190,22 @@ def stop_run(run_id: str) -> None:
 def error_box(exc: Exception) -> None:
     """A user-facing error: the message, never a traceback."""
     st.error(str(exc) if isinstance(exc, PromptlabError) else f"Something went wrong: {type(exc).__name__}: {exc}")
+
+
+def chart_exports(fig, stem: str, key: str) -> None:
+    """Download buttons for a chart: interactive HTML at once, PNG rendered on request (it takes seconds)."""
+    from promptlab import charts
+
+    c1, c2, c3 = st.columns([1, 1, 3])
+    c1.download_button("HTML", fig.to_html(include_plotlyjs=True), file_name=f"{stem}.html", mime="text/html",
+                       key=f"{key}.html", help="interactive chart, opens in any browser offline")
+    png_key = f"promptlab.png.{key}"
+    if c2.button("Render PNG", key=f"{key}.render"):
+        try:
+            st.session_state[png_key] = charts.to_png(fig)
+        except RuntimeError as exc:
+            st.session_state[png_key] = None
+            c3.warning(str(exc))
+    if st.session_state.get(png_key):
+        c3.download_button("Download PNG", st.session_state[png_key], file_name=f"{stem}.png", mime="image/png",
+                           key=f"{key}.png")

@@ -45,3 +45,8 @@ def test_empty_and_other_charts():
     assert heat.data[0].z.tolist() == [[3, 1, 0], [0, 2, 1]]
     bars = charts.label_distribution({"a": 3, "b": 5})
     assert list(bars.data[0].y) == [3, 5]
+
+
+def test_png_export_renders_offline_through_the_system_browser():
+    png = charts.to_png(charts.score_trajectories(CANDS), width=600, height=300)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000

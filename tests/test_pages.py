@@ -114,3 +114,6 @@ def test_start_a_run_with_fake_models_and_see_it_finish(db):
     assert not res.exception
     assert any("Score trajectories" in h.value for h in res.subheader)
     assert len(res.get("plotly_chart")) >= 2
+    res.button(key="results.trajectories.render").click().run()
+    assert not res.exception
+    assert any(b.label == "Download PNG" for b in res.get("download_button"))
