@@ -61,18 +61,7 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
     except PromptlabError as exc:
         st.error(str(exc))
 
-table = ui.runs_table()
-opt = table[table["kind"] == "optimize"] if len(table) else table
-if not len(opt):
-    st.info("No optimization runs yet: start one above, or from the home page.")
-    st.stop()
-
-ids = opt["id"].tolist()
-current = ui.setting("run", ids[0])
-run_id = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0,
-                      format_func=lambda r: f"{r} · {opt.set_index('id').loc[r, 'dataset']} · {opt.set_index('id').loc[r, 'status']}",
-                      key="runs.pick")
-ui.set_setting("run", run_id)
+run_id, _ = ui.pick_run("runs.pick", "No optimization runs yet: start one above, or from the home page.")
 
 
 @st.fragment(run_every=2)
@@ -114,4 +103,5 @@ def live(run_id: str) -> None:
 live(run_id)
 
 st.subheader("All runs")
+table = ui.runs_table()
 st.dataframe(table[["id", "kind", "dataset", "status", "created_at", "updated_at"]], hide_index=True, width="stretch")

@@ -14,16 +14,9 @@ st.set_page_config(page_title="promptlab · Results", layout="wide")
 st.title("Results")
 ui.ensure_demo_dataset()
 store = ui.get_store()
-table = ui.runs_table()
-opt = table[table["kind"] == "optimize"] if len(table) else table
-if not len(opt):
-    st.info("No optimization runs yet: start one on the Runs page or from the home page.")
-    st.stop()
+run_id, opt = ui.pick_run("results.run", "No optimization runs yet: start one on the Runs page or from the home page.")
 ids = opt["id"].tolist()
 labels = {r.id: f"{r.id} · {r.dataset} · {r.status}" for r in opt.itertuples()}
-current = ui.setting("run", ids[0])
-run_id = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0, format_func=labels.get, key="results.run")
-ui.set_setting("run", run_id)
 summary = runs.summarize(store, run_id)
 cands = store.candidates(run_id)
 

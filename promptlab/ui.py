@@ -209,3 +209,21 @@ def chart_exports(fig, stem: str, key: str) -> None:
     if st.session_state.get(png_key):
         c3.download_button("Download PNG", st.session_state[png_key], file_name=f"{stem}.png", mime="image/png",
                            key=f"{key}.png")
+
+
+def pick_run(key: str, empty_message: str) -> tuple[str, pd.DataFrame]:
+    """A selector over optimization runs (newest first), remembering the choice across pages.
+
+    Returns (run id, the runs table); stops the page with `empty_message` when there are none.
+    """
+    table = runs_table()
+    opt = table[table["kind"] == "optimize"] if len(table) else table
+    if not len(opt):
+        st.info(empty_message)
+        st.stop()
+    ids = opt["id"].tolist()
+    labels = {r.id: f"{r.id} · {r.dataset} · {r.status}" for r in opt.itertuples()}
+    current = setting("run", ids[0])
+    run_id = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0, format_func=labels.get, key=key)
+    set_setting("run", run_id)
+    return run_id, opt
