@@ -400,7 +400,11 @@ def _print_run(store, s: dict) -> None:
 
 
 def cmd_runs_list(args) -> int:
-    frame = _store(args).list_runs()
+    from promptlab.runs import mark_dead_runs
+
+    store = _store(args)
+    mark_dead_runs(store)  # runs whose process died show as interrupted (resumable)
+    frame = store.list_runs()
     if args.json:
         _print_json(frame.to_dict(orient="records"))
         return 0
@@ -415,6 +419,9 @@ def cmd_runs_list(args) -> int:
 
 
 def _run_record(store, run_id: str) -> dict:
+    from promptlab.runs import mark_dead_runs
+
+    mark_dead_runs(store)
     rec = store.run_row(run_id)
     if rec is None:
         raise PromptlabError(f"no run '{run_id}' (see `runs list`)")

@@ -258,3 +258,18 @@ def test_baseline_with_input_placeholder_requires_it_in_candidates(store, datase
                            baselines=[PromptTemplate(system="", user="Label: {input}")])
     run_id, s = run_once(store, cfg)
     assert s["proposers"][0]["dropped"].get("missing_input") == 1 and s["proposers"][0]["valid"] == 1
+
+
+def test_runs_left_running_by_a_dead_process_are_marked_interrupted(store, dataset):
+    import subprocess
+    import sys
+
+    cfg = config_for(dataset)
+    run_id = runs.create_run(store, cfg)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with store.transaction() as con:
+        con.execute("UPDATE runs SET status = 'running', pid = ? WHERE id = ?", [dead.pid, run_id])
+    assert runs.mark_dead_runs(store) == [run_id]
+    assert store.run_row(run_id)["status"] == "interrupted"
+    assert runs.execute(store, run_id)["status"] == "finished"  # and it resumes
