@@ -87,8 +87,9 @@ def make_config(
         raise PromptlabError("--rounds must be at least 1")
     if candidates < 1:
         raise PromptlabError("--candidates must be at least 1")
-    if arena_k is not None and arena_k < 1:
+    if arena_k is not None and arena_k < 0:
         raise PromptlabError("--arena must be at least 1 (or 0 for all proposers every round)")
+    arena_k = arena_k or None  # 0: every proposer, every round
     parse_metric(metric, dataset.labels)
     template = meta_prompt or P.DEFAULT_META_PROMPT
     try:
