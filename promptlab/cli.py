@@ -382,7 +382,7 @@ def _print_run(store, s: dict) -> None:
     print(f"baseline  val {_fmt(s['baseline_val'])}  test {_fmt(s['baseline_test'])}")
     print(f"best #{s['best_id']} ({s['best_proposer']})  val {_fmt(s['best_val'])}  test {_fmt(s['best_test'])}"
           f"  (val n={s['n_val']}, test n={s['n_test']})")
-    print(f"best prompt:\n  " + (s["best_prompt"] or "").replace("\n", "\n  "))
+    print("best prompt:\n  " + (s["best_prompt"] or "").replace("\n", "\n  "))
     board = runs.leaderboard(store, s["run_id"])
     print("\nleaderboard (val; test where scored)")
     for r in board.head(15).itertuples():
