@@ -358,6 +358,7 @@ def live_progress(store: Store, run_id: str) -> dict:
                    default=0)
     made = sum(v["calls"] for v in calls.values())
     eval_made = calls.get("eval", {}).get("calls", 0)
+    requests = max(requests, eval_made)  # before the first scored step, the calls made are the progress
     eta = "—"
     if rec["status"] == "running" and started and requests:
         proj = started["projection"]
