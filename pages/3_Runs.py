@@ -61,7 +61,7 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
     except PromptlabError as exc:
         st.error(str(exc))
 
-run_id, _ = ui.pick_run("runs.pick", "No optimization runs yet: start one above, or from the home page.")
+run_id, _, _ = ui.pick_run("runs.pick", "No optimization runs yet: start one above, or from the home page.")
 
 
 @st.fragment(run_every=2)

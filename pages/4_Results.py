@@ -7,22 +7,20 @@ import streamlit as st
 from promptlab import charts, runs, ui
 from promptlab.data import stored_dataset
 from promptlab.evaluate import PromptTemplate, evaluate
-from promptlab.metrics import parse_metric
+from promptlab.metrics import format_score, parse_metric
 from promptlab.models import spec_from_record
 
 st.set_page_config(page_title="promptlab · Results", layout="wide")
 st.title("Results")
 ui.ensure_demo_dataset()
 store = ui.get_store()
-run_id, opt = ui.pick_run("results.run", "No optimization runs yet: start one on the Runs page or from the home page.")
+run_id, opt, labels = ui.pick_run("results.run", "No optimization runs yet: start one on the Runs page or from the home page.")
 ids = opt["id"].tolist()
-labels = {r.id: f"{r.id} · {r.dataset} · {r.status}" for r in opt.itertuples()}
 summary = runs.summarize(store, run_id)
 cands = store.candidates(run_id)
 
 
-def fmt(x):
-    return "n/a" if x is None or x != x else f"{x:.3f}"
+fmt = format_score
 
 
 c1, c2, c3, c4 = st.columns(4)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 import traceback
@@ -19,9 +18,9 @@ def _unescape(text: str) -> str:
 
 
 def _fmt(x, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{x:.{digits}f}"
+    from promptlab.metrics import format_score
+
+    return format_score(x, digits)
 
 
 def _store(args):

@@ -181,6 +181,13 @@ def confidence_interval(
     return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
 
 
+def format_score(x, digits: int = 3) -> str:
+    """A score for people: fixed decimals, and 'n/a' for a missing or undefined (NaN) value."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.{digits}f}"
+
+
 def invalid_rate(pred: Sequence[str | None]) -> float:
     return sum(1 for x in pred if x is None) / len(pred) if len(pred) else math.nan
 

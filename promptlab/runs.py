@@ -16,7 +16,7 @@ import pandas as pd
 from promptlab.data import LabeledDataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate
-from promptlab.metrics import parse_metric
+from promptlab.metrics import format_score, parse_metric
 from promptlab.models import ModelSpec, spec_from_record
 from promptlab.optimize import prompts as P
 from promptlab.optimize.arena import Arena
@@ -116,7 +116,9 @@ def make_config(
 def build(store: Store, config: RunConfig, run_id: str) -> tuple[Arena, OptimizeContext]:
     dataset = stored_dataset(store, config.dataset_id)
     target = spec_from_record(config.target)
-    strategy = Arena(
+    if config.strategy not in STRATEGIES:
+        raise PromptlabError(f"unknown strategy '{config.strategy}'; known: {', '.join(STRATEGIES)}")
+    strategy = STRATEGIES[config.strategy](
         proposers=tuple(spec_from_record(p) for p in config.proposers),
         baselines=tuple(PromptTemplate(**b) for b in config.baselines),
         meta_prompt=config.meta_prompt,
@@ -408,8 +410,7 @@ def markdown_report(store: Store, run_id: str) -> str:
     board = leaderboard(store, run_id)
     fam = family_view(store, run_id)
 
-    def f(x):
-        return "n/a" if x is None or x != x else f"{x:.3f}"
+    f = format_score
 
     base = board[board["proposer"] == "baseline"].head(1)
     best = board[board["id"] == s["best_id"]].head(1)

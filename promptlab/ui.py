@@ -211,10 +211,11 @@ def chart_exports(fig, stem: str, key: str) -> None:
                            key=f"{key}.png")
 
 
-def pick_run(key: str, empty_message: str) -> tuple[str, pd.DataFrame]:
+def pick_run(key: str, empty_message: str) -> tuple[str, pd.DataFrame, dict[str, str]]:
     """A selector over optimization runs (newest first), remembering the choice across pages.
 
-    Returns (run id, the runs table); stops the page with `empty_message` when there are none.
+    Returns (run id, the optimization runs, their display labels); stops the page with
+    `empty_message` when there are none.
     """
     table = runs_table()
     opt = table[table["kind"] == "optimize"] if len(table) else table
@@ -226,4 +227,4 @@ def pick_run(key: str, empty_message: str) -> tuple[str, pd.DataFrame]:
     current = setting("run", ids[0])
     run_id = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0, format_func=labels.get, key=key)
     set_setting("run", run_id)
-    return run_id, opt
+    return run_id, opt, labels
