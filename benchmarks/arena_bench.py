@@ -73,6 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--db", default=str(ROOT / "benchmarks" / "bench.duckdb"))
     ap.add_argument("--tasks", help="comma-separated file stems to run (default: every CSV)")
+    ap.add_argument("--demos", default="none", help="none, per-label or K: train demos attached to every instruction")
+    ap.add_argument("--demo-format", default="chat", choices=["chat", "inline"])
     args = ap.parse_args(argv)
 
     store = Store(args.db)
@@ -82,11 +84,13 @@ def main(argv=None) -> int:
     if args.tasks:
         wanted = set(args.tasks.split(","))
         files = [f for f in files if f.stem in wanted]
+    demos = int(args.demos) if args.demos.isdigit() else args.demos
+    with_demos = demos not in ("none", 0)
     rows = []
     for path in files:
         ds = import_dataset(store, path)[0]
         cfg = runs.make_config(ds, target, proposers, seed=args.seed, arena_k=args.arena, candidates=args.candidates,
-                               rounds=args.rounds, budget_calls=args.budget)
+                               rounds=args.rounds, budget_calls=args.budget, demos=demos, demo_format=args.demo_format)
         t0 = time.perf_counter()
         run_id = runs.create_run(store, cfg)
         s = runs.execute(store, run_id)
@@ -95,17 +99,22 @@ def main(argv=None) -> int:
         metric = parse_metric(cfg.metric, ds.labels)
         test = ds.split("test")
         board = store.candidates(run_id).set_index("id")
-        base_t = PromptTemplate(board.loc[1, "system"], board.loc[1, "user"])
-        best_t = PromptTemplate(board.loc[s["best_id"], "system"], board.loc[s["best_id"], "user"])
-        a = evaluate(store, target, base_t, ds, test, metric).rows["correct"].to_numpy(dtype=float)
-        b = evaluate(store, target, best_t, ds, test, metric).rows["correct"].to_numpy(dtype=float)
+
+        def template(cid):
+            return PromptTemplate.from_record(board.loc[cid].to_dict())
+
+        a = evaluate(store, target, template(1), ds, test, metric).rows["correct"].to_numpy(dtype=float)
+        b = evaluate(store, target, template(s["best_id"]), ds, test, metric).rows["correct"].to_numpy(dtype=float)
         lo, hi = paired_gain_ci(a, b, seed=args.seed)
+        # With demos on, candidate 2 is the plain baseline with the run's demos: what the demos did alone.
+        demo_base = float(board.loc[2, "test_score"]) if with_demos else None
         row = {
             "task": path.stem, "n_test": len(test), "baseline_test": s["baseline_test"], "best_test": s["best_test"],
             "gain": s["best_test"] - s["baseline_test"], "gain_lo": lo, "gain_hi": hi,
-            "baseline_val": s["baseline_val"], "best_val": s["best_val"], "best_by": s["best_proposer"],
+            "baseline_val": s["baseline_val"], "best_val": s["best_val"], "best_by": "baseline + demos" if with_demos and s["best_id"] == 2 else s["best_proposer"],
             "target_calls": s["target_calls"], "proposer_calls": s["proposer_calls"], "cached": s["cached_calls"],
             "gated": s["gated"], "saved": s["calls_saved_by_gate"], "wall_s": wall, "run_id": run_id,
+            "demo_base": demo_base, "best_has_demos": bool(s["best_demos"]),
         }
         rows.append(row)
         print(f"{row['task']:<24} test {row['baseline_test']:.3f} -> {row['best_test']:.3f} "
@@ -116,21 +125,30 @@ def main(argv=None) -> int:
     command = "python benchmarks/arena_bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     wins = sum(1 for r in rows if r["gain_lo"] > 0)
     ups = sum(1 for r in rows if r["gain"] > 0)
+    section = "arena" if not with_demos else "arena-demos"
+    title = "## Arena: held-out gain over a plain baseline" + (
+        "" if not with_demos else f" (instructions with demos: {args.demos}, {args.demo_format})")
     lines = [
-        "## Arena: held-out gain over a plain baseline",
+        title,
         "",
         f"Command: `{command.strip()}`  ",
         f"Machine: {machine()}. Target `{args.target}`; proposers `{args.proposers}`; arena {args.arena} of "
         f"{len(proposers)} per round, {args.candidates} candidates each, {args.rounds} rounds, search budget "
         f"{args.budget} target calls, seed {args.seed}, metric accuracy. Baseline: "
-        f"\"{runs.DEFAULT_BASELINE}\" (system) with the text as the user message. Same settings for every task.",
+        f"\"{runs.DEFAULT_BASELINE}\" (system) with the text as the user message. Same settings for every task."
+        + ("" if not with_demos else
+           f" Every proposed instruction carries the same {args.demos} train demos ({args.demo_format}), drawn with the"
+           " run's seed; 'baseline + demos' is the plain baseline with those demos, scored in the same run, so the"
+           " table separates what the demos did from what the rewriting did."),
         "",
-        "| task | n test | baseline test | best test | gain [95% paired bootstrap CI] | baseline val | best val | best written by | target calls | proposer calls | gated (calls saved) | wall |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | n test | baseline test | " + ("baseline + demos test | " if with_demos else "")
+        + "best test | gain [95% paired bootstrap CI] | baseline val | best val | best written by | target calls | proposer calls | gated (calls saved) | wall |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_demos else ""),
     ]
     for r in rows:
+        demo_col = f"{r['demo_base']:.3f} | " if with_demos else ""
         lines.append(
-            f"| {r['task']} | {r['n_test']} | {r['baseline_test']:.3f} | {r['best_test']:.3f} | {r['gain']:+.3f} "
+            f"| {r['task']} | {r['n_test']} | {r['baseline_test']:.3f} | {demo_col}{r['best_test']:.3f} | {r['gain']:+.3f} "
             f"[{r['gain_lo']:+.3f}, {r['gain_hi']:+.3f}] | {r['baseline_val']:.3f} | {r['best_val']:.3f} | "
             f"{r['best_by']} | {r['target_calls']} | {r['proposer_calls']} | {r['gated']} ({r['saved']}) | {r['wall_s']:.0f} s |"
         )
@@ -139,7 +157,7 @@ def main(argv=None) -> int:
         f"Held-out gain on {ups} of {len(rows)} tasks; the 95% CI excludes 0 on {wins} of {len(rows)}. "
         "Target calls include the final test scoring of the baseline and the top prompts.",
     ]
-    write_section("arena", "\n".join(lines))
+    write_section(section, "\n".join(lines))
     print(f"wrote {RESULTS}")
     store.close()
     return 0

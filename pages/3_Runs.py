@@ -33,6 +33,12 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
     patience = c9.number_input("Patience (0 = off)", 0, 50, 0, key="runs.patience")
     minibatch = c10.number_input("Minibatch size", 4, 500, 24, key="runs.minibatch")
     gate = c11.selectbox("Gate", ["ci", "mean", "off"], key="runs.gate")
+    c12, c13 = st.columns(2)
+    demos = c12.selectbox("Demos attached to every instruction", ["none", "per-label", 2, 4, 8], key="runs.demos",
+                          help="Train examples shown with each prompt; the baseline is also scored with them, so the "
+                               "leaderboard separates what the demos did from what the rewriting did.")
+    demo_format = c13.selectbox("Demo format", ["chat", "inline"], key="runs.demo_format",
+                                help="chat: each demo is a user turn and an assistant answer; inline: pairs appended to the instruction")
     try:
         ds = ui.dataset(ds_name)
         saved = store.baselines(ds.id)
@@ -42,7 +48,7 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
             arena_k=int(arena_k) or None, candidates=int(candidates), rounds=int(rounds),
             budget_calls=int(budget) or None, patience=int(patience) or None, baselines=baselines,
             meta_prompt=ui.setting("meta_prompt", None), task=ui.setting("task", None), minibatch_size=int(minibatch),
-            gate=gate,
+            gate=gate, demos=demos, demo_format=demo_format,
         )
         proj = runs.projection(store, config)
         search = proj["target_search"]
@@ -94,8 +100,9 @@ def live(run_id: str) -> None:
         st.error(job.error)
     board = runs.leaderboard(store, run_id)
     if len(board):
+        board["demos"] = board["demos"].map(len)
         view = board[["id", "round", "proposer", "family", "status", "minibatch_score", "val_score", "val_ci_low",
-                      "val_ci_high", "test_score", "text"]]
+                      "val_ci_high", "test_score", "demos", "text"]]
         st.dataframe(view, hide_index=True, width="stretch",
                      column_config={"text": st.column_config.TextColumn("prompt", width="large")})
 

@@ -12,6 +12,15 @@ from pathlib import Path
 from promptlab.errors import PromptlabError
 
 
+def _demos_arg(value: str):
+    value = value.strip().lower()
+    if value in ("none", "per-label"):
+        return value
+    if value.isdigit():
+        return int(value)
+    raise argparse.ArgumentTypeError(f"'{value}' is not none, per-label or a number of demos")
+
+
 def _unescape(text: str) -> str:
     r"""Honour \n, \t and \\ typed on a shell command line, leaving every other character as is."""
     return re.sub(r"\\(n|t|\\)", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
@@ -308,7 +317,7 @@ def cmd_optimize(args) -> int:
     meta = _read_text_file(args.meta_prompt_file, "--meta-prompt-file") if args.meta_prompt_file else None
     extra = {k: v for k, v in {
         "minibatch_size": args.minibatch, "gate": args.gate, "top_k": args.top_k, "temperature": args.temperature,
-        "test_top": args.test_top,
+        "test_top": args.test_top, "demos": args.demos, "demo_format": args.demo_format,
     }.items() if v is not None}
     config = runs.make_config(
         ds, target, proposers, metric=args.metric, seed=args.seed, arena_k=args.arena, candidates=args.candidates,
@@ -385,7 +394,7 @@ def _print_run(store, s: dict) -> None:
     board = runs.leaderboard(store, s["run_id"])
     print("\nleaderboard (val; test where scored)")
     for r in board.head(15).itertuples():
-        text = " ".join(str(r.text).split())
+        text = (f"[+{len(r.demos)} demos] " if len(r.demos) else "") + " ".join(str(r.text).split())
         val = f"{_fmt(r.val_score)} [{_fmt(r.val_ci_low)}, {_fmt(r.val_ci_high)}]" if r.val_score == r.val_score and r.val_score is not None else f"gated (minibatch {_fmt(r.minibatch_score)})"
         test = f"  test {_fmt(r.test_score)}" if r.test_score == r.test_score and r.test_score is not None else ""
         print(f"  #{r.id:<3} r{r.round:<2} {str(r.proposer)[:26]:<26} val {val}{test}  {text[:60]}")
@@ -543,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, help="prompts shown in the meta-prompt and the gate's K (default 4)")
     p.add_argument("--temperature", type=float, help="proposer temperature (default 1.0)")
     p.add_argument("--test-top", type=int, help="top prompts scored on test at the end (default 3)")
+    p.add_argument("--demos", type=_demos_arg, help="train demonstrations attached to every instruction: none, "
+                   "per-label (one example per label) or a number K (stratified); default none")
+    p.add_argument("--demo-format", choices=["chat", "inline"], help="demos as chat turns (default) or inline in the instruction")
     p.set_defaults(func=cmd_optimize)
 
     rn = sub.add_parser("runs", help="list, show and resume runs").add_subparsers(dest="action", metavar="ACTION")

@@ -33,20 +33,72 @@ class PromptError(PromptlabError):
     pass
 
 
+DEMO_FORMATS = ("chat", "inline")
+
+
+@dataclass(frozen=True)
+class Demo:
+    """One demonstration: a train example's input (its text and input fields) and its gold label."""
+
+    text: str
+    label: str
+    fields: tuple[tuple[str, str], ...] = ()
+    idx: int | None = None  # the example's row in its dataset, when it came from one
+
+    def to_record(self) -> dict:
+        return {"text": self.text, "label": self.label, "fields": [list(f) for f in self.fields], "idx": self.idx}
+
+    @classmethod
+    def from_record(cls, rec) -> "Demo":
+        if isinstance(rec, Demo):
+            return rec
+        return cls(str(rec["text"]), str(rec["label"]), tuple((str(k), str(v)) for k, v in rec.get("fields") or ()),
+                   rec.get("idx"))
+
+
 @dataclass(frozen=True)
 class PromptTemplate:
-    """A prompt: a system part and a user part, with {input}, {labels} and any {column} placeholders.
+    """A prompt: a system part and a user part, with {input}, {labels} and any {column} placeholders,
+    plus optional demonstrations.
 
     Use {{ and }} for literal braces around a name (e.g. '{{input}}' renders as '{input}').
+    Demonstrations render either as chat turns (the user part filled with the demo's input, then an
+    assistant turn with its label) before the real input, or inline, appended to the instruction as
+    'Input: … / Answer: …' pairs.
     """
 
     system: str = ""
     user: str = "{input}"
+    demos: tuple[Demo, ...] = ()
+    demo_format: str = "chat"
+
+    def __post_init__(self):
+        if self.demo_format not in DEMO_FORMATS:
+            raise PromptError(f"unknown demo format '{self.demo_format}': use one of {', '.join(DEMO_FORMATS)}")
+        object.__setattr__(self, "demos", tuple(Demo.from_record(d) for d in self.demos))
 
     @property
     def id(self) -> str:
-        blob = json.dumps([self.system, self.user], ensure_ascii=False)
+        parts = [self.system, self.user]
+        if self.demos:  # prompts without demos keep the ids they always had
+            parts += [self.demo_format, [d.to_record() for d in self.demos]]
+        blob = json.dumps(parts, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+    def to_record(self) -> dict:
+        rec = {"system": self.system, "user": self.user}
+        if self.demos:
+            rec.update(demos=[d.to_record() for d in self.demos], demo_format=self.demo_format)
+        return rec
+
+    @classmethod
+    def from_record(cls, rec: dict) -> "PromptTemplate":
+        return cls(system=str(rec.get("system", "")), user=str(rec.get("user", "{input}")),
+                   demos=tuple(Demo.from_record(d) for d in rec.get("demos") or ()),
+                   demo_format=str(rec.get("demo_format") or "chat"))
+
+    def with_demos(self, demos, demo_format: str | None = None) -> "PromptTemplate":
+        return PromptTemplate(self.system, self.user, tuple(demos), demo_format or self.demo_format)
 
     @classmethod
     def from_text(cls, text: str, system: str | None = None) -> "PromptTemplate":
@@ -91,17 +143,24 @@ class PromptTemplate:
             raise PromptError("the prompt never shows the example: put {input} (or a column placeholder) in it.")
 
     def render(self, fields: dict[str, str], text: str, labels: tuple[str, ...]) -> list[dict]:
-        values = {**fields, "input": text, "labels": ", ".join(labels)}
-
-        def fill(template: str) -> str:
+        def fill(template: str, fields: dict, text: str) -> str:
+            values = {**fields, "input": text, "labels": ", ".join(labels)}
             out = _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
             return out.replace("{{", "{").replace("}}", "}")
 
-        messages = []
-        if self.system.strip():
-            messages.append({"role": "system", "content": fill(self.system)})
-        messages.append({"role": "user", "content": fill(self.user)})
-        return messages
+        system = fill(self.system, fields, text) if self.system.strip() else ""
+        turns: list[dict] = []
+        if self.demos and self.demo_format == "inline":
+            shown = "\n\n".join(
+                f"Input: {fill(self.user, dict(d.fields), d.text)}\nAnswer: {d.label}" for d in self.demos
+            )
+            system = f"{system}\n\nExamples:\n\n{shown}".strip()
+        elif self.demos:
+            for d in self.demos:
+                turns.append({"role": "user", "content": fill(self.user, dict(d.fields), d.text)})
+                turns.append({"role": "assistant", "content": d.label})
+        messages = [{"role": "system", "content": system}] if system else []
+        return messages + turns + [{"role": "user", "content": fill(self.user, fields, text)}]
 
 
 # --- mapping replies to labels ---------------------------------------------------------------------
@@ -364,7 +423,8 @@ def evaluate(
     ])
     wall = time.perf_counter() - t0 - load_s
     if dataset.id:
-        store.save_prompt(prompt.id, prompt.system, prompt.user)
+        store.save_prompt(prompt.id, prompt.system, prompt.user,
+                          [d.to_record() for d in prompt.demos] or None, prompt.demo_format)
         mk = model_key(spec, params)
         store.save_evaluations(pd.DataFrame({
             "prompt_id": prompt.id, "model_key": mk, "dataset_id": dataset.id,

@@ -99,6 +99,11 @@ def make_config(
     baselines = baselines or [PromptTemplate.from_text(DEFAULT_BASELINE)]
     for b in baselines:
         b.check(dataset.input_cols)
+    demos = strategy_params.get("demos", "none")
+    if not (demos in ("none", "per-label") or (isinstance(demos, int) and demos >= 0)):
+        raise PromptlabError(f"demos must be none, per-label or a number of demos, not {demos!r}")
+    if strategy_params.get("demo_format", "chat") not in ("chat", "inline"):
+        raise PromptlabError("demo format must be chat or inline")
     unknown = set(strategy_params) - set(Arena.__dataclass_fields__)
     if unknown:
         raise PromptlabError(f"unknown arena setting(s): {', '.join(sorted(unknown))}")
@@ -108,7 +113,7 @@ def make_config(
         strategy_params={"arena_k": arena_k or None, "candidates_per_proposer": candidates, **strategy_params},
         budget={"max_rounds": rounds, "max_target_calls": budget_calls, "max_proposer_calls": max_proposer_calls,
                 "max_proposer_tokens": max_proposer_tokens, "patience": patience},
-        baselines=tuple({"system": b.system, "user": b.user} for b in baselines),
+        baselines=tuple(b.to_record() for b in baselines),
         meta_prompt=template, task=task or f"Label each text from the dataset '{dataset.name}' with the right label.",
     )
 
@@ -120,7 +125,7 @@ def build(store: Store, config: RunConfig, run_id: str) -> tuple[Arena, Optimize
         raise PromptlabError(f"unknown strategy '{config.strategy}'; known: {', '.join(STRATEGIES)}")
     strategy = STRATEGIES[config.strategy](
         proposers=tuple(spec_from_record(p) for p in config.proposers),
-        baselines=tuple(PromptTemplate(**b) for b in config.baselines),
+        baselines=tuple(PromptTemplate.from_record(b) for b in config.baselines),
         meta_prompt=config.meta_prompt,
         **config.strategy_params,
     )
@@ -181,7 +186,8 @@ def _candidate_update(step: Step) -> dict | None:
     if isinstance(step, CandidateProposed):
         return {"id": step.candidate_id, "prompt_id": step.prompt_id, "round": step.round, "proposer": step.proposer,
                 "family": step.family, "parents": list(step.parents), "meta_prompt": step.meta_prompt,
-                "raw_reply": step.raw_reply, "text": step.text, "system": step.system, "user": step.user}
+                "raw_reply": step.raw_reply, "text": step.text, "system": step.system, "user": step.user,
+                "demos": list(step.demos), "demo_format": step.demo_format}
     if isinstance(step, CandidateScored):
         return {"id": step.candidate_id, "status": step.status, "minibatch_score": step.minibatch_score,
                 "val_score": step.val_score,
@@ -324,6 +330,8 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         "baseline_test": first(base, "test_score"),
         "best_id": int(best.iloc[0]["id"]) if not best.empty else None,
         "best_prompt": first(best, "text"),
+        "best_demos": list(best.iloc[0]["demos"]) if not best.empty else [],
+        "best_demo_format": first(best, "demo_format"),
         "best_proposer": first(best, "proposer"),
         "best_val": first(best, "val_score"),
         "best_test": first(best, "test_score"),
@@ -453,7 +461,7 @@ def markdown_report(store: Store, run_id: str) -> str:
         lines.append(f"| {p['model']} | {p['family']} | {rel.get(p['model'], '')} | {p['candidates']} | {rate} | {f(p['best_val'])} | {p['wins']} |")
     lines += ["", "## Leaderboard (val; test where scored)", "", "| # | round | proposer | val | test | prompt |", "|---|---|---|---|---|---|"]
     for r in board.head(20).itertuples():
-        text = " ".join(str(r.text).split()).replace("|", "\\|")
+        text = (f"[+{len(r.demos)} demos] " if len(r.demos) else "") + " ".join(str(r.text).split()).replace("|", "\\|")
         val = f(r.val_score) if r.val_score == r.val_score else f"gated (minibatch {f(r.minibatch_score)})"
         lines.append(f"| {r.id} | {r.round} | {r.proposer} | {val} | {f(r.test_score)} | {text[:120]} |")
     lines += ["", f"Meta-prompt template: {len(rec['config']['meta_prompt'])} characters, stored with the run."]

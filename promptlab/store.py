@@ -157,6 +157,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (dataset_id, prompt_id)
     );
     """,
+    # v3: demonstrations are part of a prompt (JSON list of {text, label, fields, idx}; NULL = none).
+    """
+    ALTER TABLE prompts ADD COLUMN demos JSON;
+    ALTER TABLE prompts ADD COLUMN demo_format VARCHAR;
+    """,
 ]
 
 
@@ -463,11 +468,14 @@ class Store:
 
     # --- prompts -----------------------------------------------------------------------------------
 
-    def save_prompt(self, prompt_id: str, system: str, user_template: str) -> None:
+    def save_prompt(self, prompt_id: str, system: str, user_template: str, demos: list | None = None,
+                    demo_format: str | None = None) -> None:
         with self.transaction() as con:
             con.execute(
-                "INSERT INTO prompts (id, system, user_template) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                [prompt_id, system, user_template],
+                "INSERT INTO prompts (id, system, user_template, demos, demo_format) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                [prompt_id, system, user_template, json.dumps(demos, ensure_ascii=False) if demos else None,
+                 demo_format if demos else None],
             )
 
     def save_baseline(self, dataset_id: str, prompt_id: str, system: str, user_template: str, note: str = "") -> None:
@@ -633,7 +641,9 @@ class Store:
                 " raw_reply, status, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [run_id, c["id"], c["prompt_id"], c["round"], c["proposer"], c["family"], json.dumps(c["parents"]),
                  c["meta_prompt"], c["raw_reply"], "proposed",
-                 json.dumps({"text": c["text"], "system": c["system"], "user": c["user"]}, ensure_ascii=False)],
+                 json.dumps({"text": c["text"], "system": c["system"], "user": c["user"],
+                             **({"demos": c["demos"], "demo_format": c.get("demo_format", "chat")} if c.get("demos") else {})},
+                            ensure_ascii=False)],
             )
             return
         sets, params = [], []
@@ -661,6 +671,8 @@ class Store:
         frame["text"] = [d.get("text", "") for d in data]
         frame["system"] = [d.get("system", "") for d in data]
         frame["user"] = [d.get("user", "") for d in data]
+        frame["demos"] = [d.get("demos") or [] for d in data]
+        frame["demo_format"] = [d.get("demo_format", "chat") for d in data]
         frame["val_ci_low"] = [(d.get("val_ci") or [None, None])[0] for d in data]
         frame["val_ci_high"] = [(d.get("val_ci") or [None, None])[1] for d in data]
         frame["test_ci_low"] = [(d.get("test_ci") or [None, None])[0] for d in data]

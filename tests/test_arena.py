@@ -132,12 +132,13 @@ def test_minibatch_gate_saves_calls(store, dataset):
     assert gated["val_score"].isna().all() and gated["minibatch_score"].notna().all()
 
 
-def test_interrupted_mid_round_resumes_to_the_same_state(store, dataset, tmp_path, monkeypatch):
+@pytest.mark.parametrize("demos", ["none", "per-label"])
+def test_interrupted_mid_round_resumes_to_the_same_state(store, dataset, tmp_path, monkeypatch, demos):
     from promptlab.store import Store
 
     reference_store = Store(tmp_path / "reference.duckdb")
     ref_ds = import_dataset(reference_store, tmp_path / "sent.csv")[0]
-    ref_id, ref = run_once(reference_store, config_for(ref_ds))
+    ref_id, ref = run_once(reference_store, config_for(ref_ds, demos=demos))
 
     real_complete = E.complete
     state = {"calls": 0}
@@ -149,7 +150,7 @@ def test_interrupted_mid_round_resumes_to_the_same_state(store, dataset, tmp_pat
         return real_complete(spec, messages, params, **kw)
 
     monkeypatch.setattr(E, "complete", crashing)
-    cfg = config_for(dataset)
+    cfg = config_for(dataset, demos=demos)
     run_id = runs.create_run(store, cfg)
     with pytest.raises(RuntimeError, match="power cut"):
         runs.execute(store, run_id)
@@ -162,7 +163,7 @@ def test_interrupted_mid_round_resumes_to_the_same_state(store, dataset, tmp_pat
     monkeypatch.setattr(E, "complete", real_complete)
     resumed = runs.execute(store, run_id)
     assert resumed["status"] == "finished"
-    cols = ["id", "round", "proposer", "status", "minibatch_score", "val_score", "test_score", "text"]
+    cols = ["id", "round", "proposer", "status", "minibatch_score", "val_score", "test_score", "text", "demos"]
     a = store.candidates(run_id)[cols].fillna(-1)
     b = reference_store.candidates(ref_id)[cols].fillna(-1)
     assert a.to_dict("records") == b.to_dict("records")

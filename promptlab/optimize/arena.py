@@ -19,6 +19,7 @@ from promptlab import metrics as M
 from promptlab.evaluate import PromptTemplate
 from promptlab.models import ModelSpec
 from promptlab.optimize import prompts as P
+from promptlab.optimize.demos import stratified_demos
 from promptlab.optimize.base import (
     BudgetExhausted, CandidateProposed, CandidateScored, OptimizeContext, ProposalMade, RoundFinished,
     RoundStarted, RunFinished, RunStarted, Step, TestScored, template_text,
@@ -57,7 +58,19 @@ class Arena:
     test_top: int = 3  # prompts scored on test at the end, besides the baselines
     meta_prompt: str = P.DEFAULT_META_PROMPT
     max_prompt_chars: int = 2500
+    # Demonstrations attached to every proposed instruction: "none", "per-label" (one train example per
+    # label, drawn with the run's seed) or a number k (stratified round-robin). With demos on, each
+    # baseline is also scored with them, so the leaderboard separates what the demos did from what the
+    # rewriting did. Small targets move far more with an example per label than with rewording.
+    demos: str | int = "none"
+    demo_format: str = "chat"
     name: str = "arena"
+
+    def demo_set(self, ctx: OptimizeContext):
+        if self.demos in (None, "none", 0, "0"):
+            return ()
+        k = None if self.demos == "per-label" else int(self.demos)
+        return stratified_demos(ctx.trainset, ctx.dataset, k, np.random.default_rng([ctx.seed, 2]))
 
     def draw(self, rng: np.random.Generator, appearances: list[int]) -> list[int]:
         """k proposers for this round, at random among those that have played least so far.
@@ -80,7 +93,8 @@ class Arena:
         mb = min(self.minibatch_size, n_val)
         cands = k * self.candidates_per_proposer
         mistakes = min(self.mistake_sample, n_train) if self.n_mistakes else 0
-        base = len(self.baselines) * n_val
+        n_starts = len(self.baselines) * (1 if self.demos in (None, "none", 0, "0") else 2)
+        base = n_starts * n_val
         # Pairs the run asks for (the budget's unit). The mistake probe re-scores the current best on the
         # same train sample, so it only costs calls in rounds where the best changed.
         per_round = {
@@ -88,7 +102,7 @@ class Arena:
             "expected": mistakes / 2 + cands * (mb + (0.5 if self.gate != "off" else 1.0) * (n_val - mb)),
             "max": mistakes + cands * n_val,
         }
-        test = (len(self.baselines) + self.test_top) * n_test
+        test = (n_starts + self.test_top) * n_test
         return {
             "baseline_calls": base,
             "target_search": {key: int(base + rounds * v) for key, v in per_round.items()},
@@ -124,12 +138,19 @@ class Arena:
             return cand, CandidateProposed(
                 candidate_id=cand.id, round=round_, text=text, system=template.system, user=template.user,
                 prompt_id=template.id, proposer=proposer, family=family, parents=tuple(parents),
-                meta_prompt=meta, raw_reply=raw,
+                meta_prompt=meta, raw_reply=raw, demos=tuple(d.to_record() for d in template.demos),
+                demo_format=template.demo_format,
             )
 
+        demos = self.demo_set(ctx)
+        if demos:  # a demo's own example would show up as an easy "success" in the mistake probe
+            mistake_pool = ctx.trainset[~ctx.trainset["idx"].isin([d.idx for d in demos])]
+        starts = list(self.baselines)
+        if demos:
+            starts += [b.with_demos(demos, self.demo_format) for b in self.baselines if not b.demos]
         # Baselines are always scored in full, every run, within the budget.
         try:
-            for template in self.baselines:
+            for template in starts:
                 cand, step = new_candidate(0, template_text(template), template, "baseline", "baseline")
                 yield step
                 res = ctx.score(template, ctx.valset)
@@ -183,7 +204,8 @@ class Arena:
                         dropped[why] = dropped.get(why, 0) + 1
                         continue
                     cand, step = new_candidate(
-                        round_, text, PromptTemplate.from_text(text), spec.label, spec.family, parents, meta, reply.text,
+                        round_, text, PromptTemplate.from_text(text).with_demos(demos, self.demo_format),
+                        spec.label, spec.family, parents, meta, reply.text,
                     )
                     accepted.append(cand.id)
                     round_cands.append(cand)

@@ -63,6 +63,8 @@ class CandidateProposed(Step):
     parents: tuple[int, ...] = ()
     meta_prompt: str = ""
     raw_reply: str = ""
+    demos: tuple = ()  # Demo records ({text, label, fields, idx}) shown with the prompt
+    demo_format: str = "chat"
 
 
 @dataclass(frozen=True)
