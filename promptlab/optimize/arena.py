@@ -10,31 +10,17 @@ uses val only; the final best and the top few are scored once on test, which no 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Generator, Iterator
 
 import numpy as np
 import pandas as pd
 
-from promptlab import metrics as M
 from promptlab.evaluate import PromptTemplate
 from promptlab.models import ModelSpec
 from promptlab.optimize import prompts as P
 from promptlab.optimize.demos import stratified_demos
-from promptlab.optimize.base import (
-    BudgetExhausted, CandidateProposed, CandidateScored, OptimizeContext, ProposalMade, RoundFinished,
-    RoundStarted, RunFinished, RunStarted, Step, TestScored, template_text,
-)
-
-
-@dataclass
-class _Cand:
-    id: int
-    round: int
-    text: str
-    template: PromptTemplate
-    proposer: str
-    val: float | None = None
-    minibatch: float | None = None
+from promptlab.optimize.base import BudgetExhausted, OptimizeContext, ProposalMade, RoundStarted, Step
+from promptlab.optimize.pool import Cand, Gate, Pool, finish_round, run_strategy
 
 
 @dataclass(frozen=True)
@@ -113,74 +99,47 @@ class Arena:
 
     # --- the loop ----------------------------------------------------------------------------------
 
+    @property
+    def gate_config(self) -> Gate:
+        return Gate(self.gate, self.gate_level, self.top_k, self.minibatch_size)
+
+    def starts(self, ctx: OptimizeContext) -> list[PromptTemplate]:
+        """The prompts a run starts from: the baselines, and with demos on, the baselines with them."""
+        demos = self.demo_set(ctx)
+        out = list(self.baselines)
+        if demos:
+            out += [b.with_demos(demos, self.demo_format) for b in self.baselines if not b.demos]
+        return out
+
     def run(self, ctx: OptimizeContext) -> Iterator[Step]:
+        return run_strategy(self, ctx)
+
+    def search(self, ctx: OptimizeContext, pool: Pool) -> Generator[Step, None, tuple[str, int]]:
+        """The arena's rounds over a pool that already holds scored prompts. Returns (reason, rounds)."""
         rng = np.random.default_rng(ctx.seed)
         draw_rng = np.random.default_rng([ctx.seed, 1])  # its own stream: draws don't depend on data sizes
         appearances = [0] * len(self.proposers)
         needs_input = any(b.user.strip() != "{input}" for b in self.baselines)  # the text sits inside the prompt
         allowed = {"input", "labels", *ctx.dataset.input_cols}
         lo, hi = ctx.metric.range
-        minibatch = ctx.minibatch(self.minibatch_size)
-        mistake_pool = ctx.trainset
-        yield RunStarted(
-            strategy=self.name, n_train=len(ctx.trainset), n_val=len(ctx.valset), n_test=len(ctx.testset),
-            n_minibatch=len(minibatch),
-            projection=self.projection(len(ctx.trainset), len(ctx.valset), len(ctx.testset), ctx.budget.max_rounds),
-        )
-        cands: list[_Cand] = []
-        seen: set[str] = set()
-        reason, rounds_done = "rounds", 0
-
-        def new_candidate(round_, text, template, proposer, family, parents=(), meta="", raw=""):
-            cand = _Cand(len(cands) + 1, round_, text, template, proposer)
-            cands.append(cand)
-            seen.add(P.normalize_prompt(text))
-            return cand, CandidateProposed(
-                candidate_id=cand.id, round=round_, text=text, system=template.system, user=template.user,
-                prompt_id=template.id, proposer=proposer, family=family, parents=tuple(parents),
-                meta_prompt=meta, raw_reply=raw, demos=tuple(d.to_record() for d in template.demos),
-                demo_format=template.demo_format,
-            )
-
         demos = self.demo_set(ctx)
+        mistake_pool = ctx.trainset
         if demos:  # a demo's own example would show up as an easy "success" in the mistake probe
             mistake_pool = ctx.trainset[~ctx.trainset["idx"].isin([d.idx for d in demos])]
-        starts = list(self.baselines)
-        if demos:
-            starts += [b.with_demos(demos, self.demo_format) for b in self.baselines if not b.demos]
-        # Baselines are always scored in full, every run, within the budget.
-        try:
-            for template in starts:
-                cand, step = new_candidate(0, template_text(template), template, "baseline", "baseline")
-                yield step
-                res = ctx.score(template, ctx.valset)
-                cand.val = res.score
-                yield CandidateScored(cand.id, 0, None, _f(res.score), _ci(res), res.n, "evaluated",
-                                      target_requests=ctx.counters.target_requests)
-        except BudgetExhausted:
-            reason = "budget"
-        evaluated = [c for c in cands if c.val is not None]
-        if not evaluated:
-            yield RunFinished(reason="budget", best_id=cands[0].id if cands else 0, best_val=float("nan"), rounds=0)
-            return
-        best = _best(evaluated)
-        since_improved = 0
-
-        for round_ in range(1, ctx.budget.max_rounds + 1):
-            if reason == "budget":
-                break
+        best = pool.best()
+        since_improved, rounds_done, first = 0, 0, pool.last_round + 1
+        for round_ in range(first, first + ctx.budget.max_rounds):
             if not ctx.can_propose():
-                reason = "proposer budget"
-                break
+                return "proposer budget", rounds_done
             drawn = [self.proposers[i] for i in self.draw(draw_rng, appearances)]
             yield RoundStarted(round_, tuple(p.label for p in drawn))
             try:
-                meta = self._meta_prompt(ctx, rng, best, evaluated, mistake_pool, needs_input, lo, hi)
+                meta = self._meta_prompt(ctx, rng, best, pool, mistake_pool, needs_input, lo, hi)
             except BudgetExhausted:
-                reason = "budget"
-                break
-            round_cands: list[_Cand] = []
-            parents = tuple(c.id for c in _top(evaluated, self.top_k))
+                return "budget", rounds_done
+            round_cands: list[Cand] = []
+            parents = tuple(c.id for c in pool.top(self.top_k))
+            reason = None
             for slot, spec in enumerate(drawn):
                 if not ctx.can_propose():
                     reason = "proposer budget"
@@ -197,15 +156,15 @@ class Arena:
                     text, repairs = P.clean_proposal(raw_text, ctx.dataset.labels)
                     for r in repairs:
                         repaired[r] = repaired.get(r, 0) + 1
-                    why = P.screen(text, seen, needs_input, allowed, self.max_prompt_chars)
+                    why = P.screen(text, pool.seen, needs_input, allowed, self.max_prompt_chars)
                     if why is None and len(accepted) >= self.candidates_per_proposer:
                         why = "over_n"
                     if why:
                         dropped[why] = dropped.get(why, 0) + 1
                         continue
-                    cand, step = new_candidate(
-                        round_, text, PromptTemplate.from_text(text).with_demos(demos, self.demo_format),
-                        spec.label, spec.family, parents, meta, reply.text,
+                    cand, step = pool.add(
+                        round_, PromptTemplate.from_text(text).with_demos(demos, self.demo_format),
+                        spec.label, spec.family, parents, meta, reply.text, text=text,
                     )
                     accepted.append(cand.id)
                     round_cands.append(cand)
@@ -216,42 +175,20 @@ class Arena:
                     round=round_, proposer=spec.label, family=spec.family, meta_prompt=meta, raw_reply=reply.text,
                     error=reply.error, accepted=tuple(accepted), dropped=dropped, repaired=repaired, cached=reply.cached,
                 )
-
             try:
-                for cand in round_cands:
-                    yield self._score(ctx, cand, minibatch, evaluated)
-                    if cand.val is not None:
-                        evaluated.append(cand)
+                yield from pool.score_all(ctx, round_cands, self.gate_config)
             except BudgetExhausted:
                 reason = "budget"
-            scored = [c for c in round_cands if c.val is not None]
-            winner = _best(scored) if scored else None
-            new_best = _best(evaluated)
-            improved = new_best.val > best.val
-            best = new_best
+            improved, best = yield from finish_round(ctx, pool, round_, best, round_cands)
             since_improved = 0 if improved else since_improved + 1
-            rounds_done = round_
-            yield RoundFinished(
-                round=round_, best_id=best.id, best_val=best.val, improved=improved,
-                winner_id=winner.id if winner else None, winner_proposer=winner.proposer if winner else None,
-                target_requests=ctx.counters.target_requests, proposer_calls=ctx.counters.proposer_requests,
-            )
-            if reason == "budget":
-                break
+            rounds_done += 1
+            if reason:
+                return reason, rounds_done
             if ctx.budget.patience and since_improved >= ctx.budget.patience:
-                reason = "patience"
-                break
+                return "patience", rounds_done
+        return "rounds", rounds_done
 
-        # Held-out test: the best and the top few by val, plus every baseline. Outside the search budget.
-        finalists = {c.id: c for c in _top(evaluated, self.test_top)}
-        finalists.update({c.id: c for c in evaluated if c.proposer == "baseline"})
-        finalists[best.id] = best
-        for cand in sorted(finalists.values(), key=lambda c: c.id):
-            res = ctx.score(cand.template, ctx.testset, budgeted=False)
-            yield TestScored(cand.id, _f(res.score), _ci(res), res.n)
-        yield RunFinished(reason=reason, best_id=best.id, best_val=best.val, rounds=rounds_done)
-
-    def _meta_prompt(self, ctx, rng, best, evaluated, pool, needs_input, lo, hi) -> str:
+    def _meta_prompt(self, ctx, rng, best, pool: Pool, mistake_pool, needs_input, lo, hi) -> str:
         examples = ()
         if self.n_examples:
             # One per label first (capped), so a proposer can put a demonstration of each label in its prompt.
@@ -262,10 +199,10 @@ class Arena:
             sample = per_label if len(per_label) >= self.n_examples else pd.concat([per_label, rest])
             examples = tuple(zip(sample["text"], sample["label"]))
         mistakes, confusion, spread = (), "", ""
-        if self.n_mistakes and len(pool):
+        if self.n_mistakes and len(mistake_pool):
             from promptlab.data import stratified_sample
 
-            probe = stratified_sample(pool, self.mistake_sample, seed=ctx.seed)
+            probe = stratified_sample(mistake_pool, self.mistake_sample, seed=ctx.seed)
             res = ctx.score(best.template, probe)
             wrong = res.rows[~res.rows["correct"]]
             if len(wrong):
@@ -276,61 +213,18 @@ class Arena:
             spread = P.answer_spread(res.rows["gold"].tolist(), res.rows["pred"].tolist(), ctx.dataset.labels)
         parts = P.MetaPromptParts(
             task=ctx.task, metric=ctx.metric.describe(), labels=ctx.dataset.labels,
-            history=tuple(P.ScoredPrompt(c.text, c.val) for c in _top(evaluated, self.top_k)),
+            history=tuple(P.ScoredPrompt(c.text, c.val) for c in _distinct_texts(pool.top(len(pool.cands)))[: self.top_k]),
             examples=examples, mistakes=mistakes, confusion=confusion, spread=spread, n=self.candidates_per_proposer,
             needs_input=needs_input, score_range=(lo, hi),
         )
         return P.build_meta_prompt(self.meta_prompt, parts)
 
-    def _score(self, ctx: OptimizeContext, cand: _Cand, minibatch, evaluated) -> CandidateScored:
-        n_val = len(ctx.valset)
-        if self.gate == "off" or len(minibatch) >= n_val:
-            res = ctx.score(cand.template, ctx.valset)
-            cand.val = res.score
-            return CandidateScored(cand.id, cand.round, None, _f(res.score), _ci(res), res.n, "evaluated",
-                                   target_requests=ctx.counters.target_requests)
-        mb = ctx.score(cand.template, minibatch)
-        cand.minibatch = mb.score
-        bar = _kth_best(evaluated, self.top_k)
-        if self.gate == "ci":
-            optimistic = M.confidence_interval(
-                ctx.metric, mb.rows["gold_norm"].tolist(), mb.preds, level=self.gate_level
-            )[1]
-        else:
-            optimistic = mb.score
-        optimistic = -np.inf if optimistic != optimistic else optimistic  # NaN
-        if optimistic >= bar:
-            res = ctx.score(cand.template, ctx.valset)  # the minibatch's calls come from the cache
-            cand.val = res.score
-            return CandidateScored(cand.id, cand.round, _f(mb.score), _f(res.score), _ci(res), res.n, "evaluated",
-                                   target_requests=ctx.counters.target_requests)
-        saved = n_val - len(minibatch)
-        ctx.counters.calls_saved_by_gate += saved
-        return CandidateScored(cand.id, cand.round, _f(mb.score), None, None, 0, "gated", calls_saved=saved,
-                               target_requests=ctx.counters.target_requests)
 
-
-def _val(c: _Cand) -> float:
-    return -np.inf if c.val is None or c.val != c.val else c.val
-
-
-def _best(cands: list[_Cand]) -> _Cand:
-    return max(cands, key=lambda c: (_val(c), -c.id))  # ties go to the earlier prompt
-
-
-def _top(cands: list[_Cand], k: int) -> list[_Cand]:
-    return sorted(cands, key=lambda c: (_val(c), -c.id), reverse=True)[:k]
-
-
-def _kth_best(cands: list[_Cand], k: int) -> float:
-    top = _top(cands, k)
-    return -np.inf if len(top) < k else _val(top[-1])
-
-
-def _f(x) -> float | None:
-    return None if x is None or x != x else float(x)
-
-
-def _ci(res) -> tuple[float, float]:
-    lo, hi = res.ci
-    return (_f(lo), _f(hi))
+def _distinct_texts(cands: list[Cand]) -> list[Cand]:
+    """Best first, one entry per instruction text (the same text with and without demos shows once)."""
+    seen, out = set(), []
+    for c in cands:
+        if c.text not in seen:
+            seen.add(c.text)
+            out.append(c)
+    return out

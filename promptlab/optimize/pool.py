@@ -1,0 +1,197 @@
+"""The candidate pool every strategy shares: ids, the gate, the best so far, and the held-out finale.
+
+A strategy adds candidates and asks the pool to score them; the pool yields the frozen steps that
+record it. Chained strategies share one pool, so ids, rounds and the top-K continue across stages.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generator, Iterator
+
+import numpy as np
+
+from promptlab import metrics as M
+from promptlab.evaluate import PromptTemplate
+from promptlab.optimize import prompts as P
+from promptlab.optimize.base import (
+    BudgetExhausted, CandidateProposed, CandidateScored, OptimizeContext, RoundFinished, RunFinished, RunStarted,
+    Step, TestScored, template_text,
+)
+
+
+@dataclass
+class Cand:
+    id: int
+    round: int
+    text: str
+    template: PromptTemplate
+    proposer: str
+    val: float | None = None
+    minibatch: float | None = None
+
+
+@dataclass
+class Gate:
+    """Score on a stratified val minibatch first; the full val set only if the candidate could still
+    enter the top-K: its minibatch score's upper CI bound at `level` ("ci"), or the point estimate
+    ("mean"), reaches the K-th best val score. "off" scores everything in full."""
+
+    kind: str = "ci"
+    level: float = 0.8
+    top_k: int = 4
+    minibatch_size: int = 24
+
+
+class Pool:
+    def __init__(self):
+        self.cands: list[Cand] = []
+        self.seen: set[str] = set()  # normalized texts (what proposers must not repeat)
+        self.ids: dict[str, int] = {}  # template id -> candidate id
+        self.last_round = 0
+
+    # --- membership --------------------------------------------------------------------------------
+
+    def add(self, round_: int, template: PromptTemplate, proposer: str, family: str, parents=(), meta: str = "",
+            raw: str = "", text: str | None = None) -> tuple[Cand, CandidateProposed]:
+        text = template_text(template) if text is None else text
+        cand = Cand(len(self.cands) + 1, round_, text, template, proposer)
+        self.cands.append(cand)
+        self.seen.add(P.normalize_prompt(text))
+        self.ids.setdefault(template.id, cand.id)
+        self.last_round = max(self.last_round, round_)
+        return cand, CandidateProposed(
+            candidate_id=cand.id, round=round_, text=text, system=template.system, user=template.user,
+            prompt_id=template.id, proposer=proposer, family=family, parents=tuple(parents),
+            meta_prompt=meta, raw_reply=raw, demos=tuple(d.to_record() for d in template.demos),
+            demo_format=template.demo_format,
+        )
+
+    def has(self, template: PromptTemplate) -> bool:
+        return template.id in self.ids
+
+    @property
+    def evaluated(self) -> list[Cand]:
+        return [c for c in self.cands if c.val is not None]
+
+    def best(self) -> Cand | None:
+        ev = self.evaluated
+        return max(ev, key=lambda c: (_val(c), -c.id)) if ev else None  # ties go to the earlier prompt
+
+    def top(self, k: int) -> list[Cand]:
+        return sorted(self.evaluated, key=lambda c: (_val(c), -c.id), reverse=True)[:k]
+
+    def kth_best(self, k: int) -> float:
+        top = self.top(k)
+        return -np.inf if len(top) < k else _val(top[-1])
+
+    # --- scoring -----------------------------------------------------------------------------------
+
+    def score_start(self, ctx: OptimizeContext, templates, proposer: str = "baseline") -> Iterator[Step]:
+        """Add and score in full the prompts a run starts from (baselines). Raises BudgetExhausted."""
+        for template in templates:
+            cand, step = self.add(0, template, proposer, proposer)
+            yield step
+            res = ctx.score(template, ctx.valset)
+            cand.val = res.score
+            yield CandidateScored(cand.id, 0, None, _f(res.score), _ci(res), res.n, "evaluated",
+                                  target_requests=ctx.counters.target_requests)
+
+    def score(self, ctx: OptimizeContext, cand: Cand, gate: Gate) -> CandidateScored:
+        minibatch = ctx.minibatch(gate.minibatch_size)
+        n_val = len(ctx.valset)
+        if gate.kind == "off" or len(minibatch) >= n_val:
+            res = ctx.score(cand.template, ctx.valset)
+            cand.val = res.score
+            return CandidateScored(cand.id, cand.round, None, _f(res.score), _ci(res), res.n, "evaluated",
+                                   target_requests=ctx.counters.target_requests)
+        mb = ctx.score(cand.template, minibatch)
+        cand.minibatch = mb.score
+        bar = self.kth_best(gate.top_k)
+        if gate.kind == "ci":
+            optimistic = M.confidence_interval(ctx.metric, mb.rows["gold_norm"].tolist(), mb.preds, level=gate.level)[1]
+        else:
+            optimistic = mb.score
+        optimistic = -np.inf if optimistic != optimistic else optimistic  # NaN
+        if optimistic >= bar:
+            res = ctx.score(cand.template, ctx.valset)  # the minibatch's calls come from the cache
+            cand.val = res.score
+            return CandidateScored(cand.id, cand.round, _f(mb.score), _f(res.score), _ci(res), res.n, "evaluated",
+                                   target_requests=ctx.counters.target_requests)
+        saved = n_val - len(minibatch)
+        ctx.counters.calls_saved_by_gate += saved
+        return CandidateScored(cand.id, cand.round, _f(mb.score), None, None, 0, "gated", calls_saved=saved,
+                               target_requests=ctx.counters.target_requests)
+
+    def score_all(self, ctx: OptimizeContext, cands: list[Cand], gate: Gate) -> Iterator[Step]:
+        """Score candidates in order; raises BudgetExhausted when the budget runs out."""
+        for cand in cands:
+            yield self.score(ctx, cand, gate)
+
+    def finalize(self, ctx: OptimizeContext, test_top: int) -> Iterator[Step]:
+        """Held-out test: the best and the top few by val, plus every baseline. Outside the search budget."""
+        best = self.best()
+        finalists = {c.id: c for c in self.top(test_top)}
+        finalists.update({c.id: c for c in self.evaluated if c.proposer == "baseline"})
+        if best is not None:
+            finalists[best.id] = best
+        for cand in sorted(finalists.values(), key=lambda c: c.id):
+            res = ctx.score(cand.template, ctx.testset, budgeted=False)
+            yield TestScored(cand.id, _f(res.score), _ci(res), res.n)
+
+
+def finish_round(ctx: OptimizeContext, pool: Pool, round_: int, best: Cand, round_cands: list[Cand]
+                 ) -> Generator[Step, None, tuple[bool, Cand]]:
+    """Yield the round's RoundFinished; return (improved, the new best)."""
+    scored = [c for c in round_cands if c.val is not None]
+    winner = max(scored, key=lambda c: (_val(c), -c.id)) if scored else None
+    new_best = pool.best()
+    improved = _val(new_best) > _val(best)
+    yield RoundFinished(
+        round=round_, best_id=new_best.id, best_val=new_best.val, improved=improved,
+        winner_id=winner.id if winner else None, winner_proposer=winner.proposer if winner else None,
+        target_requests=ctx.counters.target_requests, proposer_calls=ctx.counters.proposer_requests,
+    )
+    return improved, new_best
+
+
+def run_strategy(strategy, ctx: OptimizeContext, pool: Pool | None = None) -> Iterator[Step]:
+    """The frame every strategy runs in: start, score the starting prompts, search, test, finish.
+
+    A strategy supplies `name`, `starts(ctx)`, `search(ctx, pool)` (a generator returning
+    (reason, rounds)), `projection(...)`, `gate_config` and `test_top`.
+    """
+    pool = pool or Pool()
+    yield RunStarted(
+        strategy=strategy.name, n_train=len(ctx.trainset), n_val=len(ctx.valset), n_test=len(ctx.testset),
+        n_minibatch=len(ctx.minibatch(strategy.gate_config.minibatch_size)),
+        projection=strategy.projection(len(ctx.trainset), len(ctx.valset), len(ctx.testset), ctx.budget.max_rounds),
+    )
+    reason, rounds = "rounds", 0
+    try:
+        yield from pool.score_start(ctx, strategy.starts(ctx))  # baselines: always scored, within the budget
+    except BudgetExhausted:
+        reason = "budget"
+    if not pool.evaluated:
+        yield RunFinished(reason="budget", best_id=pool.cands[0].id if pool.cands else 0, best_val=float("nan"), rounds=0)
+        return
+    if reason != "budget":
+        reason, rounds = yield from strategy.search(ctx, pool)
+    yield from pool.finalize(ctx, strategy.test_top)
+    best = pool.best()
+    yield RunFinished(reason=reason, best_id=best.id, best_val=best.val, rounds=rounds)
+
+
+def _val(c: Cand) -> float:
+    return -np.inf if c.val is None or c.val != c.val else c.val
+
+
+def _f(x) -> float | None:
+    return None if x is None or x != x else float(x)
+
+
+def _ci(res) -> tuple[float, float]:
+    lo, hi = res.ci
+    return (_f(lo), _f(hi))
+
+
+__all__ = ["BudgetExhausted", "Cand", "Gate", "Pool"]
