@@ -1,4 +1,4 @@
-"""Runs: start an arena run with its projected calls, follow it live, stop and resume; all runs with status."""
+"""Runs: start a run (arena, few-shot, textual gradient, or a chain) with its projected calls, follow it live, stop and resume; all runs with status."""
 import streamlit as st
 
 from promptlab import runs, ui
@@ -33,12 +33,31 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
     patience = c9.number_input("Patience (0 = off)", 0, 50, 0, key="runs.patience")
     minibatch = c10.number_input("Minibatch size", 4, 500, 24, key="runs.minibatch")
     gate = c11.selectbox("Gate", ["ci", "mean", "off"], key="runs.gate")
+    c14, c15, c16 = st.columns(3)
+    strategy = c14.selectbox(
+        "Strategy", ["arena", "fewshot", "gradient", "arena,fewshot", "arena,gradient", "arena,gradient,fewshot"],
+        key="runs.strategy",
+        help="arena: proposers rewrite the instruction; fewshot: TPE search over demo sets for the best instructions; "
+             "gradient: a critic reads failures and an editor rewrites. A chain runs them in order on one budget.")
+    extra = {}
+    if "gradient" in strategy:
+        critic = c15.selectbox("Critic (gradient)", model_names, index=model_names.index(proposers[0]) if proposers else 0, key="runs.critic")
+        editor = c16.selectbox("Editor (gradient)", model_names, index=model_names.index(proposers[0]) if proposers else 0, key="runs.editor")
+        extra.update(critic=choices[critic], editor=choices[editor])
+    if "fewshot" in strategy:
+        methods = st.multiselect("Demo selection (fewshot)", ["random", "stratified", "bootstrapped", "similar"],
+                                 default=["random", "stratified", "bootstrapped", "similar"], key="runs.methods")
+        extra["methods"] = methods
     c12, c13 = st.columns(2)
-    demos = c12.selectbox("Demos attached to every instruction", ["none", "per-label", 2, 4, 8], key="runs.demos",
+    demos = c12.selectbox("Demos attached to every instruction (arena)", ["none", "per-label", 2, 4, 8], key="runs.demos",
                           help="Train examples shown with each prompt; the baseline is also scored with them, so the "
                                "leaderboard separates what the demos did from what the rewriting did.")
-    demo_format = c13.selectbox("Demo format", ["chat", "inline"], key="runs.demo_format",
+    demo_format = c13.selectbox("Demo format", ["chat", "inline"] + (["search"] if "fewshot" in strategy else []), key="runs.demo_format",
                                 help="chat: each demo is a user turn and an assistant answer; inline: pairs appended to the instruction")
+    if "arena" in strategy:
+        extra["demos"] = demos
+    if "arena" in strategy or "fewshot" in strategy:
+        extra["demo_format"] = demo_format
     try:
         ds = ui.dataset(ds_name)
         saved = store.baselines(ds.id)
@@ -48,7 +67,7 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
             arena_k=int(arena_k) or None, candidates=int(candidates), rounds=int(rounds),
             budget_calls=int(budget) or None, patience=int(patience) or None, baselines=baselines,
             meta_prompt=ui.setting("meta_prompt", None), task=ui.setting("task", None), minibatch_size=int(minibatch),
-            gate=gate, demos=demos, demo_format=demo_format,
+            gate=gate, strategy=strategy, **extra,
         )
         proj = runs.projection(store, config)
         search = proj["target_search"]

@@ -318,12 +318,16 @@ def cmd_optimize(args) -> int:
     extra = {k: v for k, v in {
         "minibatch_size": args.minibatch, "gate": args.gate, "top_k": args.top_k, "temperature": args.temperature,
         "test_top": args.test_top, "demos": args.demos, "demo_format": args.demo_format,
+        "critic": resolve_model(args.critic, store) if args.critic else None,
+        "editor": resolve_model(args.editor, store) if args.editor else None,
+        "methods": [m.strip() for m in args.demo_methods.split(",") if m.strip()] if args.demo_methods else None,
+        "max_demos": args.max_demos,
     }.items() if v is not None}
     config = runs.make_config(
         ds, target, proposers, metric=args.metric, seed=args.seed, arena_k=args.arena, candidates=args.candidates,
         rounds=args.rounds, budget_calls=args.budget, max_proposer_calls=args.max_proposer_calls,
         max_proposer_tokens=args.max_proposer_tokens, patience=args.patience, baselines=baselines, meta_prompt=meta,
-        task=_unescape(args.task) if args.task else None, **extra,
+        task=_unescape(args.task) if args.task else None, strategy=args.strategy, **extra,
     )
     proj = runs.projection(store, config)
     if proj["budget_calls"] is not None and proj["budget_calls"] < proj["baseline_calls"]:
@@ -373,6 +377,13 @@ def _step_line(step) -> str | None:
             return f"  #{step.candidate_id}: minibatch {_fmt(step.minibatch_score)}, gated (saved {step.calls_saved} calls)"
         mb = f"minibatch {_fmt(step.minibatch_score)}, " if step.minibatch_score is not None else ""
         return f"  #{step.candidate_id}: {mb}val {_fmt(step.val_score)} (n={step.n_val})"
+    if k == "stage_started":
+        return f"stage {step.stage}: {step.strategy}" + (f" (until {step.target_cap} target calls)" if step.target_cap else "")
+    if k == "critique":
+        err = f" (error: {step.error[:80]})" if step.error else ""
+        return f"  {step.critic} on #{step.prompt_id} ({step.n_errors} errors): {step.feedback[:100]}{err}"
+    if k == "candidate_proposed" and str(step.proposer).startswith("fewshot/"):
+        return f"  #{step.candidate_id}: {step.proposer}, {len(step.demos)} demo(s){' pool, ' + str(step.similar_k) + ' nearest' if step.similar_k else ''} ({step.demo_format})"
     if k == "round_finished":
         return f"  best so far #{step.best_id}: val {_fmt(step.best_val)}{' (improved)' if step.improved else ''}"
     if k == "test_scored":
@@ -532,7 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("optimize", parents=[common], help="search for a better prompt with an arena of proposer models")
     p.add_argument("--dataset", required=True, help="stored dataset name, or a file path to import")
     p.add_argument("--target", required=True, help="the model the prompt is for")
-    p.add_argument("--proposers", required=True, help="comma-separated proposer models")
+    p.add_argument("--proposers", default="", help="comma-separated proposer models (needed by arena and gradient)")
+    p.add_argument("--strategy", default="arena",
+                   help="arena, fewshot, gradient, or a chain joined by commas, e.g. arena,fewshot (default arena)")
+    p.add_argument("--critic", help="gradient: the model that critiques failures (default: the first proposer)")
+    p.add_argument("--editor", help="gradient: the model that rewrites the prompt (default: the first proposer)")
+    p.add_argument("--demo-methods", help="fewshot: comma-separated among random,stratified,bootstrapped,similar (default all)")
+    p.add_argument("--max-demos", type=int, help="fewshot: most demos per prompt (default 8)")
     p.add_argument("--arena", type=int, default=2, help="proposers drawn per round (0: all of them; default 2)")
     p.add_argument("--candidates", type=int, default=2, help="candidates each proposer writes per round (default 2)")
     p.add_argument("--rounds", type=int, default=5)
@@ -554,7 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-top", type=int, help="top prompts scored on test at the end (default 3)")
     p.add_argument("--demos", type=_demos_arg, help="train demonstrations attached to every instruction: none, "
                    "per-label (one example per label) or a number K (stratified); default none")
-    p.add_argument("--demo-format", choices=["chat", "inline"], help="demos as chat turns (default) or inline in the instruction")
+    p.add_argument("--demo-format", choices=["chat", "inline", "search"],
+                   help="demos as chat turns (default) or inline in the instruction; fewshot also takes search (try both)")
     p.set_defaults(func=cmd_optimize)
 
     rn = sub.add_parser("runs", help="list, show and resume runs").add_subparsers(dest="action", metavar="ACTION")

@@ -71,6 +71,7 @@ class PromptTemplate:
     user: str = "{input}"
     demos: tuple[Demo, ...] = ()
     demo_format: str = "chat"
+    similar_k: int = 0  # > 0: `demos` is a pool, and each input gets its similar_k nearest demos from it
 
     def __post_init__(self):
         if self.demo_format not in DEMO_FORMATS:
@@ -82,6 +83,8 @@ class PromptTemplate:
         parts = [self.system, self.user]
         if self.demos:  # prompts without demos keep the ids they always had
             parts += [self.demo_format, [d.to_record() for d in self.demos]]
+            if self.similar_k:
+                parts.append(self.similar_k)
         blob = json.dumps(parts, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
@@ -89,16 +92,28 @@ class PromptTemplate:
         rec = {"system": self.system, "user": self.user}
         if self.demos:
             rec.update(demos=[d.to_record() for d in self.demos], demo_format=self.demo_format)
+            if self.similar_k:
+                rec["similar_k"] = self.similar_k
         return rec
 
     @classmethod
     def from_record(cls, rec: dict) -> "PromptTemplate":
         return cls(system=str(rec.get("system", "")), user=str(rec.get("user", "{input}")),
                    demos=tuple(Demo.from_record(d) for d in rec.get("demos") or ()),
-                   demo_format=str(rec.get("demo_format") or "chat"))
+                   demo_format=str(rec.get("demo_format") or "chat"), similar_k=int(rec.get("similar_k") or 0))
 
-    def with_demos(self, demos, demo_format: str | None = None) -> "PromptTemplate":
-        return PromptTemplate(self.system, self.user, tuple(demos), demo_format or self.demo_format)
+    def with_demos(self, demos, demo_format: str | None = None, similar_k: int = 0) -> "PromptTemplate":
+        if not demos:
+            return PromptTemplate(self.system, self.user)
+        return PromptTemplate(self.system, self.user, tuple(demos), demo_format or self.demo_format, similar_k)
+
+    def demos_for(self, text: str) -> tuple[Demo, ...]:
+        """The demos shown with one input: all of them, or its similar_k nearest in the pool."""
+        if not self.similar_k or len(self.demos) <= self.similar_k:
+            return self.demos
+        from promptlab.similarity import nearest
+
+        return tuple(self.demos[i] for i in nearest(tuple(d.text for d in self.demos), text, self.similar_k))
 
     @classmethod
     def from_text(cls, text: str, system: str | None = None) -> "PromptTemplate":
@@ -150,13 +165,14 @@ class PromptTemplate:
 
         system = fill(self.system, fields, text) if self.system.strip() else ""
         turns: list[dict] = []
-        if self.demos and self.demo_format == "inline":
+        demos = self.demos_for(text)
+        if demos and self.demo_format == "inline":
             shown = "\n\n".join(
-                f"Input: {fill(self.user, dict(d.fields), d.text)}\nAnswer: {d.label}" for d in self.demos
+                f"Input: {fill(self.user, dict(d.fields), d.text)}\nAnswer: {d.label}" for d in demos
             )
             system = f"{system}\n\nExamples:\n\n{shown}".strip()
-        elif self.demos:
-            for d in self.demos:
+        elif demos:
+            for d in demos:
                 turns.append({"role": "user", "content": fill(self.user, dict(d.fields), d.text)})
                 turns.append({"role": "assistant", "content": d.label})
         messages = [{"role": "system", "content": system}] if system else []
@@ -424,7 +440,7 @@ def evaluate(
     wall = time.perf_counter() - t0 - load_s
     if dataset.id:
         store.save_prompt(prompt.id, prompt.system, prompt.user,
-                          [d.to_record() for d in prompt.demos] or None, prompt.demo_format)
+                          [d.to_record() for d in prompt.demos] or None, prompt.demo_format, prompt.similar_k)
         mk = model_key(spec, params)
         store.save_evaluations(pd.DataFrame({
             "prompt_id": prompt.id, "model_key": mk, "dataset_id": dataset.id,

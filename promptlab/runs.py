@@ -20,13 +20,28 @@ from promptlab.metrics import format_score, parse_metric
 from promptlab.models import ModelSpec, spec_from_record
 from promptlab.optimize import prompts as P
 from promptlab.optimize.arena import Arena
+from promptlab.optimize.chain import Chain
+from promptlab.optimize.fewshot import FewShot
+from promptlab.optimize.gradient import Gradient
 from promptlab.optimize.base import (
     Budget, CandidateProposed, CandidateScored, Counters, OptimizeContext, Step, TestScored,
 )
 from promptlab.store import Store
 
 DEFAULT_BASELINE = "Classify the text. Answer with one of these labels: {labels}."
-STRATEGIES = {"arena": Arena}
+STRATEGIES = {"arena": Arena, "fewshot": FewShot, "gradient": Gradient}
+NEEDS_PROPOSERS = {"arena", "gradient"}
+MODEL_PARAMS = ("critic", "editor")  # strategy settings that name a model (stored as spec records)
+
+
+def strategy_names(strategy: str) -> list[str]:
+    """'arena,fewshot' -> ['arena', 'fewshot'], refusing unknown names with the list of known ones."""
+    names = [n.strip().lower() for n in str(strategy).split(",") if n.strip()]
+    unknown = [n for n in names if n not in STRATEGIES]
+    if not names or unknown:
+        raise PromptlabError(f"unknown strategy '{', '.join(unknown) or strategy}': use one of {', '.join(STRATEGIES)}, "
+                             "or several joined by commas (e.g. arena,fewshot)")
+    return names
 
 
 @dataclass(frozen=True)
@@ -78,11 +93,14 @@ def make_config(
     baselines: list[PromptTemplate] | None = None,
     meta_prompt: str | None = None,
     task: str | None = None,
+    strategy: str = "arena",
     **strategy_params,
 ) -> RunConfig:
     """Validate user choices into a RunConfig; every mistake is a PromptlabError naming the fix."""
-    if not proposers:
-        raise PromptlabError("give at least one proposer model (--proposers M1,M2)")
+    names = strategy_names(strategy)
+    if not proposers and NEEDS_PROPOSERS & set(names):
+        raise PromptlabError(f"the {' and '.join(sorted(NEEDS_PROPOSERS & set(names)))} strategy needs proposer models "
+                             "(--proposers M1,M2)")
     if rounds < 1:
         raise PromptlabError("--rounds must be at least 1")
     if candidates < 1:
@@ -102,14 +120,26 @@ def make_config(
     demos = strategy_params.get("demos", "none")
     if not (demos in ("none", "per-label") or (isinstance(demos, int) and demos >= 0)):
         raise PromptlabError(f"demos must be none, per-label or a number of demos, not {demos!r}")
-    if strategy_params.get("demo_format", "chat") not in ("chat", "inline"):
-        raise PromptlabError("demo format must be chat or inline")
-    unknown = set(strategy_params) - set(Arena.__dataclass_fields__)
+    formats = ("chat", "inline", "search") if "fewshot" in names else ("chat", "inline")
+    if strategy_params.get("demo_format", "chat") not in formats:
+        raise PromptlabError(f"demo format must be {' or '.join(formats)}" + (" (search: let the few-shot search choose)" if "fewshot" in names else ""))
+    known = set().union(*(STRATEGIES[n].__dataclass_fields__ for n in names))
+    unknown = set(strategy_params) - known
     if unknown:
-        raise PromptlabError(f"unknown arena setting(s): {', '.join(sorted(unknown))}")
+        raise PromptlabError(f"unknown {'/'.join(names)} setting(s): {', '.join(sorted(unknown))}")
+    for key in MODEL_PARAMS:
+        if isinstance(strategy_params.get(key), ModelSpec):
+            strategy_params[key] = strategy_params[key].to_record()
+    if strategy_params.get("methods") is not None:
+        from promptlab.optimize.fewshot import METHODS
+
+        bad = [m for m in strategy_params["methods"] if m not in METHODS]
+        if bad or not strategy_params["methods"]:
+            raise PromptlabError(f"unknown demo selection method(s) {', '.join(bad) or '(none given)'}: use {', '.join(METHODS)}")
+        strategy_params["methods"] = tuple(strategy_params["methods"])
     return RunConfig(
         dataset_id=dataset.id, target=target.to_record(), proposers=tuple(p.to_record() for p in proposers),
-        metric=metric, seed=seed, strategy="arena",
+        metric=metric, seed=seed, strategy=",".join(names),
         strategy_params={"arena_k": arena_k or None, "candidates_per_proposer": candidates, **strategy_params},
         budget={"max_rounds": rounds, "max_target_calls": budget_calls, "max_proposer_calls": max_proposer_calls,
                 "max_proposer_tokens": max_proposer_tokens, "patience": patience},
@@ -121,14 +151,23 @@ def make_config(
 def build(store: Store, config: RunConfig, run_id: str) -> tuple[Arena, OptimizeContext]:
     dataset = stored_dataset(store, config.dataset_id)
     target = spec_from_record(config.target)
-    if config.strategy not in STRATEGIES:
-        raise PromptlabError(f"unknown strategy '{config.strategy}'; known: {', '.join(STRATEGIES)}")
-    strategy = STRATEGIES[config.strategy](
-        proposers=tuple(spec_from_record(p) for p in config.proposers),
-        baselines=tuple(PromptTemplate.from_record(b) for b in config.baselines),
-        meta_prompt=config.meta_prompt,
-        **config.strategy_params,
-    )
+    common = {
+        "proposers": tuple(spec_from_record(p) for p in config.proposers),
+        "baselines": tuple(PromptTemplate.from_record(b) for b in config.baselines),
+        "meta_prompt": config.meta_prompt,
+    }
+    params = dict(config.strategy_params)
+    for key in MODEL_PARAMS:
+        if isinstance(params.get(key), dict):
+            params[key] = spec_from_record(params[key])
+    if isinstance(params.get("methods"), list):
+        params["methods"] = tuple(params["methods"])
+    stages = []
+    for name in strategy_names(config.strategy):
+        cls = STRATEGIES[name]
+        fields = cls.__dataclass_fields__
+        stages.append(cls(**{k: v for k, v in {**common, **params}.items() if k in fields}))
+    strategy = stages[0] if len(stages) == 1 else Chain(tuple(stages))
     ctx = OptimizeContext(
         store=store, run_id=run_id, dataset=dataset, target=target,
         metric=parse_metric(config.metric, dataset.labels),
@@ -187,7 +226,7 @@ def _candidate_update(step: Step) -> dict | None:
         return {"id": step.candidate_id, "prompt_id": step.prompt_id, "round": step.round, "proposer": step.proposer,
                 "family": step.family, "parents": list(step.parents), "meta_prompt": step.meta_prompt,
                 "raw_reply": step.raw_reply, "text": step.text, "system": step.system, "user": step.user,
-                "demos": list(step.demos), "demo_format": step.demo_format}
+                "demos": list(step.demos), "demo_format": step.demo_format, "similar_k": step.similar_k}
     if isinstance(step, CandidateScored):
         return {"id": step.candidate_id, "status": step.status, "minibatch_score": step.minibatch_score,
                 "val_score": step.val_score,
@@ -273,6 +312,12 @@ def attribution(store: Store, run_id: str, steps: list[dict] | None = None) -> l
         label = p.get("name") or p["model"]
         out[label] = {"model": label, "family": p.get("family", "unknown"), "calls": 0, "candidates": 0,
                       "valid": 0, "valid_rate": None, "best_val": None, "wins": 0, "errors": 0, "dropped": {}}
+    # Strategies that choose rather than write (few-shot: "fewshot/<method>") have candidates but no calls.
+    for label, family in cands.loc[cands["proposer"] != "baseline", ["proposer", "family"]].drop_duplicates().itertuples(index=False):
+        if label not in out and not any(s["kind"] == "proposal_made" and s["proposer"] == label for s in steps):
+            k = int((cands["proposer"] == label).sum())
+            out[label] = {"model": label, "family": family, "calls": 0, "candidates": k, "valid": k, "valid_rate": None,
+                          "best_val": None, "wins": 0, "errors": 0, "dropped": {}}
     for s in steps:
         if s["kind"] == "proposal_made":
             row = out.setdefault(s["proposer"], {"model": s["proposer"], "family": s["family"], "calls": 0, "candidates": 0,

@@ -162,6 +162,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE prompts ADD COLUMN demos JSON;
     ALTER TABLE prompts ADD COLUMN demo_format VARCHAR;
     """,
+    # v4: a prompt may pick, per input, its k nearest demos from its demo pool.
+    "ALTER TABLE prompts ADD COLUMN similar_k INTEGER;",
 ]
 
 
@@ -469,13 +471,13 @@ class Store:
     # --- prompts -----------------------------------------------------------------------------------
 
     def save_prompt(self, prompt_id: str, system: str, user_template: str, demos: list | None = None,
-                    demo_format: str | None = None) -> None:
+                    demo_format: str | None = None, similar_k: int = 0) -> None:
         with self.transaction() as con:
             con.execute(
-                "INSERT INTO prompts (id, system, user_template, demos, demo_format) VALUES (?, ?, ?, ?, ?)"
+                "INSERT INTO prompts (id, system, user_template, demos, demo_format, similar_k) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT DO NOTHING",
                 [prompt_id, system, user_template, json.dumps(demos, ensure_ascii=False) if demos else None,
-                 demo_format if demos else None],
+                 demo_format if demos else None, similar_k or None],
             )
 
     def save_baseline(self, dataset_id: str, prompt_id: str, system: str, user_template: str, note: str = "") -> None:
@@ -642,7 +644,8 @@ class Store:
                 [run_id, c["id"], c["prompt_id"], c["round"], c["proposer"], c["family"], json.dumps(c["parents"]),
                  c["meta_prompt"], c["raw_reply"], "proposed",
                  json.dumps({"text": c["text"], "system": c["system"], "user": c["user"],
-                             **({"demos": c["demos"], "demo_format": c.get("demo_format", "chat")} if c.get("demos") else {})},
+                             **({"demos": c["demos"], "demo_format": c.get("demo_format", "chat"),
+                                 "similar_k": c.get("similar_k", 0)} if c.get("demos") else {})},
                             ensure_ascii=False)],
             )
             return
@@ -673,6 +676,7 @@ class Store:
         frame["user"] = [d.get("user", "") for d in data]
         frame["demos"] = [d.get("demos") or [] for d in data]
         frame["demo_format"] = [d.get("demo_format", "chat") for d in data]
+        frame["similar_k"] = [d.get("similar_k", 0) for d in data]
         frame["val_ci_low"] = [(d.get("val_ci") or [None, None])[0] for d in data]
         frame["val_ci_high"] = [(d.get("val_ci") or [None, None])[1] for d in data]
         frame["test_ci_low"] = [(d.get("test_ci") or [None, None])[0] for d in data]

@@ -19,8 +19,8 @@ from promptlab.evaluate import PromptTemplate
 from promptlab.models import ModelSpec
 from promptlab.optimize import prompts as P
 from promptlab.optimize.demos import stratified_demos
-from promptlab.optimize.base import BudgetExhausted, OptimizeContext, ProposalMade, RoundStarted, Step
-from promptlab.optimize.pool import Cand, Gate, Pool, finish_round, run_strategy
+from promptlab.optimize.base import BudgetExhausted, OptimizeContext, RoundStarted, Step
+from promptlab.optimize.pool import Cand, Gate, Pool, finish_round, run_strategy, take_proposals
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,6 @@ class Arena:
         draw_rng = np.random.default_rng([ctx.seed, 1])  # its own stream: draws don't depend on data sizes
         appearances = [0] * len(self.proposers)
         needs_input = any(b.user.strip() != "{input}" for b in self.baselines)  # the text sits inside the prompt
-        allowed = {"input", "labels", *ctx.dataset.input_cols}
         lo, hi = ctx.metric.range
         demos = self.demo_set(ctx)
         mistake_pool = ctx.trainset
@@ -148,32 +147,10 @@ class Arena:
                 if spec.is_local:
                     params["seed"] = int(rng.integers(0, 2**31 - 1))  # reproducible sampling on llama.cpp
                 reply = ctx.propose(spec, meta, params, sample=f"r{round_}/s{slot}/{spec.model}")
-                texts, truncated = P.parse_proposals(reply.text if reply.ok else "")
-                dropped: dict[str, int] = {"truncated": truncated} if truncated else {}
-                repaired: dict[str, int] = {}
-                accepted = []
-                for raw_text in texts[: self.candidates_per_proposer * 2]:
-                    text, repairs = P.clean_proposal(raw_text, ctx.dataset.labels)
-                    for r in repairs:
-                        repaired[r] = repaired.get(r, 0) + 1
-                    why = P.screen(text, pool.seen, needs_input, allowed, self.max_prompt_chars)
-                    if why is None and len(accepted) >= self.candidates_per_proposer:
-                        why = "over_n"
-                    if why:
-                        dropped[why] = dropped.get(why, 0) + 1
-                        continue
-                    cand, step = pool.add(
-                        round_, PromptTemplate.from_text(text).with_demos(demos, self.demo_format),
-                        spec.label, spec.family, parents, meta, reply.text, text=text,
-                    )
-                    accepted.append(cand.id)
-                    round_cands.append(cand)
-                    yield step
-                if not texts and reply.ok:
-                    dropped["no_tags"] = dropped.get("no_tags", 0) + 1
-                yield ProposalMade(
-                    round=round_, proposer=spec.label, family=spec.family, meta_prompt=meta, raw_reply=reply.text,
-                    error=reply.error, accepted=tuple(accepted), dropped=dropped, repaired=repaired, cached=reply.cached,
+                round_cands += yield from take_proposals(
+                    ctx, pool, round_, spec, reply, meta, parents, self.candidates_per_proposer, needs_input,
+                    self.max_prompt_chars,
+                    lambda text: PromptTemplate.from_text(text).with_demos(demos, self.demo_format),
                 )
             try:
                 yield from pool.score_all(ctx, round_cands, self.gate_config)

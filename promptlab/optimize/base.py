@@ -65,6 +65,7 @@ class CandidateProposed(Step):
     raw_reply: str = ""
     demos: tuple = ()  # Demo records ({text, label, fields, idx}) shown with the prompt
     demo_format: str = "chat"
+    similar_k: int = 0  # > 0: demos is a pool; each input is shown its similar_k nearest
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ class OptimizeContext:
     task: str = ""
     max_tokens: int | None = None
     counters: Counters = field(default_factory=Counters)
+    stage_cap: int | None = None  # a chain's per-stage limit on target requests (within the budget)
     _requested: dict = field(default_factory=dict, repr=False)  # prompt id -> example idx already asked for
 
     def minibatch(self, size: int) -> pd.DataFrame:
@@ -184,8 +186,8 @@ class OptimizeContext:
         return set(examples["idx"].tolist()) - self._requested.get(prompt.id, set())
 
     def can_score(self, n: int) -> bool:
-        cap = self.budget.max_target_calls
-        return cap is None or self.counters.target_requests + n <= cap
+        caps = [c for c in (self.budget.max_target_calls, self.stage_cap) if c is not None]
+        return not caps or self.counters.target_requests + n <= min(caps)
 
     def score(self, prompt: PromptTemplate, examples: pd.DataFrame, *, budgeted: bool = True) -> EvalResult:
         """Score a prompt. The budget counts each (prompt, example) pair the run asks for once, whether

@@ -44,3 +44,15 @@ def stratified_demos(train: pd.DataFrame, dataset: LabeledDataset, k: int | None
             if groups[lab] and len(picked) < k:
                 picked.append(groups[lab].pop())
     return tuple(to_demo(r, dataset) for r in train.loc[picked].itertuples())
+
+
+def bootstrapped_demos(correct: pd.DataFrame, dataset: LabeledDataset, k: int | None,
+                       rng: np.random.Generator) -> tuple[Demo, ...]:
+    """Stratified demos drawn only from train examples the target already answered correctly with
+    the current instruction (DSPy's bootstrapping, for labels: demos the model can 'own')."""
+    return stratified_demos(correct, dataset, k, rng)
+
+
+def similar_pool(train: pd.DataFrame, dataset: LabeledDataset, size: int, rng: np.random.Generator) -> tuple[Demo, ...]:
+    """A stratified pool from which each input is later shown its nearest demos (see PromptTemplate.similar_k)."""
+    return stratified_demos(train, dataset, min(size, len(train)), rng)

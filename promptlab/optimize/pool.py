@@ -14,7 +14,7 @@ from promptlab import metrics as M
 from promptlab.evaluate import PromptTemplate
 from promptlab.optimize import prompts as P
 from promptlab.optimize.base import (
-    BudgetExhausted, CandidateProposed, CandidateScored, OptimizeContext, RoundFinished, RunFinished, RunStarted,
+    BudgetExhausted, CandidateProposed, CandidateScored, OptimizeContext, ProposalMade, RoundFinished, RunFinished, RunStarted,
     Step, TestScored, template_text,
 )
 
@@ -63,7 +63,7 @@ class Pool:
             candidate_id=cand.id, round=round_, text=text, system=template.system, user=template.user,
             prompt_id=template.id, proposer=proposer, family=family, parents=tuple(parents),
             meta_prompt=meta, raw_reply=raw, demos=tuple(d.to_record() for d in template.demos),
-            demo_format=template.demo_format,
+            demo_format=template.demo_format, similar_k=template.similar_k,
         )
 
     def has(self, template: PromptTemplate) -> bool:
@@ -137,6 +137,37 @@ class Pool:
         for cand in sorted(finalists.values(), key=lambda c: c.id):
             res = ctx.score(cand.template, ctx.testset, budgeted=False)
             yield TestScored(cand.id, _f(res.score), _ci(res), res.n)
+
+
+def take_proposals(ctx: OptimizeContext, pool: Pool, round_: int, spec, reply, meta: str, parents, n: int,
+                   needs_input: bool, max_chars: int, make_template) -> Generator[Step, None, list[Cand]]:
+    """Parse a proposer's reply into at most n screened candidates (yielding each CandidateProposed),
+    then a ProposalMade recording what was kept, dropped (per reason) and repaired. Returns the kept."""
+    allowed = {"input", "labels", *ctx.dataset.input_cols}
+    texts, truncated = P.parse_proposals(reply.text if reply.ok else "")
+    dropped: dict[str, int] = {"truncated": truncated} if truncated else {}
+    repaired: dict[str, int] = {}
+    kept: list[Cand] = []
+    for raw_text in texts[: n * 2]:
+        text, repairs = P.clean_proposal(raw_text, ctx.dataset.labels)
+        for r in repairs:
+            repaired[r] = repaired.get(r, 0) + 1
+        why = P.screen(text, pool.seen, needs_input, allowed, max_chars)
+        if why is None and len(kept) >= n:
+            why = "over_n"
+        if why:
+            dropped[why] = dropped.get(why, 0) + 1
+            continue
+        cand, step = pool.add(round_, make_template(text), spec.label, spec.family, parents, meta, reply.text, text=text)
+        kept.append(cand)
+        yield step
+    if not texts and reply.ok:
+        dropped["no_tags"] = dropped.get("no_tags", 0) + 1
+    yield ProposalMade(
+        round=round_, proposer=spec.label, family=spec.family, meta_prompt=meta, raw_reply=reply.text,
+        error=reply.error, accepted=tuple(c.id for c in kept), dropped=dropped, repaired=repaired, cached=reply.cached,
+    )
+    return kept
 
 
 def finish_round(ctx: OptimizeContext, pool: Pool, round_: int, best: Cand, round_cands: list[Cand]

@@ -273,3 +273,63 @@ def screen(text: str, seen: set[str], needs_input: bool, allowed_fields: set[str
     if normalize_prompt(text) in seen:
         return "duplicate"
     return None
+
+
+# --- textual gradients -----------------------------------------------------------------------------
+
+CRITIC_PROMPT = """You review an instruction given to a small language model that labels texts.
+
+## The task
+{task}
+Labels: {labels}. We measure {metric}.
+
+## The instruction
+<instruction>
+{prompt}
+</instruction>
+
+## Where it went wrong (training examples)
+{errors}
+## Your feedback
+In at most {words} words, say what in the instruction leads to these mistakes and what to change. Be concrete; do not rewrite the whole instruction and do not quote the examples back."""
+
+EDITOR_PROMPT = """You improve an instruction given to a small language model that labels texts.
+
+## The task
+{task}
+Labels: {labels}. We measure {metric}.
+
+## The current instruction
+<instruction>
+{prompt}
+</instruction>
+
+## Feedback on its mistakes
+{feedback}
+
+## What to write
+Write {n} improved versions of the instruction that act on the feedback. Keep what works; one line per label saying what it means; end with "Answer with the label name only."
+{input_rule}
+Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags."""
+
+
+def critic_prompt(task: str, labels, metric: str, prompt: str, mistakes, spread: str, words: int) -> str:
+    return CRITIC_PROMPT.format(task=task.strip(), labels=", ".join(labels), metric=metric, prompt=fence(prompt, 4000),
+                                errors=render_mistakes(mistakes, spread), words=words)
+
+
+def editor_prompt(task: str, labels, metric: str, prompt: str, feedback: str, n: int, needs_input: bool) -> str:
+    input_rule = ("Keep the placeholder {input} in each instruction exactly where the text must go." if needs_input
+                  else "Do not include any text to label: it is sent separately after the instruction.")
+    return EDITOR_PROMPT.format(task=task.strip(), labels=", ".join(labels), metric=metric, prompt=fence(prompt, 4000),
+                                feedback=fence(feedback, 2000), n=n, input_rule=input_rule)
+
+
+def bound_feedback(text: str, max_chars: int) -> str:
+    """Feedback cut to max_chars at a sentence or word boundary (textual gradients must stay bounded)."""
+    text = " ".join((text or "").split())
+    if len(text) <= max_chars:
+        return text
+    cut = text[:max_chars]
+    end = max(cut.rfind(". "), cut.rfind("! "), cut.rfind("? "))
+    return (cut[: end + 1] if end > max_chars // 2 else cut[: cut.rfind(" ")] + " …").strip()

@@ -1,0 +1,177 @@
+"""Few-shot: search demonstration sets jointly with instructions, behind the same minibatch gate.
+
+The search space per trial: which instruction (the top few in the pool, demos stripped), how the
+demos are chosen (at random; stratified by label; bootstrapped from the target's own correct answers
+on train; or, per input, the nearest train examples by similarity), how many (one per label, or two
+per label, capped), which seeded draw, and optionally the rendering (chat turns or inline). Optuna's
+TPE sampler proposes trials; each becomes a candidate scored like any other (minibatch first, full
+val only if it could enter the top-K), and its score is told back to the sampler.
+
+Why optuna: TPE over a mixed categorical space with ask/tell is what it does, it is seeded and
+deterministic given the same told values (so a replayed run asks the same trials), and we would
+otherwise re-implement a worse one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generator, Iterator
+
+import numpy as np
+
+from promptlab.evaluate import PromptTemplate
+from promptlab.data import stratified_sample
+from promptlab.models import ModelSpec
+from promptlab.optimize import demos as D
+from promptlab.optimize.base import BudgetExhausted, OptimizeContext, RoundStarted, Step
+from promptlab.optimize.pool import Cand, Gate, Pool, finish_round, run_strategy
+
+METHODS = ("random", "stratified", "bootstrapped", "similar")
+
+
+@dataclass(frozen=True)
+class FewShot:
+    baselines: tuple[PromptTemplate, ...]
+    proposers: tuple[ModelSpec, ...] = ()  # not used: demos are chosen, not written
+    methods: tuple[str, ...] = METHODS
+    max_demos: int = 8
+    sets_per_method: int = 4  # seeded draws per (method, size)
+    n_instructions: int = 3  # the top instructions (distinct texts) the search may pair with demos
+    trials_per_round: int = 4
+    demo_format: str = "chat"  # "chat", "inline", or "search" (let the sampler choose)
+    bootstrap_sample: int = 32  # train examples the current best answers, to find its correct ones
+    similar_pool_size: int = 64
+    minibatch_size: int = 24
+    gate: str = "ci"
+    gate_level: float = 0.8
+    top_k: int = 4
+    test_top: int = 3
+    meta_prompt: str = ""  # accepted so every strategy takes the same config; not used
+    name: str = "fewshot"
+
+    @property
+    def gate_config(self) -> Gate:
+        return Gate(self.gate, self.gate_level, self.top_k, self.minibatch_size)
+
+    def starts(self, ctx: OptimizeContext) -> list[PromptTemplate]:
+        return list(self.baselines)
+
+    def run(self, ctx: OptimizeContext) -> Iterator[Step]:
+        return run_strategy(self, ctx)
+
+    def projection(self, n_train: int, n_val: int, n_test: int, rounds: int) -> dict:
+        mb = min(self.minibatch_size, n_val)
+        trials = self.trials_per_round
+        boot = min(self.bootstrap_sample, n_train) if "bootstrapped" in self.methods else 0
+        per_round = {"min": trials * mb if self.gate != "off" else trials * n_val,
+                     "expected": trials * (mb + (0.5 if self.gate != "off" else 1.0) * (n_val - mb)),
+                     "max": trials * n_val}
+        base = len(self.baselines) * n_val
+        return {
+            "baseline_calls": base,
+            "target_search": {k: int(base + boot + rounds * v) for k, v in per_round.items()},
+            "target_test": (len(self.baselines) + self.test_top) * n_test,
+            "proposer_calls": 0,
+        }
+
+    # --- the search --------------------------------------------------------------------------------
+
+    def sizes(self, n_labels: int) -> list[int]:
+        return sorted({min(n_labels, self.max_demos), min(2 * n_labels, self.max_demos)})
+
+    def search(self, ctx: OptimizeContext, pool: Pool) -> Generator[Step, None, tuple[str, int]]:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        instructions = _distinct_instructions(pool, self.n_instructions)
+        methods = list(self.methods)
+        formats = ["chat", "inline"] if self.demo_format == "search" else [self.demo_format]
+        sizes = self.sizes(len(ctx.dataset.labels))
+        sampler = optuna.samplers.TPESampler(seed=ctx.seed, n_startup_trials=min(8, 2 * self.trials_per_round))
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        values: dict[str, float] = {}  # template id -> the value told for it
+        correct_cache: dict[int, object] = {}
+        best = pool.best()
+        since_improved, rounds_done, first = 0, 0, pool.last_round + 1
+        for round_ in range(first, first + ctx.budget.max_rounds):
+            yield RoundStarted(round_, ("fewshot",))
+            round_cands: list[Cand] = []
+            reason = None
+            for _ in range(self.trials_per_round):
+                try:
+                    for _attempt in range(4):  # a repeat is told its known value at once, then asked again
+                        trial, template, method = self._ask(ctx, study, instructions, methods, sizes, formats,
+                                                            correct_cache)
+                        if template is not None and not pool.has(template):
+                            break
+                        known = pool.cands[pool.ids[template.id] - 1] if template is not None else None
+                        study.tell(trial, _value(known) if known else 0.0)
+                        trial = None
+                except BudgetExhausted:
+                    reason = "budget"
+                    break
+                if trial is None:
+                    continue
+                parent = pool.ids.get(instructions[trial.params["instruction"]].id)
+                cand, step = pool.add(round_, template, f"fewshot/{method}", "fewshot", parents=(parent,) if parent else ())
+                yield step
+                try:
+                    yield pool.score(ctx, cand, self.gate_config)
+                except BudgetExhausted:
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    reason = "budget"
+                    break
+                values[template.id] = _value(cand)
+                study.tell(trial, values[template.id])
+                round_cands.append(cand)
+            improved, best = yield from finish_round(ctx, pool, round_, best, round_cands)
+            since_improved = 0 if improved else since_improved + 1
+            rounds_done += 1
+            if reason:
+                return reason, rounds_done
+            if ctx.budget.patience and since_improved >= ctx.budget.patience:
+                return "patience", rounds_done
+        return "rounds", rounds_done
+
+    def _ask(self, ctx, study, instructions, methods, sizes, formats, correct_cache):
+        trial = study.ask()
+        i = trial.suggest_categorical("instruction", list(range(len(instructions))))
+        method = trial.suggest_categorical("method", methods)
+        k = trial.suggest_categorical("k", sizes)
+        draw = trial.suggest_categorical("draw", list(range(self.sets_per_method)))
+        fmt = trial.suggest_categorical("format", formats)
+        rng = np.random.default_rng([ctx.seed, 3, methods.index(method), k, draw])
+        base = instructions[i]
+        if method == "random":
+            demos = D.random_demos(ctx.trainset, ctx.dataset, k, rng)
+        elif method == "stratified":
+            demos = D.stratified_demos(ctx.trainset, ctx.dataset, k, rng)
+        elif method == "bootstrapped":
+            if i not in correct_cache:  # once per instruction: its correct answers on a train sample
+                probe = stratified_sample(ctx.trainset, self.bootstrap_sample, seed=ctx.seed)
+                res = ctx.score(base, probe)
+                correct_cache[i] = probe[probe["idx"].isin(res.rows.loc[res.rows["correct"], "example_idx"])]
+            demos = D.bootstrapped_demos(correct_cache[i], ctx.dataset, k, rng)
+        elif method == "similar":
+            pool_demos = D.similar_pool(ctx.trainset, ctx.dataset, self.similar_pool_size, rng)
+            return trial, (base.with_demos(pool_demos, fmt, similar_k=k) if pool_demos else None), method
+        else:
+            raise ValueError(f"unknown demo selection method '{method}'")
+        return trial, (base.with_demos(demos, fmt) if demos else None), method
+
+
+def _value(cand: Cand) -> float:
+    v = cand.val if cand.val is not None else cand.minibatch
+    return 0.0 if v is None or v != v else float(v)
+
+
+def _distinct_instructions(pool: Pool, n: int) -> list[PromptTemplate]:
+    """The top-n instructions by val, one per text, without their demos."""
+    out, seen = [], set()
+    for c in pool.top(len(pool.cands)):
+        plain = PromptTemplate(c.template.system, c.template.user)
+        if plain.id not in seen:
+            seen.add(plain.id)
+            out.append(plain)
+        if len(out) == n:
+            break
+    return out

@@ -1,0 +1,151 @@
+"""Textual gradients (TextGrad / ProTeGi style): critique the current best prompt's concrete failures,
+then edit it from the critique.
+
+Each round: the current best is scored on a fresh stratified train sample; a critic model reads a
+few of its mistakes and writes bounded feedback; an editor model rewrites the prompt from that
+feedback into n candidates. Candidates go through the same minibatch gate; an edit is accepted
+(becomes the new current prompt) only when its val score beats the current one. Only train examples
+reach the critic and the editor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generator, Iterator
+
+import numpy as np
+
+from promptlab.data import stratified_sample
+from promptlab.evaluate import PromptTemplate
+from promptlab.models import ModelSpec
+from promptlab.optimize import prompts as P
+from promptlab.optimize.base import BudgetExhausted, OptimizeContext, RoundStarted, Step
+from promptlab.optimize.pool import Cand, Gate, Pool, finish_round, run_strategy, take_proposals
+
+
+@dataclass(frozen=True)
+class Critique(Step):
+    kind = "critique"
+    round: int
+    critic: str
+    prompt_id: int  # the candidate criticized
+    n_errors: int
+    feedback: str
+    meta_prompt: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Gradient:
+    proposers: tuple[ModelSpec, ...]
+    baselines: tuple[PromptTemplate, ...]
+    critic: ModelSpec | None = None  # default: the first proposer
+    editor: ModelSpec | None = None  # default: the first proposer
+    candidates_per_proposer: int = 2  # edits per round
+    error_sample: int = 24  # train examples scored per round to find mistakes
+    n_errors: int = 4  # mistakes shown to the critic
+    feedback_words: int = 80
+    max_feedback_chars: int = 700
+    temperature: float = 0.7
+    proposer_max_tokens: int = 500
+    minibatch_size: int = 24
+    gate: str = "ci"
+    gate_level: float = 0.8
+    top_k: int = 4
+    test_top: int = 3
+    max_prompt_chars: int = 2500
+    meta_prompt: str = ""  # accepted so every strategy takes the same config; the critic/editor prompts are in prompts.py
+    name: str = "gradient"
+
+    @property
+    def gate_config(self) -> Gate:
+        return Gate(self.gate, self.gate_level, self.top_k, self.minibatch_size)
+
+    @property
+    def critic_spec(self) -> ModelSpec:
+        return self.critic or self.proposers[0]
+
+    @property
+    def editor_spec(self) -> ModelSpec:
+        return self.editor or self.proposers[0]
+
+    def starts(self, ctx: OptimizeContext) -> list[PromptTemplate]:
+        return list(self.baselines)
+
+    def run(self, ctx: OptimizeContext) -> Iterator[Step]:
+        return run_strategy(self, ctx)
+
+    def projection(self, n_train: int, n_val: int, n_test: int, rounds: int) -> dict:
+        mb = min(self.minibatch_size, n_val)
+        n = self.candidates_per_proposer
+        probe = min(self.error_sample, n_train)
+        per_round = {"min": n * mb if self.gate != "off" else n * n_val,
+                     "expected": probe + n * (mb + (0.5 if self.gate != "off" else 1.0) * (n_val - mb)),
+                     "max": probe + n * n_val}
+        base = len(self.baselines) * n_val
+        return {
+            "baseline_calls": base,
+            "target_search": {k: int(base + rounds * v) for k, v in per_round.items()},
+            "target_test": (len(self.baselines) + self.test_top) * n_test,
+            "proposer_calls": 2 * rounds,
+        }
+
+    def search(self, ctx: OptimizeContext, pool: Pool) -> Generator[Step, None, tuple[str, int]]:
+        rng = np.random.default_rng([ctx.seed, 4])
+        needs_input = any(b.user.strip() != "{input}" for b in self.baselines)
+        critic, editor = self.critic_spec, self.editor_spec
+        best = pool.best()
+        since_improved, rounds_done, first = 0, 0, pool.last_round + 1
+        for round_ in range(first, first + ctx.budget.max_rounds):
+            if not ctx.can_propose():
+                return "proposer budget", rounds_done
+            yield RoundStarted(round_, (critic.label, editor.label))
+            current = best
+            try:
+                probe = stratified_sample(ctx.trainset, self.error_sample, seed=int(rng.integers(0, 2**31 - 1)))
+                res = ctx.score(current.template, probe)
+            except BudgetExhausted:
+                return "budget", rounds_done
+            wrong = res.rows[~res.rows["correct"]]
+            if wrong.empty:
+                rounds_done += 1
+                yield from finish_round(ctx, pool, round_, best, [])
+                return "no errors", rounds_done
+            pick = wrong.iloc[rng.permutation(len(wrong))[: self.n_errors]]
+            mistakes = tuple(P.Mistake(r.text, r.gold, r.reply or "(no reply)") for r in pick.itertuples())
+            spread = P.answer_spread(res.rows["gold"].tolist(), res.rows["pred"].tolist(), ctx.dataset.labels)
+            labels, metric = ctx.dataset.labels, ctx.metric.describe()
+            ask = P.critic_prompt(ctx.task, labels, metric, current.text, mistakes, spread, self.feedback_words)
+            params = {"temperature": self.temperature, "max_tokens": min(self.proposer_max_tokens, 2 * self.feedback_words + 40)}
+            if critic.is_local:
+                params["seed"] = int(rng.integers(0, 2**31 - 1))
+            reply = ctx.propose(critic, ask, params, sample=f"r{round_}/critic/{critic.model}")
+            feedback = P.bound_feedback(reply.text if reply.ok else "", self.max_feedback_chars)
+            yield Critique(round_, critic.label, current.id, len(wrong), feedback, ask, reply.error)
+            round_cands: list[Cand] = []
+            reason = None
+            if feedback and ctx.can_propose():
+                edit = P.editor_prompt(ctx.task, labels, metric, current.text, feedback, self.candidates_per_proposer,
+                                       needs_input)
+                params = {"temperature": self.temperature, "max_tokens": self.proposer_max_tokens}
+                if editor.is_local:
+                    params["seed"] = int(rng.integers(0, 2**31 - 1))
+                reply = ctx.propose(editor, edit, params, sample=f"r{round_}/editor/{editor.model}")
+                parent = current.template
+                round_cands = yield from take_proposals(
+                    ctx, pool, round_, editor, reply, edit, (current.id,), self.candidates_per_proposer, needs_input,
+                    self.max_prompt_chars,
+                    lambda text: PromptTemplate.from_text(text).with_demos(parent.demos, parent.demo_format, parent.similar_k),
+                )
+                try:
+                    yield from pool.score_all(ctx, round_cands, self.gate_config)
+                except BudgetExhausted:
+                    reason = "budget"
+            # Accepted only when val improves: the pool's best moves only on a strictly higher val score.
+            improved, best = yield from finish_round(ctx, pool, round_, best, round_cands)
+            since_improved = 0 if improved else since_improved + 1
+            rounds_done += 1
+            if reason:
+                return reason, rounds_done
+            if ctx.budget.patience and since_improved >= ctx.budget.patience:
+                return "patience", rounds_done
+        return "rounds", rounds_done

@@ -1,0 +1,167 @@
+"""Few-shot, textual-gradient and chained strategies with scripted models: properties by construction."""
+import hashlib
+
+import pytest
+
+import fakes
+import promptlab.evaluate as E
+from promptlab import runs
+from promptlab.data import import_dataset
+from promptlab.errors import PromptlabError
+from promptlab.models import make_spec
+
+
+def target(messages, params):
+    """Right when shown demos of all three labels (any format), or when told 'MAGIC'; else 'positive'."""
+    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+    text = messages[-1]["content"]
+    truth = "positive" if "great" in text else ("negative" if "awful" in text else "neutral")
+    turns = {m["content"] for m in messages[1:-1] if m["role"] == "assistant"}
+    inline = {lab for lab in ("positive", "negative", "neutral") if f"Answer: {lab}" in system}
+    if "MAGIC" in system or len(turns | inline) >= 3:
+        return truth
+    return "positive"
+
+
+def critic(messages, params):
+    return "The instruction never says how to tell the labels apart; say MAGIC. " + "More words. " * 200
+
+
+def editor(messages, params):
+    ask = messages[-1]["content"]
+    k = int(hashlib.sha256(ask.encode()).hexdigest(), 16) % 97
+    return f"<prompt>Use MAGIC to label, version {k}. Answer with the label name only.</prompt><prompt>Label it, take {k}.</prompt>"
+
+
+def arena_prop(messages, params):
+    k = int(hashlib.sha256(messages[-1]["content"].encode()).hexdigest(), 16) % 97
+    return f"<prompt>Label the sentiment carefully, try {k}.</prompt><prompt>Pick the label, attempt {k}.</prompt>"
+
+
+@pytest.fixture
+def dataset(store, tmp_path):
+    rows = ["text,label"] + [f"great thing {i},positive" for i in range(30)] + \
+        [f"awful thing {i},negative" for i in range(30)] + [f"plain thing {i},neutral" for i in range(20)]
+    path = tmp_path / "sent.csv"
+    path.write_text("\n".join(rows))
+    return import_dataset(store, path)[0]
+
+
+def specs():
+    return (make_spec(fakes.script("s-target", target)), make_spec(fakes.script("s-critic", critic)),
+            make_spec(fakes.script("s-editor", editor)), make_spec(fakes.script("s-arena", arena_prop)))
+
+
+def run(store, ds, **kw):
+    tgt, _, _, prop = specs()
+    kw.setdefault("rounds", 3)
+    kw.setdefault("minibatch_size", 8)
+    cfg = runs.make_config(ds, tgt, kw.pop("proposers", [prop]), seed=5, **kw)
+    run_id = runs.create_run(store, cfg)
+    return run_id, runs.execute(store, run_id)
+
+
+def test_fewshot_finds_demos_that_cover_the_labels(store, dataset):
+    run_id, s = run(store, dataset, strategy="fewshot", proposers=[])
+    cands = store.candidates(run_id)
+    found = cands[cands["proposer"] != "baseline"]
+    assert len(found) >= 6 and set(found["proposer"]) <= {f"fewshot/{m}" for m in ("random", "stratified", "bootstrapped", "similar")}
+    assert s["baseline_val"] < 0.5 and s["best_val"] == 1.0 and s["best_test"] == 1.0
+    train = set(dataset.split("train")["idx"])
+    assert all(d["idx"] in train for demos in cands["demos"] for d in demos)  # demos come from train only
+    assert len({tuple(map(str, d)) for d in found["demos"]}) == len(found)  # no candidate scored twice
+    by = {p["model"]: p for p in s["proposers"]}
+    assert sum(p["candidates"] for p in by.values()) == len(found)
+
+
+def test_fewshot_similar_demos_differ_per_input(dataset):
+    import numpy as np
+
+    from promptlab.evaluate import PromptTemplate
+    from promptlab.optimize.demos import similar_pool
+
+    pool = similar_pool(dataset.split("train"), dataset, 12, np.random.default_rng(0))
+    t = PromptTemplate("Label it.").with_demos(pool, "chat", similar_k=2)
+    a = t.render({}, "great thing indeed", dataset.labels)
+    b = t.render({}, "awful thing indeed", dataset.labels)
+    assert len(a) == len(b) == 1 + 2 * 2 + 1
+    assert "great" in a[-3]["content"] and "awful" in b[-3]["content"]  # nearest demo sits next to the input
+
+
+def test_gradient_edits_are_accepted_only_when_val_improves(store, dataset):
+    tgt, crit, edit, _ = specs()
+    run_id, s = run(store, dataset, strategy="gradient", proposers=[crit], critic=crit, editor=edit,
+                    max_feedback_chars=300)
+    steps = store.steps(run_id)
+    critiques = [x for x in steps if x["kind"] == "critique"]
+    assert critiques and all(len(c["feedback"]) <= 300 for c in critiques)  # bounded feedback
+    assert s["best_val"] == 1.0 and "MAGIC" in s["best_prompt"] and s["best_proposer"] == edit.label
+    cands = store.candidates(run_id)
+    finished = [x for x in steps if x["kind"] == "round_finished"]
+    best_vals = [f["best_val"] for f in finished]
+    assert best_vals == sorted(best_vals)  # the current prompt never gets worse
+    before = cands[cands["proposer"] == "baseline"]["val_score"].max()
+    for f in finished:  # an edit is accepted exactly when it beats the current prompt's val score
+        assert f["improved"] == (f["best_val"] > before)
+        before = f["best_val"]
+    edits = cands[cands["proposer"] == edit.label]
+    assert all(p for p in edits["parents"])  # each edit names the prompt it came from
+
+
+def test_chain_runs_the_arena_then_fewshot_on_its_winner_within_one_budget(store, dataset):
+    run_id, s = run(store, dataset, strategy="arena,fewshot", budget_calls=700)
+    steps = store.steps(run_id)
+    stages = [x for x in steps if x["kind"] == "stage_started"]
+    assert [x["strategy"] for x in stages] == ["arena", "fewshot"]
+    assert stages[1]["target_cap"] <= 700
+    cands = store.candidates(run_id)
+    first_fewshot = cands[cands["proposer"].str.startswith("fewshot/")]["round"].min()
+    last_arena = cands[cands["proposer"] == specs()[3].label]["round"].max()
+    assert first_fewshot > last_arena  # rounds continue across stages
+    assert s["best_val"] == 1.0 and s["best_proposer"].startswith("fewshot/")
+    assert store.run_row(run_id)["config"]["strategy"] == "arena,fewshot"
+    search_requests = max(x.get("target_requests", 0) for x in steps if x["kind"] == "candidate_scored")
+    assert search_requests <= 700
+
+
+def test_chain_resumes_after_a_crash_to_the_same_state(store, dataset, tmp_path, monkeypatch):
+    from promptlab.store import Store
+
+    ref_store = Store(tmp_path / "ref.duckdb")
+    ref_ds = import_dataset(ref_store, tmp_path / "sent.csv")[0]
+    ref_id, ref = run(ref_store, ref_ds, strategy="arena,fewshot", budget_calls=600)
+    real = E.complete
+    state = {"n": 0}
+
+    def crashing(spec, messages, params=None, **kw):
+        state["n"] += 1
+        if state["n"] == 250:
+            raise RuntimeError("power cut")
+        return real(spec, messages, params, **kw)
+
+    monkeypatch.setattr(E, "complete", crashing)
+    tgt, _, _, prop = specs()
+    cfg = runs.make_config(dataset, tgt, [prop], seed=5, rounds=3, minibatch_size=8, strategy="arena,fewshot", budget_calls=600)
+    run_id = runs.create_run(store, cfg)
+    with pytest.raises(RuntimeError):
+        runs.execute(store, run_id)
+    monkeypatch.setattr(E, "complete", real)
+    s = runs.execute(store, run_id)
+    cols = ["id", "round", "proposer", "status", "val_score", "test_score", "text"]
+    assert store.candidates(run_id)[cols].fillna(-1).to_dict("records") == ref_store.candidates(ref_id)[cols].fillna(-1).to_dict("records")
+    assert store.call_stats()["calls"] == ref_store.call_stats()["calls"]
+    assert s["best_val"] == ref["best_val"]
+    ref_store.close()
+
+
+def test_strategy_choices_are_checked(store, dataset):
+    tgt = specs()[0]
+    with pytest.raises(PromptlabError, match="use one of arena, fewshot, gradient"):
+        runs.make_config(dataset, tgt, [tgt], strategy="arena,magic")
+    with pytest.raises(PromptlabError, match="needs proposer models"):
+        runs.make_config(dataset, tgt, [], strategy="gradient")
+    with pytest.raises(PromptlabError, match="demo selection"):
+        runs.make_config(dataset, tgt, [], strategy="fewshot", methods=["telepathy"])
+    with pytest.raises(PromptlabError, match="setting"):
+        runs.make_config(dataset, tgt, [tgt], strategy="arena", max_demos=3)
+    runs.make_config(dataset, tgt, [], strategy="fewshot", max_demos=3, demo_format="search")
