@@ -44,3 +44,33 @@ def test_optimize_with_real_local_models_then_show_and_list(tmp_path):
     again = json.loads(cli("runs", "resume", s["run_id"], "--json").stdout.strip().splitlines()[-1])
     assert again["target_calls"] == 0 and again["proposer_calls"] == 0  # a finished run replays from the cache
     assert again["best_prompt"] == s["best_prompt"]
+
+
+def test_fewshot_chain_and_gradient_with_real_local_models(tmp_path):
+    """The other strategies, end to end on the real zoo: arena,fewshot (a chain) and gradient."""
+    demo = pd.read_csv(DEMO)
+    small = pd.concat([demo[demo["label"] == lab].head(9) for lab in ("billing", "technical", "account")])
+    path = tmp_path / "tickets_tiny.csv"
+    small.sample(frac=1, random_state=1).to_csv(path, index=False)
+    env = {**os.environ, "PROMPTLAB_DB": str(tmp_path / "strat.duckdb")}
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "promptlab", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+    chain, log = cli("optimize", "--dataset", str(path), "--target", "local/qwen2.5-coder-0.5b",
+                     "--proposers", "local/qwen2.5-coder-0.5b", "--strategy", "arena,fewshot", "--rounds", "1",
+                     "--candidates", "1", "--minibatch", "4", "--budget", "120", "--test-top", "1",
+                     "--demo-methods", "stratified,similar", "--json")
+    assert chain["status"] == "finished" and chain["best_val"] >= chain["baseline_val"]
+    assert "stage 1: arena" in log and "stage 2: fewshot" in log
+    assert any(p["model"].startswith("fewshot/") for p in chain["proposers"])
+
+    grad, log = cli("optimize", "--dataset", "tickets_tiny", "--target", "local/qwen2.5-coder-0.5b",
+                    "--proposers", "local/qwen2.5-coder-0.5b", "--strategy", "gradient", "--critic",
+                    "local/qwen2.5-coder-1.5b", "--editor", "local/qwen2.5-coder-0.5b", "--rounds", "1",
+                    "--candidates", "1", "--minibatch", "4", "--budget", "80", "--test-top", "1", "--json")
+    assert grad["status"] == "finished" and grad["rounds"] == 1 and grad["proposer_calls"] == 2  # critic + editor
+    assert grad["best_val"] >= grad["baseline_val"] and grad["baseline_test"] is not None
