@@ -60,6 +60,7 @@ board = runs.leaderboard(store, run_id)
 base_row = board[board["proposer"] == "baseline"].head(1)
 base_val = float(base_row["val_score"].iloc[0]) if len(base_row) else float("nan")
 view = board[["id", "round", "proposer", "family", "status", "val_score", "val_ci_low", "val_ci_high", "test_score", "text"]].copy()
+view.insert(len(view.columns) - 1, "demos", board["demos"].map(len))
 view["Δ val vs baseline"] = view["val_score"] - base_val
 st.dataframe(view, hide_index=True, width="stretch",
              column_config={"text": st.column_config.TextColumn("prompt", width="large")})
@@ -72,6 +73,11 @@ base_text = base_row["text"].iloc[0] if len(base_row) else ""
 d1, d2 = st.columns(2)
 d1.markdown("**Prompt**")
 d1.code(row["text"], language="text")
+prompt = PromptTemplate.from_record(row.to_dict())
+if prompt.demos:
+    how = f"each input is shown its {prompt.similar_k} nearest of these" if prompt.similar_k else "shown with every input"
+    with d1.expander(f"{len(prompt.demos)} demos ({prompt.demo_format}; {how})"):
+        st.dataframe(pd.DataFrame([{"input": d.text, "label": d.label} for d in prompt.demos]), hide_index=True)
 d2.markdown("**Diff against the baseline**")
 d2.code("\n".join(difflib.unified_diff(base_text.splitlines(), str(row["text"]).splitlines(), "baseline", f"#{pick}", lineterm="")) or "(same as the baseline)", language="diff")
 rec = store.run_row(run_id)
@@ -79,7 +85,7 @@ ds = stored_dataset(store, rec["dataset_id"])
 spec = spec_from_record(rec["config"]["target"])
 metric = parse_metric(rec["config"]["metric"], ds.labels)
 if pd.notna(row["val_score"]):
-    res = evaluate(store, spec, PromptTemplate(row["system"], row["user"]), ds, ds.split("val"), metric, split="val")
+    res = evaluate(store, spec, prompt, ds, ds.split("val"), metric, split="val")
     if res.calls:
         st.caption(f"({res.calls} calls were not cached and were made now)")
     h1, h2 = st.columns([1, 2])

@@ -117,3 +117,33 @@ def test_start_a_run_with_fake_models_and_see_it_finish(db):
     res.button(key="results.trajectories.render").click().run()
     assert not res.exception
     assert any(b.label == "Download PNG" for b in res.get("download_button"))
+
+
+def test_start_a_chained_run_from_the_runs_page_and_read_it_on_results(db):
+    """arena,fewshot chosen in the dashboard: both stages run, few-shot candidates show on Results."""
+    at = page("3_Runs.py").run()
+    at.selectbox(key="runs.target").set_value("fake-target")
+    at.multiselect(key="runs.proposers").set_value(["fake-prop"])
+    at.number_input(key="runs.rounds").set_value(1)
+    at.number_input(key="runs.budget").set_value(0)
+    at.selectbox(key="runs.strategy").set_value("arena,fewshot").run()
+    assert not at.exception
+    assert at.multiselect(key="runs.methods").value == ["random", "stratified", "bootstrapped", "similar"]
+    at.multiselect(key="runs.methods").set_value(["stratified", "similar"])
+    at.selectbox(key="runs.demo_format").set_value("search").run()
+    assert any("Projected:" in i.value for i in at.info)
+    at.button(key="runs.start").click().run()
+    assert not at.exception
+    store = Store(db)
+    _wait(at, lambda a: store.list_runs()["status"].iloc[0] == "finished", timeout=120)
+    run_id = store.list_runs()["id"].iloc[0]
+    config = store.run_row(run_id)["config"]
+    assert config["strategy"] == "arena,fewshot" and config["strategy_params"]["methods"] == ["stratified", "similar"]
+    kinds = [s["kind"] for s in store.steps(run_id)]
+    assert kinds.count("stage_started") == 2
+    proposers = set(store.candidates(run_id)["proposer"])
+    assert proposers & {"fewshot/stratified", "fewshot/similar"}
+
+    res = page("4_Results.py").run()
+    assert not res.exception
+    assert len(res.get("plotly_chart")) >= 2
