@@ -10,7 +10,7 @@ uses val only; the final best and the top few are scored once on test, which no 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generator, Iterator
+from typing import Generator
 
 import numpy as np
 import pandas as pd
@@ -20,11 +20,11 @@ from promptlab.models import ModelSpec
 from promptlab.optimize import prompts as P
 from promptlab.optimize.demos import stratified_demos
 from promptlab.optimize.base import BudgetExhausted, OptimizeContext, RoundStarted, Step
-from promptlab.optimize.pool import Cand, Gate, Pool, finish_round, run_strategy, take_proposals
+from promptlab.optimize.pool import Cand, Pool, PoolStrategy, Rounds, take_proposals
 
 
 @dataclass(frozen=True)
-class Arena:
+class Arena(PoolStrategy):
     """Hyper-parameters of the arena; data, models and budget arrive through `run(ctx)`."""
 
     proposers: tuple[ModelSpec, ...]
@@ -99,10 +99,6 @@ class Arena:
 
     # --- the loop ----------------------------------------------------------------------------------
 
-    @property
-    def gate_config(self) -> Gate:
-        return Gate(self.gate, self.gate_level, self.top_k, self.minibatch_size)
-
     def starts(self, ctx: OptimizeContext) -> list[PromptTemplate]:
         """The prompts a run starts from: the baselines, and with demos on, the baselines with them."""
         demos = self.demo_set(ctx)
@@ -110,9 +106,6 @@ class Arena:
         if demos:
             out += [b.with_demos(demos, self.demo_format) for b in self.baselines if not b.demos]
         return out
-
-    def run(self, ctx: OptimizeContext) -> Iterator[Step]:
-        return run_strategy(self, ctx)
 
     def search(self, ctx: OptimizeContext, pool: Pool) -> Generator[Step, None, tuple[str, int]]:
         """The arena's rounds over a pool that already holds scored prompts. Returns (reason, rounds)."""
@@ -125,17 +118,16 @@ class Arena:
         mistake_pool = ctx.trainset
         if demos:  # a demo's own example would show up as an easy "success" in the mistake probe
             mistake_pool = ctx.trainset[~ctx.trainset["idx"].isin([d.idx for d in demos])]
-        best = pool.best()
-        since_improved, rounds_done, first = 0, 0, pool.last_round + 1
-        for round_ in range(first, first + ctx.budget.max_rounds):
+        rounds = Rounds(ctx, pool)
+        for round_ in rounds:
             if not ctx.can_propose():
-                return "proposer budget", rounds_done
+                return "proposer budget", rounds.done
             drawn = [self.proposers[i] for i in self.draw(draw_rng, appearances)]
             yield RoundStarted(round_, tuple(p.label for p in drawn))
             try:
-                meta = self._meta_prompt(ctx, rng, best, pool, mistake_pool, needs_input, lo, hi)
+                meta = self._meta_prompt(ctx, rng, rounds.best, pool, mistake_pool, needs_input, lo, hi)
             except BudgetExhausted:
-                return "budget", rounds_done
+                return "budget", rounds.done
             round_cands: list[Cand] = []
             parents = tuple(c.id for c in pool.top(self.top_k))
             reason = None
@@ -152,18 +144,11 @@ class Arena:
                     self.max_prompt_chars,
                     lambda text: PromptTemplate.from_text(text).with_demos(demos, self.demo_format),
                 )
-            try:
-                yield from pool.score_all(ctx, round_cands, self.gate_config)
-            except BudgetExhausted:
-                reason = "budget"
-            improved, best = yield from finish_round(ctx, pool, round_, best, round_cands)
-            since_improved = 0 if improved else since_improved + 1
-            rounds_done += 1
-            if reason:
-                return reason, rounds_done
-            if ctx.budget.patience and since_improved >= ctx.budget.patience:
-                return "patience", rounds_done
-        return "rounds", rounds_done
+            reason = (yield from rounds.score(round_cands, self.gate_config)) or reason
+            stop = yield from rounds.end(round_, round_cands, reason)
+            if stop:
+                return stop, rounds.done
+        return "rounds", rounds.done
 
     def _meta_prompt(self, ctx, rng, best, pool: Pool, mistake_pool, needs_input, lo, hi) -> str:
         examples = ()

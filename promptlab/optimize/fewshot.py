@@ -14,7 +14,7 @@ otherwise re-implement a worse one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generator, Iterator
+from typing import Generator
 
 import numpy as np
 
@@ -23,13 +23,13 @@ from promptlab.data import stratified_sample
 from promptlab.models import ModelSpec
 from promptlab.optimize import demos as D
 from promptlab.optimize.base import BudgetExhausted, OptimizeContext, RoundStarted, Step
-from promptlab.optimize.pool import Cand, Gate, Pool, finish_round, run_strategy
+from promptlab.optimize.pool import Cand, Pool, PoolStrategy, Rounds
 
 METHODS = ("random", "stratified", "bootstrapped", "similar")
 
 
 @dataclass(frozen=True)
-class FewShot:
+class FewShot(PoolStrategy):
     baselines: tuple[PromptTemplate, ...]
     proposers: tuple[ModelSpec, ...] = ()  # not used: demos are chosen, not written
     methods: tuple[str, ...] = METHODS
@@ -47,16 +47,6 @@ class FewShot:
     test_top: int = 3
     meta_prompt: str = ""  # accepted so every strategy takes the same config; not used
     name: str = "fewshot"
-
-    @property
-    def gate_config(self) -> Gate:
-        return Gate(self.gate, self.gate_level, self.top_k, self.minibatch_size)
-
-    def starts(self, ctx: OptimizeContext) -> list[PromptTemplate]:
-        return list(self.baselines)
-
-    def run(self, ctx: OptimizeContext) -> Iterator[Step]:
-        return run_strategy(self, ctx)
 
     def projection(self, n_train: int, n_val: int, n_test: int, rounds: int) -> dict:
         mb = min(self.minibatch_size, n_val)
@@ -90,9 +80,8 @@ class FewShot:
         study = optuna.create_study(direction="maximize", sampler=sampler)
         values: dict[str, float] = {}  # template id -> the value told for it
         correct_cache: dict[int, object] = {}
-        best = pool.best()
-        since_improved, rounds_done, first = 0, 0, pool.last_round + 1
-        for round_ in range(first, first + ctx.budget.max_rounds):
+        rounds = Rounds(ctx, pool)
+        for round_ in rounds:
             yield RoundStarted(round_, ("fewshot",))
             round_cands: list[Cand] = []
             reason = None
@@ -123,14 +112,10 @@ class FewShot:
                 values[template.id] = _value(cand)
                 study.tell(trial, values[template.id])
                 round_cands.append(cand)
-            improved, best = yield from finish_round(ctx, pool, round_, best, round_cands)
-            since_improved = 0 if improved else since_improved + 1
-            rounds_done += 1
-            if reason:
-                return reason, rounds_done
-            if ctx.budget.patience and since_improved >= ctx.budget.patience:
-                return "patience", rounds_done
-        return "rounds", rounds_done
+            stop = yield from rounds.end(round_, round_cands, reason)
+            if stop:
+                return stop, rounds.done
+        return "rounds", rounds.done
 
     def _ask(self, ctx, study, instructions, methods, sizes, formats, correct_cache):
         trial = study.ask()

@@ -10,7 +10,7 @@ reach the critic and the editor.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generator, Iterator
+from typing import Generator
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from promptlab.evaluate import PromptTemplate
 from promptlab.models import ModelSpec
 from promptlab.optimize import prompts as P
 from promptlab.optimize.base import BudgetExhausted, OptimizeContext, RoundStarted, Step
-from promptlab.optimize.pool import Cand, Gate, Pool, finish_round, run_strategy, take_proposals
+from promptlab.optimize.pool import Cand, Pool, PoolStrategy, Rounds, take_proposals
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Critique(Step):
 
 
 @dataclass(frozen=True)
-class Gradient:
+class Gradient(PoolStrategy):
     proposers: tuple[ModelSpec, ...]
     baselines: tuple[PromptTemplate, ...]
     critic: ModelSpec | None = None  # default: the first proposer
@@ -57,22 +57,12 @@ class Gradient:
     name: str = "gradient"
 
     @property
-    def gate_config(self) -> Gate:
-        return Gate(self.gate, self.gate_level, self.top_k, self.minibatch_size)
-
-    @property
     def critic_spec(self) -> ModelSpec:
         return self.critic or self.proposers[0]
 
     @property
     def editor_spec(self) -> ModelSpec:
         return self.editor or self.proposers[0]
-
-    def starts(self, ctx: OptimizeContext) -> list[PromptTemplate]:
-        return list(self.baselines)
-
-    def run(self, ctx: OptimizeContext) -> Iterator[Step]:
-        return run_strategy(self, ctx)
 
     def projection(self, n_train: int, n_val: int, n_test: int, rounds: int) -> dict:
         mb = min(self.minibatch_size, n_val)
@@ -93,23 +83,21 @@ class Gradient:
         rng = np.random.default_rng([ctx.seed, 4])
         needs_input = any(b.user.strip() != "{input}" for b in self.baselines)
         critic, editor = self.critic_spec, self.editor_spec
-        best = pool.best()
-        since_improved, rounds_done, first = 0, 0, pool.last_round + 1
-        for round_ in range(first, first + ctx.budget.max_rounds):
+        rounds = Rounds(ctx, pool)
+        for round_ in rounds:
             if not ctx.can_propose():
-                return "proposer budget", rounds_done
+                return "proposer budget", rounds.done
             yield RoundStarted(round_, (critic.label, editor.label))
-            current = best
+            current = rounds.best
             try:
                 probe = stratified_sample(ctx.trainset, self.error_sample, seed=int(rng.integers(0, 2**31 - 1)))
                 res = ctx.score(current.template, probe)
             except BudgetExhausted:
-                return "budget", rounds_done
+                return "budget", rounds.done
             wrong = res.rows[~res.rows["correct"]]
             if wrong.empty:
-                rounds_done += 1
-                yield from finish_round(ctx, pool, round_, best, [])
-                return "no errors", rounds_done
+                yield from rounds.end(round_, [])
+                return "no errors", rounds.done
             pick = wrong.iloc[rng.permutation(len(wrong))[: self.n_errors]]
             mistakes = tuple(P.Mistake(r.text, r.gold, r.reply or "(no reply)") for r in pick.itertuples())
             spread = P.answer_spread(res.rows["gold"].tolist(), res.rows["pred"].tolist(), ctx.dataset.labels)
@@ -136,16 +124,9 @@ class Gradient:
                     self.max_prompt_chars,
                     lambda text: PromptTemplate.from_text(text).with_demos(parent.demos, parent.demo_format, parent.similar_k),
                 )
-                try:
-                    yield from pool.score_all(ctx, round_cands, self.gate_config)
-                except BudgetExhausted:
-                    reason = "budget"
+                reason = yield from rounds.score(round_cands, self.gate_config)
             # Accepted only when val improves: the pool's best moves only on a strictly higher val score.
-            improved, best = yield from finish_round(ctx, pool, round_, best, round_cands)
-            since_improved = 0 if improved else since_improved + 1
-            rounds_done += 1
-            if reason:
-                return reason, rounds_done
-            if ctx.budget.patience and since_improved >= ctx.budget.patience:
-                return "patience", rounds_done
-        return "rounds", rounds_done
+            stop = yield from rounds.end(round_, round_cands, reason)
+            if stop:
+                return stop, rounds.done
+        return "rounds", rounds.done

@@ -185,6 +185,56 @@ def finish_round(ctx: OptimizeContext, pool: Pool, round_: int, best: Cand, roun
     return improved, new_best
 
 
+class Rounds:
+    """Round bookkeeping a search shares: numbering that continues the pool's, the best so far,
+    rounds without improvement (patience), and how a round ends."""
+
+    def __init__(self, ctx: OptimizeContext, pool: Pool):
+        self.ctx, self.pool = ctx, pool
+        self.best = pool.best()
+        self.since_improved = 0
+        self.done = 0
+        self.first = pool.last_round + 1
+
+    def __iter__(self):
+        return iter(range(self.first, self.first + self.ctx.budget.max_rounds))
+
+    def score(self, cands: list[Cand], gate: Gate) -> Generator[Step, None, str | None]:
+        """Score a round's candidates; returns "budget" if the budget ran out on the way."""
+        try:
+            yield from self.pool.score_all(self.ctx, cands, gate)
+        except BudgetExhausted:
+            return "budget"
+        return None
+
+    def end(self, round_: int, cands: list[Cand], reason: str | None = None) -> Generator[Step, None, str | None]:
+        """Yield the RoundFinished; return why the search must stop now (reason, or patience), else None."""
+        improved, self.best = yield from finish_round(self.ctx, self.pool, round_, self.best, cands)
+        self.since_improved = 0 if improved else self.since_improved + 1
+        self.done += 1
+        if reason:
+            return reason
+        patience = self.ctx.budget.patience
+        if patience and self.since_improved >= patience:
+            return "patience"
+        return None
+
+
+class PoolStrategy:
+    """What every strategy over a pool shares: its gate, its starting prompts (the baselines), and the
+    run frame. Subclasses are frozen dataclasses with the gate's fields and `baselines`."""
+
+    @property
+    def gate_config(self) -> Gate:
+        return Gate(self.gate, self.gate_level, self.top_k, self.minibatch_size)
+
+    def starts(self, ctx: OptimizeContext) -> list[PromptTemplate]:
+        return list(self.baselines)
+
+    def run(self, ctx: OptimizeContext) -> Iterator[Step]:
+        return run_strategy(self, ctx)
+
+
 def run_strategy(strategy, ctx: OptimizeContext, pool: Pool | None = None) -> Iterator[Step]:
     """The frame every strategy runs in: start, score the starting prompts, search, test, finish.
 
