@@ -124,27 +124,29 @@ def test_chain_runs_the_arena_then_fewshot_on_its_winner_within_one_budget(store
     assert search_requests <= 700
 
 
-def test_chain_resumes_after_a_crash_to_the_same_state(store, dataset, tmp_path, monkeypatch):
+@pytest.mark.parametrize("strategy,crash_at", [("arena,fewshot", 250), ("fewshot", 70), ("gradient", 60)])
+def test_resumes_after_a_crash_to_the_same_state(store, dataset, tmp_path, monkeypatch, strategy, crash_at):
     from promptlab.store import Store
 
     ref_store = Store(tmp_path / "ref.duckdb")
     ref_ds = import_dataset(ref_store, tmp_path / "sent.csv")[0]
-    ref_id, ref = run(ref_store, ref_ds, strategy="arena,fewshot", budget_calls=600)
+    ref_id, ref = run(ref_store, ref_ds, strategy=strategy, budget_calls=600)
     real = E.complete
     state = {"n": 0}
 
     def crashing(spec, messages, params=None, **kw):
         state["n"] += 1
-        if state["n"] == 250:
+        if state["n"] == crash_at:
             raise RuntimeError("power cut")
         return real(spec, messages, params, **kw)
 
     monkeypatch.setattr(E, "complete", crashing)
     tgt, _, _, prop = specs()
-    cfg = runs.make_config(dataset, tgt, [prop], seed=5, rounds=3, minibatch_size=8, strategy="arena,fewshot", budget_calls=600)
+    cfg = runs.make_config(dataset, tgt, [prop], seed=5, rounds=3, minibatch_size=8, strategy=strategy, budget_calls=600)
     run_id = runs.create_run(store, cfg)
     with pytest.raises(RuntimeError):
         runs.execute(store, run_id)
+    assert "run_finished" not in store.step_kinds(run_id)
     monkeypatch.setattr(E, "complete", real)
     s = runs.execute(store, run_id)
     cols = ["id", "round", "proposer", "status", "val_score", "test_score", "text"]
