@@ -346,6 +346,56 @@ def cmd_optimize(args) -> int:
     return _execute(store, run_id, args)
 
 
+def cmd_study(args) -> int:
+    from promptlab import study as S
+    from promptlab.data import resolve_dataset
+
+    store = _store(args)
+    out = sys.stderr if args.json else sys.stdout
+    if args.list:
+        table = store.list_studies()
+        if args.json:
+            _print_json(table.to_dict("records"))
+        else:
+            for r in table.itertuples():
+                print(f"{r.id}  {r.dataset}  {r.finished}/{r.runs} runs finished  {str(r.created_at)[:19]}")
+        return 0
+    if args.show or args.resume:
+        study_id = args.show or args.resume
+        if store.study_row(study_id) is None:
+            raise PromptlabError(f"no study '{study_id}' (see `study --list`)")
+    else:
+        if not (args.dataset and args.targets and args.proposers):
+            raise PromptlabError("a new study needs --dataset, --targets and --proposers (or --show/--resume ID, --list)")
+        ds = resolve_dataset(store, args.dataset)
+        extra = {k: v for k, v in {"minibatch_size": args.minibatch, "test_top": args.test_top}.items() if v is not None}
+        study_id, reused = S.create_study(
+            store, ds, _models(store, args.targets), _models(store, args.proposers), args.seeds,
+            mixes=[m.split("+") for m in args.mix or []], budget_calls=args.budget, rounds=args.rounds,
+            metric=args.metric, strategy=args.strategy, candidates=args.candidates, **extra,
+        )
+        members = store.study_members(study_id)
+        print(f"study {study_id}{' (the same grid as before: resuming it)' if reused else ''}: {len(members)} runs "
+              f"({members['target'].nunique()} target(s) x {members['proposer_set'].nunique()} proposer set(s) x "
+              f"{members['seed'].nunique()} seed(s)), {ds.name}", file=out, flush=True)
+    if args.show:
+        cells = S.analyze(store, study_id)
+    else:
+        def on_run(i, n, m):
+            print(f"[{i + 1}/{n}] {m.target} <- {m.proposer_set}, seed {m.seed} ({m.run_id})", file=out, flush=True)
+
+        cells = S.execute_study(store, study_id, on_run=on_run)
+    frame = S.cells_frame(cells)
+    cols = ["target", "proposer", "relation", "seeds", "gain_mean", "ci_low", "ci_high", "p_value", "n_test"]
+    print(frame[cols].to_string(index=False, float_format=lambda x: f"{x:+.3f}"), file=out)
+    for t in dict.fromkeys(frame["target"]):
+        print(S.reading(cells, t), file=out)
+    if args.json:
+        _print_json({"study_id": study_id, "cells": [c.to_record() for c in cells],
+                     "readings": {t: S.reading(cells, t) for t in dict.fromkeys(frame["target"])}})
+    return 0
+
+
 def _execute(store, run_id: str, args) -> int:
     from promptlab import runs
 
@@ -574,6 +624,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo-format", choices=["chat", "inline", "search"],
                    help="demos as chat turns (default) or inline in the instruction; fewshot also takes search (try both)")
     p.set_defaults(func=cmd_optimize)
+
+    p = sub.add_parser("study", parents=[common],
+                       help="same-family vs cross-family proposers: targets x proposer sets x seeds, with CIs")
+    p.add_argument("--dataset")
+    p.add_argument("--targets", help="comma-separated target models")
+    p.add_argument("--proposers", help="comma-separated proposer models (each is run alone)")
+    p.add_argument("--mix", action="append", help="also run these proposers together, e.g. A+B (repeat)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
+    p.add_argument("--budget", type=int, default=600, help="target calls per run for the search (equal for all)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--candidates", type=int, default=2)
+    p.add_argument("--metric", default="accuracy")
+    p.add_argument("--strategy", default="arena", help="arena, fewshot, gradient or a chain (default arena)")
+    p.add_argument("--minibatch", type=int)
+    p.add_argument("--test-top", type=int)
+    p.add_argument("--show", metavar="ID", help="analyse a stored study without running anything")
+    p.add_argument("--resume", metavar="ID", help="finish a study's unfinished runs, then analyse")
+    p.add_argument("--list", action="store_true", help="stored studies")
+    p.set_defaults(func=cmd_study)
 
     rn = sub.add_parser("runs", help="list, show and resume runs").add_subparsers(dest="action", metavar="ACTION")
     p = rn.add_parser("list", parents=[common], help="runs with their status")

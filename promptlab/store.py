@@ -164,6 +164,24 @@ MIGRATIONS: list[str] = [
     """,
     # v4: a prompt may pick, per input, its k nearest demos from its demo pool.
     "ALTER TABLE prompts ADD COLUMN similar_k INTEGER;",
+    # v5: studies: a grid of ordinary runs (targets x proposer sets x seeds) analysed together.
+    """
+    CREATE TABLE studies (
+        id VARCHAR PRIMARY KEY,
+        dataset_id VARCHAR NOT NULL,
+        config JSON NOT NULL,
+        config_hash VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE study_runs (
+        study_id VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        target VARCHAR NOT NULL,
+        proposer_set VARCHAR NOT NULL,
+        seed INTEGER NOT NULL,
+        PRIMARY KEY (study_id, run_id)
+    );
+    """,
 ]
 
 
@@ -569,6 +587,46 @@ class Store:
                 "INSERT INTO runs (id, kind, dataset_id, status, config, pid, host) VALUES (?, ?, ?, 'running', ?, ?, ?)",
                 [run_id, kind, dataset_id, json.dumps(config, ensure_ascii=False), os.getpid(), os.uname().nodename],
             )
+
+    # --- studies -----------------------------------------------------------------------------------
+
+    def create_study(self, study_id: str, dataset_id: str, config: dict, config_hash: str, members: list[dict]) -> None:
+        """The study and all its runs in one transaction: a study is never half-created."""
+        with self.transaction() as con:
+            con.execute("INSERT INTO studies (id, dataset_id, config, config_hash) VALUES (?, ?, ?, ?)",
+                        [study_id, dataset_id, json.dumps(config, ensure_ascii=False), config_hash])
+            for m in members:
+                con.execute(
+                    "INSERT INTO runs (id, kind, dataset_id, status, config, pid, host) VALUES (?, 'optimize', ?, 'created', ?, ?, ?)",
+                    [m["run_id"], dataset_id, json.dumps(m["config"], ensure_ascii=False), os.getpid(), os.uname().nodename],
+                )
+                con.execute("INSERT INTO study_runs (study_id, run_id, target, proposer_set, seed) VALUES (?, ?, ?, ?, ?)",
+                            [study_id, m["run_id"], m["target"], m["proposer_set"], m["seed"]])
+
+    def study_by_hash(self, config_hash: str) -> str | None:
+        row = self._all("SELECT id FROM studies WHERE config_hash = ? ORDER BY created_at DESC LIMIT 1", [config_hash])
+        return row[0][0] if row else None
+
+    def study_row(self, study_id: str) -> dict | None:
+        rows = self._all("SELECT id, dataset_id, config, created_at FROM studies WHERE id = ?", [study_id])
+        if not rows:
+            return None
+        r = rows[0]
+        return {"id": r[0], "dataset_id": r[1], "config": json.loads(r[2]), "created_at": r[3]}
+
+    def study_members(self, study_id: str) -> pd.DataFrame:
+        return self._df(
+            "SELECT s.run_id, s.target, s.proposer_set, s.seed, r.status, r.summary FROM study_runs s"
+            " JOIN runs r ON r.id = s.run_id WHERE s.study_id = ? ORDER BY s.target, s.proposer_set, s.seed", [study_id],
+        )
+
+    def list_studies(self) -> pd.DataFrame:
+        return self._df(
+            "SELECT st.id, d.name AS dataset, st.created_at, count(*) AS runs,"
+            " count(*) FILTER (WHERE r.status = 'finished') AS finished"
+            " FROM studies st JOIN study_runs s ON s.study_id = st.id JOIN runs r ON r.id = s.run_id"
+            " LEFT JOIN datasets d ON d.id = st.dataset_id GROUP BY st.id, d.name, st.created_at ORDER BY st.created_at DESC"
+        )
 
     def finish_run(self, run_id: str, status: str, summary: dict | None = None, error: str | None = None) -> None:
         with self.transaction() as con:

@@ -1,0 +1,194 @@
+"""Studies: does a proposer from the target's own family write better prompts for it than another?
+
+A study is a grid of ordinary runs: targets x proposer sets (each proposer alone, plus optional
+mixes) x seeds, every run with the same budget, rounds and metric. Its runs are stored, resumable and
+visible like any other. The analysis compares, per target x proposer set, the best prompt's held-out
+test predictions with the baseline's on the same test examples, across the seeds:
+
+- the gain in the metric with a two-level paired bootstrap CI (examples and seeds resampled);
+- an exact sign test (McNemar with one seed) on the examples where the two differ;
+- the proposer's relation to the target, from the models' families and sizes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from promptlab import runs
+from promptlab.data import LabeledDataset, stored_dataset
+from promptlab.errors import PromptlabError
+from promptlab.evaluate import PromptTemplate, evaluate
+from promptlab.metrics import format_score, parse_metric
+from promptlab.models import ModelSpec, relation, spec_from_record
+from promptlab.stats import paired_gain, sign_test
+from promptlab.store import Store
+
+
+@dataclass(frozen=True)
+class Cell:
+    target: str
+    proposer: str  # a model label, or a mix "A + B"
+    family: str
+    relation: str
+    seeds: int
+    gain_mean: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    n_test: int
+    better_on: int  # test examples where the best prompts were right more often than the baseline
+    worse_on: int
+    baseline_test: float | None
+    best_test: float | None
+    runs: tuple[str, ...]
+    finished: int
+
+    def to_record(self) -> dict:
+        return asdict(self) | {"runs": list(self.runs)}
+
+
+def proposer_sets(proposers: list[ModelSpec], mixes: list[list[str]] | None = None) -> list[tuple[str, list[ModelSpec]]]:
+    """Each proposer alone, then each mix (names among the proposers), as (label, specs)."""
+    by_label = {p.label: p for p in proposers}
+    sets = [(p.label, [p]) for p in proposers]
+    for mix in mixes or []:
+        missing = [m for m in mix if m not in by_label]
+        if missing:
+            raise PromptlabError(f"mix member(s) {', '.join(missing)} are not among --proposers ({', '.join(by_label)})")
+        if len(mix) < 2:
+            raise PromptlabError("a mix needs at least two proposers, e.g. --mix A+B")
+        sets.append((" + ".join(mix), [by_label[m] for m in mix]))
+    return sets
+
+
+def create_study(store: Store, dataset: LabeledDataset, targets: list[ModelSpec], proposers: list[ModelSpec],
+                 seeds: int = 3, *, mixes: list[list[str]] | None = None, budget_calls: int | None = 600,
+                 rounds: int = 3, metric: str = "accuracy", strategy: str = "arena", candidates: int = 2,
+                 **strategy_params) -> tuple[str, bool]:
+    """Plan the grid and store it (study + all runs, atomically). The same grid asked for again is the
+    same study, returned with reused=True, so re-running a command resumes it."""
+    if seeds < 1:
+        raise PromptlabError("--seeds must be at least 1 (3 or more for a CI that reflects seed variation)")
+    if not targets:
+        raise PromptlabError("give at least one target (--targets T1[,T2])")
+    sets = proposer_sets(proposers, mixes)
+    members = []
+    for target in targets:
+        for label, specs in sets:
+            for seed in range(seeds):
+                # arena 0: every proposer of the set writes every round (one alone, or all of a mix)
+                cfg = runs.make_config(dataset, target, specs, metric=metric, seed=seed, arena_k=0, candidates=candidates,
+                                       rounds=rounds, budget_calls=budget_calls, strategy=strategy, **strategy_params)
+                members.append({"config": cfg.to_record(), "target": target.label, "proposer_set": label, "seed": seed})
+    plan = {"dataset_id": dataset.id, "targets": [t.to_record() for t in targets],
+            "proposers": [p.to_record() for p in proposers], "mixes": [list(m) for m in mixes or []], "seeds": seeds,
+            "budget_calls": budget_calls, "rounds": rounds, "metric": metric, "strategy": strategy,
+            "candidates": candidates, "strategy_params": {k: v for k, v in strategy_params.items()}}
+    digest = hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
+    existing = store.study_by_hash(digest)
+    if existing:
+        return existing, True
+    study_id = "study-" + uuid.uuid4().hex[:10]
+    for m in members:
+        m["run_id"] = "run-" + uuid.uuid4().hex[:10]
+    store.create_study(study_id, dataset.id, plan, digest, members)
+    return study_id, False
+
+
+def execute_study(store: Store, study_id: str, on_run=None, stop=None) -> list[Cell]:
+    """Run (or resume) every run of the study that is not finished, in grid order; then analyse."""
+    members = _members(store, study_id)
+    for i, m in enumerate(members.itertuples()):
+        if stop is not None and stop.is_set():
+            break
+        if m.status == "finished":
+            continue
+        if on_run:
+            on_run(i, len(members), m)
+        runs.execute(store, m.run_id, stop=stop)
+    return analyze(store, study_id)
+
+
+def _members(store: Store, study_id: str) -> pd.DataFrame:
+    if store.study_row(study_id) is None:
+        raise PromptlabError(f"no study '{study_id}' (see `study --list`)")
+    return store.study_members(study_id)
+
+
+def _test_preds(store: Store, run_id: str, cand_id: int, target: ModelSpec, ds: LabeledDataset, test, metric):
+    row = store.candidates(run_id).set_index("id").loc[cand_id].to_dict()
+    res = evaluate(store, target, PromptTemplate.from_record(row), ds, test, metric)  # scored at the run's end: cached
+    return res.rows.sort_values("example_idx")
+
+
+def analyze(store: Store, study_id: str, n_boot: int = 2000) -> list[Cell]:
+    study = store.study_row(study_id)
+    members = store.study_members(study_id)
+    ds = stored_dataset(store, study["dataset_id"])
+    metric = parse_metric(study["config"]["metric"], ds.labels)
+    test = ds.split("test")
+    targets = {spec_from_record(t).label: spec_from_record(t) for t in study["config"]["targets"]}
+    prop_recs = {spec_from_record(p).label: p for p in study["config"]["proposers"]}
+    cells = []
+    for (target_label, set_label), group in members.groupby(["target", "proposer_set"], sort=False):
+        target = targets[target_label]
+        base_rows, best_rows, gold = [], [], None
+        done = group[group["status"] == "finished"]
+        for m in done.itertuples():
+            summary = json.loads(m.summary) if isinstance(m.summary, str) else (m.summary or {})
+            if not summary.get("best_id"):
+                continue
+            base = _test_preds(store, m.run_id, 1, target, ds, test, metric)
+            best = _test_preds(store, m.run_id, summary["best_id"], target, ds, test, metric)
+            gold = base["gold_norm"].to_numpy(dtype=object)
+            base_rows.append(base["pred"].to_numpy(dtype=object))
+            best_rows.append(best["pred"].to_numpy(dtype=object))
+        members_of_set = set_label.split(" + ")
+        recs = [prop_recs[p] for p in members_of_set if p in prop_recs]
+        rel = relation(target.to_record(), recs[0]) if len(recs) == 1 else "mix"
+        family = recs[0].get("family", "unknown") if len(recs) == 1 else "+".join(sorted({r.get("family", "?") for r in recs}))
+        if base_rows:
+            g = paired_gain(metric, gold, np.vstack(base_rows), np.vstack(best_rows), n_boot=n_boot)
+            p, pos, neg = sign_test(metric, gold, np.vstack(base_rows), np.vstack(best_rows))
+            base_score = float(np.mean([metric.score(gold, r) for r in base_rows]))
+            best_score = float(np.mean([metric.score(gold, r) for r in best_rows]))
+            cells.append(Cell(target_label, set_label, family, rel, len(base_rows), g.mean, g.ci_low, g.ci_high, p,
+                              metric.n_relevant(gold, base_rows[0]), pos, neg, base_score, best_score,
+                              tuple(group["run_id"]), len(done)))
+        else:
+            cells.append(Cell(target_label, set_label, family, rel, 0, None, None, None, None, len(test), 0, 0, None,
+                              None, tuple(group["run_id"]), len(done)))
+    return cells
+
+
+def cells_frame(cells: list[Cell]) -> pd.DataFrame:
+    return pd.DataFrame([c.to_record() for c in cells])
+
+
+def reading(cells: list[Cell], target: str) -> str:
+    """One line in plain words: which proposer family writes the best prompts for this target, or that
+    the data cannot tell."""
+    mine = [c for c in cells if c.target == target and c.gain_mean is not None]
+    if not mine:
+        return f"No finished runs for {target} yet."
+    top = max(mine, key=lambda c: c.gain_mean)
+    n = f"n={top.n_test} test examples, {top.seeds} seed(s)"
+    if all(c.gain_mean == 0 and c.ci_low == 0 and c.ci_high == 0 for c in mine):
+        return (f"For {target}, no proposer's best prompt answered any test example differently from the baseline "
+                f"({n}): the data cannot say which family writes better prompts for it.")
+    others = [c for c in mine if c is not top]
+    clear = top.ci_low > 0 and all(top.gain_mean - o.gain_mean > 0 and o.ci_high < top.ci_low for o in others)
+    gain = f"{format_score(top.gain_mean)} [{format_score(top.ci_low)}, {format_score(top.ci_high)}]"
+    if clear:
+        return (f"For {target}, {top.proposer} ({top.relation}) writes the best prompts: test gain {gain}, {n}, "
+                "and its interval clears every other proposer's.")
+    if top.ci_low > 0:
+        return (f"For {target}, {top.proposer} ({top.relation}) has the largest test gain, {gain} ({n}), but its "
+                "interval overlaps others': the data cannot rank the families.")
+    return (f"For {target}, the largest test gain is {top.proposer}'s ({top.relation}), {gain} ({n}), and its interval "
+            "includes 0: the data cannot tell whether any family helps, let alone which.")

@@ -1,0 +1,110 @@
+"""A study with scripted models where the answer is known by construction."""
+import hashlib
+import json
+
+import pytest
+
+import fakes
+from promptlab import study as S
+from promptlab.data import import_dataset
+from promptlab.errors import PromptlabError
+from promptlab.models import make_spec
+
+
+def target(messages, params):
+    """Perfect with GOOD in its instruction, else always 'positive'."""
+    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+    text = messages[-1]["content"]
+    truth = "positive" if "great" in text else ("negative" if "awful" in text else "neutral")
+    return truth if "GOOD" in system else "positive"
+
+
+def good(messages, params):  # the same-family proposer knows the trick
+    k = int(hashlib.sha256(messages[-1]["content"].encode()).hexdigest(), 16) % 89
+    return f"<prompt>GOOD labelling, take {k}.</prompt><prompt>Plain labelling, take {k}.</prompt>"
+
+
+def useless(messages, params):  # the cross-family one never does
+    k = int(hashlib.sha256(messages[-1]["content"].encode()).hexdigest(), 16) % 89
+    return f"<prompt>Label it, variant {k}.</prompt><prompt>Classify, variant {k}.</prompt>"
+
+
+@pytest.fixture
+def dataset(store, tmp_path):
+    rows = ["text,label"] + [f"great thing {i},positive" for i in range(30)] + \
+        [f"awful thing {i},negative" for i in range(30)] + [f"plain thing {i},neutral" for i in range(20)]
+    path = tmp_path / "sent.csv"
+    path.write_text("\n".join(rows))
+    return import_dataset(store, path)[0]
+
+
+def specs():
+    tgt = make_spec(fakes.script("qwen-7b-target", target), family="qwen", size_b=7)
+    same = make_spec(fakes.script("qwen-72b-prop", good), family="qwen", size_b=72)
+    cross = make_spec(fakes.script("llama-70b-prop", useless), family="llama", size_b=70)
+    return tgt, same, cross
+
+
+def test_study_finds_the_answer_built_into_the_models(store, dataset):
+    tgt, same, cross = specs()
+    sid, reused = S.create_study(store, dataset, [tgt], [same, cross], seeds=3, mixes=[[same.label, cross.label]],
+                                 rounds=2, budget_calls=None, minibatch_size=8)
+    assert not reused
+    cells = {c.proposer: c for c in S.execute_study(store, sid)}
+    assert set(cells) == {same.label, cross.label, f"{same.label} + {cross.label}"}
+    s, c = cells[same.label], cells[cross.label]
+    assert s.relation == "same family, bigger" and c.relation == "cross family"
+    assert cells[f"{same.label} + {cross.label}"].relation == "mix"
+    assert s.seeds == 3 and s.finished == 3 and s.n_test == len(dataset.split("test"))
+    assert s.best_test == 1.0 and s.gain_mean == pytest.approx(1 - s.baseline_test)  # perfect vs always "positive"
+    assert s.ci_low > 0.3 and s.p_value < 1e-4 and s.worse_on == 0 and s.better_on == round(s.gain_mean * s.n_test)
+    assert c.gain_mean == 0 and c.ci_low == 0 == c.ci_high and c.p_value == 1.0
+    line = S.reading(list(cells.values()), tgt.label)
+    assert same.label in line and "same family, bigger" in line
+    # the study's runs are ordinary runs
+    members = store.study_members(sid)
+    assert len(members) == 9 and set(members["status"]) == {"finished"}
+    # asking for the same grid again is the same study: nothing is re-run
+    sid2, reused2 = S.create_study(store, dataset, [tgt], [same, cross], seeds=3, mixes=[[same.label, cross.label]],
+                                   rounds=2, budget_calls=None, minibatch_size=8)
+    assert (sid2, reused2) == (sid, True)
+
+
+def test_reading_says_when_the_data_cannot_tell():
+    def cell(p, g, lo, hi):
+        return S.Cell("t", p, "f", "cross family", 3, g, lo, hi, 0.5, 100, 3, 2, 0.5, 0.5 + g, (), 3)
+    assert "cannot tell" in S.reading([cell("a", 0.02, -0.03, 0.07), cell("b", 0.01, -0.04, 0.06)], "t")
+    assert "cannot rank" in S.reading([cell("a", 0.10, 0.02, 0.18), cell("b", 0.08, 0.01, 0.15)], "t")
+    assert "cannot say" in S.reading([cell("a", 0.0, 0.0, 0.0)], "t")
+    assert "clears every other" in S.reading([cell("a", 0.30, 0.22, 0.38), cell("b", 0.01, -0.04, 0.06)], "t")
+
+
+def test_bad_study_requests_are_refused(store, dataset):
+    tgt, same, cross = specs()
+    with pytest.raises(PromptlabError, match="seeds"):
+        S.create_study(store, dataset, [tgt], [same], seeds=0)
+    with pytest.raises(PromptlabError, match="not among --proposers"):
+        S.create_study(store, dataset, [tgt], [same, cross], mixes=[["nobody", same.label]])
+    assert store.list_studies().empty  # nothing half-written
+
+
+def test_study_command_json_cells(store, dataset, capsys):
+    """`study … --json`: the last line is one object with a `cells` list holding the required keys."""
+    from promptlab.cli import main
+
+    tgt, same, cross = specs()
+    code = main(["study", "--dataset", dataset.name, "--targets", tgt.model, "--proposers", f"{same.model},{cross.model}",
+                 "--seeds", "2", "--rounds", "1", "--budget", "400", "--minibatch", "8", "--db", str(store.path), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    doc = json.loads(captured.out.strip().splitlines()[-1])
+    assert len(doc["cells"]) == 2
+    for cell in doc["cells"]:
+        assert set(cell) >= {"target", "proposer", "relation", "seeds", "gain_mean", "ci_low", "ci_high", "p_value", "n_test"}
+        assert cell["seeds"] == 2
+    assert "study " in captured.err and "[4/4]" in captured.err
+    assert main(["study", "--show", doc["study_id"], "--db", str(store.path), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["cells"] == doc["cells"]
+    assert main(["study", "--show", "study-nope", "--db", str(store.path)]) != 0
+    assert "no study 'study-nope'" in capsys.readouterr().err
