@@ -10,7 +10,7 @@ st.title("Runs")
 ui.ensure_demo_dataset()
 store = ui.get_store()
 choices = ui.model_choices()
-runs.mark_dead_runs(store, live={k for k, j in ui.jobs().items() if j.running})
+runs.mark_dead_runs(store, live=ui.live_runs())
 
 datasets = ui.datasets_table()
 names = datasets["name"].tolist()
@@ -85,6 +85,46 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
             st.rerun()
     except PromptlabError as exc:
         st.error(str(exc))
+
+with st.expander("Start a study: same-family versus cross-family proposers, over seeds"):
+    st.caption("A grid of ordinary runs: every target x every proposer alone (and, if asked, all of them together) x "
+               "each seed, all with the same budget. Results shows the held-out gains with CIs.")
+    s1, s2 = st.columns(2)
+    s_targets = s1.multiselect("Targets", model_names, default=[target], key="study.targets")
+    s_props = s2.multiselect("Proposers (each runs alone)", model_names, default=proposers, key="study.proposers")
+    s3, s4, s5, s6, s7 = st.columns(5)
+    s_seeds = s3.number_input("Seeds", 1, 20, 3, key="study.seeds")
+    s_rounds = s4.number_input("Rounds per run", 1, 50, 2, key="study.rounds")
+    s_budget = s5.number_input("Budget per run: target calls", 50, 1_000_000, 400, step=50, key="study.budget")
+    s_mix = s6.checkbox("Also all proposers together", key="study.mix")
+    s_strategy = s7.selectbox("Strategy", ["arena", "arena,fewshot", "gradient"], key="study.strategy")
+    n_runs = len(s_targets) * (len(s_props) + (1 if s_mix and len(s_props) > 1 else 0)) * int(s_seeds)
+    st.info(f"{n_runs} runs of up to {int(s_budget)} target calls each for the search (plus test scoring); "
+            "calls already cached are free.")
+    if st.button("Start study", key="study.start", disabled=not (s_targets and s_props)):
+        from promptlab import study as S
+
+        try:
+            study_id, reused = S.create_study(
+                store, ui.dataset(ds_name), [choices[t] for t in s_targets], [choices[p] for p in s_props], int(s_seeds),
+                mixes=[[choices[p].label for p in s_props]] if s_mix and len(s_props) > 1 else None,
+                budget_calls=int(s_budget), rounds=int(s_rounds), metric=metric, strategy=s_strategy,
+            )
+            ui.start_study(study_id)
+            st.toast(f"Study {study_id} {'resumed' if reused else 'started'}: its runs appear below as they go.")
+            ui.clear_readers()
+        except PromptlabError as exc:
+            st.error(str(exc))
+    studies = store.list_studies()
+    if len(studies):
+        busy = {k for k, j in ui.jobs().items() if j.running and j.kind == "study"}
+        st.dataframe(studies.assign(running=[i in busy for i in studies["id"]]), hide_index=True, width="stretch")
+        idle = [i for i, f, n in zip(studies["id"], studies["finished"], studies["runs"]) if f < n and i not in busy]
+        if idle:
+            pick = st.selectbox("Resume a study", idle, key="study.resume_pick")
+            if st.button("Resume study", key="study.resume"):
+                ui.start_study(pick)
+                st.toast(f"Resuming {pick}: finished runs are kept.")
 
 run_id, _, _ = ui.pick_run("runs.pick", "No optimization runs yet: start one above, or from the home page.")
 

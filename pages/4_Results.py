@@ -52,7 +52,31 @@ st.subheader("Families: same-family versus cross-family proposers")
 fam = runs.family_view(store, run_id)
 st.dataframe(fam, hide_index=True, width="stretch")
 st.caption("One run is one sample: differences between proposers within a run are not evidence on their own. "
-           "Repeat over seeds (a study) before drawing a conclusion.")
+           "Repeat over seeds (a study, below) before drawing a conclusion.")
+
+st.subheader("Studies: which proposer family writes the best prompts for a target?")
+studies = store.list_studies()
+if studies.empty:
+    st.caption("No studies yet: start one on the Runs page, or with `python -m promptlab study --dataset D "
+               "--targets T --proposers P1,P2 --seeds 3`.")
+else:
+    from promptlab import study as S
+
+    study_id = st.selectbox("Study", studies["id"].tolist(), key="results.study",
+                            format_func=lambda i: f"{i} · {studies.set_index('id').loc[i, 'dataset']} · "
+                                                  f"{studies.set_index('id').loc[i, 'finished']}/{studies.set_index('id').loc[i, 'runs']} runs finished")
+    cells = ui.study_cells(study_id)
+    for target in dict.fromkeys(cells["target"]):
+        mine = cells[cells["target"] == target]
+        fig_s = charts.study_gains(mine, f"Target {target}")
+        st.plotly_chart(fig_s, width="stretch", key=f"results.study.{target}")
+        ui.chart_exports(fig_s, f"{study_id}-{target.replace('/', '_')}", f"results.study.{target}")
+        st.info(S.reading([S.Cell(**{**r, "runs": tuple(r["runs"])}) for r in mine.to_dict("records")], target))
+    st.dataframe(cells[["target", "proposer", "family", "relation", "seeds", "finished", "gain_mean", "ci_low", "ci_high",
+                        "p_value", "n_test", "better_on", "worse_on", "baseline_test", "best_test"]],
+                 hide_index=True, width="stretch")
+    st.caption("Gain: the best prompt's test score minus the baseline's on the same test examples, averaged over "
+               "seeds; CI: paired bootstrap over examples and seeds; p: exact sign test on the examples where they differ.")
 
 # --- leaderboard and one prompt --------------------------------------------------------------------
 st.subheader("Leaderboard")

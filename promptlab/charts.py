@@ -125,6 +125,29 @@ def interval_chart(frame: pd.DataFrame, label: str, value: str, low: str, high: 
     return fig
 
 
+RELATION_COLORS = {"same family, bigger": "#2ca02c", "same family, same size": "#98df8a", "same family, smaller": "#bcbd22",
+                   "same family, size unknown": "#98df8a", "cross family": "#d62728", "mix": "#7f7f7f"}
+
+
+def study_gains(cells: pd.DataFrame, title: str) -> go.Figure:
+    """Held-out gain over the baseline per proposer, with its 95% CI, coloured by relation to the target;
+    n (test examples) and seeds in each row's label."""
+    fig = go.Figure()
+    cells = cells[cells["gain_mean"].notna()]
+    for rel, group in cells.groupby("relation", sort=False):
+        names = [f"{p} (n={n}, {s} seeds)" for p, n, s in zip(group["proposer"], group["n_test"], group["seeds"])]
+        fig.add_trace(go.Scatter(
+            x=group["gain_mean"], y=names, mode="markers", name=rel,
+            marker={"size": 11, "color": RELATION_COLORS.get(rel, "#1f77b4")},
+            error_x={"type": "data", "symmetric": False, "array": group["ci_high"] - group["gain_mean"],
+                     "arrayminus": group["gain_mean"] - group["ci_low"]},
+        ))
+    fig.add_vline(x=0, line_dash="dash", line_color="#888")
+    fig.update_layout(title=title, template="plotly_white", xaxis_title="test gain over the baseline (95% CI)",
+                      margin={"l": 50, "r": 20, "t": 60, "b": 40}, height=160 + 45 * len(cells), legend_title="relation")
+    return fig
+
+
 def confusion_heatmap(cm: pd.DataFrame, title: str = "Confusion matrix") -> go.Figure:
     fig = go.Figure(go.Heatmap(
         z=cm.to_numpy(), x=list(cm.columns), y=list(cm.index), colorscale="Blues", showscale=False,

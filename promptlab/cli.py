@@ -381,6 +381,9 @@ def cmd_study(args) -> int:
     if args.show:
         cells = S.analyze(store, study_id)
     else:
+        from promptlab.runs import mark_dead_runs
+
+        mark_dead_runs(store)  # a study's runs left 'running' by a killed process resume here
         def on_run(i, n, m):
             print(f"[{i + 1}/{n}] {m.target} <- {m.proposer_set}, seed {m.seed} ({m.run_id})", file=out, flush=True)
 

@@ -106,7 +106,8 @@ def execute_study(store: Store, study_id: str, on_run=None, stop=None) -> list[C
     for i, m in enumerate(members.itertuples()):
         if stop is not None and stop.is_set():
             break
-        if m.status == "finished":
+        status = store.run_row(m.run_id)["status"]  # fresh: someone may have run it meanwhile
+        if status in ("finished", "running"):  # "running": another thread or process has it now
             continue
         if on_run:
             on_run(i, len(members), m)

@@ -171,14 +171,51 @@ def start_job(key: str, kind: str, work: Callable[[Job], Any]) -> Job:
 
 
 def start_run(run_id: str) -> Job:
-    """Execute (or resume) an optimization run in the background."""
+    """Execute (or resume) an optimization run in the background (never one a study is executing)."""
     store = get_store()
+    if run_id in live_runs() and run_id not in _registry():
+        raise PromptlabError(f"run {run_id} is being executed by a study right now")
     return start_job(run_id, "run", lambda job: runs.execute(store, run_id, stop=job.stop))
 
 
+def start_study(study_id: str) -> Job:
+    """Execute (or resume) a study's runs in the background, one after another."""
+    from promptlab import study as S
+
+    store = get_store()
+
+    def work(job: Job):
+        def on_run(i, n, member):
+            job.progress.update(run_id=member.run_id, index=i + 1, total=n)
+        return S.execute_study(store, study_id, on_run=on_run, stop=job.stop)
+
+    return start_job(study_id, "study", work)
+
+
+def live_runs() -> set[str]:
+    """Run ids this server is executing now: run jobs, and the current run of each study job."""
+    live = set()
+    for key, job in _registry().items():
+        if job.running:
+            live.add(job.progress.get("run_id", key) if job.kind == "study" else key)
+    return live
+
+
+@st.cache_data(ttl=10, show_spinner="Analysing the study…")
+def _study_cells(path: str, study_id: str, finished: int) -> pd.DataFrame:
+    from promptlab import study as S
+
+    return S.cells_frame(S.analyze(_store_at(path), study_id))
+
+
+def study_cells(study_id: str) -> pd.DataFrame:
+    """The study's cells, recomputed when another of its runs finishes."""
+    members = get_store().study_members(study_id)
+    return _study_cells(db_path(), study_id, int((members["status"] == "finished").sum()))
+
+
 def run_is_live(run_id: str) -> bool:
-    job = _registry().get(run_id)
-    return job is not None and job.running
+    return run_id in live_runs()
 
 
 def stop_run(run_id: str) -> None:

@@ -147,3 +147,28 @@ def test_start_a_chained_run_from_the_runs_page_and_read_it_on_results(db):
     res = page("4_Results.py").run()
     assert not res.exception
     assert len(res.get("plotly_chart")) >= 2
+
+
+def test_start_a_study_from_the_runs_page_and_read_its_answer_on_results(db):
+    store = Store(db)
+    store.save_model("fake-prop-2", make_spec(fakes.script("pages-prop-2", proposer_reply), name="fake-prop-2").to_record())
+    at = page("3_Runs.py").run()
+    at.selectbox(key="runs.target").set_value("fake-target")
+    at.multiselect(key="runs.proposers").set_value(["fake-prop"]).run()
+    at.multiselect(key="study.targets").set_value(["fake-target"])
+    at.multiselect(key="study.proposers").set_value(["fake-prop", "fake-prop-2"])
+    at.number_input(key="study.seeds").set_value(2)
+    at.number_input(key="study.rounds").set_value(1)
+    at.run()
+    assert any("4 runs of up to" in i.value for i in at.info)
+    at.button(key="study.start").click().run()
+    assert not at.exception
+    _wait(at, lambda a: len(store.list_studies()) == 1 and int(store.list_studies()["finished"].iloc[0]) == 4, timeout=180)
+    members = store.study_members(store.list_studies()["id"].iloc[0])
+    assert set(members["status"]) == {"finished"} and len(members) == 4
+
+    res = page("4_Results.py").run()
+    assert not res.exception
+    assert any("Studies" in h.value for h in res.subheader)
+    assert any("For fake-target" in i.value for i in res.info)  # the one-line reading
+    assert any(c.key and c.key.startswith("results.study.") for c in res.get("plotly_chart")) or len(res.get("plotly_chart")) >= 3
