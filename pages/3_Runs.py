@@ -159,9 +159,8 @@ def live(run_id: str) -> None:
         st.error(job.error)
     board = runs.leaderboard(store, run_id)
     if len(board):
-        board["demos"] = board["demos"].map(len)
         view = board[["id", "round", "proposer", "family", "status", "minibatch_score", "val_score", "val_ci_low",
-                      "val_ci_high", "test_score", "demos", "text"]]
+                      "val_ci_high", "test_score", "demos_shown", "text"]].rename(columns={"demos_shown": "demos"})
         st.dataframe(view, hide_index=True, width="stretch",
                      column_config={"text": st.column_config.TextColumn("prompt", width="large")})
 

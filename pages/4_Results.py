@@ -84,7 +84,7 @@ board = runs.leaderboard(store, run_id)
 base_row = board[board["proposer"] == "baseline"].head(1)
 base_val = float(base_row["val_score"].iloc[0]) if len(base_row) else float("nan")
 view = board[["id", "round", "proposer", "family", "status", "val_score", "val_ci_low", "val_ci_high", "test_score", "text"]].copy()
-view.insert(len(view.columns) - 1, "demos", board["demos"].map(len))
+view.insert(len(view.columns) - 1, "demos", board["demos_shown"])
 view["Δ val vs baseline"] = view["val_score"] - base_val
 st.dataframe(view, hide_index=True, width="stretch",
              column_config={"text": st.column_config.TextColumn("prompt", width="large")})

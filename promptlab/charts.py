@@ -50,7 +50,7 @@ def score_trajectories(cands: pd.DataFrame, x: str = "round", metric: str = "sco
     for family, color in colors.items():
         fam = df[df["family"] == family]
         full = fam[fam["val_score"].notna()]
-        gated = fam[fam["val_score"].isna() & fam["minibatch_score"].notna()]
+        gated = fam[fam["val_score"].isna() & fam["minibatch_score"].notna() & (fam["status"] == "gated")]
         if len(full):
             fig.add_trace(go.Scatter(
                 x=full[xcol], y=full["val_score"], mode="markers", legendgroup=family,

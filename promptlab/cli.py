@@ -458,8 +458,8 @@ def _print_run(store, s: dict) -> None:
     board = runs.leaderboard(store, s["run_id"])
     print("\nleaderboard (val; test where scored)")
     for r in board.head(15).itertuples():
-        text = (f"[+{len(r.demos)} demos] " if len(r.demos) else "") + " ".join(str(r.text).split())
-        val = f"{_fmt(r.val_score)} [{_fmt(r.val_ci_low)}, {_fmt(r.val_ci_high)}]" if r.val_score == r.val_score and r.val_score is not None else f"gated (minibatch {_fmt(r.minibatch_score)})"
+        text = (f"[+{r.demos_shown} demos] " if r.demos_shown else "") + " ".join(str(r.text).split())
+        val = f"{_fmt(r.val_score)} [{_fmt(r.val_ci_low)}, {_fmt(r.val_ci_high)}]" if r.val_score == r.val_score and r.val_score is not None else f"{r.status} (minibatch {_fmt(r.minibatch_score)})"
         test = f"  test {_fmt(r.test_score)}" if r.test_score == r.test_score and r.test_score is not None else ""
         print(f"  #{r.id:<3} r{r.round:<2} {str(r.proposer)[:26]:<26} val {val}{test}  {text[:60]}")
     print("\nproposers (candidates asked, valid, best val, round wins)")

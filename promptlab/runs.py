@@ -290,11 +290,20 @@ def _jsonable(obj):
 
 # --- reading a run back ----------------------------------------------------------------------------
 
+def demo_summary(demos, similar_k) -> str:
+    """How a prompt's demos read in a table: '' (none), '3', or '2 nearest of 64'."""
+    n = len(demos) if demos is not None else 0
+    if not n:
+        return ""
+    return f"{int(similar_k)} nearest of {n}" if similar_k else str(n)
+
+
 def leaderboard(store: Store, run_id: str) -> pd.DataFrame:
     """Every candidate, best val first (gated candidates after, by minibatch score)."""
     cands = store.candidates(run_id)
     if cands.empty:
         return cands
+    cands["demos_shown"] = [demo_summary(d, k) for d, k in zip(cands["demos"], cands["similar_k"])]
     cands["_sort_val"] = cands["val_score"].fillna(-math.inf)
     cands["_sort_mb"] = cands["minibatch_score"].fillna(-math.inf)
     return cands.sort_values(["_sort_val", "_sort_mb", "id"], ascending=[False, False, True]).drop(
@@ -426,7 +435,8 @@ def live_progress(store: Store, run_id: str) -> dict:
     return {
         "status": rec["status"],
         "round": max(rounds, default=0),
-        "max_rounds": rec["config"]["budget"].get("max_rounds"),
+        # each stage of a chain gets the run's rounds
+        "max_rounds": (rec["config"]["budget"].get("max_rounds") or 0) * len(strategy_names(rec["config"].get("strategy", "arena"))),
         "candidates": sum(1 for s in steps if s["kind"] == "candidate_proposed" and s["proposer"] != "baseline"),
         "calls": made,
         "cached": max(0, requests - eval_made),
@@ -506,8 +516,8 @@ def markdown_report(store: Store, run_id: str) -> str:
         lines.append(f"| {p['model']} | {p['family']} | {rel.get(p['model'], '')} | {p['candidates']} | {rate} | {f(p['best_val'])} | {p['wins']} |")
     lines += ["", "## Leaderboard (val; test where scored)", "", "| # | round | proposer | val | test | prompt |", "|---|---|---|---|---|---|"]
     for r in board.head(20).itertuples():
-        text = (f"[+{len(r.demos)} demos] " if len(r.demos) else "") + " ".join(str(r.text).split()).replace("|", "\\|")
-        val = f(r.val_score) if r.val_score == r.val_score else f"gated (minibatch {f(r.minibatch_score)})"
+        text = (f"[+{r.demos_shown} demos] " if r.demos_shown else "") + " ".join(str(r.text).split()).replace("|", "\\|")
+        val = f(r.val_score) if r.val_score == r.val_score else f"{r.status} (minibatch {f(r.minibatch_score)})"
         lines.append(f"| {r.id} | {r.round} | {r.proposer} | {val} | {f(r.test_score)} | {text[:120]} |")
     lines += ["", f"Meta-prompt template: {len(rec['config']['meta_prompt'])} characters, stored with the run."]
     return "\n".join(lines) + "\n"

@@ -167,3 +167,15 @@ def test_strategy_choices_are_checked(store, dataset):
     with pytest.raises(PromptlabError, match="setting"):
         runs.make_config(dataset, tgt, [tgt], strategy="arena", max_demos=3)
     runs.make_config(dataset, tgt, [], strategy="fewshot", max_demos=3, demo_format="search")
+
+
+def test_a_candidate_the_budget_cannot_finish_is_marked_over_budget_not_left_half_done(store, dataset):
+    run_id, s = run(store, dataset, strategy="arena,fewshot", budget_calls=120, rounds=2)
+    cands = store.candidates(run_id)
+    assert s["status"] == "finished"
+    over = cands[cands["status"] == "over budget"]
+    assert len(over) >= 1 and over["val_score"].isna().all()
+    steps = store.steps(run_id)
+    assert max(x.get("target_requests", 0) for x in steps if x["kind"] == "candidate_scored") <= 120
+    from promptlab import runs as R
+    assert "over budget" in R.markdown_report(store, run_id)

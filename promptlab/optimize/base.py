@@ -92,7 +92,7 @@ class CandidateScored(Step):
     val_score: float | None
     val_ci: tuple[float, float] | None
     n_val: int
-    status: str  # "evaluated" | "gated"
+    status: str  # "evaluated" | "gated" | "over budget"
     calls_saved: int = 0
     target_requests: int = 0  # the run's target requests so far (an x axis for trajectories)
 
@@ -182,7 +182,7 @@ class OptimizeContext:
     def minibatch(self, size: int) -> pd.DataFrame:
         return stratified_sample(self.valset, size, seed=self.seed)
 
-    def _new_requests(self, prompt: PromptTemplate, examples: pd.DataFrame) -> set[int]:
+    def new_requests(self, prompt: PromptTemplate, examples: pd.DataFrame) -> set[int]:
         return set(examples["idx"].tolist()) - self._requested.get(prompt.id, set())
 
     def can_score(self, n: int) -> bool:
@@ -192,7 +192,7 @@ class OptimizeContext:
     def score(self, prompt: PromptTemplate, examples: pd.DataFrame, *, budgeted: bool = True) -> EvalResult:
         """Score a prompt. The budget counts each (prompt, example) pair the run asks for once, whether
         the cache serves it or not, so a resumed run takes exactly the path the first one took."""
-        fresh = self._new_requests(prompt, examples)
+        fresh = self.new_requests(prompt, examples)
         if budgeted and not self.can_score(len(fresh)):
             raise BudgetExhausted("target calls")
         result = evaluate(

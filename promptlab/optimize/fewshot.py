@@ -103,9 +103,9 @@ class FewShot(PoolStrategy):
                 parent = pool.ids.get(instructions[trial.params["instruction"]].id)
                 cand, step = pool.add(round_, template, f"fewshot/{method}", "fewshot", parents=(parent,) if parent else ())
                 yield step
-                try:
-                    yield pool.score(ctx, cand, self.gate_config)
-                except BudgetExhausted:
+                scored = pool.score(ctx, cand, self.gate_config)
+                yield scored
+                if scored.status == "over budget":
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     reason = "budget"
                     break

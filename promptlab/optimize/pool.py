@@ -97,9 +97,15 @@ class Pool:
                                   target_requests=ctx.counters.target_requests)
 
     def score(self, ctx: OptimizeContext, cand: Cand, gate: Gate) -> CandidateScored:
+        """Minibatch first, full val if it could enter the top-K. A candidate the budget cannot finish is
+        recorded as "over budget" (with its minibatch score when it got that far), never left half-done."""
         minibatch = ctx.minibatch(gate.minibatch_size)
         n_val = len(ctx.valset)
-        if gate.kind == "off" or len(minibatch) >= n_val:
+        full = gate.kind == "off" or len(minibatch) >= n_val
+        if not ctx.can_score(len(ctx.new_requests(cand.template, ctx.valset if full else minibatch))):
+            return CandidateScored(cand.id, cand.round, None, None, None, 0, "over budget",
+                                   target_requests=ctx.counters.target_requests)
+        if full:
             res = ctx.score(cand.template, ctx.valset)
             cand.val = res.score
             return CandidateScored(cand.id, cand.round, None, _f(res.score), _ci(res), res.n, "evaluated",
@@ -112,6 +118,9 @@ class Pool:
         else:
             optimistic = mb.score
         optimistic = -np.inf if optimistic != optimistic else optimistic  # NaN
+        if optimistic >= bar and not ctx.can_score(len(ctx.new_requests(cand.template, ctx.valset))):
+            return CandidateScored(cand.id, cand.round, _f(mb.score), None, None, 0, "over budget",
+                                   target_requests=ctx.counters.target_requests)
         if optimistic >= bar:
             res = ctx.score(cand.template, ctx.valset)  # the minibatch's calls come from the cache
             cand.val = res.score
@@ -123,9 +132,13 @@ class Pool:
                                target_requests=ctx.counters.target_requests)
 
     def score_all(self, ctx: OptimizeContext, cands: list[Cand], gate: Gate) -> Iterator[Step]:
-        """Score candidates in order; raises BudgetExhausted when the budget runs out."""
+        """Score candidates in order; the first one over budget ends it (the rest stay unscored, as
+        'proposed') and raises BudgetExhausted."""
         for cand in cands:
-            yield self.score(ctx, cand, gate)
+            step = self.score(ctx, cand, gate)
+            yield step
+            if step.status == "over budget":
+                raise BudgetExhausted("target calls")
 
     def finalize(self, ctx: OptimizeContext, test_top: int) -> Iterator[Step]:
         """Held-out test: the best and the top few by val, plus every baseline. Outside the search budget."""
