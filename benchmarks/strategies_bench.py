@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,6 +37,43 @@ def correct_on_test(store, target, ds, run_id: str, cid: int, metric) -> np.ndar
     row = store.candidates(run_id).set_index("id").loc[cid].to_dict()
     res = evaluate(store, target, PromptTemplate.from_record(row), ds, ds.split("test"), metric)  # cached
     return res.rows["correct"].to_numpy(dtype=float)
+
+
+def write_table(args, argv, rows, complete: bool) -> None:
+    command = "python benchmarks/strategies_bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    lines = [
+        "## Strategies and chains against the arena alone, at an equal target-call budget",
+        "",
+        f"Command: `{command.strip()}`  ",
+        f"Machine: {machine()}. Target `{args.target}`; arena proposers `{args.proposers}` (2 per round, 2 candidates "
+        f"each); gradient critic `{args.critic}`, editor `{args.editor}`; fewshot: TPE over instructions x demo sets "
+        f"(random, stratified, bootstrapped, similar; 1 or 2 per label, chat turns). Every run: {args.rounds} rounds "
+        f"per stage, search budget {args.budget} target calls (a chain splits it between its stages), seed {args.seed}, "
+        "metric accuracy, the plain baseline. Test scores are on the held-out split no strategy saw."
+        + (f" Each task is a seeded stratified sample of {args.max_rows} rows (to fit the time box)." if args.max_rows else ""),
+        "",
+        "| task | strategy | n test | baseline test | best test | gain [95% paired CI] | vs arena [95% paired CI] | best val | best by | search calls | wall |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        vs = f"{r['vs_arena'][0]:+.3f} [{r['vs_arena'][1]:+.3f}, {r['vs_arena'][2]:+.3f}]" if r["vs_arena"] else "—"
+        lines.append(f"| {r['task']} | {r['strategy']} | {r['n_test']} | {r['baseline_test']:.3f} | {r['best_test']:.3f} | "
+                     f"{r['gain']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] | {vs} | {r['best_val']:.3f} | {r['best_by']} | "
+                     f"{r['search_requests']} | {r['wall_s']:.0f} s |")
+    lines.append("")
+    for strategy in args.strategies:
+        mine = [r for r in rows if r["strategy"] == strategy]
+        ups = sum(1 for r in mine if r["lo"] > 0)
+        line = f"- **{strategy}**: CI of the gain over the baseline above 0 on {ups} of {len(mine)} tasks"
+        if strategy != "arena":
+            better = sum(1 for r in mine if r["vs_arena"] and r["vs_arena"][1] > 0)
+            worse = sum(1 for r in mine if r["vs_arena"] and r["vs_arena"][2] < 0)
+            line += f"; better than the arena (CI above 0) on {better}, worse (CI below 0) on {worse}"
+        lines.append(line + ".")
+    if not complete:
+        lines.append("")
+        lines.append(f"(In progress: {len(rows)} runs so far.)")
+    write_section("strategies", "\n".join(lines))
 
 
 def main(argv=None) -> int:
@@ -77,10 +115,14 @@ def main(argv=None) -> int:
             extra = {"critic": critic, "editor": editor} if "gradient" in strategy else {}
             cfg = runs.make_config(ds, target, proposers, seed=args.seed, rounds=args.rounds, budget_calls=args.budget,
                                    strategy=strategy, test_top=args.test_top, **extra)
+            reused = store.finished_run_with_config(cfg.to_record())  # the same run finished before: reuse it
             t0 = time.perf_counter()
-            run_id = runs.create_run(store, cfg)
-            s = runs.execute(store, run_id)
+            run_id = reused or runs.create_run(store, cfg)
+            s = runs.summarize(store, run_id) if reused else runs.execute(store, run_id)
             wall = time.perf_counter() - t0
+            if reused:
+                rec = store.run_row(run_id)
+                wall = (pd.Timestamp(rec["updated_at"]) - pd.Timestamp(rec["created_at"])).total_seconds()
             base = correct_on_test(store, target, ds, run_id, 1, metric)
             best = correct_on_test(store, target, ds, run_id, s["best_id"], metric)
             lo, hi = paired_gain_ci(base, best, seed=args.seed)
@@ -97,39 +139,10 @@ def main(argv=None) -> int:
             print(f"{row['task']:<22} {strategy:<15} test {row['baseline_test']:.3f} -> {row['best_test']:.3f} "
                   f"(gain {row['gain']:+.3f} [{lo:+.3f}, {hi:+.3f}])"
                   + (f"  vs arena {vs[0]:+.3f} [{vs[1]:+.3f}, {vs[2]:+.3f}]" if vs else "")
-                  + f"  search {search} calls, {wall:.0f} s", flush=True)
+                  + f"  search {search} calls, {wall:.0f} s" + ("  (reused)" if reused else ""), flush=True)
+            write_table(args, argv, rows, complete=False)
 
-    command = "python benchmarks/strategies_bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    lines = [
-        "## Strategies and chains against the arena alone, at an equal target-call budget",
-        "",
-        f"Command: `{command.strip()}`  ",
-        f"Machine: {machine()}. Target `{args.target}`; arena proposers `{args.proposers}` (2 per round, 2 candidates "
-        f"each); gradient critic `{args.critic}`, editor `{args.editor}`; fewshot: TPE over instructions x demo sets "
-        f"(random, stratified, bootstrapped, similar; 1 or 2 per label, chat turns). Every run: {args.rounds} rounds "
-        f"per stage, search budget {args.budget} target calls (a chain splits it between its stages), seed {args.seed}, "
-        "metric accuracy, the plain baseline. Test scores are on the held-out split no strategy saw."
-        + (f" Each task is a seeded stratified sample of {args.max_rows} rows (to fit the time box)." if args.max_rows else ""),
-        "",
-        "| task | strategy | n test | baseline test | best test | gain [95% paired CI] | vs arena [95% paired CI] | best val | best by | search calls | wall |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        vs = f"{r['vs_arena'][0]:+.3f} [{r['vs_arena'][1]:+.3f}, {r['vs_arena'][2]:+.3f}]" if r["vs_arena"] else "—"
-        lines.append(f"| {r['task']} | {r['strategy']} | {r['n_test']} | {r['baseline_test']:.3f} | {r['best_test']:.3f} | "
-                     f"{r['gain']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] | {vs} | {r['best_val']:.3f} | {r['best_by']} | "
-                     f"{r['search_requests']} | {r['wall_s']:.0f} s |")
-    lines.append("")
-    for strategy in args.strategies:
-        mine = [r for r in rows if r["strategy"] == strategy]
-        ups = sum(1 for r in mine if r["lo"] > 0)
-        line = f"- **{strategy}**: CI of the gain over the baseline above 0 on {ups} of {len(mine)} tasks"
-        if strategy != "arena":
-            better = sum(1 for r in mine if r["vs_arena"] and r["vs_arena"][1] > 0)
-            worse = sum(1 for r in mine if r["vs_arena"] and r["vs_arena"][2] < 0)
-            line += f"; better than the arena (CI above 0) on {better}, worse (CI below 0) on {worse}"
-        lines.append(line + ".")
-    write_section("strategies", "\n".join(lines))
+    write_table(args, argv, rows, complete=True)
     print("wrote benchmarks/RESULTS.md")
     store.close()
     return 0

@@ -641,6 +641,12 @@ class Store:
             " FROM runs r LEFT JOIN datasets d ON d.id = r.dataset_id ORDER BY r.created_at DESC"
         )
 
+    def finished_run_with_config(self, config: dict) -> str | None:
+        """The newest finished run whose stored config is exactly this one (benchmarks reuse it)."""
+        rows = self._all("SELECT id FROM runs WHERE status = 'finished' AND config = ? ORDER BY created_at DESC LIMIT 1",
+                         [json.dumps(config, ensure_ascii=False)])
+        return rows[0][0] if rows else None
+
     def run_row(self, run_id: str) -> dict | None:
         with self.transaction() as con:
             cur = con.execute(
