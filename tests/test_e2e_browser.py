@@ -86,7 +86,7 @@ def test_upload_run_and_share_the_chart(server):
         # The same browser session keeps the imported dataset selected on the Runs page.
         page.get_by_role("link", name="Runs").click()
         page.wait_for_selector("text=Start a run", timeout=60_000)
-        rounds = page.get_by_label("Rounds")
+        rounds = page.get_by_label("Rounds", exact=True)
         rounds.fill("1")
         rounds.press("Enter")
         minibatch = page.get_by_label("Minibatch size")
