@@ -22,7 +22,6 @@ sys.path.insert(0, str(ROOT))
 
 from promptlab import runs  # noqa: E402
 from promptlab.data import import_dataset  # noqa: E402
-from promptlab.evaluate import PromptTemplate, evaluate  # noqa: E402
 from promptlab.metrics import parse_metric  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
 from promptlab.store import Store  # noqa: E402
@@ -99,12 +98,8 @@ def main(argv=None) -> int:
         metric = parse_metric(cfg.metric, ds.labels)
         test = ds.split("test")
         board = store.candidates(run_id).set_index("id")
-
-        def template(cid):
-            return PromptTemplate.from_record(board.loc[cid].to_dict())
-
-        a = evaluate(store, target, template(1), ds, test, metric).rows["correct"].to_numpy(dtype=float)
-        b = evaluate(store, target, template(s["best_id"]), ds, test, metric).rows["correct"].to_numpy(dtype=float)
+        a = runs.candidate_test_rows(store, run_id, 1, target, ds, metric)["correct"].to_numpy(dtype=float)
+        b = runs.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)["correct"].to_numpy(dtype=float)
         lo, hi = paired_gain_ci(a, b, seed=args.seed)
         # With demos on, candidate 2 is the plain baseline with the run's demos: what the demos did alone.
         demo_base = float(board.loc[2, "test_score"]) if with_demos else None

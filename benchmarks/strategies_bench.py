@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,16 +26,9 @@ from arena_bench import machine, paired_gain_ci, write_section  # noqa: E402
 
 from promptlab import runs  # noqa: E402
 from promptlab.data import import_dataset  # noqa: E402
-from promptlab.evaluate import PromptTemplate, evaluate  # noqa: E402
 from promptlab.metrics import parse_metric  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
 from promptlab.store import Store  # noqa: E402
-
-
-def correct_on_test(store, target, ds, run_id: str, cid: int, metric) -> np.ndarray:
-    row = store.candidates(run_id).set_index("id").loc[cid].to_dict()
-    res = evaluate(store, target, PromptTemplate.from_record(row), ds, ds.split("test"), metric)  # cached
-    return res.rows["correct"].to_numpy(dtype=float)
 
 
 def write_table(args, argv, rows, complete: bool) -> None:
@@ -123,8 +115,8 @@ def main(argv=None) -> int:
             if reused:
                 rec = store.run_row(run_id)
                 wall = (pd.Timestamp(rec["updated_at"]) - pd.Timestamp(rec["created_at"])).total_seconds()
-            base = correct_on_test(store, target, ds, run_id, 1, metric)
-            best = correct_on_test(store, target, ds, run_id, s["best_id"], metric)
+            base = runs.candidate_test_rows(store, run_id, 1, target, ds, metric)["correct"].to_numpy(dtype=float)
+            best = runs.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)["correct"].to_numpy(dtype=float)
             lo, hi = paired_gain_ci(base, best, seed=args.seed)
             if strategy == "arena":
                 arena_correct = best

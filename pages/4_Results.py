@@ -65,13 +65,14 @@ else:
     study_id = st.selectbox("Study", studies["id"].tolist(), key="results.study",
                             format_func=lambda i: f"{i} · {studies.set_index('id').loc[i, 'dataset']} · "
                                                   f"{studies.set_index('id').loc[i, 'finished']}/{studies.set_index('id').loc[i, 'runs']} runs finished")
-    cells = ui.study_cells(study_id)
+    cell_list = ui.study_cells(study_id)
+    cells = S.cells_frame(cell_list)
     for target in dict.fromkeys(cells["target"]):
         mine = cells[cells["target"] == target]
         fig_s = charts.study_gains(mine, f"Target {target}")
         st.plotly_chart(fig_s, width="stretch", key=f"results.study.{target}")
         ui.chart_exports(fig_s, f"{study_id}-{target.replace('/', '_')}", f"results.study.{target}")
-        st.info(S.reading([S.Cell(**{**r, "runs": tuple(r["runs"])}) for r in mine.to_dict("records")], target))
+        st.info(S.reading(cell_list, target))
     st.dataframe(cells[["target", "proposer", "family", "relation", "seeds", "finished", "gain_mean", "ci_low", "ci_high",
                         "p_value", "n_test", "better_on", "worse_on", "baseline_test", "best_test"]],
                  hide_index=True, width="stretch")

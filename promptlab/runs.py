@@ -15,7 +15,7 @@ import pandas as pd
 
 from promptlab.data import LabeledDataset, stored_dataset
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate
+from promptlab.evaluate import PromptTemplate, evaluate
 from promptlab.metrics import format_score, parse_metric
 from promptlab.models import ModelSpec, spec_from_record
 from promptlab.optimize import prompts as P
@@ -289,6 +289,15 @@ def _jsonable(obj):
 
 
 # --- reading a run back ----------------------------------------------------------------------------
+
+def candidate_test_rows(store: Store, run_id: str, cand_id: int, target: ModelSpec, dataset: LabeledDataset,
+                        metric) -> pd.DataFrame:
+    """A stored candidate's prompt (with its demos) scored on the test split, one row per example in
+    example order. The run scored its finalists on test, so this comes from the cache."""
+    row = store.candidates(run_id).set_index("id").loc[cand_id].to_dict()
+    res = evaluate(store, target, PromptTemplate.from_record(row), dataset, dataset.split("test"), metric)
+    return res.rows.sort_values("example_idx").reset_index(drop=True)
+
 
 def demo_summary(demos, similar_k) -> str:
     """How a prompt's demos read in a table: '' (none), '3', or '2 nearest of 64'."""

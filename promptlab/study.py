@@ -22,7 +22,6 @@ import pandas as pd
 from promptlab import runs
 from promptlab.data import LabeledDataset, stored_dataset
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate, evaluate
 from promptlab.metrics import format_score, parse_metric
 from promptlab.models import ModelSpec, relation, spec_from_record
 from promptlab.stats import paired_gain, sign_test
@@ -121,12 +120,6 @@ def _members(store: Store, study_id: str) -> pd.DataFrame:
     return store.study_members(study_id)
 
 
-def _test_preds(store: Store, run_id: str, cand_id: int, target: ModelSpec, ds: LabeledDataset, test, metric):
-    row = store.candidates(run_id).set_index("id").loc[cand_id].to_dict()
-    res = evaluate(store, target, PromptTemplate.from_record(row), ds, test, metric)  # scored at the run's end: cached
-    return res.rows.sort_values("example_idx")
-
-
 def analyze(store: Store, study_id: str, n_boot: int = 2000) -> list[Cell]:
     study = store.study_row(study_id)
     members = store.study_members(study_id)
@@ -144,8 +137,8 @@ def analyze(store: Store, study_id: str, n_boot: int = 2000) -> list[Cell]:
             summary = json.loads(m.summary) if isinstance(m.summary, str) else (m.summary or {})
             if not summary.get("best_id"):
                 continue
-            base = _test_preds(store, m.run_id, 1, target, ds, test, metric)
-            best = _test_preds(store, m.run_id, summary["best_id"], target, ds, test, metric)
+            base = runs.candidate_test_rows(store, m.run_id, 1, target, ds, metric)
+            best = runs.candidate_test_rows(store, m.run_id, summary["best_id"], target, ds, metric)
             gold = base["gold_norm"].to_numpy(dtype=object)
             base_rows.append(base["pred"].to_numpy(dtype=object))
             best_rows.append(best["pred"].to_numpy(dtype=object))

@@ -202,13 +202,13 @@ def live_runs() -> set[str]:
 
 
 @st.cache_data(ttl=10, show_spinner="Analysing the study…")
-def _study_cells(path: str, study_id: str, finished: int) -> pd.DataFrame:
+def _study_cells(path: str, study_id: str, finished: int) -> list:
     from promptlab import study as S
 
-    return S.cells_frame(S.analyze(_store_at(path), study_id))
+    return S.analyze(_store_at(path), study_id)
 
 
-def study_cells(study_id: str) -> pd.DataFrame:
+def study_cells(study_id: str) -> list:
     """The study's cells, recomputed when another of its runs finishes."""
     members = get_store().study_members(study_id)
     return _study_cells(db_path(), study_id, int((members["status"] == "finished").sum()))

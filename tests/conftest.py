@@ -34,3 +34,15 @@ def tiny_csv(tmp_path) -> Path:
     path = tmp_path / "tiny.csv"
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path
+
+
+def sentiment_dataset(store: Store, tmp_path: Path, neutral: int = 20, neutral_label: str = "neutral"):
+    """A three-label dataset the scripted targets can read ('great' / 'awful' / 'plain'), written to
+    tmp_path/sent.csv and imported; 30 positive, 30 negative and `neutral` neutral rows."""
+    from promptlab.data import import_dataset
+
+    rows = ["text,label"] + [f"great thing {i},positive" for i in range(30)] + \
+        [f"awful thing {i},negative" for i in range(30)] + [f"plain thing {i},{neutral_label}" for i in range(neutral)]
+    path = tmp_path / "sent.csv"
+    path.write_text("\n".join(rows))
+    return import_dataset(store, path)[0]

@@ -5,6 +5,7 @@ import json
 import pytest
 
 import fakes
+from conftest import sentiment_dataset
 import promptlab.evaluate as E
 from promptlab import runs
 from promptlab.data import import_dataset
@@ -38,11 +39,7 @@ def proposer_reply(messages, params):
 
 @pytest.fixture
 def dataset(store, tmp_path):
-    rows = ["text,label"] + [f"great thing {i},positive" for i in range(30)] + \
-        [f"awful thing {i},negative" for i in range(30)] + [f"plain thing {i},neutral" for i in range(15)]
-    path = tmp_path / "sent.csv"
-    path.write_text("\n".join(rows))
-    return import_dataset(store, path)[0]
+    return sentiment_dataset(store, tmp_path, neutral=15)
 
 
 def config_for(ds, **kw):

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import fakes
+from conftest import sentiment_dataset
 from promptlab import runs
-from promptlab.data import import_dataset
 from promptlab.evaluate import Demo, PromptError, PromptTemplate
 from promptlab.models import make_spec
 from promptlab.optimize.demos import random_demos, stratified_demos
@@ -12,11 +12,7 @@ from promptlab.optimize.demos import random_demos, stratified_demos
 
 @pytest.fixture
 def dataset(store, tmp_path):
-    rows = ["text,label"] + [f"great thing {i},positive" for i in range(30)] + \
-        [f"awful thing {i},negative" for i in range(30)] + [f"plain thing {i},Neutral" for i in range(15)]
-    path = tmp_path / "sent.csv"
-    path.write_text("\n".join(rows))
-    return import_dataset(store, path)[0]
+    return sentiment_dataset(store, tmp_path, neutral=15, neutral_label="Neutral")
 
 
 DEMOS = (Demo("good stay", "positive"), Demo("dirty room", "negative"))

@@ -4,6 +4,7 @@ import hashlib
 import pytest
 
 import fakes
+from conftest import sentiment_dataset
 import promptlab.evaluate as E
 from promptlab import runs
 from promptlab.data import import_dataset
@@ -40,11 +41,7 @@ def arena_prop(messages, params):
 
 @pytest.fixture
 def dataset(store, tmp_path):
-    rows = ["text,label"] + [f"great thing {i},positive" for i in range(30)] + \
-        [f"awful thing {i},negative" for i in range(30)] + [f"plain thing {i},neutral" for i in range(20)]
-    path = tmp_path / "sent.csv"
-    path.write_text("\n".join(rows))
-    return import_dataset(store, path)[0]
+    return sentiment_dataset(store, tmp_path)
 
 
 def specs():

@@ -5,8 +5,8 @@ import json
 import pytest
 
 import fakes
+from conftest import sentiment_dataset
 from promptlab import study as S
-from promptlab.data import import_dataset
 from promptlab.errors import PromptlabError
 from promptlab.models import make_spec
 
@@ -31,11 +31,7 @@ def useless(messages, params):  # the cross-family one never does
 
 @pytest.fixture
 def dataset(store, tmp_path):
-    rows = ["text,label"] + [f"great thing {i},positive" for i in range(30)] + \
-        [f"awful thing {i},negative" for i in range(30)] + [f"plain thing {i},neutral" for i in range(20)]
-    path = tmp_path / "sent.csv"
-    path.write_text("\n".join(rows))
-    return import_dataset(store, path)[0]
+    return sentiment_dataset(store, tmp_path)
 
 
 def specs():

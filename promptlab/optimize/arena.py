@@ -33,15 +33,10 @@ class Arena(PoolStrategy):
     candidates_per_proposer: int = 2
     temperature: float = 1.0
     proposer_max_tokens: int = 500
-    top_k: int = 4  # prompts shown in the meta-prompt, and the gate's bar (small proposers do better with few)
-    minibatch_size: int = 24
-    gate: str = "ci"  # "ci": upper CI bound reaches the K-th best; "mean": the point estimate does; "off"
-    gate_level: float = 0.8
     n_examples: int = 3  # train examples shown
     n_mistakes: int = 3  # mistakes of the best shown (from a train sample)
     mistake_sample: int = 16
     show_confusion: bool = False
-    test_top: int = 3  # prompts scored on test at the end, besides the baselines
     meta_prompt: str = P.DEFAULT_META_PROMPT
     max_prompt_chars: int = 2500
     # Demonstrations attached to every proposed instruction: "none", "per-label" (one train example per

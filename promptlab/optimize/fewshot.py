@@ -40,11 +40,6 @@ class FewShot(PoolStrategy):
     demo_format: str = "chat"  # "chat", "inline", or "search" (let the sampler choose)
     bootstrap_sample: int = 32  # train examples the current best answers, to find its correct ones
     similar_pool_size: int = 64
-    minibatch_size: int = 24
-    gate: str = "ci"
-    gate_level: float = 0.8
-    top_k: int = 4
-    test_top: int = 3
     meta_prompt: str = ""  # accepted so every strategy takes the same config; not used
     name: str = "fewshot"
 
@@ -90,9 +85,9 @@ class FewShot(PoolStrategy):
                     for _attempt in range(4):  # a repeat is told its known value at once, then asked again
                         trial, template, method = self._ask(ctx, study, instructions, methods, sizes, formats,
                                                             correct_cache)
-                        if template is not None and not pool.has(template):
+                        known = pool.find(template) if template is not None else None
+                        if template is not None and known is None:
                             break
-                        known = pool.cands[pool.ids[template.id] - 1] if template is not None else None
                         study.tell(trial, _value(known) if known else 0.0)
                         trial = None
                 except BudgetExhausted:

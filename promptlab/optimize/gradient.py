@@ -47,11 +47,6 @@ class Gradient(PoolStrategy):
     max_feedback_chars: int = 700
     temperature: float = 0.7
     proposer_max_tokens: int = 500
-    minibatch_size: int = 24
-    gate: str = "ci"
-    gate_level: float = 0.8
-    top_k: int = 4
-    test_top: int = 3
     max_prompt_chars: int = 2500
     meta_prompt: str = ""  # accepted so every strategy takes the same config; the critic/editor prompts are in prompts.py
     name: str = "gradient"

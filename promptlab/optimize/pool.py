@@ -66,8 +66,10 @@ class Pool:
             demo_format=template.demo_format, similar_k=template.similar_k,
         )
 
-    def has(self, template: PromptTemplate) -> bool:
-        return template.id in self.ids
+    def find(self, template: PromptTemplate) -> Cand | None:
+        """The candidate already holding this exact prompt (demos included), if any."""
+        cid = self.ids.get(template.id)
+        return self.cands[cid - 1] if cid else None
 
     @property
     def evaluated(self) -> list[Cand]:
@@ -233,9 +235,17 @@ class Rounds:
         return None
 
 
+@dataclass(frozen=True, kw_only=True)
 class PoolStrategy:
-    """What every strategy over a pool shares: its gate, its starting prompts (the baselines), and the
-    run frame. Subclasses are frozen dataclasses with the gate's fields and `baselines`."""
+    """What every strategy over a pool shares: the gate's settings, how many finalists are scored on
+    test, its starting prompts (the baselines), and the run frame. Subclasses are frozen dataclasses
+    with `baselines`; these fields are keyword-only so a subclass may add fields without defaults."""
+
+    minibatch_size: int = 24
+    gate: str = "ci"  # "ci": upper CI bound reaches the K-th best; "mean": the point estimate does; "off"
+    gate_level: float = 0.8
+    top_k: int = 4  # the gate's K; the arena also shows this many prompts (small proposers do better with few)
+    test_top: int = 3  # prompts scored on test at the end, besides the baselines
 
     @property
     def gate_config(self) -> Gate:
