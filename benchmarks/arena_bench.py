@@ -37,6 +37,19 @@ def paired_gain_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int =
     return float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))
 
 
+def task_dataset(store: Store, path: Path, max_rows: int | None = None, seed: int = 0):
+    """Import a task file; with max_rows, a seeded stratified sample of it stored as its own dataset
+    (named `<stem>-<max_rows>`), so benchmarks that fit a time box all use the same sample."""
+    ds = import_dataset(store, path)[0]
+    if max_rows and ds.n > max_rows:
+        from promptlab.data import stratified_sample
+
+        sample = stratified_sample(ds.frame, max_rows, seed=seed)
+        csv = sample[["text", "label"]].rename(columns={"text": "input"}).to_csv(index=False).encode()
+        ds = import_dataset(store, csv, filename=f"{path.stem}.csv", name=f"{path.stem}-{max_rows}")[0]
+    return ds
+
+
 def machine() -> str:
     cpu = ""
     try:

@@ -22,10 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from arena_bench import machine, paired_gain_ci, write_section  # noqa: E402
+from arena_bench import machine, paired_gain_ci, task_dataset, write_section  # noqa: E402
 
 from promptlab import runs  # noqa: E402
-from promptlab.data import import_dataset  # noqa: E402
 from promptlab.metrics import parse_metric  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
 from promptlab.store import Store  # noqa: E402
@@ -94,13 +93,7 @@ def main(argv=None) -> int:
         files = [f for f in files if f.stem in set(args.tasks.split(","))]
     rows = []
     for path in files:
-        ds = import_dataset(store, path)[0]
-        if args.max_rows and ds.n > args.max_rows:
-            from promptlab.data import stratified_sample
-
-            sample = stratified_sample(ds.frame, args.max_rows, seed=args.seed)
-            csv = sample[["text", "label"]].rename(columns={"text": "input"}).to_csv(index=False).encode()
-            ds = import_dataset(store, csv, filename=f"{path.stem}.csv", name=f"{path.stem}-{args.max_rows}")[0]
+        ds = task_dataset(store, path, args.max_rows, args.seed)
         metric = parse_metric("accuracy", ds.labels)
         arena_correct = None
         for strategy in args.strategies:

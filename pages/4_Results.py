@@ -65,19 +65,23 @@ else:
     study_id = st.selectbox("Study", studies["id"].tolist(), key="results.study",
                             format_func=lambda i: f"{i} · {studies.set_index('id').loc[i, 'dataset']} · "
                                                   f"{studies.set_index('id').loc[i, 'finished']}/{studies.set_index('id').loc[i, 'runs']} runs finished")
-    cell_list = ui.study_cells(study_id)
+    cell_list, pairs = ui.study_analysis(study_id)
     cells = S.cells_frame(cell_list)
     for target in dict.fromkeys(cells["target"]):
         mine = cells[cells["target"] == target]
         fig_s = charts.study_gains(mine, f"Target {target}")
         st.plotly_chart(fig_s, width="stretch", key=f"results.study.{target}")
         ui.chart_exports(fig_s, f"{study_id}-{target.replace('/', '_')}", f"results.study.{target}")
-        st.info(S.reading(cell_list, target))
+        st.info(S.reading(cell_list, target, pairs))
     st.dataframe(cells[["target", "proposer", "family", "relation", "seeds", "finished", "gain_mean", "ci_low", "ci_high",
                         "p_value", "n_test", "better_on", "worse_on", "baseline_test", "best_test"]],
                  hide_index=True, width="stretch")
     st.caption("Gain: the best prompt's test score minus the baseline's on the same test examples, averaged over "
                "seeds; CI: paired bootstrap over examples and seeds; p: exact sign test on the examples where they differ.")
+    if not pairs.empty:
+        st.markdown("**Head to head**: the second proposer's best prompts minus the first's, on the same test "
+                    "examples and seeds. This is the direct test of which writes better prompts.")
+        st.dataframe(pairs, hide_index=True, width="stretch")
 
 # --- leaderboard and one prompt --------------------------------------------------------------------
 st.subheader("Leaderboard")

@@ -389,13 +389,19 @@ def cmd_study(args) -> int:
 
         cells = S.execute_study(store, study_id, on_run=on_run)
     frame = S.cells_frame(cells)
+    pairs = S.head_to_head(store, study_id)
     cols = ["target", "proposer", "relation", "seeds", "gain_mean", "ci_low", "ci_high", "p_value", "n_test"]
     print(frame[cols].to_string(index=False, float_format=lambda x: f"{x:+.3f}"), file=out)
-    for t in dict.fromkeys(frame["target"]):
-        print(S.reading(cells, t), file=out)
+    if not pairs.empty:
+        print("\nhead to head (second's best prompts minus first's, same test examples and seeds):", file=out)
+        print(pairs[["target", "first", "second", "seeds", "diff", "ci_low", "ci_high", "p_value", "n_test"]]
+              .to_string(index=False, float_format=lambda x: f"{x:+.3f}"), file=out)
+    readings = {t: S.reading(cells, t, pairs) for t in dict.fromkeys(frame["target"])}
+    for line in readings.values():
+        print(line, file=out)
     if args.json:
         _print_json({"study_id": study_id, "cells": [c.to_record() for c in cells],
-                     "readings": {t: S.reading(cells, t) for t in dict.fromkeys(frame["target"])}})
+                     "pairs": pairs.to_dict("records"), "readings": readings})
     return 0
 
 
@@ -484,7 +490,7 @@ def cmd_runs_list(args) -> int:
         print("no runs yet: python -m promptlab optimize …")
         return 0
     for r in frame.itertuples():
-        summary = json.loads(r.summary) if r.summary else {}
+        summary = json.loads(r.summary) if isinstance(r.summary, str) else {}  # NULL reads as NaN
         best = f"best val {_fmt(summary.get('best_val'))} test {_fmt(summary.get('best_test'))}" if r.kind == "optimize" else f"score {_fmt(summary.get('score'))}"
         print(f"{r.id:<16} {r.kind:<9} {str(r.dataset):<24} {r.status:<12} {str(r.created_at)[:19]}  {best}")
     return 0

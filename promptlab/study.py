@@ -120,33 +120,54 @@ def _members(store: Store, study_id: str) -> pd.DataFrame:
     return store.study_members(study_id)
 
 
-def analyze(store: Store, study_id: str, n_boot: int = 2000) -> list[Cell]:
+@dataclass(frozen=True)
+class _Preds:
+    gold: np.ndarray | None
+    seeds: list[int]
+    base: list[np.ndarray]  # one row of test predictions per finished seed
+    best: list[np.ndarray]
+
+
+def _context(store: Store, study_id: str):
     study = store.study_row(study_id)
-    members = store.study_members(study_id)
     ds = stored_dataset(store, study["dataset_id"])
     metric = parse_metric(study["config"]["metric"], ds.labels)
-    test = ds.split("test")
     targets = {spec_from_record(t).label: spec_from_record(t) for t in study["config"]["targets"]}
+    return study, ds, metric, targets
+
+
+def _predictions(store: Store, ds, metric, target: ModelSpec, group: pd.DataFrame) -> _Preds:
+    """Test predictions of the baseline and of the best prompt, per finished run (seed) of one cell."""
+    gold, seeds, base_rows, best_rows = None, [], [], []
+    for m in group[group["status"] == "finished"].itertuples():
+        summary = json.loads(m.summary) if isinstance(m.summary, str) else (m.summary or {})
+        if not summary.get("best_id"):
+            continue
+        base = runs.candidate_test_rows(store, m.run_id, 1, target, ds, metric)
+        best = runs.candidate_test_rows(store, m.run_id, summary["best_id"], target, ds, metric)
+        gold = base["gold_norm"].to_numpy(dtype=object)
+        seeds.append(int(m.seed))
+        base_rows.append(base["pred"].to_numpy(dtype=object))
+        best_rows.append(best["pred"].to_numpy(dtype=object))
+    return _Preds(gold, seeds, base_rows, best_rows)
+
+
+def analyze(store: Store, study_id: str, n_boot: int = 2000) -> list[Cell]:
+    study, ds, metric, targets = _context(store, study_id)
+    members = store.study_members(study_id)
+    test = ds.split("test")
     prop_recs = {spec_from_record(p).label: p for p in study["config"]["proposers"]}
     cells = []
     for (target_label, set_label), group in members.groupby(["target", "proposer_set"], sort=False):
         target = targets[target_label]
-        base_rows, best_rows, gold = [], [], None
+        pr = _predictions(store, ds, metric, target, group)
         done = group[group["status"] == "finished"]
-        for m in done.itertuples():
-            summary = json.loads(m.summary) if isinstance(m.summary, str) else (m.summary or {})
-            if not summary.get("best_id"):
-                continue
-            base = runs.candidate_test_rows(store, m.run_id, 1, target, ds, metric)
-            best = runs.candidate_test_rows(store, m.run_id, summary["best_id"], target, ds, metric)
-            gold = base["gold_norm"].to_numpy(dtype=object)
-            base_rows.append(base["pred"].to_numpy(dtype=object))
-            best_rows.append(best["pred"].to_numpy(dtype=object))
         members_of_set = set_label.split(" + ")
         recs = [prop_recs[p] for p in members_of_set if p in prop_recs]
         rel = relation(target.to_record(), recs[0]) if len(recs) == 1 else "mix"
         family = recs[0].get("family", "unknown") if len(recs) == 1 else "+".join(sorted({r.get("family", "?") for r in recs}))
-        if base_rows:
+        if pr.base:
+            gold, base_rows, best_rows = pr.gold, pr.base, pr.best
             g = paired_gain(metric, gold, np.vstack(base_rows), np.vstack(best_rows), n_boot=n_boot)
             p, pos, neg = sign_test(metric, gold, np.vstack(base_rows), np.vstack(best_rows))
             base_score = float(np.mean([metric.score(gold, r) for r in base_rows]))
@@ -160,13 +181,53 @@ def analyze(store: Store, study_id: str, n_boot: int = 2000) -> list[Cell]:
     return cells
 
 
+def head_to_head(store: Store, study_id: str, n_boot: int = 2000) -> pd.DataFrame:
+    """Every pair of proposer sets of each target compared directly: metric(second's best prompts) -
+    metric(first's), on the same test examples and the seeds both finished, with the same two-level
+    paired bootstrap CI and exact sign test as the gains. This, not whether two gain intervals
+    overlap, is the test of "does this proposer write better prompts than that one"."""
+    _, ds, metric, targets = _context(store, study_id)
+    members = _members(store, study_id)
+    rows = []
+    for target_label, tgroup in members.groupby("target", sort=False):
+        preds = {label: _predictions(store, ds, metric, targets[target_label], g)
+                 for label, g in tgroup.groupby("proposer_set", sort=False)}
+        labels = list(preds)
+        for i, first in enumerate(labels):
+            for second in labels[i + 1:]:
+                a, b = preds[first], preds[second]
+                common = sorted(set(a.seeds) & set(b.seeds))
+                if not common:
+                    continue
+                ra = np.vstack([a.best[a.seeds.index(s)] for s in common])
+                rb = np.vstack([b.best[b.seeds.index(s)] for s in common])
+                g = paired_gain(metric, a.gold, ra, rb, n_boot=n_boot)
+                p, pos, neg = sign_test(metric, a.gold, ra, rb)
+                rows.append({"target": target_label, "first": first, "second": second, "seeds": len(common),
+                             "n_test": metric.n_relevant(a.gold, ra[0]), "diff": g.mean, "ci_low": g.ci_low,
+                             "ci_high": g.ci_high, "p_value": p, "second_better_on": pos, "first_better_on": neg})
+    return pd.DataFrame(rows, columns=["target", "first", "second", "seeds", "n_test", "diff", "ci_low", "ci_high",
+                                       "p_value", "second_better_on", "first_better_on"])
+
+
 def cells_frame(cells: list[Cell]) -> pd.DataFrame:
     return pd.DataFrame([c.to_record() for c in cells])
 
 
-def reading(cells: list[Cell], target: str) -> str:
+def _beats(pairs: pd.DataFrame, target: str, winner: str, other: str) -> bool:
+    """Whether `winner`'s best prompts beat `other`'s head to head (paired CI entirely above 0)."""
+    mine = pairs[pairs["target"] == target]
+    row = mine[(mine["first"] == other) & (mine["second"] == winner)]
+    if len(row):
+        return bool(row["ci_low"].iloc[0] > 0)
+    row = mine[(mine["first"] == winner) & (mine["second"] == other)]
+    return bool(len(row) and row["ci_high"].iloc[0] < 0)
+
+
+def reading(cells: list[Cell], target: str, pairs: pd.DataFrame | None = None) -> str:
     """One line in plain words: which proposer family writes the best prompts for this target, or that
-    the data cannot tell."""
+    the data cannot tell. With `pairs` (from head_to_head) the ranking rests on the direct paired
+    comparisons; without, on non-overlapping gain intervals (more conservative)."""
     mine = [c for c in cells if c.target == target and c.gain_mean is not None]
     if not mine:
         return f"No finished runs for {target} yet."
@@ -176,13 +237,18 @@ def reading(cells: list[Cell], target: str) -> str:
         return (f"For {target}, no proposer's best prompt answered any test example differently from the baseline "
                 f"({n}): the data cannot say which family writes better prompts for it.")
     others = [c for c in mine if c is not top]
-    clear = top.ci_low > 0 and all(top.gain_mean - o.gain_mean > 0 and o.ci_high < top.ci_low for o in others)
+    if pairs is not None:
+        clear = top.ci_low > 0 and all(_beats(pairs, target, top.proposer, o.proposer) for o in others)
+        why = "and it beats every other proposer head to head (paired CIs above 0)."
+    else:
+        clear = top.ci_low > 0 and all(top.gain_mean - o.gain_mean > 0 and o.ci_high < top.ci_low for o in others)
+        why = "and its interval clears every other proposer's."
     gain = f"{format_score(top.gain_mean)} [{format_score(top.ci_low)}, {format_score(top.ci_high)}]"
     if clear:
-        return (f"For {target}, {top.proposer} ({top.relation}) writes the best prompts: test gain {gain}, {n}, "
-                "and its interval clears every other proposer's.")
+        return f"For {target}, {top.proposer} ({top.relation}) writes the best prompts: test gain {gain}, {n}, {why}"
     if top.ci_low > 0:
-        return (f"For {target}, {top.proposer} ({top.relation}) has the largest test gain, {gain} ({n}), but its "
-                "interval overlaps others': the data cannot rank the families.")
+        return (f"For {target}, {top.proposer} ({top.relation}) has the largest test gain, {gain} ({n}), but "
+                + ("not every head-to-head comparison clears 0" if pairs is not None else "its interval overlaps others'")
+                + ": the data cannot rank the families.")
     return (f"For {target}, the largest test gain is {top.proposer}'s ({top.relation}), {gain} ({n}), and its interval "
             "includes 0: the data cannot tell whether any family helps, let alone which.")

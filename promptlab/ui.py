@@ -202,16 +202,17 @@ def live_runs() -> set[str]:
 
 
 @st.cache_data(ttl=10, show_spinner="Analysing the study…")
-def _study_cells(path: str, study_id: str, finished: int) -> list:
+def _study_analysis(path: str, study_id: str, finished: int) -> tuple:
     from promptlab import study as S
 
-    return S.analyze(_store_at(path), study_id)
+    store = _store_at(path)
+    return S.analyze(store, study_id), S.head_to_head(store, study_id)
 
 
-def study_cells(study_id: str) -> list:
-    """The study's cells, recomputed when another of its runs finishes."""
+def study_analysis(study_id: str) -> tuple:
+    """The study's cells and head-to-head pairs, recomputed when another of its runs finishes."""
     members = get_store().study_members(study_id)
-    return _study_cells(db_path(), study_id, int((members["status"] == "finished").sum()))
+    return _study_analysis(db_path(), study_id, int((members["status"] == "finished").sum()))
 
 
 def run_is_live(run_id: str) -> bool:

@@ -98,3 +98,22 @@ def test_models_add_list_remove_never_store_a_key(tmp_path, capsys, monkeypatch)
     assert {z["model"] for z in listing["zoo"]} == {"local/smollm2-135m", "local/qwen2.5-coder-0.5b", "local/qwen2.5-coder-1.5b"}
     assert b"sk-live-should-never-be-stored" not in (tmp_path / "m.duckdb").read_bytes()
     assert main(["models", "remove", "gemma-big", "--db", db]) == 0
+
+
+def test_runs_list_shows_a_run_that_has_no_summary_yet(store, tiny_csv, capsys):
+    """A created or running run has no summary (NULL); `runs list` must list it, not fail on it."""
+    from promptlab import runs
+    from promptlab.data import import_dataset
+    from promptlab.models import make_spec
+
+    ds = import_dataset(store, tiny_csv)[0]
+    tgt = make_spec(fakes.script("cli-list-t", lambda m, p: "positive"))
+    run_id = runs.create_run(store, runs.make_config(ds, tgt, [tgt], rounds=1))
+    done = runs.create_run(store, runs.make_config(ds, tgt, [tgt], rounds=1, seed=1))
+    store.finish_run(done, "finished", {"best_val": 0.5, "best_test": 0.25})  # a column of summaries and a NULL
+    path = store.path
+    store.close()
+    assert main(["runs", "list", "--db", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "created" in next(x for x in out if x.startswith(run_id))
+    assert "best val 0.500 test 0.250" in next(x for x in out if x.startswith(done))

@@ -57,6 +57,16 @@ def test_study_finds_the_answer_built_into_the_models(store, dataset):
     assert c.gain_mean == 0 and c.ci_low == 0 == c.ci_high and c.p_value == 1.0
     line = S.reading(list(cells.values()), tgt.label)
     assert same.label in line and "same family, bigger" in line
+    # head to head: the same-family proposer's best prompts against the cross-family one's, paired by seed
+    pairs = S.head_to_head(store, sid)
+    assert len(pairs) == 3  # 3 proposer sets -> 3 pairs
+    row = pairs[(pairs["first"] == cross.label) & (pairs["second"] == same.label)].iloc[0]
+    assert row["seeds"] == 3 and row["n_test"] == s.n_test
+    assert row["diff"] == pytest.approx(s.best_test - c.best_test) and row["ci_low"] > 0.3
+    assert row["first_better_on"] == 0 and row["p_value"] < 1e-4
+    assert "beats every other proposer head to head" in S.reading([s, c], tgt.label, pairs)
+    # the mix (which includes the same-family proposer) is as perfect: a tie, so no ranking is claimed
+    assert "cannot rank" in S.reading(list(cells.values()), tgt.label, pairs)
     # the study's runs are ordinary runs
     members = store.study_members(sid)
     assert len(members) == 9 and set(members["status"]) == {"finished"}
@@ -73,6 +83,13 @@ def test_reading_says_when_the_data_cannot_tell():
     assert "cannot rank" in S.reading([cell("a", 0.10, 0.02, 0.18), cell("b", 0.08, 0.01, 0.15)], "t")
     assert "cannot say" in S.reading([cell("a", 0.0, 0.0, 0.0)], "t")
     assert "clears every other" in S.reading([cell("a", 0.30, 0.22, 0.38), cell("b", 0.01, -0.04, 0.06)], "t")
+    # with the head-to-head comparisons, the ranking rests on them, not on interval overlap
+    overlap = [cell("a", 0.10, 0.02, 0.18), cell("b", 0.06, 0.01, 0.12)]
+    import pandas as pd
+    pair = {"target": "t", "first": "b", "second": "a", "seeds": 3, "n_test": 100, "diff": 0.04, "ci_high": 0.07,
+            "p_value": 0.01, "second_better_on": 6, "first_better_on": 1}
+    assert "beats every other" in S.reading(overlap, "t", pd.DataFrame([pair | {"ci_low": 0.01}]))
+    assert "cannot rank" in S.reading(overlap, "t", pd.DataFrame([pair | {"ci_low": -0.01}]))
 
 
 def test_bad_study_requests_are_refused(store, dataset):
@@ -98,6 +115,8 @@ def test_study_command_json_cells(store, dataset, capsys):
     for cell in doc["cells"]:
         assert set(cell) >= {"target", "proposer", "relation", "seeds", "gain_mean", "ci_low", "ci_high", "p_value", "n_test"}
         assert cell["seeds"] == 2
+    assert len(doc["pairs"]) == 1 and doc["pairs"][0]["seeds"] == 2
+    assert "head to head" in captured.err
     assert "study " in captured.err and "[4/4]" in captured.err
     assert main(["study", "--show", doc["study_id"], "--db", str(store.path), "--json"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
