@@ -5,7 +5,7 @@
 For each task, one `promptlab study` (targets x each proposer alone x seeds, equal budget and rounds,
 strategy arena) on a seeded stratified sample of the task, then the study's own analysis: held-out
 test gain over the baseline per target x proposer with its two-level paired bootstrap CI, the exact
-sign test, the relation from families and sizes, the plain-words reading, and the head-to-head
+paired test, the relation from families and sizes, the plain-words reading, and the head-to-head
 differences between proposers on the same test examples and seeds. Writes the "study" section of
 benchmarks/RESULTS.md (command, machine, table, readings) and one PNG chart per task next to it.
 Re-running the same command resumes the studies (finished runs are not redone).
@@ -71,8 +71,8 @@ def main(argv=None) -> int:
         "calls per run, metric accuracy, the plain baseline"
         + (f"; each task a seeded stratified sample of {args.max_rows} rows (to fit the time box)" if args.max_rows else "")
         + ". Gains are on the held-out test split (the same examples for every run of a task), averaged over seeds, "
-        "with a 95% two-level paired bootstrap CI (examples and seeds resampled); p is the exact sign test on the "
-        "examples where best and baseline differ. The same command shows each study with "
+        "with a 95% two-level paired bootstrap CI (examples and seeds resampled); p is the paired sign-flip test "
+        "(per example, correctness averaged over seeds). The same command shows each study with "
         "`python -m promptlab study --db benchmarks/bench.duckdb --show ID`.",
         "",
         "| task | target | proposer | relation | seeds | n test | baseline | best | gain [95% CI] | p | better / worse on |",
@@ -86,11 +86,11 @@ def main(argv=None) -> int:
                 + f"{_ci(c.gain_mean, c.ci_low, c.ci_high)} | "
                 + (f"{c.p_value:.3g}" if c.p_value is not None else "—") + f" | {c.better_on} / {c.worse_on} |")
     lines += ["", "Head to head (the second proposer's best prompts minus the first's, same test examples and seeds):", "",
-              "| task | target | first | second | difference [95% CI] | p |", "|---|---|---|---|---|---|"]
+              "| task | target | first | second | difference [95% CI] | p | p (Holm) |", "|---|---|---|---|---|---|---|"]
     for stem, ds, study_id, cells, pairs in results:
         for r in pairs.itertuples():
             lines.append(f"| {stem} | {r.target} | {r.first} | {r.second} | {_ci(r.diff, r.ci_low, r.ci_high)} | "
-                         f"{r.p_value:.3g} |")
+                         f"{r.p_value:.3g} | {r.p_adj:.3g} |")
     lines += ["", "Readings (the study's own one-line verdicts):", ""]
     for stem, ds, study_id, cells, pairs in results:
         for t in dict.fromkeys(c.target for c in cells):

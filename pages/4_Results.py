@@ -77,7 +77,8 @@ else:
                         "p_value", "n_test", "better_on", "worse_on", "baseline_test", "best_test"]],
                  hide_index=True, width="stretch")
     st.caption("Gain: the best prompt's test score minus the baseline's on the same test examples, averaged over "
-               "seeds; CI: paired bootstrap over examples and seeds; p: exact sign test on the examples where they differ.")
+               "seeds; CI: paired bootstrap over examples and seeds; p: paired sign-flip test (exact McNemar with one "
+               "seed; none for metrics that are not a per-example mean, where the CI decides).")
     if not pairs.empty:
         st.markdown("**Head to head**: the second proposer's best prompts minus the first's, on the same test "
                     "examples and seeds. This is the direct test of which writes better prompts.")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import traceback
@@ -38,8 +39,19 @@ def _store(args):
     return Store(args.db)
 
 
+def _json_safe(obj):
+    """NaN/inf become null: strict JSON readers (jq, JSON.parse) reject Python's NaN."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def _print_json(obj) -> None:
-    print(json.dumps(obj, ensure_ascii=False, default=str))
+    print(json.dumps(_json_safe(obj), ensure_ascii=False, default=str, allow_nan=False))
 
 
 def _split_cols(values: list[str] | None) -> list[str] | None:
@@ -391,11 +403,12 @@ def cmd_study(args) -> int:
     frame = S.cells_frame(cells)
     pairs = S.head_to_head(store, study_id)
     cols = ["target", "proposer", "relation", "seeds", "gain_mean", "ci_low", "ci_high", "p_value", "n_test"]
-    print(frame[cols].to_string(index=False, float_format=lambda x: f"{x:+.3f}"), file=out)
+    fmt = {c: (lambda x: "—" if x is None or x != x else f"{x:.3g}") for c in ("p_value", "p_adj")}  # None/NaN: no p
+    print(frame[cols].to_string(index=False, formatters=fmt, float_format=lambda x: f"{x:+.3f}"), file=out)
     if not pairs.empty:
         print("\nhead to head (second's best prompts minus first's, same test examples and seeds):", file=out)
-        print(pairs[["target", "first", "second", "seeds", "diff", "ci_low", "ci_high", "p_value", "n_test"]]
-              .to_string(index=False, float_format=lambda x: f"{x:+.3f}"), file=out)
+        print(pairs[["target", "first", "second", "seeds", "diff", "ci_low", "ci_high", "p_value", "p_adj", "n_test"]]
+              .to_string(index=False, formatters=fmt, float_format=lambda x: f"{x:+.3f}"), file=out)
     readings = {t: S.reading(cells, t, pairs) for t in dict.fromkeys(frame["target"])}
     for line in readings.values():
         print(line, file=out)

@@ -295,7 +295,9 @@ def candidate_test_rows(store: Store, run_id: str, cand_id: int, target: ModelSp
     """A stored candidate's prompt (with its demos) scored on the test split, one row per example in
     example order. The run scored its finalists on test, so this comes from the cache."""
     row = store.candidates(run_id).set_index("id").loc[cand_id].to_dict()
-    res = evaluate(store, target, PromptTemplate.from_record(row), dataset, dataset.split("test"), metric)
+    config = store.run_row(run_id)["config"]  # the run's own split and max_tokens: the same requests, so cached
+    res = evaluate(store, target, PromptTemplate.from_record(row), dataset,
+                   dataset.split("test", config.get("split_seed")), metric, max_tokens=config.get("max_tokens"))
     return res.rows.sort_values("example_idx").reset_index(drop=True)
 
 

@@ -3,9 +3,15 @@
 - `paired_gain`: the gain of one prompt over another in any metric, with a percentile bootstrap CI
   that resamples examples (the same resample for both prompts: paired) and, when there are several
   seeds, the seeds too (two-level), so seed-to-seed variation widens the interval as it should.
-- `sign_test`: an exact two-sided binomial (sign) test on the examples where the two prompts differ.
-  With one seed it is the exact McNemar test; with several, each example's correctness is averaged
-  over the seeds first, so an example counts once however many seeds there are.
+- `paired_test`: a two-sided paired sign-flip (randomization) test of the mean per-example
+  difference in correctness, each example's correctness first averaged over the seeds so an example
+  counts once however many seeds there are. With one seed the differences are -1/0/+1 and it is
+  exactly the exact McNemar (binomial sign) test; with several it tests the same mean the gain
+  estimates (a plain sign test on averaged differences would not). Exact up to 16 differing
+  examples, else 20,000 seeded random sign flips. The p-value is conditional on the prompts the
+  seeds found; the bootstrap CI is what carries the seed-to-seed variation. Only for metrics that
+  are a mean of per-example correctness (accuracy, recall:L, specificity:L); for the others
+  (macro-F1, MCC, kappa, precision, F1, balanced accuracy) it returns no p-value, and the CI decides.
 """
 from __future__ import annotations
 
@@ -62,8 +68,14 @@ def relevant_examples(metric: Metric, gold: np.ndarray) -> np.ndarray:
     return np.ones(len(gold), dtype=bool)
 
 
-def sign_test(metric: Metric, gold: Sequence[str], base: Sequence, best: Sequence) -> tuple[float, int, int]:
-    """(two-sided exact p-value, examples where best is right more often, where base is)."""
+PER_EXAMPLE_METRICS = ("accuracy", "recall", "specificity")
+
+
+def paired_test(metric: Metric, gold: Sequence[str], base: Sequence, best: Sequence, *, n_perm: int = 20000,
+                seed: int = 0) -> tuple[float | None, int, int]:
+    """(two-sided p-value or None, examples where best is right more often, examples where base is)."""
+    from itertools import product
+
     from scipy.stats import binomtest
 
     g = np.asarray(gold, dtype=object)
@@ -75,6 +87,30 @@ def sign_test(metric: Metric, gold: Sequence[str], base: Sequence, best: Sequenc
     else:
         right_a, right_b = a == g, b == g
     d = right_b[:, mask].mean(axis=0) - right_a[:, mask].mean(axis=0)
-    pos, neg = int((d > 0).sum()), int((d < 0).sum())
-    p = binomtest(pos, pos + neg, 0.5).pvalue if pos + neg else 1.0
-    return float(p), pos, neg
+    pos, neg = int((d > 1e-12).sum()), int((d < -1e-12).sum())
+    if metric.name not in PER_EXAMPLE_METRICS:
+        return None, pos, neg
+    nz = d[np.abs(d) > 1e-12]
+    if not len(nz):
+        return 1.0, pos, neg
+    mags = np.abs(nz)
+    if np.allclose(mags, mags[0]):  # equal magnitudes: the sign-flip test is the exact binomial sign test
+        return float(binomtest(pos, pos + neg, 0.5).pvalue), pos, neg
+    observed = abs(nz.sum()) - 1e-9
+    if len(nz) <= 16:  # every sign pattern
+        flips = np.array(list(product((-1.0, 1.0), repeat=len(nz))))
+        return float((np.abs(flips @ mags) >= observed).mean()), pos, neg
+    signs = np.random.default_rng(seed).choice((-1.0, 1.0), size=(n_perm, len(nz)))
+    return float((1 + (np.abs(signs @ mags) >= observed).sum()) / (n_perm + 1)), pos, neg
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values (None stays None), for a family of comparisons."""
+    idx = [i for i, p in enumerate(p_values) if p is not None and np.isfinite(p)]
+    order = sorted(idx, key=lambda i: p_values[i])
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p_values[i]))
+        out[i] = running
+    return out

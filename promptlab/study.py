@@ -6,7 +6,7 @@ visible like any other. The analysis compares, per target x proposer set, the be
 test predictions with the baseline's on the same test examples, across the seeds:
 
 - the gain in the metric with a two-level paired bootstrap CI (examples and seeds resampled);
-- an exact sign test (McNemar with one seed) on the examples where the two differ;
+- a paired sign-flip test (the exact McNemar test with one seed), for per-example metrics;
 - the proposer's relation to the target, from the models' families and sizes.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from promptlab.data import LabeledDataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.metrics import format_score, parse_metric
 from promptlab.models import ModelSpec, relation, spec_from_record
-from promptlab.stats import paired_gain, sign_test
+from promptlab.stats import holm, paired_gain, paired_test
 from promptlab.store import Store
 
 
@@ -169,7 +169,7 @@ def analyze(store: Store, study_id: str, n_boot: int = 2000) -> list[Cell]:
         if pr.base:
             gold, base_rows, best_rows = pr.gold, pr.base, pr.best
             g = paired_gain(metric, gold, np.vstack(base_rows), np.vstack(best_rows), n_boot=n_boot)
-            p, pos, neg = sign_test(metric, gold, np.vstack(base_rows), np.vstack(best_rows))
+            p, pos, neg = paired_test(metric, gold, np.vstack(base_rows), np.vstack(best_rows))
             base_score = float(np.mean([metric.score(gold, r) for r in base_rows]))
             best_score = float(np.mean([metric.score(gold, r) for r in best_rows]))
             cells.append(Cell(target_label, set_label, family, rel, len(base_rows), g.mean, g.ci_low, g.ci_high, p,
@@ -184,8 +184,9 @@ def analyze(store: Store, study_id: str, n_boot: int = 2000) -> list[Cell]:
 def head_to_head(store: Store, study_id: str, n_boot: int = 2000) -> pd.DataFrame:
     """Every pair of proposer sets of each target compared directly: metric(second's best prompts) -
     metric(first's), on the same test examples and the seeds both finished, with the same two-level
-    paired bootstrap CI and exact sign test as the gains. This, not whether two gain intervals
-    overlap, is the test of "does this proposer write better prompts than that one"."""
+    paired bootstrap CI and paired test as the gains. This, not whether two gain intervals overlap,
+    is the test of "does this proposer write better prompts than that one". `p_adj` is Holm-adjusted
+    over the target's pairs, for reading the table as a whole; the CIs are per pair (unadjusted)."""
     _, ds, metric, targets = _context(store, study_id)
     members = _members(store, study_id)
     rows = []
@@ -202,53 +203,91 @@ def head_to_head(store: Store, study_id: str, n_boot: int = 2000) -> pd.DataFram
                 ra = np.vstack([a.best[a.seeds.index(s)] for s in common])
                 rb = np.vstack([b.best[b.seeds.index(s)] for s in common])
                 g = paired_gain(metric, a.gold, ra, rb, n_boot=n_boot)
-                p, pos, neg = sign_test(metric, a.gold, ra, rb)
+                p, pos, neg = paired_test(metric, a.gold, ra, rb)
                 rows.append({"target": target_label, "first": first, "second": second, "seeds": len(common),
                              "n_test": metric.n_relevant(a.gold, ra[0]), "diff": g.mean, "ci_low": g.ci_low,
                              "ci_high": g.ci_high, "p_value": p, "second_better_on": pos, "first_better_on": neg})
-    return pd.DataFrame(rows, columns=["target", "first", "second", "seeds", "n_test", "diff", "ci_low", "ci_high",
-                                       "p_value", "second_better_on", "first_better_on"])
+    frame = pd.DataFrame(rows, columns=["target", "first", "second", "seeds", "n_test", "diff", "ci_low", "ci_high",
+                                        "p_value", "second_better_on", "first_better_on"])
+    frame["p_adj"] = pd.Series(dtype=float)
+    for _, group in frame.groupby("target", sort=False):
+        adjusted = holm([None if pd.isna(v) else float(v) for v in group["p_value"]])
+        frame.loc[group.index, "p_adj"] = [np.nan if v is None else v for v in adjusted]
+    return frame
 
 
 def cells_frame(cells: list[Cell]) -> pd.DataFrame:
     return pd.DataFrame([c.to_record() for c in cells])
 
 
+ALPHA = 0.05
+
+
+def _significant(ci_low: float | None, p_value: float | None) -> bool:
+    """Above 0 by both the CI and, where the metric has one, the paired test (the bootstrap's
+    percentile CI alone can clear 0 on a handful of differing examples)."""
+    return ci_low is not None and ci_low > 0 and (p_value is None or p_value < ALPHA)
+
+
 def _beats(pairs: pd.DataFrame, target: str, winner: str, other: str) -> bool:
-    """Whether `winner`'s best prompts beat `other`'s head to head (paired CI entirely above 0)."""
+    """Whether `winner`'s best prompts beat `other`'s head to head (paired CI above 0 and p < 0.05).
+    Claiming "beats every other" needs every one of these (an intersection-union test), so it keeps
+    the 5% level without a multiplicity correction."""
     mine = pairs[pairs["target"] == target]
     row = mine[(mine["first"] == other) & (mine["second"] == winner)]
     if len(row):
-        return bool(row["ci_low"].iloc[0] > 0)
+        r = row.iloc[0]
+        return _significant(r["ci_low"], None if pd.isna(r["p_value"]) else r["p_value"])
     row = mine[(mine["first"] == winner) & (mine["second"] == other)]
-    return bool(len(row) and row["ci_high"].iloc[0] < 0)
+    if len(row):
+        r = row.iloc[0]
+        return _significant(-r["ci_high"], None if pd.isna(r["p_value"]) else r["p_value"])
+    return False
 
 
 def reading(cells: list[Cell], target: str, pairs: pd.DataFrame | None = None) -> str:
     """One line in plain words: which proposer family writes the best prompts for this target, or that
-    the data cannot tell. With `pairs` (from head_to_head) the ranking rests on the direct paired
-    comparisons; without, on non-overlapping gain intervals (more conservative)."""
-    mine = [c for c in cells if c.target == target and c.gain_mean is not None]
+    the data cannot tell. A gain counts when its CI is above 0 and its paired test has p < 0.05. With
+    `pairs` (from head_to_head) the ranking rests on the direct paired comparisons; without, on
+    non-overlapping gain intervals (more conservative)."""
+    every = [c for c in cells if c.target == target]
+    mine = [c for c in every if c.gain_mean is not None]
     if not mine:
         return f"No finished runs for {target} yet."
     top = max(mine, key=lambda c: c.gain_mean)
     n = f"n={top.n_test} test examples, {top.seeds} seed(s)"
-    if all(c.gain_mean == 0 and c.ci_low == 0 and c.ci_high == 0 for c in mine):
+    caveats = ""
+    if len(mine) < len(every):
+        caveats += f" Only {len(mine)} of {len(every)} proposers have finished runs so far."
+    if min(c.seeds for c in mine) < 3:
+        caveats += " With fewer than 3 seeds the CI reflects little of the seed-to-seed variation."
+    if all(c.better_on + c.worse_on == 0 for c in mine):
         return (f"For {target}, no proposer's best prompt answered any test example differently from the baseline "
-                f"({n}): the data cannot say which family writes better prompts for it.")
+                f"({n}): the data cannot say which family writes better prompts for it." + caveats)
+    gain = f"{format_score(top.gain_mean)} [{format_score(top.ci_low)}, {format_score(top.ci_high)}]"
+    if top.ci_high < 0:
+        return (f"For {target}, every proposer's best prompt did worse than the baseline on test (the best, "
+                f"{top.proposer}'s, {gain}, {n}): the search overfit the validation split, and no family helps here."
+                + caveats)
     others = [c for c in mine if c is not top]
     if pairs is not None:
-        clear = top.ci_low > 0 and all(_beats(pairs, target, top.proposer, o.proposer) for o in others)
-        why = "and it beats every other proposer head to head (paired CIs above 0)."
+        clear = all(_beats(pairs, target, top.proposer, o.proposer) for o in others)
+        why = "and it beats every other proposer head to head (paired CI above 0, p < 0.05)."
     else:
-        clear = top.ci_low > 0 and all(top.gain_mean - o.gain_mean > 0 and o.ci_high < top.ci_low for o in others)
+        clear = all(top.gain_mean - o.gain_mean > 0 and o.ci_high < top.ci_low for o in others)
         why = "and its interval clears every other proposer's."
-    gain = f"{format_score(top.gain_mean)} [{format_score(top.ci_low)}, {format_score(top.ci_high)}]"
-    if clear:
-        return f"For {target}, {top.proposer} ({top.relation}) writes the best prompts: test gain {gain}, {n}, {why}"
-    if top.ci_low > 0:
+    if _significant(top.ci_low, top.p_value) and clear and len(mine) == len(every):
+        return f"For {target}, {top.proposer} ({top.relation}) writes the best prompts: test gain {gain}, {n}, {why}" + caveats
+    helping = [c for c in mine if _significant(c.ci_low, c.p_value)]
+    if _significant(top.ci_low, top.p_value):
         return (f"For {target}, {top.proposer} ({top.relation}) has the largest test gain, {gain} ({n}), but "
                 + ("not every head-to-head comparison clears 0" if pairs is not None else "its interval overlaps others'")
-                + ": the data cannot rank the families.")
-    return (f"For {target}, the largest test gain is {top.proposer}'s ({top.relation}), {gain} ({n}), and its interval "
-            "includes 0: the data cannot tell whether any family helps, let alone which.")
+                + ": the data cannot rank the families." + caveats)
+    if helping:
+        names = ", ".join(f"{c.proposer} ({c.relation})" for c in helping)
+        return (f"For {target}, {names} improve{'s' if len(helping) == 1 else ''} on the baseline (CI above 0, "
+                f"p < 0.05), but the largest mean gain, {top.proposer}'s {gain} ({n}), is not significant: some "
+                "family helps, and the data cannot rank them." + caveats)
+    return (f"For {target}, the largest test gain is {top.proposer}'s ({top.relation}), {gain} ({n}), and no "
+            "proposer's gain is clearly above 0: the data cannot tell whether any family helps, let alone which."
+            + caveats)

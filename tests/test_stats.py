@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from promptlab.metrics import parse_metric
-from promptlab.stats import paired_gain, sign_test
+from promptlab.stats import holm, paired_gain, paired_test
 
 ACC = parse_metric("accuracy", ["a", "b"])
 
@@ -12,12 +12,12 @@ def test_sign_test_matches_the_exact_binomial_by_hand():
     gold = ["a"] * 10
     base = ["b"] * 10
     best = ["a"] * 8 + ["b"] * 2  # best right on 8 where base is wrong, no example the other way
-    p, pos, neg = sign_test(ACC, gold, base, best)
+    p, pos, neg = paired_test(ACC, gold, base, best)
     assert (pos, neg) == (8, 0)
     assert p == pytest.approx(2 * 1 / 2**8)  # 2 * P(X = 0 | n = 8) = 0.0078125
     base2 = ["a", "a"] + ["b"] * 8  # base right only on examples 0-1, best only on 2-9
     best2 = ["b", "b"] + ["a"] * 8
-    p2, pos2, neg2 = sign_test(ACC, gold, base2, best2)
+    p2, pos2, neg2 = paired_test(ACC, gold, base2, best2)
     assert (pos2, neg2) == (8, 2)
     assert p2 == pytest.approx(2 * (1 + 10 + 45) / 1024)  # 0.109375, the exact McNemar p by hand
 
@@ -26,14 +26,14 @@ def test_sign_test_averages_seeds_per_example_so_each_example_counts_once():
     gold = ["a"] * 4
     base = [["b"] * 4, ["b"] * 4, ["b"] * 4]
     best = [["a", "a", "b", "b"], ["a", "b", "a", "b"], ["a", "a", "a", "b"]]  # examples 0-2 better on average
-    p, pos, neg = sign_test(ACC, gold, base, best)
+    p, pos, neg = paired_test(ACC, gold, base, best)
     assert (pos, neg) == (3, 0) and p == pytest.approx(0.25)
 
 
 def test_sign_test_on_recall_looks_only_at_that_labels_examples():
     m = parse_metric("recall:a", ["a", "b"])
     gold = ["a", "a", "b", "b"]
-    p, pos, neg = sign_test(m, gold, ["b", "b", "b", "b"], ["a", "a", "a", "a"])
+    p, pos, neg = paired_test(m, gold, ["b", "b", "b", "b"], ["a", "a", "a", "a"])
     assert (pos, neg) == (2, 0)  # the two 'b' examples got worse, but recall of 'a' does not see them
 
 
@@ -66,3 +66,32 @@ def test_paired_gain_in_macro_f1_uses_the_metric_not_accuracy():
     assert g.mean == pytest.approx(1 - m.score(np.array(gold, dtype=object), base), abs=1e-9)
     with pytest.raises(ValueError, match="same shape"):
         paired_gain(m, gold, base[:50], best)
+
+
+def test_paired_test_tests_the_mean_not_the_sign_of_averaged_differences():
+    """30 examples a third better on average and 10 examples fully worse: the mean difference is 0, so
+    the test must not call it significant (a sign test on the averaged differences would, 30 vs 10)."""
+    gold = ["a"] * 40
+    base = [["b"] * 30 + ["a"] * 10] * 3
+    best = [["a"] * 10 + ["b"] * 20 + ["b"] * 10, ["b"] * 10 + ["a"] * 10 + ["b"] * 10 + ["b"] * 10,
+            ["b"] * 20 + ["a"] * 10 + ["b"] * 10]
+    gain = paired_gain(ACC, gold, base, best, n_boot=500)
+    p, pos, neg = paired_test(ACC, gold, base, best)
+    assert gain.mean == pytest.approx(0.0) and (pos, neg) == (30, 10)
+    assert p > 0.9
+
+
+def test_paired_test_exact_enumeration_and_no_p_for_non_per_example_metrics():
+    gold = ["a"] * 4
+    # differences 1, 1/3, 1/3, -1/3 (3 seeds), sum 4/3. Of the 16 sign patterns, |sum| >= 4/3 needs the
+    # 1 and at least two of the thirds on one side: 4 patterns per side -> p = 8/16
+    base = [["b"] * 3 + ["a"], ["b"] * 3 + ["a"], ["b"] * 3 + ["a"]]
+    best = [["a", "a", "b", "b"], ["a", "b", "a", "a"], ["a", "b", "b", "a"]]
+    p, pos, neg = paired_test(ACC, gold, base, best)
+    assert (pos, neg) == (3, 1) and p == pytest.approx(8 / 16)
+    f1 = parse_metric("macro_f1", ["a", "b"])
+    assert paired_test(f1, ["a", "b"], ["a", "a"], ["a", "b"])[0] is None  # the CI decides for macro-F1
+
+
+def test_holm_by_hand():
+    assert holm([0.01, 0.04, 0.03, None]) == pytest.approx([0.03, 0.06, 0.06, None])

@@ -64,6 +64,7 @@ def test_study_finds_the_answer_built_into_the_models(store, dataset):
     assert row["seeds"] == 3 and row["n_test"] == s.n_test
     assert row["diff"] == pytest.approx(s.best_test - c.best_test) and row["ci_low"] > 0.3
     assert row["first_better_on"] == 0 and row["p_value"] < 1e-4
+    assert (pairs["p_adj"] >= pairs["p_value"]).all()  # Holm over the target's 3 pairs
     assert "beats every other proposer head to head" in S.reading([s, c], tgt.label, pairs)
     # the mix (which includes the same-family proposer) is as perfect: a tie, so no ranking is claimed
     assert "cannot rank" in S.reading(list(cells.values()), tgt.label, pairs)
@@ -77,19 +78,33 @@ def test_study_finds_the_answer_built_into_the_models(store, dataset):
 
 
 def test_reading_says_when_the_data_cannot_tell():
-    def cell(p, g, lo, hi):
-        return S.Cell("t", p, "f", "cross family", 3, g, lo, hi, 0.5, 100, 3, 2, 0.5, 0.5 + g, (), 3)
-    assert "cannot tell" in S.reading([cell("a", 0.02, -0.03, 0.07), cell("b", 0.01, -0.04, 0.06)], "t")
+    import pandas as pd
+
+    def cell(p, g, lo, hi, pv=0.01, better=3, worse=2, seeds=3):
+        return S.Cell("t", p, "f", "cross family", seeds, g, lo, hi, pv, 100, better, worse, 0.5, 0.5 + g, (), seeds)
+    assert "cannot tell" in S.reading([cell("a", 0.02, -0.03, 0.07, 0.4), cell("b", 0.01, -0.04, 0.06, 0.6)], "t")
     assert "cannot rank" in S.reading([cell("a", 0.10, 0.02, 0.18), cell("b", 0.08, 0.01, 0.15)], "t")
-    assert "cannot say" in S.reading([cell("a", 0.0, 0.0, 0.0)], "t")
-    assert "clears every other" in S.reading([cell("a", 0.30, 0.22, 0.38), cell("b", 0.01, -0.04, 0.06)], "t")
+    assert "cannot say" in S.reading([cell("a", 0.0, 0.0, 0.0, 1.0, 0, 0)], "t")
+    assert "clears every other" in S.reading([cell("a", 0.30, 0.22, 0.38), cell("b", 0.01, -0.04, 0.06, 0.5)], "t")
+    # a CI above 0 on a handful of examples is not enough when the paired test says otherwise
+    assert "cannot tell" in S.reading([cell("a", 0.04, 0.01, 0.08, 0.125, 4, 0), cell("b", 0.0, -0.02, 0.02, 1.0)], "t")
+    # every proposer worse than the baseline: said so, not "includes 0"
+    assert "did worse than the baseline" in S.reading([cell("a", -0.05, -0.09, -0.01), cell("b", -0.1, -0.2, -0.05)], "t")
+    # the top mean is noisy but another proposer clearly helps
+    line = S.reading([cell("a", 0.10, -0.02, 0.22, 0.2), cell("b", 0.06, 0.03, 0.09, 0.001)], "t")
+    assert "b (cross family) improves on the baseline" in line and "cannot rank" in line
+    # unfinished proposers and too few seeds are caveats, and no winner is declared with one missing
+    missing = S.Cell("t", "c", "f", "cross family", 0, None, None, None, None, 100, 0, 0, None, None, (), 0)
+    line = S.reading([cell("a", 0.30, 0.22, 0.38), cell("b", 0.01, -0.04, 0.06, 0.5), missing], "t")
+    assert "2 of 3 proposers" in line and "writes the best" not in line
+    assert "fewer than 3 seeds" in S.reading([cell("a", 0.30, 0.22, 0.38, seeds=1)], "t")
     # with the head-to-head comparisons, the ranking rests on them, not on interval overlap
     overlap = [cell("a", 0.10, 0.02, 0.18), cell("b", 0.06, 0.01, 0.12)]
-    import pandas as pd
     pair = {"target": "t", "first": "b", "second": "a", "seeds": 3, "n_test": 100, "diff": 0.04, "ci_high": 0.07,
             "p_value": 0.01, "second_better_on": 6, "first_better_on": 1}
     assert "beats every other" in S.reading(overlap, "t", pd.DataFrame([pair | {"ci_low": 0.01}]))
     assert "cannot rank" in S.reading(overlap, "t", pd.DataFrame([pair | {"ci_low": -0.01}]))
+    assert "cannot rank" in S.reading(overlap, "t", pd.DataFrame([pair | {"ci_low": 0.01, "p_value": 0.2}]))
 
 
 def test_bad_study_requests_are_refused(store, dataset):
@@ -123,3 +138,21 @@ def test_study_command_json_cells(store, dataset, capsys):
     assert again["cells"] == doc["cells"]
     assert main(["study", "--show", "study-nope", "--db", str(store.path)]) != 0
     assert "no study 'study-nope'" in capsys.readouterr().err
+
+
+def test_study_in_macro_f1_has_gains_but_no_p_values(store, dataset, capsys):
+    """macro-F1 is not a per-example mean: the CI decides, the table shows no p-value (and does not fail)."""
+    from promptlab.cli import main
+
+    tgt, same, cross = specs()
+    code = main(["study", "--dataset", dataset.name, "--targets", tgt.model, "--proposers", f"{same.model},{cross.model}",
+                 "--seeds", "1", "--rounds", "1", "--metric", "macro_f1", "--minibatch", "8", "--db", str(store.path),
+                 "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    doc = json.loads(captured.out.strip().splitlines()[-1])
+    good_cell = next(c for c in doc["cells"] if c["proposer"] == same.label)
+    assert good_cell["gain_mean"] > 0.3 and good_cell["p_value"] is None
+    assert doc["pairs"][0]["p_value"] is None and doc["pairs"][0]["p_adj"] is None  # null, not NaN
+    assert "NaN" not in captured.out.strip().splitlines()[-1]
+    assert "fewer than 3 seeds" in doc["readings"][tgt.label]
