@@ -75,8 +75,8 @@ def main(argv=None) -> int:
         "(per example, correctness averaged over seeds). The same command shows each study with "
         "`python -m promptlab study --db benchmarks/bench.duckdb --show ID`.",
         "",
-        "| task | target | proposer | relation | seeds | n test | baseline | best | gain [95% CI] | p | better / worse on |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | target | proposer | relation | seeds | n test | baseline | best | gain [95% CI] | p | better / worse on | usable proposals |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for stem, ds, study_id, cells, _ in results:
         for c in cells:
@@ -84,7 +84,8 @@ def main(argv=None) -> int:
                 f"| {stem} | {c.target} | {c.proposer} | {c.relation} | {c.seeds} | {c.n_test} | "
                 + (f"{c.baseline_test:.3f} | {c.best_test:.3f} | " if c.gain_mean is not None else "— | — | ")
                 + f"{_ci(c.gain_mean, c.ci_low, c.ci_high)} | "
-                + (f"{c.p_value:.3g}" if c.p_value is not None else "—") + f" | {c.better_on} / {c.worse_on} |")
+                + (f"{c.p_value:.3g}" if c.p_value is not None else "—") + f" | {c.better_on} / {c.worse_on} | "
+                + f"{c.proposals_valid} of {c.proposals_asked} |")
     lines += ["", "Head to head (the second proposer's best prompts minus the first's, same test examples and seeds):", "",
               "| task | target | first | second | difference [95% CI] | p | p (Holm) |", "|---|---|---|---|---|---|---|"]
     for stem, ds, study_id, cells, pairs in results:

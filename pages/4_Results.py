@@ -74,7 +74,8 @@ else:
         ui.chart_exports(fig_s, f"{study_id}-{target.replace('/', '_')}", f"results.study.{target}")
         st.info(S.reading(cell_list, target, pairs))
     st.dataframe(cells[["target", "proposer", "family", "relation", "seeds", "finished", "gain_mean", "ci_low", "ci_high",
-                        "p_value", "n_test", "better_on", "worse_on", "baseline_test", "best_test"]],
+                        "p_value", "n_test", "better_on", "worse_on", "baseline_test", "best_test", "proposals_valid",
+                        "proposals_asked"]],
                  hide_index=True, width="stretch")
     st.caption("Gain: the best prompt's test score minus the baseline's on the same test examples, averaged over "
                "seeds; CI: paired bootstrap over examples and seeds; p: paired sign-flip test (exact McNemar with one "

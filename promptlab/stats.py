@@ -55,7 +55,10 @@ def paired_gain(metric: Metric, gold: Sequence[str], base: Sequence, best: Seque
         diffs[k] = np.nanmean([metric.score(gg, b[i, ex]) - metric.score(gg, a[i, ex]) for i in seeds])
     alpha = (1 - level) / 2
     lo, hi = np.nanquantile(diffs, [alpha, 1 - alpha]) if np.isfinite(diffs).any() else (np.nan, np.nan)
-    return Gain(point, float(lo), float(hi), n, s)
+    def clean(x: float) -> float:  # float noise and -0.0 would print as "-0.000"
+        return round(float(x), 12) + 0.0
+
+    return Gain(clean(point), clean(lo), clean(hi), n, s)
 
 
 def relevant_examples(metric: Metric, gold: np.ndarray) -> np.ndarray:

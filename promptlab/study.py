@@ -46,6 +46,8 @@ class Cell:
     best_test: float | None
     runs: tuple[str, ...]
     finished: int
+    proposals_asked: int = 0  # candidate prompts asked of the proposer set, over its finished runs
+    proposals_valid: int = 0  # of those, the ones usable as prompts (parsed, new, with the input placeholder)
 
     def to_record(self) -> dict:
         return asdict(self) | {"runs": list(self.runs)}
@@ -172,9 +174,14 @@ def analyze(store: Store, study_id: str, n_boot: int = 2000) -> list[Cell]:
             p, pos, neg = paired_test(metric, gold, np.vstack(base_rows), np.vstack(best_rows))
             base_score = float(np.mean([metric.score(gold, r) for r in base_rows]))
             best_score = float(np.mean([metric.score(gold, r) for r in best_rows]))
+            asked = valid = 0
+            for run_id in done["run_id"]:
+                for a in runs.attribution(store, run_id):
+                    if a["model"] in members_of_set:
+                        asked, valid = asked + a["candidates"], valid + a["valid"]
             cells.append(Cell(target_label, set_label, family, rel, len(base_rows), g.mean, g.ci_low, g.ci_high, p,
                               metric.n_relevant(gold, base_rows[0]), pos, neg, base_score, best_score,
-                              tuple(group["run_id"]), len(done)))
+                              tuple(group["run_id"]), len(done), asked, valid))
         else:
             cells.append(Cell(target_label, set_label, family, rel, 0, None, None, None, None, len(test), 0, 0, None,
                               None, tuple(group["run_id"]), len(done)))
@@ -254,13 +261,19 @@ def reading(cells: list[Cell], target: str, pairs: pd.DataFrame | None = None) -
     mine = [c for c in every if c.gain_mean is not None]
     if not mine:
         return f"No finished runs for {target} yet."
-    top = max(mine, key=lambda c: c.gain_mean)
+    # a proposer that wrote nothing usable "gains" 0 by keeping the baseline: not a candidate for the top
+    wrote = [c for c in mine if c.proposals_valid or not c.proposals_asked] or mine
+    top = max(wrote, key=lambda c: c.gain_mean)
     n = f"n={top.n_test} test examples, {top.seeds} seed(s)"
     caveats = ""
     if len(mine) < len(every):
         caveats += f" Only {len(mine)} of {len(every)} proposers have finished runs so far."
     if min(c.seeds for c in mine) < 3:
         caveats += " With fewer than 3 seeds the CI reflects little of the seed-to-seed variation."
+    mute = [c.proposer for c in mine if c.proposals_asked and not c.proposals_valid]
+    if mute:
+        caveats += (f" {', '.join(mute)} wrote no usable prompt in any of {'its' if len(mute) == 1 else 'their'} runs "
+                    f"({'its' if len(mute) == 1 else 'their'} best is the baseline).")
     if all(c.better_on + c.worse_on == 0 for c in mine):
         return (f"For {target}, no proposer's best prompt answered any test example differently from the baseline "
                 f"({n}): the data cannot say which family writes better prompts for it." + caveats)

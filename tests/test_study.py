@@ -55,6 +55,7 @@ def test_study_finds_the_answer_built_into_the_models(store, dataset):
     assert s.best_test == 1.0 and s.gain_mean == pytest.approx(1 - s.baseline_test)  # perfect vs always "positive"
     assert s.ci_low > 0.3 and s.p_value < 1e-4 and s.worse_on == 0 and s.better_on == round(s.gain_mean * s.n_test)
     assert c.gain_mean == 0 and c.ci_low == 0 == c.ci_high and c.p_value == 1.0
+    assert s.proposals_asked == c.proposals_asked > 0 and s.proposals_valid > 0
     line = S.reading(list(cells.values()), tgt.label)
     assert same.label in line and "same family, bigger" in line
     # head to head: the same-family proposer's best prompts against the cross-family one's, paired by seed
@@ -98,6 +99,11 @@ def test_reading_says_when_the_data_cannot_tell():
     line = S.reading([cell("a", 0.30, 0.22, 0.38), cell("b", 0.01, -0.04, 0.06, 0.5), missing], "t")
     assert "2 of 3 proposers" in line and "writes the best" not in line
     assert "fewer than 3 seeds" in S.reading([cell("a", 0.30, 0.22, 0.38, seeds=1)], "t")
+    mute = S.Cell("t", "m", "f", "cross family", 3, 0.0, 0.0, 0.0, 1.0, 100, 0, 0, 0.5, 0.5, (), 3, 12, 0)
+    assert "m wrote no usable prompt in any of its runs" in S.reading([cell("a", 0.30, 0.22, 0.38), mute], "t")
+    # a mute proposer's 0 (the baseline kept) is not "the largest gain" over writers who lost a little
+    line = S.reading([cell("a", -0.01, -0.05, 0.03, 0.6), mute], "t")
+    assert "largest test gain is a's" in line
     # with the head-to-head comparisons, the ranking rests on them, not on interval overlap
     overlap = [cell("a", 0.10, 0.02, 0.18), cell("b", 0.06, 0.01, 0.12)]
     pair = {"target": "t", "first": "b", "second": "a", "seeds": 3, "n_test": 100, "diff": 0.04, "ci_high": 0.07,
