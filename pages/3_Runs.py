@@ -48,6 +48,11 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
         methods = st.multiselect("Demo selection (fewshot)", ["random", "stratified", "bootstrapped", "similar"],
                                  default=["random", "stratified", "bootstrapped", "similar"], key="runs.methods")
         extra["methods"] = methods
+        if "similar" in methods:
+            extra["similarity"] = st.selectbox(
+                "Nearness for 'similar' demos", ["tfidf", "minilm"], key="runs.similarity",
+                help="tfidf: shared words and character n-grams (any language, instant); minilm: meaning, from "
+                     "the all-MiniLM-L6-v2 sentence-embedding model shipped in a package (offline; English-centred)")
     c12, c13 = st.columns(2)
     demos = c12.selectbox("Demos attached to every instruction (arena)", ["none", "per-label", 2, 4, 8], key="runs.demos",
                           help="Train examples shown with each prompt; the baseline is also scored with them, so the "

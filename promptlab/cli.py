@@ -333,7 +333,7 @@ def cmd_optimize(args) -> int:
         "critic": resolve_model(args.critic, store) if args.critic else None,
         "editor": resolve_model(args.editor, store) if args.editor else None,
         "methods": [m.strip() for m in args.demo_methods.split(",") if m.strip()] if args.demo_methods else None,
-        "max_demos": args.max_demos,
+        "max_demos": args.max_demos, "similarity": args.similarity,
     }.items() if v is not None}
     config = runs.make_config(
         ds, target, proposers, metric=args.metric, seed=args.seed, arena_k=args.arena, candidates=args.candidates,
@@ -622,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--editor", help="gradient: the model that rewrites the prompt (default: the first proposer)")
     p.add_argument("--demo-methods", help="fewshot: comma-separated among random,stratified,bootstrapped,similar (default all)")
     p.add_argument("--max-demos", type=int, help="fewshot: most demos per prompt (default 8)")
+    p.add_argument("--similarity", choices=["tfidf", "minilm"],
+                   help="fewshot 'similar' demos: tfidf (word and character n-grams, default) or minilm "
+                        "(all-MiniLM-L6-v2 sentence embeddings, shipped in a package, offline)")
     p.add_argument("--arena", type=int, default=2, help="proposers drawn per round (0: all of them; default 2)")
     p.add_argument("--candidates", type=int, default=2, help="candidates each proposer writes per round (default 2)")
     p.add_argument("--rounds", type=int, default=5)

@@ -72,10 +72,13 @@ class PromptTemplate:
     demos: tuple[Demo, ...] = ()
     demo_format: str = "chat"
     similar_k: int = 0  # > 0: `demos` is a pool, and each input gets its similar_k nearest demos from it
+    similar_by: str = "tfidf"  # how "nearest" is measured (promptlab.similarity.BACKENDS)
 
     def __post_init__(self):
         if self.demo_format not in DEMO_FORMATS:
             raise PromptError(f"unknown demo format '{self.demo_format}': use one of {', '.join(DEMO_FORMATS)}")
+        if self.similar_by not in ("tfidf", "minilm"):
+            raise PromptError(f"unknown similarity '{self.similar_by}': use tfidf or minilm")
         object.__setattr__(self, "demos", tuple(Demo.from_record(d) for d in self.demos))
 
     @property
@@ -85,6 +88,8 @@ class PromptTemplate:
             parts += [self.demo_format, [d.to_record() for d in self.demos]]
             if self.similar_k:
                 parts.append(self.similar_k)
+                if self.similar_by != "tfidf":  # tfidf prompts keep the ids they always had
+                    parts.append(self.similar_by)
         blob = json.dumps(parts, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
@@ -94,18 +99,23 @@ class PromptTemplate:
             rec.update(demos=[d.to_record() for d in self.demos], demo_format=self.demo_format)
             if self.similar_k:
                 rec["similar_k"] = self.similar_k
+                if self.similar_by != "tfidf":
+                    rec["similar_by"] = self.similar_by
         return rec
 
     @classmethod
     def from_record(cls, rec: dict) -> "PromptTemplate":
         return cls(system=str(rec.get("system", "")), user=str(rec.get("user", "{input}")),
                    demos=tuple(Demo.from_record(d) for d in rec.get("demos") or ()),
-                   demo_format=str(rec.get("demo_format") or "chat"), similar_k=int(rec.get("similar_k") or 0))
+                   demo_format=str(rec.get("demo_format") or "chat"), similar_k=int(rec.get("similar_k") or 0),
+                   similar_by=str(rec.get("similar_by") or "tfidf"))
 
-    def with_demos(self, demos, demo_format: str | None = None, similar_k: int = 0) -> "PromptTemplate":
+    def with_demos(self, demos, demo_format: str | None = None, similar_k: int = 0,
+                   similar_by: str = "tfidf") -> "PromptTemplate":
         if not demos:
             return PromptTemplate(self.system, self.user)
-        return PromptTemplate(self.system, self.user, tuple(demos), demo_format or self.demo_format, similar_k)
+        return PromptTemplate(self.system, self.user, tuple(demos), demo_format or self.demo_format, similar_k,
+                              similar_by if similar_k else "tfidf")
 
     def demos_for(self, text: str) -> tuple[Demo, ...]:
         """The demos shown with one input: all of them, or its similar_k nearest in the pool."""
@@ -113,7 +123,8 @@ class PromptTemplate:
             return self.demos
         from promptlab.similarity import nearest
 
-        return tuple(self.demos[i] for i in nearest(tuple(d.text for d in self.demos), text, self.similar_k))
+        return tuple(self.demos[i] for i in nearest(tuple(d.text for d in self.demos), text, self.similar_k,
+                                                    self.similar_by))
 
     @classmethod
     def from_text(cls, text: str, system: str | None = None) -> "PromptTemplate":
@@ -440,7 +451,8 @@ def evaluate(
     wall = time.perf_counter() - t0 - load_s
     if dataset.id:
         store.save_prompt(prompt.id, prompt.system, prompt.user,
-                          [d.to_record() for d in prompt.demos] or None, prompt.demo_format, prompt.similar_k)
+                          [d.to_record() for d in prompt.demos] or None, prompt.demo_format, prompt.similar_k,
+                          prompt.similar_by)
         mk = model_key(spec, params)
         store.save_evaluations(pd.DataFrame({
             "prompt_id": prompt.id, "model_key": mk, "dataset_id": dataset.id,

@@ -137,6 +137,8 @@ def make_config(
         if bad or not strategy_params["methods"]:
             raise PromptlabError(f"unknown demo selection method(s) {', '.join(bad) or '(none given)'}: use {', '.join(METHODS)}")
         strategy_params["methods"] = tuple(strategy_params["methods"])
+    if strategy_params.get("similarity", "tfidf") not in ("tfidf", "minilm"):
+        raise PromptlabError(f"similarity must be tfidf or minilm, not {strategy_params['similarity']!r}")
     return RunConfig(
         dataset_id=dataset.id, target=target.to_record(), proposers=tuple(p.to_record() for p in proposers),
         metric=metric, seed=seed, strategy=",".join(names),
@@ -226,7 +228,8 @@ def _candidate_update(step: Step) -> dict | None:
         return {"id": step.candidate_id, "prompt_id": step.prompt_id, "round": step.round, "proposer": step.proposer,
                 "family": step.family, "parents": list(step.parents), "meta_prompt": step.meta_prompt,
                 "raw_reply": step.raw_reply, "text": step.text, "system": step.system, "user": step.user,
-                "demos": list(step.demos), "demo_format": step.demo_format, "similar_k": step.similar_k}
+                "demos": list(step.demos), "demo_format": step.demo_format, "similar_k": step.similar_k,
+                "similar_by": step.similar_by}
     if isinstance(step, CandidateScored):
         return {"id": step.candidate_id, "status": step.status, "minibatch_score": step.minibatch_score,
                 "val_score": step.val_score,
@@ -301,12 +304,13 @@ def candidate_test_rows(store: Store, run_id: str, cand_id: int, target: ModelSp
     return res.rows.sort_values("example_idx").reset_index(drop=True)
 
 
-def demo_summary(demos, similar_k) -> str:
-    """How a prompt's demos read in a table: '' (none), '3', or '2 nearest of 64'."""
+def demo_summary(demos, similar_k, similar_by: str = "tfidf") -> str:
+    """How a prompt's demos read in a table: '' (none), '3', '2 nearest of 64' or '2 nearest (minilm) of 64'."""
     n = len(demos) if demos is not None else 0
     if not n:
         return ""
-    return f"{int(similar_k)} nearest of {n}" if similar_k else str(n)
+    by = f" ({similar_by})" if similar_by and similar_by != "tfidf" else ""
+    return f"{int(similar_k)} nearest{by} of {n}" if similar_k else str(n)
 
 
 def leaderboard(store: Store, run_id: str) -> pd.DataFrame:
@@ -314,7 +318,7 @@ def leaderboard(store: Store, run_id: str) -> pd.DataFrame:
     cands = store.candidates(run_id)
     if cands.empty:
         return cands
-    cands["demos_shown"] = [demo_summary(d, k) for d, k in zip(cands["demos"], cands["similar_k"])]
+    cands["demos_shown"] = [demo_summary(d, k, b) for d, k, b in zip(cands["demos"], cands["similar_k"], cands["similar_by"])]
     cands["_sort_val"] = cands["val_score"].fillna(-math.inf)
     cands["_sort_mb"] = cands["minibatch_score"].fillna(-math.inf)
     return cands.sort_values(["_sort_val", "_sort_mb", "id"], ascending=[False, False, True]).drop(

@@ -182,6 +182,8 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (study_id, run_id)
     );
     """,
+    # v6: how a prompt's nearest demos are found (tfidf or minilm); NULL when it has no demo pool.
+    "ALTER TABLE prompts ADD COLUMN similar_by VARCHAR;",
 ]
 
 
@@ -489,13 +491,13 @@ class Store:
     # --- prompts -----------------------------------------------------------------------------------
 
     def save_prompt(self, prompt_id: str, system: str, user_template: str, demos: list | None = None,
-                    demo_format: str | None = None, similar_k: int = 0) -> None:
+                    demo_format: str | None = None, similar_k: int = 0, similar_by: str = "tfidf") -> None:
         with self.transaction() as con:
             con.execute(
-                "INSERT INTO prompts (id, system, user_template, demos, demo_format, similar_k) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
+                "INSERT INTO prompts (id, system, user_template, demos, demo_format, similar_k, similar_by)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [prompt_id, system, user_template, json.dumps(demos, ensure_ascii=False) if demos else None,
-                 demo_format if demos else None, similar_k or None],
+                 demo_format if demos else None, similar_k or None, similar_by if similar_k else None],
             )
 
     def save_baseline(self, dataset_id: str, prompt_id: str, system: str, user_template: str, note: str = "") -> None:
@@ -709,7 +711,9 @@ class Store:
                  c["meta_prompt"], c["raw_reply"], "proposed",
                  json.dumps({"text": c["text"], "system": c["system"], "user": c["user"],
                              **({"demos": c["demos"], "demo_format": c.get("demo_format", "chat"),
-                                 "similar_k": c.get("similar_k", 0)} if c.get("demos") else {})},
+                                 "similar_k": c.get("similar_k", 0),
+                                 **({"similar_by": c["similar_by"]} if c.get("similar_by", "tfidf") != "tfidf" else {})}
+                                if c.get("demos") else {})},
                             ensure_ascii=False)],
             )
             return
@@ -741,6 +745,7 @@ class Store:
         frame["demos"] = [d.get("demos") or [] for d in data]
         frame["demo_format"] = [d.get("demo_format", "chat") for d in data]
         frame["similar_k"] = [d.get("similar_k", 0) for d in data]
+        frame["similar_by"] = [d.get("similar_by", "tfidf") for d in data]
         frame["val_ci_low"] = [(d.get("val_ci") or [None, None])[0] for d in data]
         frame["val_ci_high"] = [(d.get("val_ci") or [None, None])[1] for d in data]
         frame["test_ci_low"] = [(d.get("test_ci") or [None, None])[0] for d in data]

@@ -66,6 +66,7 @@ class CandidateProposed(Step):
     demos: tuple = ()  # Demo records ({text, label, fields, idx}) shown with the prompt
     demo_format: str = "chat"
     similar_k: int = 0  # > 0: demos is a pool; each input is shown its similar_k nearest
+    similar_by: str = "tfidf"  # how nearness is measured (tfidf or minilm)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ class FewShot(PoolStrategy):
     demo_format: str = "chat"  # "chat", "inline", or "search" (let the sampler choose)
     bootstrap_sample: int = 32  # train examples the current best answers, to find its correct ones
     similar_pool_size: int = 64
+    similarity: str = "tfidf"  # how the "similar" method measures nearness: tfidf or minilm (promptlab.similarity)
     meta_prompt: str = ""  # accepted so every strategy takes the same config; not used
     name: str = "fewshot"
 
@@ -133,7 +134,7 @@ class FewShot(PoolStrategy):
             demos = D.bootstrapped_demos(correct_cache[i], ctx.dataset, k, rng)
         elif method == "similar":
             pool_demos = D.similar_pool(ctx.trainset, ctx.dataset, self.similar_pool_size, rng)
-            return trial, (base.with_demos(pool_demos, fmt, similar_k=k) if pool_demos else None), method
+            return trial, (base.with_demos(pool_demos, fmt, similar_k=k, similar_by=self.similarity) if pool_demos else None), method
         else:
             raise ValueError(f"unknown demo selection method '{method}'")
         return trial, (base.with_demos(demos, fmt) if demos else None), method

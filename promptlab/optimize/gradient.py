@@ -117,7 +117,7 @@ class Gradient(PoolStrategy):
                 round_cands = yield from take_proposals(
                     ctx, pool, round_, editor, reply, edit, (current.id,), self.candidates_per_proposer, needs_input,
                     self.max_prompt_chars,
-                    lambda text: PromptTemplate.from_text(text).with_demos(parent.demos, parent.demo_format, parent.similar_k),
+                    lambda text: PromptTemplate.from_text(text).with_demos(parent.demos, parent.demo_format, parent.similar_k, parent.similar_by),
                 )
                 reason = yield from rounds.score(round_cands, self.gate_config)
             # Accepted only when val improves: the pool's best moves only on a strictly higher val score.

@@ -63,7 +63,7 @@ class Pool:
             candidate_id=cand.id, round=round_, text=text, system=template.system, user=template.user,
             prompt_id=template.id, proposer=proposer, family=family, parents=tuple(parents),
             meta_prompt=meta, raw_reply=raw, demos=tuple(d.to_record() for d in template.demos),
-            demo_format=template.demo_format, similar_k=template.similar_k,
+            demo_format=template.demo_format, similar_k=template.similar_k, similar_by=template.similar_by,
         )
 
     def find(self, template: PromptTemplate) -> Cand | None:
