@@ -448,6 +448,8 @@ def _step_line(step) -> str | None:
         if step.status == "gated":
             return f"  #{step.candidate_id}: minibatch {_fmt(step.minibatch_score)}, gated (saved {step.calls_saved} calls)"
         mb = f"minibatch {_fmt(step.minibatch_score)}, " if step.minibatch_score is not None else ""
+        if step.status == "over budget":
+            return f"  #{step.candidate_id}: {mb}over budget (the target-call budget ran out before its val score)"
         return f"  #{step.candidate_id}: {mb}val {_fmt(step.val_score)} (n={step.n_val})"
     if k == "stage_started":
         return f"stage {step.stage}: {step.strategy}" + (f" (until {step.target_cap} target calls)" if step.target_cap else "")

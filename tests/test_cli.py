@@ -117,3 +117,12 @@ def test_runs_list_shows_a_run_that_has_no_summary_yet(store, tiny_csv, capsys):
     out = capsys.readouterr().out.splitlines()
     assert "created" in next(x for x in out if x.startswith(run_id))
     assert "best val 0.500 test 0.250" in next(x for x in out if x.startswith(done))
+
+
+def test_progress_line_says_over_budget_instead_of_an_empty_val_score():
+    from promptlab.cli import _step_line
+    from promptlab.optimize.base import CandidateScored
+
+    line = _step_line(CandidateScored(candidate_id=3, round=1, minibatch_score=0.625, val_score=None, val_ci=None,
+                                      n_val=0, status="over budget"))
+    assert line == "  #3: minibatch 0.625, over budget (the target-call budget ran out before its val score)"
