@@ -454,7 +454,10 @@ def live_progress(store: Store, run_id: str) -> dict:
         "max_rounds": (rec["config"]["budget"].get("max_rounds") or 0) * len(strategy_names(rec["config"].get("strategy", "arena"))),
         "candidates": sum(1 for s in steps if s["kind"] == "candidate_proposed" and s["proposer"] != "baseline"),
         "calls": made,
-        "cached": max(0, requests - eval_made),
+        # a finished run knows its cache hits exactly; while searching, requests beyond the calls made
+        # came from the cache (the test scoring at the end is not in `requests`)
+        "cached": (rec["summary"] or {}).get("cached_calls", max(0, requests - eval_made)) if rec["summary"]
+        else max(0, requests - eval_made),
         "tokens": sum(v["tokens"] for v in calls.values()),
         "eta": eta,
     }

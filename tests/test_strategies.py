@@ -176,3 +176,13 @@ def test_a_candidate_the_budget_cannot_finish_is_marked_over_budget_not_left_hal
     assert max(x.get("target_requests", 0) for x in steps if x["kind"] == "candidate_scored") <= 120
     from promptlab import runs as R
     assert "over budget" in R.markdown_report(store, run_id)
+
+
+def test_live_progress_of_a_finished_run_reports_its_exact_cache_hits(store, dataset):
+    """A repeated run is served from the cache: the Runs page's 'cached' figure is the run's own count
+    (it used to subtract the test scoring from the search requests and show 0)."""
+    first, s1 = run(store, dataset, strategy="fewshot", proposers=[])
+    again, s2 = run(store, dataset, strategy="fewshot", proposers=[])
+    assert runs.live_progress(store, first)["cached"] == s1["cached_calls"]
+    p2 = runs.live_progress(store, again)
+    assert p2["cached"] == s2["cached_calls"] > 0 and s2["target_calls"] == 0
