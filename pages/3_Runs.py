@@ -4,6 +4,7 @@ import streamlit as st
 from promptlab import runs, ui
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate
+from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS
 
 st.set_page_config(page_title="promptlab · Runs", layout="wide")
 st.title("Runs")
@@ -50,7 +51,7 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
         extra["methods"] = methods
         if "similar" in methods:
             extra["similarity"] = st.selectbox(
-                "Nearness for 'similar' demos", ["tfidf", "minilm"], key="runs.similarity",
+                "Nearness for 'similar' demos", list(SIMILARITY_BACKENDS), key="runs.similarity",
                 help="tfidf: shared words and character n-grams (any language, instant); minilm: meaning, from "
                      "the all-MiniLM-L6-v2 sentence-embedding model shipped in a package (offline; English-centred)")
     c12, c13 = st.columns(2)

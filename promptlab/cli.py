@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 from promptlab.errors import PromptlabError
+from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS
 
 
 def _demos_arg(value: str):
@@ -624,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--editor", help="gradient: the model that rewrites the prompt (default: the first proposer)")
     p.add_argument("--demo-methods", help="fewshot: comma-separated among random,stratified,bootstrapped,similar (default all)")
     p.add_argument("--max-demos", type=int, help="fewshot: most demos per prompt (default 8)")
-    p.add_argument("--similarity", choices=["tfidf", "minilm"],
+    p.add_argument("--similarity", choices=list(SIMILARITY_BACKENDS),
                    help="fewshot 'similar' demos: tfidf (word and character n-grams, default) or minilm "
                         "(all-MiniLM-L6-v2 sentence embeddings, shipped in a package, offline)")
     p.add_argument("--arena", type=int, default=2, help="proposers drawn per round (0: all of them; default 2)")

@@ -20,6 +20,7 @@ import pandas as pd
 from promptlab import metrics as M
 from promptlab.data import LabeledDataset, normalize_label
 from promptlab.errors import PromptlabError
+from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS
 from promptlab.models import Completion, ModelSpec, RetryPolicy, complete, request_key, request_record, warm_up
 from promptlab.store import Store
 
@@ -77,8 +78,8 @@ class PromptTemplate:
     def __post_init__(self):
         if self.demo_format not in DEMO_FORMATS:
             raise PromptError(f"unknown demo format '{self.demo_format}': use one of {', '.join(DEMO_FORMATS)}")
-        if self.similar_by not in ("tfidf", "minilm"):
-            raise PromptError(f"unknown similarity '{self.similar_by}': use tfidf or minilm")
+        if self.similar_by not in SIMILARITY_BACKENDS:
+            raise PromptError(f"unknown similarity '{self.similar_by}': use {' or '.join(SIMILARITY_BACKENDS)}")
         object.__setattr__(self, "demos", tuple(Demo.from_record(d) for d in self.demos))
 
     @property

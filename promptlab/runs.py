@@ -16,6 +16,7 @@ import pandas as pd
 from promptlab.data import LabeledDataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate, evaluate
+from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS
 from promptlab.metrics import format_score, parse_metric
 from promptlab.models import ModelSpec, spec_from_record
 from promptlab.optimize import prompts as P
@@ -137,8 +138,8 @@ def make_config(
         if bad or not strategy_params["methods"]:
             raise PromptlabError(f"unknown demo selection method(s) {', '.join(bad) or '(none given)'}: use {', '.join(METHODS)}")
         strategy_params["methods"] = tuple(strategy_params["methods"])
-    if strategy_params.get("similarity", "tfidf") not in ("tfidf", "minilm"):
-        raise PromptlabError(f"similarity must be tfidf or minilm, not {strategy_params['similarity']!r}")
+    if strategy_params.get("similarity", "tfidf") not in SIMILARITY_BACKENDS:
+        raise PromptlabError(f"similarity must be {' or '.join(SIMILARITY_BACKENDS)}, not {strategy_params['similarity']!r}")
     return RunConfig(
         dataset_id=dataset.id, target=target.to_record(), proposers=tuple(p.to_record() for p in proposers),
         metric=metric, seed=seed, strategy=",".join(names),
@@ -456,8 +457,7 @@ def live_progress(store: Store, run_id: str) -> dict:
         "calls": made,
         # a finished run knows its cache hits exactly; while searching, requests beyond the calls made
         # came from the cache (the test scoring at the end is not in `requests`)
-        "cached": (rec["summary"] or {}).get("cached_calls", max(0, requests - eval_made)) if rec["summary"]
-        else max(0, requests - eval_made),
+        "cached": (rec["summary"] or {}).get("cached_calls", max(0, requests - eval_made)),
         "tokens": sum(v["tokens"] for v in calls.values()),
         "eta": eta,
     }
