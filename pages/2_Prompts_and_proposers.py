@@ -49,16 +49,21 @@ with st.expander("Add a model (any litellm provider or OpenAI-compatible server)
         a1, a2 = st.columns(2)
         new_name = a1.text_input("Name", placeholder="gemma-9b")
         new_model = a2.text_input("litellm model", placeholder="openai/gemma2:9b")
-        a3, a4, a5 = st.columns(3)
-        new_base = a3.text_input("api_base (optional)", placeholder="http://127.0.0.1:11434/v1")
+        a3, a4, a5, a6 = st.columns([3, 2, 2, 1])
+        new_base = a3.text_input("api_base (optional)", placeholder="http://127.0.0.1:11434/v1",
+                                 help="Several replicas of one model (a vLLM or Ollama cluster): comma-separated URLs. "
+                                      "A litellm Router sends each call to the least busy.")
         new_env = a4.text_input("API key env var NAME (never the key)", placeholder="OPENROUTER_API_KEY")
         new_family = a5.text_input("Family (blank: inferred from the name)")
+        new_conc = a6.number_input("In flight", min_value=0, max_value=512, value=0,
+                                   help="Calls in flight per endpoint. 0: the default (2 for a server on 127.0.0.1, "
+                                        "8 for a hosted provider).")
         if st.form_submit_button("Save model"):
             try:
                 if not new_name.strip():
                     raise PromptlabError("give the model a name")
                 spec = make_spec(new_model, api_base=new_base or None, api_key_env=new_env or None,
-                                 family=new_family or None, name=new_name.strip())
+                                 family=new_family or None, name=new_name.strip(), concurrency=int(new_conc) or None)
                 store.save_model(new_name.strip(), spec.to_record())
                 st.success(f"Saved '{new_name}' (family {spec.family}, size {spec.size_b or '?'}B).")
                 st.rerun()
@@ -67,7 +72,8 @@ with st.expander("Add a model (any litellm provider or OpenAI-compatible server)
     configured = store.list_models()
     if configured:
         st.dataframe([{"name": n, "model": r["model"], "api_base": r.get("api_base"), "key env var": r.get("api_key_env"),
-                       "family": r["family"]} for n, r in configured], hide_index=True, width="stretch")
+                       "family": r["family"], "in flight per endpoint": r.get("concurrency")}
+                      for n, r in configured], hide_index=True, width="stretch")
 
 # --- meta-prompt -----------------------------------------------------------------------------------
 st.subheader("Meta-prompt")

@@ -150,7 +150,11 @@ def live(run_id: str) -> None:
     c1.metric("Status", status)
     c2.metric("Round", f"{progress['round']} / {progress['max_rounds']}")
     c3.metric("Candidates", progress["candidates"])
-    c4.metric("Calls (new / cached)", f"{progress['calls']} / {progress['cached']}")
+    done = progress["calls"] + progress["cached"]
+    c4.metric("Calls (new / cached)", f"{progress['calls']} / {progress['cached']}",
+              help="Cached calls are answered from the store at no cost; a repeated or resumed run is all cache.")
+    if done:
+        c4.caption(f"cache hits {progress['cached'] / done:.0%}")
     c5.metric("Tokens", f"{progress['tokens']:,}")
     c6.metric("ETA", progress["eta"])
     b1, b2, _ = st.columns([1, 1, 6])

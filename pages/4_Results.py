@@ -30,6 +30,10 @@ c2.metric("Best val / test", f"{fmt(summary['best_val'])} / {fmt(summary['best_t
           delta=None if gain is None else f"{gain:+.3f} test vs baseline", delta_color="normal" if gain else "off")
 c3.metric("n (val / test)", f"{summary['n_val']} / {summary['n_test']}")
 c4.metric("Rounds · candidates", f"{summary['rounds']} · {summary['candidates']}")
+if summary.get("cache_hit_rate") is not None:
+    st.caption(f"Calls: {summary['target_calls']} target + {summary['proposer_calls']} proposer made, "
+               f"{summary['cached_calls']} answered from the cache ({summary['cache_hit_rate']:.0%} hits), "
+               f"{summary['repeated_calls']} repeated.")
 
 # --- trajectories ----------------------------------------------------------------------------------
 st.subheader("Score trajectories per model family")

@@ -288,7 +288,8 @@ def _print_eval(result, ds, s: dict) -> None:
     for line in cm.to_string().splitlines():
         print("  " + line)
     err = f", {s['errors']} failed" if s["errors"] else ""
-    print(f"calls     {s['calls']} new, {s['cached']} cached{err}")
+    hit = f" ({s['cache_hit_rate']:.0%} cache hits)" if s.get("cache_hit_rate") is not None else ""
+    print(f"calls     {s['calls']} new, {s['cached']} cached{hit}{err}")
     print(f"tokens    {s['prompt_tokens']:,} prompt + {s['completion_tokens']:,} completion (new calls only)")
     rate = f"{s['examples_per_s']:.1f} examples/s" if s["examples_per_s"] else "all cached"
     print(f"time      {s['eval_wall_s']:.2f} s evaluating ({rate})")
@@ -489,7 +490,8 @@ def _print_run(store, s: dict) -> None:
         rate = f"{p['valid_rate']:.0%}" if p["valid_rate"] is not None else "n/a"
         print(f"  {p['model']:<30} {p['family']:<8} {p['candidates']:>3} asked  {p['valid']:>3} valid ({rate})  "
               f"best {_fmt(p['best_val'])}  wins {p['wins']}")
-    print(f"\ncalls: {s['target_calls']} target + {s['proposer_calls']} proposer new, {s['cached_calls']} from cache; "
+    hit = f" ({s['cache_hit_rate']:.0%} cache hits, {s['repeated_calls']} repeated)" if s.get("cache_hit_rate") is not None else ""
+    print(f"\ncalls: {s['target_calls']} target + {s['proposer_calls']} proposer new, {s['cached_calls']} from cache{hit}; "
           f"{s['gated']} candidate(s) stopped at the minibatch gate saved {s['calls_saved_by_gate']} calls")
 
 
@@ -508,7 +510,9 @@ def cmd_runs_list(args) -> int:
     for r in frame.itertuples():
         summary = json.loads(r.summary) if isinstance(r.summary, str) else {}  # NULL reads as NaN
         best = f"best val {_fmt(summary.get('best_val'))} test {_fmt(summary.get('best_test'))}" if r.kind == "optimize" else f"score {_fmt(summary.get('score'))}"
-        print(f"{r.id:<16} {r.kind:<9} {str(r.dataset):<24} {r.status:<12} {str(r.created_at)[:19]}  {best}")
+        rate = summary.get("cache_hit_rate")
+        hits = f"  cache hits {rate:.0%}" if isinstance(rate, (int, float)) else ""
+        print(f"{r.id:<16} {r.kind:<9} {str(r.dataset):<24} {r.status:<12} {str(r.created_at)[:19]}  {best}{hits}")
     return 0
 
 
@@ -590,12 +594,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = md.add_parser("add", parents=[common], help="configure a model under a name")
     p.add_argument("name")
     p.add_argument("--model", required=True, help="litellm model string, e.g. openai/gpt-4o-mini or openai/qwen2.5 with --api-base")
-    p.add_argument("--api-base", help="e.g. http://127.0.0.1:11434/v1 for Ollama")
+    p.add_argument("--api-base", help="e.g. http://127.0.0.1:11434/v1 for Ollama; several replicas of one model "
+                   "comma-separated (a litellm Router sends each call to the least busy)")
     p.add_argument("--api-key-env", help="NAME of the environment variable holding the key (never the key)")
     p.add_argument("--family", help="override the inferred family")
     p.add_argument("--size-b", type=float, help="override the inferred size, in billions of parameters")
     p.add_argument("--param", action="append", help="generation parameter name=value (repeat)")
-    p.add_argument("--concurrency", type=int, help="max calls in flight")
+    p.add_argument("--concurrency", type=int, help="max calls in flight to each endpoint (default: 2 on 127.0.0.1, "
+                   "8 for hosted providers)")
     p.set_defaults(func=cmd_models_add)
     p = md.add_parser("remove", parents=[common], help="remove a configured model")
     p.add_argument("name")

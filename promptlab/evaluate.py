@@ -362,6 +362,7 @@ class EvalResult:
             "accuracy": _num(self.accuracy), "invalid_rate": _num(self.invalid_rate),
             "split": self.split, "model": self.model, "prompt_id": self.prompt.id,
             "calls": self.calls, "cached": self.cached, "errors": self.errors,
+            "cache_hit_rate": round(self.cached / self.n, 4) if self.n else None,
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "cost": self.cost, "eval_wall_s": round(self.wall_s, 4),
             "examples_per_s": round(self.examples_per_s, 3) if math.isfinite(self.examples_per_s) else None,
@@ -409,7 +410,7 @@ def evaluate(
         store.record_call(key, record, result, run_id=run_id, purpose="eval")
         return key, result
 
-    workers = 1 if spec.is_local else max(1, spec.concurrency)
+    workers = spec.max_in_flight  # per endpoint `concurrency`, times its replicas; in-process: 1
     if workers == 1:
         for key, record in todo.items():
             fresh[key] = call(key, record)[1]

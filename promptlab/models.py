@@ -11,7 +11,9 @@ import json
 import os
 import random
 import re
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -33,7 +35,9 @@ class ModelSpec:
     """A model as a small value: what to call and how. Holds the *name* of the key's env var, never a key.
 
     params: generation parameters forwarded verbatim to the call (temperature, max_tokens, ...).
-    concurrency: how many calls may be in flight at once (local in-process models always run serially).
+    concurrency: how many calls may be in flight at once to each endpoint (local in-process models always
+    run serially). With several endpoints in `api_base` (replicas of one model, comma-separated), a
+    litellm Router spreads the calls over them, least busy first.
     """
 
     model: str
@@ -53,6 +57,18 @@ class ModelSpec:
     @property
     def is_local(self) -> bool:
         return self.model.startswith("local/")
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The replicas serving this model: `api_base` may list several, comma-separated."""
+        return tuple(b.strip().rstrip("/") for b in (self.api_base or "").split(",") if b.strip())
+
+    @property
+    def max_in_flight(self) -> int:
+        """How many calls may run at once: `concurrency` per endpoint (in-process models: one)."""
+        if self.is_local:
+            return 1
+        return max(1, self.concurrency) * max(1, len(self.endpoints))
 
     def with_params(self, **params) -> "ModelSpec":
         return replace(self, params={**self.params, **params})
@@ -153,6 +169,14 @@ def make_spec(
             f"'{api_key_env[:8]}…' is not an environment variable name. Give the *name* of the "
             "variable that holds the key (e.g. OPENAI_API_KEY), never the key itself."
         )
+    for base in (api_base or "").split(","):
+        if base.strip() and not re.match(r"https?://[^/\s]+", base.strip()):
+            raise PromptlabError(
+                f"api_base '{base.strip()[:60]}' is not a URL: give http(s)://host:port/v1, several replicas "
+                "separated by commas"
+            )
+    if concurrency is not None and concurrency < 1:
+        raise PromptlabError(f"concurrency {concurrency} is not a number of calls in flight: give 1 or more")
     fam, size = infer_family(model)
     return ModelSpec(
         model=model,
@@ -186,6 +210,7 @@ class Completion:
     error_kind: str | None = None
     attempts: int = 1
     cached: bool = False
+    served_by: str | None = None  # the endpoint that answered (one of a spec's replicas)
 
     @property
     def ok(self) -> bool:
@@ -326,15 +351,22 @@ def complete(
         attempt += 1
         try:
             kwargs = dict(call_params)
-            if spec.api_base:
-                kwargs["api_base"] = spec.api_base
             key = _api_key(spec)
-            if key:
-                kwargs["api_key"] = key
-            response = litellm.completion(
-                model=spec.model, messages=messages, timeout=spec.timeout_s, num_retries=0, **kwargs
-            )
-            return _completion_from(response, time.perf_counter() - t0, attempt)
+            if len(spec.endpoints) > 1:
+                response = _router(spec, key).completion(
+                    model=spec.model, messages=messages, timeout=spec.timeout_s, num_retries=0, **kwargs)
+                served_by = (getattr(response, "_hidden_params", None) or {}).get("api_base")
+            else:
+                if spec.api_base:
+                    kwargs["api_base"] = spec.endpoints[0]
+                if key:
+                    kwargs["api_key"] = key
+                with _endpoint_slot(spec):
+                    response = litellm.completion(
+                        model=spec.model, messages=messages, timeout=spec.timeout_s, num_retries=0, **kwargs
+                    )
+                served_by = spec.endpoints[0] if spec.api_base else None
+            return replace(_completion_from(response, time.perf_counter() - t0, attempt), served_by=served_by)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded value
             kind, transient = classify_error(exc)
             kind = _refine_kind(kind, exc)
@@ -345,6 +377,46 @@ def complete(
                 text="", latency_s=time.perf_counter() - t0, error=_error_text(exc),
                 error_kind=kind, attempts=attempt,
             )
+
+
+# --- bounded concurrency per endpoint, and replicas behind a litellm Router ------------------------
+
+_slots: dict[str, threading.BoundedSemaphore] = {}
+_routers: dict[tuple, "litellm.Router"] = {}
+_pool_lock = threading.Lock()
+
+
+@contextmanager
+def _endpoint_slot(spec: ModelSpec):
+    """At most `spec.concurrency` calls in flight to one server from this process, whichever threads,
+    runs or roles (target, proposer) make them: the server is kept busy but never queues more."""
+    if not spec.api_base:
+        yield
+        return
+    with _pool_lock:
+        slot = _slots.setdefault(spec.endpoints[0], threading.BoundedSemaphore(max(1, spec.concurrency)))
+    with slot:
+        yield
+
+
+def _router(spec: ModelSpec, api_key: str | None) -> "litellm.Router":
+    """One Router per replica set: the least busy replica takes the next call. Retries stay ours
+    (num_retries=0), so a failed call is classified and recorded the same way as without a Router."""
+    cache_key = (spec.model, spec.endpoints, spec.timeout_s, spec.concurrency, api_key)
+    with _pool_lock:
+        router = _routers.get(cache_key)
+        if router is None:
+            deployments = [
+                {"model_name": spec.model,
+                 "litellm_params": {"model": spec.model, "api_base": base, "api_key": api_key or "no-key",
+                                    "timeout": spec.timeout_s, "max_parallel_requests": max(1, spec.concurrency)},
+                 "model_info": {"id": f"replica-{i}"}}
+                for i, base in enumerate(spec.endpoints)
+            ]
+            router = litellm.Router(model_list=deployments, routing_strategy="least-busy", num_retries=0,
+                                    allowed_fails=10_000, cooldown_time=0)
+            _routers[cache_key] = router
+    return router
 
 
 def _completion_from(response, latency_s: float, attempts: int) -> Completion:

@@ -62,6 +62,10 @@ class RunConfig:
     task: str = ""
     split_seed: int | None = None
     max_tokens: int | None = None
+    # Which draws of the (sampling) proposers a run gets. "seed": the run's seed names them, so the same
+    # command run again gets the same replies from the cache, and a new seed gets new ones. "run": each
+    # run draws afresh (how runs stored before this field were keyed; kept so they resume on their cache).
+    samples: str = "seed"
 
     def to_record(self) -> dict:
         rec = asdict(self)
@@ -72,6 +76,7 @@ class RunConfig:
     @classmethod
     def from_record(cls, rec: dict) -> "RunConfig":
         rec = dict(rec)
+        rec.setdefault("samples", "run")
         rec["proposers"] = tuple(rec["proposers"])
         rec["baselines"] = tuple(rec["baselines"])
         return cls(**{k: v for k, v in rec.items() if k in cls.__dataclass_fields__})
@@ -177,6 +182,7 @@ def build(store: Store, config: RunConfig, run_id: str) -> tuple[Arena, Optimize
         trainset=dataset.split("train", config.split_seed), valset=dataset.split("val", config.split_seed),
         testset=dataset.split("test", config.split_seed), budget=Budget(**config.budget), seed=config.seed,
         task=config.task, max_tokens=config.max_tokens,
+        sample_scope=f"seed-{config.seed}" if config.samples == "seed" else run_id,
     )
     return strategy, ctx
 
@@ -384,7 +390,11 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else (float(v) if col.endswith("score") else v)
 
     stored_calls = store.run_call_counts(run_id)
-    c = counters or Counters()
+    prev = rec["summary"] or {}
+    # Without live counters (a page or `runs show` reading a stored run), the counts are those of the
+    # run's last execution, as stored in its summary.
+    c = counters or Counters(target_requests=prev.get("target_requests", 0), target_calls=prev.get("target_calls", 0),
+                             target_cached=prev.get("cached_calls", 0), proposer_calls=prev.get("proposer_calls", 0))
     gated = cands[cands["status"] == "gated"]
     saved = int(sum(s.get("calls_saved", 0) for s in steps if s["kind"] == "candidate_scored"))
     return {
@@ -414,11 +424,19 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         "target_calls": c.target_calls,
         "proposer_calls": c.proposer_calls,
         "cached_calls": c.target_cached + c.proposer_cached,
+        # of every request the run needed, the share the cache answered (repeats and resumes: all of it)
+        "cache_hit_rate": _rate(c.target_cached + c.proposer_cached,
+                                c.target_cached + c.proposer_cached + c.target_calls + c.proposer_calls),
+        "repeated_calls": store.repeated_calls(run_id),
         "target_requests": c.target_requests,
         "calls_stored_for_run": {k: v["calls"] for k, v in stored_calls.items()},
         "projection": started.get("projection"),
         "proposers": attribution(store, run_id, steps),
     }
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
 
 
 def stored_dataset_name(store: Store, dataset_id: str) -> str | None:

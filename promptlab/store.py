@@ -184,6 +184,8 @@ MIGRATIONS: list[str] = [
     """,
     # v6: how a prompt's nearest demos are found (tfidf or minilm); NULL when it has no demo pool.
     "ALTER TABLE prompts ADD COLUMN similar_by VARCHAR;",
+    # v7: which replica answered a call (a model served by several endpoints behind a Router).
+    "ALTER TABLE llm_calls ADD COLUMN served_by VARCHAR;",
 ]
 
 
@@ -203,9 +205,12 @@ def _is_lock_error(exc: Exception) -> bool:
 
 
 # How long an idle process keeps the file open, how long a busy one may hold it while another process
-# waits, and how long it then stays away so the waiter gets in. Opening the file costs ~12 ms, so a
-# process keeps it while it works (a committed write then costs ~2 ms) instead of reopening per write.
-IDLE_RELEASE_S = 0.1
+# waits, and how long it then stays away so the waiter gets in. Reopening the file (and the checkpoint
+# on close) costs ~25 ms, a committed write on an open file ~2 ms. An evaluation commits one call every
+# few hundred ms, so the file stays open through such gaps (IDLE_RELEASE_S), and is handed over within
+# WATCH_S as soon as another process signals that it waits.
+IDLE_RELEASE_S = 2.0
+WATCH_S = 0.02
 MAX_HOLD_S = 1.0
 YIELD_GAP_S = 0.05
 
@@ -294,11 +299,12 @@ class _Lease:
 
     def _close_when_idle(self) -> None:
         while True:
-            time.sleep(IDLE_RELEASE_S / 2)
+            time.sleep(WATCH_S)
             with self.cond:
                 if self.con is None:
                     return
-                if self.users == 0 and time.monotonic() - self.last_used > IDLE_RELEASE_S:
+                idle = time.monotonic() - self.last_used
+                if self.users == 0 and (idle > IDLE_RELEASE_S or (idle > WATCH_S and self._someone_waits())):
                     self._close()
                     return
 
@@ -543,11 +549,12 @@ class Store:
         with self.transaction() as con:
             con.execute(
                 "INSERT INTO llm_calls (key, model, api_base, request, response, prompt_tokens, completion_tokens,"
-                " latency_s, cost, error, error_kind, attempts, run_id, purpose) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " latency_s, cost, error, error_kind, attempts, run_id, purpose, served_by)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [key, request["model"], request.get("api_base"), json.dumps(request, ensure_ascii=False),
                  completion.text if completion.ok else None, completion.prompt_tokens, completion.completion_tokens,
                  completion.latency_s, completion.cost, completion.error, completion.error_kind, completion.attempts,
-                 run_id, purpose],
+                 run_id, purpose, getattr(completion, "served_by", None)],
             )
 
     def call_stats(self, run_id: str | None = None) -> dict:
@@ -558,6 +565,22 @@ class Store:
             params,
         )
         return {"calls": row[0], "errors": row[1], "prompt_tokens": row[2], "completion_tokens": row[3], "cost": row[4]}
+
+    def repeated_calls(self, run_id: str | None = None) -> int:
+        """Successful calls made although the same request had already succeeded: work done twice.
+        (Failed calls are retried on purpose and are not counted.)"""
+        where, params = ("AND c.run_id = ?", [run_id]) if run_id else ("", [])
+        return self._one(
+            "SELECT count(*) FROM llm_calls c WHERE c.error IS NULL " + where +
+            " AND EXISTS (SELECT 1 FROM llm_calls e WHERE e.key = c.key AND e.error IS NULL AND e.id < c.id)",
+            params,
+        )[0]
+
+    def served_by(self, run_id: str | None = None) -> dict[str, int]:
+        """Calls per endpoint that answered them."""
+        where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
+        return dict(self._all(f"SELECT coalesce(served_by, 'in-process'), count(*) FROM llm_calls {where} GROUP BY 1"
+                              " ORDER BY 1", params))
 
     # --- evaluations -------------------------------------------------------------------------------
 

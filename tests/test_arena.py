@@ -168,7 +168,19 @@ def test_interrupted_mid_round_resumes_to_the_same_state(store, dataset, tmp_pat
     # nothing lost, nothing repeated: the same number of distinct calls as the uninterrupted run
     assert store.call_stats()["calls"] == reference_store.call_stats()["calls"]
     assert resumed["best_val"] == ref["best_val"] and resumed["best_prompt"] == ref["best_prompt"]
+    assert resumed["repeated_calls"] == 0 and store.repeated_calls() == 0
     reference_store.close()
+
+
+def test_a_repeated_run_is_all_cache_hits_and_repeats_nothing(store, dataset):
+    first_id, first = run_once(store, config_for(dataset, rounds=2))
+    assert first["cache_hit_rate"] < 0.5 and first["repeated_calls"] == 0
+    made = store.call_stats()["calls"]
+    second_id, second = run_once(store, config_for(dataset, rounds=2))
+    assert store.call_stats()["calls"] == made  # not one new call
+    assert second["target_calls"] == second["proposer_calls"] == 0
+    assert second["cache_hit_rate"] == 1.0 and second["repeated_calls"] == 0 and store.repeated_calls() == 0
+    assert second["best_prompt"] == first["best_prompt"] and second["best_test"] == first["best_test"]
 
 
 def test_stop_event_stops_and_resume_finishes(store, dataset):

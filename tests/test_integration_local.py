@@ -1,12 +1,6 @@
 """Integration: the real local qwen2.5-coder-0.5b, in-process and through a real llama_cpp.server that
 litellm reaches over HTTP on 127.0.0.1. No fakes here."""
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import duckdb
 import pytest
@@ -14,7 +8,7 @@ import pytest
 from conftest import DEMO
 from promptlab.data import import_dataset, stratified_sample
 from promptlab.evaluate import PromptTemplate, evaluate
-from promptlab.local import ensure_gguf
+from promptlab import serve
 from promptlab.metrics import parse_metric
 from promptlab.models import complete, make_spec
 
@@ -66,41 +60,11 @@ def test_cyrillic_round_trip(store, qwen, tmp_path):
     assert {req["messages"][1]["content"] for req in requests} == set(good + bad)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def llama_server():
     """A real OpenAI-compatible llama.cpp server on 127.0.0.1 serving the zoo's qwen-0.5B."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(ensure_gguf("qwen2.5-coder-0.5b")),
-         "--model_alias", "qwen-local", "--chat_format", "chatml", "--host", "127.0.0.1", "--port", str(port),
-         "--n_ctx", "2048", "--verbose", "False"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/models", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"llama_cpp.server did not start: {proc.stderr.read().decode()[-2000:]}")
-        time.sleep(0.3)
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with serve.llama_server("qwen2.5-coder-0.5b", alias="qwen-local", n_ctx=2048) as base:
+        yield base
 
 
 def test_litellm_reaches_a_real_llama_cpp_server(store, llama_server):
@@ -116,8 +80,26 @@ def test_litellm_reaches_a_real_llama_cpp_server(store, llama_server):
 
 
 def test_a_dead_server_is_a_recorded_connection_error_not_a_crash(store):
-    spec = make_spec("openai/nobody", api_base=f"http://127.0.0.1:{_free_port()}/v1", timeout_s=5)
+    spec = make_spec("openai/nobody", api_base=f"http://127.0.0.1:{serve.free_port()}/v1", timeout_s=5)
     from promptlab.models import RetryPolicy
 
     out = complete(spec, [{"role": "user", "content": "hi"}], retry=RetryPolicy(max_attempts=2, base_delay_s=0.01))
     assert not out.ok and out.error_kind == "connection" and out.attempts == 2
+
+
+def test_a_router_over_two_real_llama_cpp_servers_spreads_the_work(store):
+    """Two llama.cpp servers on different ports stand in for replicas; the Router uses both, the
+    replies are the model's (same as one server gives), and the replicas share one cache."""
+    ds = import_dataset(store, DEMO)[0]
+    examples = stratified_sample(ds.split("test"), 12, seed=2)
+    metric = parse_metric("accuracy", ds.labels)
+    with serve.llama_server("smollm2-135m", n_threads=1, n_ctx=2048) as a, \
+            serve.llama_server("smollm2-135m", n_threads=1, n_ctx=2048) as b:
+        pair = make_spec("openai/smollm2-135m", api_base=f"{a},{b}")
+        both = evaluate(store, pair, PROMPT, ds, examples, metric)
+        assert both.errors == 0 and both.calls == 12, both.rows["error"].dropna().tolist()
+        served = store.served_by()
+        assert set(served) == {a, b} and min(served.values()) >= 3, served
+        assert evaluate(store, pair, PROMPT, ds, examples, metric).calls == 0
+        one = evaluate(store, make_spec("openai/smollm2-135m", api_base=a), PROMPT, ds, examples, metric)
+        assert one.errors == 0 and one.rows["reply"].tolist() == both.rows["reply"].tolist()

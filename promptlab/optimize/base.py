@@ -3,7 +3,7 @@
 A strategy never writes to the store, prints, or sleeps; `runs.py` persists each step as it arrives,
 the UI draws progress from the store, and stopping is just not asking for the next step. Every call
 a strategy makes goes through the context, which serves it from the DuckDB cache when the identical
-request was made before. So re-running a strategy with the same run id and seed replays the same
+request was made before. So re-running a strategy with the same run (id, seed, sample scope) replays the same
 path without repeating finished calls: that is how a killed run resumes.
 """
 from __future__ import annotations
@@ -178,6 +178,7 @@ class OptimizeContext:
     max_tokens: int | None = None
     counters: Counters = field(default_factory=Counters)
     stage_cap: int | None = None  # a chain's per-stage limit on target requests (within the budget)
+    sample_scope: str | None = None  # names the proposers' draws (see RunConfig.samples); default the run id
     _requested: dict = field(default_factory=dict, repr=False)  # prompt id -> example idx already asked for
 
     def minibatch(self, size: int) -> pd.DataFrame:
@@ -220,7 +221,7 @@ class OptimizeContext:
             raise BudgetExhausted("proposer calls")
         result = cached_complete(
             self.store, spec, [{"role": "user", "content": meta_prompt}], params,
-            sample=f"{self.run_id}/{sample}", run_id=self.run_id, purpose="propose",
+            sample=f"{self.sample_scope or self.run_id}/{sample}", run_id=self.run_id, purpose="propose",
         )
         self.counters.proposer_requests += 1
         self.counters.proposer_tokens += result.prompt_tokens + result.completion_tokens
