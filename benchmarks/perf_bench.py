@@ -451,13 +451,22 @@ def sec_queries(args, tmp: Path) -> dict:
 
 # --- the report ------------------------------------------------------------------------------------
 
-def report(results: dict, command: str) -> str:
-    lines = ["## Performance", "", f"Command: `{command}`  ", f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d')}.", ""]
+def report(results: dict) -> str:
+    lines = ["## Performance", "",
+             "Every section below names the command that measured it (`python benchmarks/perf_bench.py` runs them "
+             f"all; `--sections` picks some). Machine: {machine()}.", ""]
+
+    def command(name: str) -> list[str]:
+        r = results[name]
+        return [f"Command: `{r.get('command', 'python benchmarks/perf_bench.py').strip()}` "
+                f"(measured {r.get('measured', '2026-11-24')})", ""]
+
     tp = results.get("throughput")
     if tp:
         lines += [
             "### Evaluation throughput against llama.cpp's own loop",
             "",
+            *command('throughput'),
             f"`evaluate()` (the code path behind `promptlab eval`: render, cache lookup, litellm, llama.cpp, parse, "
             f"one DuckDB commit per call) against a raw loop of `Llama.create_chat_completion` over the same rendered "
             f"messages with the same parameters (temperature 0, max_tokens {tp['max_tokens']}), on the same loaded "
@@ -492,6 +501,7 @@ def report(results: dict, command: str) -> str:
         lines += [
             "### Against an OpenAI-compatible server (llama_cpp.server, same model, same examples)",
             "",
+            *command('server'),
             f"{sv['n']} examples per configuration, server with {sv['n_threads']} threads and `--logits_all False`; "
             "in-process measured first and last.",
             "",
@@ -516,6 +526,7 @@ def report(results: dict, command: str) -> str:
         lines += [
             "### litellm Router over two llama.cpp servers (stand-ins for vLLM replicas)",
             "",
+            *command('router'),
             f"Two `llama_cpp.server` processes on different ports, each pinned to its own core(s) "
             f"({rt['cpus'][0]} and {rt['cpus'][1]}, {rt['threads_per_replica']} thread(s) each), so a replica is a "
             f"fixed share of hardware as on separate machines. One replica (`--api-base A`) against both "
@@ -536,6 +547,7 @@ def report(results: dict, command: str) -> str:
         lines += [
             "### No repeated work",
             "",
+            *command('cache'),
             "Real runs through the CLI on data/support_tickets.csv (target qwen-0.5B, proposers smollm2 and qwen-0.5B, "
             "2 rounds, budget 120). `repeated` counts successful calls whose identical request had already succeeded.",
             "",
@@ -560,6 +572,7 @@ def report(results: dict, command: str) -> str:
         lines += [
             "### Scale: importing a 100k-row CSV",
             "",
+            *command('import'),
             f"{im['rows']:,} rows ({im['size_mb']:.1f} MB), 5 labels: read {im['read_s']:.2f} s, validate and hash "
             f"{im['prepare_s']:.2f} s, stratified split {im['split_s']:.2f} s. **Import and split, end to end: "
             f"{im['import_and_split_s']:.2f} s** (bound: 5 s); reading it back from the store {im['reload_s']:.2f} s. "
@@ -573,11 +586,13 @@ def report(results: dict, command: str) -> str:
         lines += [
             "### Scale: the Results page over 1M evaluation rows",
             "",
+            *command('queries'),
             f"The store from the runs above, grown with copies of its runs and synthetic rows to {c['evaluations']:,} "
             f"evaluation rows, {c['llm_calls']:,} stored calls, {c['runs']:,} runs, {c['candidates']:,} candidates and "
-            f"{c['steps']:,} steps. The Results page rendered by Streamlit's AppTest, each store query timed:",
+            f"{c['steps']:,} steps. The Results page rendered by Streamlit's AppTest (a first view, a rerun, a second run "
+            "added side by side, and a first view in a fresh session), each store query timed:",
             "",
-            "| query | calls per render | slowest |",
+            "| query | calls over the four page views | slowest |",
             "|---|---|---|",
         ]
         for name, q in sorted(qu["per_query"].items(), key=lambda kv: -kv[1]["max_s"]):
@@ -611,6 +626,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kill-after", type=int, default=60, help="calls the killed run makes before SIGKILL")
     ap.add_argument("--cache-db", default=str(ROOT / "benchmarks" / "perf_runs.duckdb"))
     ap.add_argument("--json-out", default=str(ROOT / "benchmarks" / "perf_results.json"))
+    ap.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from --json-out, measuring nothing")
     ap.add_argument("--section", help=argparse.SUPPRESS)  # child mode: run one section, print its JSON
     args = ap.parse_args(argv)
 
@@ -620,6 +636,11 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(result, default=str))
         return 0
 
+    if args.report_only:
+        results = json.loads(Path(args.json_out).read_text())
+        write_section("performance", report(results))
+        print(report(results))
+        return 0
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(wanted) - set(SECTIONS)
     if unknown:
@@ -642,10 +663,11 @@ def main(argv=None) -> int:
             print(f"section {name} failed (exit {proc.returncode})", file=sys.stderr)
             return 1
         result["section_s"] = time.perf_counter() - t0
+        result["command"] = "python benchmarks/perf_bench.py " + " ".join(shlex.quote(a) for a in passthrough)
+        result["measured"] = time.strftime("%Y-%m-%d %H:%M")
         results[name] = result
         out_path.write_text(json.dumps(results, indent=1, default=str))
-    command = "python benchmarks/perf_bench.py " + " ".join(shlex.quote(a) for a in passthrough)
-    body = report(results, command.strip())
+    body = report(results)
     print(body)
     write_section("performance", body)
     print(f"wrote {Path(__file__).parent / 'RESULTS.md'}")
