@@ -2,7 +2,7 @@
 import streamlit as st
 
 from promptlab import charts, ui
-from promptlab.data import DEFAULT_FRACTIONS, FORMATS, DataError, detect_columns, import_dataset, prepare, read_table
+from promptlab.data import DEFAULT_FRACTIONS, DataError, detect_columns, import_dataset, prepare, read_table
 
 st.set_page_config(page_title="promptlab · Datasets", layout="wide")
 st.title("Datasets")
@@ -12,7 +12,9 @@ store = ui.get_store()
 st.subheader("Upload a labeled dataset")
 upload = st.file_uploader(
     "CSV, TSV, JSONL, JSON (records or BIG-bench task.json) or Parquet; UTF-8, UTF-8 with BOM or cp1251",
-    type=sorted(ext.lstrip(".") for ext in FORMATS), key="datasets.upload",
+    # Any file is accepted here, so that a spreadsheet or a .docx gets our message saying what to export it
+    # as, rather than the uploader's bare 'file type not allowed'.
+    type=None, key="datasets.upload",
 )
 if upload is not None:
     try:

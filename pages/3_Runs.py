@@ -81,8 +81,8 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
         st.info(f"Projected: {search['min']}–{search['max']} target calls for the search (expected ~{search['expected']}{cap}), "
                 f"{proj['target_test']} for the final test scoring, {proj['proposer_calls']} proposer calls. "
                 f"Baselines: {len(config.baselines)}. Calls already cached are free.")
-        if proj["budget_calls"] and proj["budget_calls"] < proj["baseline_calls"]:
-            st.warning(f"The budget cannot even score the baseline on val ({proj['baseline_calls']} calls): raise it.")
+        if problem := runs.budget_problem(proj):
+            st.warning(problem[0].upper() + problem[1:])
         elif st.button("Start run", type="primary", key="runs.start"):
             run_id = runs.create_run(store, config)
             ui.start_run(run_id)

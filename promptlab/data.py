@@ -70,6 +70,15 @@ def decode_text(raw: bytes, filename: str = "file") -> tuple[str, str]:
             f"{filename}: cannot decode the text (tried utf-8, utf-8-sig, cp1251). "
             "If it is a spreadsheet or binary file, export it as CSV in UTF-8."
         )
+    # Latin-1 / Windows-1252 text (é, ü, ñ) also decodes as cp1251, into words that mix Latin and
+    # Cyrillic letters ('négatif' becomes 'nйgatif'). Real Russian text has almost none of those.
+    cyrillic_words = re.findall(r"\w*[\u0400-\u04ff]\w*", text)
+    mixed = [w for w in cyrillic_words if re.search(r"[A-Za-z]", w)]
+    if mixed and len(mixed) > 0.2 * len(cyrillic_words):
+        raise DataError(
+            f"{filename}: is not UTF-8, and it does not read as Russian (cp1251) either: it looks like a Western "
+            f"European encoding (Latin-1 / Windows-1252; e.g. '{mixed[0][:20]}'). Save it as UTF-8 and upload it again."
+        )
     return text, "cp1251"
 
 
@@ -125,6 +134,7 @@ def read_table(source: str | Path | bytes, filename: str | None = None) -> pd.Da
     if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise DataError(f"{filename}: looks like a binary file, not text. Export your data as CSV (UTF-8), JSONL or Parquet.")
     text, encoding = decode_text(raw, filename)
+    del raw  # a large file: keep one copy of its text, not two
     if ext in {".jsonl", ".ndjson"}:
         frame = _read_jsonl(text, filename)
     elif ext == ".json":
@@ -141,7 +151,9 @@ def read_table(source: str | Path | bytes, filename: str | None = None) -> pd.Da
         raise DataError(
             f"{filename}: unsupported file type '{ext}'. Use one of: {', '.join(sorted(FORMATS))}."
         )
-    return _clean_frame(frame, filename)
+    frame = _clean_frame(frame, filename)
+    frame.attrs["encoding"] = encoding
+    return frame
 
 
 def _looks_like_json_doc(text: str) -> bool:
@@ -358,8 +370,8 @@ class DatasetReport:
             out.append(f"{self.blank_rows_dropped} completely blank row(s) skipped")
         for label, variants in self.merged_label_variants.items():
             out.append(f"label spellings {', '.join(repr(v) for v in variants)} were merged as '{label}'")
-        if self.encoding and self.encoding != "utf-8":
-            out.append(f"read as {self.encoding}")
+        if self.encoding and self.encoding not in ("utf-8", "utf-8-sig"):
+            out.append(f"the file is not UTF-8: read as {self.encoding}; check that the preview shows the text right")
         if self.long_inputs:
             out.append(f"{self.long_inputs} input(s) longer than {LONG_CELL_CHARS} characters may not fit a small model's context")
         return out
@@ -446,6 +458,8 @@ def prepare(
             f"{' …' if empty_input.sum() > 5 else ''}). Fill in or remove those rows."
         )
 
+    if sub.empty:
+        raise DataError(f"{filename}: every row is blank. Add labeled examples below the header.")
     originals = stripped[label_col].tolist()
     norms = [normalize_label(v) for v in originals]
     spellings: dict[str, Counter] = {}
@@ -460,7 +474,8 @@ def prepare(
             f"{filename}: every row has the same label '{only}' in '{label_col}'. A classification dataset needs at "
             "least two labels: add examples of the other labels, or check that the right label column is chosen."
         )
-    if len(counts) > MAX_LABELS and len(counts) > len(norms) // 2:
+    # More distinct values than half the rows: free text (such a column could never be split anyway).
+    if len(counts) > min(MAX_LABELS, 10) and len(counts) > len(norms) // 2:
         raise DataError(
             f"{filename}: column '{label_col}' has {len(counts)} distinct values in {len(norms)} rows, so it looks like "
             "free text, not a label. Choose the label column with --label-col (or in the dashboard)."
@@ -489,7 +504,7 @@ def prepare(
     conflicting = int(pd.DataFrame({"t": texts, "n": norms}).drop_duplicates().duplicated("t").sum())
     long_inputs = int((text_series.str.len() > LONG_CELL_CHARS).sum())
     labels = tuple(dict.fromkeys(label_display))
-    content_hash = _content_hash(input_cols, label_col, fields_list, norms)
+    content_hash = _content_hash(input_cols, label_col, fields_list, norms, tuple(fractions), split_seed)
     report = DatasetReport(
         n_rows=len(out),
         label_counts={display[n]: counts[n] for n in dict.fromkeys(norms)},
@@ -506,9 +521,14 @@ def prepare(
     )
 
 
-def _content_hash(input_cols, label_col, fields_list, norms) -> str:
+def _content_hash(input_cols, label_col, fields_list, norms, fractions=DEFAULT_FRACTIONS, split_seed: int = 0) -> str:
+    """The dataset's identity: its columns, rows and labels, and its split (the same rows split another
+    way are another dataset: their val and test scores are not comparable). The default split adds
+    nothing, so datasets imported before the split was part of the identity keep their ids."""
     h = hashlib.sha256()
     h.update(json.dumps([list(input_cols), label_col], ensure_ascii=False).encode())
+    if split_seed != 0 or tuple(round(f, 6) for f in fractions) != DEFAULT_FRACTIONS:
+        h.update(json.dumps({"split_seed": split_seed, "fractions": [round(f, 6) for f in fractions]}).encode())
     for f, n in zip(fields_list, norms):
         h.update(json.dumps([f, n], ensure_ascii=False, sort_keys=True).encode())
         h.update(b"\n")

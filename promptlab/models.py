@@ -11,6 +11,7 @@ import json
 import os
 import random
 import re
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -211,6 +212,7 @@ class Completion:
     attempts: int = 1
     cached: bool = False
     served_by: str | None = None  # the endpoint that answered (one of a spec's replicas)
+    failures: tuple[str, ...] = ()  # every failed attempt, "kind: message", including the last when it failed
 
     @property
     def ok(self) -> bool:
@@ -309,26 +311,53 @@ def _refine_kind(kind: str, exc: BaseException) -> str:
 
 
 def _retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    value = headers.get("retry-after") if hasattr(headers, "get") else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    """Seconds the server asked us to wait (Retry-After: seconds or an HTTP date), if it said."""
+    for headers in (getattr(exc, "litellm_response_headers", None), getattr(exc, "headers", None),
+                    getattr(getattr(exc, "response", None), "headers", None)):
+        value = headers.get("retry-after") if hasattr(headers, "get") else None
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+        try:
+            from email.utils import parsedate_to_datetime
+
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+    return None
 
 
-def _error_text(exc: BaseException) -> str:
+def _error_text(exc: BaseException, secret_value: str | None = None) -> str:
     text = f"{type(exc).__name__}: {exc}"
+    if secret_value and len(secret_value) >= 4:
+        text = text.replace(secret_value, "***")  # servers echo a rejected key back in their error message
     return text[:2000]
+
+
+def secret(name: str) -> str | None:
+    """An API key by its name: from the environment, else from Streamlit's secrets (.streamlit/secrets.toml)
+    when the dashboard runs. Keys live only in memory: never in the store, logs or exports."""
+    value = os.environ.get(name)
+    if not value and "streamlit" in sys.modules:
+        try:
+            import streamlit as st
+
+            value = st.secrets.get(name)
+        except Exception:  # noqa: BLE001 - no secrets file, or not inside a Streamlit app
+            value = None
+    return str(value) if value else None
 
 
 def _api_key(spec: ModelSpec) -> str | None:
     if spec.api_key_env:
-        key = os.environ.get(spec.api_key_env)
+        key = secret(spec.api_key_env)
         if not key:
             raise PromptlabError(
-                f"environment variable {spec.api_key_env} is not set: export it with the API key for {spec.model}"
+                f"environment variable {spec.api_key_env} is not set: export it with the API key for {spec.model} "
+                "(or, for the dashboard, put it in .streamlit/secrets.toml)"
             )
         return key
     if spec.api_base and spec.model.startswith("openai/"):
@@ -347,6 +376,8 @@ def complete(
     call_params = {**spec.params, **(params or {})}
     t0 = time.perf_counter()
     attempt = 0
+    failures: list[str] = []
+    key = None
     while True:
         attempt += 1
         try:
@@ -366,17 +397,27 @@ def complete(
                         model=spec.model, messages=messages, timeout=spec.timeout_s, num_retries=0, **kwargs
                     )
                 served_by = spec.endpoints[0] if spec.api_base else None
-            return replace(_completion_from(response, time.perf_counter() - t0, attempt), served_by=served_by)
+            result = replace(_completion_from(response, time.perf_counter() - t0, attempt), served_by=served_by)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded value
             kind, transient = classify_error(exc)
             kind = _refine_kind(kind, exc)
+            failures.append(f"{kind}: {_error_text(exc, key)[:300]}")
             if transient and attempt < retry.max_attempts:
                 sleep(retry.delay(attempt, _retry_after(exc)))
                 continue
             return Completion(
-                text="", latency_s=time.perf_counter() - t0, error=_error_text(exc),
-                error_kind=kind, attempts=attempt,
+                text="", latency_s=time.perf_counter() - t0, error=_error_text(exc, key),
+                error_kind=kind, attempts=attempt, failures=tuple(failures),
             )
+        if result.text.strip():
+            return replace(result, failures=tuple(failures))
+        # An empty reply is a failed call (a glitching endpoint sends them): retried, and never cached.
+        failures.append("empty_reply: the endpoint answered with no text")
+        if attempt < retry.max_attempts:
+            sleep(retry.delay(attempt))
+            continue
+        return replace(result, error="EmptyReply: the endpoint answered with no text on every attempt",
+                       error_kind="empty_reply", failures=tuple(failures))
 
 
 # --- bounded concurrency per endpoint, and replicas behind a litellm Router ------------------------

@@ -195,6 +195,14 @@ def projection(store: Store, config: RunConfig) -> dict:
     }
 
 
+def budget_problem(proj: dict, flag: str = "the budget") -> str | None:
+    """Why a run with this projection could not do anything, or None."""
+    if proj["budget_calls"] is not None and proj["budget_calls"] < proj["baseline_calls"]:
+        return (f"{flag} of {proj['budget_calls']} target calls cannot even score the baseline(s) on the val split "
+                f"({proj['baseline_calls']} calls). Raise it to at least {proj['target_search']['min']}.")
+    return None
+
+
 def create_run(store: Store, config: RunConfig) -> str:
     run_id = "run-" + uuid.uuid4().hex[:10]
     store.create_run(run_id, "optimize", config.dataset_id, config.to_record())
@@ -428,6 +436,7 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         "cache_hit_rate": _rate(c.target_cached + c.proposer_cached,
                                 c.target_cached + c.proposer_cached + c.target_calls + c.proposer_calls),
         "repeated_calls": store.repeated_calls(run_id),
+        "failures": store.failure_stats(run_id),
         "target_requests": c.target_requests,
         "calls_stored_for_run": {k: v["calls"] for k, v in stored_calls.items()},
         "projection": started.get("projection"),

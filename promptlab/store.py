@@ -186,6 +186,8 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE prompts ADD COLUMN similar_by VARCHAR;",
     # v7: which replica answered a call (a model served by several endpoints behind a Router).
     "ALTER TABLE llm_calls ADD COLUMN served_by VARCHAR;",
+    # v8: every failed attempt of a call ("kind: message"), also when a retry then succeeded.
+    "ALTER TABLE llm_calls ADD COLUMN failures JSON;",
 ]
 
 
@@ -549,12 +551,13 @@ class Store:
         with self.transaction() as con:
             con.execute(
                 "INSERT INTO llm_calls (key, model, api_base, request, response, prompt_tokens, completion_tokens,"
-                " latency_s, cost, error, error_kind, attempts, run_id, purpose, served_by)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " latency_s, cost, error, error_kind, attempts, run_id, purpose, served_by, failures)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [key, request["model"], request.get("api_base"), json.dumps(request, ensure_ascii=False),
                  completion.text if completion.ok else None, completion.prompt_tokens, completion.completion_tokens,
                  completion.latency_s, completion.cost, completion.error, completion.error_kind, completion.attempts,
-                 run_id, purpose, getattr(completion, "served_by", None)],
+                 run_id, purpose, getattr(completion, "served_by", None),
+                 json.dumps(list(completion.failures), ensure_ascii=False) if getattr(completion, "failures", ()) else None],
             )
 
     def call_stats(self, run_id: str | None = None) -> dict:
@@ -565,6 +568,17 @@ class Store:
             params,
         )
         return {"calls": row[0], "errors": row[1], "prompt_tokens": row[2], "completion_tokens": row[3], "cost": row[4]}
+
+    def failure_stats(self, run_id: str | None = None) -> dict:
+        """Failed attempts by kind (retried or final), and calls that failed for good."""
+        where, params = ("AND run_id = ?", [run_id]) if run_id else ("", [])
+        kinds = dict(self._all(
+            "SELECT split_part(f, ':', 1) AS kind, count(*) FROM (SELECT unnest(failures::VARCHAR[]) AS f FROM llm_calls"
+            " WHERE failures IS NOT NULL " + where + ") GROUP BY 1 ORDER BY 1", params))
+        row = self._one("SELECT count(*) FILTER (WHERE error IS NOT NULL), coalesce(max(attempts), 0),"
+                        " count(*) FILTER (WHERE failures IS NOT NULL AND error IS NULL) FROM llm_calls WHERE true " + where,
+                        params)
+        return {"failed_attempts": kinds, "failed_calls": row[0], "max_attempts": row[1], "recovered_calls": row[2]}
 
     def repeated_calls(self, run_id: str | None = None) -> int:
         """Successful calls made although the same request had already succeeded: work done twice.

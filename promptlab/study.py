@@ -85,6 +85,8 @@ def create_study(store: Store, dataset: LabeledDataset, targets: list[ModelSpec]
                 # arena 0: every proposer of the set writes every round (one alone, or all of a mix)
                 cfg = runs.make_config(dataset, target, specs, metric=metric, seed=seed, arena_k=0, candidates=candidates,
                                        rounds=rounds, budget_calls=budget_calls, strategy=strategy, **strategy_params)
+                if not members and (problem := runs.budget_problem(runs.projection(store, cfg), "--budget")):
+                    raise PromptlabError(problem)  # every run of the grid has the same budget and baselines
                 members.append({"config": cfg.to_record(), "target": target.label, "proposer_set": label, "seed": seed})
     plan = {"dataset_id": dataset.id, "targets": [t.to_record() for t in targets],
             "proposers": [p.to_record() for p in proposers], "mixes": [list(m) for m in mixes or []], "seeds": seeds,

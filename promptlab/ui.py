@@ -31,8 +31,12 @@ DEFAULT_PROPOSERS = ["local/qwen2.5-coder-1.5b", "local/smollm2-135m"]  # same f
 
 @st.cache_resource
 def _store_at(path: str) -> Store:
+    """Once per server and database: migrate, and mark runs left 'running' by a dead process as interrupted."""
+    from promptlab.runs import mark_dead_runs
+
     store = Store(path)
     store.migrate()
+    mark_dead_runs(store, live=live_runs())  # at start-up: runs whose process died
     return store
 
 

@@ -176,6 +176,22 @@ def test_import_twice_reuses_by_content_hash(store, tiny_csv, tmp_path):
     assert back.split("test")["idx"].tolist() == first.split("test")["idx"].tolist()
 
 
+def test_the_same_rows_split_another_way_are_another_dataset(store, tiny_csv):
+    default, _ = D.import_dataset(store, tiny_csv)
+    seeded, reused = D.import_dataset(store, tiny_csv, split_seed=5)
+    assert not reused and seeded.id != default.id and seeded.name == "tiny-2"
+    again, reused = D.import_dataset(store, tiny_csv, split_seed=5)
+    assert reused and again.id == seeded.id
+    other_fractions, reused = D.import_dataset(store, tiny_csv, fractions=(0.5, 0.25, 0.25))
+    assert not reused and len({default.id, seeded.id, other_fractions.id}) == 3
+    # each keeps its own split
+    assert D.stored_dataset(store, seeded.id).split("test")["idx"].tolist() == seeded.split("test")["idx"].tolist()
+    assert seeded.split("test")["idx"].tolist() != default.split("test")["idx"].tolist()
+    # ids of datasets with the default split did not change when the split joined the identity
+    assert default.content_hash == D._content_hash(default.input_cols, default.label_col,
+                                                   default.frame["fields"].tolist(), default.frame["label_norm"].tolist())
+
+
 def test_rejected_import_leaves_the_store_unchanged(store, tmp_path):
     path = write(tmp_path, "one_label.csv", "text,label\na,x\nb,x\nc,x\n")
     with pytest.raises(DataError):

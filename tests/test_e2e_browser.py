@@ -113,3 +113,65 @@ def test_upload_run_and_share_the_chart(server):
             "nodes => nodes.map(n => n.textContent)")
         assert "baseline (val)" in legend and any("candidates" in t or "gated" in t for t in legend), legend
         browser.close()
+
+
+def test_a_cli_run_while_two_browser_sessions_watch(server):
+    """Concurrent use: a CLI run writes the database while two browser sessions (separate contexts) keep
+    reloading the Runs and Results pages. No lock error, traceback or exception may reach either."""
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    from conftest import sentiment_dataset
+    from openai_stub import Stub
+    from promptlab.store import Store
+
+    url, tmp = server
+    db = tmp / "e2e.duckdb"
+
+    def reply(body):
+        last = body["messages"][-1]["content"]
+        if "prompt engineer" in last:
+            return "<prompt>Label the sentiment: {labels}.</prompt><prompt>Which label fits?</prompt>"
+        return "positive" if "great" in last else ("negative" if "awful" in last else "neutral")
+
+    with Stub(reply, delay_s=0.05) as srv:
+        cli = [sys.executable, "-m", "promptlab"]
+        sub = tmp / "concurrency"
+        sub.mkdir(exist_ok=True)
+        store = Store(db)
+        name = sentiment_dataset(store, sub, neutral=20).name
+        store.close()
+        for m in ("stub-target", "stub-prop"):
+            subprocess.run(cli + ["models", "add", m, "--model", f"openai/{m}", "--api-base", srv.base, "--db", str(db)],
+                           cwd=ROOT, check=True, capture_output=True)
+        run = subprocess.Popen(cli + ["optimize", "--dataset", name, "--target", "stub-target", "--proposers", "stub-prop",
+                                      "--rounds", "4", "--minibatch", "8", "--json", "--db", str(db)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        bad = ("Could not set lock", "Conflicting lock", "stayed locked", "Traceback", "database is locked")
+        seen, views = [], 0
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            sessions = [browser.new_context().new_page() for _ in range(2)]
+            for page, path in zip(sessions, ("/Runs", "/Results")):
+                page.goto(url + path)
+            deadline = time.time() + 300
+            while run.poll() is None and time.time() < deadline:
+                for page, path in zip(sessions, ("/Runs", "/Results")):
+                    page.wait_for_timeout(1500)
+                    text = page.inner_text("body")
+                    seen += [b for b in bad if b in text]
+                    assert page.locator("[data-testid='stException']").count() == 0
+                    views += 1
+                    page.reload()
+            sessions[0].goto(url + "/Runs")
+            sessions[0].wait_for_selector("text=Start a run", timeout=60_000)
+            sessions[0].wait_for_timeout(2000)
+            sessions[0].screenshot(path=str(ARTIFACTS / "5-runs-during-cli.png"), full_page=True)
+            browser.close()
+        out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "finished"
+    assert not seen, seen
+    assert views >= 4

@@ -119,7 +119,10 @@ def test_bad_study_requests_are_refused(store, dataset):
         S.create_study(store, dataset, [tgt], [same], seeds=0)
     with pytest.raises(PromptlabError, match="not among --proposers"):
         S.create_study(store, dataset, [tgt], [same, cross], mixes=[["nobody", same.label]])
-    assert store.list_studies().empty  # nothing half-written
+    # a budget too small to score even the baseline would make runs that finish having done nothing
+    with pytest.raises(PromptlabError, match="cannot even score the baseline.*Raise it to at least"):
+        S.create_study(store, dataset, [tgt], [same, cross], budget_calls=5)
+    assert store.list_studies().empty and store.list_runs().empty  # nothing half-written
 
 
 def test_study_command_json_cells(store, dataset, capsys):

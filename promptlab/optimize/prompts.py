@@ -78,10 +78,14 @@ def check_template(template: str) -> None:
         raise MetaPromptError(f"the meta-prompt must contain {', '.join('{' + m + '}' for m in missing)}")
 
 
+_HEADING_LINE = re.compile(r"(?m)^([ \t]*)(#+)")
+
+
 def fence(text: str, limit: int = MAX_FIELD_CHARS) -> str:
     """Dataset text made safe to embed: tag-like markup neutralized, length bounded, one block."""
     text = _TAG_LIKE.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), str(text))
     text = text.replace("```", "ʼʼʼ")
+    text = _HEADING_LINE.sub(lambda m: m.group(1) + "＃" * len(m.group(2)), text)  # no fake '## Section' lines
     if len(text) > limit:
         text = text[:limit].rstrip() + " […]"
     return text
