@@ -50,7 +50,7 @@ SKELETON_MEANING = "... (what it means)"
 TAG = "prompt"
 MAX_FIELD_CHARS = 400
 
-_TAG_LIKE = re.compile(r"<\s*/?\s*(prompt|example|mistake|instruction)\b[^>]*>", re.I)
+_TAG_LIKE = re.compile(r"<\s*/?\s*(prompt|example|mistake|instruction|input|answer|reference)\b[^>]*>", re.I)
 
 
 class MetaPromptError(ValueError):
