@@ -1,4 +1,4 @@
-"""Performance benchmark: evaluation throughput against llama.cpp's own loop, a server, a Router over
+"""Performance benchmark: evaluation throughput against llama.cpp's own loop, a server, dispatch over
 two replicas, repeated work, and scale (a 100k-row import, the Results page over 1M evaluation rows).
 
     python benchmarks/perf_bench.py                      # every section, ~40 min on 2 cores
@@ -197,7 +197,7 @@ def sec_server(args, tmp: Path) -> dict:
 
 
 def sec_router(args, tmp: Path) -> dict:
-    """One replica against a litellm Router over two, each replica pinned to its own core (ABBA)."""
+    """One replica against two (least-busy dispatch), each replica pinned to its own core (ABBA)."""
     from promptlab.models import make_spec
     from promptlab.serve import llama_server
 
@@ -524,19 +524,19 @@ def report(results: dict) -> str:
     rt = results.get("router")
     if rt:
         lines += [
-            "### litellm Router over two llama.cpp servers (stand-ins for vLLM replicas)",
+            "### Two llama.cpp servers as replicas (stand-ins for a vLLM cluster)",
             "",
             *command('router'),
             f"Two `llama_cpp.server` processes on different ports, each pinned to its own core(s) "
             f"({rt['cpus'][0]} and {rt['cpus'][1]}, {rt['threads_per_replica']} thread(s) each), so a replica is a "
             f"fixed share of hardware as on separate machines. One replica (`--api-base A`) against both "
-            f"(`--api-base A,B`, least-busy routing), concurrency 2 per replica, {rt['n']} examples, order one, two, "
+            f"(`--api-base A,B`: each call to the least busy replica), concurrency 2 per replica, {rt['n']} examples, order one, two, "
             "two, one.",
             "",
             "| replicas | examples/s |",
             "|---|---|",
             f"| 1 | {rt['one_eps']:.2f} |",
-            f"| 2 (Router) | {rt['two_eps']:.2f} |",
+            f"| 2 | {rt['two_eps']:.2f} |",
             f"| **speed-up** | **{rt['speedup']:.2f}x** |",
             "",
             f"Calls answered per replica: {', '.join(f'{k} {v}' for k, v in rt['served_by'].items())}.",
@@ -619,7 +619,7 @@ def main(argv=None) -> int:
     ap.add_argument("--task", default="multiemo_hotels_en", help="file stem in --data-dir for the throughput sections")
     ap.add_argument("--sections", default=",".join(SECTIONS))
     ap.add_argument("--n", type=int, default=300, help="examples for the throughput comparison")
-    ap.add_argument("--n-server", type=int, default=100, help="examples per server and Router configuration")
+    ap.add_argument("--n-server", type=int, default=100, help="examples per server and replica configuration")
     ap.add_argument("--import-rows", type=int, default=100_000)
     ap.add_argument("--query-rows", type=int, default=1_000_000)
     ap.add_argument("--copies", type=int, default=100, help="copies of the real runs in the 1M-row store")

@@ -52,7 +52,7 @@ with st.expander("Add a model (any litellm provider or OpenAI-compatible server)
         a3, a4, a5, a6 = st.columns([3, 2, 2, 1])
         new_base = a3.text_input("api_base (optional)", placeholder="http://127.0.0.1:11434/v1",
                                  help="Several replicas of one model (a vLLM or Ollama cluster): comma-separated URLs. "
-                                      "A litellm Router sends each call to the least busy.")
+                                      "Each call goes to the least busy.")
         new_env = a4.text_input("API key env var NAME (never the key)", placeholder="OPENROUTER_API_KEY")
         new_family = a5.text_input("Family (blank: inferred from the name)")
         new_conc = a6.number_input("In flight", min_value=0, max_value=512, value=0,

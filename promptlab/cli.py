@@ -597,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--model", required=True, help="litellm model string, e.g. openai/gpt-4o-mini or openai/qwen2.5 with --api-base")
     p.add_argument("--api-base", help="e.g. http://127.0.0.1:11434/v1 for Ollama; several replicas of one model "
-                   "comma-separated (a litellm Router sends each call to the least busy)")
+                   "comma-separated (each call goes to the least busy)")
     p.add_argument("--api-key-env", help="NAME of the environment variable holding the key (never the key)")
     p.add_argument("--family", help="override the inferred family")
     p.add_argument("--size-b", type=float, help="override the inferred size, in billions of parameters")

@@ -72,9 +72,9 @@ def decode_text(raw: bytes, filename: str = "file") -> tuple[str, str]:
         )
     # Latin-1 / Windows-1252 text (é, ü, ñ) also decodes as cp1251, into words that mix Latin and
     # Cyrillic letters ('négatif' becomes 'nйgatif'). Real Russian text has almost none of those.
-    cyrillic_words = re.findall(r"\w*[\u0400-\u04ff]\w*", text)
+    cyrillic_words = re.findall(r"\w*[\u0400-\u04ff]\w*", text[:200_000])  # a sample is enough
     mixed = [w for w in cyrillic_words if re.search(r"[A-Za-z]", w)]
-    if mixed and len(mixed) > 0.2 * len(cyrillic_words):
+    if len(mixed) >= 3 and len(mixed) > 0.2 * len(cyrillic_words):
         raise DataError(
             f"{filename}: is not UTF-8, and it does not read as Russian (cp1251) either: it looks like a Western "
             f"European encoding (Latin-1 / Windows-1252; e.g. '{mixed[0][:20]}'). Save it as UTF-8 and upload it again."

@@ -300,7 +300,7 @@ def eval_params(spec: ModelSpec, labels: tuple[str, ...], max_tokens: int | None
 
 
 def model_key(spec: ModelSpec, params: dict) -> str:
-    return request_key({"model": spec.model, "api_base": spec.api_base, "params": params})[:16]
+    return request_key({"model": spec.model, "api_base": spec.cache_base, "params": params})[:16]
 
 
 @dataclass(frozen=True)

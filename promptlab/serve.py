@@ -1,6 +1,6 @@
 """Serve a zoo model as an OpenAI-compatible server on 127.0.0.1 (llama.cpp's own `llama_cpp.server`).
 
-For trying promptlab's server path offline, for tests, and for the Router benchmark, where two such
+For trying promptlab's server path offline, for tests, and for the replica benchmark, where two such
 servers on different ports stand in for the replicas of a vLLM or Ollama deployment. The server handles
 one request at a time, so its endpoint's concurrency should stay small (2 keeps it busy; see README).
 

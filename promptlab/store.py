@@ -184,7 +184,7 @@ MIGRATIONS: list[str] = [
     """,
     # v6: how a prompt's nearest demos are found (tfidf or minilm); NULL when it has no demo pool.
     "ALTER TABLE prompts ADD COLUMN similar_by VARCHAR;",
-    # v7: which replica answered a call (a model served by several endpoints behind a Router).
+    # v7: which replica answered a call (a model served by several endpoints).
     "ALTER TABLE llm_calls ADD COLUMN served_by VARCHAR;",
     # v8: every failed attempt of a call ("kind: message"), also when a retry then succeeded.
     "ALTER TABLE llm_calls ADD COLUMN failures JSON;",
@@ -282,8 +282,8 @@ class _Lease:
             if self.con is None:
                 self.con = self._open()
                 self.opened_at = time.monotonic()
-            self.users += 1
             cur = self.con.cursor()
+            self.users += 1  # only once the cursor exists: a failure here must not pin the file open
             self._start_closer()
         try:
             yield cur

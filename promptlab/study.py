@@ -85,8 +85,6 @@ def create_study(store: Store, dataset: LabeledDataset, targets: list[ModelSpec]
                 # arena 0: every proposer of the set writes every round (one alone, or all of a mix)
                 cfg = runs.make_config(dataset, target, specs, metric=metric, seed=seed, arena_k=0, candidates=candidates,
                                        rounds=rounds, budget_calls=budget_calls, strategy=strategy, **strategy_params)
-                if not members and (problem := runs.budget_problem(runs.projection(store, cfg), "--budget")):
-                    raise PromptlabError(problem)  # every run of the grid has the same budget and baselines
                 members.append({"config": cfg.to_record(), "target": target.label, "proposer_set": label, "seed": seed})
     plan = {"dataset_id": dataset.id, "targets": [t.to_record() for t in targets],
             "proposers": [p.to_record() for p in proposers], "mixes": [list(m) for m in mixes or []], "seeds": seeds,
@@ -96,6 +94,10 @@ def create_study(store: Store, dataset: LabeledDataset, targets: list[ModelSpec]
     existing = store.study_by_hash(digest)
     if existing:
         return existing, True
+    # every run of the grid has the same budget and baselines: check one before storing any
+    first = runs.RunConfig.from_record(members[0]["config"])
+    if problem := runs.budget_problem(runs.projection(store, first), "the budget per run"):
+        raise PromptlabError(problem[0].upper() + problem[1:])
     study_id = "study-" + uuid.uuid4().hex[:10]
     for m in members:
         m["run_id"] = "run-" + uuid.uuid4().hex[:10]

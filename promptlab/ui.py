@@ -140,9 +140,11 @@ class Job:
         return self.thread is not None and self.thread.is_alive()
 
 
-@st.cache_resource
+_JOBS: dict[str, Job] = {}  # module level, not cache_resource: "Clear cache" must not forget live runs
+
+
 def _registry() -> dict[str, Job]:
-    return {}
+    return _JOBS
 
 
 def jobs() -> dict[str, Job]:

@@ -87,8 +87,8 @@ def test_a_dead_server_is_a_recorded_connection_error_not_a_crash(store):
     assert not out.ok and out.error_kind == "connection" and out.attempts == 2
 
 
-def test_a_router_over_two_real_llama_cpp_servers_spreads_the_work(store):
-    """Two llama.cpp servers on different ports stand in for replicas; the Router uses both, the
+def test_two_real_llama_cpp_servers_as_replicas_share_the_work(store):
+    """Two llama.cpp servers on different ports stand in for replicas; calls go to both, the
     replies are the model's (same as one server gives), and the replicas share one cache."""
     ds = import_dataset(store, DEMO)[0]
     examples = stratified_sample(ds.split("test"), 12, seed=2)

@@ -163,7 +163,7 @@ def test_a_server_gets_exactly_its_concurrency_however_many_threads_ask(store, t
         assert {o.served_by for o in outs} == {stub.base}
 
 
-def test_a_router_spreads_calls_over_replicas_and_records_who_answered(store, tmp_path):
+def test_replicas_share_the_work_and_records_who_answered(store, tmp_path):
     from openai_stub import Stub
 
     with Stub(delay_s=0.1) as a, Stub(delay_s=0.1) as b:
@@ -171,7 +171,7 @@ def test_a_router_spreads_calls_over_replicas_and_records_who_answered(store, tm
         res = _stub_eval(store, tmp_path, spec, n=40)
         assert res.errors == 0 and res.calls == 40
         assert a.served >= 10 and b.served >= 10 and a.served + b.served == 40
-        assert a.peak <= 3 and b.peak <= 3  # least-busy keeps each replica near its own concurrency
+        assert a.peak == 2 and b.peak == 2  # each replica busy, never over its concurrency
         assert store.served_by() == {a.base: a.served, b.base: b.served}
         again = _stub_eval(store, tmp_path, spec, n=40)  # replicas share one cache: nothing is asked again
         assert again.calls == 0 and a.served + b.served == 40
@@ -184,3 +184,34 @@ def test_a_malformed_api_base_is_refused_with_how_to_fix(base, needle):
         make_spec("openai/m", api_base=base)
     with pytest.raises(PromptlabError, match="1 or more"):
         make_spec("openai/m", api_base="http://a:1/v1", concurrency=0)
+
+
+def test_simultaneous_calls_are_balanced_and_each_spec_keeps_its_own_bound(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openai_stub import Stub
+    from promptlab.models import complete
+
+    with Stub(delay_s=0.15) as a, Stub(delay_s=0.15) as b:
+        spec = make_spec("openai/m", api_base=f"{a.base},{b.base}", concurrency=2)
+        with ThreadPoolExecutor(16) as pool:  # 16 threads arrive at once
+            outs = list(pool.map(lambda i: complete(spec, [{"role": "user", "content": f"q{i}"}]), range(16)))
+        assert all(o.ok for o in outs) and a.peak == 2 and b.peak == 2 and a.served == b.served == 8
+    with Stub(delay_s=0.15) as srv:
+        target = make_spec("openai/t", api_base=srv.base, concurrency=4)
+        proposer = make_spec("openai/p", api_base=srv.base, concurrency=1)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: complete(proposer, [{"role": "user", "content": f"p{i}"}]), range(4)))
+            assert srv.peak == 1  # the proposer's own bound
+            list(pool.map(lambda i: complete(target, [{"role": "user", "content": f"t{i}"}]), range(8)))
+        assert srv.peak == 4  # the target's, on the same server, unaffected by who came first
+
+
+def test_a_replica_set_is_one_cache_whatever_its_members(store, tmp_path):
+    from openai_stub import Stub
+
+    with Stub(delay_s=0.0) as a, Stub(delay_s=0.0) as b, Stub(delay_s=0.0) as c:
+        first = _stub_eval(store, tmp_path, make_spec("openai/m", api_base=f"{a.base},{b.base}"), n=12)
+        assert first.calls == 12
+        grown = _stub_eval(store, tmp_path, make_spec("openai/m", api_base=f"{b.base}, {a.base},{c.base}"), n=12)
+        assert grown.calls == 0 and c.served == 0
