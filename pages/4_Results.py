@@ -34,11 +34,8 @@ if summary.get("cache_hit_rate") is not None:
     st.caption(f"Calls: {summary['target_calls']} target + {summary['proposer_calls']} proposer made, "
                f"{summary['cached_calls']} answered from the cache ({summary['cache_hit_rate']:.0%} hits), "
                f"{summary['repeated_calls']} repeated.")
-fails = summary.get("failures") or {}
-if fails.get("failed_attempts"):
-    st.caption("Endpoint failures: " + ", ".join(f"{k} {v}" for k, v in fails["failed_attempts"].items())
-               + f" attempts failed; {fails['recovered_calls']} call(s) recovered on retry, {fails['failed_calls']} "
-                 "failed for good (scored as wrong, never cached, asked again on the next run).")
+if fails := runs.failures_line(summary):
+    st.caption(f"Endpoint {fails}.")
 
 # --- trajectories ----------------------------------------------------------------------------------
 st.subheader("Score trajectories per model family")

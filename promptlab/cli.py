@@ -488,11 +488,8 @@ def _print_run(store, s: dict) -> None:
         print(f"  {p['model']:<30} {p['family']:<8} {p['candidates']:>3} asked  {p['valid']:>3} valid ({rate})  "
               f"best {_fmt(p['best_val'])}  wins {p['wins']}")
     hit = f" ({s['cache_hit_rate']:.0%} cache hits, {s['repeated_calls']} repeated)" if s.get("cache_hit_rate") is not None else ""
-    fails = s.get("failures") or {}
-    if fails.get("failed_attempts"):
-        kinds = ", ".join(f"{k} {v}" for k, v in fails["failed_attempts"].items())
-        print(f"\nfailed attempts: {kinds}; {fails['recovered_calls']} call(s) recovered on retry, "
-              f"{fails['failed_calls']} failed for good (scored as wrong; asked again next time)")
+    if fails := runs.failures_line(s):
+        print("\n" + fails)
     print(f"\ncalls: {s['target_calls']} target + {s['proposer_calls']} proposer new, {s['cached_calls']} from cache{hit}; "
           f"{s['gated']} candidate(s) stopped at the minibatch gate saved {s['calls_saved_by_gate']} calls")
 

@@ -527,8 +527,9 @@ def _content_hash(input_cols, label_col, fields_list, norms, fractions=DEFAULT_F
     nothing, so datasets imported before the split was part of the identity keep their ids."""
     h = hashlib.sha256()
     h.update(json.dumps([list(input_cols), label_col], ensure_ascii=False).encode())
-    if split_seed != 0 or tuple(round(f, 6) for f in fractions) != DEFAULT_FRACTIONS:
-        h.update(json.dumps({"split_seed": split_seed, "fractions": [round(f, 6) for f in fractions]}).encode())
+    fractions = tuple(round(f, 6) for f in fractions)
+    if split_seed != 0 or fractions != DEFAULT_FRACTIONS:
+        h.update(json.dumps({"split_seed": split_seed, "fractions": list(fractions)}).encode())
     for f, n in zip(fields_list, norms):
         h.update(json.dumps([f, n], ensure_ascii=False, sort_keys=True).encode())
         h.update(b"\n")

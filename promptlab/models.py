@@ -401,12 +401,13 @@ def complete(
         except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded value
             kind, transient = classify_error(exc)
             kind = _refine_kind(kind, exc)
-            failures.append(f"{kind}: {_error_text(exc, key)[:300]}")
+            error = _error_text(exc, key)
+            failures.append(f"{kind}: {error[:300]}")
             if transient and attempt < retry.max_attempts:
                 sleep(retry.delay(attempt, _retry_after(exc)))
                 continue
             return Completion(
-                text="", latency_s=time.perf_counter() - t0, error=_error_text(exc, key),
+                text="", latency_s=time.perf_counter() - t0, error=error,
                 error_kind=kind, attempts=attempt, failures=tuple(failures),
             )
         if result.text.strip():

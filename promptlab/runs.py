@@ -444,6 +444,16 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
     }
 
 
+def failures_line(summary: dict) -> str | None:
+    """The run's endpoint failures in one line (the CLI and the Results page), or None when there were none."""
+    fails = summary.get("failures") or {}
+    if not fails.get("failed_attempts"):
+        return None
+    kinds = ", ".join(f"{k} {v}" for k, v in fails["failed_attempts"].items())
+    return (f"failed attempts: {kinds}; {fails['recovered_calls']} call(s) recovered on retry, {fails['failed_calls']} "
+            "failed for good (scored as wrong, never cached, asked again on the next run)")
+
+
 def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 

@@ -556,8 +556,8 @@ class Store:
                 [key, request["model"], request.get("api_base"), json.dumps(request, ensure_ascii=False),
                  completion.text if completion.ok else None, completion.prompt_tokens, completion.completion_tokens,
                  completion.latency_s, completion.cost, completion.error, completion.error_kind, completion.attempts,
-                 run_id, purpose, getattr(completion, "served_by", None),
-                 json.dumps(list(completion.failures), ensure_ascii=False) if getattr(completion, "failures", ()) else None],
+                 run_id, purpose, completion.served_by,
+                 json.dumps(list(completion.failures), ensure_ascii=False) if completion.failures else None],
             )
 
     def call_stats(self, run_id: str | None = None) -> dict:

@@ -5,7 +5,6 @@ and the family chart, and save screenshots to tests/artifacts/ (look at them).
 """
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,21 +14,16 @@ import pandas as pd
 import pytest
 
 from conftest import DEMO, ROOT
+from promptlab.serve import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PROMPTLAB_DB": str(tmp / "e2e.duckdb")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
