@@ -1,15 +1,17 @@
-"""Datasets: upload any format the core reads, preview, map columns, see labels, set the split; list and delete."""
+"""Datasets: upload any format the core reads, preview, map columns, see labels (or reference answers), set the split; list and delete."""
 import streamlit as st
 
 from promptlab import charts, ui
 from promptlab.data import DEFAULT_FRACTIONS, DataError, detect_columns, import_dataset, prepare, read_table
+
+KIND_NAMES = {"labels": "a label", "reference": "a reference answer", "unlabeled": "nothing (grade the outputs)"}
 
 st.set_page_config(page_title="promptlab · Datasets", layout="wide")
 st.title("Datasets")
 ui.ensure_demo_dataset()
 store = ui.get_store()
 
-st.subheader("Upload a labeled dataset")
+st.subheader("Upload a dataset")
 upload = st.file_uploader(
     "CSV, TSV, JSONL, JSON (records or BIG-bench task.json) or Parquet; UTF-8, UTF-8 with BOM or cp1251",
     # Any file is accepted here, so that a spreadsheet or a .docx gets our message saying what to export it
@@ -24,13 +26,22 @@ if upload is not None:
         st.stop()
     st.caption(f"{upload.name}: {len(frame)} rows, columns {', '.join(frame.columns)}")
     st.dataframe(frame.head(8), hide_index=True, width="stretch")
+    kind = st.radio("What does each row carry besides its input?", list(KIND_NAMES), format_func=KIND_NAMES.get,
+                    horizontal=True, key="datasets.kind",
+                    help="Labels: classification, scored by a metric. Reference answers: each reply is compared with "
+                         "the reference (exact, numeric, token F1, … or an LLM judge). Nothing: replies are graded by "
+                         "an LLM judge with your rubric, or by hand.")
     try:
-        guess_inputs, guess_label = detect_columns(frame, filename=upload.name)
+        guess_inputs, guess_label = detect_columns(frame, filename=upload.name, kind=kind)
     except DataError:
         guess_inputs, guess_label = [frame.columns[0]], frame.columns[-1]
     cols = list(frame.columns)
     c1, c2 = st.columns(2)
-    label_col = c1.selectbox("Label column", cols, index=cols.index(guess_label), key="datasets.label_col")
+    label_col = ""
+    if kind != "unlabeled":
+        label_col = c1.selectbox("Label column" if kind == "labels" else "Reference answer column", cols,
+                                 index=cols.index(guess_label) if guess_label in cols else len(cols) - 1,
+                                 key="datasets.label_col")
     input_cols = c2.multiselect("Input column(s)", [c for c in cols if c != label_col],
                                 default=[c for c in guess_inputs if c != label_col], key="datasets.input_cols")
     c3, c4, c5, c6 = st.columns(4)
@@ -41,20 +52,30 @@ if upload is not None:
     name = st.text_input("Name", value=upload.name.rsplit(".", 1)[0], key="datasets.name")
     fractions = (float(train), float(val), round(1 - float(train) - float(val), 6))
     try:
-        preview = prepare(frame, name, input_cols, label_col, fractions, int(seed), filename=upload.name)
+        preview = prepare(frame, name, input_cols, label_col or None, fractions, int(seed), filename=upload.name,
+                          kind=kind)
     except DataError as exc:
         st.error(str(exc))
         st.stop()
-    st.plotly_chart(charts.label_distribution(preview.report.label_counts, "Label distribution"), width="stretch")
+    if kind == "labels":
+        st.plotly_chart(charts.label_distribution(preview.report.label_counts, "Label distribution"), width="stretch")
+    elif kind == "reference":
+        lengths = preview.frame["label"].str.len()
+        st.caption(f"Reference answers: {lengths.min()}–{lengths.max()} characters (median {int(lengths.median())}). "
+                   "Choose how replies are scored against them on the Prompts page.")
+    else:
+        st.caption("No target column: replies will be graded by an LLM judge with your rubric, or by hand "
+                   "(both on the Prompts page).")
     splits = {s: len(preview.split(s)) for s in ("train", "val", "test")}
-    st.caption(f"Split: train {splits['train']}, val {splits['val']}, test {splits['test']} (stratified, seed {seed})")
+    how = "stratified" if kind == "labels" else "random"
+    st.caption(f"Split: train {splits['train']}, val {splits['val']}, test {splits['test']} ({how}, seed {seed})")
     for note in preview.report.notes():
         st.info(note)
     if st.button("Import dataset", type="primary", key="datasets.import"):
         try:
             ds, reused = import_dataset(store, upload.getvalue(), filename=upload.name, name=name,
-                                        input_cols=input_cols, label_col=label_col, fractions=fractions,
-                                        split_seed=int(seed))
+                                        input_cols=input_cols, label_col=label_col or None, fractions=fractions,
+                                        split_seed=int(seed), kind=kind)
         except DataError as exc:
             st.error(str(exc))
         else:
@@ -64,7 +85,7 @@ if upload is not None:
 
 st.subheader("Stored datasets")
 table = ui.datasets_table()
-st.dataframe(table[["name", "n_rows", "label_col", "input_cols", "labels", "source", "created_at"]],
+st.dataframe(table[["name", "kind", "n_rows", "label_col", "input_cols", "labels", "source", "created_at"]],
              hide_index=True, width="stretch")
 if len(table):
     c1, c2 = st.columns([3, 1])

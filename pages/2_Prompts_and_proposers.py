@@ -1,10 +1,12 @@
 """Meta-prompt and proposers: target, metric, proposer models, the meta-prompt template, and manual search."""
 import streamlit as st
 
-from promptlab import charts, manual, ui
+from promptlab import charts, manual, ui, ui_review
 from promptlab.errors import PromptlabError
 from promptlab.metrics import GLOBAL_METRICS, LABEL_METRICS, parse_metric
 from promptlab.models import make_spec
+from promptlab.objective import DEFAULT_RUBRIC, DEFAULT_SCORER, check_scoring, metric_choices, parse_objective
+from promptlab.scorers import parse_scorer
 from promptlab.optimize import prompts as P
 
 st.set_page_config(page_title="promptlab · Prompts and proposers", layout="wide")
@@ -25,12 +27,52 @@ model_names = list(choices)
 target_default = ui.setting("target", ui.DEFAULT_TARGET)
 target = c2.selectbox("Target model", model_names, index=model_names.index(target_default) if target_default in model_names else 0)
 ui.set_setting("target", target)
-metric_names = list(GLOBAL_METRICS) + list(LABEL_METRICS)
-metric_name = c3.selectbox("Metric", metric_names, index=0)
-metric_label = c4.selectbox("Positive label", ds.labels, disabled=metric_name not in LABEL_METRICS)
-metric_spec = f"{metric_name}:{metric_label}" if metric_name in LABEL_METRICS else metric_name
-metric = parse_metric(metric_spec, ds.labels)
-ui.set_setting("metric", metric_spec)
+judge_rec = None
+if ds.has_labels:
+    metric_names = list(GLOBAL_METRICS) + list(LABEL_METRICS)
+    metric_name = c3.selectbox("Metric", metric_names, index=0)
+    metric_label = c4.selectbox("Positive label", ds.labels, disabled=metric_name not in LABEL_METRICS)
+    metric_spec = f"{metric_name}:{metric_label}" if metric_name in LABEL_METRICS else metric_name
+    metric = parse_metric(metric_spec, ds.labels)
+    ui.set_setting("metric", metric_spec)
+else:
+    # Scoring is chosen per dataset and stored with it: runs, the CLI and manual search all use it.
+    scoring = dict(ds.scoring or {})
+    kinds = metric_choices(ds.kind)
+    current = (scoring.get("metric") or (DEFAULT_SCORER if ds.kind == "reference" else "judge")).split(":")[0]
+    metric_name = c3.selectbox("Scorer", kinds, index=kinds.index(current) if current in kinds else 0,
+                               help="How each reply is scored against the reference: " + "; ".join(
+                                   f"{k}: {parse_scorer(k + (':x' if k == 'json' else '')).describe()}"
+                                   for k in kinds if k != "judge") + "; judge: an LLM grades it by your rubric.")
+    old_arg = (scoring.get("metric") or "").partition(":")[2]
+    arg = c4.text_input("Scorer argument", old_arg, disabled=metric_name not in ("regex", "numeric", "json"),
+                        help="regex: a pattern (blank: the reference is the pattern); numeric: a tolerance such as "
+                             "0.01 or 5%; json: the field to compare, e.g. answer.city")
+    metric_spec = f"{metric_name}:{arg}" if arg and metric_name in ("regex", "numeric", "json") else metric_name
+    new_scoring = {"metric": metric_spec}
+    if metric_name == "judge":
+        j = scoring.get("judge") or {}
+        j_model = j.get("model")
+        j_name = j_model.get("name") or j_model.get("model") if isinstance(j_model, dict) else None
+        c5, c6 = st.columns([1, 3])
+        judge_name = c5.selectbox("Judge model", model_names,
+                                  index=model_names.index(j_name) if j_name in model_names else len(model_names) - 1)
+        scale = c5.selectbox("Judge's scale", ["1-5", "0-1"], index=0 if j.get("hi", 5) == 5 else 1)
+        rubric = c6.text_area("Rubric (what earns each grade)", j.get("rubric") or DEFAULT_RUBRIC, height=110)
+        lo, hi = (1, 5) if scale == "1-5" else (0, 1)
+        new_scoring["judge"] = {"model": choices[judge_name].to_record(), "rubric": rubric, "lo": lo, "hi": hi}
+    try:
+        checked = check_scoring(new_scoring, ds, store)
+        if checked != scoring:
+            store.set_dataset_scoring(ds.id, checked)
+            ui.clear_readers()
+            ds = ui.dataset(ds_name)
+        judge_rec = checked.get("judge")
+        metric = parse_objective(metric_spec, ds, judge_rec, store)
+    except PromptlabError as exc:
+        st.error(str(exc))
+        st.stop()
+    ui.set_setting("metric", metric_spec)
 st.caption(f"We maximize **{metric.describe()}** for **{target}** on **{ds_name}** ({ds.n} rows).")
 
 # --- proposers -------------------------------------------------------------------------------------
@@ -77,14 +119,19 @@ with st.expander("Add a model (any litellm provider or OpenAI-compatible server)
 
 # --- meta-prompt -----------------------------------------------------------------------------------
 st.subheader("Meta-prompt")
-template = st.text_area("Template (stored verbatim with each run)", ui.setting("meta_prompt", P.DEFAULT_META_PROMPT), height=320)
+default_meta = P.DEFAULT_META_PROMPT if ds.has_labels else P.DEFAULT_META_PROMPT_OPEN
+meta_key = "meta_prompt" if ds.has_labels else "meta_prompt_open"  # one template per kind of task
+template = st.text_area("Template (stored verbatim with each run)", ui.setting(meta_key, default_meta), height=320)
 with st.expander("Placeholders"):
     st.table([{"placeholder": "{" + k + "}", "what it shows": v} for k, v in P.PLACEHOLDERS.items()])
 try:
     P.check_template(template)
-    ui.set_setting("meta_prompt", template)
-    task = st.text_input("Task description shown to proposers", ui.setting("task", f"Label each text from the dataset '{ds_name}' with the right label."))
-    ui.set_setting("task", task)
+    ui.set_setting(meta_key, template)
+    from promptlab.runs import DEFAULT_TASKS
+
+    task_key = f"task.{ds_name}"
+    task = st.text_input("Task description shown to proposers", ui.setting(task_key, DEFAULT_TASKS[ds.kind].format(name=ds_name)))
+    ui.set_setting(task_key, task)
     preview = manual.preview_meta_prompt(store, ds, template, task, metric, ui.runs_table())
     with st.expander("Live preview with the current history", expanded=False):
         st.code(preview, language="markdown")
@@ -96,8 +143,10 @@ st.subheader("Manual search: score prompts side by side")
 n = st.number_input("How many prompts", 1, 4, 2)
 cols = st.columns(int(n))
 texts = []
-defaults = ["Classify the text. Answer with one of these labels: {labels}.",
-            "Route the text to one label: {labels}.\nAnswer with the label name only."]
+defaults = (["Classify the text. Answer with one of these labels: {labels}.",
+             "Route the text to one label: {labels}.\nAnswer with the label name only."] if ds.has_labels else
+            ["Answer the question or do what the input asks. Reply with the answer only, nothing else.",
+             "Reply with the answer alone: no sentence, no explanation."])
 for i, col in enumerate(cols):
     texts.append(col.text_area(f"Prompt {i + 1}", ui.setting(f"manual.{i}", defaults[i] if i < len(defaults) else ""),
                                height=160, key=f"manual.text.{i}"))
@@ -109,7 +158,8 @@ if st.button("Evaluate side by side", type="primary"):
     try:
         templates = manual.templates_from_texts(texts, ds)
         spec = choices[target]
-        ui.start_job(job_key, "manual", lambda job: manual.compare(store, spec, templates, ds, split, metric_spec, job.progress))
+        ui.start_job(job_key, "manual", lambda job: manual.compare(store, spec, templates, ds, split, metric_spec, job.progress,
+                                                                   judge=judge_rec))
     except PromptlabError as exc:
         st.error(str(exc))
 
@@ -134,8 +184,9 @@ def manual_results() -> None:
     st.dataframe(comparison.table(), hide_index=True, width="stretch")
     heat = st.columns(len(comparison.results))
     for i, (col, res) in enumerate(zip(heat, comparison.results)):
-        col.plotly_chart(charts.confusion_heatmap(res.confusion(), f"Prompt {i + 1}"), width="stretch",
-                         key=f"cm{i}")
+        if res.labels:
+            col.plotly_chart(charts.confusion_heatmap(res.confusion(), f"Prompt {i + 1}"), width="stretch",
+                             key=f"cm{i}")
         if col.button("Save as baseline", key=f"save_baseline.{i}"):
             store.save_baseline(ds.id, res.prompt.id, res.prompt.system, res.prompt.user)
             col.success("Saved: it will be a baseline of new runs on this dataset.")
@@ -151,3 +202,9 @@ if saved:
     st.markdown("**Saved baselines for this dataset**")
     for pid, system, user in saved:
         st.code(system if user.strip() == "{input}" else (system + "\n\n" + user).strip(), language="text")
+
+# --- manual review: grade outputs by hand ----------------------------------------------------------
+st.subheader("Review outputs by hand")
+st.caption("Grade one output at a time (pass/fail, or 1–5 with an optional note), from the keyboard. The grades become "
+           "the prompt's score with its n and CI, and can check an LLM judge (agreement and Cohen's kappa).")
+ui_review.grading_panel(store, ds, choices[target], texts[0] if texts else "", choices)

@@ -1,9 +1,10 @@
 """Runs: start a run (arena, few-shot, textual gradient, or a chain) with its projected calls, follow it live, stop and resume; all runs with status."""
 import streamlit as st
 
-from promptlab import runs, ui
+from promptlab import runs, ui, ui_review
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate
+from promptlab.metrics import GLOBAL_METRICS
 from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS
 
 st.set_page_config(page_title="promptlab · Runs", layout="wide")
@@ -21,8 +22,16 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
     model_names = list(choices)
     target_default = ui.setting("target", ui.DEFAULT_TARGET)
     target = c2.selectbox("Target", model_names, index=model_names.index(target_default) if target_default in model_names else 0, key="runs.target")
-    metric = c3.text_input("Metric", ui.setting("metric", "accuracy"), key="runs.metric",
-                           help="accuracy, balanced_accuracy, macro_f1, mcc, cohen_kappa, precision:L, recall:L, f1:L, specificity:L")
+    run_ds = ui.dataset(ds_name)
+    metric_default = ui.setting("metric", "accuracy") if run_ds.has_labels else \
+        ((run_ds.scoring or {}).get("metric") or ("normalized" if run_ds.kind == "reference" else "judge"))
+    if run_ds.has_labels and ":" not in metric_default and metric_default not in GLOBAL_METRICS:
+        metric_default = "accuracy"  # a scorer picked for another dataset
+    metric = c3.text_input("Metric", metric_default, key=f"runs.metric.{ds_name}",
+                           help="Labels: accuracy, balanced_accuracy, macro_f1, mcc, cohen_kappa, precision:L, recall:L, "
+                                "f1:L, specificity:L. Reference answers: exact, normalized, contains, regex[:P], "
+                                "numeric[:TOL], token_f1, json:FIELD, or judge. No target: judge (the judge and its "
+                                "rubric are set per dataset on the Prompts page).")
     proposers = st.multiselect("Proposers", model_names, default=[m for m in ui.setting("proposers", ui.DEFAULT_PROPOSERS) if m in choices] or model_names[:2], key="runs.proposers")
     c4, c5, c6, c7 = st.columns(4)
     arena_k = c4.number_input("Arena: proposers per round (0 = all)", 0, 10, 2, key="runs.arena")
@@ -54,6 +63,10 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
                 "Nearness for 'similar' demos", list(SIMILARITY_BACKENDS), key="runs.similarity",
                 help="tfidf: shared words and character n-grams (any language, instant); minilm: meaning, from "
                      "the all-MiniLM-L6-v2 sentence-embedding model shipped in a package (offline; English-centred)")
+    review_mode = st.checkbox(
+        "Pause after each round for my review (semi-automatic)", key="runs.review",
+        help="After every round the run waits: keep or discard the new candidates, edit one, add your own, re-score, "
+             "then continue. Every decision is stored with who made it and shows in the charts.")
     c12, c13 = st.columns(2)
     demos = c12.selectbox("Demos attached to every instruction (arena)", ["none", "per-label", 2, 4, 8], key="runs.demos",
                           help="Train examples shown with each prompt; the baseline is also scored with them, so the "
@@ -72,8 +85,9 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
             ds, choices[target], [choices[p] for p in proposers], metric=metric, seed=int(seed),
             arena_k=int(arena_k) or None, candidates=int(candidates), rounds=int(rounds),
             budget_calls=int(budget) or None, patience=int(patience) or None, baselines=baselines,
-            meta_prompt=ui.setting("meta_prompt", None), task=ui.setting("task", None), minibatch_size=int(minibatch),
-            gate=gate, strategy=strategy, **extra,
+            meta_prompt=ui.setting("meta_prompt" if ds.has_labels else "meta_prompt_open", None),
+            task=ui.setting(f"task.{ds_name}", None), minibatch_size=int(minibatch),
+            gate=gate, strategy=strategy, review="rounds" if review_mode else "off", store=store, **extra,
         )
         proj = runs.projection(store, config)
         search = proj["target_search"]
@@ -176,6 +190,8 @@ def live(run_id: str) -> None:
 
 
 live(run_id)
+if store.run_row(run_id)["status"] == "paused" and not ui.run_is_live(run_id):
+    ui_review.round_review(store, run_id)
 
 st.subheader("All runs")
 table = ui.runs_table()

@@ -7,7 +7,8 @@ import streamlit as st
 from promptlab import charts, runs, ui
 from promptlab.data import stored_dataset
 from promptlab.evaluate import PromptTemplate, evaluate
-from promptlab.metrics import format_score, parse_metric
+from promptlab.metrics import format_score
+from promptlab.objective import parse_objective
 from promptlab.models import spec_from_record
 
 st.set_page_config(page_title="promptlab · Results", layout="wide")
@@ -42,6 +43,10 @@ st.subheader("Score trajectories per model family")
 x_axis = st.radio("x axis", ["round", "target calls"], horizontal=True, key="results.x")
 fig = charts.score_trajectories(cands, x="round" if x_axis == "round" else "target_requests", metric=summary["metric"])
 st.plotly_chart(fig, width="stretch", key="results.trajectories")
+if (human := summary.get("decisions", {}).get("analyst")):
+    st.caption("Human decisions in this run: " + ", ".join(f"{n} {a}" for a, n in human.items())
+               + ". Stars mark candidates the analyst kept, crosses those discarded; prompts the analyst wrote are the "
+                 "'human' family.")
 ui.chart_exports(fig, f"{run_id}-trajectories", "results.trajectories")
 
 # --- attribution and families ----------------------------------------------------------------------
@@ -96,7 +101,8 @@ st.subheader("Leaderboard")
 board = runs.leaderboard(store, run_id)
 base_row = board[board["proposer"] == "baseline"].head(1)
 base_val = float(base_row["val_score"].iloc[0]) if len(base_row) else float("nan")
-view = board[["id", "round", "proposer", "family", "status", "val_score", "val_ci_low", "val_ci_high", "test_score", "text"]].copy()
+view = board[["id", "round", "proposer", "family", "status", "val_score", "val_ci_low", "val_ci_high", "test_score",
+              "decision", "decided_by", "text"]].copy()
 view.insert(len(view.columns) - 1, "demos", board["demos_shown"])
 view["Δ val vs baseline"] = view["val_score"] - base_val
 st.dataframe(view, hide_index=True, width="stretch",
@@ -120,16 +126,22 @@ d2.code("\n".join(difflib.unified_diff(base_text.splitlines(), str(row["text"]).
 rec = store.run_row(run_id)
 ds = stored_dataset(store, rec["dataset_id"])
 spec = spec_from_record(rec["config"]["target"])
-metric = parse_metric(rec["config"]["metric"], ds.labels)
+metric = parse_objective(rec["config"]["metric"], ds, rec["config"].get("judge"), store)
 if pd.notna(row["val_score"]):
     res = evaluate(store, spec, prompt, ds, ds.split("val"), metric, split="val")
     if res.calls:
         st.caption(f"({res.calls} calls were not cached and were made now)")
-    h1, h2 = st.columns([1, 2])
-    h1.plotly_chart(charts.confusion_heatmap(res.confusion(), f"#{pick} on val"), width="stretch", key="results.cm")
-    errors = res.rows[~res.rows["correct"]][["example_idx", "text", "gold", "reply", "parse"]]
-    h2.markdown(f"**Errors on val** ({len(errors)} of {res.n})")
-    h2.dataframe(errors, hide_index=True, width="stretch")
+    if res.labels:
+        h1, h2 = st.columns([1, 2])
+        h1.plotly_chart(charts.confusion_heatmap(res.confusion(), f"#{pick} on val"), width="stretch", key="results.cm")
+        errors = res.rows[~res.rows["correct"]][["example_idx", "text", "gold", "reply", "parse"]]
+        h2.markdown(f"**Errors on val** ({len(errors)} of {res.n})")
+        h2.dataframe(errors, hide_index=True, width="stretch")
+    else:
+        low = res.rows[~res.rows["correct"]].sort_values("score")[["example_idx", "text", "gold", "reply", "score", "detail"]]
+        st.markdown(f"**Replies without full marks on val** ({len(low)} of {res.n}; lowest first"
+                    f"{'; detail: the judge' + chr(39) + 's reasoning' if res.metric.judge is not None else ''})")
+        st.dataframe(low.rename(columns={"gold": "reference"}), hide_index=True, width="stretch")
 else:
     st.info("This candidate stopped at the minibatch gate: it has no full val score.")
 

@@ -30,13 +30,18 @@ def score_trajectories(cands: pd.DataFrame, x: str = "round", metric: str = "sco
         return fig
     xcol = "target_requests" if x == "target_requests" else "round"
     df = cands.copy()
+    for col in ("decision", "decided_by"):
+        if col not in df:
+            df[col] = None
+    discarded = df["decision"].eq("discard") & df["decided_by"].eq("analyst")
     df[xcol] = pd.to_numeric(df[xcol], errors="coerce").fillna(0)
     colors = _family_colors(df["family"])
     base = df[df["family"] == "baseline"]
     base_best = base["val_score"].max() if len(base) else math.nan
     x0 = float(base[xcol].max()) if len(base) else 0.0
     for family in [f for f in colors if f != "baseline"]:
-        fam = df[(df["family"] == family) & df["val_score"].notna()].sort_values([xcol, "id"])
+        # the analyst's discards left the history, so they never lift a best-so-far line
+        fam = df[(df["family"] == family) & df["val_score"].notna() & ~discarded].sort_values([xcol, "id"])
         xs, ys, best = [x0], [base_best], base_best
         for row in fam.itertuples():
             best = row.val_score if (best != best or row.val_score > best) else best
@@ -66,6 +71,19 @@ def score_trajectories(cands: pd.DataFrame, x: str = "round", metric: str = "sco
                 name=f"{family}: gated (minibatch)",
                 text=[f"#{i} {p}<br>{_short(t)}" for i, p, t in zip(gated["id"], gated["proposer"], gated["text"])],
                 hovertemplate="%{text}<br>minibatch %{y:.3f}<extra></extra>",
+            ))
+    picks = df[df["decided_by"].eq("analyst") & df["decision"].isin(["keep", "discard"])]
+    for decision, symbol, name in (("keep", "star", "kept by the analyst"), ("discard", "x-thin", "discarded by the analyst")):
+        mine = picks[picks["decision"] == decision]
+        y = mine["val_score"].where(mine["val_score"].notna(), mine["minibatch_score"])
+        mine, y = mine[y.notna()], y[y.notna()]
+        if len(mine):
+            fig.add_trace(go.Scatter(
+                x=mine[xcol], y=y, mode="markers", name=name,
+                marker={"symbol": symbol, "size": 18, "color": "rgba(0,0,0,0)" if decision == "keep" else "#222",
+                        "line": {"width": 2, "color": "#222"}},
+                text=[f"#{i} {p}, {name}<br>{_short(t)}" for i, p, t in zip(mine["id"], mine["proposer"], mine["text"])],
+                hovertemplate="%{text}<br>%{y:.3f}<extra></extra>",
             ))
     fig.update_layout(
         title=title or "Score trajectories per proposer family",

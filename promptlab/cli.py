@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 import traceback
@@ -81,16 +82,56 @@ def cmd_datasets_import(args) -> int:
     store = _store(args)
     ds, reused = import_dataset(
         store, Path(args.path), name=args.name, input_cols=_split_cols(args.input_col), label_col=args.label_col,
-        fractions=_fractions(args.split_fractions), split_seed=args.split_seed,
+        fractions=_fractions(args.split_fractions), split_seed=args.split_seed, kind=args.kind,
+        scoring=_scoring_args(args),
     )
     info = _dataset_info(ds) | {"reused": reused}
     if args.json:
         _print_json(info)
         return 0
     verb = "already stored, reused" if reused else "imported"
-    print(f"{verb}: '{ds.name}' (id {ds.id}), {ds.n} rows, input {', '.join(ds.input_cols)}, label {ds.label_col}")
+    target = {"labels": f"label {ds.label_col}", "reference": f"reference {ds.label_col}"}.get(ds.kind, "no target")
+    print(f"{verb}: '{ds.name}' (id {ds.id}), {ds.n} rows, input {', '.join(ds.input_cols)}, {target}")
     _print_dataset_details(ds)
     return 0
+
+
+def _scoring_args(args) -> dict | None:
+    """--scorer / --judge / --rubric / --scale into a scoring record (None when none is given)."""
+    judge = None
+    if getattr(args, "judge", None) or getattr(args, "rubric", None):
+        lo, hi = _scale(getattr(args, "judge_scale", None) or "1-5")
+        judge = {"model": args.judge, "rubric": _rubric(args.rubric), "lo": lo, "hi": hi}
+    metric = getattr(args, "scorer", None) or getattr(args, "metric", None)
+    if not (judge or getattr(args, "scorer", None)):
+        return None
+    return {"metric": metric, **({"judge": judge} if judge else {})}
+
+
+def _rubric(text: str | None) -> str:
+    if text and text.startswith("@"):
+        return _read_text_file(text[1:], "--rubric")
+    return _unescape(text) if text else ""
+
+
+def _scale(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise PromptlabError(f"--judge-scale '{text}' must look like 1-5 or 0-1") from None
+    return lo, hi
+
+
+def _judge_record(args, ds) -> dict | None:
+    """The run's judge from --judge/--rubric, else None (the dataset's own judge applies)."""
+    if not (getattr(args, "judge", None) or getattr(args, "rubric", None)):
+        return None
+    from promptlab.objective import DEFAULT_RUBRIC
+
+    stored = (ds.scoring or {}).get("judge") or {}
+    lo, hi = _scale(args.judge_scale) if getattr(args, "judge_scale", None) else (stored.get("lo", 1), stored.get("hi", 5))
+    return {"model": args.judge or stored.get("model"), "rubric": _rubric(args.rubric) or stored.get("rubric") or DEFAULT_RUBRIC,
+            "lo": lo, "hi": hi}
 
 
 def _dataset_info(ds) -> dict:
@@ -98,18 +139,37 @@ def _dataset_info(ds) -> dict:
     for split in ("train", "val", "test"):
         counts[split] = len(ds.split(split))
     return {
-        "id": ds.id, "name": ds.name, "n_rows": ds.n, "input_cols": list(ds.input_cols), "label_col": ds.label_col,
-        "labels": ds.report.label_counts or {lab: 0 for lab in ds.labels}, "splits": counts,
-        "notes": ds.report.notes(),
+        "id": ds.id, "name": ds.name, "kind": ds.kind, "n_rows": ds.n, "input_cols": list(ds.input_cols),
+        "label_col": ds.label_col, "labels": ds.report.label_counts or {lab: 0 for lab in ds.labels}, "splits": counts,
+        "scoring": _public_scoring(ds.scoring), "notes": ds.report.notes(),
     }
+
+
+def _public_scoring(scoring: dict | None) -> dict:
+    """A dataset's scoring for display: the judge model by its label, never its whole record."""
+    out = dict(scoring or {})
+    if out.get("judge"):
+        j = out["judge"]
+        model = j.get("model")
+        out["judge"] = {**j, "model": model.get("name") or model.get("model") if isinstance(model, dict) else model}
+    return out
 
 
 def _print_dataset_details(ds) -> None:
     info = _dataset_info(ds)
-    width = max(len(lab) for lab in info["labels"])
-    print("labels:")
-    for lab, n in info["labels"].items():
-        print(f"  {lab:<{width}}  {n:>6}  ({n / ds.n:.1%})")
+    if ds.kind == "labels":
+        width = max(len(lab) for lab in info["labels"])
+        print("labels:")
+        for lab, n in info["labels"].items():
+            print(f"  {lab:<{width}}  {n:>6}  ({n / ds.n:.1%})")
+    else:
+        what = "a reference answer per row" if ds.kind == "reference" else "no target: outputs are judged or graded by hand"
+        print(f"kind: {ds.kind} ({what})")
+        sc = info["scoring"]
+        if sc:
+            judge = sc.get("judge")
+            print(f"scoring: {sc.get('metric') or 'default'}" + (f"; judge {judge['model']} ({judge['lo']}-{judge['hi']}), "
+                                                                   f"rubric: {judge['rubric'][:120]}" if judge else ""))
     s = info["splits"]
     print(f"splits: train {s['train']}, val {s['val']}, test {s['test']} (seed {ds.split_seed})")
     for note in info["notes"]:
@@ -126,7 +186,8 @@ def cmd_datasets_list(args) -> int:
         return 0
     for row in frame.itertuples():
         labels = json.loads(row.labels)
-        print(f"{row.name:<28} {row.n_rows:>7} rows  {len(labels)} labels  id {row.id}  from {row.source}")
+        what = f"{len(labels)} labels" if row.kind == "labels" else row.kind
+        print(f"{row.name:<28} {row.n_rows:>7} rows  {what:<10}  id {row.id}  from {row.source}")
     return 0
 
 
@@ -229,15 +290,16 @@ def _load_prompt(args):
 def cmd_eval(args) -> int:
     from promptlab.data import resolve_dataset, stratified_sample
     from promptlab.evaluate import evaluate
-    from promptlab.metrics import parse_metric
     from promptlab.models import resolve_model
+    from promptlab.objective import parse_objective
 
     store = _store(args)
     ds = resolve_dataset(store, args.dataset)
     spec = resolve_model(args.model, store)
     prompt = _load_prompt(args)
     prompt.check(ds.input_cols)
-    metric = parse_metric(args.metric, ds.labels)
+    metric_spec = None if (ds.kind != "labels" and args.metric == "accuracy") else args.metric
+    metric = parse_objective(metric_spec, ds, _judge_record(args, ds), store)
     examples = ds.split(args.split, seed=args.seed)
     if args.limit is not None:
         if args.limit < 1:
@@ -281,12 +343,22 @@ def _print_eval(result, ds, s: dict) -> None:
     print(f"metric    {s['metric']}: {s['metric_description']}")
     print(f"score     {_fmt(s['score'])}   95% CI [{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}]   n={s['n_relevant']}")
     invalid = int(round((s["invalid_rate"] or 0) * s["n"]))
-    print(f"invalid   {_fmt((s['invalid_rate'] or 0) * 100, 1)}% ({invalid} of {s['n']} replies named no single label)")
-    cm = result.confusion()
-    cm.index.name = None
-    print("confusion (rows: gold, columns: predicted)")
-    for line in cm.to_string().splitlines():
-        print("  " + line)
+    if result.scored:
+        why = "failed calls or replies the judge could not grade" if result.metric.judge is not None else "failed calls"
+        print(f"invalid   {_fmt((s['invalid_rate'] or 0) * 100, 1)}% ({invalid} of {s['n']}: {why})")
+        low = result.rows.sort_values("score").head(3)
+        print("lowest-scoring replies")
+        for r in low.itertuples():
+            extra = f"  | judge: {str(r.detail)[:100]}" if isinstance(r.detail, str) else ""
+            print(f"  [{_fmt(r.score, 2)}] {str(r.text)[:60]!r} -> {str(r.reply)[:60]!r}"
+                  + (f" (reference {str(r.gold)[:40]!r})" if r.gold else "") + extra)
+    else:
+        print(f"invalid   {_fmt((s['invalid_rate'] or 0) * 100, 1)}% ({invalid} of {s['n']} replies named no single label)")
+        cm = result.confusion()
+        cm.index.name = None
+        print("confusion (rows: gold, columns: predicted)")
+        for line in cm.to_string().splitlines():
+            print("  " + line)
     err = f", {s['errors']} failed" if s["errors"] else ""
     hit = f" ({s['cache_hit_rate']:.0%} cache hits)" if s.get("cache_hit_rate") is not None else ""
     print(f"calls     {s['calls']} new, {s['cached']} cached{hit}{err}")
@@ -341,7 +413,8 @@ def cmd_optimize(args) -> int:
         ds, target, proposers, metric=args.metric, seed=args.seed, arena_k=args.arena, candidates=args.candidates,
         rounds=args.rounds, budget_calls=args.budget, max_proposer_calls=args.max_proposer_calls,
         max_proposer_tokens=args.max_proposer_tokens, patience=args.patience, baselines=baselines, meta_prompt=meta,
-        task=_unescape(args.task) if args.task else None, strategy=args.strategy, **extra,
+        task=_unescape(args.task) if args.task else None, strategy=args.strategy,
+        judge=_judge_record(args, ds), review="rounds" if args.review else "off", store=store, **extra,
     )
     proj = runs.projection(store, config)
     if problem := runs.budget_problem(proj, "--budget"):
@@ -428,9 +501,15 @@ def _execute(store, run_id: str, args) -> int:
             print(line, file=out, flush=True)
 
     summary = runs.execute(store, run_id, on_step=progress)
+    if summary.get("status") == "paused" and not getattr(args, "_reviewing", False):
+        from promptlab.review import paused_at
+
+        pause = paused_at(store, run_id)
+        print(f"paused after round {pause.round} for your review: promptlab review {run_id} "
+              f"(or --decisions FILE); the dashboard's Runs page shows it too", file=out)
     if args.json:
         _print_json(summary)
-    else:
+    elif summary.get("status") != "paused":
         _print_run(store, summary)
     return 0
 
@@ -463,6 +542,9 @@ def _step_line(step) -> str | None:
         return f"test #{step.candidate_id}: {_fmt(step.test_score)} [{_fmt(step.test_ci[0])}, {_fmt(step.test_ci[1])}] n={step.n_test}"
     if k == "run_finished":
         return f"finished ({step.reason}) after {step.rounds} round(s)"
+    if k == "decided" and step.who == "analyst":
+        on = f" #{step.candidate_id}" if step.candidate_id is not None else ""
+        return f"  decided: {step.action}{on}{' (' + step.note + ')' if step.note else ''}"
     return None
 
 
@@ -488,6 +570,8 @@ def _print_run(store, s: dict) -> None:
         print(f"  {p['model']:<30} {p['family']:<8} {p['candidates']:>3} asked  {p['valid']:>3} valid ({rate})  "
               f"best {_fmt(p['best_val'])}  wins {p['wins']}")
     hit = f" ({s['cache_hit_rate']:.0%} cache hits, {s['repeated_calls']} repeated)" if s.get("cache_hit_rate") is not None else ""
+    if line := runs.decisions_line(s):
+        print("\n" + line)
     if fails := runs.failures_line(s):
         print("\n" + fails)
     print(f"\ncalls: {s['target_calls']} target + {s['proposer_calls']} proposer new, {s['cached_calls']} from cache{hit}; "
@@ -555,7 +639,227 @@ def cmd_runs_resume(args) -> int:
     return _execute(store, args.run_id, args)
 
 
+# --- semi-automatic review and manual grading -------------------------------------------------------
+
+REVIEW_HELP = """decide the round:  k ID keep   d ID discard   e ID edit (then type the new prompt)   a add a prompt
+                   r ID re-score on more data   c continue   s stop the search   v view again   q quit (stays paused)"""
+
+
+def _print_round(view: dict, out=None) -> None:
+    out = out or sys.stdout
+    best = view["best"]
+    print(f"\nround {view['round']} - we measure {view['metric']}", file=out)
+    if best:
+        print(f"current best #{best['id']} ({best['proposer']}): val {_fmt(best['val'])} "
+              f"[{_fmt(best['ci'][0])}, {_fmt(best['ci'][1])}] n={best['n_val']}", file=out)
+    for c in view["candidates"]:
+        score = (f"val {_fmt(c['val'])} [{_fmt(c['ci'][0])}, {_fmt(c['ci'][1])}] n={c['n_val']}" if c["val"] is not None
+                 else f"minibatch {_fmt(c['minibatch'])}, {c['status']}")
+        print(f"\n#{c['id']} by {c['proposer']} ({c['family']}): {score}", file=out)
+        print("  " + (c["diff"] or "(same text as the best)").replace("\n", "\n  "), file=out)
+        for o in c["outputs"]:
+            gold = f" (reference: {str(o['gold'])[:50]!r})" if o["gold"] else ""
+            print(f"  differs on {str(o['input'])[:70]!r}{gold}:\n    best: {str(o['best'])[:80]!r}\n"
+                  f"    this: {str(o['candidate'])[:80]!r}", file=out)
+    for d in view["decisions"]:
+        print(f"  decided so far: {d['action']} {d['candidate_id'] or ''} ({d['who']})", file=out)
+
+
+def _apply(store, run_id: str, d: dict) -> None:
+    from promptlab import review as R
+
+    action, cid = d["action"], d.get("candidate")
+    if action == "rescore":
+        res = R.rescore(store, run_id, int(cid), note=d.get("note", ""))
+        print(f"  #{cid} on train+val: {_fmt(res['score'])} [{_fmt(res['ci'][0])}, {_fmt(res['ci'][1])}] n={res['n']}")
+    else:
+        R.decide(store, run_id, action, cid, d.get("text"), note=d.get("note", ""))
+
+
+def cmd_review(args) -> int:
+    """Decide a paused run's rounds: interactively, or from a file of decisions; the run goes on between rounds."""
+    from promptlab import review as R
+
+    store = _store(args)
+    _run_record(store, args.run_id)
+    queue = R.read_decisions_file(args.decisions) if args.decisions else None
+    args._reviewing = True
+    while True:
+        pause = R.paused_at(store, args.run_id)
+        if pause is None:
+            rec = store.run_row(args.run_id)
+            if rec["status"] in ("created", "interrupted", "stopped"):
+                _execute(store, args.run_id, args)
+                continue
+            print(f"run {args.run_id} is {rec['status']}: nothing to decide")
+            if rec["status"] == "finished" and not args.json:
+                _print_run(store, rec["summary"] or {})
+            return 0
+        view = R.round_view(store, args.run_id)
+        _print_round(view)
+        if queue is not None:
+            mine = [d for d in queue if d.get("round", pause.round) == pause.round]
+            if not mine:
+                print(f"the decisions file has nothing for round {pause.round}: the run stays paused")
+                return 0
+            for d in mine:
+                queue.remove(d)
+                _apply(store, args.run_id, d)
+                if d["action"] in ("continue", "stop"):
+                    break
+            if not any(d["action"] in ("continue", "stop") for d in mine):
+                print(f"the decisions file does not close round {pause.round} (continue or stop): the run stays paused")
+                return 0
+        else:
+            print(REVIEW_HELP)
+            while True:
+                try:
+                    line = input("> ").strip()
+                except EOFError:
+                    print("\nend of input: the run stays paused")
+                    return 0
+                if not line:
+                    continue
+                cmd, _, rest = line.partition(" ")
+                cmd = cmd.lower()
+                try:
+                    if cmd in ("q", "quit"):
+                        print("the run stays paused; continue later with the same command")
+                        return 0
+                    if cmd in ("v", "view"):
+                        _print_round(R.round_view(store, args.run_id))
+                        continue
+                    actions = {"k": "keep", "d": "discard", "e": "edit", "a": "add", "r": "rescore", "c": "continue",
+                               "s": "stop"}
+                    action = actions.get(cmd, cmd)
+                    cid = int(rest.split()[0]) if rest.strip() and action in ("keep", "discard", "edit", "rescore") else None
+                    text = None
+                    if action in ("edit", "add"):
+                        print("type the prompt; end with a line holding only a dot (.)")
+                        lines = []
+                        while (ln := input()) != ".":
+                            lines.append(ln)
+                        text = "\n".join(lines)
+                    _apply(store, args.run_id, {"action": action, "candidate": cid, "text": text})
+                    if action in ("continue", "stop"):
+                        break
+                    print(f"  recorded: {action}{' #' + str(cid) if cid else ''}")
+                except (PromptlabError, ValueError) as exc:
+                    print(f"  {exc}")
+        _execute(store, args.run_id, args)
+
+
+def _grading_batch(store, args):
+    from promptlab import grading as G
+    from promptlab.data import resolve_dataset
+    from promptlab.models import resolve_model
+
+    ds = resolve_dataset(store, args.dataset)
+    spec = resolve_model(args.model, store)
+    prompt = _load_prompt(args)
+    return G.outputs(store, ds, spec, prompt, split=args.split, limit=args.limit, seed=args.seed)
+
+
+def cmd_grade(args) -> int:
+    """Grade a prompt's outputs by hand (interactive, or a CSV of example,grade[,note]); print the score."""
+    from promptlab import grading as G
+
+    store = _store(args)
+    batch = _grading_batch(store, args)
+    scale = args.scale
+    lo, hi = G.scale_range(scale)
+    if args.grades:
+        import pandas as pd
+
+        table = pd.read_csv(args.grades, dtype=str, keep_default_na=False)
+        missing = {"example", "grade"} - set(table.columns)
+        if missing:
+            raise PromptlabError(f"{args.grades}: needs columns example and grade (and optionally note); missing {', '.join(sorted(missing))}")
+        by_idx = {it.example_idx: it for it in batch.items}
+        parsed = []  # every line is checked before any grade is stored: a bad file changes nothing
+        for i, r in enumerate(table.itertuples(), 2):
+            try:
+                idx = int(r.example)
+            except ValueError:
+                raise PromptlabError(f"{args.grades} line {i}: example '{r.example}' is not a number") from None
+            if idx not in by_idx:
+                raise PromptlabError(f"{args.grades} line {i}: example {idx} is not among the outputs graded here "
+                                     f"(split {args.split}, limit {args.limit}); examples are {sorted(by_idx)[:10]}…")
+            try:
+                grade = G.parse_grade(r.grade, scale)
+            except PromptlabError as exc:
+                raise PromptlabError(f"{args.grades} line {i}: {exc}") from None
+            parsed.append((by_idx[idx], grade, getattr(r, "note", "") or ""))
+        for item, grade, note in parsed:
+            G.record(store, batch, item, grade, scale, note=note, grader=args.grader)
+    elif not args.summary:
+        todo = [it for it in batch.items if it.grade is None]
+        keys = "p pass, f fail" if scale == "pass/fail" else f"{lo}-{hi}"
+        print(f"{len(todo)} output(s) to grade ({keys}; add a note after the grade; s skip, q quit)")
+        if not args.blind:
+            print(f"prompt: {(batch.prompt.system + ' ' + batch.prompt.user).strip()[:300]}")
+        for n, it in enumerate(todo, 1):
+            print(f"\n[{n}/{len(todo)}] input: {it.input[:500]}")
+            if it.reference:
+                print(f"reference: {it.reference[:300]}")
+            print(f"output: {it.output[:1000]}")
+            while True:
+                try:
+                    line = input("grade> ").strip()
+                except EOFError:
+                    line = "q"
+                if line in ("q", "quit"):
+                    break
+                if line in ("s", "skip"):
+                    break
+                value, _, note = line.partition(" ")
+                try:
+                    G.record(store, batch, it, G.parse_grade(value, scale), scale, note=note, grader=args.grader,
+                             blind=args.blind)
+                    break
+                except PromptlabError as exc:
+                    print(f"  {exc}")
+            if line in ("q", "quit"):
+                break
+    s = G.summary(store, batch.dataset.id, batch.prompt_id, batch.model_key)
+    out = {"prompt_id": batch.prompt_id, **s}
+    if args.json:
+        _print_json(out)
+    elif s["n"]:
+        print(f"human score {_fmt(s['score'])} [{_fmt(s['ci'][0])}, {_fmt(s['ci'][1])}] n={s['n']} "
+              f"(mean grade {s['mean_grade']:.2f} on {s['scale']}, scaled to 0-1)")
+    else:
+        print("no grades yet")
+    return 0
+
+
+def cmd_judge_check(args) -> int:
+    """Check an LLM judge against your grades of one prompt's outputs: agreement and Cohen's kappa."""
+    from promptlab import grading as G
+    from promptlab.models import resolve_model
+
+    store = _store(args)
+    batch = _grading_batch(store, args)
+    judge = resolve_model(args.judge, store)
+    stats = G.calibrate(store, batch, judge, _rubric(args.rubric), args.scale)
+    if args.json:
+        _print_json(stats)
+        return 0
+    for p in stats["pairs"]:
+        print(f"  example {p['example']}: you {p['human']:g}, judge {p['judge'] if p['judge'] is not None else 'no grade'}")
+    ex = "n/a" if stats["exact"] is None else f"{stats['exact']:.0%}"
+    within = "n/a" if stats["within_one"] is None else f"{stats['within_one']:.0%}"
+    print(f"agreement on {stats['n']} outputs: exact {ex}, within one point {within}; {G.kappa_reading(stats)}")
+    return 0
+
+
 # --- parser ----------------------------------------------------------------------------------------
+
+def _judge_args(p) -> None:
+    p.add_argument("--judge", help="the LLM judge model (metric 'judge'); any litellm model or configured name")
+    p.add_argument("--rubric", help="the judge's rubric text, or @FILE")
+    p.add_argument("--judge-scale", help="the judge's scale, e.g. 1-5 (default) or 0-1")
+
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -577,6 +881,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-col")
     p.add_argument("--split-fractions", help="train,val,test fractions (default 0.3,0.35,0.35)")
     p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--kind", choices=["labels", "reference", "unlabeled"], default="labels",
+                   help="what the target column holds: labels (default), reference answers, or nothing (unlabeled)")
+    p.add_argument("--scorer", help="default scoring for a reference dataset: exact, normalized, contains, regex[:P], "
+                   "numeric[:TOL], token_f1, json:FIELD, or judge")
+    _judge_args(p)
     p.set_defaults(func=cmd_datasets_import)
     p = ds.add_parser("list", parents=[common], help="list stored datasets")
     p.set_defaults(func=cmd_datasets_list)
@@ -618,6 +927,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate a stratified sample of N examples")
     p.add_argument("--seed", type=int, help="split seed (default: the dataset's)")
     p.add_argument("--max-tokens", type=int, help="reply length cap (default: sized to the longest label)")
+    _judge_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("optimize", parents=[common], help="search for a better prompt with an arena of proposer models")
@@ -656,7 +966,40 @@ def build_parser() -> argparse.ArgumentParser:
                    "per-label (one example per label) or a number K (stratified); default none")
     p.add_argument("--demo-format", choices=["chat", "inline", "search"],
                    help="demos as chat turns (default) or inline in the instruction; fewshot also takes search (try both)")
+    p.add_argument("--review", action="store_true",
+                   help="semi-automatic: pause after every round for your decisions (promptlab review RUN)")
+    _judge_args(p)
     p.set_defaults(func=cmd_optimize)
+
+    p = sub.add_parser("review", parents=[common], help="decide a paused run's rounds (keep, discard, edit, add, "
+                       "re-score, continue), interactively or from a file")
+    p.add_argument("run_id")
+    p.add_argument("--decisions", help='a JSON list (or JSON lines) of decisions, e.g. {"action": "keep", "candidate": 3}, '
+                   '{"action": "edit", "candidate": 1, "text": "..."}, {"action": "continue"}; "round" optional')
+    p.set_defaults(func=cmd_review)
+
+    for name, func, what in (("grade", cmd_grade, "grade a prompt's outputs by hand; prints the human score with n and CI"),
+                             ("judge-check", cmd_judge_check, "check an LLM judge against your grades (agreement, kappa)")):
+        p = sub.add_parser(name, parents=[common], help=what)
+        p.add_argument("--dataset", required=True)
+        p.add_argument("--model", required=True, help="the model whose outputs are graded")
+        g = p.add_mutually_exclusive_group(required=True)
+        g.add_argument("--prompt", help="prompt text; {input} marks the example")
+        g.add_argument("--prompt-file")
+        p.add_argument("--system", help="system message (then --prompt is the user message)")
+        p.add_argument("--split", default="val", choices=["train", "val", "test", "all"])
+        p.add_argument("--limit", type=int, default=20, help="outputs to grade (a seeded sample; default 20)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--scale", default="1-5", choices=["1-5", "pass/fail"])
+        if name == "grade":
+            p.add_argument("--blind", action="store_true", help="hide the prompt while grading")
+            p.add_argument("--grader", default=os.environ.get("USER") or "analyst", help="your name, stored with each grade")
+            p.add_argument("--grades", help="a CSV with columns example, grade (and note) instead of grading interactively")
+            p.add_argument("--summary", action="store_true", help="only print the human score so far")
+        else:
+            p.add_argument("--judge", required=True, help="the judge model")
+            p.add_argument("--rubric", required=True, help="the rubric text, or @FILE")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("study", parents=[common],
                        help="same-family vs cross-family proposers: targets x proposer sets x seeds, with CIs")

@@ -30,6 +30,11 @@ DEFAULT_FRACTIONS = (0.3, 0.35, 0.35)  # train (examples for meta-prompts), val 
 SPLITS = ("train", "val", "test")
 MAX_LABELS = 50
 LONG_CELL_CHARS = 8000
+# What a dataset's target column holds: a label per row (classification), a reference answer per row
+# (scored by a reference scorer or an LLM judge), or nothing (outputs are judged, by a model or by hand).
+KINDS = ("labels", "reference", "unlabeled")
+REFERENCE_NAMES = ("reference", "answer", "expected", "expected_output", "ideal", "target", "output", "gold", "label",
+                   "ответ", "эталон")
 
 
 class DataError(PromptlabError):
@@ -312,25 +317,44 @@ def _find(columns: list[str], names: tuple[str, ...]) -> str | None:
 
 
 def detect_columns(
-    frame: pd.DataFrame, input_cols: list[str] | None = None, label_col: str | None = None, filename: str = "dataset"
+    frame: pd.DataFrame, input_cols: list[str] | None = None, label_col: str | None = None, filename: str = "dataset",
+    kind: str = "labels",
 ) -> tuple[list[str], str]:
-    """Resolve the input column(s) and the label column: the user's choice, else the obvious names."""
+    """Resolve the input column(s) and the label (or reference) column: the user's choice, else the
+    obvious names. An unlabeled dataset has no target column ('')."""
     columns = list(frame.columns)
     listing = ", ".join(columns)
+    if kind not in KINDS:
+        raise DataError(f"unknown dataset kind '{kind}': use one of {', '.join(KINDS)}")
+    if kind == "unlabeled":
+        for c in input_cols or []:
+            if c not in columns:
+                raise DataError(f"{filename}: no column '{c}'. Columns are: {listing}. Pick the input column(s) from these.")
+        if not input_cols:
+            found = _find(columns, INPUT_NAMES)
+            input_cols = [found] if found else (columns[:1] if len(columns) == 1 else None)
+            if not input_cols:
+                raise DataError(
+                    f"{filename}: cannot tell which column is the input (columns: {listing}). "
+                    "Name it with --input-col (or pick it in the dashboard), or call it 'input'."
+                )
+        return list(input_cols), ""
+    what = "reference answer" if kind == "reference" else "label"
     if label_col is not None and label_col not in columns:
         raise DataError(f"{filename}: no column '{label_col}'. Columns are: {listing}. Pick the label column from these.")
     for c in input_cols or []:
         if c not in columns:
             raise DataError(f"{filename}: no column '{c}'. Columns are: {listing}. Pick the input column(s) from these.")
-    label_col = label_col or _find([c for c in columns if c not in (input_cols or [])], LABEL_NAMES)
+    label_col = label_col or _find([c for c in columns if c not in (input_cols or [])],
+                                   REFERENCE_NAMES if kind == "reference" else LABEL_NAMES)
     if label_col is None:
         known_input = (input_cols or [None])[0] or _find(columns, INPUT_NAMES)
         if len(columns) == 2 and known_input in columns:
             label_col = next(c for c in columns if c != known_input)
         else:
             raise DataError(
-                f"{filename}: cannot tell which column holds the label (columns: {listing}). "
-                "Name it with --label-col (or pick it in the dashboard), or call it 'label'."
+                f"{filename}: cannot tell which column holds the {what} (columns: {listing}). "
+                f"Name it with --label-col (or pick it in the dashboard), or call it '{'answer' if kind == 'reference' else 'label'}'."
             )
     if not input_cols:
         found = _find([c for c in columns if c != label_col], INPUT_NAMES)
@@ -345,7 +369,7 @@ def detect_columns(
                 "Name it with --input-col (or pick it in the dashboard), or call it 'input'."
             )
     if label_col in input_cols:
-        raise DataError(f"{filename}: '{label_col}' cannot be both an input and the label. Pick different columns.")
+        raise DataError(f"{filename}: '{label_col}' cannot be both an input and the {what}. Pick different columns.")
     return list(input_cols), label_col
 
 
@@ -394,6 +418,12 @@ class LabeledDataset:
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     split_seed: int = 0
     id: str | None = None
+    kind: str = "labels"  # one of KINDS
+    scoring: dict = field(default_factory=dict)  # the dataset's default scorer / judge (see promptlab.objective)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.kind == "labels"
 
     @property
     def n(self) -> int:
@@ -409,9 +439,8 @@ class LabeledDataset:
             return self.frame
         if name not in SPLITS:
             raise DataError(f"unknown split '{name}': use one of train, val, test, all")
-        assignment = split_assignment(
-            self.frame["label_norm"].tolist(), self.fractions, self.split_seed if seed is None else seed
-        )
+        strata = self.frame["label_norm"].tolist() if self.has_labels else [""] * len(self.frame)
+        assignment = split_assignment(strata, self.fractions, self.split_seed if seed is None else seed)
         return self.frame[assignment == name]
 
 
@@ -430,18 +459,16 @@ def prepare(
     split_seed: int = 0,
     filename: str | None = None,
     encoding: str = "",
+    kind: str = "labels",
 ) -> LabeledDataset:
     """Validate a raw frame into a LabeledDataset, or raise DataError saying what to fix."""
     filename = filename or name
-    input_cols, label_col = detect_columns(frame, input_cols, label_col, filename)
+    input_cols, label_col = detect_columns(frame, input_cols, label_col, filename, kind)
     _check_fractions(fractions)
-    cols = list(input_cols) + [label_col]
-    sub = frame[cols].astype(str)
-    stripped = sub.apply(lambda s: s.str.strip())
-    blank = (stripped == "").all(axis=1)
-    blank_dropped = int(blank.sum())
-    sub, stripped = sub[~blank], stripped[~blank]
-    rownums = (sub.index + 2).tolist()  # 1-based line numbers in a file with a header row
+    if kind != "labels":
+        return _prepare_open(frame, name, input_cols, label_col, fractions, split_seed, filename,
+                             encoding or frame.attrs.get("encoding", ""), kind)
+    sub, stripped, rownums, blank_dropped = _rows(frame, list(input_cols) + [label_col])
 
     missing_label = (stripped[label_col] == "").to_numpy()
     if missing_label.any():
@@ -450,13 +477,7 @@ def prepare(
             f"{filename}: {int(missing_label.sum())} row(s) have no label in '{label_col}' (rows {', '.join(map(str, rows))}"
             f"{' …' if missing_label.sum() > 5 else ''}). Fill in or remove those rows."
         )
-    empty_input = (stripped[input_cols] == "").all(axis=1).to_numpy()
-    if empty_input.any():
-        rows = [rownums[i] for i in np.flatnonzero(empty_input)[:5]]
-        raise DataError(
-            f"{filename}: {int(empty_input.sum())} row(s) have an empty input (rows {', '.join(map(str, rows))}"
-            f"{' …' if empty_input.sum() > 5 else ''}). Fill in or remove those rows."
-        )
+    _check_inputs(stripped, input_cols, rownums, filename)
 
     if sub.empty:
         raise DataError(f"{filename}: every row is blank. Add labeled examples below the header.")
@@ -521,12 +542,71 @@ def prepare(
     )
 
 
-def _content_hash(input_cols, label_col, fields_list, norms, fractions=DEFAULT_FRACTIONS, split_seed: int = 0) -> str:
+def _rows(frame: pd.DataFrame, cols: list[str]):
+    """The used columns as text, without completely blank rows: (rows, trimmed rows, file line numbers, blanks dropped)."""
+    sub = frame[cols].astype(str)
+    stripped = sub.apply(lambda s: s.str.strip())
+    blank = (stripped == "").all(axis=1)
+    sub, stripped = sub[~blank], stripped[~blank]
+    return sub, stripped, (sub.index + 2).tolist(), int(blank.sum())  # 1-based lines in a file with a header
+
+
+def _check_inputs(stripped: pd.DataFrame, input_cols, rownums: list[int], filename: str) -> None:
+    empty_input = (stripped[list(input_cols)] == "").all(axis=1).to_numpy()
+    if empty_input.any():
+        rows = [rownums[i] for i in np.flatnonzero(empty_input)[:5]]
+        raise DataError(
+            f"{filename}: {int(empty_input.sum())} row(s) have an empty input (rows {', '.join(map(str, rows))}"
+            f"{' …' if empty_input.sum() > 5 else ''}). Fill in or remove those rows."
+        )
+
+
+def _prepare_open(frame, name, input_cols, label_col, fractions, split_seed, filename, encoding, kind) -> LabeledDataset:
+    """A dataset with a reference answer per row, or with no target at all: inputs checked the same way,
+    the reference kept verbatim (trimmed), and a plain seeded split (there are no labels to stratify)."""
+    sub, stripped, rownums, blank_dropped = _rows(frame, list(input_cols) + ([label_col] if label_col else []))
+    if sub.empty:
+        raise DataError(f"{filename}: every row is blank. Add examples below the header.")
+    if label_col:
+        missing = (stripped[label_col] == "").to_numpy()
+        if missing.any():
+            rows = [rownums[i] for i in np.flatnonzero(missing)[:5]]
+            raise DataError(
+                f"{filename}: {int(missing.sum())} row(s) have no reference answer in '{label_col}' (rows "
+                f"{', '.join(map(str, rows))}{' …' if missing.sum() > 5 else ''}). Fill them in, remove those rows, "
+                "or import the file as unlabeled (no reference) to score it with a judge or by hand."
+            )
+    _check_inputs(stripped, input_cols, rownums, filename)
+    if len(sub) < len(SPLITS):
+        raise DataError(f"{filename}: {len(sub)} row(s) cannot be split into train, val and test. Add examples.")
+    fields_list = [dict(zip(input_cols, row)) for row in sub[input_cols].itertuples(index=False, name=None)]
+    texts = [_input_text(f, tuple(input_cols)) for f in fields_list]
+    refs = [" ".join(v.split()) if "\n" not in v else v for v in stripped[label_col].tolist()] if label_col else [""] * len(texts)
+    out = pd.DataFrame({"idx": np.arange(len(texts), dtype=np.int64), "fields": fields_list, "text": texts,
+                        "label": refs, "label_norm": [""] * len(texts)})
+    dup_rows = int(pd.Series([t + "\x1f" + r for t, r in zip(texts, refs)]).duplicated().sum())
+    conflicting = int(pd.DataFrame({"t": texts, "r": refs}).drop_duplicates().duplicated("t").sum()) if label_col else 0
+    report = DatasetReport(
+        n_rows=len(out), label_counts={}, duplicate_rows=dup_rows, conflicting_duplicates=conflicting,
+        blank_rows_dropped=blank_dropped, long_inputs=int((pd.Series(texts).str.len() > LONG_CELL_CHARS).sum()),
+        encoding=encoding,
+    )
+    content_hash = _content_hash(input_cols, label_col, fields_list, refs, tuple(fractions), split_seed, kind)
+    return LabeledDataset(
+        name=name, frame=out, input_cols=tuple(input_cols), label_col=label_col, labels=(), content_hash=content_hash,
+        report=report, fractions=tuple(fractions), split_seed=split_seed, kind=kind,
+    )
+
+
+def _content_hash(input_cols, label_col, fields_list, norms, fractions=DEFAULT_FRACTIONS, split_seed: int = 0,
+                  kind: str = "labels") -> str:
     """The dataset's identity: its columns, rows and labels, and its split (the same rows split another
     way are another dataset: their val and test scores are not comparable). The default split adds
     nothing, so datasets imported before the split was part of the identity keep their ids."""
     h = hashlib.sha256()
     h.update(json.dumps([list(input_cols), label_col], ensure_ascii=False).encode())
+    if kind != "labels":  # labeled datasets keep the ids they always had
+        h.update(json.dumps({"kind": kind}).encode())
     fractions = tuple(round(f, 6) for f in fractions)
     if split_seed != 0 or fractions != DEFAULT_FRACTIONS:
         h.update(json.dumps({"split_seed": split_seed, "fractions": list(fractions)}).encode())
@@ -544,13 +624,14 @@ def load_dataset(
     label_col: str | None = None,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     split_seed: int = 0,
+    kind: str = "labels",
 ) -> LabeledDataset:
     """read_table + prepare: a file (path or uploaded bytes) into a validated dataset."""
     if isinstance(path_or_bytes, (str, Path)):
         filename = filename or Path(path_or_bytes).name
     frame = read_table(path_or_bytes, filename)
     name = name or Path(filename or "dataset").stem
-    return prepare(frame, name, input_cols, label_col, fractions, split_seed, filename=filename)
+    return prepare(frame, name, input_cols, label_col, fractions, split_seed, filename=filename, kind=kind)
 
 
 # --- splitting ---------------------------------------------------------------------------------------
@@ -631,11 +712,18 @@ def import_dataset(
     label_col: str | None = None,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     split_seed: int = 0,
+    kind: str = "labels",
+    scoring: dict | None = None,
 ) -> tuple[LabeledDataset, bool]:
-    """Validate and store a dataset. Returns (dataset, reused): the same content imported again is reused."""
+    """Validate and store a dataset. Returns (dataset, reused): the same content imported again is reused.
+    `scoring`: the default scorer / judge for a dataset without labels (see promptlab.objective)."""
     from dataclasses import replace
 
-    ds = load_dataset(source, filename, name, input_cols, label_col, fractions, split_seed)
+    ds = load_dataset(source, filename, name, input_cols, label_col, fractions, split_seed, kind)
+    if scoring:
+        from promptlab.objective import check_scoring
+
+        ds = replace(ds, scoring=check_scoring(scoring, ds))
     existing = store.dataset_id_by_hash(ds.content_hash)
     if existing:
         return stored_dataset(store, existing), True
@@ -670,6 +758,7 @@ def stored_dataset(store, name_or_id: str) -> LabeledDataset:
         name=rec["name"], frame=frame, input_cols=tuple(rec["input_cols"]), label_col=rec["label_col"],
         labels=tuple(rec["labels"]), content_hash=rec["content_hash"], report=report,
         fractions=tuple(rec["fractions"]), split_seed=rec["split_seed"], id=rec["id"],
+        kind=rec.get("kind") or "labels", scoring=rec.get("scoring") or {},
     )
 
 

@@ -284,19 +284,33 @@ def _mentions(sentence: str, loose_labels: dict[str, str]) -> set[str]:
 
 # --- evaluation ------------------------------------------------------------------------------------
 
-def default_max_tokens(labels: tuple[str, ...]) -> int:
-    """Enough for the longest label plus a short preamble; small models otherwise ramble for seconds."""
+def default_max_tokens(labels: tuple[str, ...], references: list[str] | None = None) -> int:
+    """Enough for the longest label plus a short preamble; small models otherwise ramble for seconds.
+    Without labels: room for twice the longest reference answer (about 3 characters a token), or 256
+    tokens for free-form outputs that a judge grades."""
+    if not labels:
+        if references:
+            longest = max(len(r) for r in references)
+            return int(min(256, max(32, longest // 2 + 24)))
+        return 256
     longest = max(len(lab) for lab in labels)
     return int(min(64, max(12, longest + 8)))
 
 
-def eval_params(spec: ModelSpec, labels: tuple[str, ...], max_tokens: int | None = None) -> dict:
+def eval_params(spec: ModelSpec, labels: tuple[str, ...], max_tokens: int | None = None,
+                references: list[str] | None = None) -> dict:
     """Deterministic decoding unless the model's params say otherwise."""
     params = {"temperature": 0.0, **spec.params}
     if max_tokens is not None:
         params["max_tokens"] = max_tokens
-    params.setdefault("max_tokens", default_max_tokens(labels))
+    params.setdefault("max_tokens", default_max_tokens(labels, references))
     return params
+
+
+def dataset_params(spec: ModelSpec, dataset: LabeledDataset, max_tokens: int | None = None) -> dict:
+    """eval_params for a dataset of any kind (its references size the reply for reference tasks)."""
+    refs = dataset.frame["label"].tolist() if dataset.kind == "reference" else None
+    return eval_params(spec, dataset.labels, max_tokens, refs)
 
 
 def model_key(spec: ModelSpec, params: dict) -> str:
@@ -328,15 +342,29 @@ class EvalResult:
         return [None if p is None or (isinstance(p, float) and math.isnan(p)) else p for p in self.rows["pred"]]
 
     @property
+    def scored(self) -> bool:
+        """Scored per example (a reference scorer or a judge) rather than by a label metric."""
+        return bool(getattr(self.metric, "per_example", False))
+
+    @property
     def score(self) -> float:
+        if self.scored:
+            return self.metric.mean(self.rows["score"].astype(float))
         return self.metric.score(self.rows["gold_norm"].tolist(), self.preds)
 
     @property
     def ci(self) -> tuple[float, float]:
-        return M.confidence_interval(self.metric, self.rows["gold_norm"].tolist(), self.preds)
+        return self.ci_at(0.95)
+
+    def ci_at(self, level: float) -> tuple[float, float]:
+        if self.scored:
+            return self.metric.interval(self.rows["score"].astype(float), level)
+        return M.confidence_interval(self.metric, self.rows["gold_norm"].tolist(), self.preds, level=level)
 
     @property
     def n_relevant(self) -> int:
+        if self.scored:
+            return self.n
         return self.metric.n_relevant(self.rows["gold_norm"].tolist(), self.preds)
 
     @property
@@ -345,9 +373,14 @@ class EvalResult:
 
     @property
     def accuracy(self) -> float:
+        """The share of examples fully right (a label match, or a full score)."""
+        if self.scored:
+            return float(self.rows["correct"].mean()) if self.n else math.nan
         return M.Metric("accuracy").score(self.rows["gold_norm"].tolist(), self.preds)
 
     def confusion(self) -> pd.DataFrame:
+        if not self.labels:
+            return pd.DataFrame()
         return M.confusion_matrix(self.rows["gold_norm"].tolist(), self.preds, self.labels)
 
     @property
@@ -387,9 +420,13 @@ def evaluate(
     on_progress: Callable[[int, int], None] | None = None,
     retry: RetryPolicy = RetryPolicy(),
 ) -> EvalResult:
-    """Score `prompt` for `spec` on `examples` (rows of dataset.frame). Each new call is committed as it completes."""
+    """Score `prompt` for `spec` on `examples` (rows of dataset.frame). Each new call is committed as it completes.
+
+    With a label metric each reply is mapped to a label; with a scorer or a judge (promptlab.objective)
+    each reply gets a score in [0, 1] against the example's reference (the judge's calls are cached and
+    recorded like the target's, and its reasoning is kept with the row)."""
     prompt.check(dataset.input_cols)
-    params = eval_params(spec, dataset.labels, max_tokens)
+    params = dataset_params(spec, dataset, max_tokens)
     t0 = time.perf_counter()
     requests, keys = [], []
     for fields, text in zip(examples["fields"], examples["text"]):
@@ -428,6 +465,7 @@ def evaluate(
 
     rows = []
     seen_fresh: set[str] = set()
+    scored = bool(getattr(metric, "per_example", False))
     for key, idx, text, gold, gold_norm in zip(
         keys, examples["idx"], examples["text"], examples["label"], examples["label_norm"]
     ):
@@ -438,17 +476,34 @@ def evaluate(
             seen_fresh.add(key)
         else:
             reply, error, was_cached = hits[key].response, None, True
+        score, detail = None, None
         if error:
             pred, how = None, "error"
-        else:
+        elif metric is None:  # outputs only (to grade by hand): nothing is scored here
+            pred, how = reply.strip(), "output"
+        elif not scored:
             pred, how = parse_label(reply, dataset.labels)
+        elif metric.judge is None:
+            pred, how = reply.strip(), "scored"
+            score = metric.scorer.score(reply, gold)
+        else:
+            pred, how = reply.strip(), "judged"  # the score comes from the judge, below
+        if scored and score is None and how != "judged":
+            score = 0.0
+        if metric is None:
+            score = None
         rows.append({
             "example_idx": int(idx), "text": text, "gold": gold, "gold_norm": gold_norm, "reply": reply,
-            "pred": pred, "parse": how, "correct": pred == gold_norm, "error": error, "cached": was_cached,
-            "call_key": key,
+            "pred": pred, "parse": how, "correct": (pred == gold_norm) if not scored else bool(score is not None and score >= 1.0),
+            "error": error, "cached": was_cached, "call_key": key,
+            "score": score if scored or metric is None else (1.0 if pred == gold_norm else 0.0),
+            "detail": detail,
         })
+    if scored and metric.judge is not None:
+        _judge_rows(store, metric.judge, rows, dataset.kind == "reference", run_id)
     frame = pd.DataFrame(rows, columns=[
         "example_idx", "text", "gold", "gold_norm", "reply", "pred", "parse", "correct", "error", "cached", "call_key",
+        "score", "detail",
     ])
     wall = time.perf_counter() - t0 - load_s
     if dataset.id:
@@ -461,6 +516,7 @@ def evaluate(
             "example_idx": frame["example_idx"].astype("int32"), "call_key": frame["call_key"],
             "reply": frame["reply"], "pred": frame["pred"], "parse": frame["parse"],
             "correct": frame["correct"].astype(bool), "error": frame["error"],
+            "score": frame["score"].astype(float), "detail": frame["detail"].astype(object),
         }))
     costs = [c.cost for c in fresh.values() if c.cost is not None]
     return EvalResult(
@@ -471,6 +527,28 @@ def evaluate(
         completion_tokens=sum(c.completion_tokens for c in fresh.values()),
         cost=sum(costs) if costs else None, wall_s=wall,
     )
+
+
+def _judge_rows(store: Store, judge, rows: list[dict], with_reference: bool, run_id: str | None) -> None:
+    """Grade every judged row in place (score in [0, 1], the judge's reasoning in `detail`). A reply the judge
+    could not grade is invalid: it scores 0 and counts in the invalid rate, with the reason kept."""
+    todo = [r for r in rows if r["parse"] == "judged"]
+
+    def grade(row: dict):
+        return row, judge.grade(store, row["text"], row["reply"], row["gold"] if with_reference else None, run_id=run_id)
+
+    workers = max(1, judge.model.max_in_flight)
+    if workers == 1:
+        results = [grade(r) for r in todo]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(grade, todo))
+    for row, j in results:
+        if j.normalized is None:
+            row.update(score=0.0, pred=None, parse="unjudged", correct=False, detail=j.error or j.reasoning)
+        else:
+            row.update(score=float(j.normalized), correct=j.normalized >= 1.0,
+                       detail=f"{j.score:g}/{judge.hi}: {j.reasoning}".strip())
 
 
 def cached_complete(

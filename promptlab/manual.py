@@ -8,7 +8,8 @@ import pandas as pd
 from promptlab.data import LabeledDataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import EvalResult, PromptTemplate, evaluate
-from promptlab.metrics import Metric, parse_metric
+from promptlab.metrics import Metric
+from promptlab.objective import parse_objective
 from promptlab.models import ModelSpec
 from promptlab.optimize import prompts as P
 from promptlab.store import Store
@@ -47,9 +48,15 @@ class Comparison:
         """Examples where the prompts' predictions differ, with each prompt's reply."""
         base = self.results[0].rows[["example_idx", "text", "gold"]].copy()
         preds = []
+        scored = self.results[0].scored
         for i, r in enumerate(self.results, 1):
-            base[f"prompt {i}"] = r.rows["pred"].where(r.rows["pred"].notna(), "(invalid)").to_numpy()
-            preds.append(f"prompt {i}")
+            if scored:  # compare scores; show each reply with its score
+                base[f"score {i}"] = r.rows["score"].to_numpy()
+                base[f"prompt {i}"] = r.rows["reply"].fillna("(no reply)").to_numpy()
+                preds.append(f"score {i}")
+            else:
+                base[f"prompt {i}"] = r.rows["pred"].where(r.rows["pred"].notna(), "(invalid)").to_numpy()
+                preds.append(f"prompt {i}")
         if len(preds) < 2:
             return base.iloc[0:0]
         differ = base[preds].nunique(axis=1) > 1
@@ -57,9 +64,10 @@ class Comparison:
 
 
 def compare(store: Store, spec: ModelSpec, templates: list[PromptTemplate], dataset: LabeledDataset, split: str,
-            metric_spec: str, progress: dict | None = None) -> Comparison:
-    """Evaluate each prompt on the same split (cached calls are free); progress is updated in place."""
-    metric = parse_metric(metric_spec, dataset.labels)
+            metric_spec: str, progress: dict | None = None, judge: dict | None = None) -> Comparison:
+    """Evaluate each prompt on the same split (cached calls are free); progress is updated in place.
+    `metric_spec`: a label metric, or for other datasets a scorer or "judge" (with `judge`)."""
+    metric = parse_objective(metric_spec, dataset, judge, store)
     examples = dataset.split(split)
     progress = progress if progress is not None else {}
     progress.update(prompt=0, of=len(templates), calls=0, n=len(examples))
@@ -88,12 +96,14 @@ def preview_meta_prompt(store: Store, dataset: LabeledDataset, template: str, ta
         history = [P.ScoredPrompt(t, v) for t, v in zip(scored["text"], scored["val_score"])]
     if not history:
         saved = store.baselines(dataset.id) if dataset.id else []
-        texts = [template_text(PromptTemplate(s, u)) for _, s, u in saved] or ["Classify the text. Answer with one of these labels: {labels}."]
+        from promptlab.runs import DEFAULT_BASELINES
+
+        texts = [template_text(PromptTemplate(s, u)) for _, s, u in saved] or [DEFAULT_BASELINES[dataset.kind]]
         history = [P.ScoredPrompt(t, float("nan")) for t in texts]
     train = dataset.split("train")
-    per_label = train.drop_duplicates("label_norm").head(8)
+    shown = train.drop_duplicates("label_norm").head(8) if dataset.has_labels else train.head(3)
     parts = P.MetaPromptParts(
         task=task, metric=metric.describe(), labels=dataset.labels, history=tuple(history),
-        examples=tuple(zip(per_label["text"], per_label["label"])), n=2, score_range=metric.range,
+        examples=tuple(zip(shown["text"], shown["label"])), n=2, score_range=metric.range, kind=dataset.kind,
     )
     return P.build_meta_prompt(template, parts)

@@ -17,7 +17,8 @@ from promptlab.data import LabeledDataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate, evaluate
 from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS
-from promptlab.metrics import format_score, parse_metric
+from promptlab.metrics import format_score
+from promptlab.objective import parse_objective
 from promptlab.models import ModelSpec, spec_from_record
 from promptlab.optimize import prompts as P
 from promptlab.optimize.arena import Arena
@@ -25,11 +26,22 @@ from promptlab.optimize.chain import Chain
 from promptlab.optimize.fewshot import FewShot
 from promptlab.optimize.gradient import Gradient
 from promptlab.optimize.base import (
-    Budget, CandidateProposed, CandidateScored, Counters, OptimizeContext, Step, TestScored,
+    Budget, CandidateProposed, CandidateScored, Counters, Decided, OptimizeContext, Step, TestScored,
 )
 from promptlab.store import Store
 
 DEFAULT_BASELINE = "Classify the text. Answer with one of these labels: {labels}."
+DEFAULT_BASELINES = {  # by dataset kind
+    "labels": DEFAULT_BASELINE,
+    "reference": "Answer the question or do what the input asks. Reply with the answer only, nothing else.",
+    "unlabeled": "Respond to the input helpfully and concisely.",
+}
+DEFAULT_TASKS = {
+    "labels": "Label each text from the dataset '{name}' with the right label.",
+    "reference": "Answer each input from the dataset '{name}'; each reply is compared with a reference answer.",
+    "unlabeled": "Respond to each input from the dataset '{name}'; each reply is graded by a rubric.",
+}
+REVIEW_MODES = ("off", "rounds")
 STRATEGIES = {"arena": Arena, "fewshot": FewShot, "gradient": Gradient}
 NEEDS_PROPOSERS = {"arena", "gradient"}
 MODEL_PARAMS = ("critic", "editor")  # strategy settings that name a model (stored as spec records)
@@ -66,6 +78,10 @@ class RunConfig:
     # command run again gets the same replies from the cache, and a new seed gets new ones. "run": each
     # run draws afresh (how runs stored before this field were keyed; kept so they resume on their cache).
     samples: str = "seed"
+    judge: dict | None = None  # the LLM judge (model spec record, rubric, lo, hi) when the metric is "judge"
+    # "rounds": pause after every round for the analyst's decisions; "off": the rule decides (recorded).
+    # Runs stored before decisions existed read as "none" and replay exactly as they ran.
+    review: str = "off"
 
     def to_record(self) -> dict:
         rec = asdict(self)
@@ -77,6 +93,7 @@ class RunConfig:
     def from_record(cls, rec: dict) -> "RunConfig":
         rec = dict(rec)
         rec.setdefault("samples", "run")
+        rec.setdefault("review", "none")
         rec["proposers"] = tuple(rec["proposers"])
         rec["baselines"] = tuple(rec["baselines"])
         return cls(**{k: v for k, v in rec.items() if k in cls.__dataclass_fields__})
@@ -100,10 +117,19 @@ def make_config(
     meta_prompt: str | None = None,
     task: str | None = None,
     strategy: str = "arena",
+    judge: dict | None = None,
+    review: str = "off",
+    store: Store | None = None,
     **strategy_params,
 ) -> RunConfig:
-    """Validate user choices into a RunConfig; every mistake is a PromptlabError naming the fix."""
+    """Validate user choices into a RunConfig; every mistake is a PromptlabError naming the fix.
+
+    `metric`: a label metric for labeled datasets; a scorer or "judge" for the others. `judge`: the
+    judge record ({model: name or spec record, rubric, lo, hi}); without one the dataset's own is used.
+    `review`: "rounds" pauses after every round for the analyst's decisions."""
     names = strategy_names(strategy)
+    if review not in REVIEW_MODES:
+        raise PromptlabError(f"review must be {' or '.join(REVIEW_MODES)}, not {review!r}")
     if not proposers and NEEDS_PROPOSERS & set(names):
         raise PromptlabError(f"the {' and '.join(sorted(NEEDS_PROPOSERS & set(names)))} strategy needs proposer models "
                              "(--proposers M1,M2)")
@@ -114,13 +140,22 @@ def make_config(
     if arena_k is not None and arena_k < 0:
         raise PromptlabError("--arena must be at least 1 (or 0 for all proposers every round)")
     arena_k = arena_k or None  # 0: every proposer, every round
-    parse_metric(metric, dataset.labels)
-    template = meta_prompt or P.DEFAULT_META_PROMPT
+    from promptlab.objective import parse_objective, run_judge
+
+    if dataset.kind != "labels" and metric == "accuracy":
+        metric = None  # the CLI's default: take the dataset's own scoring
+    objective = parse_objective(metric, dataset, run_judge(judge, dataset), store)
+    metric = objective.spec
+    judge_rec = None
+    if getattr(objective, "judge", None) is not None:
+        j = objective.judge
+        judge_rec = {"model": j.model.to_record(), "rubric": j.rubric, "lo": j.lo, "hi": j.hi}
+    template = meta_prompt or (P.DEFAULT_META_PROMPT if dataset.has_labels else P.DEFAULT_META_PROMPT_OPEN)
     try:
         P.check_template(template)
     except P.MetaPromptError as exc:
         raise PromptlabError(str(exc)) from None
-    baselines = baselines or [PromptTemplate.from_text(DEFAULT_BASELINE)]
+    baselines = baselines or [PromptTemplate.from_text(DEFAULT_BASELINES[dataset.kind])]
     for b in baselines:
         b.check(dataset.input_cols)
     demos = strategy_params.get("demos", "none")
@@ -152,7 +187,8 @@ def make_config(
         budget={"max_rounds": rounds, "max_target_calls": budget_calls, "max_proposer_calls": max_proposer_calls,
                 "max_proposer_tokens": max_proposer_tokens, "patience": patience},
         baselines=tuple(b.to_record() for b in baselines),
-        meta_prompt=template, task=task or f"Label each text from the dataset '{dataset.name}' with the right label.",
+        meta_prompt=template, task=task or DEFAULT_TASKS[dataset.kind].format(name=dataset.name),
+        judge=judge_rec, review=review,
     )
 
 
@@ -178,11 +214,11 @@ def build(store: Store, config: RunConfig, run_id: str) -> tuple[Arena, Optimize
     strategy = stages[0] if len(stages) == 1 else Chain(tuple(stages))
     ctx = OptimizeContext(
         store=store, run_id=run_id, dataset=dataset, target=target,
-        metric=parse_metric(config.metric, dataset.labels),
+        metric=parse_objective(config.metric, dataset, config.judge, store),
         trainset=dataset.split("train", config.split_seed), valset=dataset.split("val", config.split_seed),
         testset=dataset.split("test", config.split_seed), budget=Budget(**config.budget), seed=config.seed,
         task=config.task, max_tokens=config.max_tokens,
-        sample_scope=f"seed-{config.seed}" if config.samples == "seed" else run_id,
+        sample_scope=f"seed-{config.seed}" if config.samples == "seed" else run_id, review=config.review,
     )
     return strategy, ctx
 
@@ -250,6 +286,9 @@ def _candidate_update(step: Step) -> dict | None:
                 "val_score": step.val_score,
                 "extra": {"val_ci": step.val_ci, "n_val": step.n_val, "calls_saved": step.calls_saved,
                           "target_requests": step.target_requests}}
+    if isinstance(step, Decided) and step.candidate_id is not None and step.action in ("keep", "discard", "edit", "add"):
+        return {"id": step.candidate_id, "extra": {"decision": "keep" if step.action in ("edit", "add") else step.action,
+                                                   "decided_by": step.who}}
     if isinstance(step, TestScored):
         return {"id": step.candidate_id, "test_score": step.test_score,
                 "extra": {"test_ci": step.test_ci, "n_test": step.n_test}}
@@ -278,10 +317,16 @@ def execute(store: Store, run_id: str, stop: threading.Event | None = None, on_s
                         f"run {run_id} cannot resume: replay diverged at step {seq} ({step.kind} instead of "
                         f"{stored_kinds[seq]}). The target model is not deterministic, or its settings changed."
                     )
+                if step.kind == "review_requested" and not round_closed(store, run_id, step.round):
+                    status = "paused"
+                    break
                 continue
             store.save_step(run_id, seq, step.kind, _jsonable(step.to_record()), _candidate_update(step))
             if on_step:
                 on_step(step)
+            if step.kind == "review_requested" and not round_closed(store, run_id, step.round):
+                status = "paused"  # the analyst decides; continuing replays up to here and reads the decisions
+                break
             if stop is not None and stop.is_set():
                 status = "stopped"
                 break
@@ -294,6 +339,11 @@ def execute(store: Store, run_id: str, stop: threading.Event | None = None, on_s
     summary = summarize(store, run_id, ctx.counters) | {"status": status}
     store.finish_run(run_id, status, summary)
     return summary
+
+
+def round_closed(store: Store, run_id: str, round_: int) -> bool:
+    """Whether the analyst has closed this round (continue or stop), so the run may go on."""
+    return any(d["action"] in ("continue", "stop") for d in store.decisions(run_id, round_))
 
 
 def _jsonable(obj):
@@ -441,7 +491,28 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         "calls_stored_for_run": {k: v["calls"] for k, v in stored_calls.items()},
         "projection": started.get("projection"),
         "proposers": attribution(store, run_id, steps),
+        "review": rec["config"].get("review", "none"),
+        "decisions": _decision_counts(steps),
     }
+
+
+def _decision_counts(steps: list[dict]) -> dict:
+    """{who: {action: count}} over the run's decided steps (the analyst's and the rule's)."""
+    out: dict = {}
+    for s in steps:
+        if s["kind"] == "decided":
+            out.setdefault(s["who"], {}).setdefault(s["action"], 0)
+            out[s["who"]][s["action"]] += 1
+    return out
+
+
+def decisions_line(summary: dict) -> str | None:
+    """Who decided the rounds, in one line (the CLI and the report), or None when nothing was recorded."""
+    dec = summary.get("decisions") or {}
+    if not dec:
+        return None
+    parts = [f"{who}: " + ", ".join(f"{n} {a}" for a, n in sorted(acts.items())) for who, acts in sorted(dec.items())]
+    return "decisions — " + "; ".join(parts)
 
 
 def failures_line(summary: dict) -> str | None:
@@ -546,6 +617,7 @@ def markdown_report(store: Store, run_id: str) -> str:
         f"- Proposers: {', '.join(p['model'] + ' (' + p['family'] + ')' for p in s['proposers'])}",
         f"- Status: {s['status']} ({s.get('reason') or '—'}), {s['rounds']} round(s), {s['candidates']} candidates, "
         f"{s['gated']} stopped at the minibatch gate ({s['calls_saved_by_gate']} calls saved)",
+        *([f"- {decisions_line(s)[0].upper()}{decisions_line(s)[1:]}"] if decisions_line(s) else []),
         "",
         "## Result (95% CIs; test is held out: no proposer ever saw it)",
         "",

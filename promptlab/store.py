@@ -188,6 +188,43 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE llm_calls ADD COLUMN served_by VARCHAR;",
     # v8: every failed attempt of a call ("kind: message"), also when a retry then succeeded.
     "ALTER TABLE llm_calls ADD COLUMN failures JSON;",
+    # v9 (tasks beyond labels, semi-automatic search, manual review): a dataset's kind and default scoring;
+    # a per-example score (and the judge's reasoning) next to each evaluation; the analyst's (and the
+    # rule's) decisions in paused rounds; human grades per (prompt, model, example, output).
+    """
+    ALTER TABLE datasets ADD COLUMN kind VARCHAR;
+    ALTER TABLE datasets ADD COLUMN scoring JSON;
+    ALTER TABLE evaluations ADD COLUMN score DOUBLE;
+    ALTER TABLE evaluations ADD COLUMN detail VARCHAR;
+    CREATE TABLE decisions (
+        run_id VARCHAR NOT NULL,
+        round INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        action VARCHAR NOT NULL,
+        candidate_id INTEGER,
+        text VARCHAR,
+        who VARCHAR NOT NULL,
+        note VARCHAR,
+        detail JSON,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (run_id, round, seq)
+    );
+    CREATE TABLE grades (
+        dataset_id VARCHAR NOT NULL,
+        prompt_id VARCHAR NOT NULL,
+        model_key VARCHAR NOT NULL,
+        example_idx INTEGER NOT NULL,
+        output_hash VARCHAR NOT NULL,
+        output VARCHAR,
+        grade DOUBLE NOT NULL,
+        scale VARCHAR NOT NULL,
+        note VARCHAR,
+        grader VARCHAR,
+        blind BOOLEAN,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (dataset_id, prompt_id, model_key, example_idx, output_hash)
+    );
+    """,
 ]
 
 
@@ -428,10 +465,11 @@ class Store:
         with self.transaction() as con:
             con.execute(
                 "INSERT INTO datasets (id, name, content_hash, source, input_cols, label_col, labels, n_rows,"
-                " fractions, split_seed, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " fractions, split_seed, report, kind, scoring) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [dataset_id, ds.name, ds.content_hash, source, json.dumps(list(ds.input_cols)), ds.label_col,
                  json.dumps(list(ds.labels), ensure_ascii=False), ds.n, json.dumps(list(ds.fractions)),
-                 ds.split_seed, json.dumps(ds.report.to_dict(), ensure_ascii=False)],
+                 ds.split_seed, json.dumps(ds.report.to_dict(), ensure_ascii=False), ds.kind,
+                 json.dumps(ds.scoring or {}, ensure_ascii=False)],
             )
             con.register("new_examples", examples)
             con.execute(
@@ -444,7 +482,8 @@ class Store:
         with self.transaction() as con:
             cur = con.execute(
                 "SELECT id, name, content_hash, source, input_cols, label_col, labels, n_rows, fractions,"
-                " split_seed, report, created_at FROM datasets WHERE id = ? OR name = ? ORDER BY (id = ?) DESC LIMIT 1",
+                " split_seed, report, created_at, kind, scoring FROM datasets WHERE id = ? OR name = ?"
+                " ORDER BY (id = ?) DESC LIMIT 1",
                 [name_or_id, name_or_id, name_or_id],
             )
             row = cur.fetchone()
@@ -452,9 +491,14 @@ class Store:
                 return None
             cols = [d[0] for d in cur.description]
         rec = dict(zip(cols, row))
-        for k in ("input_cols", "labels", "fractions", "report"):
+        for k in ("input_cols", "labels", "fractions", "report", "scoring"):
             rec[k] = json.loads(rec[k]) if rec[k] is not None else None
+        rec["kind"] = rec["kind"] or "labels"
         return rec
+
+    def set_dataset_scoring(self, dataset_id: str, scoring: dict) -> None:
+        with self.transaction() as con:
+            con.execute("UPDATE datasets SET scoring = ? WHERE id = ?", [json.dumps(scoring, ensure_ascii=False), dataset_id])
 
     def dataset_examples(self, dataset_id: str) -> pd.DataFrame:
         frame = self._df(
@@ -467,12 +511,14 @@ class Store:
 
     def list_datasets(self) -> pd.DataFrame:
         return self._df(
-            "SELECT id, name, n_rows, label_col, input_cols, labels, source, created_at FROM datasets ORDER BY created_at"
+            "SELECT id, name, coalesce(kind, 'labels') AS kind, n_rows, label_col, input_cols, labels, source, created_at"
+            " FROM datasets ORDER BY created_at"
         )
 
     def delete_dataset(self, dataset_id: str) -> None:
         with self.transaction() as con:
             con.execute("DELETE FROM baselines WHERE dataset_id = ?", [dataset_id])
+            con.execute("DELETE FROM grades WHERE dataset_id = ?", [dataset_id])
             con.execute("DELETE FROM examples WHERE dataset_id = ?", [dataset_id])
             con.execute("DELETE FROM datasets WHERE id = ?", [dataset_id])
 
@@ -606,14 +652,14 @@ class Store:
             con.register("new_evals", rows)
             con.execute(
                 "INSERT OR REPLACE INTO evaluations (prompt_id, model_key, dataset_id, example_idx, call_key, reply,"
-                " pred, parse, correct, error) SELECT prompt_id, model_key, dataset_id, example_idx, call_key, reply,"
-                " pred, parse, correct, error FROM new_evals"
+                " pred, parse, correct, error, score, detail) SELECT prompt_id, model_key, dataset_id, example_idx,"
+                " call_key, reply, pred, parse, correct, error, score, detail FROM new_evals"
             )
             con.unregister("new_evals")
 
     def evaluations(self, prompt_id: str, model_key: str, dataset_id: str) -> pd.DataFrame:
         return self._df(
-            "SELECT example_idx, call_key, reply, pred, parse, correct, error FROM evaluations"
+            "SELECT example_idx, call_key, reply, pred, parse, correct, error, score, detail FROM evaluations"
             " WHERE prompt_id = ? AND model_key = ? AND dataset_id = ? ORDER BY example_idx",
             [prompt_id, model_key, dataset_id],
         )
@@ -790,7 +836,60 @@ class Store:
         frame["n_val"] = [d.get("n_val") for d in data]
         frame["n_test"] = [d.get("n_test") for d in data]
         frame["target_requests"] = [d.get("target_requests") for d in data]
+        frame["decision"] = [d.get("decision") for d in data]  # keep / discard, after a round's decisions
+        frame["decided_by"] = [d.get("decided_by") for d in data]  # analyst or rule
         return frame.drop(columns=["data"])
+
+    # --- decisions (semi-automatic rounds) ---------------------------------------------------------
+
+    def add_decision(self, run_id: str, round_: int, action: str, candidate_id: int | None, text: str | None,
+                     who: str, note: str = "", detail: dict | None = None) -> int:
+        """Append one decision for a paused round; returns its sequence number in the round."""
+        with self.transaction() as con:
+            row = con.execute("SELECT coalesce(max(seq), -1) + 1 FROM decisions WHERE run_id = ? AND round = ?",
+                              [run_id, round_]).fetchone()
+            con.execute(
+                "INSERT INTO decisions (run_id, round, seq, action, candidate_id, text, who, note, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [run_id, round_, row[0], action, candidate_id, text, who, note,
+                 json.dumps(detail or {}, ensure_ascii=False)],
+            )
+        return row[0]
+
+    def decisions(self, run_id: str, round_: int | None = None) -> list[dict]:
+        sql = ("SELECT round, seq, action, candidate_id, text, who, note, detail, created_at FROM decisions"
+               " WHERE run_id = ?")
+        params: list = [run_id]
+        if round_ is not None:
+            sql += " AND round = ?"
+            params.append(round_)
+        rows = self._all(sql + " ORDER BY round, seq", params)
+        return [{"round": r[0], "seq": r[1], "action": r[2], "candidate_id": r[3], "text": r[4], "who": r[5],
+                 "note": r[6] or "", "detail": json.loads(r[7]) if r[7] else {}, "created_at": r[8]} for r in rows]
+
+    # --- human grades ------------------------------------------------------------------------------
+
+    def save_grade(self, dataset_id: str, prompt_id: str, model_key: str, example_idx: int, output_hash: str,
+                   output: str, grade: float, scale: str, note: str, grader: str, blind: bool) -> None:
+        with self.transaction() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO grades (dataset_id, prompt_id, model_key, example_idx, output_hash, output,"
+                " grade, scale, note, grader, blind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [dataset_id, prompt_id, model_key, int(example_idx), output_hash, output, float(grade), scale, note,
+                 grader, bool(blind)],
+            )
+
+    def grades(self, dataset_id: str, prompt_id: str | None = None, model_key: str | None = None) -> pd.DataFrame:
+        sql = ("SELECT dataset_id, prompt_id, model_key, example_idx, output_hash, output, grade, scale, note, grader,"
+               " blind, created_at FROM grades WHERE dataset_id = ?")
+        params: list = [dataset_id]
+        if prompt_id is not None:
+            sql += " AND prompt_id = ?"
+            params.append(prompt_id)
+        if model_key is not None:
+            sql += " AND model_key = ?"
+            params.append(model_key)
+        return self._df(sql + " ORDER BY created_at, example_idx", params)
 
     def run_call_counts(self, run_id: str) -> dict:
         rows = self._all(

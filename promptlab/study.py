@@ -73,6 +73,10 @@ def create_study(store: Store, dataset: LabeledDataset, targets: list[ModelSpec]
                  **strategy_params) -> tuple[str, bool]:
     """Plan the grid and store it (study + all runs, atomically). The same grid asked for again is the
     same study, returned with reused=True, so re-running a command resumes it."""
+    if not dataset.has_labels:
+        raise PromptlabError(f"a study compares proposers on a labeled dataset, and '{dataset.name}' has "
+                             f"{'reference answers' if dataset.kind == 'reference' else 'no target'}: compare runs "
+                             "on it one by one (Results, 'two runs side by side') instead")
     if seeds < 1:
         raise PromptlabError("--seeds must be at least 1 (3 or more for a CI that reflects seed variation)")
     if not targets:

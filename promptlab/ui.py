@@ -23,6 +23,7 @@ from promptlab.models import ModelSpec, make_spec, spec_from_record
 from promptlab.store import Store, default_db_path
 
 DEMO_DATASET = Path(__file__).resolve().parent.parent / "data" / "support_tickets.csv"
+DEMO_REFERENCE = Path(__file__).resolve().parent.parent / "data" / "short_answers.csv"
 DEFAULT_TARGET = "local/qwen2.5-coder-0.5b"
 DEFAULT_PROPOSERS = ["local/qwen2.5-coder-1.5b", "local/smollm2-135m"]  # same family bigger, and another family
 
@@ -52,6 +53,8 @@ def get_store() -> Store:
 @st.cache_resource
 def _demo_in(path: str) -> str:
     ds, _ = import_dataset(_store_at(path), DEMO_DATASET)
+    # the second demo: short questions and extractions with reference answers (a third in Russian)
+    import_dataset(_store_at(path), DEMO_REFERENCE, kind="reference", scoring={"metric": "normalized"})
     return ds.name
 
 
@@ -114,6 +117,10 @@ def model_choices() -> dict[str, ModelSpec]:
 # --- settings shared across pages (session state, namespaced) --------------------------------------
 
 def setting(key: str, default: Any) -> Any:
+    """A value shared across pages; a default of None only reads (so a page that merely looks, such as
+    Runs reading the meta-prompt, never blanks a value another page fills in with its own default)."""
+    if default is None:
+        return st.session_state.get(f"promptlab.{key}")
     return st.session_state.setdefault(f"promptlab.{key}", default)
 
 

@@ -20,6 +20,11 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
+def _launch(p):
+    return p.chromium.launch(executable_path=CHROMIUM,
+                             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
@@ -63,14 +68,11 @@ def test_upload_run_and_share_the_chart(server):
     small.sample(frac=1, random_state=1).to_csv(csv_path, index=False)
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = _launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
 
         page.goto(url + "/Datasets")
-        page.wait_for_selector("text=Upload a labeled dataset", timeout=90_000)
+        page.wait_for_selector("text=Upload a dataset", timeout=90_000)
         page.locator("input[type=file]").set_input_files(str(csv_path))
         page.wait_for_selector("text=Label distribution", timeout=60_000)
         page.get_by_role("button", name="Import dataset").click()
@@ -169,3 +171,92 @@ def test_a_cli_run_while_two_browser_sessions_watch(server):
     assert json.loads(out.strip().splitlines()[-1])["status"] == "finished"
     assert not seen, seen
     assert views >= 4
+
+
+def test_semi_automatic_round_and_keyboard_grading_on_reference_answers(server):
+    """A reference-answer dataset, real local models: the run pauses after round 1, the analyst discards a
+    candidate and adds a prompt in the browser, continues; the chart marks the human picks. Then outputs are
+    graded from the keyboard (the key '4'), one at a time."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, tmp = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    qa = pd.read_csv(ROOT / "data" / "short_answers.csv").head(30)
+    csv_path = tmp / "qa_small.csv"
+    qa.to_csv(csv_path, index=False)
+    with sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url + "/Datasets")
+        page.wait_for_selector("text=Upload a dataset", timeout=90_000)
+        page.locator("input[type=file]").set_input_files(str(csv_path))
+        page.get_by_text("a reference answer", exact=True).click()
+        page.wait_for_selector("text=Reference answers:", timeout=60_000)
+        page.get_by_role("button", name="Import dataset").click()
+        page.wait_for_selector("text=Imported 'qa_small'", timeout=60_000)
+
+        page.get_by_role("link", name="Runs").click()
+        page.wait_for_selector("text=Start a run", timeout=60_000)
+        rounds = page.get_by_label("Rounds", exact=True)
+        rounds.fill("1")
+        rounds.press("Enter")
+        minibatch = page.get_by_label("Minibatch size")
+        minibatch.fill("5")
+        minibatch.press("Enter")
+        page.get_by_text("Pause after each round for my review").click()
+        page.wait_for_selector("text=Projected:", timeout=60_000)
+        page.get_by_role("button", name="Start run").click()
+        page.wait_for_selector("text=Round 1 is waiting for your review", timeout=600_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(ARTIFACTS / "6-round-review.png"), full_page=True)
+        assert page.locator("text=Traceback").count() == 0
+        discard = page.get_by_role("button", name="Discard")
+        if discard.count():
+            discard.first.click()
+            page.wait_for_selector("text=Decisions so far in this round", timeout=60_000)
+        page.wait_for_timeout(1500)  # let the rerun after the decision settle before opening the expander
+        box = page.get_by_placeholder("Write an instruction")
+        for _ in range(3):
+            if box.is_visible():
+                break
+            page.locator("summary:has-text('Add a prompt of your own')").click()
+            page.wait_for_timeout(1000)
+        box.fill("Reply with the answer only: a number or a name, nothing else.")
+        page.get_by_role("button", name="Add to the history").click()
+        page.wait_for_selector("[data-testid='stDataFrame']", timeout=60_000)
+        page.wait_for_timeout(1000)
+        page.get_by_role("button", name="Continue").click()
+        page.wait_for_selector("[data-testid='stMetricValue']:has-text('finished')", timeout=600_000)
+        page.get_by_role("link", name="Results").click()
+        page.wait_for_selector("text=Human decisions in this run", timeout=90_000)
+        expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(ARTIFACTS / "7-results-human-picks.png"))
+        legend = page.locator(".js-plotly-plot").first.locator("text.legendtext").evaluate_all(
+            "nodes => nodes.map(n => n.textContent)")
+        assert any(t.startswith("human") for t in legend), legend
+        assert page.locator("text=Traceback").count() == 0
+
+        page.get_by_role("link", name="Prompts and proposers").click()
+        try:
+            page.wait_for_selector("text=Review outputs by hand", timeout=90_000)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "debug-prompts.png"), full_page=True)
+            raise
+        outputs = page.get_by_role("spinbutton", name="Outputs")
+        outputs.fill("3")
+        outputs.press("Enter")
+        page.get_by_role("button", name="Get outputs to grade").click()
+        page.wait_for_selector("text=Output 1 of 3", timeout=300_000)
+        page.evaluate("document.activeElement && document.activeElement.blur()")  # keys go to the page, not a field
+        page.keyboard.press("4")
+        page.wait_for_selector("text=Output 2 of 3", timeout=60_000)
+        page.keyboard.press("2")
+        page.wait_for_selector("text=Output 3 of 3", timeout=60_000)
+        page.get_by_text("Review outputs by hand").scroll_into_view_if_needed()
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(ARTIFACTS / "8-grading.png"), full_page=True)
+        graded = page.locator("[data-testid='stMetric']:has-text('Graded (n)') [data-testid='stMetricValue']")
+        expect(graded).to_have_text("2 / 3", timeout=30_000)
+        assert page.locator("text=Traceback").count() == 0
+        browser.close()

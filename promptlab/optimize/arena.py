@@ -161,18 +161,16 @@ class Arena(PoolStrategy):
 
             probe = stratified_sample(mistake_pool, self.mistake_sample, seed=ctx.seed)
             res = ctx.score(best.template, probe)
-            wrong = res.rows[~res.rows["correct"]]
-            if len(wrong):
-                pick = wrong.iloc[rng.permutation(len(wrong))[: self.n_mistakes]]
-                mistakes = tuple(P.Mistake(r.text, r.gold, r.reply or "(no reply)") for r in pick.itertuples())
-            if self.show_confusion:
-                confusion = res.confusion().to_string()
-            spread = P.answer_spread(res.rows["gold"].tolist(), res.rows["pred"].tolist(), ctx.dataset.labels)
+            mistakes = P.low_scoring(res, self.n_mistakes, rng)
+            if ctx.dataset.has_labels:
+                if self.show_confusion:
+                    confusion = res.confusion().to_string()
+                spread = P.answer_spread(res.rows["gold"].tolist(), res.rows["pred"].tolist(), ctx.dataset.labels)
         parts = P.MetaPromptParts(
             task=ctx.task, metric=ctx.metric.describe(), labels=ctx.dataset.labels,
             history=tuple(P.ScoredPrompt(c.text, c.val) for c in _distinct_texts(pool.top(len(pool.cands)))[: self.top_k]),
             examples=examples, mistakes=mistakes, confusion=confusion, spread=spread, n=self.candidates_per_proposer,
-            needs_input=needs_input, score_range=(lo, hi),
+            needs_input=needs_input, score_range=(lo, hi), kind=ctx.dataset.kind,
         )
         return P.build_meta_prompt(self.meta_prompt, parts)
 

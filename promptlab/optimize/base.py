@@ -119,6 +119,30 @@ class RoundFinished(Step):
 
 
 @dataclass(frozen=True)
+class ReviewRequested(Step):
+    """A semi-automatic run pauses here until the analyst closes the round (continue or stop)."""
+
+    kind = "review_requested"
+    round: int
+    candidate_ids: tuple[int, ...]
+    best_id: int
+
+
+@dataclass(frozen=True)
+class Decided(Step):
+    """One decision on a round's candidates, by the analyst or by the rule (the gate and top-K)."""
+
+    kind = "decided"
+    round: int
+    action: str  # keep | discard | edit | add | rescore | continue | stop
+    candidate_id: int | None
+    who: str  # "analyst" or "rule"
+    note: str = ""
+    parent_id: int | None = None
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TestScored(Step):
     kind = "test_scored"
     candidate_id: int
@@ -179,6 +203,9 @@ class OptimizeContext:
     counters: Counters = field(default_factory=Counters)
     stage_cap: int | None = None  # a chain's per-stage limit on target requests (within the budget)
     sample_scope: str | None = None  # names the proposers' draws (see RunConfig.samples); default the run id
+    # How rounds are decided: "rounds" pauses after each for the analyst; "off" lets the rule decide and
+    # records it; "none" (runs stored before decisions existed) records nothing, so they replay unchanged.
+    review: str = "none"
     _requested: dict = field(default_factory=dict, repr=False)  # prompt id -> example idx already asked for
 
     def minibatch(self, size: int) -> pd.DataFrame:

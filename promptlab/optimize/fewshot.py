@@ -62,6 +62,7 @@ class FewShot(PoolStrategy):
     # --- the search --------------------------------------------------------------------------------
 
     def sizes(self, n_labels: int) -> list[int]:
+        n_labels = n_labels or 2  # without labels: two or four demos
         return sorted({min(n_labels, self.max_demos), min(2 * n_labels, self.max_demos)})
 
     def search(self, ctx: OptimizeContext, pool: Pool) -> Generator[Step, None, tuple[str, int]]:
@@ -70,6 +71,9 @@ class FewShot(PoolStrategy):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         instructions = _distinct_instructions(pool, self.n_instructions)
         methods = list(self.methods)
+        if ctx.dataset.kind == "unlabeled":
+            # No gold answers to show: demos can only be the target's own replies that scored full marks.
+            methods = ["bootstrapped"]
         formats = ["chat", "inline"] if self.demo_format == "search" else [self.demo_format]
         sizes = self.sizes(len(ctx.dataset.labels))
         sampler = optuna.samplers.TPESampler(seed=ctx.seed, n_startup_trials=min(8, 2 * self.trials_per_round))
@@ -130,7 +134,11 @@ class FewShot(PoolStrategy):
             if i not in correct_cache:  # once per instruction: its correct answers on a train sample
                 probe = stratified_sample(ctx.trainset, self.bootstrap_sample, seed=ctx.seed)
                 res = ctx.score(base, probe)
-                correct_cache[i] = probe[probe["idx"].isin(res.rows.loc[res.rows["correct"], "example_idx"])]
+                good = res.rows[res.rows["correct"]]
+                picked = probe[probe["idx"].isin(good["example_idx"])]
+                if ctx.dataset.kind == "unlabeled":  # the demo's answer is the reply the judge gave full marks
+                    picked = picked.assign(label=picked["idx"].map(dict(zip(good["example_idx"], good["reply"]))))
+                correct_cache[i] = picked
             demos = D.bootstrapped_demos(correct_cache[i], ctx.dataset, k, rng)
         elif method == "similar":
             pool_demos = D.similar_pool(ctx.trainset, ctx.dataset, self.similar_pool_size, rng)

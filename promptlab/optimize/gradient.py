@@ -93,9 +93,9 @@ class Gradient(PoolStrategy):
             if wrong.empty:
                 yield from rounds.end(round_, [])
                 return "no errors", rounds.done
-            pick = wrong.iloc[rng.permutation(len(wrong))[: self.n_errors]]
-            mistakes = tuple(P.Mistake(r.text, r.gold, r.reply or "(no reply)") for r in pick.itertuples())
-            spread = P.answer_spread(res.rows["gold"].tolist(), res.rows["pred"].tolist(), ctx.dataset.labels)
+            mistakes = P.low_scoring(res, self.n_errors, rng)
+            spread = (P.answer_spread(res.rows["gold"].tolist(), res.rows["pred"].tolist(), ctx.dataset.labels)
+                      if ctx.dataset.has_labels else "")
             labels, metric = ctx.dataset.labels, ctx.metric.describe()
             ask = P.critic_prompt(ctx.task, labels, metric, current.text, mistakes, spread, self.feedback_words)
             params = {"temperature": self.temperature, "max_tokens": min(self.proposer_max_tokens, 2 * self.feedback_words + 40)}

@@ -10,12 +10,11 @@ from typing import Generator, Iterator
 
 import numpy as np
 
-from promptlab import metrics as M
 from promptlab.evaluate import PromptTemplate
 from promptlab.optimize import prompts as P
 from promptlab.optimize.base import (
-    BudgetExhausted, CandidateProposed, CandidateScored, OptimizeContext, ProposalMade, RoundFinished, RunFinished, RunStarted,
-    Step, TestScored, template_text,
+    BudgetExhausted, CandidateProposed, CandidateScored, Decided, OptimizeContext, ProposalMade, ReviewRequested,
+    RoundFinished, RunFinished, RunStarted, Step, TestScored, template_text,
 )
 
 
@@ -28,6 +27,7 @@ class Cand:
     proposer: str
     val: float | None = None
     minibatch: float | None = None
+    discarded: bool = False  # taken out of the history by a decision
 
 
 @dataclass
@@ -73,7 +73,10 @@ class Pool:
 
     @property
     def evaluated(self) -> list[Cand]:
-        return [c for c in self.cands if c.val is not None]
+        return [c for c in self.cands if c.val is not None and not c.discarded]
+
+    def get(self, cand_id: int | None) -> Cand | None:
+        return self.cands[cand_id - 1] if cand_id and 0 < cand_id <= len(self.cands) else None
 
     def best(self) -> Cand | None:
         ev = self.evaluated
@@ -116,7 +119,7 @@ class Pool:
         cand.minibatch = mb.score
         bar = self.kth_best(gate.top_k)
         if gate.kind == "ci":
-            optimistic = M.confidence_interval(ctx.metric, mb.rows["gold_norm"].tolist(), mb.preds, level=gate.level)[1]
+            optimistic = mb.ci_at(gate.level)[1]
         else:
             optimistic = mb.score
         optimistic = -np.inf if optimistic != optimistic else optimistic  # NaN
@@ -223,16 +226,84 @@ class Rounds:
         return None
 
     def end(self, round_: int, cands: list[Cand], reason: str | None = None) -> Generator[Step, None, str | None]:
-        """Yield the RoundFinished; return why the search must stop now (reason, or patience), else None."""
+        """Decide the round (the analyst in a semi-automatic run, else the rule), yield the RoundFinished;
+        return why the search must stop now (reason, the analyst, or patience), else None."""
+        stopped = None
+        if self.ctx.review != "none":
+            stopped = yield from review_round(self.ctx, self.pool, round_, cands)
         improved, self.best = yield from finish_round(self.ctx, self.pool, round_, self.best, cands)
         self.since_improved = 0 if improved else self.since_improved + 1
         self.done += 1
-        if reason:
-            return reason
+        if reason or stopped:
+            return reason or stopped
         patience = self.ctx.budget.patience
         if patience and self.since_improved >= patience:
             return "patience"
         return None
+
+
+def review_round(ctx: OptimizeContext, pool: Pool, round_: int, cands: list[Cand]) -> Generator[Step, None, str | None]:
+    """Apply a round's decisions, in the order they were made, then the rule to every candidate nobody
+    decided on (kept if it was scored in full, else left out). In a semi-automatic run ("rounds") the
+    run first yields ReviewRequested, and `runs.execute` pauses there until the analyst closes the round;
+    replaying it later reads the same stored decisions, so the path is the same.
+
+    Prompts the analyst writes (an edit, with its parent, or a new one) are scored in full on val outside
+    the search budget: the analyst chose to spend those calls. Returns "analyst stopped" on a stop."""
+    decisions = []
+    if ctx.review == "rounds":
+        best = pool.best()
+        yield ReviewRequested(round_, tuple(c.id for c in cands), best.id if best else 0)
+        decisions = ctx.store.decisions(ctx.run_id, round_)
+    decided: set[int] = set()
+    stopped = None
+    for d in decisions:
+        action, cid, who, note = d["action"], d["candidate_id"], d["who"], d["note"]
+        if action in ("continue", "stop"):
+            yield Decided(round_, action, None, who, note)
+            stopped = "analyst stopped" if action == "stop" else None
+            break
+        cand = pool.get(cid)
+        if action == "discard" and cand is not None:
+            cand.discarded = True
+            decided.add(cand.id)
+            yield Decided(round_, action, cand.id, who, note)
+        elif action == "keep" and cand is not None:
+            cand.discarded = False
+            decided.add(cand.id)
+            if cand.val is None:  # kept although the gate left it out: score it in full now
+                res = ctx.score(cand.template, ctx.valset, budgeted=False)
+                cand.val = res.score
+                yield CandidateScored(cand.id, cand.round, cand.minibatch, _f(res.score), _ci(res), res.n, "evaluated",
+                                      target_requests=ctx.counters.target_requests)
+            yield Decided(round_, action, cand.id, who, note)
+        elif action in ("edit", "add"):
+            parent = cand if action == "edit" else None
+            template = PromptTemplate.from_text(d["text"] or "")
+            if parent is not None:
+                template = template.with_demos(parent.template.demos, parent.template.demo_format,
+                                               parent.template.similar_k, parent.template.similar_by)
+            known = pool.find(template)
+            if known is not None:
+                known.discarded = False
+                yield Decided(round_, action, known.id, who, f"same prompt as candidate {known.id}. {note}".strip(),
+                              parent.id if parent else None)
+                continue
+            new, step = pool.add(round_, template, "human", "human", parents=(parent.id,) if parent else ())
+            yield step
+            res = ctx.score(template, ctx.valset, budgeted=False)
+            new.val = res.score
+            decided.add(new.id)
+            yield CandidateScored(new.id, round_, None, _f(res.score), _ci(res), res.n, "evaluated",
+                                  target_requests=ctx.counters.target_requests)
+            yield Decided(round_, action, new.id, who, note, parent.id if parent else None)
+        elif action == "rescore" and cand is not None:
+            yield Decided(round_, action, cand.id, who, note, detail=d["detail"])
+    for c in cands:
+        if c.id not in decided:
+            yield Decided(round_, "keep" if c.val is not None else "discard", c.id, "rule",
+                          "scored in full on val" if c.val is not None else "left out by the gate or the budget")
+    return stopped
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,6 +32,28 @@ Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags, sh
 {format}
 """
 
+# For datasets without labels: a reference answer per example, or outputs graded by a judge's rubric.
+DEFAULT_META_PROMPT_OPEN = """You are an expert prompt engineer. Your job is to write the instruction that makes a small language model answer well.
+
+## The task
+{task}
+
+We measure {metric}.
+
+## Examples from the training data
+{examples}
+
+## Instructions tried so far, with their scores (0 to 100, higher is better), worst first, best last
+{history}
+
+{errors}## What to write
+Write {n} new instructions that would score higher than every instruction above, each different from all of them.
+Small models follow short, concrete instructions best: say exactly what to answer, in what form and how long, and add a hint against the low-scoring answers shown (if any). A short example answer, copied from the training examples above, often helps too.
+{input_rule}
+Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags, shaped like this:
+{format}
+"""
+
 PLACEHOLDERS: dict[str, str] = {
     "task": "the task description the user wrote",
     "metric": "the target metric in words, e.g. \"recall of label 'unsupportive'\"",
@@ -100,8 +122,10 @@ class ScoredPrompt:
 @dataclass(frozen=True)
 class Mistake:
     text: str
-    gold: str
+    gold: str  # the correct label or reference answer ("" when the dataset has none)
     reply: str
+    score: float | None = None  # per-example score in [0, 1] (scorer and judge tasks)
+    reason: str = ""  # the judge's reasoning for its grade
 
 
 @dataclass(frozen=True)
@@ -117,6 +141,7 @@ class MetaPromptParts:
     n: int = 2
     needs_input: bool = False
     score_range: tuple[float, float] = (0.0, 1.0)
+    kind: str = "labels"  # the dataset's kind: labels, reference or unlabeled
     extra: dict = field(default_factory=dict)
 
 
@@ -134,9 +159,13 @@ def render_history(history, lo: float = 0.0, hi: float = 1.0) -> str:
     return "\n\n".join(blocks) if blocks else "(none yet)"
 
 
-def render_examples(examples) -> str:
+def render_examples(examples, kind: str = "labels") -> str:
     if not examples:
         return "(none shown)"
+    if kind == "unlabeled":
+        return "\n".join(f"<example>\nInput: {fence(t)}\n</example>" for t, _ in examples)
+    if kind == "reference":
+        return "\n".join(f"<example>\nInput: {fence(t)}\nReference answer: {fence(g, 200)}\n</example>" for t, g in examples)
     return "\n".join(f"<example>\nText: {fence(t)}\nLabel: {fence(g, 80)}\n</example>" for t, g in examples)
 
 
@@ -153,6 +182,24 @@ def answer_spread(gold: list[str], pred: list, labels: tuple[str, ...]) -> str:
         parts_pred.append(f"no valid label {invalid / n:.0%}")
     parts_gold = [f"{lab} {sum(1 for g in gold if normalize_label(g) == normalize_label(lab)) / n:.0%}" for lab in labels]
     return f"With the best instruction the model answers: {', '.join(parts_pred)}. The correct labels are: {', '.join(parts_gold)}."
+
+
+def render_low_scores(mistakes) -> str:
+    """Scorer and judge tasks: the best instruction's lowest-scoring replies, with the judge's reasons."""
+    if not mistakes:
+        return ""
+    blocks = []
+    for m in mistakes:
+        lines = [f"Input: {fence(m.text)}"]
+        if m.gold:
+            lines.append(f"Reference answer: {fence(m.gold, 200)}")
+        lines.append(f"The model replied: {fence(m.reply, 240)}")
+        if m.score is not None:
+            lines.append(f"Score: {int(round(100 * m.score))} of 100")
+        if m.reason:
+            lines.append(f"Why (the judge): {fence(m.reason, 300)}")
+        blocks.append("<mistake>\n" + "\n".join(lines) + "\n</mistake>")
+    return "## Low-scoring answers of the best instruction on training examples\n" + "\n".join(blocks) + "\n\n"
 
 
 def render_mistakes(mistakes, spread: str = "") -> str:
@@ -172,24 +219,29 @@ def build_meta_prompt(template: str, parts: MetaPromptParts) -> str:
     input_rule = (
         "Keep the placeholder {input} in each instruction exactly where the text must go."
         if parts.needs_input
-        else "Do not include any text to label: it is sent separately after the instruction."
+        else "Do not include any text to label: it is sent separately after the instruction." if parts.kind == "labels"
+        else "Do not include the input itself: it is sent separately after the instruction."
     )
     lo, hi = parts.score_range
     shown = list(parts.labels[:12])
-    skeleton = "\n".join(
-        ["<prompt>", SKELETON_TASK]
-        + [f"{lab}: {SKELETON_MEANING}" for lab in shown]
-        + (["…"] if len(parts.labels) > len(shown) else [])
-        + (["Text: {input}"] if parts.needs_input else [])
-        + ["Answer with the label name only.", "</prompt>"]
-    )
+    if parts.kind == "labels":
+        skeleton = "\n".join(
+            ["<prompt>", SKELETON_TASK]
+            + [f"{lab}: {SKELETON_MEANING}" for lab in shown]
+            + (["…"] if len(parts.labels) > len(shown) else [])
+            + (["Text: {input}"] if parts.needs_input else [])
+            + ["Answer with the label name only.", "</prompt>"]
+        )
+    else:
+        skeleton = "\n".join(["<prompt>", "... (what to do with the input)", "... (the form and length of the answer)"]
+                             + (["Input: {input}"] if parts.needs_input else []) + ["</prompt>"])
     values = {
         "task": parts.task.strip(),
         "metric": parts.metric,
         "labels": ", ".join(parts.labels),
         "history": render_history(parts.history, lo, hi),
-        "examples": render_examples(parts.examples),
-        "errors": render_mistakes(parts.mistakes, parts.spread),
+        "examples": render_examples(parts.examples, parts.kind),
+        "errors": render_mistakes(parts.mistakes, parts.spread) if parts.kind == "labels" else render_low_scores(parts.mistakes),
         "confusion": f"## How the best instruction's answers were spread (rows: correct label)\n{parts.confusion}\n\n" if parts.confusion else "",
         "n": str(parts.n),
         "input_rule": input_rule,
@@ -317,16 +369,43 @@ Write {n} improved versions of the instruction that act on the feedback. Keep wh
 Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags."""
 
 
+def _open_task(text: str) -> str:
+    """The label-task wording of the critic and editor prompts, for tasks without labels."""
+    return (text.replace("that labels texts", "that answers inputs").replace("Labels: . We measure", "We measure")
+            .replace("Do not include any text to label", "Do not include the input itself")
+            .replace("Keep what works; one line per label saying what it means; end with \"Answer with the label name only.\"",
+                     "Keep what works; say exactly what to answer and in what form."))
+
+
 def critic_prompt(task: str, labels, metric: str, prompt: str, mistakes, spread: str, words: int) -> str:
-    return CRITIC_PROMPT.format(task=task.strip(), labels=", ".join(labels), metric=metric, prompt=fence(prompt, 4000),
-                                errors=render_mistakes(mistakes, spread), words=words)
+    errors = render_mistakes(mistakes, spread) if labels else render_low_scores(mistakes)
+    out = CRITIC_PROMPT.format(task=task.strip(), labels=", ".join(labels), metric=metric, prompt=fence(prompt, 4000),
+                               errors=errors, words=words)
+    return out if labels else _open_task(out)
 
 
 def editor_prompt(task: str, labels, metric: str, prompt: str, feedback: str, n: int, needs_input: bool) -> str:
     input_rule = ("Keep the placeholder {input} in each instruction exactly where the text must go." if needs_input
                   else "Do not include any text to label: it is sent separately after the instruction.")
-    return EDITOR_PROMPT.format(task=task.strip(), labels=", ".join(labels), metric=metric, prompt=fence(prompt, 4000),
-                                feedback=fence(feedback, 2000), n=n, input_rule=input_rule)
+    out = EDITOR_PROMPT.format(task=task.strip(), labels=", ".join(labels), metric=metric, prompt=fence(prompt, 4000),
+                               feedback=fence(feedback, 2000), n=n, input_rule=input_rule)
+    return out if labels else _open_task(out)
+
+
+def low_scoring(res, n: int, rng) -> tuple[Mistake, ...]:
+    """The mistakes a proposer sees, for any objective: with labels, n wrong answers at random; with a
+    scorer or judge, the n lowest-scoring replies (ties at random), with the judge's reasons."""
+    rows = res.rows
+    if not getattr(res, "scored", False):
+        wrong = rows[~rows["correct"]]
+        pick = wrong.iloc[rng.permutation(len(wrong))[:n]]
+        return tuple(Mistake(r.text, r.gold, r.reply or "(no reply)") for r in pick.itertuples())
+    low = rows[rows["score"] < 1.0].drop_duplicates("text")
+    low = low.iloc[rng.permutation(len(low))]
+    low = low.sort_values("score", kind="stable").head(n)
+    return tuple(Mistake(r.text, r.gold or "", r.reply or "(no reply)", float(r.score),
+                         str(r.detail) if isinstance(r.detail, str) and r.parse in ("judged", "unjudged") else "")
+                 for r in low.itertuples())
 
 
 def bound_feedback(text: str, max_chars: int) -> str:
