@@ -4,7 +4,7 @@ import streamlit as st
 from promptlab import charts, manual, ui, ui_review
 from promptlab.errors import PromptlabError
 from promptlab.metrics import GLOBAL_METRICS, LABEL_METRICS, parse_metric
-from promptlab.models import make_spec
+from promptlab.models import make_spec, spec_from_record
 from promptlab.objective import DEFAULT_RUBRIC, DEFAULT_SCORER, check_scoring, metric_choices, parse_objective
 from promptlab.scorers import parse_scorer
 from promptlab.optimize import prompts as P
@@ -28,6 +28,15 @@ target_default = ui.setting("target", ui.DEFAULT_TARGET)
 target = c2.selectbox("Target model", model_names, index=model_names.index(target_default) if target_default in model_names else 0)
 ui.set_setting("target", target)
 judge_rec = None
+
+
+def _scoring_view(sc: dict) -> tuple:
+    j = sc.get("judge") or {}
+    model = j.get("model") or {}
+    return (sc.get("metric"), (model.get("name"), model.get("model"), model.get("api_base")) if model else None,
+            j.get("rubric"), j.get("lo"), j.get("hi"))
+
+
 if ds.has_labels:
     metric_names = list(GLOBAL_METRICS) + list(LABEL_METRICS)
     metric_name = c3.selectbox("Metric", metric_names, index=0)
@@ -52,18 +61,23 @@ else:
     new_scoring = {"metric": metric_spec}
     if metric_name == "judge":
         j = scoring.get("judge") or {}
-        j_model = j.get("model")
-        j_name = j_model.get("name") or j_model.get("model") if isinstance(j_model, dict) else None
+        judges = dict(choices)
+        j_name = None
+        if isinstance(j.get("model"), dict):  # the stored judge stays selectable even if it is not configured here
+            j_name = j["model"].get("name") or j["model"]["model"]
+            judges.setdefault(j_name, spec_from_record(j["model"]))
+        names_j = list(judges)
         c5, c6 = st.columns([1, 3])
-        judge_name = c5.selectbox("Judge model", model_names,
-                                  index=model_names.index(j_name) if j_name in model_names else len(model_names) - 1)
-        scale = c5.selectbox("Judge's scale", ["1-5", "0-1"], index=0 if j.get("hi", 5) == 5 else 1)
+        judge_name = c5.selectbox("Judge model", names_j,
+                                  index=names_j.index(j_name) if j_name in names_j else len(names_j) - 1)
+        scales = list(dict.fromkeys([f"{j.get('lo', 1)}-{j.get('hi', 5)}", "1-5", "0-1"]))
+        scale = c5.selectbox("Judge's scale", scales, index=0)
         rubric = c6.text_area("Rubric (what earns each grade)", j.get("rubric") or DEFAULT_RUBRIC, height=110)
-        lo, hi = (1, 5) if scale == "1-5" else (0, 1)
-        new_scoring["judge"] = {"model": choices[judge_name].to_record(), "rubric": rubric, "lo": lo, "hi": hi}
+        lo, hi = (int(x) for x in scale.split("-"))
+        new_scoring["judge"] = {"model": judges[judge_name].to_record(), "rubric": rubric, "lo": lo, "hi": hi}
     try:
         checked = check_scoring(new_scoring, ds, store)
-        if checked != scoring:
+        if _scoring_view(checked) != _scoring_view(scoring):  # saved only when the analyst changed something
             store.set_dataset_scoring(ds.id, checked)
             ui.clear_readers()
             ds = ui.dataset(ds_name)

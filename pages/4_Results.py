@@ -34,7 +34,9 @@ c4.metric("Rounds · candidates", f"{summary['rounds']} · {summary['candidates'
 if summary.get("cache_hit_rate") is not None:
     st.caption(f"Calls: {summary['target_calls']} target + {summary['proposer_calls']} proposer made, "
                f"{summary['cached_calls']} answered from the cache ({summary['cache_hit_rate']:.0%} hits), "
-               f"{summary['repeated_calls']} repeated.")
+               f"{summary['repeated_calls']} repeated."
+               + (f" The judge made {summary['judge_calls']} calls for this run (outside the budget)."
+                  if summary.get("judge_calls") else ""))
 if fails := runs.failures_line(summary):
     st.caption(f"Endpoint {fails}.")
 

@@ -574,7 +574,8 @@ def _print_run(store, s: dict) -> None:
         print("\n" + line)
     if fails := runs.failures_line(s):
         print("\n" + fails)
-    print(f"\ncalls: {s['target_calls']} target + {s['proposer_calls']} proposer new, {s['cached_calls']} from cache{hit}; "
+    judge = f" (and {s['judge_calls']} judge calls stored for the run, outside the budget)" if s.get("judge_calls") else ""
+    print(f"\ncalls: {s['target_calls']} target + {s['proposer_calls']} proposer new, {s['cached_calls']} from cache{hit}{judge}; "
           f"{s['gated']} candidate(s) stopped at the minibatch gate saved {s['calls_saved_by_gate']} calls")
 
 
@@ -680,8 +681,11 @@ def cmd_review(args) -> int:
     """Decide a paused run's rounds: interactively, or from a file of decisions; the run goes on between rounds."""
     from promptlab import review as R
 
+    from promptlab.runs import mark_dead_runs
+
     store = _store(args)
     _run_record(store, args.run_id)
+    mark_dead_runs(store)  # a review killed mid-round left the run 'running': it resumes here
     queue = R.read_decisions_file(args.decisions) if args.decisions else None
     args._reviewing = True
     while True:
@@ -690,6 +694,8 @@ def cmd_review(args) -> int:
             rec = store.run_row(args.run_id)
             if rec["status"] in ("created", "interrupted", "stopped"):
                 _execute(store, args.run_id, args)
+                if store.run_row(args.run_id)["status"] != "paused":
+                    return 0
                 continue
             print(f"run {args.run_id} is {rec['status']}: nothing to decide")
             if rec["status"] == "finished" and not args.json:
@@ -747,6 +753,8 @@ def cmd_review(args) -> int:
                 except (PromptlabError, ValueError) as exc:
                     print(f"  {exc}")
         _execute(store, args.run_id, args)
+        if store.run_row(args.run_id)["status"] != "paused":
+            return 0  # finished (its summary is printed), stopped or failed
 
 
 def _grading_batch(store, args):
@@ -757,7 +765,7 @@ def _grading_batch(store, args):
     ds = resolve_dataset(store, args.dataset)
     spec = resolve_model(args.model, store)
     prompt = _load_prompt(args)
-    return G.outputs(store, ds, spec, prompt, split=args.split, limit=args.limit, seed=args.seed)
+    return G.outputs(store, ds, spec, prompt, split=args.split, limit=args.limit, seed=args.seed, scale=args.scale)
 
 
 def cmd_grade(args) -> int:
@@ -821,7 +829,7 @@ def cmd_grade(args) -> int:
                     print(f"  {exc}")
             if line in ("q", "quit"):
                 break
-    s = G.summary(store, batch.dataset.id, batch.prompt_id, batch.model_key)
+    s = G.summary(store, batch.dataset.id, batch.prompt_id, batch.model_key, scale, batch.pairs)
     out = {"prompt_id": batch.prompt_id, **s}
     if args.json:
         _print_json(out)

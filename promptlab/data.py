@@ -723,9 +723,11 @@ def import_dataset(
     if scoring:
         from promptlab.objective import check_scoring
 
-        ds = replace(ds, scoring=check_scoring(scoring, ds))
+        ds = replace(ds, scoring=check_scoring(scoring, ds, store))
     existing = store.dataset_id_by_hash(ds.content_hash)
     if existing:
+        if scoring:  # the same data imported again with a new scoring: the new one applies
+            store.set_dataset_scoring(existing, ds.scoring)
         return stored_dataset(store, existing), True
     final_name = ds.name.strip() or "dataset"
     if store.dataset_name_taken(final_name):

@@ -419,12 +419,14 @@ def evaluate(
     run_id: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     retry: RetryPolicy = RetryPolicy(),
+    save: bool = True,
 ) -> EvalResult:
     """Score `prompt` for `spec` on `examples` (rows of dataset.frame). Each new call is committed as it completes.
 
     With a label metric each reply is mapped to a label; with a scorer or a judge (promptlab.objective)
     each reply gets a score in [0, 1] against the example's reference (the judge's calls are cached and
-    recorded like the target's, and its reasoning is kept with the row)."""
+    recorded like the target's, and its reasoning is kept with the row). `metric=None` fetches outputs
+    only (to grade by hand); `save=False` keeps the per-example rows out of the evaluations table."""
     prompt.check(dataset.input_cols)
     params = dataset_params(spec, dataset, max_tokens)
     t0 = time.perf_counter()
@@ -506,7 +508,7 @@ def evaluate(
         "score", "detail",
     ])
     wall = time.perf_counter() - t0 - load_s
-    if dataset.id:
+    if dataset.id and save and metric is not None:
         store.save_prompt(prompt.id, prompt.system, prompt.user,
                           [d.to_record() for d in prompt.demos] or None, prompt.demo_format, prompt.similar_k,
                           prompt.similar_by)

@@ -79,23 +79,34 @@ class Batch:
     spec: ModelSpec
     model_key: str
     items: tuple[Item, ...]
+    scale: str = "1-5"
 
     @property
     def prompt_id(self) -> str:
         return self.prompt.id
 
+    @property
+    def pairs(self) -> set[tuple[int, str]]:
+        """(example, output hash) of every output in the batch: what its score is computed over."""
+        return {(it.example_idx, it.output_hash) for it in self.items}
+
 
 def outputs(store: Store, dataset: LabeledDataset, spec: ModelSpec, prompt: PromptTemplate, *, split: str = "val",
-            limit: int | None = 20, seed: int = 0, max_tokens: int | None = None, on_progress=None) -> Batch:
-    """The prompt's outputs on up to `limit` examples of a split (a seeded sample), with any grades they have."""
+            limit: int | None = 20, seed: int = 0, max_tokens: int | None = None, on_progress=None,
+            scale: str = "1-5") -> Batch:
+    """The prompt's outputs on up to `limit` examples of a split (a seeded sample), with the grades they
+    already have on `scale` (grades on another scale are kept apart, never mixed)."""
+    scale_range(scale)
     prompt.check(dataset.input_cols)
     examples = dataset.split(split)
     if limit is not None and limit < len(examples):
         examples = examples.iloc[np.sort(np.random.default_rng(seed).permutation(len(examples))[:limit])]
     res = evaluate(store, spec, prompt, dataset, examples, None, split=split, max_tokens=max_tokens,
-                   on_progress=on_progress)
+                   on_progress=on_progress, save=False)  # outputs only: stored scores stay as they are
     mk = model_key(spec, dataset_params(spec, dataset, max_tokens))
     graded = store.grades(dataset.id, prompt.id, mk) if dataset.id else pd.DataFrame()
+    if len(graded):
+        graded = graded[graded["scale"] == scale]
     known = {(int(r.example_idx), r.output_hash): (float(r.grade), r.note or "") for r in graded.itertuples()}
     items = []
     for r in res.rows.itertuples():
@@ -104,7 +115,7 @@ def outputs(store: Store, dataset: LabeledDataset, spec: ModelSpec, prompt: Prom
         g, note = known.get((int(r.example_idx), h), (None, ""))
         items.append(Item(int(r.example_idx), r.text, r.gold or "", out, h, g, note))
     order = np.random.default_rng([seed, 1]).permutation(len(items))  # shown shuffled: no order effects
-    return Batch(dataset, prompt, spec, mk, tuple(items[i] for i in order))
+    return Batch(dataset, prompt, spec, mk, tuple(items[i] for i in order), scale)
 
 
 def record(store: Store, batch: Batch, item: Item, grade: float, scale: str, *, note: str = "", grader: str = "analyst",
@@ -119,16 +130,22 @@ def record(store: Store, batch: Batch, item: Item, grade: float, scale: str, *, 
                      grade, scale, note.strip(), grader, blind)
 
 
-def summary(store: Store, dataset_id: str, prompt_id: str, model_key_: str) -> dict:
+def summary(store: Store, dataset_id: str, prompt_id: str, model_key_: str, scale: str | None = None,
+            pairs: set[tuple[int, str]] | None = None) -> dict:
     """The prompt's score from human grades: mean grade scaled to 0–1, n, and a 95% CI (Wilson for
-    pass/fail; a bootstrap over examples for 1–5). Grades on different scales are never mixed."""
+    pass/fail; a bootstrap over examples for 1–5). One scale at a time (the given one, else the latest
+    used); with `pairs`, only grades of those (example, output) pairs: a batch's score is over its
+    current outputs, one grade each, never an old output of the same example."""
     from promptlab.objective import ScoreMetric
 
     g = store.grades(dataset_id, prompt_id, model_key_)
+    if not g.empty:
+        scale = scale or g["scale"].iloc[-1]
+        g = g[g["scale"] == scale]
+        if pairs is not None:
+            g = g[[(int(i), h) in pairs for i, h in zip(g["example_idx"], g["output_hash"])]]
     if g.empty:
-        return {"n": 0, "score": None, "ci": (None, None), "scale": None, "mean_grade": None}
-    scale = g["scale"].iloc[-1]
-    g = g[g["scale"] == scale]
+        return {"n": 0, "score": None, "ci": (None, None), "scale": scale, "mean_grade": None}
     lo, hi = scale_range(scale)
     values = ((g["grade"].astype(float) - lo) / (hi - lo)).to_numpy()
     ci = ScoreMetric().interval(values)
@@ -139,6 +156,8 @@ def summary(store: Store, dataset_id: str, prompt_id: str, model_key_: str) -> d
 def calibrate(store: Store, batch: Batch, judge_model: ModelSpec, rubric: str, scale: str) -> dict:
     """Grade the already human-graded outputs with the judge (on the same scale) and compare:
     n, exact agreement, agreement within one point, and Cohen's kappa; plus the pairs themselves."""
+    if scale != batch.scale:
+        raise GradingError(f"these outputs were graded on {batch.scale}; check the judge on that scale")
     lo, hi = scale_range(scale)
     judge = Judge(judge_model, rubric, lo, hi)
     graded = [it for it in batch.items if it.grade is not None]

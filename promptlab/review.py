@@ -51,11 +51,16 @@ def paused_at(store: Store, run_id: str) -> Pause | None:
 
 
 def _require_pause(store: Store, run_id: str) -> Pause:
+    from promptlab.runs import round_closed
+
     pause = paused_at(store, run_id)
     if pause is None:
         rec = store.run_row(run_id)
         raise ReviewError(f"run {run_id} is not waiting for a review (it is {rec['status']}). Start it with "
                           "'pause after each round' (--review) to decide its rounds.")
+    if round_closed(store, run_id, pause.round):
+        raise ReviewError(f"round {pause.round} is already closed (continue or stop was chosen): resume the run "
+                          f"(promptlab review {run_id}, or Continue on the Runs page) to decide the next round")
     return pause
 
 

@@ -161,6 +161,11 @@ def make_config(
     demos = strategy_params.get("demos", "none")
     if not (demos in ("none", "per-label") or (isinstance(demos, int) and demos >= 0)):
         raise PromptlabError(f"demos must be none, per-label or a number of demos, not {demos!r}")
+    if demos == "per-label" and not dataset.has_labels:
+        raise PromptlabError(f"'{dataset.name}' has no labels: give a number of demos instead of per-label")
+    if demos not in ("none", 0) and dataset.kind == "unlabeled":
+        raise PromptlabError(f"'{dataset.name}' has no reference answers to show as demos: use --demos none "
+                             "(the few-shot strategy can still use the target's own full-marks replies)")
     formats = ("chat", "inline", "search") if "fewshot" in names else ("chat", "inline")
     if strategy_params.get("demo_format", "chat") not in formats:
         raise PromptlabError(f"demo format must be {' or '.join(formats)}" + (" (search: let the few-shot search choose)" if "fewshot" in names else ""))
@@ -489,6 +494,7 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         "failures": store.failure_stats(run_id),
         "target_requests": c.target_requests,
         "calls_stored_for_run": {k: v["calls"] for k, v in stored_calls.items()},
+        "judge_calls": stored_calls.get("judge", {}).get("calls", 0),  # all executions (judge calls are outside budgets)
         "projection": started.get("projection"),
         "proposers": attribution(store, run_id, steps),
         "review": rec["config"].get("review", "none"),

@@ -222,7 +222,7 @@ MIGRATIONS: list[str] = [
         grader VARCHAR,
         blind BOOLEAN,
         created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-        PRIMARY KEY (dataset_id, prompt_id, model_key, example_idx, output_hash)
+        PRIMARY KEY (dataset_id, prompt_id, model_key, example_idx, output_hash, scale)
     );
     """,
 ]

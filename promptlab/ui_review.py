@@ -140,7 +140,8 @@ def grading_panel(store, ds, spec, default_prompt: str, judge_models: dict) -> N
         try:
             prompt = PromptTemplate.from_text(text)
             prompt.check(ds.input_cols)
-            ui.start_job(job_key, "grade", lambda job: G.outputs(store, ds, spec, prompt, split=split, limit=int(limit)))
+            ui.start_job(job_key, "grade", lambda job: G.outputs(store, ds, spec, prompt, split=split, limit=int(limit),
+                                                                 scale=scale))
             st.session_state.pop("grade.pos", None)
         except PromptlabError as exc:
             st.error(str(exc))
@@ -154,10 +155,13 @@ def grading_panel(store, ds, spec, default_prompt: str, judge_models: dict) -> N
         st.error(job.error)
         return
     batch = job.result
+    if batch.scale != scale:
+        st.info(f"These outputs were fetched for the {batch.scale} scale: press 'Get outputs to grade' again.")
+        return
     lo, hi = G.scale_range(scale)
-    graded = G.summary(store, ds.id, batch.prompt_id, batch.model_key)
-    done = set(store.grades(ds.id, batch.prompt_id, batch.model_key)[["example_idx", "output_hash"]]
-               .itertuples(index=False, name=None))
+    graded = G.summary(store, ds.id, batch.prompt_id, batch.model_key, scale, batch.pairs)
+    mine = store.grades(ds.id, batch.prompt_id, batch.model_key)
+    done = {(int(i), h) for i, h, sc in zip(mine["example_idx"], mine["output_hash"], mine["scale"]) if sc == scale}
     todo = [it for it in batch.items if (it.example_idx, it.output_hash) not in done]
     m1, m2, m3 = st.columns(3)
     m1.metric("Human score (0–1)", fmt(graded["score"]), help="The mean grade scaled to 0–1.")
@@ -191,7 +195,7 @@ def grading_panel(store, ds, spec, default_prompt: str, judge_models: dict) -> N
         judge_name = st.selectbox("Judge model", names, key="grade.judge")
         rubric = st.text_area("Rubric", (ds.scoring or {}).get("judge", {}).get("rubric", ""), height=100, key="grade.rubric")
         if st.button("Check the judge", key="grade.calibrate", disabled=not graded["n"]):
-            fresh = G.outputs(store, ds, spec, batch.prompt, split=split, limit=int(limit))
+            fresh = G.outputs(store, ds, spec, batch.prompt, split=split, limit=int(limit), scale=scale)
             ui.start_job(f"calibrate:{ds.name}", "calibrate",
                          lambda job: G.calibrate(store, fresh, judge_models[judge_name], rubric, scale))
         cal = ui.jobs().get(f"calibrate:{ds.name}")

@@ -163,3 +163,59 @@ def test_kill_9_the_dashboard_worker_then_resume_it(tmp_path, servers):
     assert resumed["status"] == "finished"
     out = check_resumed_equals_reference(db, run_id, tmp_path, servers)
     assert out == {"lost": 0, "repeated": 0, "status": "finished"}
+
+
+def test_kill_9_a_semi_automatic_run_then_resume_with_its_decisions(tmp_path, servers):
+    """A run that pauses each round for the analyst: its round-1 decisions come from a file, the reviewing
+    process is SIGKILLed in round 2, and a second `review` resumes it. The decisions already stored are
+    replayed, none is lost or applied twice, and the result equals an uninterrupted run given the same
+    decisions."""
+    from promptlab import review
+
+    db = tmp_path / "semi.duckdb"
+    name = setup_db(db, tmp_path, servers)
+    cli(db, "optimize", "--dataset", name, "--target", "stub-target", "--proposers", "stub-prop", "--rounds", "3",
+        "--seed", "4", "--minibatch", "8", "--review")
+    store = Store(db)
+    run_id = store.list_runs()["id"].iloc[0]
+    pause = review.paused_at(store, run_id)
+    assert pause.round == 1
+    paused_calls = store.call_stats(run_id)["calls"]
+    store.close()
+    decisions = tmp_path / "d.jsonl"
+    decisions.write_text("\n".join(json.dumps(d) for d in [
+        {"round": 1, "action": "discard", "candidate": pause.candidate_ids[-1], "note": "not this one"},
+        {"round": 1, "action": "add", "text": "Use MAGIC, said the analyst."},
+        {"round": 1, "action": "continue"},
+        {"round": 2, "action": "continue"},
+        {"round": 3, "action": "continue"},
+    ]), encoding="utf-8")
+    child = subprocess.Popen([sys.executable, "-m", "promptlab", "review", run_id, "--decisions", str(decisions),
+                              "--db", str(db)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(db, child, calls=paused_calls + 40)
+    store = Store(db)
+    before = store.decisions(run_id)
+    store.close()
+    assert [d["action"] for d in before if d["round"] == 1] == ["discard", "add", "continue"]
+    cli(db, "review", run_id, "--decisions", str(decisions))
+    store = Store(db)
+    assert store.run_row(run_id)["status"] == "finished"
+    after = store.decisions(run_id)
+    assert [(d["round"], d["action"]) for d in after] == [(1, "discard"), (1, "add"), (1, "continue"), (2, "continue"),
+                                                          (3, "continue")]  # none lost, none applied twice
+    # the same decisions given to an uninterrupted run of the same configuration
+    ref_path = tmp_path / "reference.duckdb"
+    sub = tmp_path / "ref"
+    sub.mkdir()
+    setup_db(ref_path, sub, servers)
+    ref = Store(ref_path)
+    ref_id = runs.create_run(ref, runs.RunConfig.from_record(store.run_row(run_id)["config"]))
+    while runs.execute(ref, ref_id)["status"] == "paused":
+        r = review.paused_at(ref, ref_id).round
+        for d in (d for d in after if d["round"] == r):
+            ref.add_decision(ref_id, r, d["action"], d["candidate_id"], d["text"], d["who"], d["note"], d["detail"])
+    a = store.candidates(run_id)[COLS].fillna(-1).to_dict("records")
+    b = ref.candidates(ref_id)[COLS].fillna(-1).to_dict("records")
+    assert a == b and store.step_kinds(run_id) == ref.step_kinds(ref_id)
+    assert "human" in {c["proposer"] for c in a}
+    assert ref.call_stats()["calls"] - store.call_stats(run_id)["calls"] == 0 and store.repeated_calls() == 0

@@ -194,3 +194,21 @@ def test_visiting_runs_first_never_blanks_the_meta_prompt(db):
     assert not at.exception
     assert at.text_area[0].value.startswith("You are an expert prompt engineer")
     assert any(h.value == "Review outputs by hand" for h in at.subheader)
+
+
+def test_opening_the_prompts_page_keeps_a_judge_set_from_the_cli(db, tmp_path):
+    from promptlab.data import import_dataset
+
+    path = tmp_path / "chats.csv"
+    path.write_text("input\n" + "\n".join(q for q, _ in QA) + "\n", encoding="utf-8")
+    store = Store(db)
+    import_dataset(store, path, kind="unlabeled",
+                   scoring={"metric": "judge", "judge": {"model": "fake/some-judge", "rubric": "Ten is best.", "lo": 1, "hi": 10}})
+    before = store.dataset_row("chats")["scoring"]
+    store.close()
+    pr = page("2_Prompts_and_proposers.py").run()
+    pr.selectbox[0].set_value("chats").run()
+    assert not pr.exception and not pr.error
+    assert next(s for s in pr.selectbox if s.label == "Judge model").value == "fake/some-judge"
+    assert next(s for s in pr.selectbox if s.label == "Judge's scale").value == "1-10"
+    assert Store(db).dataset_row("chats")["scoring"] == before

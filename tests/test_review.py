@@ -44,6 +44,8 @@ def test_a_review_run_pauses_after_each_round_and_applies_every_decision(store, 
     detail = review.rescore(store, run_id, pause.best_id)
     assert detail["n"] > 0 and detail["on"] == "train+val"
     review.decide(store, run_id, "continue")
+    with pytest.raises(PromptlabError, match="already closed"):
+        review.decide(store, run_id, "discard", first)  # after continue: refused, never silently dropped
     s = runs.execute(store, run_id)
     assert s["status"] == "paused" and review.paused_at(store, run_id).round == 2
     review.decide(store, run_id, "stop")
@@ -323,15 +325,47 @@ def test_grades_become_a_score_with_n_and_ci(store, tmp_path):
     path.write_text("input\n" + "\n".join(q for q, _ in REF_ROWS) + "\n", encoding="utf-8")
     ds = import_dataset(store, path, kind="unlabeled")[0]
     target = make_spec(fakes.script("gr-target", ref_target))
-    batch = G.outputs(store, ds, target, PromptTemplate.from_text("Be BRIEF."), split="all", limit=None)
+    batch = G.outputs(store, ds, target, PromptTemplate.from_text("Be BRIEF."), split="all", limit=None,
+                      scale="pass/fail")
     assert len(batch.items) == len(REF_ROWS) and all(it.grade is None for it in batch.items)
     for it in batch.items[:8]:
         G.record(store, batch, it, 1.0 if it.output != "?" else 0.0, "pass/fail", note="n", grader="ann", blind=True)
-    s = G.summary(store, ds.id, batch.prompt_id, batch.model_key)
+    s = G.summary(store, ds.id, batch.prompt_id, batch.model_key, "pass/fail", batch.pairs)
     assert s["n"] == 8 and s["scale"] == "pass/fail" and 0 <= s["ci"][0] <= s["score"] <= s["ci"][1] <= 1
-    again = G.outputs(store, ds, target, PromptTemplate.from_text("Be BRIEF."), split="all", limit=None)
+    again = G.outputs(store, ds, target, PromptTemplate.from_text("Be BRIEF."), split="all", limit=None,
+                      scale="pass/fail")
     assert sum(it.grade is not None for it in again.items) == 8  # grades stay with their outputs
+    # another scale is another set of grades: nothing is mixed or overwritten
+    other = G.outputs(store, ds, target, PromptTemplate.from_text("Be BRIEF."), split="all", limit=None)
+    assert all(it.grade is None for it in other.items)
+    G.record(store, other, other.items[0], 3.0, "1-5", grader="ann")
+    assert G.summary(store, ds.id, batch.prompt_id, batch.model_key, "pass/fail", batch.pairs)["n"] == 8
+    assert G.summary(store, ds.id, batch.prompt_id, batch.model_key, "1-5", other.pairs)["n"] == 1
+    judge = make_spec(fakes.script("gr-judge", judge_reply))
+    with pytest.raises(PromptlabError, match="graded on pass/fail"):
+        G.calibrate(store, batch, judge, "Short is best.", "1-5")
+    # fetching outputs to grade never overwrites the scores stored by an evaluation
+    assert store._one("SELECT count(*) FROM evaluations WHERE parse = 'output'")[0] == 0
     with pytest.raises(PromptlabError, match="not a pass/fail grade"):
         G.parse_grade("7", "pass/fail")
     with pytest.raises(PromptlabError, match="off the scale"):
         G.parse_grade("6", "1-5")
+
+
+def test_an_edit_that_repeats_a_gated_candidate_keeps_and_scores_it(store, dataset):
+    cfg = config_for(dataset, rounds=1, review="rounds", gate="mean", top_k=1)
+    run_id = runs.create_run(store, cfg)
+    runs.execute(store, run_id)
+    cands = store.candidates(run_id)
+    gated = cands[(cands["status"] == "gated")]
+    if gated.empty:
+        pytest.skip("no gated candidate with this seed")
+    g = gated.iloc[0]
+    other = int(cands[cands["id"] != g["id"]]["id"].iloc[0])
+    review.decide(store, run_id, "edit", other, text=g["text"])
+    review.decide(store, run_id, "continue")
+    runs.execute(store, run_id)
+    decided = [(s["action"], s["candidate_id"], s["who"]) for s in store.steps(run_id) if s["kind"] == "decided"]
+    assert ("edit", int(g["id"]), "analyst") in decided
+    assert ("discard", int(g["id"]), "rule") not in decided
+    assert store.candidates(run_id).set_index("id").loc[int(g["id"]), "val_score"] >= 0  # scored in full now

@@ -284,8 +284,14 @@ def review_round(ctx: OptimizeContext, pool: Pool, round_: int, cands: list[Cand
                 template = template.with_demos(parent.template.demos, parent.template.demo_format,
                                                parent.template.similar_k, parent.template.similar_by)
             known = pool.find(template)
-            if known is not None:
+            if known is not None:  # the same prompt is already a candidate: the analyst keeps that one
                 known.discarded = False
+                decided.add(known.id)
+                if known.val is None:
+                    res = ctx.score(known.template, ctx.valset, budgeted=False)
+                    known.val = res.score
+                    yield CandidateScored(known.id, known.round, known.minibatch, _f(res.score), _ci(res), res.n,
+                                          "evaluated", target_requests=ctx.counters.target_requests)
                 yield Decided(round_, action, known.id, who, f"same prompt as candidate {known.id}. {note}".strip(),
                               parent.id if parent else None)
                 continue
