@@ -101,6 +101,7 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
             run_id = runs.create_run(store, config)
             ui.start_run(run_id)
             ui.set_setting("run", run_id)
+            st.session_state["runs.pick"] = run_id  # show the new run, even if another was picked in this session
             ui.clear_readers()
             st.rerun()
     except PromptlabError as exc:

@@ -212,3 +212,23 @@ def test_opening_the_prompts_page_keeps_a_judge_set_from_the_cli(db, tmp_path):
     assert next(s for s in pr.selectbox if s.label == "Judge model").value == "fake/some-judge"
     assert next(s for s in pr.selectbox if s.label == "Judge's scale").value == "1-10"
     assert Store(db).dataset_row("chats")["scoring"] == before
+
+
+def test_a_new_run_is_shown_even_when_another_was_picked_in_the_session(db):
+    """The run picker is a keyed widget: starting a run must switch it to the new run, or the review panel
+    of a paused run would never appear in a session that had looked at another run."""
+    store = Store(db)
+    at = page("3_Runs.py").run()
+    at.selectbox(key="runs.target").set_value("fake-target")
+    at.multiselect(key="runs.proposers").set_value(["fake-prop"])
+    at.number_input(key="runs.rounds").set_value(1)
+    at.number_input(key="runs.budget").set_value(0)
+    at.run()
+    at.button(key="runs.start").click().run()
+    _wait(at, lambda a: store.list_runs()["status"].iloc[0] == "finished", timeout=120)
+    at.checkbox(key="runs.review").check().run()
+    at.button(key="runs.start").click().run()
+    _wait(at, lambda a: _paused(store, 1), timeout=120)
+    at.run()
+    assert at.selectbox(key="runs.pick").value == store.list_runs()["id"].iloc[0]
+    assert any("Round 1 is waiting for your review" in h.value for h in at.subheader)
