@@ -19,6 +19,8 @@ run_id, opt, labels = ui.pick_run("results.run", "No optimization runs yet: star
 ids = opt["id"].tolist()
 summary = runs.summarize(store, run_id)
 cands = store.candidates(run_id)
+st.caption(f"Status: **{summary['status']}**" + (f" ({summary['reason']})" if summary.get("reason") else "")
+           + f" · target {summary['target']} · metric {summary['metric']} · seed {summary['seed']}")
 
 
 fmt = format_score
@@ -31,12 +33,8 @@ c2.metric("Best val / test", f"{fmt(summary['best_val'])} / {fmt(summary['best_t
           delta=None if gain is None else f"{gain:+.3f} test vs baseline", delta_color="normal" if gain else "off")
 c3.metric("n (val / test)", f"{summary['n_val']} / {summary['n_test']}")
 c4.metric("Rounds · candidates", f"{summary['rounds']} · {summary['candidates']}")
-if summary.get("cache_hit_rate") is not None:
-    st.caption(f"Calls: {summary['target_calls']} target + {summary['proposer_calls']} proposer made, "
-               f"{summary['cached_calls']} answered from the cache ({summary['cache_hit_rate']:.0%} hits), "
-               f"{summary['repeated_calls']} repeated."
-               + (f" The judge made {summary['judge_calls']} calls for this run (outside the budget)."
-                  if summary.get("judge_calls") else ""))
+if calls := runs.calls_line(summary):
+    st.caption(calls[0].upper() + calls[1:] + ".")
 if fails := runs.failures_line(summary):
     st.caption(f"Endpoint {fails}.")
 

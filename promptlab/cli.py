@@ -569,13 +569,11 @@ def _print_run(store, s: dict) -> None:
         rate = f"{p['valid_rate']:.0%}" if p["valid_rate"] is not None else "n/a"
         print(f"  {p['model']:<30} {p['family']:<8} {p['candidates']:>3} asked  {p['valid']:>3} valid ({rate})  "
               f"best {_fmt(p['best_val'])}  wins {p['wins']}")
-    hit = f" ({s['cache_hit_rate']:.0%} cache hits, {s['repeated_calls']} repeated)" if s.get("cache_hit_rate") is not None else ""
     if line := runs.decisions_line(s):
         print("\n" + line)
     if fails := runs.failures_line(s):
         print("\n" + fails)
-    judge = f" (and {s['judge_calls']} judge calls stored for the run, outside the budget)" if s.get("judge_calls") else ""
-    print(f"\ncalls: {s['target_calls']} target + {s['proposer_calls']} proposer new, {s['cached_calls']} from cache{hit}{judge}; "
+    print(f"\n{runs.calls_line(s) or 'calls: none yet'}; "
           f"{s['gated']} candidate(s) stopped at the minibatch gate saved {s['calls_saved_by_gate']} calls")
 
 

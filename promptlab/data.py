@@ -297,7 +297,7 @@ def _clean_frame(frame: pd.DataFrame, filename: str) -> pd.DataFrame:
     frame.columns = [str(c).strip().lstrip("\ufeff") or f"column_{i + 1}" for i, c in enumerate(frame.columns)]
     frame = frame.astype(str)
     if frame.empty:
-        raise DataError(f"{filename}: has a header but no rows. Add labeled examples below the header.")
+        raise DataError(f"{filename}: has a header but no rows. Add examples (one per row) below the header.")
     return frame.reset_index(drop=True)
 
 
@@ -480,7 +480,7 @@ def prepare(
     _check_inputs(stripped, input_cols, rownums, filename)
 
     if sub.empty:
-        raise DataError(f"{filename}: every row is blank. Add labeled examples below the header.")
+        raise DataError(f"{filename}: every row is blank. Add examples (one per row) below the header.")
     originals = stripped[label_col].tolist()
     norms = [normalize_label(v) for v in originals]
     spellings: dict[str, Counter] = {}

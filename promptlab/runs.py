@@ -521,6 +521,30 @@ def decisions_line(summary: dict) -> str | None:
     return "decisions — " + "; ".join(parts)
 
 
+def calls_line(summary: dict) -> str | None:
+    """The run's LLM calls in one line (the CLI and the Results page), or None for a run that has not started.
+
+    "Made" counts every call stored for the run, over all its executions: a semi-automatic run pauses and
+    resumes each round, and the live counters only see the last execution (whose replayed steps are read
+    back from the cache, so they show up there as hits, not as new calls).
+    """
+    s = summary
+    if s.get("cache_hit_rate") is None and not s.get("calls_stored_for_run"):
+        return None
+    stored = s.get("calls_stored_for_run") or {}
+    made = (stored.get("eval", 0), stored.get("propose", 0))
+    line = f"calls made for this run: {made[0]} target + {made[1]} proposer"
+    if s.get("judge_calls"):
+        line += f" + {s['judge_calls']} judge (outside the budget)"
+    hits = f" ({s['cache_hit_rate']:.0%} hits)" if s.get("cache_hit_rate") is not None else ""
+    if made != (s["target_calls"], s["proposer_calls"]):
+        line += (f"; its last execution (after a pause or a resume) made {s['target_calls'] + s['proposer_calls']} "
+                 f"and read {s['cached_calls']} from the cache{hits}, replayed steps included")
+    else:
+        line += f"; {s['cached_calls']} answered from the cache{hits}"
+    return line + f"; {s['repeated_calls']} repeated"
+
+
 def failures_line(summary: dict) -> str | None:
     """The run's endpoint failures in one line (the CLI and the Results page), or None when there were none."""
     fails = summary.get("failures") or {}

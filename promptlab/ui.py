@@ -274,7 +274,9 @@ def pick_run(key: str, empty_message: str) -> tuple[str, pd.DataFrame, dict[str,
         st.info(empty_message)
         st.stop()
     ids = opt["id"].tolist()
-    labels = {r.id: f"{r.id} · {r.dataset} · {r.status}" for r in opt.itertuples()}
+    # No status in the label: a keyed selectbox keeps showing a label that changed (streamlit #13788), so a
+    # live status here would go stale; the page shows the status next to it instead.
+    labels = {r.id: f"{r.id} · {r.dataset} · {pd.Timestamp(r.created_at):%Y-%m-%d %H:%M}" for r in opt.itertuples()}
     current = setting("run", ids[0])
     run_id = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0, format_func=labels.get, key=key)
     set_setting("run", run_id)

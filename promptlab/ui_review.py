@@ -48,6 +48,8 @@ def round_review(store, run_id: str) -> None:
                     f"n={best['n_val']}")
         st.code(best["text"], language="text")
     cands = view["candidates"]
+    decided = view["decisions"]
+    latest = {d["candidate_id"]: d for d in decided if d["action"] in ("keep", "discard", "edit")}
     if not cands:
         st.info("This round produced no usable candidate: add a prompt of your own, or continue.")
     for col, c in zip(st.columns(max(1, len(cands))), cands):
@@ -59,6 +61,9 @@ def round_review(store, run_id: str) -> None:
             col.metric("minibatch", fmt(c["minibatch"]))
             col.caption(f"{c['status']}: the gate did not score it on all of val (keeping it does)")
         col.code(c["diff"] or "(same text as the best)", language="diff")
+        if (d := latest.get(c["id"])) is not None:
+            verb = {"keep": "kept", "discard": "discarded", "edit": "edited (a new candidate)"}[d["action"]]
+            col.markdown(f":{'green' if d['action'] == 'keep' else 'orange'}-badge[{verb} by {d['who']}]")
         if c["outputs"]:
             col.markdown("Where its outputs differ from the best's:")
             col.dataframe(pd.DataFrame(c["outputs"])[["input", "gold", "best", "candidate"]].rename(
@@ -77,11 +82,11 @@ def round_review(store, run_id: str) -> None:
             if st.button("Save as a new candidate", key=f"rv.edit_save.{run_id}.{r}.{c['id']}"):
                 _decide(store, run_id, "edit", c["id"], edited)
     with st.expander("Add a prompt of your own", expanded=not cands):
-        own = st.text_area("Prompt", "", height=120, key=f"rv.add.{run_id}.{r}",
+        n_added = sum(d["action"] == "add" for d in decided)  # a fresh box after each add, so a prompt is not added twice
+        own = st.text_area("Prompt", "", height=120, key=f"rv.add.{run_id}.{r}.{n_added}",
                            placeholder="Write an instruction; {input} marks where the example goes (optional).")
         if st.button("Add to the history", key=f"rv.add_save.{run_id}.{r}"):
             _decide(store, run_id, "add", None, own)
-    decided = view["decisions"]
     if decided:
         st.markdown("**Decisions so far in this round**")
         st.dataframe(pd.DataFrame([{

@@ -87,6 +87,10 @@ def _review_both_rounds(at, store, edit_text: str):
     assert cands
     at.button(key=f"rv.discard.{run_id}.1.{cands[-1]}").click().run()
     assert not at.exception
+    assert any("discarded by analyst" in m.value for m in at.markdown)  # the card says what was decided
+    at.text_area(key=f"rv.add.{run_id}.1.0").set_value("My own prompt, written in the review.")
+    at.button(key=f"rv.add_save.{run_id}.1").click().run()
+    assert at.text_area(key=f"rv.add.{run_id}.1.1").value == ""  # a fresh box: the prompt cannot be added twice
     at.text_area(key=f"rv.edit.{run_id}.1.{cands[0]}").set_value(edit_text)
     at.button(key=f"rv.edit_save.{run_id}.1.{cands[0]}").click().run()
     at.button(key=f"rv.rescore.{run_id}.1.{cands[0]}").click().run()
@@ -99,10 +103,10 @@ def _review_both_rounds(at, store, edit_text: str):
     at.button(key=f"rv.stop.{run_id}.2").click().run()
     _wait(at, lambda a: store.list_runs()["status"].iloc[0] == "finished", timeout=120)
     decided = [(s["action"], s["who"]) for s in store.steps(run_id) if s["kind"] == "decided"]
-    for action in ("discard", "edit", "rescore", "continue", "stop"):
+    for action in ("discard", "edit", "add", "rescore", "continue", "stop"):
         assert (action, "analyst") in decided
     human = store.candidates(run_id).query("proposer == 'human'")
-    assert len(human) == 1 and human.iloc[0]["text"] == edit_text
+    assert sorted(human["text"]) == sorted([edit_text, "My own prompt, written in the review."])
     return run_id
 
 

@@ -72,6 +72,13 @@ def test_a_review_run_pauses_after_each_round_and_applies_every_decision(store, 
     store2 = store
     assert runs.execute(store2, run_id)["status"] == "finished"
     assert store.step_kinds(run_id) == kinds
+    # The calls made are counted over every execution (pauses included), not just the last one, which
+    # here is the replay: it made nothing new and read everything back from the cache.
+    stored = store.run_call_counts(run_id)
+    line = runs.calls_line(runs.summarize(store, run_id))
+    assert stored["eval"]["calls"] > 0 and stored["propose"]["calls"] > 0
+    assert f"made for this run: {stored['eval']['calls']} target + {stored['propose']['calls']} proposer" in line
+    assert "its last execution (after a pause or a resume) made 0 and read" in line
 
 
 def test_decisions_are_refused_when_the_run_is_not_paused(store, dataset):
@@ -251,6 +258,10 @@ def test_cli_review_from_a_decisions_file(tmp_path, capsys):
     assert store.run_row(run_id)["status"] == "finished"
     who = {(s["action"], s["who"]) for s in store.steps(run_id) if s["kind"] == "decided"}
     assert ("add", "analyst") in who and ("stop", "analyst") in who
+    assert main(["runs", "show", run_id, "--db", str(db)]) == 0
+    stored = store.run_call_counts(run_id)
+    assert f"calls made for this run: {stored['eval']['calls']} target + {stored['propose']['calls']} proposer" \
+        in capsys.readouterr().out
     bad = tmp_path / "bad.json"
     bad.write_text("[{\"action\": \"launch\"}]", encoding="utf-8")
     assert main(["review", run_id, "--db", str(db), "--decisions", str(bad)]) == 1
