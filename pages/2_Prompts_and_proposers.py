@@ -5,7 +5,7 @@ from promptlab import charts, manual, ui, ui_review
 from promptlab.errors import PromptlabError
 from promptlab.metrics import GLOBAL_METRICS, LABEL_METRICS, parse_metric
 from promptlab.models import make_spec, spec_from_record
-from promptlab.objective import DEFAULT_RUBRIC, DEFAULT_SCORER, check_scoring, metric_choices, parse_objective
+from promptlab.objective import DEFAULT_RUBRIC, check_scoring, default_spec, metric_choices, parse_objective
 from promptlab.scorers import parse_scorer
 from promptlab.optimize import prompts as P
 
@@ -48,7 +48,7 @@ else:
     # Scoring is chosen per dataset and stored with it: runs, the CLI and manual search all use it.
     scoring = dict(ds.scoring or {})
     kinds = metric_choices(ds.kind)
-    current = (scoring.get("metric") or (DEFAULT_SCORER if ds.kind == "reference" else "judge")).split(":")[0]
+    current = default_spec(ds).split(":")[0]
     metric_name = c3.selectbox("Scorer", kinds, index=kinds.index(current) if current in kinds else 0,
                                help="How each reply is scored against the reference: " + "; ".join(
                                    f"{k}: {parse_scorer(k + (':x' if k == 'json' else '')).describe()}"
@@ -133,18 +133,17 @@ with st.expander("Add a model (any litellm provider or OpenAI-compatible server)
 
 # --- meta-prompt -----------------------------------------------------------------------------------
 st.subheader("Meta-prompt")
-default_meta = P.DEFAULT_META_PROMPT if ds.has_labels else P.DEFAULT_META_PROMPT_OPEN
-meta_key = "meta_prompt" if ds.has_labels else "meta_prompt_open"  # one template per kind of task
-template = st.text_area("Template (stored verbatim with each run)", ui.setting(meta_key, default_meta), height=320)
+meta_key, task_key = ui.prompt_setting_keys(ds)
+template = st.text_area("Template (stored verbatim with each run)",
+                        ui.setting(meta_key, P.default_meta_prompt(ds.has_labels)), height=320)
 with st.expander("Placeholders"):
     st.table([{"placeholder": "{" + k + "}", "what it shows": v} for k, v in P.PLACEHOLDERS.items()])
 try:
     P.check_template(template)
     ui.set_setting(meta_key, template)
-    from promptlab.runs import DEFAULT_TASKS
+    from promptlab.runs import default_task
 
-    task_key = f"task.{ds_name}"
-    task = st.text_input("Task description shown to proposers", ui.setting(task_key, DEFAULT_TASKS[ds.kind].format(name=ds_name)))
+    task = st.text_input("Task description shown to proposers", ui.setting(task_key, default_task(ds)))
     ui.set_setting(task_key, task)
     preview = manual.preview_meta_prompt(store, ds, template, task, metric, ui.runs_table())
     with st.expander("Live preview with the current history", expanded=False):

@@ -5,6 +5,7 @@ from promptlab import runs, ui, ui_review
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate
 from promptlab.metrics import GLOBAL_METRICS
+from promptlab.objective import default_spec
 from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS
 
 st.set_page_config(page_title="promptlab · Runs", layout="wide")
@@ -23,8 +24,7 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
     target_default = ui.setting("target", ui.DEFAULT_TARGET)
     target = c2.selectbox("Target", model_names, index=model_names.index(target_default) if target_default in model_names else 0, key="runs.target")
     run_ds = ui.dataset(ds_name)
-    metric_default = ui.setting("metric", "accuracy") if run_ds.has_labels else \
-        ((run_ds.scoring or {}).get("metric") or ("normalized" if run_ds.kind == "reference" else "judge"))
+    metric_default = ui.setting("metric", "accuracy") if run_ds.has_labels else default_spec(run_ds)
     if run_ds.has_labels and ":" not in metric_default and metric_default not in GLOBAL_METRICS:
         metric_default = "accuracy"  # a scorer picked for another dataset
     metric = c3.text_input("Metric", metric_default, key=f"runs.metric.{ds_name}",
@@ -79,14 +79,14 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
         extra["demo_format"] = demo_format
     try:
         ds = ui.dataset(ds_name)
+        meta_key, task_key = ui.prompt_setting_keys(ds)
         saved = store.baselines(ds.id)
         baselines = [PromptTemplate(s, u) for _, s, u in saved] or None
         config = runs.make_config(
             ds, choices[target], [choices[p] for p in proposers], metric=metric, seed=int(seed),
             arena_k=int(arena_k) or None, candidates=int(candidates), rounds=int(rounds),
             budget_calls=int(budget) or None, patience=int(patience) or None, baselines=baselines,
-            meta_prompt=ui.setting("meta_prompt" if ds.has_labels else "meta_prompt_open", None),
-            task=ui.setting(f"task.{ds_name}", None), minibatch_size=int(minibatch),
+            meta_prompt=ui.setting(meta_key, None), task=ui.setting(task_key, None), minibatch_size=int(minibatch),
             gate=gate, strategy=strategy, review="rounds" if review_mode else "off", store=store, **extra,
         )
         proj = runs.projection(store, config)

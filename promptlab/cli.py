@@ -298,8 +298,7 @@ def cmd_eval(args) -> int:
     spec = resolve_model(args.model, store)
     prompt = _load_prompt(args)
     prompt.check(ds.input_cols)
-    metric_spec = None if (ds.kind != "labels" and args.metric == "accuracy") else args.metric
-    metric = parse_objective(metric_spec, ds, _judge_record(args, ds), store)
+    metric = parse_objective(args.metric, ds, _judge_record(args, ds), store)
     examples = ds.split(args.split, seed=args.seed)
     if args.limit is not None:
         if args.limit < 1:
@@ -929,7 +928,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt-file", help="a text file, or JSON {\"system\": ..., \"user\": ...}")
     p.add_argument("--system", help="system message (then --prompt is the user message)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
-    p.add_argument("--metric", default="accuracy", help="accuracy, balanced_accuracy, macro_f1, mcc, cohen_kappa, precision:L, recall:L, f1:L, specificity:L")
+    p.add_argument("--metric", help="labels: accuracy (default), balanced_accuracy, macro_f1, mcc, cohen_kappa, precision:L, "
+                                    "recall:L, f1:L, specificity:L; other datasets: a scorer or judge (default: the dataset's)")
     p.add_argument("--limit", type=int, help="evaluate a stratified sample of N examples")
     p.add_argument("--seed", type=int, help="split seed (default: the dataset's)")
     p.add_argument("--max-tokens", type=int, help="reply length cap (default: sized to the longest label)")
@@ -952,7 +952,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arena", type=int, default=2, help="proposers drawn per round (0: all of them; default 2)")
     p.add_argument("--candidates", type=int, default=2, help="candidates each proposer writes per round (default 2)")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--metric", default="accuracy")
+    p.add_argument("--metric", help="default: accuracy for labels, the dataset's own scoring otherwise")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", type=int, help="max target calls for the search (test scoring is extra)")
     p.add_argument("--max-proposer-calls", type=int)

@@ -468,19 +468,12 @@ def prepare(
     if kind != "labels":
         return _prepare_open(frame, name, input_cols, label_col, fractions, split_seed, filename,
                              encoding or frame.attrs.get("encoding", ""), kind)
-    sub, stripped, rownums, blank_dropped = _rows(frame, list(input_cols) + [label_col])
+    sub, stripped, rownums, blank_dropped = _rows(frame, list(input_cols) + [label_col], filename)
 
-    missing_label = (stripped[label_col] == "").to_numpy()
-    if missing_label.any():
-        rows = [rownums[i] for i in np.flatnonzero(missing_label)[:5]]
-        raise DataError(
-            f"{filename}: {int(missing_label.sum())} row(s) have no label in '{label_col}' (rows {', '.join(map(str, rows))}"
-            f"{' …' if missing_label.sum() > 5 else ''}). Fill in or remove those rows."
-        )
+    _refuse_rows((stripped[label_col] == "").to_numpy(), rownums, filename, f"have no label in '{label_col}'",
+                 "Fill in or remove those rows.")
     _check_inputs(stripped, input_cols, rownums, filename)
 
-    if sub.empty:
-        raise DataError(f"{filename}: every row is blank. Add examples (one per row) below the header.")
     originals = stripped[label_col].tolist()
     norms = [normalize_label(v) for v in originals]
     spellings: dict[str, Counter] = {}
@@ -542,40 +535,39 @@ def prepare(
     )
 
 
-def _rows(frame: pd.DataFrame, cols: list[str]):
-    """The used columns as text, without completely blank rows: (rows, trimmed rows, file line numbers, blanks dropped)."""
+def _rows(frame: pd.DataFrame, cols: list[str], filename: str):
+    """The used columns as text, without completely blank rows: (rows, trimmed rows, file line numbers, blanks
+    dropped). Refuses a file whose rows are all blank."""
     sub = frame[cols].astype(str)
     stripped = sub.apply(lambda s: s.str.strip())
     blank = (stripped == "").all(axis=1)
     sub, stripped = sub[~blank], stripped[~blank]
+    if sub.empty:
+        raise DataError(f"{filename}: every row is blank. Add examples (one per row) below the header.")
     return sub, stripped, (sub.index + 2).tolist(), int(blank.sum())  # 1-based lines in a file with a header
 
 
+def _refuse_rows(bad, rownums: list[int], filename: str, what: str, fix: str) -> None:
+    """Refuse the file when any row is flagged in `bad`, naming how many and the first five file lines."""
+    if bad.any():
+        rows = [rownums[i] for i in np.flatnonzero(bad)[:5]]
+        raise DataError(f"{filename}: {int(bad.sum())} row(s) {what} (rows {', '.join(map(str, rows))}"
+                        f"{' …' if bad.sum() > 5 else ''}). {fix}")
+
+
 def _check_inputs(stripped: pd.DataFrame, input_cols, rownums: list[int], filename: str) -> None:
-    empty_input = (stripped[list(input_cols)] == "").all(axis=1).to_numpy()
-    if empty_input.any():
-        rows = [rownums[i] for i in np.flatnonzero(empty_input)[:5]]
-        raise DataError(
-            f"{filename}: {int(empty_input.sum())} row(s) have an empty input (rows {', '.join(map(str, rows))}"
-            f"{' …' if empty_input.sum() > 5 else ''}). Fill in or remove those rows."
-        )
+    _refuse_rows((stripped[list(input_cols)] == "").all(axis=1).to_numpy(), rownums, filename, "have an empty input",
+                 "Fill in or remove those rows.")
 
 
 def _prepare_open(frame, name, input_cols, label_col, fractions, split_seed, filename, encoding, kind) -> LabeledDataset:
     """A dataset with a reference answer per row, or with no target at all: inputs checked the same way,
     the reference kept verbatim (trimmed), and a plain seeded split (there are no labels to stratify)."""
-    sub, stripped, rownums, blank_dropped = _rows(frame, list(input_cols) + ([label_col] if label_col else []))
-    if sub.empty:
-        raise DataError(f"{filename}: every row is blank. Add examples below the header.")
+    sub, stripped, rownums, blank_dropped = _rows(frame, list(input_cols) + ([label_col] if label_col else []), filename)
     if label_col:
-        missing = (stripped[label_col] == "").to_numpy()
-        if missing.any():
-            rows = [rownums[i] for i in np.flatnonzero(missing)[:5]]
-            raise DataError(
-                f"{filename}: {int(missing.sum())} row(s) have no reference answer in '{label_col}' (rows "
-                f"{', '.join(map(str, rows))}{' …' if missing.sum() > 5 else ''}). Fill them in, remove those rows, "
-                "or import the file as unlabeled (no reference) to score it with a judge or by hand."
-            )
+        _refuse_rows((stripped[label_col] == "").to_numpy(), rownums, filename,
+                     f"have no reference answer in '{label_col}'", "Fill them in, remove those rows, or import the file "
+                     "as unlabeled (no reference) to score it with a judge or by hand.")
     _check_inputs(stripped, input_cols, rownums, filename)
     if len(sub) < len(SPLITS):
         raise DataError(f"{filename}: {len(sub)} row(s) cannot be split into train, val and test. Add examples.")

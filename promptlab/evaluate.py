@@ -22,6 +22,7 @@ from promptlab.data import LabeledDataset, normalize_label
 from promptlab.errors import PromptlabError
 from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS
 from promptlab.models import Completion, ModelSpec, RetryPolicy, complete, request_key, request_record, warm_up
+from promptlab.objective import is_scored
 from promptlab.store import Store
 
 # --- prompt templates ------------------------------------------------------------------------------
@@ -344,7 +345,7 @@ class EvalResult:
     @property
     def scored(self) -> bool:
         """Scored per example (a reference scorer or a judge) rather than by a label metric."""
-        return bool(getattr(self.metric, "per_example", False))
+        return is_scored(self.metric)
 
     @property
     def score(self) -> float:
@@ -467,7 +468,7 @@ def evaluate(
 
     rows = []
     seen_fresh: set[str] = set()
-    scored = bool(getattr(metric, "per_example", False))
+    scored = is_scored(metric)
     for key, idx, text, gold, gold_norm in zip(
         keys, examples["idx"], examples["text"], examples["label"], examples["label_norm"]
     ):
@@ -492,8 +493,6 @@ def evaluate(
             pred, how = reply.strip(), "judged"  # the score comes from the judge, below
         if scored and score is None and how != "judged":
             score = 0.0
-        if metric is None:
-            score = None
         rows.append({
             "example_idx": int(idx), "text": text, "gold": gold, "gold_norm": gold_norm, "reply": reply,
             "pred": pred, "parse": how, "correct": (pred == gold_norm) if not scored else bool(score is not None and score >= 1.0),

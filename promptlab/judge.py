@@ -68,6 +68,10 @@ class Judge:
         if self.hi <= self.lo:
             raise JudgeError(f"the judge's scale {self.lo}–{self.hi} is empty: the top must be above the bottom")
 
+    def to_record(self) -> dict:
+        """The stored form (a dataset's scoring, a run's config): the model as a spec record."""
+        return {"model": self.model.to_record(), "rubric": self.rubric, "lo": self.lo, "hi": self.hi}
+
     def messages(self, input_text: str, output: str, reference: str | None = None) -> list[dict]:
         block = f"\n## A reference answer (for comparison)\n<reference>\n{fence(reference)}\n</reference>\n" if reference else ""
         return [{"role": "user", "content": JUDGE_PROMPT.format(

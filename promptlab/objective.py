@@ -101,6 +101,14 @@ def metric_choices(kind: str) -> list[str]:
     return []
 
 
+def default_spec(dataset) -> str:
+    """What a dataset is scored by when nothing else is named: accuracy for labels, else its stored scoring,
+    else the normalized match for reference answers and the judge for outputs without a target."""
+    if dataset.kind == "labels":
+        return "accuracy"
+    return ((dataset.scoring or {}).get("metric") or (DEFAULT_SCORER if dataset.kind == "reference" else "judge")).strip()
+
+
 def judge_from(rec: dict | None, store=None) -> Judge:
     """A Judge from a stored scoring record {"model": name or spec record, "rubric", "lo", "hi"}."""
     from promptlab.models import resolve_model, spec_from_record
@@ -123,9 +131,8 @@ def parse_objective(spec: str | None, dataset, judge: dict | None = None, store=
         if spec and spec.strip().lower() == "judge":
             raise ObjectiveError("a labeled dataset is scored by a label metric (accuracy, recall:LABEL, …), "
                                  "not by a judge: import it as a reference-answer dataset to judge its outputs")
-        return M.parse_metric(spec or "accuracy", dataset.labels)
-    spec = (spec or (dataset.scoring or {}).get("metric") or
-            (DEFAULT_SCORER if dataset.kind == "reference" else "judge")).strip()
+        return M.parse_metric(spec or default_spec(dataset), dataset.labels)
+    spec = (spec or default_spec(dataset)).strip()
     if spec.lower() == "judge":
         return ScoreMetric(judge=judge_from(judge or (dataset.scoring or {}).get("judge"), store))
     if dataset.kind == "unlabeled":
@@ -146,7 +153,7 @@ def check_scoring(scoring: dict, dataset, store=None) -> dict:
     judge = scoring.get("judge")
     if judge and (judge.get("model") or judge.get("rubric")):
         j = judge_from({**judge, "rubric": judge.get("rubric") or DEFAULT_RUBRIC}, store)
-        out["judge"] = {"model": j.model.to_record(), "rubric": j.rubric, "lo": j.lo, "hi": j.hi}
+        out["judge"] = j.to_record()
     if out["metric"]:
         parse_objective(out["metric"], dataset, out.get("judge"), store)
     return {k: v for k, v in out.items() if v}
@@ -158,4 +165,4 @@ def run_judge(config_judge: dict | None, dataset) -> dict | None:
 
 
 __all__ = ["ScoreMetric", "Objective", "ObjectiveError", "parse_objective", "check_scoring", "is_scored", "judge_from",
-           "metric_choices", "DEFAULT_RUBRIC"]
+           "metric_choices", "default_spec", "DEFAULT_RUBRIC"]

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate, dataset_params, evaluate, model_key
+from promptlab.evaluate import PromptTemplate, _num, dataset_params, evaluate, model_key
+from promptlab.objective import is_scored
 from promptlab.store import Store
 
 ACTIONS = ("keep", "discard", "edit", "add", "rescore", "continue", "stop")
@@ -122,7 +123,7 @@ def rescore(store: Store, run_id: str, candidate_id: int, *, who: str = "analyst
     res = evaluate(store, ctx.target, template, ctx.dataset, examples, ctx.metric, split="train+val", run_id=run_id,
                    max_tokens=ctx.max_tokens)
     lo, hi = res.ci
-    detail = {"on": "train+val", "score": _f(res.score), "ci": [_f(lo), _f(hi)], "n": res.n}
+    detail = {"on": "train+val", "score": _num(res.score), "ci": [_num(lo), _num(hi)], "n": res.n}
     store.add_decision(run_id, pause.round, "rescore", int(candidate_id), None, who, note, detail)
     return detail
 
@@ -131,10 +132,6 @@ def _template(r) -> PromptTemplate:
     return PromptTemplate.from_record({"system": r["system"], "user": r["user"], "demos": r["demos"],
                                        "demo_format": r["demo_format"], "similar_k": r["similar_k"],
                                        "similar_by": r["similar_by"]})
-
-
-def _f(x):
-    return None if x is None or x != x else round(float(x), 6)
 
 
 def _same(a, b) -> bool:
@@ -163,7 +160,7 @@ def round_view(store: Store, run_id: str, n_outputs: int = 3) -> dict:
             evals[r["prompt_id"]] = store.evaluations(r["prompt_id"], mk, ctx.dataset.id).set_index("example_idx")
         return evals[r["prompt_id"]]
 
-    scored = bool(getattr(ctx.metric, "per_example", False))
+    scored = is_scored(ctx.metric)
     val_idx = set(ctx.valset["idx"].astype(int))
     texts = dict(zip(ctx.dataset.frame["idx"].astype(int), ctx.dataset.frame["text"]))
     golds = dict(zip(ctx.dataset.frame["idx"].astype(int), ctx.dataset.frame["label"]))

@@ -42,6 +42,12 @@ DEFAULT_TASKS = {
     "unlabeled": "Respond to each input from the dataset '{name}'; each reply is graded by a rubric.",
 }
 REVIEW_MODES = ("off", "rounds")
+
+
+def default_task(dataset: LabeledDataset) -> str:
+    """The task description proposers see when the analyst wrote none."""
+    return DEFAULT_TASKS[dataset.kind].format(name=dataset.name)
+
 STRATEGIES = {"arena": Arena, "fewshot": FewShot, "gradient": Gradient}
 NEEDS_PROPOSERS = {"arena", "gradient"}
 MODEL_PARAMS = ("critic", "editor")  # strategy settings that name a model (stored as spec records)
@@ -104,7 +110,7 @@ def make_config(
     target: ModelSpec,
     proposers: list[ModelSpec],
     *,
-    metric: str = "accuracy",
+    metric: str | None = None,
     seed: int = 0,
     arena_k: int | None = 2,
     candidates: int = 2,
@@ -142,15 +148,10 @@ def make_config(
     arena_k = arena_k or None  # 0: every proposer, every round
     from promptlab.objective import parse_objective, run_judge
 
-    if dataset.kind != "labels" and metric == "accuracy":
-        metric = None  # the CLI's default: take the dataset's own scoring
     objective = parse_objective(metric, dataset, run_judge(judge, dataset), store)
     metric = objective.spec
-    judge_rec = None
-    if getattr(objective, "judge", None) is not None:
-        j = objective.judge
-        judge_rec = {"model": j.model.to_record(), "rubric": j.rubric, "lo": j.lo, "hi": j.hi}
-    template = meta_prompt or (P.DEFAULT_META_PROMPT if dataset.has_labels else P.DEFAULT_META_PROMPT_OPEN)
+    judge_rec = objective.judge.to_record() if getattr(objective, "judge", None) is not None else None
+    template = meta_prompt or P.default_meta_prompt(dataset.has_labels)
     try:
         P.check_template(template)
     except P.MetaPromptError as exc:
@@ -192,7 +193,7 @@ def make_config(
         budget={"max_rounds": rounds, "max_target_calls": budget_calls, "max_proposer_calls": max_proposer_calls,
                 "max_proposer_tokens": max_proposer_tokens, "patience": patience},
         baselines=tuple(b.to_record() for b in baselines),
-        meta_prompt=template, task=task or DEFAULT_TASKS[dataset.kind].format(name=dataset.name),
+        meta_prompt=template, task=task or default_task(dataset),
         judge=judge_rec, review=review,
     )
 
@@ -316,22 +317,21 @@ def execute(store: Store, run_id: str, stop: threading.Event | None = None, on_s
     status = "finished"
     try:
         for seq, step in enumerate(strategy.run(ctx)):
-            if seq < len(stored_kinds):
-                if stored_kinds[seq] != step.kind:
-                    raise PromptlabError(
-                        f"run {run_id} cannot resume: replay diverged at step {seq} ({step.kind} instead of "
-                        f"{stored_kinds[seq]}). The target model is not deterministic, or its settings changed."
-                    )
-                if step.kind == "review_requested" and not round_closed(store, run_id, step.round):
-                    status = "paused"
-                    break
-                continue
-            store.save_step(run_id, seq, step.kind, _jsonable(step.to_record()), _candidate_update(step))
-            if on_step:
-                on_step(step)
+            replayed = seq < len(stored_kinds)
+            if replayed and stored_kinds[seq] != step.kind:
+                raise PromptlabError(
+                    f"run {run_id} cannot resume: replay diverged at step {seq} ({step.kind} instead of "
+                    f"{stored_kinds[seq]}). The target model is not deterministic, or its settings changed."
+                )
+            if not replayed:
+                store.save_step(run_id, seq, step.kind, _jsonable(step.to_record()), _candidate_update(step))
+                if on_step:
+                    on_step(step)
             if step.kind == "review_requested" and not round_closed(store, run_id, step.round):
                 status = "paused"  # the analyst decides; continuing replays up to here and reads the decisions
                 break
+            if replayed:
+                continue
             if stop is not None and stop.is_set():
                 status = "stopped"
                 break
@@ -647,7 +647,7 @@ def markdown_report(store: Store, run_id: str) -> str:
         f"- Proposers: {', '.join(p['model'] + ' (' + p['family'] + ')' for p in s['proposers'])}",
         f"- Status: {s['status']} ({s.get('reason') or '—'}), {s['rounds']} round(s), {s['candidates']} candidates, "
         f"{s['gated']} stopped at the minibatch gate ({s['calls_saved_by_gate']} calls saved)",
-        *([f"- {decisions_line(s)[0].upper()}{decisions_line(s)[1:]}"] if decisions_line(s) else []),
+        *([f"- {dec[0].upper()}{dec[1:]}"] if (dec := decisions_line(s)) else []),
         "",
         "## Result (95% CIs; test is held out: no proposer ever saw it)",
         "",

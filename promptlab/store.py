@@ -238,6 +238,15 @@ class CachedCall:
     cost: float | None
 
 
+def _filtered(sql: str, params: list, **equal) -> tuple[str, list]:
+    """`sql` (ending in a WHERE clause) narrowed by `column = value` for each given value that is not None."""
+    for column, value in equal.items():
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params = [*params, value]
+    return sql, params
+
+
 def _is_lock_error(exc: Exception) -> bool:
     text = str(exc)
     return "Could not set lock" in text or "Conflicting lock" in text or "database is locked" in text
@@ -857,12 +866,8 @@ class Store:
         return row[0]
 
     def decisions(self, run_id: str, round_: int | None = None) -> list[dict]:
-        sql = ("SELECT round, seq, action, candidate_id, text, who, note, detail, created_at FROM decisions"
-               " WHERE run_id = ?")
-        params: list = [run_id]
-        if round_ is not None:
-            sql += " AND round = ?"
-            params.append(round_)
+        sql, params = _filtered("SELECT round, seq, action, candidate_id, text, who, note, detail, created_at"
+                                " FROM decisions WHERE run_id = ?", [run_id], round=round_)
         rows = self._all(sql + " ORDER BY round, seq", params)
         return [{"round": r[0], "seq": r[1], "action": r[2], "candidate_id": r[3], "text": r[4], "who": r[5],
                  "note": r[6] or "", "detail": json.loads(r[7]) if r[7] else {}, "created_at": r[8]} for r in rows]
@@ -880,15 +885,9 @@ class Store:
             )
 
     def grades(self, dataset_id: str, prompt_id: str | None = None, model_key: str | None = None) -> pd.DataFrame:
-        sql = ("SELECT dataset_id, prompt_id, model_key, example_idx, output_hash, output, grade, scale, note, grader,"
-               " blind, created_at FROM grades WHERE dataset_id = ?")
-        params: list = [dataset_id]
-        if prompt_id is not None:
-            sql += " AND prompt_id = ?"
-            params.append(prompt_id)
-        if model_key is not None:
-            sql += " AND model_key = ?"
-            params.append(model_key)
+        sql, params = _filtered("SELECT dataset_id, prompt_id, model_key, example_idx, output_hash, output, grade, scale,"
+                                " note, grader, blind, created_at FROM grades WHERE dataset_id = ?", [dataset_id],
+                                prompt_id=prompt_id, model_key=model_key)
         return self._df(sql + " ORDER BY created_at, example_idx", params)
 
     def run_call_counts(self, run_id: str) -> dict:

@@ -262,6 +262,12 @@ def chart_exports(fig, stem: str, key: str) -> None:
                            key=f"{key}.png")
 
 
+def prompt_setting_keys(ds) -> tuple[str, str]:
+    """Where the Prompts page keeps the meta-prompt template (one per kind of task) and the task text (one per
+    dataset), for the Runs page to start runs with them."""
+    return ("meta_prompt" if ds.has_labels else "meta_prompt_open"), f"task.{ds.name}"
+
+
 def pick_run(key: str, empty_message: str) -> tuple[str, pd.DataFrame, dict[str, str]]:
     """A selector over optimization runs (newest first), remembering the choice across pages.
 

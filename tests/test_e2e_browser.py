@@ -25,6 +25,37 @@ def _launch(p):
                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
 
 
+def _import_upload(page, url: str, csv_path, name: str, preview: str, kind: str | None = None) -> None:
+    """Upload a file on the Datasets page (choosing what each row carries, if given) and import it."""
+    page.goto(url + "/Datasets")
+    page.wait_for_selector("text=Upload a dataset", timeout=90_000)
+    page.locator("input[type=file]").set_input_files(str(csv_path))
+    if kind:
+        page.get_by_text(kind, exact=True).click()
+    page.wait_for_selector(f"text={preview}", timeout=60_000)
+    page.get_by_role("button", name="Import dataset").click()
+    page.wait_for_selector(f"text=Imported '{name}'", timeout=60_000)
+
+
+def _start_run(page, minibatch: int, review: bool = False) -> None:
+    """A one-round run from the Runs page, on the dataset the session has selected."""
+    page.get_by_role("link", name="Runs").click()
+    page.wait_for_selector("text=Start a run", timeout=60_000)
+    page.wait_for_timeout(1500)
+    rounds = page.get_by_label("Rounds", exact=True)
+    if not rounds.is_visible():  # collapsed once the store holds runs (the other tests in this module)
+        page.locator("summary:has-text('Start a run')").click()
+    rounds.fill("1")
+    rounds.press("Enter")
+    box = page.get_by_label("Minibatch size")
+    box.fill(str(minibatch))
+    box.press("Enter")
+    if review:
+        page.get_by_text("Pause after each round for my review").click()
+    page.wait_for_selector("text=Projected:", timeout=60_000)
+    page.get_by_role("button", name="Start run").click()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
@@ -71,25 +102,11 @@ def test_upload_run_and_share_the_chart(server):
         browser = _launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
 
-        page.goto(url + "/Datasets")
-        page.wait_for_selector("text=Upload a dataset", timeout=90_000)
-        page.locator("input[type=file]").set_input_files(str(csv_path))
-        page.wait_for_selector("text=Label distribution", timeout=60_000)
-        page.get_by_role("button", name="Import dataset").click()
-        page.wait_for_selector("text=Imported 'my_tickets'", timeout=60_000)
+        _import_upload(page, url, csv_path, "my_tickets", "Label distribution")
         page.screenshot(path=str(ARTIFACTS / "1-datasets.png"))
 
         # The same browser session keeps the imported dataset selected on the Runs page.
-        page.get_by_role("link", name="Runs").click()
-        page.wait_for_selector("text=Start a run", timeout=60_000)
-        rounds = page.get_by_label("Rounds", exact=True)
-        rounds.fill("1")
-        rounds.press("Enter")
-        minibatch = page.get_by_label("Minibatch size")
-        minibatch.fill("6")
-        minibatch.press("Enter")
-        page.wait_for_selector("text=Projected:", timeout=60_000)
-        page.get_by_role("button", name="Start run").click()
+        _start_run(page, minibatch=6)
         page.wait_for_selector("[data-testid='stMetricValue']:has-text('finished')", timeout=600_000)
         page.wait_for_timeout(2500)
         page.screenshot(path=str(ARTIFACTS / "2-runs-finished.png"), full_page=True)
@@ -147,8 +164,7 @@ def test_a_cli_run_while_two_browser_sessions_watch(server):
         bad = ("Could not set lock", "Conflicting lock", "stayed locked", "Traceback", "database is locked")
         seen, views = [], 0
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            browser = _launch(p)
             sessions = [browser.new_context().new_page() for _ in range(2)]
             for page, path in zip(sessions, ("/Runs", "/Results")):
                 page.goto(url + path)
@@ -187,28 +203,8 @@ def test_semi_automatic_round_and_keyboard_grading_on_reference_answers(server):
     with sync_playwright() as p:
         browser = _launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(url + "/Datasets")
-        page.wait_for_selector("text=Upload a dataset", timeout=90_000)
-        page.locator("input[type=file]").set_input_files(str(csv_path))
-        page.get_by_text("a reference answer", exact=True).click()
-        page.wait_for_selector("text=Reference answers:", timeout=60_000)
-        page.get_by_role("button", name="Import dataset").click()
-        page.wait_for_selector("text=Imported 'qa_small'", timeout=60_000)
-
-        page.get_by_role("link", name="Runs").click()
-        page.wait_for_selector("text=Start a run", timeout=60_000)
-        page.wait_for_timeout(1500)
-        rounds = page.get_by_label("Rounds", exact=True)
-        if not rounds.is_visible():  # collapsed once the store holds runs (the other tests in this module)
-            page.locator("summary:has-text('Start a run')").click()
-        rounds.fill("1")
-        rounds.press("Enter")
-        minibatch = page.get_by_label("Minibatch size")
-        minibatch.fill("5")
-        minibatch.press("Enter")
-        page.get_by_text("Pause after each round for my review").click()
-        page.wait_for_selector("text=Projected:", timeout=60_000)
-        page.get_by_role("button", name="Start run").click()
+        _import_upload(page, url, csv_path, "qa_small", "Reference answers:", kind="a reference answer")
+        _start_run(page, minibatch=5, review=True)
         page.wait_for_selector("text=Round 1 is waiting for your review", timeout=600_000)
         page.wait_for_timeout(1500)
         page.screenshot(path=str(ARTIFACTS / "6-round-review.png"), full_page=True)

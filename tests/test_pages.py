@@ -24,15 +24,21 @@ def proposer_reply(messages, params):
     return "<prompt>Use MAGIC: route the message.</prompt><prompt>Be careful: route the message.</prompt>"
 
 
-@pytest.fixture
-def db(tmp_path, monkeypatch):
-    path = tmp_path / "pages.duckdb"
+def fake_models_db(path, monkeypatch, **replies):
+    """The dashboard's DB at `path` with the scripted target and proposer (and any `name=reply` given) saved as models."""
     monkeypatch.setenv("PROMPTLAB_DB", str(path))
     store = Store(path)
-    store.save_model("fake-target", make_spec(fakes.script("pages-target", target_reply), name="fake-target").to_record())
-    store.save_model("fake-prop", make_spec(fakes.script("pages-prop", proposer_reply), name="fake-prop").to_record())
+    models = {"fake-target": ("pages-target", target_reply), "fake-prop": ("pages-prop", proposer_reply)}
+    models |= {name.replace("_", "-"): (name.replace("_", "-"), reply) for name, reply in replies.items()}
+    for name, (script, reply) in models.items():
+        store.save_model(name, make_spec(fakes.script(script, reply), name=name).to_record())
     store.close()
     return path
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    return fake_models_db(tmp_path / "pages.duckdb", monkeypatch)
 
 
 def page(name: str) -> AppTest:

@@ -1,12 +1,9 @@
 """AppTest: the semi-automatic workflow in the dashboard on a labeled, a reference-answer and an unlabeled
 dataset, manual grading from the grading panel, and the judge check (scripted fake models: logic only)."""
-import re
-
 import pytest
 
-import fakes
-from test_pages import _wait, page, proposer_reply, target_reply
-from promptlab.models import make_spec
+from test_pages import _wait, fake_models_db, page
+from test_review import judge_reply
 from promptlab.store import Store
 
 QA = [("What is 2 + 2?", "4"), ("What is 3 + 5?", "8"), ("Capital of France?", "Paris"), ("What is 10 - 3?", "7"),
@@ -23,22 +20,9 @@ def qa_target(messages, params):
     return answer if ("MAGIC" in system or "only" in system.lower()) else f"The answer is {answer}."
 
 
-def judge_reply(messages, params):
-    answer = re.search(r"<answer>\n(.*?)\n</answer>", messages[-1]["content"], re.S).group(1)
-    return "Short.\nScore: 5" if len(answer) <= 8 else "Padded.\nScore: 2"
-
-
 @pytest.fixture
 def db(tmp_path, monkeypatch):
-    path = tmp_path / "review.duckdb"
-    monkeypatch.setenv("PROMPTLAB_DB", str(path))
-    store = Store(path)
-    store.save_model("fake-target", make_spec(fakes.script("pages-target", target_reply), name="fake-target").to_record())
-    store.save_model("fake-prop", make_spec(fakes.script("pages-prop", proposer_reply), name="fake-prop").to_record())
-    store.save_model("qa-target", make_spec(fakes.script("qa-target", qa_target), name="qa-target").to_record())
-    store.save_model("qa-judge", make_spec(fakes.script("qa-judge", judge_reply), name="qa-judge").to_record())
-    store.close()
-    return path
+    return fake_models_db(tmp_path / "review.duckdb", monkeypatch, qa_target=qa_target, qa_judge=judge_reply)
 
 
 def _import(kind: str, name: str):

@@ -130,6 +130,17 @@ def ref_proposer(messages, params):
     return "<prompt>Answer BRIEF: the answer only.</prompt><prompt>Think, then answer.</prompt>"
 
 
+def recording_proposer(name: str):
+    """A scripted proposer (ref_proposer's replies) and the list of meta-prompts it was shown."""
+    seen = []
+
+    def prop(messages, params):
+        seen.append(messages[-1]["content"])
+        return ref_proposer(messages, params)
+
+    return make_spec(fakes.script(name, prop)), seen
+
+
 @pytest.fixture
 def ref_dataset(store, tmp_path):
     path = tmp_path / "qa.csv"
@@ -150,13 +161,7 @@ def test_reference_dataset_imports_with_its_scoring_and_a_plain_split(store, ref
 
 def test_an_arena_on_reference_answers_learns_from_low_scores(store, ref_dataset):
     target = make_spec(fakes.script("ref-target", ref_target))
-    seen = []
-
-    def prop(messages, params):
-        seen.append(messages[-1]["content"])
-        return ref_proposer(messages, params)
-
-    proposer = make_spec(fakes.script("ref-prop", prop))
+    proposer, seen = recording_proposer("ref-prop")
     cfg = runs.make_config(ref_dataset, target, [proposer], rounds=1, minibatch_size=4, metric="exact", seed=1)
     assert cfg.metric == "exact" and "Reply with the answer only" not in cfg.meta_prompt
     run_id = runs.create_run(store, cfg)
@@ -182,13 +187,7 @@ def test_an_unlabeled_dataset_is_scored_by_the_judge_and_proposers_see_its_reaso
     assert ds.kind == "unlabeled" and ds.label_col == ""
     target = make_spec(fakes.script("open-target", ref_target))
     judge = make_spec(fakes.script("open-judge", judge_reply))
-    seen = []
-
-    def prop(messages, params):
-        seen.append(messages[-1]["content"])
-        return ref_proposer(messages, params)
-
-    proposer = make_spec(fakes.script("open-prop", prop))
+    proposer, seen = recording_proposer("open-prop")
     with pytest.raises(PromptlabError, match="judge"):
         runs.make_config(ds, target, [proposer], metric="exact")
     cfg = runs.make_config(ds, target, [proposer], rounds=1, minibatch_size=4, metric="judge", seed=1,

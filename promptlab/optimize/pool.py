@@ -272,10 +272,7 @@ def review_round(ctx: OptimizeContext, pool: Pool, round_: int, cands: list[Cand
             cand.discarded = False
             decided.add(cand.id)
             if cand.val is None:  # kept although the gate left it out: score it in full now
-                res = ctx.score(cand.template, ctx.valset, budgeted=False)
-                cand.val = res.score
-                yield CandidateScored(cand.id, cand.round, cand.minibatch, _f(res.score), _ci(res), res.n, "evaluated",
-                                      target_requests=ctx.counters.target_requests)
+                yield _score_on_val(ctx, cand)
             yield Decided(round_, action, cand.id, who, note)
         elif action in ("edit", "add"):
             parent = cand if action == "edit" else None
@@ -288,20 +285,14 @@ def review_round(ctx: OptimizeContext, pool: Pool, round_: int, cands: list[Cand
                 known.discarded = False
                 decided.add(known.id)
                 if known.val is None:
-                    res = ctx.score(known.template, ctx.valset, budgeted=False)
-                    known.val = res.score
-                    yield CandidateScored(known.id, known.round, known.minibatch, _f(res.score), _ci(res), res.n,
-                                          "evaluated", target_requests=ctx.counters.target_requests)
+                    yield _score_on_val(ctx, known)
                 yield Decided(round_, action, known.id, who, f"same prompt as candidate {known.id}. {note}".strip(),
                               parent.id if parent else None)
                 continue
             new, step = pool.add(round_, template, "human", "human", parents=(parent.id,) if parent else ())
             yield step
-            res = ctx.score(template, ctx.valset, budgeted=False)
-            new.val = res.score
             decided.add(new.id)
-            yield CandidateScored(new.id, round_, None, _f(res.score), _ci(res), res.n, "evaluated",
-                                  target_requests=ctx.counters.target_requests)
+            yield _score_on_val(ctx, new)
             yield Decided(round_, action, new.id, who, note, parent.id if parent else None)
         elif action == "rescore" and cand is not None:
             yield Decided(round_, action, cand.id, who, note, detail=d["detail"])
@@ -310,6 +301,14 @@ def review_round(ctx: OptimizeContext, pool: Pool, round_: int, cands: list[Cand
             yield Decided(round_, "keep" if c.val is not None else "discard", c.id, "rule",
                           "scored in full on val" if c.val is not None else "left out by the gate or the budget")
     return stopped
+
+
+def _score_on_val(ctx: OptimizeContext, cand: Cand) -> CandidateScored:
+    """Score a candidate the analyst chose on all of val, outside the search budget (the analyst spent those calls)."""
+    res = ctx.score(cand.template, ctx.valset, budgeted=False)
+    cand.val = res.score
+    return CandidateScored(cand.id, cand.round, cand.minibatch, _f(res.score), _ci(res), res.n, "evaluated",
+                           target_requests=ctx.counters.target_requests)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -54,6 +54,11 @@ Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags, sh
 {format}
 """
 
+def default_meta_prompt(has_labels: bool) -> str:
+    """The meta-prompt a run starts from: the label template, or the open one for reference and unlabeled data."""
+    return DEFAULT_META_PROMPT if has_labels else DEFAULT_META_PROMPT_OPEN
+
+
 PLACEHOLDERS: dict[str, str] = {
     "task": "the task description the user wrote",
     "metric": "the target metric in words, e.g. \"recall of label 'unsupportive'\"",
