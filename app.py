@@ -26,9 +26,11 @@ st.caption("Any litellm model also works: OpenAI-compatible servers (Ollama, vLL
            "Add them on the Meta-prompt and proposers page.")
 
 st.subheader("Try it")
-st.write("A small arena run on the demo data: target qwen2.5-coder-0.5b; proposers qwen2.5-coder-1.5b (same family, "
-         "bigger) and smollm2-135m (another family); 2 rounds, 300 target calls. It takes a few minutes on a laptop; "
-         "follow it on the Runs page.")
+st.write("A small run of the default strategy, auto, on the demo data: target qwen2.5-coder-0.5b; proposers "
+         "qwen2.5-coder-1.5b (same family, bigger) and smollm2-135m (another family) write instructions, then sets of "
+         "demonstrations are searched for the best of them, then the leader is edited from its mistakes; 600 target "
+         "calls, every candidate raced, and the result confirmed on val examples the search never saw (it replaces "
+         "the baseline only if it beats it beyond noise). It takes a few minutes on a laptop; follow it on the Runs page.")
 ready = set(zoo[zoo["status"] != "not installed"]["model"])
 needed = {"local/qwen2.5-coder-0.5b", "local/qwen2.5-coder-1.5b", "local/smollm2-135m"}
 if not needed <= ready:
@@ -39,7 +41,7 @@ elif st.button("Start a small run on the demo data", type="primary"):
         config = runs.make_config(
             ui.dataset(demo), choices["local/qwen2.5-coder-0.5b"],
             [choices["local/qwen2.5-coder-1.5b"], choices["local/smollm2-135m"]],
-            rounds=2, budget_calls=300, arena_k=2, candidates=2, minibatch_size=16, test_top=1,
+            rounds=2, budget_calls=600, test_top=1,
         )
         run_id = runs.create_run(store, config)
         ui.start_run(run_id)

@@ -1,4 +1,4 @@
-"""Runs: start a run (arena, few-shot, textual gradient, or a chain) with its projected calls, follow it live, stop and resume; all runs with status."""
+"""Runs: start a run (auto, arena, few-shot, textual gradient, or a chain) with its projected calls, follow it live, stop and resume; all runs with status."""
 import streamlit as st
 
 from promptlab import runs, ui, ui_review
@@ -6,7 +6,8 @@ from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate
 from promptlab.metrics import GLOBAL_METRICS
 from promptlab.objective import default_spec
-from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS
+
+STRATEGY_CHOICES = ["auto", "arena", "fewshot", "gradient", "arena,fewshot", "arena,gradient", "arena,gradient,fewshot"]
 
 st.set_page_config(page_title="promptlab · Runs", layout="wide")
 st.title("Runs")
@@ -33,68 +34,48 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
                                 "numeric[:TOL], token_f1, json:FIELD, or judge. No target: judge (the judge and its "
                                 "rubric are set per dataset on the Prompts page).")
     proposers = st.multiselect("Proposers", model_names, default=[m for m in ui.setting("proposers", ui.DEFAULT_PROPOSERS) if m in choices] or model_names[:2], key="runs.proposers")
-    c4, c5, c6, c7 = st.columns(4)
-    arena_k = c4.number_input("Arena: proposers per round (0 = all)", 0, 10, 2, key="runs.arena")
-    candidates = c5.number_input("Candidates per proposer", 1, 8, 2, key="runs.candidates")
-    rounds = c6.number_input("Rounds", 1, 50, 3, key="runs.rounds")
-    seed = c7.number_input("Seed", 0, 100_000, 0, key="runs.seed")
-    c8, c9, c10, c11 = st.columns(4)
-    budget = c8.number_input("Budget: target calls (0 = none)", 0, 1_000_000, 600, step=100, key="runs.budget")
-    patience = c9.number_input("Patience (0 = off)", 0, 50, 0, key="runs.patience")
-    minibatch = c10.number_input("Minibatch size", 4, 500, 24, key="runs.minibatch")
-    gate = c11.selectbox("Gate", ["ci", "mean", "off"], key="runs.gate")
-    c14, c15, c16 = st.columns(3)
-    strategy = c14.selectbox(
-        "Strategy", ["arena", "fewshot", "gradient", "arena,fewshot", "arena,gradient", "arena,gradient,fewshot"],
-        key="runs.strategy",
-        help="arena: proposers rewrite the instruction; fewshot: TPE search over demo sets for the best instructions; "
-             "gradient: a critic reads failures and an editor rewrites. A chain runs them in order on one budget.")
-    extra = {}
-    if "gradient" in strategy:
-        critic = c15.selectbox("Critic (gradient)", model_names, index=model_names.index(proposers[0]) if proposers else 0, key="runs.critic")
-        editor = c16.selectbox("Editor (gradient)", model_names, index=model_names.index(proposers[0]) if proposers else 0, key="runs.editor")
-        extra.update(critic=choices[critic], editor=choices[editor])
-    if "fewshot" in strategy:
-        methods = st.multiselect("Demo selection (fewshot)", ["random", "stratified", "bootstrapped", "similar"],
-                                 default=["random", "stratified", "bootstrapped", "similar"], key="runs.methods")
-        extra["methods"] = methods
-        if "similar" in methods:
-            extra["similarity"] = st.selectbox(
-                "Nearness for 'similar' demos", list(SIMILARITY_BACKENDS), key="runs.similarity",
-                help="tfidf: shared words and character n-grams (any language, instant); minilm: meaning, from "
-                     "the all-MiniLM-L6-v2 sentence-embedding model shipped in a package (offline; English-centred)")
+    c4, c5, c6, c7, c8 = st.columns(5)
+    strategy = c4.selectbox(
+        "Strategy", STRATEGY_CHOICES, key="runs.strategy",
+        help="auto (the default): proposers write instructions, then demonstration sets are searched for the best of "
+             "them, then the leader is edited from its failures, on one budget; every candidate is raced and the "
+             "result confirmed on held-back val. arena: proposers rewrite the instruction; fewshot: demo sets for "
+             "the best instructions; gradient: a critic reads failures and an editor rewrites. A chain runs them in "
+             "order on one budget.")
+    rounds = c5.number_input("Rounds (per stage)", 1, 50, 3, key="runs.rounds")
+    seed = c6.number_input("Seed", 0, 100_000, 0, key="runs.seed")
+    budget = c7.number_input("Budget: target calls (0 = none)", 0, 1_000_000, 600, step=100, key="runs.budget")
+    patience = c8.number_input("Patience (0 = off)", 0, 50, 0, key="runs.patience")
+    settings = runs.strategy_settings(strategy)
+    frame = {k: v for k, v in settings.items() if k in runs.FRAME_SETTINGS}
+    own = {k: v for k, v in settings.items() if k not in frame}
+    st.caption(f"Settings of {strategy}")
+    extra = ui.setting_inputs(own, model_names)
+    with st.expander("Racing and the result: how much of val each candidate gets, what confirms the winner"):
+        extra |= ui.setting_inputs(frame, model_names)
+    for key, value in list(extra.items()):
+        if settings[key].type == "model":
+            extra[key] = choices[value] if value else None
+        if value is None:
+            extra.pop(key)
     review_mode = st.checkbox(
         "Pause after each round for my review (semi-automatic)", key="runs.review",
         help="After every round the run waits: keep or discard the new candidates, edit one, add your own, re-score, "
              "then continue. Every decision is stored with who made it and shows in the charts.")
-    c12, c13 = st.columns(2)
-    demos = c12.selectbox("Demos attached to every instruction (arena)", ["none", "per-label", 2, 4, 8], key="runs.demos",
-                          help="Train examples shown with each prompt; the baseline is also scored with them, so the "
-                               "leaderboard separates what the demos did from what the rewriting did.")
-    demo_format = c13.selectbox("Demo format", ["chat", "inline"] + (["search"] if "fewshot" in strategy else []), key="runs.demo_format",
-                                help="chat: each demo is a user turn and an assistant answer; inline: pairs appended to the instruction")
-    if "arena" in strategy:
-        extra["demos"] = demos
-    if "arena" in strategy or "fewshot" in strategy:
-        extra["demo_format"] = demo_format
     try:
         ds = ui.dataset(ds_name)
         meta_key, task_key = ui.prompt_setting_keys(ds)
         saved = store.baselines(ds.id)
         baselines = [PromptTemplate(s, u) for _, s, u in saved] or None
         config = runs.make_config(
-            ds, choices[target], [choices[p] for p in proposers], metric=metric, seed=int(seed),
-            arena_k=int(arena_k) or None, candidates=int(candidates), rounds=int(rounds),
+            ds, choices[target], [choices[p] for p in proposers], metric=metric, seed=int(seed), rounds=int(rounds),
             budget_calls=int(budget) or None, patience=int(patience) or None, baselines=baselines,
-            meta_prompt=ui.setting(meta_key, None), task=ui.setting(task_key, None), minibatch_size=int(minibatch),
-            gate=gate, strategy=strategy, review="rounds" if review_mode else "off", store=store, **extra,
+            meta_prompt=ui.setting(meta_key, None), task=ui.setting(task_key, None),
+            strategy=strategy, review="rounds" if review_mode else "off", store=store, **extra,
         )
         proj = runs.projection(store, config)
-        search = proj["target_search"]
-        cap = f"; the budget caps the search at {proj['budget_calls']}" if proj["budget_calls"] else ""
-        st.info(f"Projected: {search['min']}–{search['max']} target calls for the search (expected ~{search['expected']}{cap}), "
-                f"{proj['target_test']} for the final test scoring, {proj['proposer_calls']} proposer calls. "
-                f"Baselines: {len(config.baselines)}. Calls already cached are free.")
+        line = runs.projection_line(proj)
+        st.info(f"Projected: {line}. Baselines: {len(config.baselines)}.")
         if problem := runs.budget_problem(proj):
             st.warning(problem[0].upper() + problem[1:])
         elif st.button("Start run", type="primary", key="runs.start"):
@@ -184,8 +165,10 @@ def live(run_id: str) -> None:
         st.error(job.error)
     board = runs.leaderboard(store, run_id)
     if len(board):
-        view = board[["id", "round", "proposer", "family", "status", "minibatch_score", "val_score", "val_ci_low",
-                      "val_ci_high", "test_score", "demos_shown", "text"]].rename(columns={"demos_shown": "demos"})
+        view = board[["id", "round", "proposer", "family", "status", "n_scored", "minibatch_score", "val_score", "val_ci_low",
+                      "val_ci_high", "confirm_score", "test_score", "demos_shown", "text"]].rename(
+            columns={"demos_shown": "demos", "n_scored": "val examples scored", "minibatch_score": "score on them",
+                     "confirm_score": "held-back val"})
         st.dataframe(view, hide_index=True, width="stretch",
                      column_config={"text": st.column_config.TextColumn("prompt", width="large")})
 

@@ -29,10 +29,12 @@ fmt = format_score
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Baseline val / test", f"{fmt(summary['baseline_val'])} / {fmt(summary['baseline_test'])}")
 gain = None if summary["best_test"] is None or summary["baseline_test"] is None else summary["best_test"] - summary["baseline_test"]
-c2.metric("Best val / test", f"{fmt(summary['best_val'])} / {fmt(summary['best_test'])}",
+c2.metric("Result val / test", f"{fmt(summary['best_val'])} / {fmt(summary['best_test'])}",
           delta=None if gain is None else f"{gain:+.3f} test vs baseline", delta_color="normal" if gain else "off")
 c3.metric("n (val / test)", f"{summary['n_val']} / {summary['n_test']}")
 c4.metric("Rounds · candidates", f"{summary['rounds']} · {summary['candidates']}")
+if result := runs.result_line(summary):
+    (st.success if summary["result"]["replaced_baseline"] else st.info)(result)
 if calls := runs.calls_line(summary):
     st.caption(calls[0].upper() + calls[1:] + ".")
 if fails := runs.failures_line(summary):
@@ -101,10 +103,13 @@ st.subheader("Leaderboard")
 board = runs.leaderboard(store, run_id)
 base_row = board[board["proposer"] == "baseline"].head(1)
 base_val = float(base_row["val_score"].iloc[0]) if len(base_row) else float("nan")
-view = board[["id", "round", "proposer", "family", "status", "val_score", "val_ci_low", "val_ci_high", "test_score",
-              "decision", "decided_by", "text"]].copy()
+view = board[["id", "round", "proposer", "family", "status", "n_scored", "minibatch_score", "val_score", "val_ci_low",
+              "val_ci_high", "confirm_score", "test_score", "decision", "decided_by", "text"]].copy()
 view.insert(len(view.columns) - 1, "demos", board["demos_shown"])
 view["Δ val vs baseline"] = view["val_score"] - base_val
+view["gap (val − held-back)"] = view["val_score"] - view["confirm_score"]
+view = view.rename(columns={"n_scored": "val examples scored", "minibatch_score": "score on them",
+                            "confirm_score": "held-back val"})
 st.dataframe(view, hide_index=True, width="stretch",
              column_config={"text": st.column_config.TextColumn("prompt", width="large")})
 st.download_button("Candidates as CSV", board.drop(columns=["meta_prompt"]).to_csv(index=False), file_name=f"{run_id}-candidates.csv",
@@ -143,7 +148,8 @@ if pd.notna(row["val_score"]):
                     f"{'; detail: the judge' + chr(39) + 's reasoning' if res.metric.judge is not None else ''})")
         st.dataframe(low.rename(columns={"gold": "reference"}), hide_index=True, width="stretch")
 else:
-    st.info("This candidate stopped at the minibatch gate: it has no full val score.")
+    st.info(f"This candidate was stopped after {row['n_scored']:.0f} val examples (the race, or the minibatch gate): "
+            "it could not beat the leader there, so it has no full val score.")
 
 # --- two runs side by side -------------------------------------------------------------------------
 st.subheader("Two runs side by side")

@@ -400,16 +400,13 @@ def cmd_optimize(args) -> int:
     elif args.baseline:
         baselines = [PromptTemplate.from_text(_unescape(b)) for b in args.baseline]
     meta = _read_text_file(args.meta_prompt_file, "--meta-prompt-file") if args.meta_prompt_file else None
-    extra = {k: v for k, v in {
-        "minibatch_size": args.minibatch, "gate": args.gate, "top_k": args.top_k, "temperature": args.temperature,
-        "test_top": args.test_top, "demos": args.demos, "demo_format": args.demo_format,
-        "critic": resolve_model(args.critic, store) if args.critic else None,
-        "editor": resolve_model(args.editor, store) if args.editor else None,
-        "methods": [m.strip() for m in args.demo_methods.split(",") if m.strip()] if args.demo_methods else None,
-        "max_demos": args.max_demos, "similarity": args.similarity,
-    }.items() if v is not None}
+    extra = {}
+    for name, setting in runs.all_settings().items():  # every strategy's declared settings (see optimize/settings.py)
+        value = getattr(args, name, None)
+        if value is not None:
+            extra[name] = resolve_model(value, store) if setting.type == "model" else value
     config = runs.make_config(
-        ds, target, proposers, metric=args.metric, seed=args.seed, arena_k=args.arena, candidates=args.candidates,
+        ds, target, proposers, metric=args.metric, seed=args.seed,
         rounds=args.rounds, budget_calls=args.budget, max_proposer_calls=args.max_proposer_calls,
         max_proposer_tokens=args.max_proposer_tokens, patience=args.patience, baselines=baselines, meta_prompt=meta,
         task=_unescape(args.task) if args.task else None, strategy=args.strategy,
@@ -419,14 +416,22 @@ def cmd_optimize(args) -> int:
     if problem := runs.budget_problem(proj, "--budget"):
         raise PromptlabError(problem)
     out = sys.stderr if args.json else sys.stdout
-    search = proj["target_search"]
-    budget = f", capped by --budget {proj['budget_calls']}" if proj["budget_calls"] else ""
-    print(f"projection: target calls for the search {search['min']}–{search['max']} (expected ~{search['expected']}{budget}), "
-          f"{proj['target_test']} for the final test scoring, {proj['proposer_calls']} proposer calls; "
-          "calls already in the cache are free", file=out)
+    print("projection: " + runs.projection_line(proj), file=out)
     run_id = runs.create_run(store, config)
     print(f"run {run_id}: {ds.name}, target {target.label}, proposers {', '.join(p.label for p in proposers)}", file=out)
     return _execute(store, run_id, args)
+
+
+def _setting_args(p) -> None:
+    """One flag per strategy setting, from its declaration (name, default, help); values are checked by
+    make_config against the same declaration, so the CLI repeats no names, defaults or limits."""
+    from promptlab import runs
+
+    g = p.add_argument_group("strategy settings (each applies to the strategies that have it)")
+    for name, s in runs.all_settings().items():
+        default = s.none if s.default is None and s.none else (",".join(s.default) if isinstance(s.default, tuple) else s.default)
+        metavar = "|".join(map(str, s.choices)) if s.choices else s.type.upper()
+        g.add_argument(s.cli_flag, dest=name, metavar=metavar, help=f"{s.help} (default {default})")
 
 
 def cmd_study(args) -> int:
@@ -523,7 +528,8 @@ def _step_line(step) -> str | None:
         return f"  {step.proposer}: {len(step.accepted)} candidate(s){' dropped ' + dropped if dropped else ''}{err}"
     if k == "candidate_scored":
         if step.status == "gated":
-            return f"  #{step.candidate_id}: minibatch {_fmt(step.minibatch_score)}, gated (saved {step.calls_saved} calls)"
+            return (f"  #{step.candidate_id}: {_fmt(step.minibatch_score)} on {step.n_scored or '?'} examples, stopped "
+                    f"(cannot beat the leader; saved {step.calls_saved} calls)")
         mb = f"minibatch {_fmt(step.minibatch_score)}, " if step.minibatch_score is not None else ""
         if step.status == "over budget":
             return f"  #{step.candidate_id}: {mb}over budget (the target-call budget ran out before its val score)"
@@ -537,6 +543,12 @@ def _step_line(step) -> str | None:
         return f"  #{step.candidate_id}: {step.proposer}, {len(step.demos)} demo(s){' pool, ' + str(step.similar_k) + ' nearest' if step.similar_k else ''} ({step.demo_format})"
     if k == "round_finished":
         return f"  best so far #{step.best_id}: val {_fmt(step.best_val)}{' (improved)' if step.improved else ''}"
+    if k == "confirmed":
+        ci = step.confirm_ci or (None, None)
+        return (f"confirm #{step.candidate_id}: {_fmt(step.confirm_score)} [{_fmt(ci[0])}, {_fmt(ci[1])}] on "
+                f"{step.n_confirm} held-back val examples (search score {_fmt(step.search_score)})")
+    if k == "winner_chosen":
+        return step.reading
     if k == "test_scored":
         return f"test #{step.candidate_id}: {_fmt(step.test_score)} [{_fmt(step.test_ci[0])}, {_fmt(step.test_ci[1])}] n={step.n_test}"
     if k == "run_finished":
@@ -553,16 +565,20 @@ def _print_run(store, s: dict) -> None:
     print(f"\nrun {s['run_id']} ({s['status']}{', ' + s['reason'] if s.get('reason') else ''}): {s['dataset']}, "
           f"target {s['target']}, metric {s['metric']}, seed {s['seed']}")
     print(f"baseline  val {_fmt(s['baseline_val'])}  test {_fmt(s['baseline_test'])}")
-    print(f"best #{s['best_id']} ({s['best_proposer']})  val {_fmt(s['best_val'])}  test {_fmt(s['best_test'])}"
+    print(f"result #{s['best_id']} ({s['best_proposer']})  val {_fmt(s['best_val'])}  test {_fmt(s['best_test'])}"
           f"  (val n={s['n_val']}, test n={s['n_test']})")
-    print("best prompt:\n  " + (s["best_prompt"] or "").replace("\n", "\n  "))
+    if line := runs.result_line(s):
+        print(line)
+    print("result prompt:\n  " + (s["best_prompt"] or "").replace("\n", "\n  "))
     board = runs.leaderboard(store, s["run_id"])
     print("\nleaderboard (val; test where scored)")
     for r in board.head(15).itertuples():
         text = (f"[+{r.demos_shown} demos] " if r.demos_shown else "") + " ".join(str(r.text).split())
-        val = f"{_fmt(r.val_score)} [{_fmt(r.val_ci_low)}, {_fmt(r.val_ci_high)}]" if r.val_score == r.val_score and r.val_score is not None else f"{r.status} (minibatch {_fmt(r.minibatch_score)})"
+        val = f"{_fmt(r.val_score)} [{_fmt(r.val_ci_low)}, {_fmt(r.val_ci_high)}]" if r.val_score == r.val_score and r.val_score is not None else f"{r.status} ({_fmt(r.minibatch_score)})"
+        n = f" n={int(r.n_scored)}" if r.n_scored == r.n_scored and r.n_scored is not None else ""
+        conf = f"  confirm {_fmt(r.confirm_score)}" if r.confirm_score == r.confirm_score and r.confirm_score is not None else ""
         test = f"  test {_fmt(r.test_score)}" if r.test_score == r.test_score and r.test_score is not None else ""
-        print(f"  #{r.id:<3} r{r.round:<2} {str(r.proposer)[:26]:<26} val {val}{test}  {text[:60]}")
+        print(f"  #{r.id:<3} r{r.round:<2} {str(r.proposer)[:26]:<26} val {val}{n}{conf}{test}  {text[:60]}")
     print("\nproposers (candidates asked, valid, best val, round wins)")
     for p in s["proposers"]:
         rate = f"{p['valid_rate']:.0%}" if p["valid_rate"] is not None else "n/a"
@@ -573,7 +589,7 @@ def _print_run(store, s: dict) -> None:
     if fails := runs.failures_line(s):
         print("\n" + fails)
     print(f"\n{runs.calls_line(s) or 'calls: none yet'}; "
-          f"{s['gated']} candidate(s) stopped at the minibatch gate saved {s['calls_saved_by_gate']} calls")
+          f"{s['gated']} candidate(s) stopped before all of val saved {s['calls_saved_by_gate']} calls")
 
 
 def cmd_runs_list(args) -> int:
@@ -940,17 +956,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="stored dataset name, or a file path to import")
     p.add_argument("--target", required=True, help="the model the prompt is for")
     p.add_argument("--proposers", default="", help="comma-separated proposer models (needed by arena and gradient)")
-    p.add_argument("--strategy", default="arena",
-                   help="arena, fewshot, gradient, or a chain joined by commas, e.g. arena,fewshot (default arena)")
-    p.add_argument("--critic", help="gradient: the model that critiques failures (default: the first proposer)")
-    p.add_argument("--editor", help="gradient: the model that rewrites the prompt (default: the first proposer)")
-    p.add_argument("--demo-methods", help="fewshot: comma-separated among random,stratified,bootstrapped,similar (default all)")
-    p.add_argument("--max-demos", type=int, help="fewshot: most demos per prompt (default 8)")
-    p.add_argument("--similarity", choices=list(SIMILARITY_BACKENDS),
-                   help="fewshot 'similar' demos: tfidf (word and character n-grams, default) or minilm "
-                        "(all-MiniLM-L6-v2 sentence embeddings, shipped in a package, offline)")
-    p.add_argument("--arena", type=int, default=2, help="proposers drawn per round (0: all of them; default 2)")
-    p.add_argument("--candidates", type=int, default=2, help="candidates each proposer writes per round (default 2)")
+    p.add_argument("--strategy", default="auto",
+                   help="auto (default: instructions, then demonstrations for the best of them, then edits, on one "
+                        "budget), arena, fewshot, gradient, or a chain joined by commas, e.g. arena,fewshot")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--metric", help="default: accuracy for labels, the dataset's own scoring otherwise")
     p.add_argument("--seed", type=int, default=0)
@@ -963,15 +971,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--baseline-file")
     p.add_argument("--meta-prompt-file", help="replace the meta-prompt template (see promptlab/optimize/prompts.py)")
     p.add_argument("--task", help="task description shown to the proposers")
-    p.add_argument("--minibatch", type=int, help="minibatch size for the gate (default 24)")
-    p.add_argument("--gate", choices=["ci", "mean", "off"], help="minibatch gate (default ci)")
-    p.add_argument("--top-k", type=int, help="prompts shown in the meta-prompt and the gate's K (default 4)")
-    p.add_argument("--temperature", type=float, help="proposer temperature (default 1.0)")
-    p.add_argument("--test-top", type=int, help="top prompts scored on test at the end (default 3)")
-    p.add_argument("--demos", type=_demos_arg, help="train demonstrations attached to every instruction: none, "
-                   "per-label (one example per label) or a number K (stratified); default none")
-    p.add_argument("--demo-format", choices=["chat", "inline", "search"],
-                   help="demos as chat turns (default) or inline in the instruction; fewshot also takes search (try both)")
+    _setting_args(p)
     p.add_argument("--review", action="store_true",
                    help="semi-automatic: pause after every round for your decisions (promptlab review RUN)")
     _judge_args(p)

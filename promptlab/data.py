@@ -693,6 +693,35 @@ def stratified_sample(frame: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFram
     return frame.iloc[picked]
 
 
+def stratified_order(frame: pd.DataFrame, seed: int = 0, by_label: bool = True) -> pd.DataFrame:
+    """The rows in a seeded order whose every prefix keeps the label mix: each label's rows are spread
+    evenly along the order (row j of a label with m rows sits near (j + u) / m), so the first 20 of a
+    race hold about the same shares as all of it, rare labels included. Without labels: a shuffle."""
+    rng = np.random.default_rng([seed, 7])
+    if not by_label or frame.empty:
+        return frame.iloc[rng.permutation(len(frame))]
+    labels = frame["label_norm"].to_numpy()
+    keys = np.empty(len(frame))
+    for lab in sorted(set(labels)):
+        rows = np.flatnonzero(labels == lab)
+        rows = rows[rng.permutation(len(rows))]
+        keys[rows] = (np.arange(len(rows)) + rng.uniform(0.05, 0.95, len(rows))) / len(rows)
+    return frame.iloc[np.argsort(keys, kind="stable")]
+
+
+def holdout_split(frame: pd.DataFrame, share: float, seed: int = 0, by_label: bool = True
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(kept, held back): `share` of the rows held back, stratified by label when there are labels."""
+    n = int(round(len(frame) * share))
+    if n <= 0 or len(frame) < 2:
+        return frame, frame.iloc[:0]
+    if by_label:
+        held = stratified_sample(frame, n, seed=seed + 1_000_003)
+    else:
+        held = frame.iloc[np.sort(np.random.default_rng([seed, 11]).permutation(len(frame))[:n])]
+    return frame.drop(held.index), held
+
+
 # --- persistence (SQL lives in store.py) -----------------------------------------------------------
 
 def import_dataset(

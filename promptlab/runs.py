@@ -13,20 +13,22 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from promptlab.data import LabeledDataset, stored_dataset
+from promptlab.data import LabeledDataset, holdout_split, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate, evaluate
-from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS
 from promptlab.metrics import format_score
-from promptlab.objective import parse_objective
+from promptlab.objective import parse_objective, run_judge
 from promptlab.models import ModelSpec, spec_from_record
 from promptlab.optimize import prompts as P
 from promptlab.optimize.arena import Arena
+from promptlab.optimize.auto import Auto
 from promptlab.optimize.chain import Chain
 from promptlab.optimize.fewshot import FewShot
 from promptlab.optimize.gradient import Gradient
+from promptlab.optimize.pool import PoolStrategy
+from promptlab.optimize.settings import merged_settings, settings_of
 from promptlab.optimize.base import (
-    Budget, CandidateProposed, CandidateScored, Counters, Decided, OptimizeContext, Step, TestScored,
+    Budget, CandidateProposed, CandidateScored, Confirmed, Counters, Decided, OptimizeContext, Step, TestScored,
 )
 from promptlab.store import Store
 
@@ -48,9 +50,34 @@ def default_task(dataset: LabeledDataset) -> str:
     """The task description proposers see when the analyst wrote none."""
     return DEFAULT_TASKS[dataset.kind].format(name=dataset.name)
 
-STRATEGIES = {"arena": Arena, "fewshot": FewShot, "gradient": Gradient}
+STRATEGIES = {"arena": Arena, "fewshot": FewShot, "gradient": Gradient, "auto": Auto}
+DEFAULT_STRATEGY = "auto"
 NEEDS_PROPOSERS = {"arena", "gradient"}
-MODEL_PARAMS = ("critic", "editor")  # strategy settings that name a model (stored as spec records)
+# Runs stored before racing and confirmation (config version 1) replay with the defaults they ran with.
+LEGACY_DEFAULTS = {"gate": "ci", "gate_level": 0.8, "minibatch_size": 24, "confirm": 0.0, "show_rejected": 0,
+                   "language": "off", "trials_per_round": 4}
+CONFIG_VERSION = 2
+# Settings every strategy shares (racing and the confirmation of the result); the rest are a strategy's own.
+FRAME_SETTINGS = tuple(s.name for s in settings_of(PoolStrategy))
+STRUCTURAL = {"proposers", "baselines", "meta_prompt", "name", "instructions", "demos_stage", "edits", "patience"}
+
+
+def strategy_classes(strategy: str) -> list[type]:
+    """The classes whose settings a strategy name (or chain) takes: auto takes its stages' too."""
+    out = []
+    for name in strategy_names(strategy):
+        out += [Auto, Arena, FewShot, Gradient] if name == "auto" else [STRATEGIES[name]]
+    return list(dict.fromkeys(out))
+
+
+def strategy_settings(strategy: str) -> dict:
+    """name -> Setting for a strategy (or chain): what make_config checks, the CLI and the Runs page show."""
+    return merged_settings(strategy_classes(strategy))
+
+
+def all_settings() -> dict:
+    """Every strategy's settings (the CLI offers them all; each run checks those of its strategy)."""
+    return merged_settings([Auto, Arena, FewShot, Gradient])
 
 
 def strategy_names(strategy: str) -> list[str]:
@@ -72,7 +99,7 @@ class RunConfig:
     proposers: tuple[dict, ...]
     metric: str = "accuracy"
     seed: int = 0
-    strategy: str = "arena"
+    strategy: str = DEFAULT_STRATEGY
     strategy_params: dict = field(default_factory=dict)
     budget: dict = field(default_factory=dict)
     baselines: tuple[dict, ...] = ({"system": DEFAULT_BASELINE, "user": "{input}"},)
@@ -88,6 +115,9 @@ class RunConfig:
     # "rounds": pause after every round for the analyst's decisions; "off": the rule decides (recorded).
     # Runs stored before decisions existed read as "none" and replay exactly as they ran.
     review: str = "off"
+    # 2: racing, confirmation on held-back val, rejected candidates shown. Runs stored before read as 1 and
+    # replay with LEGACY_DEFAULTS.
+    version: int = CONFIG_VERSION
 
     def to_record(self) -> dict:
         rec = asdict(self)
@@ -100,6 +130,7 @@ class RunConfig:
         rec = dict(rec)
         rec.setdefault("samples", "run")
         rec.setdefault("review", "none")
+        rec.setdefault("version", 1)
         rec["proposers"] = tuple(rec["proposers"])
         rec["baselines"] = tuple(rec["baselines"])
         return cls(**{k: v for k, v in rec.items() if k in cls.__dataclass_fields__})
@@ -112,8 +143,6 @@ def make_config(
     *,
     metric: str | None = None,
     seed: int = 0,
-    arena_k: int | None = 2,
-    candidates: int = 2,
     rounds: int = 5,
     budget_calls: int | None = None,
     max_proposer_calls: int | None = None,
@@ -122,17 +151,20 @@ def make_config(
     baselines: list[PromptTemplate] | None = None,
     meta_prompt: str | None = None,
     task: str | None = None,
-    strategy: str = "arena",
+    strategy: str = DEFAULT_STRATEGY,
     judge: dict | None = None,
     review: str = "off",
     store: Store | None = None,
+    arena_k: int | None = None,
+    candidates: int | None = None,
     **strategy_params,
 ) -> RunConfig:
     """Validate user choices into a RunConfig; every mistake is a PromptlabError naming the fix.
 
     `metric`: a label metric for labeled datasets; a scorer or "judge" for the others. `judge`: the
     judge record ({model: name or spec record, rubric, lo, hi}); without one the dataset's own is used.
-    `review`: "rounds" pauses after every round for the analyst's decisions."""
+    `review`: "rounds" pauses after every round for the analyst's decisions. `strategy_params`: the
+    strategy's settings (see `strategy_settings`), each checked by its own declaration."""
     names = strategy_names(strategy)
     if review not in REVIEW_MODES:
         raise PromptlabError(f"review must be {' or '.join(REVIEW_MODES)}, not {review!r}")
@@ -141,13 +173,24 @@ def make_config(
                              "(--proposers M1,M2)")
     if rounds < 1:
         raise PromptlabError("--rounds must be at least 1")
-    if candidates < 1:
-        raise PromptlabError("--candidates must be at least 1")
-    if arena_k is not None and arena_k < 0:
-        raise PromptlabError("--arena must be at least 1 (or 0 for all proposers every round)")
-    arena_k = arena_k or None  # 0: every proposer, every round
-    from promptlab.objective import parse_objective, run_judge
-
+    if arena_k is not None:
+        strategy_params["arena_k"] = arena_k
+    if candidates is not None:
+        strategy_params["candidates_per_proposer"] = candidates
+    settings = strategy_settings(strategy)
+    # Library callers may also set a strategy's finer knobs (its other fields); users get the declared settings.
+    knobs = set().union(*(cls.__dataclass_fields__ for cls in strategy_classes(strategy))) - STRUCTURAL
+    unknown = set(strategy_params) - set(settings) - knobs
+    if unknown:
+        raise PromptlabError(f"unknown {'/'.join(names)} setting(s): {', '.join(sorted(unknown))}")
+    params = {}
+    for key, value in strategy_params.items():
+        value = settings[key].check(value) if key in settings else value
+        if isinstance(value, ModelSpec):
+            value = value.to_record()
+        params[key] = value
+    if params.get("arena_k") == 0:
+        params["arena_k"] = None  # 0: every proposer, every round
     objective = parse_objective(metric, dataset, run_judge(judge, dataset), store)
     metric = objective.spec
     judge_rec = objective.judge.to_record() if getattr(objective, "judge", None) is not None else None
@@ -159,37 +202,24 @@ def make_config(
     baselines = baselines or [PromptTemplate.from_text(DEFAULT_BASELINES[dataset.kind])]
     for b in baselines:
         b.check(dataset.input_cols)
-    demos = strategy_params.get("demos", "none")
-    if not (demos in ("none", "per-label") or (isinstance(demos, int) and demos >= 0)):
-        raise PromptlabError(f"demos must be none, per-label or a number of demos, not {demos!r}")
+    demos = params.get("demos", "none")
     if demos == "per-label" and not dataset.has_labels:
         raise PromptlabError(f"'{dataset.name}' has no labels: give a number of demos instead of per-label")
     if demos not in ("none", 0) and dataset.kind == "unlabeled":
         raise PromptlabError(f"'{dataset.name}' has no reference answers to show as demos: use --demos none "
                              "(the few-shot strategy can still use the target's own full-marks replies)")
-    formats = ("chat", "inline", "search") if "fewshot" in names else ("chat", "inline")
-    if strategy_params.get("demo_format", "chat") not in formats:
-        raise PromptlabError(f"demo format must be {' or '.join(formats)}" + (" (search: let the few-shot search choose)" if "fewshot" in names else ""))
-    known = set().union(*(STRATEGIES[n].__dataclass_fields__ for n in names))
-    unknown = set(strategy_params) - known
-    if unknown:
-        raise PromptlabError(f"unknown {'/'.join(names)} setting(s): {', '.join(sorted(unknown))}")
-    for key in MODEL_PARAMS:
-        if isinstance(strategy_params.get(key), ModelSpec):
-            strategy_params[key] = strategy_params[key].to_record()
-    if strategy_params.get("methods") is not None:
-        from promptlab.optimize.fewshot import METHODS
-
-        bad = [m for m in strategy_params["methods"] if m not in METHODS]
-        if bad or not strategy_params["methods"]:
-            raise PromptlabError(f"unknown demo selection method(s) {', '.join(bad) or '(none given)'}: use {', '.join(METHODS)}")
-        strategy_params["methods"] = tuple(strategy_params["methods"])
-    if strategy_params.get("similarity", "tfidf") not in SIMILARITY_BACKENDS:
-        raise PromptlabError(f"similarity must be {' or '.join(SIMILARITY_BACKENDS)}, not {strategy_params['similarity']!r}")
+    if "auto" in names and sum(params.get(k, settings[k].default) for k in ("instructions_share", "demos_share",
+                                                                         "edits_share")) <= 0:
+        raise PromptlabError("auto needs a share above 0 for at least one stage (instructions, demos or edits)")
+    if params.get("confirm", settings["confirm"].default) > 0:
+        n_val = len(dataset.split("val"))
+        held = int(round(n_val * params.get("confirm", settings["confirm"].default)))
+        if held < 4 or n_val - held < 4:
+            raise PromptlabError(f"val has {n_val} examples: too few to hold {held} back for the confirmation and race on "
+                                 "the rest. Give the dataset more rows, or --confirm 0 to pick the best search score")
     return RunConfig(
         dataset_id=dataset.id, target=target.to_record(), proposers=tuple(p.to_record() for p in proposers),
-        metric=metric, seed=seed, strategy=",".join(names),
-        strategy_params={"arena_k": arena_k or None, "candidates_per_proposer": candidates, **strategy_params},
+        metric=metric, seed=seed, strategy=",".join(names), strategy_params=params,
         budget={"max_rounds": rounds, "max_target_calls": budget_calls, "max_proposer_calls": max_proposer_calls,
                 "max_proposer_tokens": max_proposer_tokens, "patience": patience},
         baselines=tuple(b.to_record() for b in baselines),
@@ -198,7 +228,7 @@ def make_config(
     )
 
 
-def build(store: Store, config: RunConfig, run_id: str) -> tuple[Arena, OptimizeContext]:
+def build(store: Store, config: RunConfig, run_id: str) -> tuple[object, OptimizeContext]:
     dataset = stored_dataset(store, config.dataset_id)
     target = spec_from_record(config.target)
     common = {
@@ -206,35 +236,90 @@ def build(store: Store, config: RunConfig, run_id: str) -> tuple[Arena, Optimize
         "baselines": tuple(PromptTemplate.from_record(b) for b in config.baselines),
         "meta_prompt": config.meta_prompt,
     }
-    params = dict(config.strategy_params)
-    for key in MODEL_PARAMS:
-        if isinstance(params.get(key), dict):
-            params[key] = spec_from_record(params[key])
-    if isinstance(params.get("methods"), list):
-        params["methods"] = tuple(params["methods"])
-    stages = []
-    for name in strategy_names(config.strategy):
-        cls = STRATEGIES[name]
-        fields = cls.__dataclass_fields__
-        stages.append(cls(**{k: v for k, v in {**common, **params}.items() if k in fields}))
+    params = dict(LEGACY_DEFAULTS) if config.version < 2 else {}
+    params.update(config.strategy_params)
+    settings = all_settings()
+    for key, value in list(params.items()):
+        if key in settings and settings[key].type == "model" and isinstance(value, dict):
+            params[key] = spec_from_record(value)
+        elif key in settings and settings[key].type == "choices" and isinstance(value, list):
+            params[key] = tuple(value)
+    stages = [_make_stage(name, common, params) for name in strategy_names(config.strategy)]
     strategy = stages[0] if len(stages) == 1 else Chain(tuple(stages))
+    valset = dataset.split("val", config.split_seed)
+    confirmset = valset.iloc[:0]
+    share = getattr(stages[0], "confirm", 0.0)
+    if share:
+        valset, confirmset = holdout_split(valset, share, config.seed, dataset.has_labels)
     ctx = OptimizeContext(
         store=store, run_id=run_id, dataset=dataset, target=target,
         metric=parse_objective(config.metric, dataset, config.judge, store),
-        trainset=dataset.split("train", config.split_seed), valset=dataset.split("val", config.split_seed),
+        trainset=dataset.split("train", config.split_seed), valset=valset,
         testset=dataset.split("test", config.split_seed), budget=Budget(**config.budget), seed=config.seed,
         task=config.task, max_tokens=config.max_tokens,
         sample_scope=f"seed-{config.seed}" if config.samples == "seed" else run_id, review=config.review,
+        confirmset=confirmset,
     )
     return strategy, ctx
 
 
+def _make_stage(name: str, common: dict, params: dict, **extra):
+    """One strategy from a run's settings; auto gets its stages built the same way."""
+    def make(cls, **more):
+        fields = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in {**common, **params, **more}.items() if k in fields})
+
+    if name != "auto":
+        return make(STRATEGIES[name], **extra)
+    auto = make(Auto)
+    has_proposers = bool(common["proposers"])
+    return make(
+        Auto,
+        instructions=make(Arena, patience=auto.stage_patience) if has_proposers and auto.instructions_share > 0 else None,
+        demos_stage=make(FewShot) if auto.demos_share > 0 else None,
+        edits=make(Gradient, patience=auto.stage_patience) if has_proposers and auto.edits_share > 0 else None,
+    )
+
+
 def projection(store: Store, config: RunConfig) -> dict:
-    """The calls a run will request, before it starts."""
+    """The calls a run will request, before it starts, and what racing and the confirmation do with them."""
     strategy, ctx = build(store, config, "projection")
-    return strategy.projection(len(ctx.trainset), len(ctx.valset), len(ctx.testset), ctx.budget.max_rounds) | {
-        "budget_calls": ctx.budget.max_target_calls,
+    n_val, n_confirm = len(ctx.valset), len(ctx.confirmset)
+    proj = strategy.projection(len(ctx.trainset), n_val, len(ctx.testset), ctx.budget.max_rounds) | {
+        "budget_calls": ctx.budget.max_target_calls, "n_val_search": n_val, "n_confirm": n_confirm,
+        "confirm_calls": strategy.confirm_reserve(n_confirm) if n_confirm else 0,
     }
+    gate = strategy.gate_config
+    if proj.get("candidates") and gate.kind != "off":
+        per = max(1.0, (proj["target_search"]["expected"] - proj["baseline_calls"]) / proj["candidates"])
+        proj["per_candidate"] = round(per, 1)  # expected target requests a candidate costs, racing it
+        if proj["budget_calls"]:
+            room = max(0, proj["budget_calls"] - proj["baseline_calls"] - proj["confirm_calls"])
+            proj["candidates_in_budget"] = int(room / per)
+            proj["candidates_full_val"] = int(room / n_val) if n_val else 0
+    return proj
+
+
+def projection_line(proj: dict) -> str:
+    """The projection in words (the CLI and the Runs page): calls, racing, confirmation."""
+    search = proj["target_search"]
+    cap = f", capped by the budget at {proj['budget_calls']}" if proj["budget_calls"] else ""
+    line = (f"target calls for the search {search['min']}–{search['max']} (expected ~{search['expected']}{cap}), "
+            f"{proj['target_test']} for the final test scoring, {proj['proposer_calls']} proposer calls")
+    if proj.get("per_candidate"):
+        line += (f"; racing scores a candidate on ~{proj['per_candidate']:.0f} of {proj['n_val_search']} search-val "
+                 "examples on average (only finalists read them all)")
+        if proj.get("candidates_in_budget") is not None:
+            line += (f", so the budget tries ~{proj['candidates_in_budget']} candidates where scoring each on all of "
+                     f"val would try {proj['candidates_full_val']}")
+    if proj.get("n_confirm"):
+        # The smallest gain a paired sign test at 95% can confirm on n examples, even with every changed answer
+        # in the candidate's favour: 2 * 0.5**(g n) < 0.05, so g > log2(40) / n.
+        floor = math.log2(40) / proj["n_confirm"]
+        line += (f"; {proj['n_confirm']} val examples are held back to confirm the finalists "
+                 f"(up to {proj['confirm_calls']} calls, inside the budget), so only a gain of at least "
+                 f"~{min(1.0, floor):.2f} can replace the baseline" + (" (add rows, or lower --confirm)" if floor > 0.25 else ""))
+    return line + "; calls already in the cache are free"
 
 
 def budget_problem(proj: dict, flag: str = "the budget") -> str | None:
@@ -291,7 +376,10 @@ def _candidate_update(step: Step) -> dict | None:
         return {"id": step.candidate_id, "status": step.status, "minibatch_score": step.minibatch_score,
                 "val_score": step.val_score,
                 "extra": {"val_ci": step.val_ci, "n_val": step.n_val, "calls_saved": step.calls_saved,
-                          "target_requests": step.target_requests}}
+                          "target_requests": step.target_requests, "n_scored": step.n_scored}}
+    if isinstance(step, Confirmed):
+        return {"id": step.candidate_id, "extra": {"confirm_score": step.confirm_score, "confirm_ci": step.confirm_ci,
+                                                   "n_confirm": step.n_confirm}}
     if isinstance(step, Decided) and step.candidate_id is not None and step.action in ("keep", "discard", "edit", "add"):
         return {"id": step.candidate_id, "extra": {"decision": "keep" if step.action in ("edit", "add") else step.action,
                                                    "decided_by": step.who}}
@@ -499,7 +587,33 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         "proposers": attribution(store, run_id, steps),
         "review": rec["config"].get("review", "none"),
         "decisions": _decision_counts(steps),
+        "result": _result(steps),
     }
+
+
+def result_line(summary: dict) -> str | None:
+    """How the result was chosen, in words (the CLI, the Results page and the report), or None for runs
+    stored before confirmation existed."""
+    r = summary.get("result")
+    if not r:
+        return None
+    line = r["reading"]
+    if r.get("gap") is not None:
+        line += (f" The finalist's search score {r['search_score']:.3f} against {r['confirm_score']:.3f} on the "
+                 f"held-back examples: a gap of {r['gap']:+.3f} (how much the search overrated it).")
+    return line
+
+
+def _result(steps: list[dict]) -> dict | None:
+    """How the run's result was chosen (runs that confirm on held-back val): the winner, whether it replaced
+    the baseline, the paired test, and the gap between its search and confirmation scores (the overfitting)."""
+    w = next((s for s in reversed(steps) if s["kind"] == "winner_chosen"), None)
+    if w is None:
+        return None
+    search, confirm = w.get("search_score"), w.get("confirm_score")
+    gap = None if search is None or confirm is None else round(search - confirm, 6)
+    return {k: w.get(k) for k in ("winner_id", "reference_id", "replaced_baseline", "diff", "ci", "p_value", "level",
+                                  "n_confirm", "search_score", "confirm_score", "reading")} | {"gap": gap}
 
 
 def _decision_counts(steps: list[dict]) -> dict:
@@ -654,9 +768,10 @@ def markdown_report(store: Store, run_id: str) -> str:
         "| prompt | val | test |",
         "|---|---|---|",
         f"| baseline | {f(s['baseline_val'])}{ci(base, 'val')} (n={s['n_val']}) | {f(s['baseline_test'])}{ci(base, 'test')} (n={s['n_test']}) |",
-        f"| best (#{s['best_id']}, {s['best_proposer']}) | {f(s['best_val'])}{ci(best, 'val')} | {f(s['best_test'])}{ci(best, 'test')} |",
+        f"| result (#{s['best_id']}, {s['best_proposer']}) | {f(s['best_val'])}{ci(best, 'val')} | {f(s['best_test'])}{ci(best, 'test')} |",
         "",
-        "Best prompt:",
+        *([result_line(s), ""] if result_line(s) else []),
+        "Result prompt:",
         "",
         "```text",
         (s["best_prompt"] or "").strip(),

@@ -77,10 +77,6 @@ PER_EXAMPLE_METRICS = ("accuracy", "recall", "specificity")
 def paired_test(metric: Metric, gold: Sequence[str], base: Sequence, best: Sequence, *, n_perm: int = 20000,
                 seed: int = 0) -> tuple[float | None, int, int]:
     """(two-sided p-value or None, examples where best is right more often, examples where base is)."""
-    from itertools import product
-
-    from scipy.stats import binomtest
-
     g = np.asarray(gold, dtype=object)
     a, b = _as_matrix(base), _as_matrix(best)
     mask = relevant_examples(metric, g)
@@ -93,18 +89,141 @@ def paired_test(metric: Metric, gold: Sequence[str], base: Sequence, best: Seque
     pos, neg = int((d > 1e-12).sum()), int((d < -1e-12).sum())
     if metric.name not in PER_EXAMPLE_METRICS:
         return None, pos, neg
+    return sign_flip_p(d, n_perm=n_perm, seed=seed), pos, neg
+
+
+def sign_flip_p(d: Sequence[float], *, n_perm: int = 20000, seed: int = 0) -> float:
+    """Two-sided paired sign-flip (randomization) p-value of per-example differences `d` (zeros carry no
+    information). Equal magnitudes give the exact binomial sign test (McNemar's with 0/1 outcomes)."""
+    from itertools import product
+
+    from scipy.stats import binomtest
+
+    d = np.asarray(d, dtype=float)
     nz = d[np.abs(d) > 1e-12]
     if not len(nz):
-        return 1.0, pos, neg
+        return 1.0
+    pos = int((nz > 0).sum())
     mags = np.abs(nz)
-    if np.allclose(mags, mags[0]):  # equal magnitudes: the sign-flip test is the exact binomial sign test
-        return float(binomtest(pos, pos + neg, 0.5).pvalue), pos, neg
+    if np.allclose(mags, mags[0]):
+        return float(binomtest(pos, len(nz), 0.5).pvalue)
     observed = abs(nz.sum()) - 1e-9
     if len(nz) <= 16:  # every sign pattern
         flips = np.array(list(product((-1.0, 1.0), repeat=len(nz))))
-        return float((np.abs(flips @ mags) >= observed).mean()), pos, neg
+        return float((np.abs(flips @ mags) >= observed).mean())
     signs = np.random.default_rng(seed).choice((-1.0, 1.0), size=(n_perm, len(nz)))
-    return float((1 + (np.abs(signs @ mags) >= observed).sum()) / (n_perm + 1)), pos, neg
+    return float((1 + (np.abs(signs @ mags) >= observed).sum()) / (n_perm + 1))
+
+
+# --- comparing two prompts on the same examples (racing and the confirmation) ------------------------
+
+def per_example(metric, rows) -> np.ndarray | None:
+    """Each relevant example's contribution to the objective, from an evaluation's rows, when the objective
+    is a mean over examples (accuracy, recall:L, specificity:L, any scorer or judge); else None. Rows must
+    carry example_idx, gold_norm, pred and score (as `EvalResult.rows` does)."""
+    if getattr(metric, "per_example", False):
+        return rows["score"].to_numpy(dtype=float)
+    if metric.name not in PER_EXAMPLE_METRICS:
+        return None
+    gold = rows["gold_norm"].to_numpy(dtype=object)
+    pred = np.asarray([None if p is None or p != p else p for p in rows["pred"]], dtype=object)
+    mask = relevant_examples(metric, gold)
+    if metric.name == "specificity":
+        right = (pred != metric.label) & (pred != None)  # noqa: E711
+    else:
+        right = pred == gold
+    return right[mask].astype(float)
+
+
+def _aligned(base_rows, cand_rows):
+    """The two evaluations' rows on their shared examples, in the same order."""
+    shared = np.intersect1d(base_rows["example_idx"].to_numpy(), cand_rows["example_idx"].to_numpy())
+    a = base_rows.set_index("example_idx").loc[shared].reset_index()
+    b = cand_rows.set_index("example_idx").loc[shared].reset_index()
+    return a, b
+
+
+def _objective_score(metric, rows) -> float:
+    if getattr(metric, "per_example", False):
+        return float(rows["score"].astype(float).mean()) if len(rows) else float("nan")
+    preds = [None if p is None or p != p else p for p in rows["pred"]]
+    return metric.score(rows["gold_norm"].tolist(), preds)
+
+
+def race_bound(metric, cand_rows, ref_rows, level: float = 0.9, n_boot: int = 300, seed: int = 0
+               ) -> tuple[float, float]:
+    """(mean difference cand - ref on their shared examples, its upper confidence bound at `level`, one-sided).
+
+    For a mean over examples: a normal bound on the paired per-example differences (identical answers
+    give a zero-width bound, so a candidate no different from the reference cannot pass 0). Otherwise a
+    paired bootstrap of the metric's difference. Racing drops a candidate whose upper bound is not above 0."""
+    from scipy.stats import norm
+
+    a, b = _aligned(ref_rows, cand_rows)
+    if not len(a):
+        return float("nan"), float("inf")
+    ea, eb = per_example(metric, a), per_example(metric, b)
+    z = float(norm.ppf(level))
+    if ea is not None:
+        if not len(ea):
+            return float("nan"), float("inf")
+        d = eb - ea
+        mean = float(d.mean())
+        return mean, mean + z * (float(d.std(ddof=1)) / np.sqrt(len(d)) if len(d) > 1 else float("inf"))
+    mean = _objective_score(metric, b) - _objective_score(metric, a)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        ix = rng.integers(0, len(a), len(a))
+        diffs.append(_objective_score(metric, b.iloc[ix]) - _objective_score(metric, a.iloc[ix]))
+    diffs = np.asarray(diffs, dtype=float)
+    diffs = diffs[np.isfinite(diffs)]
+    return float(mean), float(np.quantile(diffs, level)) if len(diffs) else float("inf")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A candidate against a reference on the same examples: the paired difference, its CI and test."""
+
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float | None  # None for objectives that are not a mean over examples (the CI decides)
+    n: int
+    level: float
+
+    @property
+    def significant(self) -> bool:
+        """Better beyond noise at `level`: a positive difference whose two-sided test (or CI) excludes 0."""
+        if not self.diff > 0:
+            return False
+        if self.p_value is not None:
+            return self.p_value < 1 - self.level
+        return self.ci_low > 0
+
+
+def compare(metric, ref_rows, cand_rows, level: float = 0.95, n_boot: int = 1000, seed: int = 0) -> Comparison:
+    """Paired comparison of two evaluations of the same examples: cand - ref, a percentile bootstrap CI at
+    `level` over examples, and the paired sign-flip test's p-value for objectives that are a mean over examples."""
+    a, b = _aligned(ref_rows, cand_rows)
+    n = len(a)
+    if not n:
+        return Comparison(float("nan"), float("nan"), float("nan"), None, 0, level)
+    diff = _objective_score(metric, b) - _objective_score(metric, a)
+    ea, eb = per_example(metric, a), per_example(metric, b)
+    rng = np.random.default_rng(seed)
+    if ea is not None:
+        d = eb - ea
+        p = sign_flip_p(d, seed=seed) if len(d) else None
+        boots = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(axis=1) if len(d) else np.array([np.nan])
+    else:
+        p = None
+        boots = np.asarray([_objective_score(metric, b.iloc[ix]) - _objective_score(metric, a.iloc[ix])
+                            for ix in rng.integers(0, n, (n_boot, n))], dtype=float)
+    boots = boots[np.isfinite(boots)]
+    alpha = (1 - level) / 2
+    lo, hi = (np.quantile(boots, [alpha, 1 - alpha]) if len(boots) else (np.nan, np.nan))
+    return Comparison(round(float(diff), 12) + 0.0, float(lo), float(hi), p, n, level)
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:

@@ -741,6 +741,12 @@ class Store:
                          [json.dumps(config, ensure_ascii=False)])
         return rows[0][0] if rows else None
 
+    def unfinished_run_with_config(self, config: dict) -> str | None:
+        """The newest run with exactly this config that did not finish (a stopped benchmark resumes it)."""
+        rows = self._all("SELECT id FROM runs WHERE status <> 'finished' AND config = ? ORDER BY created_at DESC LIMIT 1",
+                         [json.dumps(config, ensure_ascii=False)])
+        return rows[0][0] if rows else None
+
     def run_row(self, run_id: str) -> dict | None:
         with self.transaction() as con:
             cur = con.execute(
@@ -844,6 +850,9 @@ class Store:
         frame["test_ci_high"] = [(d.get("test_ci") or [None, None])[1] for d in data]
         frame["n_val"] = [d.get("n_val") for d in data]
         frame["n_test"] = [d.get("n_test") for d in data]
+        frame["n_scored"] = [d.get("n_scored", d.get("n_val")) for d in data]  # val examples it was scored on
+        frame["confirm_score"] = [d.get("confirm_score") for d in data]  # on the held-back val examples (finalists)
+        frame["n_confirm"] = [d.get("n_confirm") for d in data]
         frame["target_requests"] = [d.get("target_requests") for d in data]
         frame["decision"] = [d.get("decision") for d in data]  # keep / discard, after a round's decisions
         frame["decided_by"] = [d.get("decided_by") for d in data]  # analyst or rule

@@ -287,3 +287,41 @@ def pick_run(key: str, empty_message: str) -> tuple[str, pd.DataFrame, dict[str,
     run_id = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0, format_func=labels.get, key=key)
     set_setting("run", run_id)
     return run_id, opt, labels
+
+
+def setting_inputs(settings: dict, model_names: list[str], key_prefix: str = "runs", columns: int = 4,
+                   defaults: dict | None = None) -> dict:
+    """One widget per strategy setting, built from its declaration (label, help, default, choices, limits);
+    returns {name: value}. The values are checked by make_config against the same declarations."""
+    out = {}
+    cols = st.columns(columns)
+    for i, s in enumerate(settings.values()):
+        col = cols[i % columns]
+        key = f"{key_prefix}.{s.ui_key}"
+        label = s.label or s.name.replace("_", " ")
+        default = (defaults or {}).get(s.name, s.default)
+        if s.type == "model":
+            names = ["(the first proposer)"] + model_names
+            pick = col.selectbox(label, names, key=key, help=s.help)
+            out[s.name] = None if pick == names[0] else pick
+        elif s.type == "choice":
+            out[s.name] = col.selectbox(label, list(s.choices), index=list(s.choices).index(default), key=key, help=s.help)
+        elif s.type == "choices":
+            out[s.name] = col.multiselect(label, list(s.choices), default=list(default), key=key, help=s.help)
+        elif s.type == "demos":
+            options = ["none", "per-label", 1, 2, 4, 8]
+            out[s.name] = col.selectbox(label, options, index=options.index(default) if default in options else 0,
+                                        key=key, help=s.help)
+        elif s.type == "bool":
+            out[s.name] = col.checkbox(label, value=bool(default), key=key, help=s.help)
+        elif s.type == "int":
+            value = 0 if default is None else int(default)
+            lo = int(s.low) if s.low is not None else None
+            out[s.name] = int(col.number_input(label, min_value=lo, max_value=int(s.high) if s.high is not None else None,
+                                               value=value, step=1, key=key, help=s.help))
+        elif s.type == "float":
+            out[s.name] = float(col.number_input(label, min_value=s.low, max_value=s.high, value=float(default),
+                                                 step=0.05, key=key, help=s.help))
+        else:
+            out[s.name] = col.text_input(label, str(default), key=key, help=s.help)
+    return out

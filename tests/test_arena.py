@@ -48,6 +48,7 @@ def config_for(ds, **kw):
              make_spec(fakes.script("prop-c", proposer_reply))]
     kw.setdefault("rounds", 3)
     kw.setdefault("minibatch_size", 8)
+    kw.setdefault("strategy", "arena")
     return runs.make_config(ds, target, props, seed=7, **kw)
 
 
@@ -103,7 +104,8 @@ def test_patience_stops_early(store, dataset):
         return "<prompt>Be plain.</prompt><prompt>Be plain again.</prompt>"
 
     cfg = runs.make_config(dataset, make_spec(fakes.script("arena-target2", target_reply)),
-                           [make_spec(fakes.script("stubborn", stubborn))], rounds=10, patience=2, minibatch_size=8)
+                           [make_spec(fakes.script("stubborn", stubborn))], rounds=10, patience=2, minibatch_size=8,
+                           strategy="arena")
     run_id, s = run_once(store, cfg)
     assert s["reason"] == "patience" and s["rounds"] <= 3
 
@@ -264,7 +266,7 @@ def test_baseline_with_input_placeholder_requires_it_in_candidates(store, datase
         return "<prompt>No placeholder here.</prompt><prompt>Text: {input}\nUse MAGIC.</prompt>"
 
     cfg = runs.make_config(dataset, make_spec(fakes.script("arena-target3", target_reply)),
-                           [make_spec(fakes.script("forgetful", forgetful))], rounds=1, minibatch_size=8,
+                           [make_spec(fakes.script("forgetful", forgetful))], rounds=1, minibatch_size=8, strategy="arena",
                            baselines=[PromptTemplate(system="", user="Label: {input}")])
     run_id, s = run_once(store, cfg)
     assert s["proposers"][0]["dropped"].get("missing_input") == 1 and s["proposers"][0]["valid"] == 1

@@ -84,7 +84,7 @@ def _proposer(messages, params):
 def test_arena_with_demos_scores_the_baseline_both_ways_and_attaches_demos(store, dataset):
     cfg = runs.make_config(dataset, make_spec(fakes.script("demo-target", _target)),
                            [make_spec(fakes.script("demo-prop", _proposer))], seed=3, rounds=1, minibatch_size=8,
-                           demos="per-label")
+                           demos="per-label", strategy="arena", confirm=0.0)
     assert runs.projection(store, cfg)["baseline_calls"] == 2 * len(dataset.split("val"))
     run_id = runs.create_run(store, cfg)
     summary = runs.execute(store, run_id)

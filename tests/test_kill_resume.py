@@ -20,7 +20,7 @@ from openai_stub import Stub
 from promptlab import runs
 from promptlab.store import Store
 
-COLS = ["id", "round", "proposer", "status", "minibatch_score", "val_score", "test_score", "text"]
+COLS = ["id", "round", "proposer", "status", "minibatch_score", "val_score", "test_score", "n_scored", "confirm_score", "text"]
 
 
 def target_reply(body: dict) -> str:
@@ -117,7 +117,8 @@ def test_kill_9_a_cli_run_then_resume_it(tmp_path, servers):
     name = setup_db(db, tmp_path, servers)
     child = subprocess.Popen([sys.executable, "-m", "promptlab", "optimize", "--dataset", name, "--target", "stub-target",
                               "--proposers", "stub-prop", "--rounds", "3", "--seed", "4", "--minibatch", "8",
-                              "--db", str(db)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              "--strategy", "arena", "--db", str(db)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     run_id = kill_when(db, child, calls=60)
     print(f"\nCLI run killed with SIGKILL after {Store(db).call_stats(run_id)['calls']} committed calls")
     # at start-up of the next command, the run left 'running' by the dead process is marked interrupted
@@ -130,6 +131,29 @@ def test_kill_9_a_cli_run_then_resume_it(tmp_path, servers):
     assert resumed["status"] == "finished" and resumed["repeated_calls"] == 0
     out = check_resumed_equals_reference(db, run_id, tmp_path, servers)
     assert out == {"lost": 0, "repeated": 0, "status": "finished"}
+
+
+def test_kill_9_an_auto_run_in_the_middle_of_a_race_then_resume_it(tmp_path, servers):
+    """The default strategy, killed while its candidates race (the demo stage scores them rung by rung), resumes
+    to the same result: the same leaderboard, confirmation and winner, no call lost or made twice."""
+    db = tmp_path / "auto.duckdb"
+    name = setup_db(db, tmp_path, servers)
+    child = subprocess.Popen([sys.executable, "-m", "promptlab", "optimize", "--dataset", name, "--target", "stub-target",
+                              "--proposers", "stub-prop", "--rounds", "2", "--seed", "4", "--minibatch", "4",
+                              "--budget", "500", "--db", str(db)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    run_id = kill_when(db, child, calls=150)
+    store = Store(db)
+    kinds = store.step_kinds(run_id)
+    store.close()
+    assert "stage_started" in kinds and "winner_chosen" not in kinds  # killed mid-search, before the confirmation
+    resumed = json.loads(cli(db, "runs", "resume", run_id, "--json").stdout)
+    assert resumed["status"] == "finished" and resumed["repeated_calls"] == 0 and resumed["result"] is not None
+    out = check_resumed_equals_reference(db, run_id, tmp_path, servers)
+    assert out == {"lost": 0, "repeated": 0, "status": "finished"}
+    store = Store(db)
+    assert [s["kind"] for s in store.steps(run_id)].count("winner_chosen") == 1
+    store.close()
 
 
 DASHBOARD_CHILD = textwrap.dedent("""
@@ -175,7 +199,7 @@ def test_kill_9_a_semi_automatic_run_then_resume_with_its_decisions(tmp_path, se
     db = tmp_path / "semi.duckdb"
     name = setup_db(db, tmp_path, servers)
     cli(db, "optimize", "--dataset", name, "--target", "stub-target", "--proposers", "stub-prop", "--rounds", "3",
-        "--seed", "4", "--minibatch", "8", "--review")
+        "--seed", "4", "--minibatch", "8", "--review", "--strategy", "arena")
     store = Store(db)
     run_id = store.list_runs()["id"].iloc[0]
     pause = review.paused_at(store, run_id)

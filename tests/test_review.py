@@ -162,7 +162,8 @@ def test_reference_dataset_imports_with_its_scoring_and_a_plain_split(store, ref
 def test_an_arena_on_reference_answers_learns_from_low_scores(store, ref_dataset):
     target = make_spec(fakes.script("ref-target", ref_target))
     proposer, seen = recording_proposer("ref-prop")
-    cfg = runs.make_config(ref_dataset, target, [proposer], rounds=1, minibatch_size=4, metric="exact", seed=1)
+    cfg = runs.make_config(ref_dataset, target, [proposer], rounds=1, minibatch_size=4, metric="exact", seed=1,
+                           strategy="arena", confirm=0.0)  # 16 rows: too few to hold val back
     assert cfg.metric == "exact" and "Reply with the answer only" not in cfg.meta_prompt
     run_id = runs.create_run(store, cfg)
     s = runs.execute(store, run_id)
@@ -191,6 +192,7 @@ def test_an_unlabeled_dataset_is_scored_by_the_judge_and_proposers_see_its_reaso
     with pytest.raises(PromptlabError, match="judge"):
         runs.make_config(ds, target, [proposer], metric="exact")
     cfg = runs.make_config(ds, target, [proposer], rounds=1, minibatch_size=4, metric="judge", seed=1,
+                           strategy="arena", confirm=0.0,
                            judge={"model": judge.to_record(), "rubric": "Short answers are best.", "lo": 1, "hi": 5})
     run_id = runs.create_run(store, cfg)
     s = runs.execute(store, run_id)

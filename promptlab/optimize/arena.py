@@ -15,12 +15,14 @@ from typing import Generator
 import numpy as np
 import pandas as pd
 
-from promptlab.evaluate import PromptTemplate
+from promptlab.data import stratified_sample
+from promptlab.evaluate import DEMO_FORMATS, PromptTemplate
 from promptlab.models import ModelSpec
 from promptlab.optimize import prompts as P
 from promptlab.optimize.demos import stratified_demos
 from promptlab.optimize.base import BudgetExhausted, OptimizeContext, RoundStarted, Step
 from promptlab.optimize.pool import Cand, Pool, PoolStrategy, Rounds, take_proposals
+from promptlab.optimize.settings import setting
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,19 @@ class Arena(PoolStrategy):
 
     proposers: tuple[ModelSpec, ...]
     baselines: tuple[PromptTemplate, ...]
-    arena_k: int | None = 2  # proposers drawn per round; None = all of them
-    candidates_per_proposer: int = 2
-    temperature: float = 1.0
+    arena_k: int | None = setting(2, "proposers drawn per round (0: all of them)", type="int", low=0, flag="--arena",
+                                  key="arena", none="all of them", label="Arena: proposers per round (0 = all)")
+    candidates_per_proposer: int = setting(2, "candidates each proposer writes per round", type="int", low=1, high=8,
+                                           flag="--candidates", key="candidates", label="Candidates per proposer")
+    temperature: float = setting(1.0, "proposer temperature", type="float", low=0.0, high=2.0, label="Proposer temperature")
+    # Where the data is not in English, proposers are told its language and asked to write in it ("data")
+    # or in English ("english"). Measured on the parallel multiemo_medicine_en/_ru pair (benchmarks/RESULTS.md).
+    language: str = setting("english", "where the data is not in English: proposers write instructions in English or "
+                            "in the data's language (off: say nothing about it)", type="choice", choices=("english", "data", "off"),
+                            label="Proposers write in")
+    show_rejected: int = setting(6, "candidates that did worse shown to proposers, briefly with their scores, so they "
+                                 "are not written again (0: none)", type="int", low=0, high=20,
+                                 label="Rejected candidates shown")
     proposer_max_tokens: int = 500
     n_examples: int = 3  # train examples shown
     n_mistakes: int = 3  # mistakes of the best shown (from a train sample)
@@ -43,8 +55,10 @@ class Arena(PoolStrategy):
     # label, drawn with the run's seed) or a number k (stratified round-robin). With demos on, each
     # baseline is also scored with them, so the leaderboard separates what the demos did from what the
     # rewriting did. Small targets move far more with an example per label than with rewording.
-    demos: str | int = "none"
-    demo_format: str = "chat"
+    demos: str | int = setting("none", "train demonstrations attached to every instruction: none, per-label (one example "
+                               "per label) or a number K (stratified)", type="demos", label="Demos attached to every instruction")
+    demo_format: str = setting("chat", "demos as chat turns or inline in the instruction", type="choice",
+                               choices=("chat", "inline"), label="Demo format")
     name: str = "arena"
 
     def demo_set(self, ctx: OptimizeContext):
@@ -52,6 +66,31 @@ class Arena(PoolStrategy):
             return ()
         k = None if self.demos == "per-label" else int(self.demos)
         return stratified_demos(ctx.trainset, ctx.dataset, k, np.random.default_rng([ctx.seed, 2]))
+
+    @property
+    def fixed_format(self) -> str:
+        """The rendering of the arena's fixed demos ("search" belongs to the few-shot stage of a chain)."""
+        return self.demo_format if self.demo_format in DEMO_FORMATS else "chat"
+
+    def rejected(self, pool: Pool) -> list[Cand]:
+        """Candidates that did worse than those shown (stopped by the race or the gate, below the top-K, or
+        discarded by the analyst), latest first, at most show_rejected: proposers are told not to repeat them."""
+        if not self.show_rejected:
+            return []
+        shown = {c.text for c in _distinct_texts(pool.top(len(pool.cands)))[: self.top_k]}
+        out, seen = [], set(shown)
+        for c in reversed(pool.cands):
+            score = c.val if c.val is not None else c.minibatch
+            if c.proposer == "baseline" or c.text in seen or score is None or score != score:
+                continue
+            seen.add(c.text)
+            out.append(c)
+            if len(out) == self.show_rejected:
+                break
+        return out
+
+    def _rejected_texts(self, pool: Pool) -> list[str]:
+        return [c.text for c in self.rejected(pool)]
 
     def draw(self, rng: np.random.Generator, appearances: list[int]) -> list[int]:
         """k proposers for this round, at random among those that have played least so far.
@@ -71,18 +110,14 @@ class Arena(PoolStrategy):
     def projection(self, n_train: int, n_val: int, n_test: int, rounds: int) -> dict:
         """Target and proposer calls the run will request: {min, expected, max} (before the cache)."""
         k = len(self.proposers) if not self.arena_k else min(self.arena_k, len(self.proposers))
-        mb = min(self.minibatch_size, n_val)
         cands = k * self.candidates_per_proposer
         mistakes = min(self.mistake_sample, n_train) if self.n_mistakes else 0
         n_starts = len(self.baselines) * (1 if self.demos in (None, "none", 0, "0") else 2)
         base = n_starts * n_val
         # Pairs the run asks for (the budget's unit). The mistake probe re-scores the current best on the
         # same train sample, so it only costs calls in rounds where the best changed.
-        per_round = {
-            "min": cands * mb if self.gate != "off" else cands * n_val,
-            "expected": mistakes / 2 + cands * (mb + (0.5 if self.gate != "off" else 1.0) * (n_val - mb)),
-            "max": mistakes + cands * n_val,
-        }
+        race = self.race_projection(n_val, cands)
+        per_round = {"min": race["min"], "expected": mistakes / 2 + race["expected"], "max": mistakes + race["max"]}
         test = (n_starts + self.test_top) * n_test
         return {
             "baseline_calls": base,
@@ -90,6 +125,7 @@ class Arena(PoolStrategy):
             "target_test": test,
             "proposer_calls": rounds * k,
             "per_round_candidates": cands,
+            "candidates": rounds * cands,
         }
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -99,7 +135,7 @@ class Arena(PoolStrategy):
         demos = self.demo_set(ctx)
         out = list(self.baselines)
         if demos:
-            out += [b.with_demos(demos, self.demo_format) for b in self.baselines if not b.demos]
+            out += [b.with_demos(demos, self.fixed_format) for b in self.baselines if not b.demos]
         return out
 
     def search(self, ctx: OptimizeContext, pool: Pool) -> Generator[Step, None, tuple[str, int]]:
@@ -113,7 +149,7 @@ class Arena(PoolStrategy):
         mistake_pool = ctx.trainset
         if demos:  # a demo's own example would show up as an easy "success" in the mistake probe
             mistake_pool = ctx.trainset[~ctx.trainset["idx"].isin([d.idx for d in demos])]
-        rounds = Rounds(ctx, pool)
+        rounds = Rounds(ctx, pool, self.patience)
         for round_ in rounds:
             if not ctx.can_propose():
                 return "proposer budget", rounds.done
@@ -137,7 +173,8 @@ class Arena(PoolStrategy):
                 round_cands += yield from take_proposals(
                     ctx, pool, round_, spec, reply, meta, parents, self.candidates_per_proposer, needs_input,
                     self.max_prompt_chars,
-                    lambda text: PromptTemplate.from_text(text).with_demos(demos, self.demo_format),
+                    lambda text: PromptTemplate.from_text(text).with_demos(demos, self.fixed_format),
+                    rejected=self._rejected_texts(pool),
                 )
             reason = (yield from rounds.score(round_cands, self.gate_config)) or reason
             stop = yield from rounds.end(round_, round_cands, reason)
@@ -157,8 +194,6 @@ class Arena(PoolStrategy):
             examples = tuple(zip(sample["text"], sample["label"]))
         mistakes, confusion, spread = (), "", ""
         if self.n_mistakes and len(mistake_pool):
-            from promptlab.data import stratified_sample
-
             probe = stratified_sample(mistake_pool, self.mistake_sample, seed=ctx.seed)
             res = ctx.score(best.template, probe)
             mistakes = P.low_scoring(res, self.n_mistakes, rng)
@@ -166,11 +201,15 @@ class Arena(PoolStrategy):
                 if self.show_confusion:
                     confusion = res.confusion().to_string()
                 spread = P.answer_spread(res.rows["gold"].tolist(), res.rows["pred"].tolist(), ctx.dataset.labels)
+        rejected = self.rejected(pool)
         parts = P.MetaPromptParts(
             task=ctx.task, metric=ctx.metric.describe(), labels=ctx.dataset.labels,
             history=tuple(P.ScoredPrompt(c.text, c.val) for c in _distinct_texts(pool.top(len(pool.cands)))[: self.top_k]),
             examples=examples, mistakes=mistakes, confusion=confusion, spread=spread, n=self.candidates_per_proposer,
             needs_input=needs_input, score_range=(lo, hi), kind=ctx.dataset.kind,
+            rejected=tuple(P.ScoredPrompt(c.text, c.val if c.val is not None else c.minibatch) for c in rejected),
+            rejected_n=tuple(c.n_scored for c in rejected),
+            language_rule=P.language_rule(ctx.language, self.language),
         )
         return P.build_meta_prompt(self.meta_prompt, parts)
 

@@ -14,7 +14,8 @@ from typing import Iterator, Protocol
 import pandas as pd
 
 from promptlab import metrics as M
-from promptlab.data import LabeledDataset, stratified_sample
+from promptlab.data import LabeledDataset, stratified_order, stratified_sample
+from promptlab.language import detect_language
 from promptlab.evaluate import EvalResult, PromptTemplate, cached_complete, evaluate
 from promptlab.models import Completion, ModelSpec
 from promptlab.store import Store
@@ -93,9 +94,10 @@ class CandidateScored(Step):
     val_score: float | None
     val_ci: tuple[float, float] | None
     n_val: int
-    status: str  # "evaluated" | "gated" | "over budget"
+    status: str  # "evaluated" | "gated" (stopped before all of val: the gate or the race) | "over budget"
     calls_saved: int = 0
     target_requests: int = 0  # the run's target requests so far (an x axis for trajectories)
+    n_scored: int = 0  # val examples it was scored on (a race stops most candidates early)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,37 @@ class Decided(Step):
     note: str = ""
     parent_id: int | None = None
     detail: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Confirmed(Step):
+    """A finalist (or the baseline it must beat) scored on the part of val that no search step saw."""
+
+    kind = "confirmed"
+    candidate_id: int
+    confirm_score: float | None
+    confirm_ci: tuple[float, float] | None
+    n_confirm: int
+    search_score: float | None  # its score on the search part of val, for the gap (the overfitting)
+
+
+@dataclass(frozen=True)
+class WinnerChosen(Step):
+    """The result of a run: a finalist that beat the baseline on the held-back val examples by a paired
+    test at `level`, or else the baseline itself, with one sentence saying which and why."""
+
+    kind = "winner_chosen"
+    winner_id: int
+    reference_id: int  # the baseline a candidate had to beat
+    replaced_baseline: bool
+    diff: float | None  # the best finalist minus the baseline on the held-back examples
+    ci: tuple[float, float] | None
+    p_value: float | None
+    level: float
+    n_confirm: int
+    search_score: float | None
+    confirm_score: float | None
+    reading: str
 
 
 @dataclass(frozen=True)
@@ -202,20 +235,39 @@ class OptimizeContext:
     max_tokens: int | None = None
     counters: Counters = field(default_factory=Counters)
     stage_cap: int | None = None  # a chain's per-stage limit on target requests (within the budget)
+    # The part of val held back from the search: it confirms the finalists at the end (empty: runs
+    # stored before confirmation existed pick the best search score, as they did).
+    confirmset: pd.DataFrame = field(default_factory=pd.DataFrame)
+    reserved: int = 0  # target requests the search leaves for the confirmation
     sample_scope: str | None = None  # names the proposers' draws (see RunConfig.samples); default the run id
     # How rounds are decided: "rounds" pauses after each for the analyst; "off" lets the rule decide and
     # records it; "none" (runs stored before decisions existed) records nothing, so they replay unchanged.
     review: str = "none"
     _requested: dict = field(default_factory=dict, repr=False)  # prompt id -> example idx already asked for
+    _memo: dict = field(default_factory=dict, repr=False)
 
     def minibatch(self, size: int) -> pd.DataFrame:
         return stratified_sample(self.valset, size, seed=self.seed)
+
+    def race_order(self) -> pd.DataFrame:
+        """The search part of val in the order a race reads it: every prefix keeps the label mix."""
+        if "_race_order" not in self._memo:
+            self._memo["_race_order"] = stratified_order(self.valset, self.seed, self.dataset.has_labels)
+        return self._memo["_race_order"]
+
+    @property
+    def language(self) -> str:
+        """The data's language (ISO 639-1 code) from its train inputs; "en" when it cannot tell."""
+        if "language" not in self._memo:
+            self._memo["language"] = detect_language(self.trainset["text"].tolist())
+        return self._memo["language"]
 
     def new_requests(self, prompt: PromptTemplate, examples: pd.DataFrame) -> set[int]:
         return set(examples["idx"].tolist()) - self._requested.get(prompt.id, set())
 
     def can_score(self, n: int) -> bool:
-        caps = [c for c in (self.budget.max_target_calls, self.stage_cap) if c is not None]
+        cap = None if self.budget.max_target_calls is None else self.budget.max_target_calls - self.reserved
+        caps = [c for c in (cap, self.stage_cap) if c is not None]
         return not caps or self.counters.target_requests + n <= min(caps)
 
     def score(self, prompt: PromptTemplate, examples: pd.DataFrame, *, budgeted: bool = True) -> EvalResult:

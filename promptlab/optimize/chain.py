@@ -35,6 +35,17 @@ class Chain:
     def test_top(self) -> int:
         return max(s.test_top for s in self.stages)
 
+    @property
+    def finalists(self) -> int:
+        return self.stages[0].finalists
+
+    @property
+    def confidence(self) -> float:
+        return self.stages[0].confidence
+
+    def confirm_reserve(self, n_confirm: int) -> int:
+        return self.stages[0].confirm_reserve(n_confirm)
+
     def starts(self, ctx: OptimizeContext):
         return self.stages[0].starts(ctx)
 
@@ -54,7 +65,7 @@ class Chain:
         try:
             for i, stage in enumerate(self.stages):
                 if cap is not None:
-                    left = cap - ctx.counters.target_requests
+                    left = cap - ctx.reserved - ctx.counters.target_requests
                     ctx.stage_cap = ctx.counters.target_requests + left // (len(self.stages) - i)
                 yield StageStarted(i + 1, stage.name, ctx.stage_cap)
                 reason, r = yield from stage.search(ctx, pool)

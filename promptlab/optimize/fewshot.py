@@ -24,6 +24,8 @@ from promptlab.models import ModelSpec
 from promptlab.optimize import demos as D
 from promptlab.optimize.base import BudgetExhausted, OptimizeContext, RoundStarted, Step
 from promptlab.optimize.pool import Cand, Pool, PoolStrategy, Rounds
+from promptlab.optimize.settings import setting
+from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS
 
 METHODS = ("random", "stratified", "bootstrapped", "similar")
 
@@ -32,31 +34,38 @@ METHODS = ("random", "stratified", "bootstrapped", "similar")
 class FewShot(PoolStrategy):
     baselines: tuple[PromptTemplate, ...]
     proposers: tuple[ModelSpec, ...] = ()  # not used: demos are chosen, not written
-    methods: tuple[str, ...] = METHODS
-    max_demos: int = 8
+    methods: tuple[str, ...] = setting(METHODS, "how demos are chosen from train, any of: random, stratified (by label), "
+                                       "bootstrapped (the target's own correct answers), similar (each input's nearest)",
+                                       type="choices", choices=METHODS, flag="--demo-methods", key="methods",
+                                       label="Demo selection")
+    max_demos: int = setting(8, "most demos per prompt", type="int", low=1, high=32, label="Most demos per prompt")
     sets_per_method: int = 4  # seeded draws per (method, size)
     n_instructions: int = 3  # the top instructions (distinct texts) the search may pair with demos
-    trials_per_round: int = 4
-    demo_format: str = "chat"  # "chat", "inline", or "search" (let the sampler choose)
+    trials_per_round: int = setting(6, "demo sets tried per round", type="int", low=1, high=32, flag="--trials",
+                                    key="trials", label="Demo sets per round")
+    demo_format: str = setting("chat", "demos as chat turns or inline in the instruction; search lets the few-shot "
+                               "search try both", type="choice", choices=("chat", "inline", "search"), label="Demo format")
     bootstrap_sample: int = 32  # train examples the current best answers, to find its correct ones
     similar_pool_size: int = 64
-    similarity: str = "tfidf"  # how the "similar" method measures nearness: tfidf or minilm (promptlab.similarity)
+    similarity: str = setting("tfidf", "how 'similar' demos measure nearness: tfidf (words and character n-grams, "
+                              "any language, instant) or minilm (meaning: all-MiniLM-L6-v2, shipped in a package, "
+                              "offline; English-centred)", type="choice", choices=SIMILARITY_BACKENDS,
+                              label="Nearness for 'similar' demos")
     meta_prompt: str = ""  # accepted so every strategy takes the same config; not used
     name: str = "fewshot"
 
     def projection(self, n_train: int, n_val: int, n_test: int, rounds: int) -> dict:
-        mb = min(self.minibatch_size, n_val)
         trials = self.trials_per_round
         boot = min(self.bootstrap_sample, n_train) if "bootstrapped" in self.methods else 0
-        per_round = {"min": trials * mb if self.gate != "off" else trials * n_val,
-                     "expected": trials * (mb + (0.5 if self.gate != "off" else 1.0) * (n_val - mb)),
-                     "max": trials * n_val}
+        one = self.race_projection(n_val, 1)  # few-shot trials race one at a time (TPE hears each score)
+        per_round = {"min": trials * one["min"], "expected": trials * one["expected"], "max": trials * n_val}
         base = len(self.baselines) * n_val
         return {
             "baseline_calls": base,
             "target_search": {k: int(base + boot + rounds * v) for k, v in per_round.items()},
             "target_test": (len(self.baselines) + self.test_top) * n_test,
             "proposer_calls": 0,
+            "candidates": rounds * trials,
         }
 
     # --- the search --------------------------------------------------------------------------------
@@ -80,7 +89,7 @@ class FewShot(PoolStrategy):
         study = optuna.create_study(direction="maximize", sampler=sampler)
         values: dict[str, float] = {}  # template id -> the value told for it
         correct_cache: dict[int, object] = {}
-        rounds = Rounds(ctx, pool)
+        rounds = Rounds(ctx, pool, self.patience)
         for round_ in rounds:
             yield RoundStarted(round_, ("fewshot",))
             round_cands: list[Cand] = []

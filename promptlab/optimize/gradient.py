@@ -20,6 +20,7 @@ from promptlab.models import ModelSpec
 from promptlab.optimize import prompts as P
 from promptlab.optimize.base import BudgetExhausted, OptimizeContext, RoundStarted, Step
 from promptlab.optimize.pool import Cand, Pool, PoolStrategy, Rounds, take_proposals
+from promptlab.optimize.settings import setting
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,14 @@ class Critique(Step):
 class Gradient(PoolStrategy):
     proposers: tuple[ModelSpec, ...]
     baselines: tuple[PromptTemplate, ...]
-    critic: ModelSpec | None = None  # default: the first proposer
-    editor: ModelSpec | None = None  # default: the first proposer
-    candidates_per_proposer: int = 2  # edits per round
+    critic: ModelSpec | None = setting(None, "the model that critiques the leader's failures", type="model", none="the first proposer", label="Critic")
+    editor: ModelSpec | None = setting(None, "the model that rewrites the prompt from the critique", type="model", none="the first proposer", label="Editor")
+    candidates_per_proposer: int = setting(2, "candidates each proposer (the editor) writes per round", type="int",
+                                           low=1, high=8, flag="--candidates", key="candidates",
+                                           label="Candidates per proposer")
+    language: str = setting("english", "where the data is not in English: the editor writes in English or in the "
+                            "data's language (off: say nothing about it)", type="choice",
+                            choices=("english", "data", "off"), label="Proposers write in")
     error_sample: int = 24  # train examples scored per round to find mistakes
     n_errors: int = 4  # mistakes shown to the critic
     feedback_words: int = 80
@@ -60,25 +66,24 @@ class Gradient(PoolStrategy):
         return self.editor or self.proposers[0]
 
     def projection(self, n_train: int, n_val: int, n_test: int, rounds: int) -> dict:
-        mb = min(self.minibatch_size, n_val)
         n = self.candidates_per_proposer
         probe = min(self.error_sample, n_train)
-        per_round = {"min": n * mb if self.gate != "off" else n * n_val,
-                     "expected": probe + n * (mb + (0.5 if self.gate != "off" else 1.0) * (n_val - mb)),
-                     "max": probe + n * n_val}
+        race = self.race_projection(n_val, n)
+        per_round = {"min": race["min"], "expected": probe + race["expected"], "max": probe + race["max"]}
         base = len(self.baselines) * n_val
         return {
             "baseline_calls": base,
             "target_search": {k: int(base + rounds * v) for k, v in per_round.items()},
             "target_test": (len(self.baselines) + self.test_top) * n_test,
             "proposer_calls": 2 * rounds,
+            "candidates": rounds * n,
         }
 
     def search(self, ctx: OptimizeContext, pool: Pool) -> Generator[Step, None, tuple[str, int]]:
         rng = np.random.default_rng([ctx.seed, 4])
         needs_input = any(b.user.strip() != "{input}" for b in self.baselines)
         critic, editor = self.critic_spec, self.editor_spec
-        rounds = Rounds(ctx, pool)
+        rounds = Rounds(ctx, pool, self.patience)
         for round_ in rounds:
             if not ctx.can_propose():
                 return "proposer budget", rounds.done
@@ -108,7 +113,7 @@ class Gradient(PoolStrategy):
             reason = None
             if feedback and ctx.can_propose():
                 edit = P.editor_prompt(ctx.task, labels, metric, current.text, feedback, self.candidates_per_proposer,
-                                       needs_input)
+                                       needs_input, P.language_rule(ctx.language, self.language))
                 params = {"temperature": self.temperature, "max_tokens": self.proposer_max_tokens}
                 if editor.is_local:
                     params["seed"] = int(rng.integers(0, 2**31 - 1))

@@ -10,11 +10,13 @@ from typing import Generator, Iterator
 
 import numpy as np
 
+from promptlab import stats as S
 from promptlab.evaluate import PromptTemplate
 from promptlab.optimize import prompts as P
+from promptlab.optimize.settings import setting
 from promptlab.optimize.base import (
-    BudgetExhausted, CandidateProposed, CandidateScored, Decided, OptimizeContext, ProposalMade, ReviewRequested,
-    RoundFinished, RunFinished, RunStarted, Step, TestScored, template_text,
+    BudgetExhausted, CandidateProposed, CandidateScored, Confirmed, Decided, OptimizeContext, ProposalMade,
+    ReviewRequested, RoundFinished, RunFinished, RunStarted, Step, TestScored, WinnerChosen, template_text,
 )
 
 
@@ -28,18 +30,40 @@ class Cand:
     val: float | None = None
     minibatch: float | None = None
     discarded: bool = False  # taken out of the history by a decision
+    n_scored: int = 0  # val examples scored so far
+    rows: object = None  # its per-example rows on those examples (EvalResult.rows), for paired comparisons
+    confirm: float | None = None  # its score on the held-back part of val (finalists only)
 
 
 @dataclass
 class Gate:
-    """Score on a stratified val minibatch first; the full val set only if the candidate could still
-    enter the top-K: its minibatch score's upper CI bound at `level` ("ci"), or the point estimate
-    ("mean"), reaches the K-th best val score. "off" scores everything in full."""
+    """How much of val a candidate gets.
 
-    kind: str = "ci"
-    level: float = 0.8
+    "race" (the default): successive rungs of a stratified order of val (minibatch_size examples, then
+    twice that, … then all of it). After each rung a candidate goes on only while it could still beat
+    the leader: the upper bound at `level` of its paired difference from the leader on the same
+    examples is above 0; and of a round's candidates at most half go on (successive halving). Only
+    those left at the last rung are scored on all of val.
+    The gates of runs stored before racing: a stratified val minibatch first, then the full val set
+    only if the candidate could still enter the top-K: its minibatch score's upper CI bound at `level`
+    ("ci"), or the point estimate ("mean"), reaches the K-th best val score. "off" scores everything in full."""
+
+    kind: str = "race"
+    level: float = 0.9
     top_k: int = 4
-    minibatch_size: int = 24
+    minibatch_size: int = 20
+
+
+def race_rungs(first: int, n: int) -> list[int]:
+    """How many examples each rung of a race reads: first, 2x first, … and finally all n (a last step
+    shorter than half the rung before is merged into it)."""
+    sizes, k = [], max(1, min(first, n))
+    while k < n:
+        sizes.append(k)
+        k *= 2
+    if len(sizes) > 1 and n - sizes[-1] < sizes[-1] // 2:
+        sizes.pop()
+    return sizes + [n]
 
 
 class Pool:
@@ -97,13 +121,16 @@ class Pool:
             cand, step = self.add(0, template, proposer, proposer)
             yield step
             res = ctx.score(template, ctx.valset)
-            cand.val = res.score
+            cand.val, cand.rows, cand.n_scored = res.score, res.rows, res.n
             yield CandidateScored(cand.id, 0, None, _f(res.score), _ci(res), res.n, "evaluated",
-                                  target_requests=ctx.counters.target_requests)
+                                  target_requests=ctx.counters.target_requests, n_scored=res.n)
 
     def score(self, ctx: OptimizeContext, cand: Cand, gate: Gate) -> CandidateScored:
         """Minibatch first, full val if it could enter the top-K. A candidate the budget cannot finish is
-        recorded as "over budget" (with its minibatch score when it got that far), never left half-done."""
+        recorded as "over budget" (with its minibatch score when it got that far), never left half-done.
+        With the race, a race of one (no halving)."""
+        if gate.kind == "race":
+            return list(self.race(ctx, [cand], gate, halving=False))[-1]
         minibatch = ctx.minibatch(gate.minibatch_size)
         n_val = len(ctx.valset)
         full = gate.kind == "off" or len(minibatch) >= n_val
@@ -112,9 +139,9 @@ class Pool:
                                    target_requests=ctx.counters.target_requests)
         if full:
             res = ctx.score(cand.template, ctx.valset)
-            cand.val = res.score
+            cand.val, cand.rows, cand.n_scored = res.score, res.rows, res.n
             return CandidateScored(cand.id, cand.round, None, _f(res.score), _ci(res), res.n, "evaluated",
-                                   target_requests=ctx.counters.target_requests)
+                                   target_requests=ctx.counters.target_requests, n_scored=res.n)
         mb = ctx.score(cand.template, minibatch)
         cand.minibatch = mb.score
         bar = self.kth_best(gate.top_k)
@@ -128,26 +155,137 @@ class Pool:
                                    target_requests=ctx.counters.target_requests)
         if optimistic >= bar:
             res = ctx.score(cand.template, ctx.valset)  # the minibatch's calls come from the cache
-            cand.val = res.score
+            cand.val, cand.rows, cand.n_scored = res.score, res.rows, res.n
             return CandidateScored(cand.id, cand.round, _f(mb.score), _f(res.score), _ci(res), res.n, "evaluated",
-                                   target_requests=ctx.counters.target_requests)
+                                   target_requests=ctx.counters.target_requests, n_scored=res.n)
         saved = n_val - len(minibatch)
         ctx.counters.calls_saved_by_gate += saved
+        cand.n_scored = len(minibatch)
         return CandidateScored(cand.id, cand.round, _f(mb.score), None, None, 0, "gated", calls_saved=saved,
-                               target_requests=ctx.counters.target_requests)
+                               target_requests=ctx.counters.target_requests, n_scored=len(minibatch))
 
     def score_all(self, ctx: OptimizeContext, cands: list[Cand], gate: Gate) -> Iterator[Step]:
         """Score candidates in order; the first one over budget ends it (the rest stay unscored, as
-        'proposed') and raises BudgetExhausted."""
+        'proposed') and raises BudgetExhausted. With the race, the round's candidates race together."""
+        if gate.kind == "race":
+            for step in self.race(ctx, cands, gate):
+                yield step
+                if step.status == "over budget":
+                    raise BudgetExhausted("target calls")
+            return
         for cand in cands:
             step = self.score(ctx, cand, gate)
             yield step
             if step.status == "over budget":
                 raise BudgetExhausted("target calls")
 
-    def finalize(self, ctx: OptimizeContext, test_top: int) -> Iterator[Step]:
-        """Held-out test: the best and the top few by val, plus every baseline. Outside the search budget."""
-        best = self.best()
+    def race(self, ctx: OptimizeContext, cands: list[Cand], gate: Gate, halving: bool = True) -> Iterator[CandidateScored]:
+        """Race candidates over the rungs of val (see Gate). Yields one CandidateScored per candidate when
+        its race ends: "evaluated" (all of val), "gated" (dropped at a rung, scored on its examples) or
+        "over budget" (every candidate still running when the budget cannot pay for the next rung)."""
+        order = ctx.race_order()
+        rungs = race_rungs(gate.minibatch_size, len(order))
+        alive = list(cands)
+        for i, n in enumerate(rungs):
+            examples = order.iloc[:n]
+            need = sum(len(ctx.new_requests(c.template, examples)) for c in alive)
+            if not ctx.can_score(need):
+                for c in alive:
+                    yield CandidateScored(c.id, c.round, _f(c.minibatch), None, None, 0, "over budget",
+                                          target_requests=ctx.counters.target_requests, n_scored=c.n_scored)
+                return
+            last = {}
+            for c in alive:
+                last[c.id] = res = ctx.score(c.template, examples)
+                c.minibatch, c.n_scored, c.rows = res.score, n, res.rows
+            if i == len(rungs) - 1:
+                for c in alive:
+                    c.val = c.minibatch
+                    yield CandidateScored(c.id, c.round, _f(c.minibatch) if len(rungs) > 1 else None, _f(c.val),
+                                          _ci(last[c.id]), n, "evaluated",
+                                          target_requests=ctx.counters.target_requests, n_scored=n)
+                return
+            leader = self.best()
+            ranked = []
+            for c in alive:
+                if leader is None or leader.rows is None:
+                    ranked.append((0.0, c))
+                    continue
+                mean, upper = S.race_bound(ctx.metric, c.rows, leader.rows, gate.level)
+                if upper > 1e-12:
+                    ranked.append((mean, c))
+            ranked.sort(key=lambda mc: (-mc[0], mc[1].id))
+            keep = max(1, -(-len(alive) // 2)) if halving else len(alive)
+            go_on = {c.id for _, c in ranked[:keep]}
+            for c in alive:
+                if c.id not in go_on:
+                    saved = len(order) - n
+                    ctx.counters.calls_saved_by_gate += saved
+                    yield CandidateScored(c.id, c.round, _f(c.minibatch), None, None, 0, "gated", calls_saved=saved,
+                                          target_requests=ctx.counters.target_requests, n_scored=n)
+            alive = [c for c in alive if c.id in go_on]
+            if not alive:
+                return
+
+    def confirm(self, ctx: OptimizeContext, finalists: int, level: float) -> Generator[Step, None, Cand]:
+        """Score the finalists (the best few by search score that beat the baseline there) and the baseline on
+        the held-back part of val, and choose the result: the finalists are tested against the baseline in
+        their search order (a fixed sequence: each at `level`, stopping at the first that fails, so the
+        chance of shipping a candidate that is not better stays under 1 - level), and of those that pass
+        the best confirmation score wins. If none passes, the result is the baseline."""
+        starts = [c for c in self.evaluated if c.round == 0 and c.proposer == "baseline"] or self.evaluated[:1]
+        reference = max(starts, key=lambda c: (_val(c), -c.id))
+        chosen = [c for c in self.top(len(self.cands)) if c.proposer != "baseline" and _val(c) > _val(reference)]
+        chosen = chosen[:finalists]
+        ctx.reserved = 0
+        n_conf = len(ctx.confirmset)
+        if not chosen:
+            yield WinnerChosen(reference.id, reference.id, False, None, None, None, level, 0, _f(reference.val), None,
+                               "No candidate scored above the baseline in the search, so the result is the baseline.")
+            return reference
+        results = {}
+        for c in [reference, *chosen]:
+            try:
+                res = ctx.score(c.template, ctx.confirmset)
+            except BudgetExhausted:
+                break
+            results[c.id] = res
+            c.confirm = res.score
+            lo, hi = res.ci
+            yield Confirmed(c.id, _f(res.score), (_f(lo), _f(hi)), res.n, _f(c.val))
+        if reference.id not in results:
+            yield WinnerChosen(reference.id, reference.id, False, None, None, None, level, 0, _f(reference.val), None,
+                               "The budget left nothing to confirm a candidate with, so the result is the baseline.")
+            return reference
+        passed, first = [], None
+        for c in chosen:
+            if c.id not in results:
+                break
+            cmp = S.compare(ctx.metric, results[reference.id].rows, results[c.id].rows, level, seed=ctx.seed)
+            first = first or (c, cmp)
+            if not cmp.significant:
+                break
+            passed.append((c, cmp))
+        pct = f"{level:.0%}"
+        if passed:
+            winner, cmp = max(passed, key=lambda cc: (_f(cc[0].confirm) or -np.inf, -cc[0].id))
+            reading = (f"Candidate #{winner.id} beats the baseline on the {n_conf} held-back val examples by "
+                       f"{cmp.diff:+.3f} ({pct} CI [{cmp.ci_low:+.3f}, {cmp.ci_high:+.3f}]"
+                       + (f", p = {cmp.p_value:.3g}" if cmp.p_value is not None else "") + "), so it replaces the baseline.")
+        else:
+            best, cmp = first
+            winner = reference
+            reading = (f"No candidate beat the baseline beyond noise on the {n_conf} held-back val examples (the first "
+                       f"finalist, #{best.id}, by {cmp.diff:+.3f}, {pct} CI [{cmp.ci_low:+.3f}, {cmp.ci_high:+.3f}]"
+                       + (f", p = {cmp.p_value:.3g}" if cmp.p_value is not None else "") + "), so the result is the baseline.")
+        shown = winner if winner is not reference else first[0]
+        yield WinnerChosen(winner.id, reference.id, winner is not reference, _f(cmp.diff), (_f(cmp.ci_low), _f(cmp.ci_high)),
+                           cmp.p_value, level, n_conf, _f(shown.val), _f(shown.confirm), reading)
+        return winner
+
+    def finalize(self, ctx: OptimizeContext, test_top: int, winner: Cand | None = None) -> Iterator[Step]:
+        """Held-out test: the result and the top few by val, plus every baseline. Outside the search budget."""
+        best = winner or self.best()
         finalists = {c.id: c for c in self.top(test_top)}
         finalists.update({c.id: c for c in self.evaluated if c.proposer == "baseline"})
         if best is not None:
@@ -158,9 +296,10 @@ class Pool:
 
 
 def take_proposals(ctx: OptimizeContext, pool: Pool, round_: int, spec, reply, meta: str, parents, n: int,
-                   needs_input: bool, max_chars: int, make_template) -> Generator[Step, None, list[Cand]]:
+                   needs_input: bool, max_chars: int, make_template, rejected=()) -> Generator[Step, None, list[Cand]]:
     """Parse a proposer's reply into at most n screened candidates (yielding each CandidateProposed),
-    then a ProposalMade recording what was kept, dropped (per reason) and repaired. Returns the kept."""
+    then a ProposalMade recording what was kept, dropped (per reason) and repaired. Returns the kept.
+    `rejected`: texts of candidates that did worse; a proposal that repeats one nearly word for word is dropped."""
     allowed = {"input", "labels", *ctx.dataset.input_cols}
     texts, truncated = P.parse_proposals(reply.text if reply.ok else "")
     dropped: dict[str, int] = {"truncated": truncated} if truncated else {}
@@ -171,6 +310,8 @@ def take_proposals(ctx: OptimizeContext, pool: Pool, round_: int, spec, reply, m
         for r in repairs:
             repaired[r] = repaired.get(r, 0) + 1
         why = P.screen(text, pool.seen, needs_input, allowed, max_chars)
+        if why is None and rejected and P.near_duplicate(text, rejected):
+            why = "repeats_rejected"
         if why is None and len(kept) >= n:
             why = "over_n"
         if why:
@@ -207,8 +348,9 @@ class Rounds:
     """Round bookkeeping a search shares: numbering that continues the pool's, the best so far,
     rounds without improvement (patience), and how a round ends."""
 
-    def __init__(self, ctx: OptimizeContext, pool: Pool):
+    def __init__(self, ctx: OptimizeContext, pool: Pool, patience: int | None = None):
         self.ctx, self.pool = ctx, pool
+        self.patience = patience or ctx.budget.patience  # a stage's own patience, else the run's
         self.best = pool.best()
         self.since_improved = 0
         self.done = 0
@@ -236,7 +378,7 @@ class Rounds:
         self.done += 1
         if reason or stopped:
             return reason or stopped
-        patience = self.ctx.budget.patience
+        patience = self.patience
         if patience and self.since_improved >= patience:
             return "patience"
         return None
@@ -306,22 +448,42 @@ def review_round(ctx: OptimizeContext, pool: Pool, round_: int, cands: list[Cand
 def _score_on_val(ctx: OptimizeContext, cand: Cand) -> CandidateScored:
     """Score a candidate the analyst chose on all of val, outside the search budget (the analyst spent those calls)."""
     res = ctx.score(cand.template, ctx.valset, budgeted=False)
-    cand.val = res.score
+    cand.val, cand.rows, cand.n_scored = res.score, res.rows, res.n
     return CandidateScored(cand.id, cand.round, cand.minibatch, _f(res.score), _ci(res), res.n, "evaluated",
-                           target_requests=ctx.counters.target_requests)
+                           target_requests=ctx.counters.target_requests, n_scored=res.n)
+
+
+GATES = ("race", "ci", "mean", "off")
 
 
 @dataclass(frozen=True, kw_only=True)
 class PoolStrategy:
-    """What every strategy over a pool shares: the gate's settings, how many finalists are scored on
-    test, its starting prompts (the baselines), and the run frame. Subclasses are frozen dataclasses
-    with `baselines`; these fields are keyword-only so a subclass may add fields without defaults."""
+    """What every strategy over a pool shares: how candidates are raced, how the result is confirmed,
+    how many prompts are scored on test, its starting prompts (the baselines), and the run frame.
+    Subclasses are frozen dataclasses with `baselines`; these fields are keyword-only so a subclass may
+    add fields without defaults."""
 
-    minibatch_size: int = 24
-    gate: str = "ci"  # "ci": upper CI bound reaches the K-th best; "mean": the point estimate does; "off"
-    gate_level: float = 0.8
-    top_k: int = 4  # the gate's K; the arena also shows this many prompts (small proposers do better with few)
-    test_top: int = 3  # prompts scored on test at the end, besides the baselines
+    minibatch_size: int = setting(20, "val examples every candidate is first scored on (the race's first rung; "
+                                  "the gate's minibatch)", type="int", low=2, flag="--minibatch", key="minibatch",
+                                  label="First rung: val examples")
+    gate: str = setting("race", "how much of val a candidate gets: race (rungs of twice as many examples while it "
+                        "could still beat the leader, at most half of a round going on), ci or mean (a minibatch, "
+                        "then all of val if it could enter the top-K), off (all of val)", type="choice",
+                        choices=GATES, label="Racing")
+    gate_level: float = setting(0.9, "confidence with which a race drops a candidate that cannot beat the leader "
+                                "(the ci gate's level)", type="float", low=0.5, high=0.999, label="Racing confidence")
+    top_k: int = setting(4, "prompts shown to proposers and the gate's K", type="int", low=1, label="Top-K")
+    test_top: int = setting(3, "prompts scored on test at the end, besides the baselines and the result", type="int",
+                            low=0, label="Prompts scored on test")
+    confirm: float = setting(0.5, "share of val held back from the search to confirm the finalists (0: pick the best "
+                             "search score, as runs before confirmation did)", type="float", low=0.0, high=0.8,
+                             label="Val held back to confirm")
+    confidence: float = setting(0.95, "a candidate replaces the baseline only when it beats it on the held-back val "
+                                "examples by a paired test at this level", type="float", low=0.5, high=0.999,
+                                label="Confidence to replace the baseline")
+    finalists: int = setting(2, "best candidates by search score that are confirmed on the held-back examples",
+                             type="int", low=1, high=10, label="Finalists")
+    patience: int | None = None  # rounds without improvement before this strategy's search ends (a stage's own)
 
     @property
     def gate_config(self) -> Gate:
@@ -333,12 +495,31 @@ class PoolStrategy:
     def run(self, ctx: OptimizeContext) -> Iterator[Step]:
         return run_strategy(self, ctx)
 
+    def confirm_reserve(self, n_confirm: int) -> int:
+        """Target requests the confirmation needs at most: the baseline and each finalist on the held-back examples."""
+        return (1 + self.finalists) * n_confirm if n_confirm else 0
+
+    def race_projection(self, n_val: int, candidates: float) -> dict:
+        """What scoring `candidates` new prompts costs: {min, expected, max} target requests, by the gate."""
+        mb = min(self.minibatch_size, n_val)
+        if self.gate == "off":
+            return {"min": candidates * n_val, "expected": candidates * n_val, "max": candidates * n_val}
+        if self.gate == "race":
+            rungs = race_rungs(self.minibatch_size, n_val)
+            steps = [b - a for a, b in zip([0] + rungs[:-1], rungs)]
+            # at most half of a round goes on at each rung; expected: about a third
+            expected = sum(s * candidates * (0.5 ** i if i < 1 else (1 / 3) ** i) for i, s in enumerate(steps))
+            top = sum(s * max(1.0, candidates * 0.5 ** i) for i, s in enumerate(steps))
+            return {"min": candidates * mb, "expected": expected, "max": top}
+        return {"min": candidates * mb, "expected": candidates * (mb + 0.5 * (n_val - mb)), "max": candidates * n_val}
+
 
 def run_strategy(strategy, ctx: OptimizeContext, pool: Pool | None = None) -> Iterator[Step]:
-    """The frame every strategy runs in: start, score the starting prompts, search, test, finish.
+    """The frame every strategy runs in: start, score the starting prompts, search, confirm, test, finish.
 
     A strategy supplies `name`, `starts(ctx)`, `search(ctx, pool)` (a generator returning
-    (reason, rounds)), `projection(...)`, `gate_config` and `test_top`.
+    (reason, rounds)), `projection(...)`, `gate_config`, `test_top`, and the confirmation settings
+    (`confirm_reserve`, `finalists`, `confidence`).
     """
     pool = pool or Pool()
     yield RunStarted(
@@ -347,6 +528,8 @@ def run_strategy(strategy, ctx: OptimizeContext, pool: Pool | None = None) -> It
         projection=strategy.projection(len(ctx.trainset), len(ctx.valset), len(ctx.testset), ctx.budget.max_rounds),
     )
     reason, rounds = "rounds", 0
+    confirming = len(ctx.confirmset) > 0
+    ctx.reserved = strategy.confirm_reserve(len(ctx.confirmset)) if confirming else 0
     try:
         yield from pool.score_start(ctx, strategy.starts(ctx))  # baselines: always scored, within the budget
     except BudgetExhausted:
@@ -356,8 +539,9 @@ def run_strategy(strategy, ctx: OptimizeContext, pool: Pool | None = None) -> It
         return
     if reason != "budget":
         reason, rounds = yield from strategy.search(ctx, pool)
-    yield from pool.finalize(ctx, strategy.test_top)
-    best = pool.best()
+    winner = (yield from pool.confirm(ctx, strategy.finalists, strategy.confidence)) if confirming else None
+    yield from pool.finalize(ctx, strategy.test_top, winner)
+    best = winner or pool.best()
     yield RunFinished(reason=reason, best_id=best.id, best_val=best.val, rounds=rounds)
 
 

@@ -10,6 +10,8 @@ import re
 import string
 from dataclasses import dataclass, field
 
+from promptlab.language import language_name
+
 DEFAULT_META_PROMPT = """You are an expert prompt engineer. Your job is to write the instruction that makes a small language model label texts correctly.
 
 ## The task
@@ -24,10 +26,10 @@ The model must reply with one of those labels. We measure {metric}.
 ## Instructions tried so far, with their scores (0 to 100, higher is better), worst first, best last
 {history}
 
-{errors}{confusion}## What to write
+{rejected}{errors}{confusion}## What to write
 Write {n} new instructions that would score higher than every instruction above, each different from all of them.
 Small models follow short, concrete instructions best: one line per label saying what it means, a hint against the mistakes shown (if any), and a last line "Answer with the label name only." A short example per label, copied from the training examples above, often helps too.
-{input_rule}
+{input_rule}{language}
 Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags, shaped like this:
 {format}
 """
@@ -46,10 +48,10 @@ We measure {metric}.
 ## Instructions tried so far, with their scores (0 to 100, higher is better), worst first, best last
 {history}
 
-{errors}## What to write
+{rejected}{errors}## What to write
 Write {n} new instructions that would score higher than every instruction above, each different from all of them.
 Small models follow short, concrete instructions best: say exactly what to answer, in what form and how long, and add a hint against the low-scoring answers shown (if any). A short example answer, copied from the training examples above, often helps too.
-{input_rule}
+{input_rule}{language}
 Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags, shaped like this:
 {format}
 """
@@ -67,6 +69,8 @@ PLACEHOLDERS: dict[str, str] = {
     "examples": "a few train examples (input and gold label), fenced",
     "errors": "the current best prompt's answer mix against the true label mix, and its mistakes on train examples (input, gold, the target's reply), fenced",
     "confusion": "the current best prompt's confusion matrix on those train examples; empty if not shown",
+    "rejected": "candidates that did worse than the prompts shown, briefly, with their scores and on how many examples (so proposers do not write them again); empty if none",
+    "language": "where the data is not in English: which language to write the instructions in; empty for English data",
     "n": "how many candidates each proposer should write",
     "input_rule": "where the example text goes: keep {input} in the prompt, or leave the text out",
     "format": "a skeleton of one answer: <prompt> tags around a task line, one '<label>: …' line per label, and the answer rule",
@@ -147,6 +151,9 @@ class MetaPromptParts:
     needs_input: bool = False
     score_range: tuple[float, float] = (0.0, 1.0)
     kind: str = "labels"  # the dataset's kind: labels, reference or unlabeled
+    rejected: tuple[ScoredPrompt, ...] = ()  # did worse; shown briefly so proposers do not repeat them
+    rejected_n: tuple[int, ...] = ()  # on how many examples each rejected one was scored
+    language_rule: str = ""  # the sentence on which language to write in (non-English data only)
     extra: dict = field(default_factory=dict)
 
 
@@ -162,6 +169,47 @@ def render_history(history, lo: float = 0.0, hi: float = 1.0) -> str:
         for p in ordered
     ]
     return "\n\n".join(blocks) if blocks else "(none yet)"
+
+
+REJECTED_CHARS = 160
+
+
+def render_rejected(rejected, counts=(), lo: float = 0.0, hi: float = 1.0) -> str:
+    """The candidates that did worse, one line each (cut), with their score and n: what not to write again."""
+    if not rejected:
+        return ""
+    lines = []
+    for i, p in enumerate(rejected):
+        text = " ".join(p.text.split())
+        text = text if len(text) <= REJECTED_CHARS else text[:REJECTED_CHARS].rstrip() + " …"
+        n = f" on {counts[i]} examples" if i < len(counts) and counts[i] else ""
+        score = _score100(p.score, lo, hi) if p.score == p.score else "?"
+        lines.append(f'- "{fence(text, REJECTED_CHARS + 4)}" (score {score}{n})')
+    return ("## Instructions that did worse (do not write these again, or anything close to them)\n"
+            + "\n".join(lines) + "\n\n")
+
+
+def language_rule(language: str, mode: str) -> str:
+    """What proposers are told about the data's language: nothing for English data; otherwise write in the
+    data's language ("data") or in English ("english"), keeping the labels exactly as they are."""
+    if not language or language == "en" or mode not in ("data", "english"):
+        return ""
+    name = language_name(language)
+    if mode == "data":
+        return f"\nThe texts are in {name}: write each instruction in {name} (keep the label names exactly as given)."
+    return f"\nThe texts are in {name}; write each instruction in English (keep the label names exactly as given)."
+
+
+def near_duplicate(text: str, others, threshold: float = 0.9) -> bool:
+    """Whether `text` shares at least `threshold` of its distinct words with one of `others` (Jaccard)."""
+    words = set(normalize_prompt(text).split())
+    if not words:
+        return False
+    for other in others:
+        o = set(normalize_prompt(other).split())
+        if o and len(words & o) / len(words | o) >= threshold:
+            return True
+    return False
 
 
 def render_examples(examples, kind: str = "labels") -> str:
@@ -248,6 +296,8 @@ def build_meta_prompt(template: str, parts: MetaPromptParts) -> str:
         "examples": render_examples(parts.examples, parts.kind),
         "errors": render_mistakes(parts.mistakes, parts.spread) if parts.kind == "labels" else render_low_scores(parts.mistakes),
         "confusion": f"## How the best instruction's answers were spread (rows: correct label)\n{parts.confusion}\n\n" if parts.confusion else "",
+        "rejected": render_rejected(parts.rejected, parts.rejected_n, lo, hi),
+        "language": parts.language_rule,
         "n": str(parts.n),
         "input_rule": input_rule,
         "format": skeleton,
@@ -370,7 +420,7 @@ Labels: {labels}. We measure {metric}.
 
 ## What to write
 Write {n} improved versions of the instruction that act on the feedback. Keep what works; one line per label saying what it means; end with "Answer with the label name only."
-{input_rule}
+{input_rule}{language}
 Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags."""
 
 
@@ -389,11 +439,12 @@ def critic_prompt(task: str, labels, metric: str, prompt: str, mistakes, spread:
     return out if labels else _open_task(out)
 
 
-def editor_prompt(task: str, labels, metric: str, prompt: str, feedback: str, n: int, needs_input: bool) -> str:
+def editor_prompt(task: str, labels, metric: str, prompt: str, feedback: str, n: int, needs_input: bool,
+                  language: str = "") -> str:
     input_rule = ("Keep the placeholder {input} in each instruction exactly where the text must go." if needs_input
                   else "Do not include any text to label: it is sent separately after the instruction.")
     out = EDITOR_PROMPT.format(task=task.strip(), labels=", ".join(labels), metric=metric, prompt=fence(prompt, 4000),
-                               feedback=fence(feedback, 2000), n=n, input_rule=input_rule)
+                               feedback=fence(feedback, 2000), n=n, input_rule=input_rule, language=language)
     return out if labels else _open_task(out)
 
 

@@ -1,0 +1,216 @@
+"""The default search against the arena and few-shot, on whole task files, at one target-call budget;
+DSPy's optimizers on the same rows beside them (benchmarks/dspy_bench.py, its own venv).
+
+    python benchmarks/auto_bench.py --data-dir ../shared/datasets
+
+Every (task, strategy) is one ordinary run on the whole file (the default split: 30% train, 35% val,
+35% test; n_test = 140 for a 400-row task), seed 0, the same search budget (target calls, confirmation
+included) and the plain baseline. Reported: the held-out test gain of each run's result over the
+baseline, with a paired 95% bootstrap CI over the same test examples, the target calls it used, and
+whether its result replaced the baseline. A second seed (--second-seed) runs where auto and the best
+other method are within --close of each other. A stopped benchmark continues: finished runs with the
+same config are reused and unfinished ones resumed from the store (kept outside the work tree).
+Writes the "auto" section of benchmarks/RESULTS.md and benchmarks/auto_results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from arena_bench import machine, paired_gain_ci, write_section  # noqa: E402
+
+from promptlab import runs  # noqa: E402
+from promptlab.data import import_dataset  # noqa: E402
+from promptlab.local import promptlab_home  # noqa: E402
+from promptlab.metrics import parse_metric  # noqa: E402
+from promptlab.models import resolve_model  # noqa: E402
+from promptlab.store import Store  # noqa: E402
+
+OUT_JSON = ROOT / "benchmarks" / "auto_results.json"
+
+
+def run_strategy(store, ds, target, proposers, critic, strategy: str, args, seed: int) -> tuple[str, dict, float]:
+    extra = {"critic": critic, "editor": critic} if strategy in ("auto", "gradient") else {}
+    cfg = runs.make_config(ds, target, proposers, seed=seed, rounds=args.rounds, budget_calls=args.budget,
+                           strategy=strategy, test_top=args.test_top, **extra)
+    rec = cfg.to_record()
+    reused = store.finished_run_with_config(rec)
+    t0 = time.perf_counter()
+    if reused:
+        run_id = reused
+        s = runs.summarize(store, run_id)
+        row = store.run_row(run_id)
+        wall = (pd.Timestamp(row["updated_at"]) - pd.Timestamp(row["created_at"])).total_seconds()
+        return run_id, s, wall
+    run_id = store.unfinished_run_with_config(rec) or runs.create_run(store, cfg)
+    s = runs.execute(store, run_id)
+    return run_id, s, time.perf_counter() - t0
+
+
+def test_correct(store, run_id, cand_id, target, ds, metric) -> pd.Series:
+    rows = runs.candidate_test_rows(store, run_id, cand_id, target, ds, metric)
+    return pd.Series(rows["correct"].to_numpy(dtype=float), index=rows["example_idx"].to_numpy())
+
+
+def dspy_rows(path: Path, task: str, base: pd.Series) -> list[dict]:
+    """DSPy's figures for a task from dspy_bench.py's JSON, paired with promptlab's baseline on the same test rows."""
+    if not path.exists():
+        return []
+    doc = json.loads(path.read_text())
+    out = []
+    for entry in doc.get("results", []):
+        if entry.get("task") != task or entry.get("error"):
+            continue
+        correct = pd.Series({int(k): float(v) for k, v in (entry.get("test_correct") or {}).items()})
+        shared = base.index.intersection(correct.index)
+        if not len(shared):
+            continue
+        a, b = base.loc[shared].to_numpy(), correct.loc[shared].to_numpy()
+        lo, hi = paired_gain_ci(a, b)
+        out.append({"task": task, "strategy": f"DSPy {entry['optimizer']}", "seed": 0, "n_test": len(shared),
+                    "baseline_test": float(a.mean()), "best_test": float(b.mean()), "gain": float(b.mean() - a.mean()),
+                    "lo": lo, "hi": hi, "search_calls": entry.get("target_calls_compile"),
+                    "proposer_calls": entry.get("proposer_calls"), "wall_s": entry.get("compile_wall_s"),
+                    "replaced": None, "result_by": f"{entry.get('n_demos', 0)} demos", "confirm_gap": None})
+    return out
+
+
+def write(args, argv, rows: list[dict], complete: bool) -> None:
+    command = "python benchmarks/auto_bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    lines = [
+        "## auto (the default) against the arena, few-shot and DSPy, on whole task files",
+        "",
+        f"Command: `{command.strip()}` (or `make bench`)  ",
+        f"Machine: {machine()}. Target `{args.target}`; proposers `{args.proposers}`; critic and editor "
+        f"`{args.critic}`. Every promptlab run: the whole file with the default split (n_test = 140 for 400 rows), "
+        f"search budget {args.budget} target calls (the confirmation on held-back val included), up to {args.rounds} "
+        "rounds per stage, the plain baseline \"Classify the text. Answer with one of these labels: {labels}.\", "
+        "metric accuracy. DSPy (3.4, its own venv: benchmarks/dspy_bench.py) compiles the same program on the same "
+        "train and val rows against a llama_cpp.server of the same target and proposer, and is scored on the same "
+        "test rows. Gain: the result's test accuracy minus promptlab's plain baseline on the same test examples, "
+        "95% paired bootstrap CI. 'search calls': target calls the optimizer made before test (for DSPy: its compile).",
+        "",
+        "| task | method | seed | n test | baseline test | result test | gain [95% paired CI] | result | search calls | proposer calls | wall |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        calls = "—" if r["search_calls"] is None else str(r["search_calls"])
+        props = "—" if r.get("proposer_calls") is None else str(r["proposer_calls"])
+        wall = "—" if r.get("wall_s") is None else f"{r['wall_s']:.0f} s"
+        lines.append(f"| {r['task']} | {r['strategy']} | {r['seed']} | {r['n_test']} | {r['baseline_test']:.3f} | "
+                     f"{r['best_test']:.3f} | {r['gain']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] | {r['result_by']} | "
+                     f"{calls} | {props} | {wall} |")
+    lines.append("")
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    seed0 = [r for r in rows if r["seed"] == 0]
+    for strategy in list(dict.fromkeys(r["strategy"] for r in seed0)):
+        mine = [r for r in seed0 if r["strategy"] == strategy]
+        up = sum(1 for r in mine if r["lo"] > 0)
+        down = sum(1 for r in mine if r["hi"] < 0)
+        lines.append(f"- **{strategy}**: gain CI above 0 on {up} of {len(mine)} tasks, below 0 on {down}.")
+    signal = [t for t in tasks if any(r["lo"] > 0 for r in seed0 if r["task"] == t)]
+    auto = {r["task"]: r for r in seed0 if r["strategy"] == "auto"}
+    if auto:
+        held = [t for t in signal if t in auto and auto[t]["lo"] > 0]
+        lines.append(f"- Tasks where some method's gain CI clears 0: {', '.join(signal) or 'none'}; auto's clears 0 on "
+                     f"{len(held)} of them ({', '.join(held) or 'none'}).")
+        worse = [t for t in auto if auto[t]["hi"] < 0]
+        lines.append(f"- auto significantly below the baseline on: {', '.join(worse) or 'no task'}.")
+        dspy_best = {}
+        for r in seed0:
+            if r["strategy"].startswith("DSPy"):
+                dspy_best[r["task"]] = max(dspy_best.get(r["task"], -1.0), r["best_test"])
+        if dspy_best:
+            at_or_above = [t for t in dspy_best if t in auto and auto[t]["best_test"] >= dspy_best[t]]
+            lines.append(f"- auto at or above the best DSPy optimizer's test score on {len(at_or_above)} of "
+                         f"{len(dspy_best)} tasks with DSPy figures.")
+    if not complete:
+        lines += ["", f"(In progress: {len(rows)} rows so far.)"]
+    write_section("auto", "\n".join(lines))
+    OUT_JSON.write_text(json.dumps({"complete": complete, "rows": rows}, indent=1, default=str))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
+    ap.add_argument("--target", default="local/qwen2.5-coder-0.5b")
+    ap.add_argument("--proposers", default="local/qwen2.5-coder-1.5b,local/qwen2.5-coder-0.5b,local/smollm2-135m")
+    ap.add_argument("--critic", default="local/qwen2.5-coder-1.5b")
+    ap.add_argument("--strategies", default="auto,fewshot,arena")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--budget", type=int, default=800)
+    ap.add_argument("--test-top", type=int, default=1)
+    ap.add_argument("--second-seed", action="store_true", help="a second seed where auto and the best other are close")
+    ap.add_argument("--close", type=float, default=0.03)
+    ap.add_argument("--tasks", help="comma-separated file stems (default: every CSV)")
+    ap.add_argument("--dspy", default=str(ROOT / "benchmarks" / "dspy_results.json"))
+    ap.add_argument("--db", default=str(promptlab_home() / "bench" / "auto_bench.duckdb"),
+                    help="kept outside the work tree so a stopped benchmark continues in a fresh checkout")
+    args = ap.parse_args(argv)
+    Path(args.db).parent.mkdir(parents=True, exist_ok=True)
+
+    store = Store(args.db)
+    target = resolve_model(args.target, store)
+    proposers = [resolve_model(p, store) for p in args.proposers.split(",")]
+    critic = resolve_model(args.critic, store)
+    files = sorted(Path(args.data_dir).glob("*.csv"))
+    if args.tasks:
+        files = [f for f in files if f.stem in set(args.tasks.split(","))]
+    strategies = args.strategies.split(",")
+    rows: list[dict] = []
+    for path in files:
+        ds = import_dataset(store, path)[0]
+        metric = parse_metric("accuracy", ds.labels)
+        task_rows = {}
+        seeds = [0]
+        while seeds:
+            seed = seeds.pop(0)
+            for strategy in strategies:
+                run_id, s, wall = run_strategy(store, ds, target, proposers, critic, strategy, args, seed)
+                base = test_correct(store, run_id, 1, target, ds, metric)
+                best = test_correct(store, run_id, s["best_id"], target, ds, metric)
+                lo, hi = paired_gain_ci(base.to_numpy(), best.to_numpy(), seed=seed)
+                result = s.get("result") or {}
+                steps = store.steps(run_id)
+                search = max([x.get("target_requests") or 0 for x in steps if x["kind"] == "candidate_scored"], default=0)
+                confirm = sum(x["n_confirm"] for x in steps if x["kind"] == "confirmed")
+                row = {"task": path.stem, "strategy": strategy, "seed": seed, "run_id": run_id, "n_test": len(base),
+                       "baseline_test": float(base.mean()), "best_test": float(best.mean()),
+                       "gain": float(best.mean() - base.mean()), "lo": lo, "hi": hi,
+                       "search_calls": search + confirm, "proposer_calls": s["proposer_calls"], "wall_s": wall,
+                       "replaced": result.get("replaced_baseline"),
+                       "result_by": ("baseline" if s["best_proposer"] == "baseline" else s["best_proposer"]),
+                       "confirm_gap": result.get("gap"), "search_score": result.get("search_score"),
+                       "confirm_score": result.get("confirm_score"), "candidates": s["candidates"]}
+                rows.append(row)
+                task_rows[(strategy, seed)] = row
+                print(f"{path.stem:<24} {strategy:<8} seed {seed}: test {row['baseline_test']:.3f} -> {row['best_test']:.3f} "
+                      f"(gain {row['gain']:+.3f} [{lo:+.3f}, {hi:+.3f}]) by {row['result_by']}; "
+                      f"{row['search_calls']} search calls, {wall:.0f} s", flush=True)
+                write(args, argv, rows, complete=False)
+            if seed == 0 and args.second_seed and "auto" in strategies:
+                others = [task_rows[(st, 0)]["gain"] for st in strategies if st != "auto"]
+                if others and abs(task_rows[("auto", 0)]["gain"] - max(others)) < args.close:
+                    seeds.append(1)
+        base0 = test_correct(store, task_rows[(strategies[0], 0)]["run_id"], 1, target, ds, metric)
+        rows += dspy_rows(Path(args.dspy), path.stem, base0)
+        write(args, argv, rows, complete=False)
+    write(args, argv, rows, complete=True)
+    print("wrote benchmarks/RESULTS.md and benchmarks/auto_results.json")
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

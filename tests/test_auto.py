@@ -1,0 +1,301 @@
+"""auto, racing and the honest winner, with scripted models: properties by construction."""
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fakes
+from conftest import sentiment_dataset
+from promptlab import runs, stats
+from promptlab.data import holdout_split, import_dataset, stratified_order
+from promptlab.errors import PromptlabError
+from promptlab.metrics import parse_metric
+from promptlab.models import make_spec
+from promptlab.optimize.pool import race_rungs
+
+
+def target(messages, params):
+    """Right when shown demos of all three labels, or told 'MAGIC'; else 'positive'."""
+    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+    text = messages[-1]["content"]
+    truth = "positive" if "great" in text else ("negative" if "awful" in text else "neutral")
+    turns = {m["content"] for m in messages[1:-1] if m["role"] == "assistant"}
+    if "MAGIC" in system or len(turns) >= 3:
+        return truth
+    return "positive"
+
+
+def arena_prop(messages, params):
+    k = int(hashlib.sha256(messages[-1]["content"].encode()).hexdigest(), 16) % 997
+    return f"<prompt>Label the sentiment carefully, try {k}.</prompt><prompt>Pick the label, attempt {k}.</prompt>"
+
+
+def critic(messages, params):
+    return "Say how to tell the labels apart."
+
+
+def editor(messages, params):
+    k = int(hashlib.sha256(messages[-1]["content"].encode()).hexdigest(), 16) % 997
+    return f"<prompt>Label it well, edit {k}.</prompt><prompt>Label it better, edit {k}.</prompt>"
+
+
+@pytest.fixture
+def dataset(store, tmp_path):
+    return sentiment_dataset(store, tmp_path, neutral=40)  # 100 rows: val 35 -> 17 search + 18 held back
+
+
+def specs():
+    return (make_spec(fakes.script("a-target", target)), make_spec(fakes.script("a-prop", arena_prop)),
+            make_spec(fakes.script("a-critic", critic)), make_spec(fakes.script("a-editor", editor)))
+
+
+def run(store, ds, **kw):
+    tgt, prop, crit, edit = specs()
+    kw.setdefault("rounds", 2)
+    kw.setdefault("minibatch_size", 6)
+    proposers = kw.pop("proposers", [prop])
+    if proposers and kw.get("strategy", "auto") in ("auto", "gradient"):
+        kw.setdefault("critic", crit)
+        kw.setdefault("editor", edit)
+    cfg = runs.make_config(ds, tgt, proposers, seed=3, **kw)
+    run_id = runs.create_run(store, cfg)
+    return run_id, runs.execute(store, run_id)
+
+
+# --- racing and splits ---------------------------------------------------------------------------
+
+def test_race_rungs_double_and_end_at_all_of_val():
+    assert race_rungs(20, 70) == [20, 40, 70]
+    assert race_rungs(20, 84) == [20, 40, 84]  # 80 -> 84 is too short a step: merged
+    assert race_rungs(20, 15) == [15]
+    assert race_rungs(4, 17) == [4, 8, 17]
+
+
+def test_every_prefix_of_the_race_order_keeps_the_label_mix():
+    frame = pd.DataFrame({"idx": range(100), "label_norm": ["a"] * 70 + ["b"] * 20 + ["c"] * 10})
+    order = stratified_order(frame, seed=1)
+    assert sorted(order["idx"]) == list(range(100))
+    for n in (10, 20, 40):
+        counts = order.head(n)["label_norm"].value_counts()
+        assert abs(counts.get("a", 0) - 0.7 * n) <= 1.5 and abs(counts.get("c", 0) - 0.1 * n) <= 1.5
+    assert list(stratified_order(frame, seed=1)["idx"]) == list(order["idx"])  # seeded
+
+
+def test_holdout_split_is_disjoint_stratified_and_seeded():
+    frame = pd.DataFrame({"idx": range(40), "label_norm": ["a"] * 30 + ["b"] * 10})
+    kept, held = holdout_split(frame, 0.5, seed=2)
+    assert len(held) == 20 and not set(kept["idx"]) & set(held["idx"])
+    assert held["label_norm"].value_counts().to_dict() == {"a": 15, "b": 5}
+    assert list(holdout_split(frame, 0.5, seed=2)[1]["idx"]) == list(held["idx"])
+
+
+def _rows(correct, gold="x"):
+    return pd.DataFrame({"example_idx": range(len(correct)), "gold_norm": [gold] * len(correct),
+                         "pred": [gold if c else "y" for c in correct], "score": [float(c) for c in correct]})
+
+
+def test_race_bound_drops_a_clone_and_keeps_a_promising_candidate():
+    m = parse_metric("accuracy", ("x", "y"))
+    leader = _rows([1, 0, 1, 0, 1, 0, 1, 0, 1, 0])
+    assert stats.race_bound(m, leader, leader, 0.9)[1] == 0  # identical answers cannot beat the leader
+    better = _rows([1, 1, 1, 0, 1, 0, 1, 1, 1, 0])
+    mean, upper = stats.race_bound(m, better, leader, 0.9)
+    assert mean == pytest.approx(0.2) and upper > 0
+    worse = _rows([0, 0, 0, 0, 1, 0, 0, 0, 1, 0])
+    assert stats.race_bound(m, worse, leader, 0.9)[1] < 0
+    # a metric that is not a mean over examples takes the paired bootstrap
+    f1 = parse_metric("macro_f1", ("x", "y"))
+    assert stats.race_bound(f1, leader, leader, 0.9)[1] == pytest.approx(0)
+
+
+def test_compare_is_paired_and_significant_only_beyond_noise():
+    m = parse_metric("accuracy", ("x", "y"))
+    base = _rows([0] * 30 + [1] * 30)
+    strong = _rows([1] * 30 + [1] * 30)
+    c = stats.compare(m, base, strong, 0.95)
+    assert c.diff == pytest.approx(0.5) and c.significant and c.p_value < 1e-6 and c.ci_low > 0
+    noisy = _rows([1, 1, 0] + [0] * 27 + [1] * 30)
+    assert not stats.compare(m, base, noisy, 0.95).significant
+
+
+# --- auto --------------------------------------------------------------------------------------
+
+def test_auto_runs_instructions_then_demos_then_edits_on_one_budget_and_confirms_the_winner(store, dataset):
+    run_id, s = run(store, dataset, budget_calls=900)
+    steps = store.steps(run_id)
+    stages = [x for x in steps if x["kind"] == "stage_started"]
+    assert [x["strategy"] for x in stages] == ["arena", "fewshot", "gradient"]
+    caps = [x["target_cap"] for x in stages]
+    assert caps == sorted(caps) and caps[-1] <= 900
+    confirm_reserve = 3 * 18  # the baseline and two finalists on the 18 held-back examples
+    assert caps[-1] == 900 - confirm_reserve  # the last stage gets everything left before the confirmation
+    search = max(x.get("target_requests", 0) for x in steps if x["kind"] == "candidate_scored")
+    assert search <= 900
+    # demos of every label make the target right: the result is a few-shot candidate, confirmed beyond noise
+    assert s["best_proposer"].startswith("fewshot/") and s["best_test"] == 1.0
+    r = s["result"]
+    assert r["replaced_baseline"] and r["winner_id"] == s["best_id"] and r["p_value"] < 0.05 and r["n_confirm"] == 18
+    assert "replaces the baseline" in r["reading"]
+    assert [x["kind"] for x in steps].index("winner_chosen") < [x["kind"] for x in steps].index("test_scored")
+    cands = store.candidates(run_id)
+    confirmed = cands[cands["confirm_score"].notna()]
+    assert 1 in set(confirmed["id"]) and s["best_id"] in set(confirmed["id"])  # the baseline and the winner
+    # racing: most candidates were stopped on a few examples; the leaderboard says on how many
+    assert (cands["n_scored"] < 17).sum() >= len(cands) // 3 and cands["n_scored"].notna().all()
+
+
+def test_a_stage_that_finds_nothing_hands_its_calls_on(store, dataset):
+    run_id, s = run(store, dataset, budget_calls=1200, edits_share=0.0)
+    stages = {x["strategy"]: x for x in store.steps(run_id) if x["kind"] == "stage_started"}
+    assert set(stages) == {"arena", "fewshot"}
+    rounds = {x["round"] for x in store.steps(run_id) if x["kind"] == "round_finished"}
+    arena_rounds = {c for c in store.candidates(run_id).query("proposer == 'fake/a-prop'")["round"]}
+    assert len(arena_rounds) == 1  # no new leader after one round: the stage ended (stage patience 1)
+    reserve = 3 * 18
+    left_at_demos = 1200 - reserve
+    first_cap = stages["arena"]["target_cap"]
+    assert first_cap - 35 < 0.3 / 0.85 * left_at_demos + 1  # its share of what was left after the baselines
+    assert stages["fewshot"]["target_cap"] == left_at_demos  # the demo stage got everything the first did not use
+    assert len(rounds) >= 2
+
+
+def test_auto_without_proposers_searches_demos_only(store, dataset):
+    run_id, s = run(store, dataset, proposers=[], budget_calls=600)
+    stages = [x["strategy"] for x in store.steps(run_id) if x["kind"] == "stage_started"]
+    assert stages == ["fewshot"] and s["result"]["replaced_baseline"]
+
+
+def test_the_baseline_stays_when_the_search_winner_was_lucky(store, tmp_path):
+    """A prompt that is right only on the search part of val wins the search, but the held-back examples
+    show no gain: the result is the baseline, and the gap between the two scores is reported."""
+    ds = sentiment_dataset(store, tmp_path, neutral=40)
+    tgt, prop, crit, edit = specs()
+    cfg = runs.make_config(ds, tgt, [prop], seed=3, strategy="arena", rounds=1, minibatch_size=6)
+    _, ctx = runs.build(store, cfg, "probe")
+    lucky_texts = set(ctx.valset["text"])
+
+    def lucky_target(messages, params):
+        system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+        text = messages[-1]["content"]
+        truth = "positive" if "great" in text else ("negative" if "awful" in text else "neutral")
+        return truth if "LUCKY" in system and text in lucky_texts else "positive"
+
+    def lucky_prop(messages, params):
+        return "<prompt>LUCKY labels.</prompt><prompt>Plain labels.</prompt>"
+
+    cfg = runs.make_config(ds, make_spec(fakes.script("lucky-target", lucky_target)),
+                           [make_spec(fakes.script("lucky-prop", lucky_prop))], seed=3, strategy="arena", rounds=1,
+                           minibatch_size=6)
+    run_id = runs.create_run(store, cfg)
+    s = runs.execute(store, run_id)
+    r = s["result"]
+    assert not r["replaced_baseline"] and s["best_id"] == 1 and s["best_proposer"] == "baseline"
+    assert "No candidate beat the baseline beyond noise" in r["reading"]
+    assert r["search_score"] == 1.0 and r["confirm_score"] < 0.6 and r["gap"] > 0.4
+    assert "gap" in runs.result_line(s)
+    board = runs.leaderboard(store, run_id)
+    assert board.iloc[0]["val_score"] == 1.0 and board.iloc[0]["confirm_score"] < 0.6  # overfit, shown
+
+
+def test_racing_tries_several_times_more_candidates_on_the_same_budget(store, dataset):
+    def many(messages, params):
+        k = int(hashlib.sha256(messages[-1]["content"].encode()).hexdigest(), 16) % 9973
+        return "".join(f"<prompt>Variant {k}-{i}: pick the label.</prompt>" for i in range(4))
+
+    prop = make_spec(fakes.script("many", many))
+    counts = {}
+    for gate in ("race", "off"):
+        run_id, s = run(store, dataset, proposers=[prop], strategy="arena", gate=gate, minibatch_size=4, rounds=20,
+                        budget_calls=400, candidates=4, arena_k=1, confirm=0.0)
+        scored = [x for x in store.steps(run_id) if x["kind"] == "candidate_scored" and x["status"] != "over budget"]
+        counts[gate] = len(scored)
+    assert counts["race"] >= 2.5 * counts["off"]
+
+
+def test_proposers_see_rejected_candidates_and_their_repeats_are_dropped(store, dataset):
+    def repeater(messages, params):
+        return "<prompt>Pick the label, please.</prompt><prompt>Pick the label please!</prompt>"
+
+    prop = make_spec(fakes.script("repeater", repeater))
+    run_id, s = run(store, dataset, proposers=[prop], strategy="arena", rounds=2, patience=None, arena_k=1)
+    cands = store.candidates(run_id)
+    round2 = cands[cands["round"] == 2]
+    assert round2.empty  # the second round's proposals repeat a rejected one: dropped
+    made = [x for x in store.steps(run_id) if x["kind"] == "proposal_made"]
+    assert made[1]["dropped"].get("repeats_rejected", 0) + made[1]["dropped"].get("duplicate", 0) == 2
+    meta2 = made[1]["meta_prompt"]
+    assert "did worse" in meta2 and "Pick the label, please." in meta2
+
+
+def test_the_meta_prompt_names_the_data_language(store, tmp_path):
+    rows = ["text,label"] + [f"Отличная вещь номер {i},positive" for i in range(20)] + \
+        [f"Ужасная вещь номер {i},negative" for i in range(20)]
+    path = tmp_path / "ru.csv"
+    path.write_text("\n".join(rows), encoding="utf-8")
+    ds = import_dataset(store, path)[0]
+    tgt, prop, _, _ = specs()
+    for mode, expected in (("english", "write each instruction in English"), ("data", "write each instruction in Russian"),
+                           ("off", None)):
+        run_id, _ = run(store, ds, proposers=[prop], strategy="arena", rounds=1, language=mode, confirm=0.0)
+        meta = [x for x in store.steps(run_id) if x["kind"] == "proposal_made"][0]["meta_prompt"]
+        if expected:
+            assert "The texts are in Russian" in meta and expected in meta
+        else:
+            assert "The texts are in" not in meta
+
+
+def test_settings_are_declared_once_and_checked_from_their_declaration(store, dataset):
+    tgt, prop, _, _ = specs()
+    with pytest.raises(PromptlabError, match="confirm must be at most 0.8"):
+        runs.make_config(dataset, tgt, [prop], confirm=0.9)
+    with pytest.raises(PromptlabError, match="gate must be race or ci or mean or off"):
+        runs.make_config(dataset, tgt, [prop], gate="magic")
+    with pytest.raises(PromptlabError, match="language must be english or data or off"):
+        runs.make_config(dataset, tgt, [prop], language="klingon")
+    with pytest.raises(PromptlabError, match="a share above 0"):
+        runs.make_config(dataset, tgt, [prop], instructions_share=0, demos_share=0, edits_share=0)
+    from promptlab.cli import build_parser
+
+    help_text = build_parser()._subparsers._group_actions[0].choices["optimize"].format_help()
+    for s in runs.all_settings().values():
+        assert s.cli_flag in help_text  # every declared setting has its flag, none written by hand
+    cfg = runs.make_config(dataset, tgt, [prop])
+    assert cfg.strategy == "auto" and cfg.version == 2
+
+
+def test_runs_stored_before_racing_replay_with_their_old_gate(store, dataset):
+    tgt, prop, _, _ = specs()
+    rec = runs.make_config(dataset, tgt, [prop], strategy="arena").to_record()
+    rec.pop("version")
+    old = runs.RunConfig.from_record(rec)
+    strategy, ctx = runs.build(store, old, "old")
+    assert old.version == 1 and strategy.gate == "ci" and strategy.minibatch_size == 24 and len(ctx.confirmset) == 0
+    assert strategy.show_rejected == 0 and strategy.language == "off"
+
+
+def test_projection_states_racing_and_the_confirmation(store, dataset):
+    tgt, prop, _, _ = specs()
+    cfg = runs.make_config(dataset, tgt, [prop], budget_calls=900, minibatch_size=6)
+    proj = runs.projection(store, cfg)
+    line = runs.projection_line(proj)
+    assert proj["n_confirm"] == 18 and proj["confirm_calls"] == 54
+    assert "racing scores a candidate on ~" in line and "held back to confirm" in line
+    assert proj["candidates_in_budget"] > proj["candidates_full_val"]
+
+
+def test_a_semi_automatic_auto_run_pauses_after_each_stage_round(store, dataset):
+    from promptlab import review
+
+    tgt, prop, crit, edit = specs()
+    cfg = runs.make_config(dataset, tgt, [prop], seed=3, rounds=1, minibatch_size=6, review="rounds", critic=crit,
+                           editor=edit, budget_calls=900)
+    run_id = runs.create_run(store, cfg)
+    paused = []
+    while runs.execute(store, run_id)["status"] == "paused":
+        r = review.paused_at(store, run_id).round
+        paused.append(r)
+        store.add_decision(run_id, r, "continue", None, None, "analyst")
+    stages = [x["strategy"] for x in store.steps(run_id) if x["kind"] == "stage_started"]
+    assert stages == ["arena", "fewshot", "gradient"] and paused == [1, 2, 3]
+    assert store.run_row(run_id)["status"] == "finished"
