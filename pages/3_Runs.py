@@ -7,8 +7,6 @@ from promptlab.evaluate import PromptTemplate
 from promptlab.metrics import GLOBAL_METRICS
 from promptlab.objective import default_spec
 
-STRATEGY_CHOICES = ["auto", "arena", "fewshot", "gradient", "arena,fewshot", "arena,gradient", "arena,gradient,fewshot"]
-
 st.set_page_config(page_title="promptlab · Runs", layout="wide")
 st.title("Runs")
 ui.ensure_demo_dataset()
@@ -36,13 +34,13 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
     proposers = st.multiselect("Proposers", model_names, default=[m for m in ui.setting("proposers", ui.DEFAULT_PROPOSERS) if m in choices] or model_names[:2], key="runs.proposers")
     c4, c5, c6, c7, c8 = st.columns(5)
     strategy = c4.selectbox(
-        "Strategy", STRATEGY_CHOICES, key="runs.strategy",
+        "Strategy", runs.STRATEGY_MENU, key="runs.strategy",
         help="auto (the default): proposers write instructions, then demonstration sets are searched for the best of "
              "them, then the leader is edited from its failures, on one budget; every candidate is raced and the "
              "result confirmed on held-back val. arena: proposers rewrite the instruction; fewshot: demo sets for "
              "the best instructions; gradient: a critic reads failures and an editor rewrites. A chain runs them in "
              "order on one budget.")
-    rounds = c5.number_input("Rounds (per stage)", 1, 50, 3, key="runs.rounds")
+    rounds = c5.number_input("Rounds", 1, 50, 3, key="runs.rounds", help="Per stage, for auto and chains.")
     seed = c6.number_input("Seed", 0, 100_000, 0, key="runs.seed")
     budget = c7.number_input("Budget: target calls (0 = none)", 0, 1_000_000, 600, step=100, key="runs.budget")
     patience = c8.number_input("Patience (0 = off)", 0, 50, 0, key="runs.patience")
@@ -51,8 +49,8 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
     own = {k: v for k, v in settings.items() if k not in frame}
     st.caption(f"Settings of {strategy}")
     extra = ui.setting_inputs(own, model_names)
-    with st.expander("Racing and the result: how much of val each candidate gets, what confirms the winner"):
-        extra |= ui.setting_inputs(frame, model_names)
+    st.caption("Racing and the result: how much of val each candidate gets, and what confirms the winner")
+    extra |= ui.setting_inputs(frame, model_names)
     for key, value in list(extra.items()):
         if settings[key].type == "model":
             extra[key] = choices[value] if value else None

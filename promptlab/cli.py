@@ -422,11 +422,9 @@ def cmd_optimize(args) -> int:
     return _execute(store, run_id, args)
 
 
-def _setting_args(p) -> None:
+def _setting_args(p, runs) -> None:
     """One flag per strategy setting, from its declaration (name, default, help); values are checked by
     make_config against the same declaration, so the CLI repeats no names, defaults or limits."""
-    from promptlab import runs
-
     g = p.add_argument_group("strategy settings (each applies to the strategies that have it)")
     for name, s in runs.all_settings().items():
         default = s.none if s.default is None and s.none else (",".join(s.default) if isinstance(s.default, tuple) else s.default)
@@ -883,6 +881,8 @@ def _judge_args(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from promptlab import runs  # the strategies and their declared settings give the optimize flags
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", default=argparse.SUPPRESS, help="DuckDB file (default: $PROMPTLAB_DB or data/promptlab.duckdb)")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
@@ -956,9 +956,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="stored dataset name, or a file path to import")
     p.add_argument("--target", required=True, help="the model the prompt is for")
     p.add_argument("--proposers", default="", help="comma-separated proposer models (needed by arena and gradient)")
-    p.add_argument("--strategy", default="auto",
-                   help="auto (default: instructions, then demonstrations for the best of them, then edits, on one "
-                        "budget), arena, fewshot, gradient, or a chain joined by commas, e.g. arena,fewshot")
+    p.add_argument("--strategy", default=runs.DEFAULT_STRATEGY,
+                   help=f"one of {', '.join(runs.STRATEGIES)}, or a chain joined by commas, e.g. arena,fewshot (default "
+                        f"{runs.DEFAULT_STRATEGY}: instructions, then demonstrations for the best of them, then edits, "
+                        "on one budget)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--metric", help="default: accuracy for labels, the dataset's own scoring otherwise")
     p.add_argument("--seed", type=int, default=0)
@@ -971,7 +972,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--baseline-file")
     p.add_argument("--meta-prompt-file", help="replace the meta-prompt template (see promptlab/optimize/prompts.py)")
     p.add_argument("--task", help="task description shown to the proposers")
-    _setting_args(p)
+    _setting_args(p, runs)
     p.add_argument("--review", action="store_true",
                    help="semi-automatic: pause after every round for your decisions (promptlab review RUN)")
     _judge_args(p)
@@ -1018,7 +1019,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--candidates", type=int, default=2)
     p.add_argument("--metric", default="accuracy")
-    p.add_argument("--strategy", default="arena", help="arena, fewshot, gradient or a chain (default arena)")
+    p.add_argument("--strategy", default="arena",
+                   help=f"one of {', '.join(runs.STRATEGIES)} or a chain (default arena: a study compares proposers, "
+                        "and in the arena everything a run finds is theirs)")
     p.add_argument("--minibatch", type=int)
     p.add_argument("--test-top", type=int)
     p.add_argument("--show", metavar="ID", help="analyse a stored study without running anything")

@@ -52,7 +52,9 @@ def default_task(dataset: LabeledDataset) -> str:
 
 STRATEGIES = {"arena": Arena, "fewshot": FewShot, "gradient": Gradient, "auto": Auto}
 DEFAULT_STRATEGY = "auto"
-NEEDS_PROPOSERS = {"arena", "gradient"}
+# What the Runs page and the CLI's help offer: the default first, each strategy alone, the usual chains.
+STRATEGY_MENU = [DEFAULT_STRATEGY] + [n for n in STRATEGIES if n != DEFAULT_STRATEGY] + [
+    "arena,fewshot", "arena,gradient", "arena,gradient,fewshot"]
 # Runs stored before racing and confirmation (config version 1) replay with the defaults they ran with.
 LEGACY_DEFAULTS = {"gate": "ci", "gate_level": 0.8, "minibatch_size": 24, "confirm": 0.0, "show_rejected": 0,
                    "language": "off", "trials_per_round": 4}
@@ -168,9 +170,9 @@ def make_config(
     names = strategy_names(strategy)
     if review not in REVIEW_MODES:
         raise PromptlabError(f"review must be {' or '.join(REVIEW_MODES)}, not {review!r}")
-    if not proposers and NEEDS_PROPOSERS & set(names):
-        raise PromptlabError(f"the {' and '.join(sorted(NEEDS_PROPOSERS & set(names)))} strategy needs proposer models "
-                             "(--proposers M1,M2)")
+    needing = sorted(n for n in names if STRATEGIES[n].needs_proposers)
+    if not proposers and needing:
+        raise PromptlabError(f"the {' and '.join(needing)} strategy needs proposer models (--proposers M1,M2)")
     if rounds < 1:
         raise PromptlabError("--rounds must be at least 1")
     if arena_k is not None:

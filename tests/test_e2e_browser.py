@@ -37,8 +37,8 @@ def _import_upload(page, url: str, csv_path, name: str, preview: str, kind: str 
     page.wait_for_selector(f"text=Imported '{name}'", timeout=60_000)
 
 
-def _start_run(page, minibatch: int, review: bool = False) -> None:
-    """A one-round run from the Runs page, on the dataset the session has selected."""
+def _start_run(page, minibatch: int, review: bool = False, strategy: str | None = None) -> None:
+    """A one-round run from the Runs page, on the dataset the session has selected (auto, unless `strategy`)."""
     page.get_by_role("link", name="Runs").click()
     page.wait_for_selector("text=Start a run", timeout=60_000)
     page.wait_for_timeout(1500)
@@ -47,6 +47,10 @@ def _start_run(page, minibatch: int, review: bool = False) -> None:
         page.locator("summary:has-text('Start a run')").click()
     rounds.fill("1")
     rounds.press("Enter")
+    if strategy:
+        page.get_by_label("Strategy").click()
+        page.get_by_role("option", name=strategy, exact=True).click()
+        page.wait_for_timeout(1000)
     box = page.get_by_label("Minibatch size")
     box.fill(str(minibatch))
     box.press("Enter")
@@ -204,7 +208,7 @@ def test_semi_automatic_round_and_keyboard_grading_on_reference_answers(server):
         browser = _launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         _import_upload(page, url, csv_path, "qa_small", "Reference answers:", kind="a reference answer")
-        _start_run(page, minibatch=5, review=True)
+        _start_run(page, minibatch=5, review=True, strategy="arena")
         page.wait_for_selector("text=Round 1 is waiting for your review", timeout=600_000)
         page.wait_for_timeout(1500)
         page.screenshot(path=str(ARTIFACTS / "6-round-review.png"), full_page=True)

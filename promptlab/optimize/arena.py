@@ -10,7 +10,7 @@ uses val only; the final best and the top few are scored once on test, which no 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generator
+from typing import Generator, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -60,6 +60,7 @@ class Arena(PoolStrategy):
     demo_format: str = setting("chat", "demos as chat turns or inline in the instruction", type="choice",
                                choices=("chat", "inline"), label="Demo format")
     name: str = "arena"
+    needs_proposers: ClassVar[bool] = True
 
     def demo_set(self, ctx: OptimizeContext):
         if self.demos in (None, "none", 0, "0"):

@@ -17,7 +17,7 @@ it did not spend on to the stages after it, since each stage's cap is its share 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generator
+from typing import Generator, ClassVar
 
 from promptlab.optimize.base import OptimizeContext, Step
 from promptlab.optimize.chain import StageStarted
@@ -46,6 +46,7 @@ class Auto(PoolStrategy):
     stage_patience: int = setting(1, "auto: rounds without a new leader before the instruction or edit stage hands "
                                   "its calls on", type="int", low=1, high=10, label="Stage patience")
     name: str = "auto"
+    needs_proposers: ClassVar[bool] = False
 
     def planned(self) -> list[tuple[object, float]]:
         """(stage, share) for the stages that will run, in order."""

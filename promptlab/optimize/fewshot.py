@@ -14,7 +14,7 @@ otherwise re-implement a worse one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generator
+from typing import Generator, ClassVar
 
 import numpy as np
 
@@ -53,6 +53,7 @@ class FewShot(PoolStrategy):
                               label="Nearness for 'similar' demos")
     meta_prompt: str = ""  # accepted so every strategy takes the same config; not used
     name: str = "fewshot"
+    needs_proposers: ClassVar[bool] = False
 
     def projection(self, n_train: int, n_val: int, n_test: int, rounds: int) -> dict:
         trials = self.trials_per_round

@@ -10,7 +10,7 @@ reach the critic and the editor.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generator
+from typing import Generator, ClassVar
 
 import numpy as np
 
@@ -56,6 +56,7 @@ class Gradient(PoolStrategy):
     max_prompt_chars: int = 2500
     meta_prompt: str = ""  # accepted so every strategy takes the same config; the critic/editor prompts are in prompts.py
     name: str = "gradient"
+    needs_proposers: ClassVar[bool] = True
 
     @property
     def critic_spec(self) -> ModelSpec:

@@ -465,7 +465,7 @@ class PoolStrategy:
 
     minibatch_size: int = setting(20, "val examples every candidate is first scored on (the race's first rung; "
                                   "the gate's minibatch)", type="int", low=2, flag="--minibatch", key="minibatch",
-                                  label="First rung: val examples")
+                                  label="Minibatch size (the race's first rung)")
     gate: str = setting("race", "how much of val a candidate gets: race (rungs of twice as many examples while it "
                         "could still beat the leader, at most half of a round going on), ci or mean (a minibatch, "
                         "then all of val if it could enter the top-K), off (all of val)", type="choice",
