@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test browser
+.PHONY: install run test browser bench bench-dspy
 
 # llama.cpp is compiled for the x86-64 features this CPU has, named one by one, not with -march=native: on Intel
 # CPUs with AMX, in a VM that does not grant the tile state (this workplace's machines), a native build's AMX
@@ -38,3 +38,20 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest
+
+# The benchmark table of benchmarks/RESULTS.md ("auto"): DSPy's optimizers first (their own venv, against two
+# llama_cpp servers of the zoo), then promptlab's strategies, which read DSPy's figures into the same table.
+# Long (hours on 2 cores); both steps resume where they stopped.
+DSPY_VENV := benchmarks/.venv-dspy
+DATA_DIR ?= ../shared/datasets
+
+bench-dspy: $(STAMP)
+	test -x $(DSPY_VENV)/bin/python || { $(PYTHON) -m venv $(DSPY_VENV) && $(DSPY_VENV)/bin/pip install -r benchmarks/requirements-dspy.txt; }
+	$(PY) benchmarks/export_splits.py --data-dir $(DATA_DIR) --out benchmarks/splits
+	benchmarks/dspy_serve.sh start
+	$(DSPY_VENV)/bin/python benchmarks/dspy_bench.py --splits benchmarks/splits --optimizers mipro,gepa \
+	  --target-base http://127.0.0.1:8771/v1 --proposer-base http://127.0.0.1:8772/v1 \
+	  --out benchmarks/dspy_results.json; status=$$?; benchmarks/dspy_serve.sh stop; exit $$status
+
+bench: $(STAMP) bench-dspy
+	$(PY) benchmarks/auto_bench.py --data-dir $(DATA_DIR) --second-seed --language-check

@@ -32,6 +32,7 @@ from arena_bench import machine, paired_gain_ci, write_section  # noqa: E402
 
 from promptlab import runs  # noqa: E402
 from promptlab.data import import_dataset  # noqa: E402
+from promptlab.language import detect_language, language_name  # noqa: E402
 from promptlab.local import promptlab_home  # noqa: E402
 from promptlab.metrics import parse_metric  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
@@ -40,8 +41,8 @@ from promptlab.store import Store  # noqa: E402
 OUT_JSON = ROOT / "benchmarks" / "auto_results.json"
 
 
-def run_strategy(store, ds, target, proposers, critic, strategy: str, args, seed: int) -> tuple[str, dict, float]:
-    extra = {"critic": critic, "editor": critic} if strategy in ("auto", "gradient") else {}
+def run_strategy(store, ds, target, proposers, critic, strategy: str, args, seed: int, **params) -> tuple[str, dict, float]:
+    extra = ({"critic": critic, "editor": critic} if strategy in ("auto", "gradient") else {}) | params
     cfg = runs.make_config(ds, target, proposers, seed=seed, rounds=args.rounds, budget_calls=args.budget,
                            strategy=strategy, test_top=args.test_top, **extra)
     rec = cfg.to_record()
@@ -64,26 +65,53 @@ def test_correct(store, run_id, cand_id, target, ds, metric) -> pd.Series:
 
 
 def dspy_rows(path: Path, task: str, base: pd.Series) -> list[dict]:
-    """DSPy's figures for a task from dspy_bench.py's JSON, paired with promptlab's baseline on the same test rows."""
+    """DSPy's figures for a task from dspy_bench.py's JSON (see its RESULT_SCHEMA), paired with promptlab's plain
+    baseline on the same test rows (idx is promptlab's row idx)."""
     if not path.exists():
         return []
-    doc = json.loads(path.read_text())
+    entry = json.loads(path.read_text()).get("tasks", {}).get(task) or {}
     out = []
-    for entry in doc.get("results", []):
-        if entry.get("task") != task or entry.get("error"):
+    for name in ("baseline", "mipro", "gepa"):
+        res = entry.get(name)
+        if not res or res.get("error") or not res.get("per_example"):
             continue
-        correct = pd.Series({int(k): float(v) for k, v in (entry.get("test_correct") or {}).items()})
+        correct = pd.Series({int(k): float(v) for k, v in res["per_example"].items()})
         shared = base.index.intersection(correct.index)
         if not len(shared):
             continue
         a, b = base.loc[shared].to_numpy(), correct.loc[shared].to_numpy()
         lo, hi = paired_gain_ci(a, b)
-        out.append({"task": task, "strategy": f"DSPy {entry['optimizer']}", "seed": 0, "n_test": len(shared),
+        label = {"baseline": "DSPy program (unoptimized)", "mipro": "DSPy MIPROv2 light", "gepa": "DSPy GEPA light"}[name]
+        out.append({"task": task, "strategy": label, "seed": 0, "n_test": len(shared),
                     "baseline_test": float(a.mean()), "best_test": float(b.mean()), "gain": float(b.mean() - a.mean()),
-                    "lo": lo, "hi": hi, "search_calls": entry.get("target_calls_compile"),
-                    "proposer_calls": entry.get("proposer_calls"), "wall_s": entry.get("compile_wall_s"),
-                    "replaced": None, "result_by": f"{entry.get('n_demos', 0)} demos", "confirm_gap": None})
+                    "lo": lo, "hi": hi, "search_calls": res.get("target_calls_compile", 0 if name == "baseline" else None),
+                    "proposer_calls": res.get("proposer_calls_compile"), "wall_s": res.get("compile_wall_s"),
+                    "replaced": None, "result_by": f"{res.get('n_demos', 0)} demos", "confirm_gap": None})
     return out
+
+
+def stage_report(store, run_id: str) -> list[dict]:
+    """Per stage of an auto run: the target calls it spent, the candidates it scored, the leader's search score
+    when it ended, and whether the result came from it (the measurements behind auto's budget shares)."""
+    steps = store.steps(run_id)
+    winner = next((x["winner_id"] for x in steps if x["kind"] == "winner_chosen"), None)
+    stages, calls = [], 0
+    for x in steps:
+        kind = x["kind"]
+        if kind == "candidate_scored":
+            calls = x.get("target_requests") or calls
+            if stages and "end" not in stages[-1]:
+                stages[-1]["ids"].add(x["candidate_id"])
+        elif kind == "stage_started":
+            if stages:
+                stages[-1].setdefault("end", calls)
+            stages.append({"stage": x["strategy"], "start": calls, "ids": set(), "leader_after": None})
+        elif kind == "round_finished" and stages and "end" not in stages[-1]:
+            stages[-1]["leader_after"] = x["best_val"]
+        elif kind in ("confirmed", "winner_chosen") and stages:
+            stages[-1].setdefault("end", calls)
+    return [{"stage": st["stage"], "calls": st.get("end", calls) - st["start"], "candidates": len(st["ids"]),
+             "leader_after": st["leader_after"], "result_from_here": winner in st["ids"]} for st in stages]
 
 
 def write(args, argv, rows: list[dict], complete: bool) -> None:
@@ -129,12 +157,26 @@ def write(args, argv, rows: list[dict], complete: bool) -> None:
         lines.append(f"- auto significantly below the baseline on: {', '.join(worse) or 'no task'}.")
         dspy_best = {}
         for r in seed0:
-            if r["strategy"].startswith("DSPy"):
+            if r["strategy"].startswith("DSPy") and "unoptimized" not in r["strategy"]:
                 dspy_best[r["task"]] = max(dspy_best.get(r["task"], -1.0), r["best_test"])
         if dspy_best:
             at_or_above = [t for t in dspy_best if t in auto and auto[t]["best_test"] >= dspy_best[t]]
             lines.append(f"- auto at or above the best DSPy optimizer's test score on {len(at_or_above)} of "
                          f"{len(dspy_best)} tasks with DSPy figures.")
+    staged = [r for r in rows if r.get("stages")]
+    if staged:
+        lines += ["", "**auto: where the calls paid off** (per stage: target calls spent, candidates scored, the "
+                  "leader's search-val score when the stage ended; * = the result came from this stage)", "",
+                  "| task | seed | instructions | demonstrations | edits |", "|---|---|---|---|---|"]
+        for r in staged:
+            by = {st["stage"]: st for st in r["stages"]}
+            cells = []
+            for name in ("arena", "fewshot", "gradient"):
+                st = by.get(name)
+                cells.append("—" if st is None else
+                             f"{st['calls']} calls, {st['candidates']} cands, leader {st['leader_after'] if st['leader_after'] is None else round(st['leader_after'], 3)}"
+                             + (" *" if st["result_from_here"] else ""))
+            lines.append(f"| {r['task']} | {r['seed']} | " + " | ".join(cells) + " |")
     if not complete:
         lines += ["", f"(In progress: {len(rows)} rows so far.)"]
     write_section("auto", "\n".join(lines))
@@ -153,6 +195,8 @@ def main(argv=None) -> int:
     ap.add_argument("--test-top", type=int, default=1)
     ap.add_argument("--second-seed", action="store_true", help="a second seed where auto and the best other are close")
     ap.add_argument("--close", type=float, default=0.03)
+    ap.add_argument("--language-check", action="store_true",
+                    help="on tasks not in English, also run auto with proposers writing in the data's language")
     ap.add_argument("--tasks", help="comma-separated file stems (default: every CSV)")
     ap.add_argument("--dspy", default=str(ROOT / "benchmarks" / "dspy_results.json"))
     ap.add_argument("--db", default=str(promptlab_home() / "bench" / "auto_bench.duckdb"),
@@ -192,7 +236,8 @@ def main(argv=None) -> int:
                        "replaced": result.get("replaced_baseline"),
                        "result_by": ("baseline" if s["best_proposer"] == "baseline" else s["best_proposer"]),
                        "confirm_gap": result.get("gap"), "search_score": result.get("search_score"),
-                       "confirm_score": result.get("confirm_score"), "candidates": s["candidates"]}
+                       "confirm_score": result.get("confirm_score"), "candidates": s["candidates"],
+                       "stages": stage_report(store, run_id) if strategy == "auto" else None}
                 rows.append(row)
                 task_rows[(strategy, seed)] = row
                 print(f"{path.stem:<24} {strategy:<8} seed {seed}: test {row['baseline_test']:.3f} -> {row['best_test']:.3f} "
@@ -203,6 +248,25 @@ def main(argv=None) -> int:
                 others = [task_rows[(st, 0)]["gain"] for st in strategies if st != "auto"]
                 if others and abs(task_rows[("auto", 0)]["gain"] - max(others)) < args.close:
                     seeds.append(1)
+        language = detect_language(ds.split("train")["text"].tolist())
+        if args.language_check and language != "en" and "auto" in strategies:
+            # The same run with the proposers asked to write in the data's language instead of English.
+            run_id, s, wall = run_strategy(store, ds, target, proposers, critic, "auto", args, 0, language="data")
+            base = test_correct(store, run_id, 1, target, ds, metric)
+            best = test_correct(store, run_id, s["best_id"], target, ds, metric)
+            lo, hi = paired_gain_ci(base.to_numpy(), best.to_numpy())
+            steps = store.steps(run_id)
+            search = max([x.get("target_requests") or 0 for x in steps if x["kind"] == "candidate_scored"], default=0)
+            rows.append({"task": path.stem, "strategy": f"auto, instructions in {language_name(language)}", "seed": 0,
+                         "run_id": run_id, "n_test": len(base), "baseline_test": float(base.mean()),
+                         "best_test": float(best.mean()), "gain": float(best.mean() - base.mean()), "lo": lo, "hi": hi,
+                         "search_calls": search + sum(x["n_confirm"] for x in steps if x["kind"] == "confirmed"),
+                         "proposer_calls": s["proposer_calls"], "wall_s": wall,
+                         "replaced": (s.get("result") or {}).get("replaced_baseline"),
+                         "result_by": "baseline" if s["best_proposer"] == "baseline" else s["best_proposer"],
+                         "stages": stage_report(store, run_id)})
+            print(f"{path.stem:<24} auto (instructions in {language_name(language)}): gain {rows[-1]['gain']:+.3f} "
+                  f"[{lo:+.3f}, {hi:+.3f}]", flush=True)
         base0 = test_correct(store, task_rows[(strategies[0], 0)]["run_id"], 1, target, ds, metric)
         rows += dspy_rows(Path(args.dspy), path.stem, base0)
         write(args, argv, rows, complete=False)

@@ -45,7 +45,8 @@ print(shlex.join(cmd))
 " "$key" "$port" "$N_THREADS" "$N_CTX")"
   echo "starting $key on 127.0.0.1:$port: $cmd"
   # access log (one line per request) goes to the log file: a cross-check of the bench's call counts
-  nohup bash -c "exec $cmd" >"$log" 2>&1 &
+  # OpenMP threads wait passively: two servers (and anything else) share the cores without spinning each other out
+  OMP_WAIT_POLICY=PASSIVE nohup bash -c "exec $cmd" >"$log" 2>&1 &
   echo $! >"$pidfile"
 }
 

@@ -705,8 +705,9 @@ def live_progress(store: Store, run_id: str) -> dict:
     return {
         "status": rec["status"],
         "round": max(rounds, default=0),
-        # each stage of a chain gets the run's rounds
-        "max_rounds": (rec["config"]["budget"].get("max_rounds") or 0) * len(strategy_names(rec["config"].get("strategy", "arena"))),
+        # each stage of a chain (or of auto) gets the run's rounds
+        "max_rounds": (rec["config"]["budget"].get("max_rounds") or 0) * len(
+            ((started or {}).get("projection") or {}).get("stages") or strategy_names(rec["config"].get("strategy", "arena"))),
         "candidates": sum(1 for s in steps if s["kind"] == "candidate_proposed" and s["proposer"] != "baseline"),
         "calls": made,
         # a finished run knows its cache hits exactly; while searching, requests beyond the calls made
