@@ -46,7 +46,7 @@ def run_strategy(store, ds, target, proposers, critic, strategy: str, args, seed
     cfg = runs.make_config(ds, target, proposers, seed=seed, rounds=args.rounds, budget_calls=args.budget,
                            strategy=strategy, test_top=args.test_top, **extra)
     rec = cfg.to_record()
-    reused = store.finished_run_with_config(rec)
+    reused = None if args.fresh else store.finished_run_with_config(rec)
     t0 = time.perf_counter()
     if reused:
         run_id = reused
@@ -195,6 +195,9 @@ def main(argv=None) -> int:
     ap.add_argument("--test-top", type=int, default=1)
     ap.add_argument("--second-seed", action="store_true", help="a second seed where auto and the best other are close")
     ap.add_argument("--close", type=float, default=0.03)
+    ap.add_argument("--fresh", action="store_true",
+                    help="run again instead of reusing finished runs with the same config (after a code change; "
+                         "calls still come from the cache)")
     ap.add_argument("--language-check", action="store_true",
                     help="on tasks not in English, also run auto with proposers writing in the data's language")
     ap.add_argument("--tasks", help="comma-separated file stems (default: every CSV)")

@@ -92,9 +92,10 @@ def paired_test(metric: Metric, gold: Sequence[str], base: Sequence, best: Seque
     return sign_flip_p(d, n_perm=n_perm, seed=seed), pos, neg
 
 
-def sign_flip_p(d: Sequence[float], *, n_perm: int = 20000, seed: int = 0) -> float:
-    """Two-sided paired sign-flip (randomization) p-value of per-example differences `d` (zeros carry no
-    information). Equal magnitudes give the exact binomial sign test (McNemar's with 0/1 outcomes)."""
+def sign_flip_p(d: Sequence[float], *, n_perm: int = 20000, seed: int = 0, alternative: str = "two-sided") -> float:
+    """Paired sign-flip (randomization) p-value of per-example differences `d` (zeros carry no information):
+    "two-sided", or "greater" (is the mean difference above 0?). Equal magnitudes give the exact binomial
+    sign test (McNemar's with 0/1 outcomes)."""
     from itertools import product
 
     from scipy.stats import binomtest
@@ -106,13 +107,16 @@ def sign_flip_p(d: Sequence[float], *, n_perm: int = 20000, seed: int = 0) -> fl
     pos = int((nz > 0).sum())
     mags = np.abs(nz)
     if np.allclose(mags, mags[0]):
-        return float(binomtest(pos, len(nz), 0.5).pvalue)
-    observed = abs(nz.sum()) - 1e-9
+        return float(binomtest(pos, len(nz), 0.5, alternative=alternative).pvalue)
+    if alternative == "greater":
+        observed, stat = nz.sum() - 1e-9, (lambda sums: sums)
+    else:
+        observed, stat = abs(nz.sum()) - 1e-9, np.abs
     if len(nz) <= 16:  # every sign pattern
         flips = np.array(list(product((-1.0, 1.0), repeat=len(nz))))
-        return float((np.abs(flips @ mags) >= observed).mean())
+        return float((stat(flips @ mags) >= observed).mean())
     signs = np.random.default_rng(seed).choice((-1.0, 1.0), size=(n_perm, len(nz)))
-    return float((1 + (np.abs(signs @ mags) >= observed).sum()) / (n_perm + 1))
+    return float((1 + (stat(signs @ mags) >= observed).sum()) / (n_perm + 1))
 
 
 # --- comparing two prompts on the same examples (racing and the confirmation) ------------------------
@@ -188,23 +192,27 @@ class Comparison:
     diff: float
     ci_low: float
     ci_high: float
-    p_value: float | None  # None for objectives that are not a mean over examples (the CI decides)
+    p_value: float | None  # one-sided (is cand better?); None for objectives that are not a mean over examples
     n: int
     level: float
+    lower: float = float("nan")  # the one-sided lower confidence bound of diff at `level`
 
     @property
     def significant(self) -> bool:
-        """Better beyond noise at `level`: a positive difference whose two-sided test (or CI) excludes 0."""
+        """Better beyond noise at `level`: a positive difference whose one-sided paired test rejects "not
+        better" at 1 - level (or, without a test, whose one-sided lower bound is above 0). One-sided because
+        the question is directional: the chance of calling a candidate better when it is not stays 1 - level."""
         if not self.diff > 0:
             return False
         if self.p_value is not None:
             return self.p_value < 1 - self.level
-        return self.ci_low > 0
+        return self.lower > 0
 
 
 def compare(metric, ref_rows, cand_rows, level: float = 0.95, n_boot: int = 1000, seed: int = 0) -> Comparison:
-    """Paired comparison of two evaluations of the same examples: cand - ref, a percentile bootstrap CI at
-    `level` over examples, and the paired sign-flip test's p-value for objectives that are a mean over examples."""
+    """Paired comparison of two evaluations of the same examples: cand - ref, a two-sided percentile bootstrap
+    CI at `level` over examples (for reading), its one-sided lower bound, and the one-sided paired sign-flip
+    test's p-value (is cand better?) for objectives that are a mean over examples."""
     a, b = _aligned(ref_rows, cand_rows)
     n = len(a)
     if not n:
@@ -214,7 +222,7 @@ def compare(metric, ref_rows, cand_rows, level: float = 0.95, n_boot: int = 1000
     rng = np.random.default_rng(seed)
     if ea is not None:
         d = eb - ea
-        p = sign_flip_p(d, seed=seed) if len(d) else None
+        p = sign_flip_p(d, seed=seed, alternative="greater") if len(d) else None
         boots = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(axis=1) if len(d) else np.array([np.nan])
     else:
         p = None
@@ -223,7 +231,8 @@ def compare(metric, ref_rows, cand_rows, level: float = 0.95, n_boot: int = 1000
     boots = boots[np.isfinite(boots)]
     alpha = (1 - level) / 2
     lo, hi = (np.quantile(boots, [alpha, 1 - alpha]) if len(boots) else (np.nan, np.nan))
-    return Comparison(round(float(diff), 12) + 0.0, float(lo), float(hi), p, n, level)
+    lower = float(np.quantile(boots, 1 - level)) if len(boots) else float("nan")
+    return Comparison(round(float(diff), 12) + 0.0, float(lo), float(hi), p, n, level, lower)
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:

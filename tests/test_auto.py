@@ -299,3 +299,24 @@ def test_a_semi_automatic_auto_run_pauses_after_each_stage_round(store, dataset)
     stages = [x["strategy"] for x in store.steps(run_id) if x["kind"] == "stage_started"]
     assert stages == ["arena", "fewshot", "gradient"] and paused == [1, 2, 3]
     assert store.run_row(run_id)["status"] == "finished"
+
+
+def test_a_race_under_way_finishes_past_its_stage_cap(store, dataset):
+    """A stage's cap stops it from starting candidates; one already racing finishes within the run's budget,
+    so no promising candidate is cut off half-scored at a stage's end (only the run's budget can do that)."""
+    run_id, s = run(store, dataset, budget_calls=700)
+    steps = store.steps(run_id)
+    last_stage = max(i for i, x in enumerate(steps) if x["kind"] == "stage_started")
+    over = [i for i, x in enumerate(steps) if x["kind"] == "candidate_scored" and x["status"] == "over budget"]
+    assert all(i > last_stage for i in over)
+    search = max(x.get("target_requests", 0) for x in steps if x["kind"] == "candidate_scored")
+    assert search <= 700 - 3 * 18
+
+
+def test_the_confirmation_test_is_one_sided():
+    d = [1.0] * 14 + [-1.0] * 5  # 14 examples better, 5 worse
+    two, one = stats.sign_flip_p(d), stats.sign_flip_p(d, alternative="greater")
+    assert one == pytest.approx(two / 2, rel=0.01) and one < 0.05 < two
+    assert stats.sign_flip_p([-1.0] * 10, alternative="greater") == 1.0  # worse is never "better"
+    graded = [0.5, 0.25, 1.0, 0.75, 0.5, 0.25, 0.5, -0.25, 0.5, 1.0, 0.5, 0.25, 0.75, 0.5, 0.5, 0.25, 0.5, 0.5]
+    assert stats.sign_flip_p(graded, alternative="greater") < stats.sign_flip_p(graded)

@@ -51,7 +51,7 @@ def _start_run(page, minibatch: int, review: bool = False, strategy: str | None 
         page.get_by_label("Strategy").click()
         page.get_by_role("option", name=strategy, exact=True).click()
         page.wait_for_timeout(1000)
-    box = page.get_by_label("Minibatch size")
+    box = page.get_by_role("spinbutton", name="Minibatch size")
     box.fill(str(minibatch))
     box.press("Enter")
     if review:

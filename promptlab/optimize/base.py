@@ -265,9 +265,12 @@ class OptimizeContext:
     def new_requests(self, prompt: PromptTemplate, examples: pd.DataFrame) -> set[int]:
         return set(examples["idx"].tolist()) - self._requested.get(prompt.id, set())
 
-    def can_score(self, n: int) -> bool:
+    def can_score(self, n: int, stage: bool = True) -> bool:
+        """Whether n more requests fit the budget (less what the confirmation needs) and, with `stage`, the
+        current stage's cap. A race already under way finishes with stage=False: a stage's cap decides what
+        it may start, and the stages after it get what is left."""
         cap = None if self.budget.max_target_calls is None else self.budget.max_target_calls - self.reserved
-        caps = [c for c in (cap, self.stage_cap) if c is not None]
+        caps = [c for c in (cap, self.stage_cap if stage else None) if c is not None]
         return not caps or self.counters.target_requests + n <= min(caps)
 
     def score(self, prompt: PromptTemplate, examples: pd.DataFrame, *, budgeted: bool = True) -> EvalResult:

@@ -189,7 +189,7 @@ class Pool:
         for i, n in enumerate(rungs):
             examples = order.iloc[:n]
             need = sum(len(ctx.new_requests(c.template, examples)) for c in alive)
-            if not ctx.can_score(need):
+            if not ctx.can_score(need, stage=i == 0):
                 for c in alive:
                     yield CandidateScored(c.id, c.round, _f(c.minibatch), None, None, 0, "over budget",
                                           target_requests=ctx.counters.target_requests, n_scored=c.n_scored)
@@ -212,8 +212,8 @@ class Pool:
                     ranked.append((0.0, c))
                     continue
                 mean, upper = S.race_bound(ctx.metric, c.rows, leader.rows, gate.level)
-                if upper > 1e-12:
-                    ranked.append((mean, c))
+                if upper > 1e-12:  # not yet told apart (no relevant example, say) counts as could-still-win
+                    ranked.append((mean if mean == mean else 0.0, c))
             ranked.sort(key=lambda mc: (-mc[0], mc[1].id))
             keep = max(1, -(-len(alive) // 2)) if halving else len(alive)
             go_on = {c.id for _, c in ranked[:keep]}
@@ -230,9 +230,9 @@ class Pool:
     def confirm(self, ctx: OptimizeContext, finalists: int, level: float) -> Generator[Step, None, Cand]:
         """Score the finalists (the best few by search score that beat the baseline there) and the baseline on
         the held-back part of val, and choose the result: the finalists are tested against the baseline in
-        their search order (a fixed sequence: each at `level`, stopping at the first that fails, so the
-        chance of shipping a candidate that is not better stays under 1 - level), and of those that pass
-        the best confirmation score wins. If none passes, the result is the baseline."""
+        their search order with a one-sided paired test (a fixed sequence: each at `level`, stopping at the
+        first that fails, so the chance of shipping a candidate that is not better stays under 1 - level),
+        and of those that pass the best confirmation score wins. If none passes, the result is the baseline."""
         starts = [c for c in self.evaluated if c.round == 0 and c.proposer == "baseline"] or self.evaluated[:1]
         reference = max(starts, key=lambda c: (_val(c), -c.id))
         chosen = [c for c in self.top(len(self.cands)) if c.proposer != "baseline" and _val(c) > _val(reference)]
@@ -267,17 +267,18 @@ class Pool:
                 break
             passed.append((c, cmp))
         pct = f"{level:.0%}"
-        if passed:
+        if passed:  # of those better beyond noise, the best on the held-back examples
             winner, cmp = max(passed, key=lambda cc: (_f(cc[0].confirm) or -np.inf, -cc[0].id))
             reading = (f"Candidate #{winner.id} beats the baseline on the {n_conf} held-back val examples by "
                        f"{cmp.diff:+.3f} ({pct} CI [{cmp.ci_low:+.3f}, {cmp.ci_high:+.3f}]"
-                       + (f", p = {cmp.p_value:.3g}" if cmp.p_value is not None else "") + "), so it replaces the baseline.")
+                       + (f", one-sided p = {cmp.p_value:.3g}" if cmp.p_value is not None else "") + "), so it replaces the baseline.")
         else:
             best, cmp = first
             winner = reference
             reading = (f"No candidate beat the baseline beyond noise on the {n_conf} held-back val examples (the first "
                        f"finalist, #{best.id}, by {cmp.diff:+.3f}, {pct} CI [{cmp.ci_low:+.3f}, {cmp.ci_high:+.3f}]"
-                       + (f", p = {cmp.p_value:.3g}" if cmp.p_value is not None else "") + "), so the result is the baseline.")
+                       + (f", one-sided p = {cmp.p_value:.3g}" if cmp.p_value is not None else "") + f", not below {1 - level:.2g}), "
+                       "so the result is the baseline.")
         shown = winner if winner is not reference else first[0]
         yield WinnerChosen(winner.id, reference.id, winner is not reference, _f(cmp.diff), (_f(cmp.ci_low), _f(cmp.ci_high)),
                            cmp.p_value, level, n_conf, _f(shown.val), _f(shown.confirm), reading)
