@@ -304,13 +304,14 @@ def test_a_semi_automatic_auto_run_pauses_after_each_stage_round(store, dataset)
 def test_a_race_under_way_finishes_past_its_stage_cap(store, dataset):
     """A stage's cap stops it from starting candidates; one already racing finishes within the run's budget,
     so no promising candidate is cut off half-scored at a stage's end (only the run's budget can do that)."""
-    run_id, s = run(store, dataset, budget_calls=700)
-    steps = store.steps(run_id)
-    last_stage = max(i for i, x in enumerate(steps) if x["kind"] == "stage_started")
-    over = [i for i, x in enumerate(steps) if x["kind"] == "candidate_scored" and x["status"] == "over budget"]
-    assert all(i > last_stage for i in over)
-    search = max(x.get("target_requests", 0) for x in steps if x["kind"] == "candidate_scored")
-    assert search <= 700 - 3 * 18
+    for budget in (520, 610, 700, 790):  # stage caps fall at different points of the races
+        run_id, s = run(store, dataset, budget_calls=budget)
+        steps = store.steps(run_id)
+        last_stage = max(i for i, x in enumerate(steps) if x["kind"] == "stage_started")
+        over = [i for i, x in enumerate(steps) if x["kind"] == "candidate_scored" and x["status"] == "over budget"]
+        assert all(i > last_stage for i in over)
+        search = max(x.get("target_requests", 0) for x in steps if x["kind"] == "candidate_scored")
+        assert search <= budget - 3 * 18 and s["status"] == "finished"
 
 
 def test_the_confirmation_test_is_one_sided():
@@ -320,3 +321,22 @@ def test_the_confirmation_test_is_one_sided():
     assert stats.sign_flip_p([-1.0] * 10, alternative="greater") == 1.0  # worse is never "better"
     graded = [0.5, 0.25, 1.0, 0.75, 0.5, 0.25, 0.5, -0.25, 0.5, 1.0, 0.5, 0.25, 0.75, 0.5, 0.5, 0.25, 0.5, 0.5]
     assert stats.sign_flip_p(graded, alternative="greater") < stats.sign_flip_p(graded)
+
+
+def test_a_race_past_the_stage_cap_is_held_to_the_run_budget_only(store, dataset):
+    from promptlab.evaluate import PromptTemplate
+    from promptlab.optimize.pool import Gate, Pool
+
+    tgt, prop, _, _ = specs()
+    cfg = runs.make_config(dataset, tgt, [prop], seed=3, strategy="arena", budget_calls=200, minibatch_size=6)
+    run_id = runs.create_run(store, cfg)
+    _, ctx = runs.build(store, cfg, run_id)
+    pool = Pool()
+    list(pool.score_start(ctx, [PromptTemplate.from_text("Label it.")]))
+    better, _ = pool.add(1, PromptTemplate.from_text("Use MAGIC."), "p", "p")
+    ctx.stage_cap = ctx.counters.target_requests + 6  # room for the first rung only
+    steps = list(pool.race(ctx, [better], Gate("race", 0.9, 4, 6)))
+    assert [s.status for s in steps] == ["evaluated"] and steps[0].n_scored == len(ctx.valset)
+    ctx.stage_cap = ctx.counters.target_requests + 5  # no room for a first rung: the stage cannot start it
+    late, _ = pool.add(1, PromptTemplate.from_text("Use MAGIC now."), "p", "p")
+    assert [s.status for s in pool.race(ctx, [late], Gate("race", 0.9, 4, 6))] == ["over budget"]

@@ -273,11 +273,13 @@ class OptimizeContext:
         caps = [c for c in (cap, self.stage_cap if stage else None) if c is not None]
         return not caps or self.counters.target_requests + n <= min(caps)
 
-    def score(self, prompt: PromptTemplate, examples: pd.DataFrame, *, budgeted: bool = True) -> EvalResult:
+    def score(self, prompt: PromptTemplate, examples: pd.DataFrame, *, budgeted: bool = True,
+              stage: bool = True) -> EvalResult:
         """Score a prompt. The budget counts each (prompt, example) pair the run asks for once, whether
-        the cache serves it or not, so a resumed run takes exactly the path the first one took."""
+        the cache serves it or not, so a resumed run takes exactly the path the first one took.
+        `stage=False`: a race under way, held to the run's budget only (see can_score)."""
         fresh = self.new_requests(prompt, examples)
-        if budgeted and not self.can_score(len(fresh)):
+        if budgeted and not self.can_score(len(fresh), stage):
             raise BudgetExhausted("target calls")
         result = evaluate(
             self.store, self.target, prompt, self.dataset, examples, self.metric,

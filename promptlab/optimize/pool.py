@@ -196,7 +196,7 @@ class Pool:
                 return
             last = {}
             for c in alive:
-                last[c.id] = res = ctx.score(c.template, examples)
+                last[c.id] = res = ctx.score(c.template, examples, stage=i == 0)
                 c.minibatch, c.n_scored, c.rows = res.score, n, res.rows
             if i == len(rungs) - 1:
                 for c in alive:
