@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from arena_bench import machine, paired_gain_ci, write_section  # noqa: E402
 
 from promptlab import runs  # noqa: E402
+from promptlab.errors import PromptlabError  # noqa: E402
 from promptlab.data import import_dataset  # noqa: E402
 from promptlab.language import detect_language, language_name  # noqa: E402
 from promptlab.local import promptlab_home  # noqa: E402
@@ -55,7 +56,15 @@ def run_strategy(store, ds, target, proposers, critic, strategy: str, args, seed
         wall = (pd.Timestamp(row["updated_at"]) - pd.Timestamp(row["created_at"])).total_seconds()
         return run_id, s, wall
     run_id = store.unfinished_run_with_config(rec) or runs.create_run(store, cfg)
-    s = runs.execute(store, run_id)
+    try:
+        s = runs.execute(store, run_id)
+    except PromptlabError as exc:
+        if "cannot resume" not in str(exc):
+            raise
+        # stopped under earlier code whose path this code does not replay: run it anew (calls come from the cache)
+        store.set_run_status(run_id, "failed", error=str(exc)[:500])
+        run_id = runs.create_run(store, cfg)
+        s = runs.execute(store, run_id)
     return run_id, s, time.perf_counter() - t0
 
 

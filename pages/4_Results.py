@@ -148,8 +148,14 @@ if pd.notna(row["val_score"]):
                     f"{'; detail: the judge' + chr(39) + 's reasoning' if res.metric.judge is not None else ''})")
         st.dataframe(low.rename(columns={"gold": "reference"}), hide_index=True, width="stretch")
 else:
-    st.info(f"This candidate was stopped after {row['n_scored']:.0f} val examples (the race, or the minibatch gate): "
-            "it could not beat the leader there, so it has no full val score.")
+    n = row["n_scored"]
+    if row["status"] == "gated" and n == n and n is not None:
+        st.info(f"This candidate was stopped after {n:.0f} val examples (the race, or the minibatch gate): it could "
+                "not beat the leader there, so it has no full val score.")
+    elif row["status"] == "over budget":
+        st.info("The budget ran out before this candidate had a full val score.")
+    else:
+        st.info("This candidate has no val score yet.")
 
 # --- two runs side by side -------------------------------------------------------------------------
 st.subheader("Two runs side by side")

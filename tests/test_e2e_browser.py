@@ -48,7 +48,7 @@ def _start_run(page, minibatch: int, review: bool = False, strategy: str | None 
     rounds.fill("1")
     rounds.press("Enter")
     if strategy:
-        page.get_by_label("Strategy").click()
+        page.get_by_role("combobox", name="Strategy").first.click()  # the run's (the study's is further down)
         page.get_by_role("option", name=strategy, exact=True).click()
         page.wait_for_timeout(1000)
     box = page.get_by_role("spinbutton", name="Minibatch size")

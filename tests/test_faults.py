@@ -111,7 +111,8 @@ def test_an_arena_run_completes_against_flaky_target_and_proposer(store, tmp_pat
             Stub(proposer_reply, delay_s=0.0, faults={"500": 0.2, "429": 0.1, "drop": 0.1, "garbage": 0.1}, seed=6) as prop_srv:
         target = make_spec("openai/flaky-target", api_base=target_srv.base, concurrency=4)
         proposer = make_spec("openai/flaky-proposer", api_base=prop_srv.base)
-        cfg = runs.make_config(ds, target, [proposer], seed=1, rounds=3, candidates=2, minibatch_size=8)
+        cfg = runs.make_config(ds, target, [proposer], seed=1, rounds=3, candidates=2, minibatch_size=8,
+                               strategy="arena")
         run_id = runs.create_run(store, cfg)
         summary = runs.execute(store, run_id)
         injected = sum(target_srv.injected.values()) + sum(prop_srv.injected.values())

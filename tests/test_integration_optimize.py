@@ -25,7 +25,8 @@ def test_optimize_with_real_local_models_then_show_and_list(tmp_path):
 
     proc = cli("optimize", "--dataset", str(path), "--target", "local/qwen2.5-coder-0.5b",
                "--proposers", "local/qwen2.5-coder-0.5b,local/smollm2-135m", "--arena", "0", "--rounds", "1",
-               "--candidates", "1", "--minibatch", "6", "--budget", "80", "--test-top", "1", "--json")
+               "--candidates", "1", "--minibatch", "6", "--budget", "80", "--test-top", "1", "--strategy", "arena",
+               "--confirm", "0", "--json")  # 30 rows: too few to hold val back; the result is the best val
     s = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("run_id", "baseline_prompt", "baseline_val", "baseline_test", "best_prompt", "best_val", "best_test",
                 "target_calls", "proposer_calls", "cached_calls", "rounds", "proposers"):
@@ -86,3 +87,17 @@ def test_gradient_with_real_local_models(tmp_path):
     assert grad["proposer_calls"] in (1, 2)  # the critic, and the editor when the critic gave feedback
     assert " on #1 (" in log  # the critique of the baseline, printed as it happened
     assert grad["best_val"] >= grad["baseline_val"] and grad["baseline_test"] is not None
+
+
+@pytest.mark.timeout(1200)
+def test_auto_with_real_local_models(tmp_path):
+    """The default strategy end to end on the real zoo: its stages in order, the result chosen on held-back
+    val and said in one sentence, test scored at the end."""
+    path, cli = _tiny_cli(tmp_path)
+    s, log = cli("optimize", "--dataset", str(path), "--target", "local/qwen2.5-coder-0.5b",
+                 "--proposers", "local/qwen2.5-coder-0.5b", "--critic", "local/smollm2-135m", "--rounds", "1",
+                 "--candidates", "1", "--minibatch", "4", "--budget", "150", "--test-top", "1", "--json")
+    assert s["status"] == "finished" and s["baseline_test"] is not None and s["best_test"] is not None
+    assert "stage 1: arena" in log and "stage 2: fewshot" in log and "held back to confirm" in log
+    assert s["result"]["reading"] in log and s["result"]["n_confirm"] == 4
+    assert s["best_id"] == s["result"]["winner_id"]
