@@ -185,7 +185,10 @@ def make_config(
     unknown = set(strategy_params) - set(settings) - knobs
     if unknown:
         raise PromptlabError(f"unknown {'/'.join(names)} setting(s): {', '.join(sorted(unknown))}")
-    params = {}
+    # Every declared setting is stored with its value, defaults included: a stored run says what it ran with,
+    # and replays the same way after a later release changes a default.
+    params = {k: (list(v.default) if isinstance(v.default, tuple) else v.default) for k, v in settings.items()
+              if v.type != "model"}
     for key, value in strategy_params.items():
         value = settings[key].check(value) if key in settings else value
         if isinstance(value, ModelSpec):

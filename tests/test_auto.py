@@ -262,12 +262,14 @@ def test_settings_are_declared_once_and_checked_from_their_declaration(store, da
         assert s.cli_flag in help_text  # every declared setting has its flag, none written by hand
     cfg = runs.make_config(dataset, tgt, [prop])
     assert cfg.strategy == "auto" and cfg.version == 2
+    assert cfg.strategy_params["gate"] == "race" and cfg.strategy_params["confirm"] == 0.5  # defaults stored too
 
 
 def test_runs_stored_before_racing_replay_with_their_old_gate(store, dataset):
     tgt, prop, _, _ = specs()
     rec = runs.make_config(dataset, tgt, [prop], strategy="arena").to_record()
     rec.pop("version")
+    rec["strategy_params"] = {"arena_k": 2, "candidates_per_proposer": 2}  # what make_config stored back then
     old = runs.RunConfig.from_record(rec)
     strategy, ctx = runs.build(store, old, "old")
     assert old.version == 1 and strategy.gate == "ci" and strategy.minibatch_size == 24 and len(ctx.confirmset) == 0

@@ -51,7 +51,7 @@ class Gate:
     kind: str = "race"
     level: float = 0.9
     top_k: int = 4
-    minibatch_size: int = 20
+    minibatch_size: int = 12
 
 
 def race_rungs(first: int, n: int) -> list[int]:
@@ -464,7 +464,7 @@ class PoolStrategy:
     Subclasses are frozen dataclasses with `baselines`; these fields are keyword-only so a subclass may
     add fields without defaults."""
 
-    minibatch_size: int = setting(20, "val examples every candidate is first scored on (the race's first rung; "
+    minibatch_size: int = setting(12, "val examples every candidate is first scored on (the race's first rung; "
                                   "the gate's minibatch)", type="int", low=2, flag="--minibatch", key="minibatch",
                                   label="Minibatch size (the race's first rung)")
     gate: str = setting("race", "how much of val a candidate gets: race (rungs of twice as many examples while it "
