@@ -342,3 +342,26 @@ def test_a_race_past_the_stage_cap_is_held_to_the_run_budget_only(store, dataset
     ctx.stage_cap = ctx.counters.target_requests + 5  # no room for a first rung: the stage cannot start it
     late, _ = pool.add(1, PromptTemplate.from_text("Use MAGIC now."), "p", "p")
     assert [s.status for s in pool.race(ctx, [late], Gate("race", 0.9, 4, 6))] == ["over budget"]
+
+
+@pytest.mark.parametrize("metric", ["exact", "judge"])
+def test_auto_works_on_reference_scorers_and_the_judge(store, tmp_path, metric):
+    """auto on a dataset of reference answers, scored by a scorer and by an LLM judge: every stage runs on the
+    per-example scores (racing and the confirmation compare them paired)."""
+    import test_review as R
+
+    path = tmp_path / "qa.csv"
+    path.write_text("question,answer\n" + "\n".join(f'"{q}","{a}"' for q, a in R.REF_ROWS * 5) + "\n", encoding="utf-8")
+    ds = import_dataset(store, path, kind="reference", scoring={"metric": "exact"})[0]
+    target = make_spec(fakes.script("auto-ref-target", R.ref_target))
+    prop = make_spec(fakes.script("auto-ref-prop", R.ref_proposer))
+    judge = make_spec(fakes.script("auto-ref-judge", R.judge_reply))
+    extra = {"judge": {"model": judge.to_record(), "rubric": "Short answers are best.", "lo": 1, "hi": 5}} \
+        if metric == "judge" else {}
+    cfg = runs.make_config(ds, target, [prop], seed=1, rounds=1, minibatch_size=4, metric=metric, budget_calls=400,
+                           critic=prop, editor=prop, **extra)
+    run_id = runs.create_run(store, cfg)
+    s = runs.execute(store, run_id)
+    stages = [x["strategy"] for x in store.steps(run_id) if x["kind"] == "stage_started"]
+    assert stages == ["arena", "fewshot", "gradient"] and s["status"] == "finished"
+    assert s["result"]["replaced_baseline"] and "BRIEF" in s["best_prompt"] and s["best_test"] == 1.0
