@@ -16,8 +16,8 @@ import time
 
 # llama.cpp's OpenMP threads spin while they wait. When more threads want the cores than there are (a test
 # run beside a benchmark, two local servers, the dashboard and the CLI at once), spinning threads starve the
-# ones doing the work: measured here, a 0.5B call took 7-20 s instead of 0.35 s. Passive waiting costs
-# little when the machine is idle (benchmarks/RESULTS.md, performance). Set before llama.cpp starts its threads.
+# ones doing the work: measured here, a 0.5B call took 7-20 s instead of 0.35 s. (What passive waiting costs on
+# an idle machine is not measured yet.) Set before llama.cpp starts its threads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from dataclasses import dataclass
 from pathlib import Path

@@ -37,7 +37,8 @@ class Arena(PoolStrategy):
                                            flag="--candidates", key="candidates", label="Candidates per proposer")
     temperature: float = setting(1.0, "proposer temperature", type="float", low=0.0, high=2.0, label="Proposer temperature")
     # Where the data is not in English, proposers are told its language and asked to write in it ("data")
-    # or in English ("english"). Measured on the parallel multiemo_medicine_en/_ru pair (benchmarks/RESULTS.md).
+    # or in English ("english"). Which helps is being measured on the parallel multiemo_medicine_en/_ru pair
+    # (benchmarks/auto_bench.py --language-check); English stays the default until it says otherwise.
     language: str = setting("english", "where the data is not in English: proposers write instructions in English or "
                             "in the data's language (off: say nothing about it)", type="choice", choices=("english", "data", "off"),
                             label="Proposers write in")

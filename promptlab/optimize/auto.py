@@ -7,8 +7,9 @@ far more than rewording does (../shared/models.md: 0.34 -> 0.56 with one line pe
 example per label; DSPy's MIPROv2 spends about twice as many trials on demo sets as on instructions for
 the same reason, and arXiv 2406.15708 found random search over demos beating instruction optimizers). So
 the instruction stage comes first, to find the label definitions the demos are then chosen for, with a
-smaller share; the demo stage gets the largest. The shares below were chosen from the stage-by-stage
-measurements in benchmarks/RESULTS.md ("auto: where the calls paid off"), not tuned per task.
+smaller share; the demo stage gets the largest. The shares below follow those measurements and the
+stage-by-stage ones in benchmarks/RESULTS.md ("auto: where the calls paid off": so far the demonstration
+stage produced every result that held up); they are not tuned per task.
 
 A stage ends when its rounds are done, when its share of the budget is spent, or (instructions and
 edits) after `stage_patience` rounds without a new leader: a stage that finds nothing hands the calls
