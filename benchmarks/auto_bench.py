@@ -99,6 +99,33 @@ def dspy_rows(path: Path, task: str, base: pd.Series) -> list[dict]:
     return out
 
 
+def measure(store, run_id: str, s: dict, wall: float, task: str, label: str, seed: int, target, ds, metric) -> dict:
+    """One table row: the run's result against the baseline on the same test examples (paired CI), the target
+    calls its search and confirmation used, and, for auto, where they went stage by stage."""
+    base = test_correct(store, run_id, 1, target, ds, metric)
+    best = test_correct(store, run_id, s["best_id"], target, ds, metric)
+    lo, hi = paired_gain_ci(base.to_numpy(), best.to_numpy(), seed=seed)
+    result = s.get("result") or {}
+    steps = store.steps(run_id)
+    search = max([x.get("target_requests") or 0 for x in steps if x["kind"] == "candidate_scored"], default=0)
+    confirm = sum(x["n_confirm"] for x in steps if x["kind"] == "confirmed")
+    return {"task": task, "strategy": label, "seed": seed, "run_id": run_id, "n_test": len(base),
+            "baseline_test": float(base.mean()), "best_test": float(best.mean()),
+            "gain": float(best.mean() - base.mean()), "lo": lo, "hi": hi,
+            "search_calls": search + confirm, "proposer_calls": s["proposer_calls"], "wall_s": wall,
+            "replaced": result.get("replaced_baseline"),
+            "result_by": "baseline" if s["best_proposer"] == "baseline" else s["best_proposer"],
+            "confirm_gap": result.get("gap"), "search_score": result.get("search_score"),
+            "confirm_score": result.get("confirm_score"), "candidates": s["candidates"],
+            "stages": stage_report(store, run_id) if label.startswith("auto") else None}
+
+
+def print_row(row: dict) -> None:
+    print(f"{row['task']:<24} {row['strategy']:<8} seed {row['seed']}: test {row['baseline_test']:.3f} -> "
+          f"{row['best_test']:.3f} (gain {row['gain']:+.3f} [{row['lo']:+.3f}, {row['hi']:+.3f}]) by {row['result_by']}; "
+          f"{row['search_calls']} search calls, {row['wall_s']:.0f} s", flush=True)
+
+
 def stage_report(store, run_id: str) -> list[dict]:
     """Per stage of an auto run: the target calls it spent, the candidates it scored, the leader's search score
     when it ended, and whether the result came from it (the measurements behind auto's budget shares)."""
@@ -234,27 +261,10 @@ def main(argv=None) -> int:
             seed = seeds.pop(0)
             for strategy in strategies:
                 run_id, s, wall = run_strategy(store, ds, target, proposers, critic, strategy, args, seed)
-                base = test_correct(store, run_id, 1, target, ds, metric)
-                best = test_correct(store, run_id, s["best_id"], target, ds, metric)
-                lo, hi = paired_gain_ci(base.to_numpy(), best.to_numpy(), seed=seed)
-                result = s.get("result") or {}
-                steps = store.steps(run_id)
-                search = max([x.get("target_requests") or 0 for x in steps if x["kind"] == "candidate_scored"], default=0)
-                confirm = sum(x["n_confirm"] for x in steps if x["kind"] == "confirmed")
-                row = {"task": path.stem, "strategy": strategy, "seed": seed, "run_id": run_id, "n_test": len(base),
-                       "baseline_test": float(base.mean()), "best_test": float(best.mean()),
-                       "gain": float(best.mean() - base.mean()), "lo": lo, "hi": hi,
-                       "search_calls": search + confirm, "proposer_calls": s["proposer_calls"], "wall_s": wall,
-                       "replaced": result.get("replaced_baseline"),
-                       "result_by": ("baseline" if s["best_proposer"] == "baseline" else s["best_proposer"]),
-                       "confirm_gap": result.get("gap"), "search_score": result.get("search_score"),
-                       "confirm_score": result.get("confirm_score"), "candidates": s["candidates"],
-                       "stages": stage_report(store, run_id) if strategy == "auto" else None}
+                row = measure(store, run_id, s, wall, path.stem, strategy, seed, target, ds, metric)
                 rows.append(row)
                 task_rows[(strategy, seed)] = row
-                print(f"{path.stem:<24} {strategy:<8} seed {seed}: test {row['baseline_test']:.3f} -> {row['best_test']:.3f} "
-                      f"(gain {row['gain']:+.3f} [{lo:+.3f}, {hi:+.3f}]) by {row['result_by']}; "
-                      f"{row['search_calls']} search calls, {wall:.0f} s", flush=True)
+                print_row(row)
                 write(args, argv, rows, complete=False)
             if seed == 0 and args.second_seed and "auto" in strategies:
                 others = [task_rows[(st, 0)]["gain"] for st in strategies if st != "auto"]
@@ -264,21 +274,9 @@ def main(argv=None) -> int:
         if args.language_check and language != "en" and "auto" in strategies:
             # The same run with the proposers asked to write in the data's language instead of English.
             run_id, s, wall = run_strategy(store, ds, target, proposers, critic, "auto", args, 0, language="data")
-            base = test_correct(store, run_id, 1, target, ds, metric)
-            best = test_correct(store, run_id, s["best_id"], target, ds, metric)
-            lo, hi = paired_gain_ci(base.to_numpy(), best.to_numpy())
-            steps = store.steps(run_id)
-            search = max([x.get("target_requests") or 0 for x in steps if x["kind"] == "candidate_scored"], default=0)
-            rows.append({"task": path.stem, "strategy": f"auto, instructions in {language_name(language)}", "seed": 0,
-                         "run_id": run_id, "n_test": len(base), "baseline_test": float(base.mean()),
-                         "best_test": float(best.mean()), "gain": float(best.mean() - base.mean()), "lo": lo, "hi": hi,
-                         "search_calls": search + sum(x["n_confirm"] for x in steps if x["kind"] == "confirmed"),
-                         "proposer_calls": s["proposer_calls"], "wall_s": wall,
-                         "replaced": (s.get("result") or {}).get("replaced_baseline"),
-                         "result_by": "baseline" if s["best_proposer"] == "baseline" else s["best_proposer"],
-                         "stages": stage_report(store, run_id)})
-            print(f"{path.stem:<24} auto (instructions in {language_name(language)}): gain {rows[-1]['gain']:+.3f} "
-                  f"[{lo:+.3f}, {hi:+.3f}]", flush=True)
+            rows.append(measure(store, run_id, s, wall, path.stem, f"auto, instructions in {language_name(language)}", 0,
+                                target, ds, metric))
+            print_row(rows[-1])
         base0 = test_correct(store, task_rows[(strategies[0], 0)]["run_id"], 1, target, ds, metric)
         rows += dspy_rows(Path(args.dspy), path.stem, base0)
         write(args, argv, rows, complete=False)

@@ -213,12 +213,11 @@ def make_config(
     if demos not in ("none", 0) and dataset.kind == "unlabeled":
         raise PromptlabError(f"'{dataset.name}' has no reference answers to show as demos: use --demos none "
                              "(the few-shot strategy can still use the target's own full-marks replies)")
-    if "auto" in names and sum(params.get(k, settings[k].default) for k in ("instructions_share", "demos_share",
-                                                                         "edits_share")) <= 0:
+    if "auto" in names and sum(params[k] for k in ("instructions_share", "demos_share", "edits_share")) <= 0:
         raise PromptlabError("auto needs a share above 0 for at least one stage (instructions, demos or edits)")
-    if params.get("confirm", settings["confirm"].default) > 0:
+    if params["confirm"] > 0:  # every declared setting is in params, defaults included
         n_val = len(dataset.split("val"))
-        held = int(round(n_val * params.get("confirm", settings["confirm"].default)))
+        held = int(round(n_val * params["confirm"]))
         if held < 4 or n_val - held < 4:
             raise PromptlabError(f"val has {n_val} examples: too few to hold {held} back for the confirmation and race on "
                                  "the rest. Give the dataset more rows, or --confirm 0 to pick the best search score")
