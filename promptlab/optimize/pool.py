@@ -120,10 +120,7 @@ class Pool:
         for template in templates:
             cand, step = self.add(0, template, proposer, proposer)
             yield step
-            res = ctx.score(template, ctx.valset)
-            cand.val, cand.rows, cand.n_scored = res.score, res.rows, res.n
-            yield CandidateScored(cand.id, 0, None, _f(res.score), _ci(res), res.n, "evaluated",
-                                  target_requests=ctx.counters.target_requests, n_scored=res.n)
+            yield _scored_on_val(ctx, cand, ctx.score(template, ctx.valset))
 
     def score(self, ctx: OptimizeContext, cand: Cand, gate: Gate) -> CandidateScored:
         """Minibatch first, full val if it could enter the top-K. A candidate the budget cannot finish is
@@ -138,10 +135,7 @@ class Pool:
             return CandidateScored(cand.id, cand.round, None, None, None, 0, "over budget",
                                    target_requests=ctx.counters.target_requests)
         if full:
-            res = ctx.score(cand.template, ctx.valset)
-            cand.val, cand.rows, cand.n_scored = res.score, res.rows, res.n
-            return CandidateScored(cand.id, cand.round, None, _f(res.score), _ci(res), res.n, "evaluated",
-                                   target_requests=ctx.counters.target_requests, n_scored=res.n)
+            return _scored_on_val(ctx, cand, ctx.score(cand.template, ctx.valset))
         mb = ctx.score(cand.template, minibatch)
         cand.minibatch = mb.score
         bar = self.kth_best(gate.top_k)
@@ -154,10 +148,8 @@ class Pool:
             return CandidateScored(cand.id, cand.round, _f(mb.score), None, None, 0, "over budget",
                                    target_requests=ctx.counters.target_requests)
         if optimistic >= bar:
-            res = ctx.score(cand.template, ctx.valset)  # the minibatch's calls come from the cache
-            cand.val, cand.rows, cand.n_scored = res.score, res.rows, res.n
-            return CandidateScored(cand.id, cand.round, _f(mb.score), _f(res.score), _ci(res), res.n, "evaluated",
-                                   target_requests=ctx.counters.target_requests, n_scored=res.n)
+            # the minibatch's calls come from the cache
+            return _scored_on_val(ctx, cand, ctx.score(cand.template, ctx.valset), minibatch=mb.score)
         saved = n_val - len(minibatch)
         ctx.counters.calls_saved_by_gate += saved
         cand.n_scored = len(minibatch)
@@ -448,9 +440,13 @@ def review_round(ctx: OptimizeContext, pool: Pool, round_: int, cands: list[Cand
 
 def _score_on_val(ctx: OptimizeContext, cand: Cand) -> CandidateScored:
     """Score a candidate the analyst chose on all of val, outside the search budget (the analyst spent those calls)."""
-    res = ctx.score(cand.template, ctx.valset, budgeted=False)
+    return _scored_on_val(ctx, cand, ctx.score(cand.template, ctx.valset, budgeted=False), minibatch=cand.minibatch)
+
+
+def _scored_on_val(ctx: OptimizeContext, cand: Cand, res, minibatch: float | None = None) -> CandidateScored:
+    """Record a candidate's score on all of val and the step that says so."""
     cand.val, cand.rows, cand.n_scored = res.score, res.rows, res.n
-    return CandidateScored(cand.id, cand.round, cand.minibatch, _f(res.score), _ci(res), res.n, "evaluated",
+    return CandidateScored(cand.id, cand.round, _f(minibatch), _f(res.score), _ci(res), res.n, "evaluated",
                            target_requests=ctx.counters.target_requests, n_scored=res.n)
 
 
