@@ -42,13 +42,17 @@ from promptlab.store import Store  # noqa: E402
 OUT_JSON = ROOT / "benchmarks" / "auto_results.json"
 
 
-def run_strategy(store, ds, target, proposers, critic, strategy: str, args, seed: int, **params) -> tuple[str, dict, float]:
+def run_strategy(store, ds, target, proposers, critic, strategy: str, args, seed: int, **params) -> tuple[str | None, dict, float]:
+    """The finished run with this config (reused), else the unfinished one resumed, else a new one; with --report,
+    None where no finished run exists."""
     extra = ({"critic": critic, "editor": critic} if strategy in ("auto", "gradient") else {}) | params
     cfg = runs.make_config(ds, target, proposers, seed=seed, rounds=args.rounds, budget_calls=args.budget,
                            strategy=strategy, test_top=args.test_top, **extra)
     rec = cfg.to_record()
     reused = None if args.fresh else store.finished_run_with_config(rec)
     t0 = time.perf_counter()
+    if args.report and not reused:
+        return None, {}, 0.0
     if reused:
         run_id = reused
         s = runs.summarize(store, run_id)
@@ -150,8 +154,9 @@ def stage_report(store, run_id: str) -> list[dict]:
              "leader_after": st["leader_after"], "result_from_here": winner in st["ids"]} for st in stages]
 
 
-def write(args, argv, rows: list[dict], complete: bool) -> None:
-    command = "python benchmarks/auto_bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+def write(args, argv, rows: list[dict], complete: bool, missing: list[str] = ()) -> None:
+    # the command that produces these runs (--report only reads them back)
+    command = "python benchmarks/auto_bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]) if a != "--report")
     lines = [
         "## auto (the default) against the arena, few-shot and DSPy, on whole task files",
         "",
@@ -213,7 +218,9 @@ def write(args, argv, rows: list[dict], complete: bool) -> None:
                              f"{st['calls']} calls, {st['candidates']} cands, leader {st['leader_after'] if st['leader_after'] is None else round(st['leader_after'], 3)}"
                              + (" *" if st["result_from_here"] else ""))
             lines.append(f"| {r['task']} | {r['seed']} | " + " | ".join(cells) + " |")
-    if not complete:
+    if missing:
+        lines += ["", f"Not run yet ({len(missing)}): " + "; ".join(missing) + "."]
+    elif not complete:
         lines += ["", f"(In progress: {len(rows)} rows so far.)"]
     write_section("auto", "\n".join(lines))
     OUT_JSON.write_text(json.dumps({"complete": complete, "rows": rows}, indent=1, default=str))
@@ -236,6 +243,8 @@ def main(argv=None) -> int:
                          "calls still come from the cache)")
     ap.add_argument("--language-check", action="store_true",
                     help="on tasks not in English, also run auto with proposers writing in the data's language")
+    ap.add_argument("--report", action="store_true",
+                    help="write the table from the finished runs in the store and start none (lists the missing ones)")
     ap.add_argument("--tasks", help="comma-separated file stems (default: every CSV)")
     ap.add_argument("--dspy", default=str(ROOT / "benchmarks" / "dspy_results.json"))
     ap.add_argument("--db", default=str(promptlab_home() / "bench" / "auto_bench.duckdb"),
@@ -252,6 +261,7 @@ def main(argv=None) -> int:
         files = [f for f in files if f.stem in set(args.tasks.split(","))]
     strategies = args.strategies.split(",")
     rows: list[dict] = []
+    missing: list[str] = []
     for path in files:
         ds = import_dataset(store, path)[0]
         metric = parse_metric("accuracy", ds.labels)
@@ -261,26 +271,33 @@ def main(argv=None) -> int:
             seed = seeds.pop(0)
             for strategy in strategies:
                 run_id, s, wall = run_strategy(store, ds, target, proposers, critic, strategy, args, seed)
+                if run_id is None:
+                    missing.append(f"{path.stem} {strategy} seed {seed}")
+                    continue
                 row = measure(store, run_id, s, wall, path.stem, strategy, seed, target, ds, metric)
                 rows.append(row)
                 task_rows[(strategy, seed)] = row
                 print_row(row)
-                write(args, argv, rows, complete=False)
+                write(args, argv, rows, complete=False, missing=missing)
             if seed == 0 and args.second_seed and "auto" in strategies:
-                others = [task_rows[(st, 0)]["gain"] for st in strategies if st != "auto"]
-                if others and abs(task_rows[("auto", 0)]["gain"] - max(others)) < args.close:
+                others = [task_rows[(st, 0)]["gain"] for st in strategies if st != "auto" and (st, 0) in task_rows]
+                if others and ("auto", 0) in task_rows and abs(task_rows[("auto", 0)]["gain"] - max(others)) < args.close:
                     seeds.append(1)
         language = detect_language(ds.split("train")["text"].tolist())
         if args.language_check and language != "en" and "auto" in strategies:
             # The same run with the proposers asked to write in the data's language instead of English.
+            label = f"auto, instructions in {language_name(language)}"
             run_id, s, wall = run_strategy(store, ds, target, proposers, critic, "auto", args, 0, language="data")
-            rows.append(measure(store, run_id, s, wall, path.stem, f"auto, instructions in {language_name(language)}", 0,
-                                target, ds, metric))
-            print_row(rows[-1])
-        base0 = test_correct(store, task_rows[(strategies[0], 0)]["run_id"], 1, target, ds, metric)
-        rows += dspy_rows(Path(args.dspy), path.stem, base0)
-        write(args, argv, rows, complete=False)
-    write(args, argv, rows, complete=True)
+            if run_id is None:
+                missing.append(f"{path.stem} {label}")
+            else:
+                rows.append(measure(store, run_id, s, wall, path.stem, label, 0, target, ds, metric))
+                print_row(rows[-1])
+        if task_rows:
+            base0 = test_correct(store, next(iter(task_rows.values()))["run_id"], 1, target, ds, metric)
+            rows += dspy_rows(Path(args.dspy), path.stem, base0)
+        write(args, argv, rows, complete=False, missing=missing)
+    write(args, argv, rows, complete=not missing, missing=missing)
     print("wrote benchmarks/RESULTS.md and benchmarks/auto_results.json")
     store.close()
     return 0

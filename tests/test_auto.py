@@ -365,3 +365,56 @@ def test_auto_works_on_reference_scorers_and_the_judge(store, tmp_path, metric):
     stages = [x["strategy"] for x in store.steps(run_id) if x["kind"] == "stage_started"]
     assert stages == ["arena", "fewshot", "gradient"] and s["status"] == "finished"
     assert s["result"]["replaced_baseline"] and "BRIEF" in s["best_prompt"] and s["best_test"] == 1.0
+
+
+def test_a_budget_that_cannot_also_hold_the_confirmation_is_refused(store, dataset):
+    """The baseline on search val (17) plus the confirmation's reserve (3 x 18) must fit in the budget."""
+    tgt, prop, _, _ = specs()
+    proj = runs.projection(store, runs.make_config(dataset, tgt, [prop], budget_calls=40))
+    problem = runs.budget_problem(proj, "--budget")
+    assert problem and "hold back 54" in problem and "lower --confirm" in problem
+    assert runs.budget_problem(runs.projection(store, runs.make_config(dataset, tgt, [prop], budget_calls=200))) is None
+
+
+@pytest.mark.parametrize("flag", ["confirm", "gate_level", "confidence"])
+def test_a_setting_that_is_not_a_finite_number_is_refused(store, dataset, flag):
+    tgt, prop, _, _ = specs()
+    with pytest.raises(PromptlabError, match="must be"):
+        runs.make_config(dataset, tgt, [prop], **{flag: float("nan")})
+
+
+def test_projection_floor_follows_the_confidence_and_the_race_maximum_keeps_half_rounded_up(store, dataset):
+    from promptlab.optimize.pool import PoolStrategy
+
+    tgt, prop, _, _ = specs()
+    floors = {}
+    for confidence in (0.9, 0.99):
+        line = runs.projection_line(runs.projection(store, runs.make_config(dataset, tgt, [prop], confidence=confidence)))
+        floors[confidence] = float(line.split("gain of at least ~")[1].split(" ")[0])
+    assert floors[0.9] < floors[0.99]
+    # 5 candidates on 100 examples in rungs 12, 24, 48, 96, 100: 5, 3, 2, 1, 1 go on (ceil of half)
+    proj = PoolStrategy(gate="race", minibatch_size=12).race_projection(100, 5)
+    assert proj["max"] == 12 * 5 + 12 * 3 + 24 * 2 + 48 * 1 + 4 * 1
+
+
+def test_a_race_the_budget_ends_records_every_candidate_still_running(store, dataset):
+    """When the budget cannot pay a rung, every candidate still in the race is marked 'over budget' (none left
+    'proposed' after calls were spent on it), and only then does the budget end the search."""
+    from promptlab.evaluate import PromptTemplate
+    from promptlab.optimize.base import BudgetExhausted
+    from promptlab.optimize.pool import Gate, Pool
+
+    tgt, prop, _, _ = specs()
+    cfg = runs.make_config(dataset, tgt, [prop], seed=3, strategy="arena", budget_calls=60, minibatch_size=6, confirm=0.0)
+    run_id = runs.create_run(store, cfg)
+    _, ctx = runs.build(store, cfg, run_id)
+    pool = Pool()
+    list(pool.score_start(ctx, [PromptTemplate.from_text("Label it.")]))
+    cands = [pool.add(1, PromptTemplate.from_text(f"Use MAGIC {i}."), "p", "p")[0] for i in range(4)]
+    steps = []
+    with pytest.raises(BudgetExhausted):
+        for step in pool.score_all(ctx, cands, Gate("race", 0.9, 4, 6)):
+            steps.append(step)
+    assert sorted(s.candidate_id for s in steps) == [c.id for c in cands]
+    assert all(s.status in ("over budget", "gated", "evaluated") for s in steps)
+    assert any(s.status == "over budget" for s in steps)

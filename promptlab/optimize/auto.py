@@ -78,6 +78,9 @@ class Auto(PoolStrategy):
             for i, (stage, share) in enumerate(plan):
                 if budget is not None:
                     left = budget - ctx.reserved - ctx.counters.target_requests
+                    if left <= 0:  # nothing left to score with: a stage would only spend proposer calls
+                        reason = "budget"
+                        break
                     rest = sum(s for _, s in plan[i:])
                     ctx.stage_cap = ctx.counters.target_requests + (left if i == len(plan) - 1 else int(left * share / rest))
                 yield StageStarted(i + 1, stage.name, ctx.stage_cap)

@@ -5,6 +5,8 @@ record it. Chained strategies share one pool, so ids, rounds and the top-K conti
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Generator, Iterator
 
@@ -160,10 +162,12 @@ class Pool:
         """Score candidates in order; the first one over budget ends it (the rest stay unscored, as
         'proposed') and raises BudgetExhausted. With the race, the round's candidates race together."""
         if gate.kind == "race":
-            for step in self.race(ctx, cands, gate):
+            over = False
+            for step in self.race(ctx, cands, gate):  # every candidate's step, then the end of the budget
                 yield step
-                if step.status == "over budget":
-                    raise BudgetExhausted("target calls")
+                over = over or step.status == "over budget"
+            if over:
+                raise BudgetExhausted("target calls")
             return
         for cand in cands:
             step = self.score(ctx, cand, gate)
@@ -506,7 +510,10 @@ class PoolStrategy:
             steps = [b - a for a, b in zip([0] + rungs[:-1], rungs)]
             # at most half of a round goes on at each rung; expected: about a third
             expected = sum(s * candidates * (0.5 ** i if i < 1 else (1 / 3) ** i) for i, s in enumerate(steps))
-            top = sum(s * max(1.0, candidates * 0.5 ** i) for i, s in enumerate(steps))
+            alive = [max(1, math.ceil(candidates))]  # the race keeps ceil(half) of a round at each rung
+            for _ in steps[1:]:
+                alive.append(max(1, math.ceil(alive[-1] / 2)))
+            top = sum(s * a for s, a in zip(steps, alive))
             return {"min": candidates * mb, "expected": expected, "max": top}
         return {"min": candidates * mb, "expected": candidates * (mb + 0.5 * (n_val - mb)), "max": candidates * n_val}
 

@@ -7,6 +7,7 @@ new setting is one line in its strategy and nothing else repeats its name, defau
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,8 @@ class Setting:
                 value = _int(value)
             elif self.type == "float":
                 value = float(value)
+                if not math.isfinite(value):
+                    raise ValueError(value)
             elif self.type == "bool":
                 value = _bool(value)
             elif self.type == "demos":
