@@ -717,6 +717,13 @@ def holdout_split(frame: pd.DataFrame, share: float, seed: int = 0, by_label: bo
         return frame, frame.iloc[:0]
     if by_label:
         held = stratified_sample(frame, n, seed=seed + 1_000_003)
+        # a label whose every row would be held back keeps one for the search (it could not be learned or
+        # measured there otherwise: recall of a label with no search rows has no value)
+        counts = frame["label_norm"].value_counts()
+        whole = held["label_norm"].value_counts()
+        gone = [lab for lab, k in whole.items() if k == counts[lab]]
+        if gone:
+            held = held.drop([held.index[held["label_norm"].to_numpy() == lab][-1] for lab in gone])
     else:
         held = frame.iloc[np.sort(np.random.default_rng([seed, 11]).permutation(len(frame))[:n])]
     return frame.drop(held.index), held

@@ -88,6 +88,10 @@ def test_holdout_split_is_disjoint_stratified_and_seeded():
     assert len(held) == 20 and not set(kept["idx"]) & set(held["idx"])
     assert held["label_norm"].value_counts().to_dict() == {"a": 15, "b": 5}
     assert list(holdout_split(frame, 0.5, seed=2)[1]["idx"]) == list(held["idx"])
+    rare = pd.DataFrame({"idx": range(21), "label_norm": ["a"] * 20 + ["b"]})  # one 'b' row: it stays for the search
+    for seed in range(5):
+        kept, held = holdout_split(rare, 0.5, seed=seed)
+        assert "b" in set(kept["label_norm"]) and "b" not in set(held["label_norm"])
 
 
 def _rows(correct, gold="x"):
