@@ -72,9 +72,15 @@ def run_strategy(store, ds, target, proposers, critic, strategy: str, args, seed
     return run_id, s, time.perf_counter() - t0
 
 
-def test_correct(store, run_id, cand_id, target, ds, metric) -> pd.Series:
-    rows = runs.candidate_test_rows(store, run_id, cand_id, target, ds, metric)
+def test_correct(store, run_id, cand_id, target, ds, metric, rows: pd.DataFrame | None = None) -> pd.Series:
+    rows = runs.candidate_test_rows(store, run_id, cand_id, target, ds, metric) if rows is None else rows
     return pd.Series(rows["correct"].to_numpy(dtype=float), index=rows["example_idx"].to_numpy())
+
+
+def constant_answer(preds) -> str | None:
+    """The label a prompt gives for at least 95% of the test examples (a constant answer), or None."""
+    counts = pd.Series(list(preds)).value_counts()
+    return str(counts.index[0]) if len(counts) and counts.iloc[0] >= 0.95 * counts.sum() else None
 
 
 def dspy_rows(path: Path, task: str, base: pd.Series) -> list[dict]:
@@ -95,11 +101,13 @@ def dspy_rows(path: Path, task: str, base: pd.Series) -> list[dict]:
         a, b = base.loc[shared].to_numpy(), correct.loc[shared].to_numpy()
         lo, hi = paired_gain_ci(a, b)
         label = {"baseline": "DSPy program (unoptimized)", "mipro": "DSPy MIPROv2 light", "gepa": "DSPy GEPA light"}[name]
+        constant = constant_answer((res.get("predictions") or {}).values())
         out.append({"task": task, "strategy": label, "seed": 0, "n_test": len(shared),
                     "baseline_test": float(a.mean()), "best_test": float(b.mean()), "gain": float(b.mean() - a.mean()),
                     "lo": lo, "hi": hi, "search_calls": res.get("target_calls_compile", 0 if name == "baseline" else None),
                     "proposer_calls": res.get("proposer_calls_compile"), "wall_s": res.get("compile_wall_s"),
-                    "replaced": None, "result_by": f"{res.get('n_demos', 0)} demos", "confirm_gap": None})
+                    "replaced": None, "result_by": f"{res.get('n_demos', 0)} demos", "confirm_gap": None,
+                    "constant": constant})
     return out
 
 
@@ -107,10 +115,19 @@ def measure(store, run_id: str, s: dict, wall: float, task: str, label: str, see
     """One table row: the run's result against the baseline on the same test examples (paired CI), the target
     calls its search and confirmation used, and, for auto, where they went stage by stage."""
     base = test_correct(store, run_id, 1, target, ds, metric)
-    best = test_correct(store, run_id, s["best_id"], target, ds, metric)
+    best_rows = runs.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)
+    best = test_correct(store, run_id, s["best_id"], target, ds, metric, rows=best_rows)
     lo, hi = paired_gain_ci(base.to_numpy(), best.to_numpy(), seed=seed)
     result = s.get("result") or {}
     steps = store.steps(run_id)
+    # What the confirmation turned down: the first finalist (the search's own pick) on test, where the result
+    # stayed the baseline. Its test rows come from the cache (the run scored its top candidates on test).
+    finalists = [x["candidate_id"] for x in steps if x["kind"] == "confirmed" and x["candidate_id"] != 1]
+    declined = None
+    if finalists and s["best_id"] == 1:
+        pick = test_correct(store, run_id, finalists[0], target, ds, metric)
+        plo, phi = paired_gain_ci(base.to_numpy(), pick.to_numpy(), seed=seed)
+        declined = {"candidate": finalists[0], "gain": float(pick.mean() - base.mean()), "lo": plo, "hi": phi}
     search = max([x.get("target_requests") or 0 for x in steps if x["kind"] == "candidate_scored"], default=0)
     confirm = sum(x["n_confirm"] for x in steps if x["kind"] == "confirmed")
     return {"task": task, "strategy": label, "seed": seed, "run_id": run_id, "n_test": len(base),
@@ -121,7 +138,9 @@ def measure(store, run_id: str, s: dict, wall: float, task: str, label: str, see
             "result_by": "baseline" if s["best_proposer"] == "baseline" else s["best_proposer"],
             "confirm_gap": result.get("gap"), "search_score": result.get("search_score"),
             "confirm_score": result.get("confirm_score"), "candidates": s["candidates"],
-            "stages": stage_report(store, run_id) if label.startswith("auto") else None}
+            "stages": stage_report(store, run_id) if label.startswith("auto") else None,
+            "declined": declined,
+            "constant": constant_answer(best_rows["pred"].fillna("(invalid)"))}
 
 
 def print_row(row: dict) -> None:
@@ -168,7 +187,9 @@ def write(args, argv, rows: list[dict], complete: bool, missing: list[str] = ())
         "metric accuracy. DSPy (3.4, its own venv: benchmarks/dspy_bench.py) compiles the same program on the same "
         "train and val rows against a llama_cpp.server of the same target and proposer, and is scored on the same "
         "test rows. Gain: the result's test accuracy minus promptlab's plain baseline on the same test examples, "
-        "95% paired bootstrap CI. 'search calls': target calls the optimizer made before test (for DSPy: its compile).",
+        "95% paired bootstrap CI. 'search calls': target calls the optimizer made before test (for DSPy: its compile). "
+        "'answers X to all': the prompt gives one label for at least 95% of the test examples (a constant answer). "
+        "'wall': from the run's creation to its last step (a run resumed after a stop includes the pause).",
         "",
         "| task | method | seed | n test | baseline test | result test | gain [95% paired CI] | result | search calls | proposer calls | wall |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -177,8 +198,9 @@ def write(args, argv, rows: list[dict], complete: bool, missing: list[str] = ())
         calls = "—" if r["search_calls"] is None else str(r["search_calls"])
         props = "—" if r.get("proposer_calls") is None else str(r["proposer_calls"])
         wall = "—" if r.get("wall_s") is None else f"{r['wall_s']:.0f} s"
+        by = r["result_by"] + (f" (answers '{r['constant']}' to all)" if r.get("constant") else "")
         lines.append(f"| {r['task']} | {r['strategy']} | {r['seed']} | {r['n_test']} | {r['baseline_test']:.3f} | "
-                     f"{r['best_test']:.3f} | {r['gain']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] | {r['result_by']} | "
+                     f"{r['best_test']:.3f} | {r['gain']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] | {by} | "
                      f"{calls} | {props} | {wall} |")
     lines.append("")
     tasks = list(dict.fromkeys(r["task"] for r in rows))
@@ -204,6 +226,14 @@ def write(args, argv, rows: list[dict], complete: bool, missing: list[str] = ())
             at_or_above = [t for t in dspy_best if t in auto and auto[t]["best_test"] >= dspy_best[t]]
             lines.append(f"- auto at or above the best DSPy optimizer's test score on {len(at_or_above)} of "
                          f"{len(dspy_best)} tasks with DSPy figures.")
+    declined = [r for r in rows if r.get("declined")]
+    if declined:
+        lines += ["", "**What the confirmation turned down** (runs whose result stayed the baseline: their first "
+                  "finalist, the search's own pick, on the same test examples):", ""]
+        for r in declined:
+            d = r["declined"]
+            lines.append(f"- {r['task']}, {r['strategy']}, seed {r['seed']}: candidate #{d['candidate']} "
+                         f"{d['gain']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] on test")
     staged = [r for r in rows if r.get("stages")]
     if staged:
         lines += ["", "**auto: where the calls paid off** (per stage: target calls spent, candidates scored, the "
