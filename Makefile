@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test browser bench bench-dspy
+.PHONY: install run test browser bench bench-dspy bench-report
 
 # llama.cpp is compiled for the x86-64 features this CPU has, named one by one, not with -march=native: on Intel
 # CPUs with AMX, in a VM that does not grant the tile state (this workplace's machines), a native build's AMX
@@ -55,3 +55,7 @@ bench-dspy: $(STAMP)
 
 bench: $(STAMP) bench-dspy
 	$(PY) benchmarks/auto_bench.py --data-dir $(DATA_DIR) --second-seed --language-check
+
+# The same table from the runs finished so far (starts none; lists what is missing).
+bench-report: $(STAMP)
+	$(PY) benchmarks/auto_bench.py --data-dir $(DATA_DIR) --second-seed --language-check --report
