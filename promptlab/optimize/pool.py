@@ -6,7 +6,6 @@ record it. Chained strategies share one pool, so ids, rounds and the top-K conti
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from typing import Generator, Iterator
 
