@@ -136,5 +136,5 @@ def _demos(value):
 
 
 def _kind(s: Setting) -> str:
-    return {"int": "a whole number", "float": "a number", "bool": "true or false",
+    return {"int": "a whole number", "float": "a finite number", "bool": "true or false",
             "demos": "none, per-label or a number of demos"}.get(s.type, "text")
