@@ -72,8 +72,11 @@ def run_strategy(store, ds, target, proposers, critic, strategy: str, args, seed
     return run_id, s, time.perf_counter() - t0
 
 
-def test_correct(store, run_id, cand_id, target, ds, metric, rows: pd.DataFrame | None = None) -> pd.Series:
-    rows = runs.candidate_test_rows(store, run_id, cand_id, target, ds, metric) if rows is None else rows
+def test_correct(store, run_id, cand_id, target, ds, metric) -> pd.Series:
+    return correct_by_example(runs.candidate_test_rows(store, run_id, cand_id, target, ds, metric))
+
+
+def correct_by_example(rows: pd.DataFrame) -> pd.Series:
     return pd.Series(rows["correct"].to_numpy(dtype=float), index=rows["example_idx"].to_numpy())
 
 
@@ -116,7 +119,7 @@ def measure(store, run_id: str, s: dict, wall: float, task: str, label: str, see
     calls its search and confirmation used, and, for auto, where they went stage by stage."""
     base = test_correct(store, run_id, 1, target, ds, metric)
     best_rows = runs.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)
-    best = test_correct(store, run_id, s["best_id"], target, ds, metric, rows=best_rows)
+    best = correct_by_example(best_rows)
     lo, hi = paired_gain_ci(base.to_numpy(), best.to_numpy(), seed=seed)
     result = s.get("result") or {}
     steps = store.steps(run_id)

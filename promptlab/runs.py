@@ -292,7 +292,7 @@ def projection(store: Store, config: RunConfig) -> dict:
     proj = strategy.projection(len(ctx.trainset), n_val, len(ctx.testset), ctx.budget.max_rounds) | {
         "budget_calls": ctx.budget.max_target_calls, "n_val_search": n_val, "n_confirm": n_confirm,
         "confirm_calls": strategy.confirm_reserve(n_confirm) if n_confirm else 0,
-        "confidence": getattr(strategy, "confidence", 0.95),
+        "confidence": strategy.confidence,
     }
     gate = strategy.gate_config
     if proj.get("candidates") and gate.kind != "off":
@@ -320,7 +320,7 @@ def projection_line(proj: dict) -> str:
     if proj.get("n_confirm"):
         # The smallest gain the one-sided paired sign test at `confidence` can confirm on n examples, even with
         # every changed answer in the candidate's favour: 0.5**(g n) < 1 - confidence, so g > log2(1/(1-c)) / n.
-        floor = math.log2(1 / (1 - proj.get("confidence", 0.95))) / proj["n_confirm"]
+        floor = math.log2(1 / (1 - proj["confidence"])) / proj["n_confirm"]
         line += (f"; {proj['n_confirm']} val examples are held back to confirm the finalists "
                  f"(up to {proj['confirm_calls']} calls, inside the budget), so only a gain of at least "
                  f"~{min(1.0, floor):.2f} can replace the baseline" + (" (add rows, or lower --confirm)" if floor > 0.25 else ""))
@@ -329,10 +329,10 @@ def projection_line(proj: dict) -> str:
 
 def budget_problem(proj: dict, flag: str = "the budget") -> str | None:
     """Why a run with this projection could not do anything, or None."""
-    need = proj["baseline_calls"] + proj.get("confirm_calls", 0)
+    need = proj["baseline_calls"] + proj["confirm_calls"]
     if proj["budget_calls"] is not None and proj["budget_calls"] < need:
         held = (f" and hold back {proj['confirm_calls']} for confirming the finalists on the held-back val examples"
-                if proj.get("confirm_calls") else "")
+                if proj["confirm_calls"] else "")
         return (f"{flag} of {proj['budget_calls']} target calls cannot even score the baseline(s) on the val split "
                 f"({proj['baseline_calls']} calls){held}. Raise it to at least "
                 f"{max(need + 1, proj['target_search']['min'])}" + (", or lower --confirm." if held else "."))

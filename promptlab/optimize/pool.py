@@ -121,7 +121,7 @@ class Pool:
         for template in templates:
             cand, step = self.add(0, template, proposer, proposer)
             yield step
-            yield _scored_on_val(ctx, cand, ctx.score(template, ctx.valset))
+            yield _record_val_score(ctx, cand, ctx.score(template, ctx.valset))
 
     def score(self, ctx: OptimizeContext, cand: Cand, gate: Gate) -> CandidateScored:
         """Minibatch first, full val if it could enter the top-K. A candidate the budget cannot finish is
@@ -136,7 +136,7 @@ class Pool:
             return CandidateScored(cand.id, cand.round, None, None, None, 0, "over budget",
                                    target_requests=ctx.counters.target_requests)
         if full:
-            return _scored_on_val(ctx, cand, ctx.score(cand.template, ctx.valset))
+            return _record_val_score(ctx, cand, ctx.score(cand.template, ctx.valset))
         mb = ctx.score(cand.template, minibatch)
         cand.minibatch = mb.score
         bar = self.kth_best(gate.top_k)
@@ -150,7 +150,7 @@ class Pool:
                                    target_requests=ctx.counters.target_requests)
         if optimistic >= bar:
             # the minibatch's calls come from the cache
-            return _scored_on_val(ctx, cand, ctx.score(cand.template, ctx.valset), minibatch=mb.score)
+            return _record_val_score(ctx, cand, ctx.score(cand.template, ctx.valset), minibatch=mb.score)
         saved = n_val - len(minibatch)
         ctx.counters.calls_saved_by_gate += saved
         cand.n_scored = len(minibatch)
@@ -443,10 +443,10 @@ def review_round(ctx: OptimizeContext, pool: Pool, round_: int, cands: list[Cand
 
 def _score_on_val(ctx: OptimizeContext, cand: Cand) -> CandidateScored:
     """Score a candidate the analyst chose on all of val, outside the search budget (the analyst spent those calls)."""
-    return _scored_on_val(ctx, cand, ctx.score(cand.template, ctx.valset, budgeted=False), minibatch=cand.minibatch)
+    return _record_val_score(ctx, cand, ctx.score(cand.template, ctx.valset, budgeted=False), minibatch=cand.minibatch)
 
 
-def _scored_on_val(ctx: OptimizeContext, cand: Cand, res, minibatch: float | None = None) -> CandidateScored:
+def _record_val_score(ctx: OptimizeContext, cand: Cand, res, minibatch: float | None = None) -> CandidateScored:
     """Record a candidate's score on all of val and the step that says so."""
     cand.val, cand.rows, cand.n_scored = res.score, res.rows, res.n
     return CandidateScored(cand.id, cand.round, _f(minibatch), _f(res.score), _ci(res), res.n, "evaluated",
