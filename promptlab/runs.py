@@ -213,6 +213,11 @@ def make_config(
     if demos not in ("none", 0) and dataset.kind == "unlabeled":
         raise PromptlabError(f"'{dataset.name}' has no reference answers to show as demos: use --demos none "
                              "(the few-shot strategy can still use the target's own full-marks replies)")
+    if demos not in ("none", 0) and not proposers and not (set(names) - {"auto", "fewshot"}):
+        # auto attaches --demos to its instruction stage, which needs proposers; without them the demo
+        # stage searches demo sets on its own, and a fixed set would be dropped without a word.
+        raise PromptlabError("--demos attaches demos to proposed instructions, and this run has no proposers: drop "
+                             "--demos (the demonstration stage searches demo sets itself) or add --proposers")
     if "auto" in names and sum(params[k] for k in ("instructions_share", "demos_share", "edits_share")) <= 0:
         raise PromptlabError("auto needs a share above 0 for at least one stage (instructions, demos or edits)")
     if params["confirm"] > 0:  # every declared setting is in params, defaults included

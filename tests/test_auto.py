@@ -170,6 +170,15 @@ def test_auto_without_proposers_searches_demos_only(store, dataset):
     assert stages == ["fewshot"] and s["result"]["replaced_baseline"]
 
 
+def test_auto_without_proposers_refuses_demos_it_would_drop(store, dataset):
+    """--demos attaches a fixed set to proposed instructions; with no proposers there are none, and the
+    set would vanish without a word. The message names both ways out."""
+    tgt = specs()[0]
+    with pytest.raises(PromptlabError, match="drop --demos .* or add --proposers"):
+        runs.make_config(dataset, tgt, [], demos="per-label")
+    assert runs.make_config(dataset, tgt, [], demos="none").strategy == "auto"
+
+
 def test_the_baseline_stays_when_the_search_winner_was_lucky(store, tmp_path):
     """A prompt that is right only on the search part of val wins the search, but the held-back examples
     show no gain: the result is the baseline, and the gap between the two scores is reported."""

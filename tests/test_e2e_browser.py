@@ -37,6 +37,26 @@ def _import_upload(page, url: str, csv_path, name: str, preview: str, kind: str 
     page.wait_for_selector(f"text=Imported '{name}'", timeout=60_000)
 
 
+def _choose(page, box: str, option: str) -> None:
+    """Pick `option` in the first selectbox labelled `box` (the run's; the study's is further down).
+
+    A rerun that lands between the click and the pick (the page reruns after every edited field) closes
+    the open list, so the list is opened again until the option shows, as a user would click again."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(4):
+        page.wait_for_timeout(800)
+        page.get_by_role("combobox", name=box).first.click()
+        try:
+            page.get_by_role("option", name=option, exact=True).click(timeout=5_000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    else:
+        pytest.fail(f"the {box!r} list never showed {option!r}")
+    page.wait_for_timeout(1000)
+
+
 def _start_run(page, minibatch: int, review: bool = False, strategy: str | None = None) -> None:
     """A one-round run from the Runs page, on the dataset the session has selected (auto, unless `strategy`)."""
     page.get_by_role("link", name="Runs").click()
@@ -48,9 +68,7 @@ def _start_run(page, minibatch: int, review: bool = False, strategy: str | None 
     rounds.fill("1")
     rounds.press("Enter")
     if strategy:
-        page.get_by_role("combobox", name="Strategy").first.click()  # the run's (the study's is further down)
-        page.get_by_role("option", name=strategy, exact=True).click()
-        page.wait_for_timeout(1000)
+        _choose(page, "Strategy", strategy)
     box = page.get_by_role("spinbutton", name="Minibatch size")
     box.fill(str(minibatch))
     box.press("Enter")
