@@ -4,7 +4,8 @@ import difflib
 import pandas as pd
 import streamlit as st
 
-from promptlab import charts, runs, ui
+from promptlab import charts, export, runs, ui
+from promptlab.errors import PromptlabError
 from promptlab.data import stored_dataset
 from promptlab.evaluate import PromptTemplate, evaluate
 from promptlab.metrics import format_score
@@ -156,6 +157,63 @@ else:
         st.info("The budget ran out before this candidate had a full val score.")
     else:
         st.info("This candidate has no val score yet.")
+
+# --- take it out, or score it elsewhere --------------------------------------------------------------
+st.markdown(f"**Take #{pick} into your code** (the messages and parameters promptlab scored; never an API key)")
+try:
+    stored = export.stored_prompt(store, run_id, int(pick))
+    cols = st.columns(4)
+    for col, (fmt, what) in zip(cols, [("text", "Text"), ("messages", "Chat messages (JSON)"),
+                                       ("python", "Python script (litellm)"), ("promptfoo", "promptfoo config")]):
+        try:
+            col.download_button(what, export.export(stored, fmt), file_name=export.filename(stored, fmt),
+                                key=f"results.export.{fmt}", width="stretch")
+        except PromptlabError as exc:
+            col.caption(str(exc))
+except PromptlabError as exc:
+    ui.error_box(exc)
+    stored = None
+
+if stored is not None:
+    with st.expander(f"Score #{pick} on another dataset or model"):
+        all_models = ui.model_choices()
+        names = ui.datasets_table()["name"].tolist()
+        e1, e2, e3 = st.columns([2, 2, 1])
+        other_ds = e1.selectbox("Dataset", names, index=names.index(ds.name) if ds.name in names else 0,
+                                key="results.elsewhere.dataset")
+        model_names = list(all_models)
+        own = next((n for n, m in all_models.items() if m.model == spec.model), None)
+        other_model = e2.selectbox("Model", model_names, index=model_names.index(own) if own in model_names else 0,
+                                   key="results.elsewhere.model")
+        other_split = e3.selectbox("Split", ["test", "val", "train", "all"], key="results.elsewhere.split")
+        elsewhere_key = f"elsewhere:{run_id}"
+        if st.button("Score it", key="results.elsewhere.go"):
+            try:
+                target_ds = ui.dataset(other_ds)
+                request = export.ElsewhereRequest(run_id, int(pick), target_ds, all_models[other_model], other_split)
+                ui.start_job(elsewhere_key, "elsewhere", lambda job: export.score_elsewhere(store, request, job.progress))
+            except PromptlabError as exc:
+                ui.error_box(exc)
+
+        @st.fragment(run_every=1.5)
+        def elsewhere_result() -> None:
+            job = ui.jobs().get(elsewhere_key)
+            if job is None:
+                return
+            if job.running:
+                p = job.progress
+                st.progress(min(1.0, p.get("done", 0) / max(1, p.get("total", 1))),
+                            text=f"{p.get('done', 0)} of {p.get('total', '?')} new calls (cached ones are free)")
+                return
+            if job.error:
+                st.error(job.error)
+                return
+            if job.result is not None:
+                st.success(job.result["line"])
+                for note in job.result["notes"]:
+                    st.caption(f"Note: {note}")
+
+        elsewhere_result()
 
 # --- two runs side by side -------------------------------------------------------------------------
 st.subheader("Two runs side by side")

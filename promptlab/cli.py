@@ -8,7 +8,6 @@ import os
 import re
 import sys
 import traceback
-import uuid
 from pathlib import Path
 
 from promptlab.errors import PromptlabError
@@ -289,50 +288,73 @@ def _load_prompt(args):
 
 def cmd_eval(args) -> int:
     from promptlab.data import resolve_dataset, stratified_sample
-    from promptlab.evaluate import evaluate
+    from promptlab.manual import eval_run
     from promptlab.models import resolve_model
     from promptlab.objective import parse_objective
 
     store = _store(args)
-    ds = resolve_dataset(store, args.dataset)
-    spec = resolve_model(args.model, store)
-    prompt = _load_prompt(args)
-    prompt.check(ds.input_cols)
-    metric = parse_objective(args.metric, ds, _judge_record(args, ds), store)
-    examples = ds.split(args.split, seed=args.seed)
-    if args.limit is not None:
-        if args.limit < 1:
-            raise PromptlabError("--limit must be at least 1")
-        examples = stratified_sample(examples, args.limit, seed=args.seed or 0)
-    run_id = "eval-" + uuid.uuid4().hex[:10]
-    config = {
-        "dataset": ds.name, "model": spec.to_record(), "prompt": {"system": prompt.system, "user": prompt.user},
-        "split": args.split, "metric": metric.spec, "limit": args.limit, "seed": args.seed,
-    }
-    store.create_run(run_id, "eval", ds.id, config)
     show_progress = not args.json and sys.stderr.isatty()
 
     def progress(done: int, total: int) -> None:
         if show_progress:
             print(f"\r  {done}/{total} calls", end="", file=sys.stderr, flush=True)
 
-    try:
-        result = evaluate(
-            store, spec, prompt, ds, examples, metric, split=args.split, max_tokens=args.max_tokens,
-            run_id=run_id, on_progress=progress,
-        )
-    except BaseException as exc:
-        store.finish_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=str(exc)[:500])
-        raise
+    if args.run:  # a stored prompt (its demos included), by default on its own dataset and target
+        from promptlab.export import ElsewhereRequest, score_elsewhere, stored_prompt
+
+        other = resolve_dataset(store, args.dataset) if args.dataset else None
+        ds = other or stored_prompt(store, args.run, args.candidate).dataset
+        req = ElsewhereRequest(
+            args.run, args.candidate, other, resolve_model(args.model, store) if args.model else None, args.split,
+            args.metric, _judge_record(args, ds), args.limit, args.seed, args.max_tokens)
+        summary = score_elsewhere(store, req, _Ticker(progress))
+        result, stored = summary.pop("result"), summary.pop("stored")
+        summary.pop("line")
+    else:
+        if args.candidate is not None:
+            raise PromptlabError("--candidate picks a prompt of a stored run: give --run RUN with it")
+        if not args.dataset or not args.model:
+            raise PromptlabError("give --dataset and --model with --prompt or --prompt-file (or --run RUN to score a "
+                                 "stored prompt on its own dataset and target)")
+        ds = resolve_dataset(store, args.dataset)
+        spec = resolve_model(args.model, store)
+        prompt = _load_prompt(args)
+        prompt.check(ds.input_cols)
+        metric = parse_objective(args.metric, ds, _judge_record(args, ds), store)
+        examples = ds.split(args.split, seed=args.seed)
+        if args.limit is not None:
+            if args.limit < 1:
+                raise PromptlabError("--limit must be at least 1")
+            examples = stratified_sample(examples, args.limit, seed=args.seed or 0)
+        result, summary = eval_run(store, spec, prompt, ds, examples, metric, split=args.split,
+                                   max_tokens=args.max_tokens, extra={"limit": args.limit, "seed": args.seed},
+                                   on_progress=progress)
+        stored, summary["notes"] = None, []
     if show_progress:
         print("\r" + " " * 30 + "\r", end="", file=sys.stderr)
-    summary = result.summary() | {"run_id": run_id, "dataset": ds.name}
-    store.finish_run(run_id, "finished", summary)
     if not args.json:
+        if stored is not None:
+            which = f"candidate #{stored.cand_id}" if stored.cand_id is not None else "its prompt"
+            print(f"from      run {stored.run_id}, {which}" + (" (the run's result)" if stored.is_result else ""))
         _print_eval(result, ds, summary)
+        for note in summary["notes"]:
+            print(f"note      {note}")
     else:
         _print_json(summary)
     return 0
+
+
+class _Ticker(dict):
+    """A progress dict that also prints: score_elsewhere updates done/total in it."""
+
+    def __init__(self, show):
+        super().__init__()
+        self.show = show
+
+    def update(self, *a, **kw):
+        super().update(*a, **kw)
+        if "done" in self:
+            self.show(self["done"], self["total"])
 
 
 def _print_eval(result, ds, s: dict) -> None:
@@ -588,6 +610,26 @@ def _print_run(store, s: dict) -> None:
         print("\n" + fails)
     print(f"\n{runs.calls_line(s) or 'calls: none yet'}; "
           f"{s['gated']} candidate(s) stopped before all of val saved {s['calls_saved_by_gate']} calls")
+
+
+def cmd_export(args) -> int:
+    """A stored prompt as text, chat messages, a runnable litellm script or a promptfoo config."""
+    from promptlab.export import export, filename, stored_prompt
+
+    store = _store(args)
+    sp = stored_prompt(store, args.run, args.candidate)
+    out = export(sp, args.format)
+    if args.out:
+        path = Path(args.out)
+        if path.is_dir():
+            path = path / filename(sp, args.format)
+        tmp = path.with_name(path.name + ".part")  # nothing half-written: the file appears whole or not at all
+        tmp.write_text(out, encoding="utf-8")
+        tmp.replace(path)
+        print(f"wrote {path}", file=sys.stderr)
+    else:
+        sys.stdout.write(out)
+    return 0
 
 
 def cmd_runs_list(args) -> int:
@@ -937,11 +979,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models_remove)
 
     p = sub.add_parser("eval", parents=[common], help="score one prompt on a dataset")
-    p.add_argument("--dataset", required=True, help="stored dataset name, or a file path to import")
-    p.add_argument("--model", required=True, help="local/<key>, a litellm model string, or a configured name")
+    p.add_argument("--dataset", help="stored dataset name, or a file path to import (with --run: default the run's)")
+    p.add_argument("--model", help="local/<key>, a litellm model string, or a configured name (with --run: default "
+                                   "the run's target)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--prompt", help="prompt text; {input} marks the example (\\n is a newline)")
     g.add_argument("--prompt-file", help="a text file, or JSON {\"system\": ..., \"user\": ...}")
+    g.add_argument("--run", help="score a stored prompt, demos included: a run's result (or --candidate ID)")
+    p.add_argument("--candidate", type=int, help="with --run: this candidate instead of the run's result")
     p.add_argument("--system", help="system message (then --prompt is the user message)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--metric", help="labels: accuracy (default), balanced_accuracy, macro_f1, mcc, cohen_kappa, precision:L, "
@@ -951,6 +996,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, help="reply length cap (default: sized to the longest label)")
     _judge_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", parents=[common], help="take a stored prompt into your code: text, chat messages, a "
+                                                       "litellm script or a promptfoo config")
+    p.add_argument("run", help="the run's id (`promptlab runs list`)")
+    p.add_argument("--candidate", type=int, help="this candidate instead of the run's result")
+    p.add_argument("--format", default="messages", choices=["text", "messages", "python", "promptfoo"],
+                   help="text: to read; messages: JSON messages template and parameters; python: a runnable litellm "
+                        "script; promptfoo: a promptfoo config with the test split as tests (default: messages)")
+    p.add_argument("--out", help="write to this file (or into this folder) instead of printing")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("optimize", parents=[common], help="search for a better prompt with an arena of proposer models")
     p.add_argument("--dataset", required=True, help="stored dataset name, or a file path to import")

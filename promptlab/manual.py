@@ -83,6 +83,29 @@ def compare(store: Store, spec: ModelSpec, templates: list[PromptTemplate], data
     return Comparison(tuple(results))
 
 
+def eval_run(store: Store, spec: ModelSpec, prompt: PromptTemplate, dataset: LabeledDataset, examples: pd.DataFrame,
+             metric, *, split: str, max_tokens: int | None = None, extra: dict | None = None,
+             on_progress=None) -> tuple[EvalResult, dict]:
+    """Score one prompt and keep it as an `eval` run (its config, then its summary), as `promptlab eval` and the
+    Results page's "score this prompt elsewhere" both do. A run stopped midway is marked interrupted or failed;
+    every call it made is already committed, so the same eval again asks only the rest."""
+    import uuid
+
+    run_id = "eval-" + uuid.uuid4().hex[:10]
+    config = {"dataset": dataset.name, "model": spec.to_record(), "prompt": prompt.to_record(), "split": split,
+              "metric": metric.spec, "max_tokens": max_tokens, **(extra or {})}
+    store.create_run(run_id, "eval", dataset.id, config)
+    try:
+        result = evaluate(store, spec, prompt, dataset, examples, metric, split=split, max_tokens=max_tokens,
+                          run_id=run_id, on_progress=on_progress)
+    except BaseException as exc:
+        store.finish_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=str(exc)[:500])
+        raise
+    summary = result.summary() | {"run_id": run_id, "dataset": dataset.name}
+    store.finish_run(run_id, "finished", summary)
+    return result, summary
+
+
 def preview_meta_prompt(store: Store, dataset: LabeledDataset, template: str, task: str, metric: Metric,
                         runs_table: pd.DataFrame) -> str:
     """The meta-prompt as the next round would see it: history from the latest run on this dataset."""

@@ -534,17 +534,23 @@ def attribution(store: Store, run_id: str, steps: list[dict] | None = None) -> l
     return list(out.values())
 
 
+def best_candidate(steps: list[dict], cands: pd.DataFrame) -> pd.DataFrame:
+    """The run's result as a one-row frame: the candidate its finish named, or (a run still going or stopped)
+    the best on val so far; empty when nothing is scored."""
+    finished = next((s for s in reversed(steps) if s["kind"] == "run_finished"), None)
+    if finished is not None and finished.get("best_id"):
+        return cands[cands["id"] == finished["best_id"]]
+    scored = cands[cands["val_score"].notna()]
+    return scored.sort_values(["val_score", "id"], ascending=[False, True]).head(1)
+
+
 def summarize(store: Store, run_id: str, counters: Counters | None = None) -> dict:
     rec = store.run_row(run_id)
     steps = store.steps(run_id)
     cands = store.candidates(run_id)
     base = cands[cands["proposer"] == "baseline"].head(1)
-    scored = cands[cands["val_score"].notna()]
     finished = next((s for s in reversed(steps) if s["kind"] == "run_finished"), None)
-    if finished is not None and finished.get("best_id"):
-        best = cands[cands["id"] == finished["best_id"]]
-    else:
-        best = scored.sort_values(["val_score", "id"], ascending=[False, True]).head(1)
+    best = best_candidate(steps, cands)
     started = next((s for s in steps if s["kind"] == "run_started"), {})
     rounds = max([s["round"] for s in steps if s["kind"] == "round_finished"], default=0)
 

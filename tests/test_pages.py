@@ -124,6 +124,16 @@ def test_start_a_run_with_fake_models_and_see_it_finish(db):
     assert not res.exception
     assert any(b.label == "Download PNG" for b in res.get("download_button"))
 
+    # the prompt leaves as code, and is scored again elsewhere by a worker (here: its own data, from the cache)
+    labels = {b.label for b in res.get("download_button")}
+    assert {"Text", "Chat messages (JSON)", "Python script (litellm)", "promptfoo config"} <= labels
+    res.selectbox(key="results.elsewhere.split").set_value("val")
+    res.button(key="results.elsewhere.go").click().run()
+    assert not res.exception
+    _wait(res, lambda a: any("95% CI" in m.value for m in a.success), timeout=60)
+    line = next(m.value for m in res.success if "95% CI" in m.value)
+    assert "on support_tickets (val" in line and "with fake-target" in line and "0 new calls" in line
+
 
 def test_start_a_chained_run_from_the_runs_page_and_read_it_on_results(db):
     """arena,fewshot chosen in the dashboard: both stages run, few-shot candidates show on Results."""
