@@ -2,7 +2,8 @@
 import streamlit as st
 
 from promptlab import charts, ui
-from promptlab.data import DEFAULT_FRACTIONS, DataError, detect_columns, import_dataset, prepare, read_table
+from promptlab.data import (DEFAULT_FRACTIONS, DataError, detect_columns, guess_kind, import_dataset, prepare,
+                            read_table)
 
 KIND_NAMES = {"labels": "a label", "reference": "a reference answer", "unlabeled": "nothing (grade the outputs)"}
 
@@ -26,6 +27,9 @@ if upload is not None:
         st.stop()
     st.caption(f"{upload.name}: {len(frame)} rows, columns {', '.join(frame.columns)}")
     st.dataframe(frame.head(8), hide_index=True, width="stretch")
+    if st.session_state.get("datasets.kind_for") != upload.name:  # a new file: preselect what its rows look like
+        st.session_state["datasets.kind_for"] = upload.name
+        st.session_state["datasets.kind"] = guess_kind(frame, upload.name)
     kind = st.radio("What does each row carry besides its input?", list(KIND_NAMES), format_func=KIND_NAMES.get,
                     horizontal=True, key="datasets.kind",
                     help="Labels: classification, scored by a metric. Reference answers: each reply is compared with "

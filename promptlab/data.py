@@ -316,6 +316,28 @@ def _find(columns: list[str], names: tuple[str, ...]) -> str | None:
     return None
 
 
+def _free_text(counts: Counter, n_rows: int) -> bool:
+    """More distinct values than half the rows (and more than a label set has): free text, not labels (such a
+    column could never be split by label anyway)."""
+    return len(counts) > min(MAX_LABELS, 10) and len(counts) > n_rows // 2
+
+
+def guess_kind(frame: pd.DataFrame, filename: str = "dataset") -> str:
+    """What each row most likely carries: 'reference' when the target column reads as free text (or only a
+    reference-named column is there), else 'labels'. The Datasets page preselects it."""
+    try:
+        _, label_col = detect_columns(frame, filename=filename, kind="labels")
+    except DataError:
+        try:
+            detect_columns(frame, filename=filename, kind="reference")
+            return "reference"
+        except DataError:
+            return "labels"
+    values = frame[label_col].dropna().astype(str).str.strip()
+    values = values[values != ""]
+    return "reference" if _free_text(Counter(normalize_label(v) for v in values), len(values)) else "labels"
+
+
 def detect_columns(
     frame: pd.DataFrame, input_cols: list[str] | None = None, label_col: str | None = None, filename: str = "dataset",
     kind: str = "labels",
@@ -488,11 +510,11 @@ def prepare(
             f"{filename}: every row has the same label '{only}' in '{label_col}'. A classification dataset needs at "
             "least two labels: add examples of the other labels, or check that the right label column is chosen."
         )
-    # More distinct values than half the rows: free text (such a column could never be split anyway).
-    if len(counts) > min(MAX_LABELS, 10) and len(counts) > len(norms) // 2:
+    if _free_text(counts, len(norms)):
         raise DataError(
             f"{filename}: column '{label_col}' has {len(counts)} distinct values in {len(norms)} rows, so it looks like "
-            "free text, not a label. Choose the label column with --label-col (or in the dashboard)."
+            "free text, not a label. If each row carries a reference answer, import it with --kind reference (in the "
+            "dashboard: 'a reference answer'); if another column holds the label, choose it with --label-col."
         )
     rare = sorted((c, display[n]) for n, c in counts.items() if c < len(SPLITS))
     if rare:

@@ -20,6 +20,7 @@ class Case:
     make: Callable[[], bytes]
     refused: bool  # True: an error, and the store is unchanged; False: imported, with a note
     needle: str  # a phrase the error or the note must contain (case-insensitive)
+    page: tuple[bool, str] | None = None  # (refused, needle) on the Datasets page, where it differs from the CLI
 
 
 def _csv(rows: list[str], header: str = "text,label", encoding: str = "utf-8") -> bytes:
@@ -78,8 +79,9 @@ CORPUS: list[Case] = [
     Case("one-label", "same.csv", lambda: _csv([f"text {i},positive" for i in range(10)]), True, "same label"),
     Case("missing-label-cells", "holes.csv", lambda: _csv(GOOD + ["no label here,", "another,"]), True, "no label"),
     Case("empty-inputs", "noinput.csv", lambda: _csv(GOOD + [",positive"]), True, "empty input"),
+    # The CLI refuses it as labels and names --kind reference; the page preselects reference answers and imports.
     Case("free-text-label-column", "free.csv", lambda: _csv([f"text {i},comment number {i}" for i in range(40)]),
-         True, "free text"),
+         True, "--kind reference", page=(False, "")),
     Case("too-few-of-a-label", "rare.csv", lambda: _csv(GOOD + ["odd one,neutral"]), True, "too few"),
     Case("huge-cell", "huge.csv", lambda: _csv(GOOD + [f"{'word ' * 40_000},positive"]), False, "long"),
     Case("duplicate-rows", "dups.csv", lambda: _csv(GOOD + GOOD[:4]), False, "duplicate"),

@@ -126,8 +126,10 @@ def test_content_problems_are_rejected(rows, message):
 
 def test_free_text_label_column_is_rejected():
     frame = pd.DataFrame({"text": [f"t{i}" for i in range(120)], "label": [f"l{i}" for i in range(120)]})
-    with pytest.raises(DataError, match="looks like free text"):
+    with pytest.raises(DataError, match="looks like free text.*import it with --kind reference"):
         D.prepare(frame, "t")
+    assert D.guess_kind(frame) == "reference"
+    assert D.guess_kind(pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["x", "y", "x", "y"]})) == "labels"
 
 
 def test_duplicates_are_reported():

@@ -65,6 +65,19 @@ def test_upload_preview_import(db):
     assert "mine" in Store(db).list_datasets()["name"].tolist()
 
 
+def test_a_free_text_target_column_is_read_as_reference_answers(db):
+    """The page preselects what the rows look like: a column of free text is reference answers, not labels."""
+    at = page("1_Datasets.py").run()
+    qa = "question,answer\n" + "\n".join(f"What is {i} plus {i}?,The sum is {2 * i}." for i in range(30))
+    at.file_uploader[0].set_value(("qa.csv", qa.encode(), "text/csv")).run()
+    assert not at.exception and not at.error
+    assert at.radio(key="datasets.kind").value == "reference"
+    assert at.selectbox(key="datasets.label_col").value == "answer"
+    tickets = "message,team\n" + "\n".join(f"refund order {i},billing\napp crash {i},technical" for i in range(10))
+    at.file_uploader[0].set_value(("tickets.csv", tickets.encode(), "text/csv")).run()
+    assert at.radio(key="datasets.kind").value == "labels"
+
+
 @pytest.mark.parametrize("name,content,needle", [
     ("empty.csv", b"", "empty"),
     ("one.csv", b"text,label\na,x\nb,x\nc,x\n", "same label"),
