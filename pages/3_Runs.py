@@ -101,6 +101,12 @@ with st.expander("Start a study: same-family versus cross-family proposers, over
     n_runs = len(s_targets) * (len(s_props) + (1 if s_mix and len(s_props) > 1 else 0)) * int(s_seeds)
     st.info(f"{n_runs} runs of up to {int(s_budget)} target calls each for the search (plus test scoring); "
             "calls already cached are free.")
+    try:
+        from promptlab import study as S
+
+        st.caption(S.power(ui.dataset(ds_name), metric, int(s_seeds)))
+    except PromptlabError as exc:
+        st.caption(str(exc))
     if st.button("Start study", key="study.start", disabled=not (s_targets and s_props)):
         from promptlab import study as S
 

@@ -476,6 +476,7 @@ def cmd_study(args) -> int:
         if not (args.dataset and args.targets and args.proposers):
             raise PromptlabError("a new study needs --dataset, --targets and --proposers (or --show/--resume ID, --list)")
         ds = resolve_dataset(store, args.dataset)
+        print(S.power(ds, args.metric, args.seeds), file=out, flush=True)
         extra = {k: v for k, v in {"minibatch_size": args.minibatch, "test_top": args.test_top}.items() if v is not None}
         study_id, reused = S.create_study(
             store, ds, _models(store, args.targets), _models(store, args.proposers), args.seeds,

@@ -245,3 +245,43 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
         running = max(running, min(1.0, (len(order) - rank) * p_values[i]))
         out[i] = running
     return out
+
+
+# --- power before a study --------------------------------------------------------------------------
+
+def detectable_gain(n: int, seeds: int = 1, *, discordance: float = 0.3, seed_sd: float = 0.05, level: float = 0.95,
+                    power: float = 0.8, contrast: float = 1.0) -> float:
+    """The smallest true gain a paired comparison on `n` test examples over `seeds` seeds tells from noise with
+    probability `power`, two-sided at `level` (normal approximation of the study's own analysis).
+
+    Per example the difference in correctness is -1, 0 or +1; when a share `discordance` of the answers differ
+    between the two prompts and the gain is g, its variance is discordance - g². The seeds share the test
+    examples, so they do not add examples: they average out the seed-to-seed spread of the gain (`seed_sd`,
+    which prompt each seed's search happened to find). Var(gain) = contrast * ((discordance - g²) / n +
+    seed_sd² / seeds); contrast 2 for the difference between two gains (two proposers head to head).
+    Solved for g = (z_level + z_power) * sd(g) by fixed-point iteration."""
+    from scipy.stats import norm
+
+    if n < 1 or seeds < 1:
+        raise ValueError("n and seeds must be at least 1")
+    z = norm.ppf(1 - (1 - level) / 2) + norm.ppf(power)
+    g = 0.0
+    for _ in range(100):
+        var = contrast * (max(discordance - g * g, 0.0) / n + seed_sd ** 2 / seeds)
+        nxt = min(1.0, z * var ** 0.5)
+        if abs(nxt - g) < 1e-9:
+            break
+        g = nxt
+    return g
+
+
+def power_line(n: int, seeds: int, **assumptions) -> str:
+    """The sentence a study shows before it starts: what it can and cannot tell apart."""
+    gain = detectable_gain(n, seeds, **assumptions)
+    pair = detectable_gain(n, seeds, contrast=2.0, **assumptions)
+    d, sd = assumptions.get("discordance", 0.3), assumptions.get("seed_sd", 0.05)
+    return (f"With {n} test examples and {seeds} seed{'s' if seeds != 1 else ''}, a gain over the baseline under "
+            f"~{gain:.2f} (and a difference between two proposers under ~{pair:.2f}) will not be told from noise "
+            f"(80% power at 95%, two-sided; assuming about {d:.0%} of answers change between prompts and a "
+            f"seed-to-seed spread of {sd:.2f} in the gain). More test examples shrink the first term, more seeds the "
+            "second.")

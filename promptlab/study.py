@@ -67,6 +67,21 @@ def proposer_sets(proposers: list[ModelSpec], mixes: list[list[str]] | None = No
     return sets
 
 
+def power(dataset: LabeledDataset, metric: str, seeds: int) -> str:
+    """What a study on this dataset can tell apart, before it starts (stats.power_line): the test examples its
+    metric counts (recall of a label: the test examples of that label) and its seeds."""
+    from promptlab.stats import power_line, relevant_examples
+
+    if not dataset.has_labels:
+        raise PromptlabError(f"a study needs a labeled dataset, and '{dataset.name}' has none")
+    test = dataset.split("test")
+    m = parse_metric(metric, dataset.labels)
+    n = int(relevant_examples(m, test["label_norm"].to_numpy(dtype=object)).sum())
+    if n < 1:
+        raise PromptlabError(f"'{dataset.name}' has no test example that {metric} counts: choose another metric")
+    return power_line(n, max(1, int(seeds)))
+
+
 def create_study(store: Store, dataset: LabeledDataset, targets: list[ModelSpec], proposers: list[ModelSpec],
                  seeds: int = 3, *, mixes: list[list[str]] | None = None, budget_calls: int | None = 600,
                  rounds: int = 3, metric: str = "accuracy", strategy: str = "arena", candidates: int = 2,

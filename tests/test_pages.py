@@ -190,6 +190,7 @@ def test_start_a_study_from_the_runs_page_and_read_its_answer_on_results(db):
     at.number_input(key="study.rounds").set_value(1)
     at.run()
     assert any("4 runs of up to" in i.value for i in at.info)
+    assert any("and 2 seeds, a gain over the baseline under ~" in c.value for c in at.caption)  # power, up front
     at.button(key="study.start").click().run()
     assert not at.exception
     _wait(at, lambda a: len(store.list_studies()) == 1 and int(store.list_studies()["finished"].iloc[0]) == 4, timeout=180)

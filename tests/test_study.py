@@ -142,6 +142,9 @@ def test_study_command_json_cells(store, dataset, capsys):
     assert len(doc["pairs"]) == 1 and doc["pairs"][0]["seeds"] == 2
     assert "head to head" in captured.err
     assert "study " in captured.err and "[4/4]" in captured.err
+    n_test = len(dataset.split("test"))
+    assert f"With {n_test} test examples and 2 seeds, a gain over the baseline under ~" in captured.err  # before it ran
+    assert captured.err.index("will not be told from noise") < captured.err.index("[1/4]")
     assert main(["study", "--show", doc["study_id"], "--db", str(store.path), "--json"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["cells"] == doc["cells"]
