@@ -35,7 +35,7 @@ from promptlab.errors import PromptlabError  # noqa: E402
 from promptlab.data import import_dataset  # noqa: E402
 from promptlab.language import detect_language, language_name  # noqa: E402
 from promptlab.local import promptlab_home  # noqa: E402
-from promptlab.metrics import parse_metric  # noqa: E402
+from promptlab.metrics import constant_label, parse_metric  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
 from promptlab.store import Store  # noqa: E402
 
@@ -80,12 +80,6 @@ def correct_by_example(rows: pd.DataFrame) -> pd.Series:
     return pd.Series(rows["correct"].to_numpy(dtype=float), index=rows["example_idx"].to_numpy())
 
 
-def constant_answer(preds) -> str | None:
-    """The label a prompt gives for at least 95% of the test examples (a constant answer), or None."""
-    counts = pd.Series(list(preds)).value_counts()
-    return str(counts.index[0]) if len(counts) and counts.iloc[0] >= 0.95 * counts.sum() else None
-
-
 def dspy_rows(path: Path, task: str, base: pd.Series) -> list[dict]:
     """DSPy's figures for a task from dspy_bench.py's JSON (see its RESULT_SCHEMA), paired with promptlab's plain
     baseline on the same test rows (idx is promptlab's row idx)."""
@@ -104,7 +98,7 @@ def dspy_rows(path: Path, task: str, base: pd.Series) -> list[dict]:
         a, b = base.loc[shared].to_numpy(), correct.loc[shared].to_numpy()
         lo, hi = paired_gain_ci(a, b)
         label = {"baseline": "DSPy program (unoptimized)", "mipro": "DSPy MIPROv2 light", "gepa": "DSPy GEPA light"}[name]
-        constant = constant_answer((res.get("predictions") or {}).values())
+        constant = constant_label(list((res.get("predictions") or {}).values()))
         out.append({"task": task, "strategy": label, "seed": 0, "n_test": len(shared),
                     "baseline_test": float(a.mean()), "best_test": float(b.mean()), "gain": float(b.mean() - a.mean()),
                     "lo": lo, "hi": hi, "search_calls": res.get("target_calls_compile", 0 if name == "baseline" else None),
@@ -143,7 +137,7 @@ def measure(store, run_id: str, s: dict, wall: float, task: str, label: str, see
             "confirm_score": result.get("confirm_score"), "candidates": s["candidates"],
             "stages": stage_report(store, run_id) if label.startswith("auto") else None,
             "declined": declined,
-            "constant": constant_answer(best_rows["pred"].fillna("(invalid)"))}
+            "constant": constant_label(best_rows["pred"].tolist())}
 
 
 def print_row(row: dict) -> None:

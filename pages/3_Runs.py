@@ -31,6 +31,15 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
                                 "f1:L, specificity:L. Reference answers: exact, normalized, contains, regex[:P], "
                                 "numeric[:TOL], token_f1, json:FIELD, or judge. No target: judge (the judge and its "
                                 "rubric are set per dataset on the Prompts page).")
+    if run_ds.has_labels:  # a floor: e.g. recall of 'fraud', provided precision of 'fraud' stays at least 0.4
+        f1, f2, _ = st.columns([2, 1, 3])
+        floor = f1.text_input("Floor (optional): a second metric that must hold", "", key=f"runs.floor.{ds_name}",
+                              placeholder="precision:LABEL",
+                              help="Candidates that keep the floor rank above every candidate that misses it, so "
+                                   "recall of a label cannot be won by answering that label to everything.")
+        floor_at = f2.number_input("at least", -1.0, 1.0, 0.4, 0.05, key=f"runs.floor_at.{ds_name}")
+        if floor.strip():
+            metric = f"{metric.strip()}; {floor.strip()}>={floor_at:g}"
     proposers = st.multiselect("Proposers", model_names, default=[m for m in ui.setting("proposers", ui.DEFAULT_PROPOSERS) if m in choices] or model_names[:2], key="runs.proposers")
     c4, c5, c6, c7, c8 = st.columns(5)
     strategy = c4.selectbox(

@@ -105,12 +105,17 @@ board = runs.leaderboard(store, run_id)
 base_row = board[board["proposer"] == "baseline"].head(1)
 base_val = float(base_row["val_score"].iloc[0]) if len(base_row) else float("nan")
 view = board[["id", "round", "proposer", "family", "status", "n_scored", "minibatch_score", "val_score", "val_ci_low",
-              "val_ci_high", "confirm_score", "test_score", "decision", "decided_by", "text"]].copy()
+              "val_ci_high", "confirm_score", "test_score", "constant", "floors", "decision", "decided_by", "text"]].copy()
 view.insert(len(view.columns) - 1, "demos", board["demos_shown"])
 view["Δ val vs baseline"] = view["val_score"] - base_val
 view["gap (val − held-back)"] = view["val_score"] - view["confirm_score"]
 view = view.rename(columns={"n_scored": "val examples scored", "minibatch_score": "score on them",
-                            "confirm_score": "held-back val"})
+                            "confirm_score": "held-back val", "constant": "constant answer"})
+if not board["floors"].astype(bool).any():
+    view = view.drop(columns=["floors"])
+if board["constant"].astype(bool).any():
+    st.caption("'constant answer': the prompt gives that label to at least 95% of the val examples it was scored on, "
+               "whatever the input (recall of that label would score it 1.0).")
 st.dataframe(view, hide_index=True, width="stretch",
              column_config={"text": st.column_config.TextColumn("prompt", width="large")})
 st.download_button("Candidates as CSV", board.drop(columns=["meta_prompt"]).to_csv(index=False), file_name=f"{run_id}-candidates.csv",

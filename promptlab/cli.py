@@ -121,6 +121,20 @@ def _scale(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _metric(args) -> str | None:
+    """--metric with its --constraint floors, as one spec ('recall:fraud; precision:fraud>=0.4')."""
+    floors = getattr(args, "constraint", None) or []
+    if not floors:
+        return args.metric
+    return "; ".join([args.metric or "accuracy", *floors])
+
+
+def _constraint_arg(p) -> None:
+    p.add_argument("--constraint", action="append", metavar="METRIC>=VALUE",
+                   help="a floor the metric must respect, e.g. precision:fraud>=0.4 beside --metric recall:fraud "
+                        "(repeat for several): candidates that miss a floor rank below all that meet it")
+
+
 def _judge_record(args, ds) -> dict | None:
     """The run's judge from --judge/--rubric, else None (the dataset's own judge applies)."""
     if not (getattr(args, "judge", None) or getattr(args, "rubric", None)):
@@ -306,7 +320,7 @@ def cmd_eval(args) -> int:
         ds = other or stored_prompt(store, args.run, args.candidate).dataset
         req = ElsewhereRequest(
             args.run, args.candidate, other, resolve_model(args.model, store) if args.model else None, args.split,
-            args.metric, _judge_record(args, ds), args.limit, args.seed, args.max_tokens)
+            _metric(args), _judge_record(args, ds), args.limit, args.seed, args.max_tokens)
         summary = score_elsewhere(store, req, _Ticker(progress))
         result, stored = summary.pop("result"), summary.pop("stored")
         summary.pop("line")
@@ -320,7 +334,7 @@ def cmd_eval(args) -> int:
         spec = resolve_model(args.model, store)
         prompt = _load_prompt(args)
         prompt.check(ds.input_cols)
-        metric = parse_objective(args.metric, ds, _judge_record(args, ds), store)
+        metric = parse_objective(_metric(args), ds, _judge_record(args, ds), store)
         examples = ds.split(args.split, seed=args.seed)
         if args.limit is not None:
             if args.limit < 1:
@@ -363,6 +377,11 @@ def _print_eval(result, ds, s: dict) -> None:
     print(f"prompt    {s['prompt_id']}")
     print(f"metric    {s['metric']}: {s['metric_description']}")
     print(f"score     {_fmt(s['score'])}   95% CI [{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}]   n={s['n_relevant']}")
+    for f in s.get("floors") or []:
+        print(f"floor     {f['metric']} {_fmt(f['value'])} (at least {f['floor']:g}: {'met' if f['met'] else 'NOT met'})")
+    if s.get("constant"):
+        print(f"constant  it answers '{s['constant']}' to at least 95% of the examples, whatever the input: a constant "
+              "answer (recall of that label rewards it; add a floor such as --constraint precision:LABEL>=0.4)")
     invalid = int(round((s["invalid_rate"] or 0) * s["n"]))
     if result.scored:
         why = "failed calls or replies the judge could not grade" if result.metric.judge is not None else "failed calls"
@@ -428,7 +447,7 @@ def cmd_optimize(args) -> int:
         if value is not None:
             extra[name] = resolve_model(value, store) if setting.type == "model" else value
     config = runs.make_config(
-        ds, target, proposers, metric=args.metric, seed=args.seed,
+        ds, target, proposers, metric=_metric(args), seed=args.seed,
         rounds=args.rounds, budget_calls=args.budget, max_proposer_calls=args.max_proposer_calls,
         max_proposer_tokens=args.max_proposer_tokens, patience=args.patience, baselines=baselines, meta_prompt=meta,
         task=_unescape(args.task) if args.task else None, strategy=args.strategy,
@@ -476,12 +495,12 @@ def cmd_study(args) -> int:
         if not (args.dataset and args.targets and args.proposers):
             raise PromptlabError("a new study needs --dataset, --targets and --proposers (or --show/--resume ID, --list)")
         ds = resolve_dataset(store, args.dataset)
-        print(S.power(ds, args.metric, args.seeds), file=out, flush=True)
+        print(S.power(ds, _metric(args), args.seeds), file=out, flush=True)
         extra = {k: v for k, v in {"minibatch_size": args.minibatch, "test_top": args.test_top}.items() if v is not None}
         study_id, reused = S.create_study(
             store, ds, _models(store, args.targets), _models(store, args.proposers), args.seeds,
             mixes=[m.split("+") for m in args.mix or []], budget_calls=args.budget, rounds=args.rounds,
-            metric=args.metric, strategy=args.strategy, candidates=args.candidates, **extra,
+            metric=_metric(args), strategy=args.strategy, candidates=args.candidates, **extra,
         )
         members = store.study_members(study_id)
         print(f"study {study_id}{' (the same grid as before: resuming it)' if reused else ''}: {len(members)} runs "
@@ -599,7 +618,8 @@ def _print_run(store, s: dict) -> None:
         n = f" n={int(r.n_scored)}" if r.n_scored == r.n_scored and r.n_scored is not None else ""
         conf = f"  confirm {_fmt(r.confirm_score)}" if r.confirm_score == r.confirm_score and r.confirm_score is not None else ""
         test = f"  test {_fmt(r.test_score)}" if r.test_score == r.test_score and r.test_score is not None else ""
-        print(f"  #{r.id:<3} r{r.round:<2} {str(r.proposer)[:26]:<26} val {val}{n}{conf}{test}  {text[:60]}")
+        marks = (f"  [constant: answers '{r.constant}']" if r.constant else "") + (f"  [{r.floors}]" if r.floors else "")
+        print(f"  #{r.id:<3} r{r.round:<2} {str(r.proposer)[:26]:<26} val {val}{n}{conf}{test}{marks}  {text[:60]}")
     print("\nproposers (candidates asked, valid, best val, round wins)")
     for p in s["proposers"]:
         rate = f"{p['valid_rate']:.0%}" if p["valid_rate"] is not None else "n/a"
@@ -676,7 +696,7 @@ def cmd_runs_show(args) -> int:
     summary = runs.summarize(store, args.run_id)
     summary["leaderboard"] = runs.leaderboard(store, args.run_id)[
         ["id", "round", "proposer", "family", "status", "minibatch_score", "val_score", "val_ci_low", "val_ci_high",
-         "test_score", "text"]].to_dict(orient="records")
+         "test_score", "constant", "floors", "text"]].to_dict(orient="records")
     if args.json:
         _print_json(summary)
     else:
@@ -710,7 +730,8 @@ def _print_round(view: dict, out=None) -> None:
     for c in view["candidates"]:
         score = (f"val {_fmt(c['val'])} [{_fmt(c['ci'][0])}, {_fmt(c['ci'][1])}] n={c['n_val']}" if c["val"] is not None
                  else f"minibatch {_fmt(c['minibatch'])}, {c['status']}")
-        print(f"\n#{c['id']} by {c['proposer']} ({c['family']}): {score}", file=out)
+        print(f"\n#{c['id']} by {c['proposer']} ({c['family']}): {score}"
+              + (f"  [constant: answers '{c['constant']}']" if c.get("constant") else ""), file=out)
         print("  " + (c["diff"] or "(same text as the best)").replace("\n", "\n  "), file=out)
         for o in c["outputs"]:
             gold = f" (reference: {str(o['gold'])[:50]!r})" if o["gold"] else ""
@@ -992,6 +1013,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--metric", help="labels: accuracy (default), balanced_accuracy, macro_f1, mcc, cohen_kappa, precision:L, "
                                     "recall:L, f1:L, specificity:L; other datasets: a scorer or judge (default: the dataset's)")
+    _constraint_arg(p)
     p.add_argument("--limit", type=int, help="evaluate a stratified sample of N examples")
     p.add_argument("--seed", type=int, help="split seed (default: the dataset's)")
     p.add_argument("--max-tokens", type=int, help="reply length cap (default: sized to the longest label)")
@@ -1018,6 +1040,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "on one budget)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--metric", help="default: accuracy for labels, the dataset's own scoring otherwise")
+    _constraint_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", type=int, help="max target calls for the search (test scoring is extra)")
     p.add_argument("--max-proposer-calls", type=int)
@@ -1075,6 +1098,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--candidates", type=int, default=2)
     p.add_argument("--metric", default="accuracy")
+    _constraint_arg(p)
     p.add_argument("--strategy", default="arena",
                    help=f"one of {', '.join(runs.STRATEGIES)} or a chain (default arena: a study compares proposers, "
                         "and in the arena everything a run finds is theirs)")

@@ -400,7 +400,21 @@ class EvalResult:
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "cost": self.cost, "eval_wall_s": round(self.wall_s, 4),
             "examples_per_s": round(self.examples_per_s, 3) if math.isfinite(self.examples_per_s) else None,
+            "constant": self.constant, "floors": self.floors,
         }
+
+    @property
+    def constant(self) -> str | None:
+        """The label it gives for at least 95% of the examples (a constant answer), or None."""
+        return M.constant_label(self.preds) if self.labels else None
+
+    @property
+    def floors(self) -> list[dict]:
+        """Each floor of a constrained metric: its value here, its threshold, whether it is met."""
+        if self.scored or not getattr(self.metric, "floors", ()):
+            return []
+        return [{"metric": m, "value": _num(v), "floor": t, "met": ok}
+                for m, v, t, ok in self.metric.floor_values(self.rows["gold_norm"].tolist(), self.preds)]
 
 
 def _num(x: float) -> float | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -52,19 +52,36 @@ class Metric:
     name: str
     label: str | None = None  # normalized label
     label_display: str | None = None
+    # Floors on other metrics, e.g. precision of 'fraud' at least 0.4 beside recall of 'fraud': ((Metric, 0.4),).
+    # A prediction set that misses a floor scores below the metric's range, by how far it falls short, so every
+    # ranking (the race, the leaderboard, the confirmation) puts all that meet the floors above all that do not.
+    floors: tuple = ()
 
     @property
     def spec(self) -> str:
-        return f"{self.name}:{self.label_display}" if self.label is not None else self.name
+        base = f"{self.name}:{self.label_display}" if self.label is not None else self.name
+        return base + "".join(f"; {m.spec}>={t:g}" for m, t in self.floors)
 
     @property
     def range(self) -> tuple[float, float]:
         return (-1.0, 1.0) if self.name in ("mcc", "cohen_kappa") else (0.0, 1.0)
 
     def describe(self) -> str:
-        if self.label is None:
-            return GLOBAL_METRICS[self.name]
-        return LABEL_METRICS[self.name].format(L=self.label_display)
+        base = GLOBAL_METRICS[self.name] if self.label is None else LABEL_METRICS[self.name].format(L=self.label_display)
+        if not self.floors:
+            return base
+        lo = self.range[0]
+        return (base + ", provided that " + " and ".join(f"{m.describe()} is at least {t:g}" for m, t in self.floors)
+                + f" (a prompt below a floor scores under {lo:g}, by how far it falls short)")
+
+    def floor_values(self, gold: Sequence[str], pred: Sequence[str | None]) -> list[tuple[str, float, float, bool]]:
+        """(floor spec, its value, its threshold, met) for each floor; a floor undefined on the data (precision of
+        a label never answered) is not met."""
+        out = []
+        for m, t in self.floors:
+            v = m.score(gold, pred)
+            out.append((m.spec, v, t, bool(v == v and v >= t - 1e-12)))
+        return out
 
     def score(self, gold: Sequence[str], pred: Sequence[str | None]) -> float:
         """The metric on normalized gold labels and predictions (None = invalid output)."""
@@ -78,18 +95,9 @@ class Metric:
         """(successes, trials) when the metric is a plain proportion, else None."""
         g = np.asarray(gold, dtype=object)
         p = np.asarray([INVALID if x is None else x for x in pred], dtype=object)
-        if self.name == "accuracy":
-            return int((g == p).sum()), len(g)
-        if self.name == "recall":
-            mask = g == self.label
-            return int((p[mask] == self.label).sum()), int(mask.sum())
-        if self.name == "precision":
-            mask = p == self.label
-            return int((g[mask] == self.label).sum()), int(mask.sum())
-        if self.name == "specificity":
-            mask = g != self.label
-            return int(((p[mask] != self.label) & (p[mask] != INVALID)).sum()), int(mask.sum())
-        return None
+        if self.floors:  # no longer a plain proportion: its CI is bootstrapped
+            return None
+        return _proportion(self, g, p)
 
     def n_relevant(self, gold: Sequence[str], pred: Sequence[str | None]) -> int:
         """How many examples the score actually rests on (the denominator a reader should see)."""
@@ -97,11 +105,63 @@ class Metric:
         return c[1] if c else len(gold)
 
 
-def parse_metric(spec: str, labels: Sequence[str]) -> Metric:
-    """Parse 'accuracy' or 'recall:LABEL' against the dataset's labels; errors list the valid choices."""
+def _proportion(m: Metric, g: np.ndarray, p: np.ndarray) -> tuple[int, int] | None:
+    """(successes, trials) of a metric that is a plain proportion (floors aside), else None."""
+    if m.name == "accuracy":
+        return int((g == p).sum()), len(g)
+    if m.name == "recall":
+        mask = g == m.label
+        return int((p[mask] == m.label).sum()), int(mask.sum())
+    if m.name == "precision":
+        mask = p == m.label
+        return int((g[mask] == m.label).sum()), int(mask.sum())
+    if m.name == "specificity":
+        mask = g != m.label
+        return int(((p[mask] != m.label) & (p[mask] != INVALID)).sum()), int(mask.sum())
+    return None
+
+
+CONSTANT_SHARE = 0.95  # one label for at least this share of the examples: a constant answer
+
+
+def constant_label(preds: Sequence[str | None], share: float = CONSTANT_SHARE) -> str | None:
+    """The label a prompt gives for at least `share` of the examples whatever the input (a constant answer, which
+    recall of that label rewards with 1.0), or None. Invalid replies are not a label."""
+    values = pd.Series([None if x is None or x != x or x == INVALID else x for x in preds], dtype=object)
+    if not len(values):
+        return None
+    counts = values.value_counts(dropna=True)
+    return str(counts.index[0]) if len(counts) and counts.iloc[0] >= share * len(values) else None
+
+
+def parse_metric(spec: str, labels: Sequence[str], constraints: Sequence[str] = ()) -> Metric:
+    """Parse 'accuracy' or 'recall:LABEL' against the dataset's labels, with optional floors ('precision:LABEL>=0.4',
+    given in `constraints` or after ';' in the spec); errors list the valid choices."""
+    parts = [x.strip() for x in (spec or "accuracy").split(";")] + [c.strip() for c in constraints]
+    main = _parse_one(parts[0] or "accuracy", labels)
+    floors = []
+    for part in (x for x in parts[1:] if x):
+        what, op, threshold = part.partition(">=")
+        if not op:
+            raise MetricError(f"constraint '{part}': write it as METRIC>=VALUE, e.g. precision:{labels[0]}>=0.4")
+        m = _parse_one(what.strip(), labels)
+        try:
+            t = float(threshold)
+        except ValueError:
+            raise MetricError(f"constraint '{part}': '{threshold.strip()}' is not a number") from None
+        lo, hi = m.range
+        if not math.isfinite(t):
+            raise MetricError(f"constraint '{part}': the floor must be a finite number")
+        if not lo <= t <= hi:
+            raise MetricError(f"constraint '{part}': {m.name} lies in [{lo:g}, {hi:g}], so a floor of {t:g} is never met"
+                              if t > hi else f"constraint '{part}': a floor below {lo:g} always holds; drop it")
+        floors.append((m, t))
+    return replace(main, floors=tuple(floors)) if floors else main
+
+
+def _parse_one(spec: str, labels: Sequence[str]) -> Metric:
     from promptlab.data import normalize_label
 
-    spec = (spec or "accuracy").strip()
     name, _, label = spec.partition(":")
     name = name.strip().lower()
     if name in GLOBAL_METRICS:
@@ -120,9 +180,20 @@ def parse_metric(spec: str, labels: Sequence[str]) -> Metric:
 
 
 def _score(metric: Metric, g: np.ndarray, p: np.ndarray) -> float:
+    value = _base_score(metric, g, p)
+    if not metric.floors:
+        return value
+    short = 0.0
+    for m, t in metric.floors:
+        v = _base_score(m, g, p)
+        short += t - m.range[0] if v != v else max(0.0, t - v)  # undefined: as far short as it can be
+    return value if short <= 1e-12 else metric.range[0] - short
+
+
+def _base_score(metric: Metric, g: np.ndarray, p: np.ndarray) -> float:
     name = metric.name
     if name in _PROPORTIONS:
-        k, n = metric.counts(g, [None if x == INVALID else x for x in p])
+        k, n = _proportion(metric, g, p)
         return k / n if n else math.nan
     labels = sorted(set(g))
     with warnings.catch_warnings():

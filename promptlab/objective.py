@@ -133,6 +133,9 @@ def parse_objective(spec: str | None, dataset, judge: dict | None = None, store=
                                  "not by a judge: import it as a reference-answer dataset to judge its outputs")
         return M.parse_metric(spec or default_spec(dataset), dataset.labels)
     spec = (spec or default_spec(dataset)).strip()
+    if ";" in spec:
+        raise ObjectiveError(f"floors (--constraint) apply to label metrics, and dataset '{dataset.name}' has "
+                             f"{'reference answers' if dataset.kind == 'reference' else 'no target'}: drop them")
     if spec.lower() == "judge":
         return ScoreMetric(judge=judge_from(judge or (dataset.scoring or {}).get("judge"), store))
     if dataset.kind == "unlabeled":

@@ -19,6 +19,7 @@ import pandas as pd
 
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate, _num, dataset_params, evaluate, model_key
+from promptlab.metrics import constant_label
 from promptlab.objective import is_scored
 from promptlab.store import Store
 
@@ -171,7 +172,12 @@ def round_view(store: Store, run_id: str, n_outputs: int = 3) -> dict:
             "id": cid, "proposer": r["proposer"], "family": r["family"], "status": r["status"], "text": r["text"],
             "minibatch": r["minibatch_score"], "val": r["val_score"], "ci": (r["val_ci_low"], r["val_ci_high"]),
             "n_val": r["n_val"], "diff": diff(best["text"], r["text"]) if best is not None else "", "outputs": [],
+            "constant": None,
         }
+        if not scored:  # the label it gives to (nearly) every val example it was scored on, if any
+            on_val = rows_of(r).loc[lambda f: f.index.isin(val_idx)]
+            if len(on_val) >= 10:
+                item["constant"] = constant_label([None if p != p else p for p in on_val["pred"]])
         if best is not None:
             mine, theirs = rows_of(r), rows_of(best)
             shared = sorted(set(mine.index) & set(theirs.index) & val_idx)

@@ -15,8 +15,8 @@ import pandas as pd
 
 from promptlab.data import LabeledDataset, holdout_split, stored_dataset
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate, evaluate
-from promptlab.metrics import format_score
+from promptlab.evaluate import PromptTemplate, dataset_params, evaluate, model_key
+from promptlab.metrics import constant_label, format_score
 from promptlab.objective import parse_objective, run_judge
 from promptlab.models import ModelSpec, spec_from_record
 from promptlab.optimize import prompts as P
@@ -485,11 +485,42 @@ def demo_summary(demos, similar_k, similar_by: str = "tfidf") -> str:
     return f"{int(similar_k)} nearest{by} of {n}" if similar_k else str(n)
 
 
+def candidate_marks(store: Store, run_id: str, cands: pd.DataFrame) -> tuple[list, list]:
+    """Per candidate, from its replies on the val examples it was scored on: the label it gives to at least 95%
+    of them (a constant answer, which recall of that label rewards) or '', and the values of the metric's floors
+    ('precision:fraud 0.25 < 0.4') or ''. Labeled datasets only."""
+    rec = store.run_row(run_id)
+    config = rec["config"]
+    ds = stored_dataset(store, rec["dataset_id"])
+    if not ds.has_labels:
+        return [""] * len(cands), [""] * len(cands)
+    target = spec_from_record(config["target"])
+    metric = parse_objective(config["metric"], ds)
+    key = model_key(target, dataset_params(target, ds, config.get("max_tokens")))
+    val = set(ds.split("val", config.get("split_seed"))["idx"].tolist())
+    gold = dict(zip(ds.frame["idx"].tolist(), ds.frame["label_norm"].tolist()))
+    constants, floors = [], []
+    for pid in cands["prompt_id"]:
+        rows = store.evaluations(pid, key, ds.id)
+        rows = rows[rows["example_idx"].isin(val)]
+        preds = [None if p is None or p != p else p for p in rows["pred"]]
+        constants.append((constant_label(preds) or "") if len(rows) >= 10 else "")  # too few replies to say
+        if metric.floors and len(rows):
+            g = [gold[i] for i in rows["example_idx"]]
+            floors.append(", ".join(f"{spec} {format_score(v)}{'' if ok else f' < {t:g}'}"
+                                    for spec, v, t, ok in metric.floor_values(g, preds)))
+        else:
+            floors.append("")
+    return constants, floors
+
+
 def leaderboard(store: Store, run_id: str) -> pd.DataFrame:
-    """Every candidate, best val first (gated candidates after, by minibatch score)."""
+    """Every candidate, best val first (gated candidates after, by minibatch score), with its marks
+    (`constant`, `floors`: see candidate_marks)."""
     cands = store.candidates(run_id)
     if cands.empty:
         return cands
+    cands["constant"], cands["floors"] = candidate_marks(store, run_id, cands)
     cands["demos_shown"] = [demo_summary(d, k, b) for d, k, b in zip(cands["demos"], cands["similar_k"], cands["similar_by"])]
     cands["_sort_val"] = cands["val_score"].fillna(-math.inf)
     cands["_sort_mb"] = cands["minibatch_score"].fillna(-math.inf)

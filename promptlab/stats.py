@@ -87,7 +87,7 @@ def paired_test(metric: Metric, gold: Sequence[str], base: Sequence, best: Seque
         right_a, right_b = a == g, b == g
     d = right_b[:, mask].mean(axis=0) - right_a[:, mask].mean(axis=0)
     pos, neg = int((d > 1e-12).sum()), int((d < -1e-12).sum())
-    if metric.name not in PER_EXAMPLE_METRICS:
+    if metric.name not in PER_EXAMPLE_METRICS or getattr(metric, "floors", ()):
         return None, pos, neg
     return sign_flip_p(d, n_perm=n_perm, seed=seed), pos, neg
 
@@ -127,7 +127,7 @@ def per_example(metric, rows) -> np.ndarray | None:
     carry example_idx, gold_norm, pred and score (as `EvalResult.rows` does)."""
     if getattr(metric, "per_example", False):
         return rows["score"].to_numpy(dtype=float)
-    if metric.name not in PER_EXAMPLE_METRICS:
+    if metric.name not in PER_EXAMPLE_METRICS or metric.floors:  # floors make it a whole-set score
         return None
     gold = rows["gold_norm"].to_numpy(dtype=object)
     pred = np.asarray([None if p is None or p != p else p for p in rows["pred"]], dtype=object)

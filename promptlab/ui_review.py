@@ -60,6 +60,8 @@ def round_review(store, run_id: str) -> None:
         else:
             col.metric("minibatch", fmt(c["minibatch"]))
             col.caption(f"{c['status']}: the gate did not score it on all of val (keeping it does)")
+        if c.get("constant"):
+            col.warning(f"Constant answer: it says '{c['constant']}' to at least 95% of the val examples it saw.")
         col.code(c["diff"] or "(same text as the best)", language="diff")
         if (d := latest.get(c["id"])) is not None:
             verb = {"keep": "kept", "discard": "discarded", "edit": "edited (a new candidate)"}[d["action"]]

@@ -157,6 +157,8 @@ def test_start_a_chained_run_from_the_runs_page_and_read_it_on_results(db):
     at.number_input(key="runs.budget").set_value(0)
     at.selectbox(key="runs.strategy").set_value("arena,fewshot").run()
     assert not at.exception
+    at.text_input(key="runs.floor.support_tickets").set_value("precision:billing")
+    at.number_input(key="runs.floor_at.support_tickets").set_value(0.1).run()
     assert at.multiselect(key="runs.methods").value == ["random", "stratified", "bootstrapped", "similar"]
     at.multiselect(key="runs.methods").set_value(["stratified", "similar"])
     at.selectbox(key="runs.demo_format").set_value("search").run()
@@ -168,6 +170,7 @@ def test_start_a_chained_run_from_the_runs_page_and_read_it_on_results(db):
     run_id = store.list_runs()["id"].iloc[0]
     config = store.run_row(run_id)["config"]
     assert config["strategy"] == "arena,fewshot" and config["strategy_params"]["methods"] == ["stratified", "similar"]
+    assert config["metric"] == "accuracy; precision:billing>=0.1"
     kinds = [s["kind"] for s in store.steps(run_id)]
     assert kinds.count("stage_started") == 2
     proposers = set(store.candidates(run_id)["proposer"])
