@@ -3,7 +3,7 @@ import streamlit as st
 
 from promptlab import charts, ui
 from promptlab.data import (DEFAULT_FRACTIONS, DataError, detect_columns, guess_kind, import_dataset, prepare,
-                            read_table)
+                            read_table, with_test_file)
 
 KIND_NAMES = {"labels": "a label", "reference": "a reference answer", "unlabeled": "nothing (grade the outputs)"}
 
@@ -19,9 +19,16 @@ upload = st.file_uploader(
     # as, rather than the uploader's bare 'file type not allowed'.
     type=None, key="datasets.upload",
 )
+test_upload = st.file_uploader(
+    "Test file (optional): your own test rows, same columns. The main file's rows are then train and val. "
+    "(A 'split' column with train / val / test, or dev, is honoured the same way.)", type=None,
+    key="datasets.test_upload")
 if upload is not None:
     try:
         frame = read_table(upload.getvalue(), upload.name)
+        if test_upload is not None:
+            frame = with_test_file(frame, read_table(test_upload.getvalue(), test_upload.name), upload.name,
+                                   test_upload.name)
     except DataError as exc:
         st.error(str(exc))
         st.stop()
@@ -39,7 +46,7 @@ if upload is not None:
         guess_inputs, guess_label = detect_columns(frame, filename=upload.name, kind=kind)
     except DataError:
         guess_inputs, guess_label = [frame.columns[0]], frame.columns[-1]
-    cols = list(frame.columns)
+    cols = [c for c in frame.columns if str(c).strip().lower() != "split"]  # the data's own split, not a column to map
     c1, c2 = st.columns(2)
     label_col = ""
     if kind != "unlabeled":
@@ -72,14 +79,17 @@ if upload is not None:
                    "(both on the Prompts page).")
     splits = {s: len(preview.split(s)) for s in ("train", "val", "test")}
     how = "stratified" if kind == "labels" else "random"
-    st.caption(f"Split: train {splits['train']}, val {splits['val']}, test {splits['test']} ({how}, seed {seed})")
+    if preview.own_split:
+        how = f"your own split; rows it leaves blank go to train or val by seed {seed}"
+    st.caption(f"Split: train {splits['train']}, val {splits['val']}, test {splits['test']} ({how})")
     for note in preview.report.notes():
         st.info(note)
     if st.button("Import dataset", type="primary", key="datasets.import"):
         try:
             ds, reused = import_dataset(store, upload.getvalue(), filename=upload.name, name=name,
                                         input_cols=input_cols, label_col=label_col or None, fractions=fractions,
-                                        split_seed=int(seed), kind=kind)
+                                        split_seed=int(seed), kind=kind,
+                                        test_file=(test_upload.getvalue(), test_upload.name) if test_upload else None)
         except DataError as exc:
             st.error(str(exc))
         else:

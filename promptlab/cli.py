@@ -82,7 +82,7 @@ def cmd_datasets_import(args) -> int:
     ds, reused = import_dataset(
         store, Path(args.path), name=args.name, input_cols=_split_cols(args.input_col), label_col=args.label_col,
         fractions=_fractions(args.split_fractions), split_seed=args.split_seed, kind=args.kind,
-        scoring=_scoring_args(args),
+        scoring=_scoring_args(args), test_file=args.test_file,
     )
     info = _dataset_info(ds) | {"reused": reused}
     if args.json:
@@ -154,7 +154,7 @@ def _dataset_info(ds) -> dict:
     return {
         "id": ds.id, "name": ds.name, "kind": ds.kind, "n_rows": ds.n, "input_cols": list(ds.input_cols),
         "label_col": ds.label_col, "labels": ds.report.label_counts or {lab: 0 for lab in ds.labels}, "splits": counts,
-        "scoring": _public_scoring(ds.scoring), "notes": ds.report.notes(),
+        "scoring": _public_scoring(ds.scoring), "notes": ds.report.notes(), "own_split": ds.own_split,
     }
 
 
@@ -184,7 +184,9 @@ def _print_dataset_details(ds) -> None:
             print(f"scoring: {sc.get('metric') or 'default'}" + (f"; judge {judge['model']} ({judge['lo']}-{judge['hi']}), "
                                                                    f"rubric: {judge['rubric'][:120]}" if judge else ""))
     s = info["splits"]
-    print(f"splits: train {s['train']}, val {s['val']}, test {s['test']} (seed {ds.split_seed})")
+    how = ("the data's own (its split column or test file; rows left blank: train or val by seed "
+           f"{ds.split_seed})" if ds.own_split else f"seed {ds.split_seed}")
+    print(f"splits: train {s['train']}, val {s['val']}, test {s['test']} ({how})")
     for note in info["notes"]:
         print(f"note: {note}")
 
@@ -966,6 +968,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-col")
     p.add_argument("--split-fractions", help="train,val,test fractions (default 0.3,0.35,0.35)")
     p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--test-file", help="a separate file of test rows (same columns): its rows are the test split, "
+                                       "the main file's are train and val. A 'split' column (train/val/test; dev "
+                                       "and validation read as val) in the file is honoured the same way")
     p.add_argument("--kind", choices=["labels", "reference", "unlabeled"], default="labels",
                    help="what the target column holds: labels (default), reference answers, or nothing (unlabeled)")
     p.add_argument("--scorer", help="default scoring for a reference dataset: exact, normalized, contains, regex[:P], "

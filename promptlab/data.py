@@ -343,8 +343,10 @@ def detect_columns(
     kind: str = "labels",
 ) -> tuple[list[str], str]:
     """Resolve the input column(s) and the label (or reference) column: the user's choice, else the
-    obvious names. An unlabeled dataset has no target column ('')."""
-    columns = list(frame.columns)
+    obvious names. An unlabeled dataset has no target column (''). A 'split' column is the data's own split, never
+    guessed as an input or a label."""
+    columns = [c for c in frame.columns if str(c).strip().lower() != "split"
+               or c in (input_cols or []) or c == label_col]
     listing = ", ".join(columns)
     if kind not in KINDS:
         raise DataError(f"unknown dataset kind '{kind}': use one of {', '.join(KINDS)}")
@@ -462,8 +464,24 @@ class LabeledDataset:
         if name not in SPLITS:
             raise DataError(f"unknown split '{name}': use one of train, val, test, all")
         strata = self.frame["label_norm"].tolist() if self.has_labels else [""] * len(self.frame)
-        assignment = split_assignment(strata, self.fractions, self.split_seed if seed is None else seed)
-        return self.frame[assignment == name]
+        seed = self.split_seed if seed is None else seed
+        if "given_split" not in self.frame.columns:
+            return self.frame[split_assignment(strata, self.fractions, seed) == name]
+        # The file's own split: its rows keep it; rows it leaves blank are split between train and val by the
+        # seeded fractions (a separate test file marks only the test rows).
+        given = self.frame["given_split"].fillna("").to_numpy(dtype=object)
+        free = given == ""
+        if free.any():
+            ft, fv = self.fractions[0], self.fractions[1]
+            given = given.copy()
+            given[free] = split_assignment([x for x, f in zip(strata, free) if f], (ft / (ft + fv), fv / (ft + fv)),
+                                           seed, names=("train", "val"))
+        return self.frame[given == name]
+
+    @property
+    def own_split(self) -> bool:
+        """Whether the split comes with the data (a split column or a test file) rather than from promptlab."""
+        return "given_split" in self.frame.columns
 
 
 def _input_text(fields: dict, input_cols: tuple[str, ...]) -> str:
@@ -483,13 +501,17 @@ def prepare(
     encoding: str = "",
     kind: str = "labels",
 ) -> LabeledDataset:
-    """Validate a raw frame into a LabeledDataset, or raise DataError saying what to fix."""
+    """Validate a raw frame into a LabeledDataset, or raise DataError saying what to fix. A column named 'split'
+    (train / val / test; dev and validation read as val; blank: train or val, chosen by the seeded fractions) is
+    the data's own split, kept as part of the dataset's identity."""
     filename = filename or name
+    encoding = encoding or frame.attrs.get("encoding", "")
+    frame, given = _given_split(frame, filename, input_cols, label_col)
     input_cols, label_col = detect_columns(frame, input_cols, label_col, filename, kind)
     _check_fractions(fractions)
     if kind != "labels":
-        return _prepare_open(frame, name, input_cols, label_col, fractions, split_seed, filename,
-                             encoding or frame.attrs.get("encoding", ""), kind)
+        return _check_given(_prepare_open(frame, name, input_cols, label_col, fractions, split_seed, filename,
+                                          encoding, kind, given), filename)
     sub, stripped, rownums, blank_dropped = _rows(frame, list(input_cols) + [label_col], filename)
 
     _refuse_rows((stripped[label_col] == "").to_numpy(), rownums, filename, f"have no label in '{label_col}'",
@@ -534,13 +556,16 @@ def prepare(
         "label": label_display,
         "label_norm": norms,
     })
+    if given is not None:
+        out["given_split"] = given.loc[sub.index].to_numpy(dtype=object)
     key_frame = pd.Series([t + "\x1f" + n for t, n in zip(texts, norms)])
     dup_rows = int(key_frame.duplicated().sum())
     text_series = pd.Series(texts)
     conflicting = int(pd.DataFrame({"t": texts, "n": norms}).drop_duplicates().duplicated("t").sum())
     long_inputs = int((text_series.str.len() > LONG_CELL_CHARS).sum())
     labels = tuple(dict.fromkeys(label_display))
-    content_hash = _content_hash(input_cols, label_col, fields_list, norms, tuple(fractions), split_seed)
+    content_hash = _content_hash(input_cols, label_col, fields_list, norms, tuple(fractions), split_seed,
+                                 given=out.get("given_split"))
     report = DatasetReport(
         n_rows=len(out),
         label_counts={display[n]: counts[n] for n in dict.fromkeys(norms)},
@@ -551,10 +576,45 @@ def prepare(
         long_inputs=long_inputs,
         encoding=encoding or frame.attrs.get("encoding", ""),
     )
-    return LabeledDataset(
+    return _check_given(LabeledDataset(
         name=name, frame=out, input_cols=tuple(input_cols), label_col=label_col, labels=labels,
         content_hash=content_hash, report=report, fractions=tuple(fractions), split_seed=split_seed,
-    )
+    ), filename)
+
+
+SPLIT_VALUES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                "dev": "val", "development": "val", "test": "test", "testing": "test", "": ""}
+
+
+def _given_split(frame: pd.DataFrame, filename: str, input_cols=None, label_col=None):
+    """(the frame without its split column, the split per row or None). A column named 'split' that the user has
+    not chosen as an input or label is the data's own split."""
+    col = next((c for c in frame.columns if str(c).strip().lower() == "split"
+                and c not in (input_cols or []) and c != label_col), None)
+    if col is None:
+        return frame, None
+    raw = frame[col].fillna("").astype(str).str.strip()
+    norm = raw.str.lower().map(SPLIT_VALUES)
+    bad = norm.isna().to_numpy()
+    if bad.any():
+        values = ", ".join(f"'{v}'" for v in sorted(set(raw[bad]))[:5])
+        _refuse_rows(bad, (frame.index + 2).tolist(), filename, f"have a split promptlab does not know ({values}) in "
+                     f"'{col}'", "Use train, val (dev and validation are read as val) or test; leave it blank to let "
+                     "promptlab choose train or val.")
+    out = frame.drop(columns=[col])
+    out.attrs = dict(frame.attrs)
+    return out, norm
+
+
+def _check_given(ds: LabeledDataset, filename: str) -> LabeledDataset:
+    """A dataset with its own split must have rows in every split."""
+    if ds.own_split:
+        for name in SPLITS:
+            if ds.split(name).empty:
+                raise DataError(f"{filename}: the split leaves no '{name}' rows. Mark some rows '{name}'"
+                                + (" (or dev)" if name == "val" else "") + " in the split column, or leave rows blank "
+                                "for promptlab to split between train and val.")
+    return ds
 
 
 def _rows(frame: pd.DataFrame, cols: list[str], filename: str):
@@ -582,7 +642,8 @@ def _check_inputs(stripped: pd.DataFrame, input_cols, rownums: list[int], filena
                  "Fill in or remove those rows.")
 
 
-def _prepare_open(frame, name, input_cols, label_col, fractions, split_seed, filename, encoding, kind) -> LabeledDataset:
+def _prepare_open(frame, name, input_cols, label_col, fractions, split_seed, filename, encoding, kind,
+                  given=None) -> LabeledDataset:
     """A dataset with a reference answer per row, or with no target at all: inputs checked the same way,
     the reference kept verbatim (trimmed), and a plain seeded split (there are no labels to stratify)."""
     sub, stripped, rownums, blank_dropped = _rows(frame, list(input_cols) + ([label_col] if label_col else []), filename)
@@ -598,6 +659,8 @@ def _prepare_open(frame, name, input_cols, label_col, fractions, split_seed, fil
     refs = [" ".join(v.split()) if "\n" not in v else v for v in stripped[label_col].tolist()] if label_col else [""] * len(texts)
     out = pd.DataFrame({"idx": np.arange(len(texts), dtype=np.int64), "fields": fields_list, "text": texts,
                         "label": refs, "label_norm": [""] * len(texts)})
+    if given is not None:
+        out["given_split"] = given.loc[sub.index].to_numpy(dtype=object)
     dup_rows = int(pd.Series([t + "\x1f" + r for t, r in zip(texts, refs)]).duplicated().sum())
     conflicting = int(pd.DataFrame({"t": texts, "r": refs}).drop_duplicates().duplicated("t").sum()) if label_col else 0
     report = DatasetReport(
@@ -605,7 +668,8 @@ def _prepare_open(frame, name, input_cols, label_col, fractions, split_seed, fil
         blank_rows_dropped=blank_dropped, long_inputs=int((pd.Series(texts).str.len() > LONG_CELL_CHARS).sum()),
         encoding=encoding,
     )
-    content_hash = _content_hash(input_cols, label_col, fields_list, refs, tuple(fractions), split_seed, kind)
+    content_hash = _content_hash(input_cols, label_col, fields_list, refs, tuple(fractions), split_seed, kind,
+                                 given=out.get("given_split"))
     return LabeledDataset(
         name=name, frame=out, input_cols=tuple(input_cols), label_col=label_col, labels=(), content_hash=content_hash,
         report=report, fractions=tuple(fractions), split_seed=split_seed, kind=kind,
@@ -613,7 +677,7 @@ def _prepare_open(frame, name, input_cols, label_col, fractions, split_seed, fil
 
 
 def _content_hash(input_cols, label_col, fields_list, norms, fractions=DEFAULT_FRACTIONS, split_seed: int = 0,
-                  kind: str = "labels") -> str:
+                  kind: str = "labels", given=None) -> str:
     """The dataset's identity: its columns, rows and labels, and its split (the same rows split another
     way are another dataset: their val and test scores are not comparable). The default split adds
     nothing, so datasets imported before the split was part of the identity keep their ids."""
@@ -624,10 +688,28 @@ def _content_hash(input_cols, label_col, fields_list, norms, fractions=DEFAULT_F
     fractions = tuple(round(f, 6) for f in fractions)
     if split_seed != 0 or fractions != DEFAULT_FRACTIONS:
         h.update(json.dumps({"split_seed": split_seed, "fractions": list(fractions)}).encode())
+    if given is not None:  # the data's own split is part of what the dataset is
+        h.update(json.dumps({"given_split": list(given)}).encode())
     for f, n in zip(fields_list, norms):
         h.update(json.dumps([f, n], ensure_ascii=False, sort_keys=True).encode())
         h.update(b"\n")
     return h.hexdigest()
+
+
+def with_test_file(frame: pd.DataFrame, test: pd.DataFrame, filename: str, test_filename: str) -> pd.DataFrame:
+    """The main file's rows (train and val: its own split column, or promptlab's) and a separate test file's rows
+    (test), as one frame with a 'split' column for `prepare`."""
+    split_col = next((c for c in frame.columns if str(c).strip().lower() == "split"), None)
+    missing = [c for c in frame.columns if c != split_col and c not in test.columns]
+    if missing:
+        raise DataError(f"{test_filename}: the test file lacks column(s) {', '.join(map(str, missing))} that "
+                        f"{filename} has. Give both files the same columns.")
+    main = frame.rename(columns={split_col: "split"}) if split_col else frame.assign(split="")
+    if (main["split"].fillna("").astype(str).str.strip().str.lower().map(SPLIT_VALUES) == "test").any():
+        raise DataError(f"{filename} marks test rows in its split column and a test file is given too: use one of them")
+    out = pd.concat([main, test[[c for c in frame.columns if c != split_col]].assign(split="test")], ignore_index=True)
+    out.attrs = dict(frame.attrs)
+    return out
 
 
 def load_dataset(
@@ -639,11 +721,16 @@ def load_dataset(
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     split_seed: int = 0,
     kind: str = "labels",
+    test_file: str | Path | tuple[bytes, str] | None = None,
 ) -> LabeledDataset:
-    """read_table + prepare: a file (path or uploaded bytes) into a validated dataset."""
+    """read_table + prepare: a file (path or uploaded bytes), and optionally a separate test file, into a validated
+    dataset."""
     if isinstance(path_or_bytes, (str, Path)):
         filename = filename or Path(path_or_bytes).name
     frame = read_table(path_or_bytes, filename)
+    if test_file is not None:  # a path, or (bytes, filename) from an upload
+        data, test_name = test_file if isinstance(test_file, tuple) else (test_file, Path(test_file).name)
+        frame = with_test_file(frame, read_table(data, test_name), filename or "dataset", test_name)
     name = name or Path(filename or "dataset").stem
     return prepare(frame, name, input_cols, label_col, fractions, split_seed, filename=filename, kind=kind)
 
@@ -655,14 +742,16 @@ def _check_fractions(fractions) -> None:
         raise DataError(f"split fractions {tuple(fractions)} must be three positive numbers (train, val, test) that sum to 1")
 
 
-def split_assignment(label_norms: list[str], fractions=DEFAULT_FRACTIONS, seed: int = 0) -> np.ndarray:
+def split_assignment(label_norms: list[str], fractions=DEFAULT_FRACTIONS, seed: int = 0,
+                     names: tuple[str, ...] = SPLITS) -> np.ndarray:
     """Stratified train/val/test assignment, deterministic for a seed.
 
     Per label, rows are shuffled and cut by the fractions (largest remainder), with at least one row of
     every label in every split. (scikit-learn's StratifiedShuffleSplit can leave a rare label out of a
     split entirely, which would make its recall on test undefined; this guarantees it is present.)
     """
-    _check_fractions(fractions)
+    if names == SPLITS:
+        _check_fractions(fractions)
     labels = np.asarray(label_norms, dtype=object)
     out = np.empty(len(labels), dtype=object)
     rng = np.random.default_rng(seed)
@@ -671,7 +760,7 @@ def split_assignment(label_norms: list[str], fractions=DEFAULT_FRACTIONS, seed: 
         rng.shuffle(rows)
         counts = _allocate(len(rows), fractions)
         start = 0
-        for split, count in zip(SPLITS, counts):
+        for split, count in zip(names, counts):
             out[rows[start:start + count]] = split
             start += count
     return out
@@ -764,12 +853,14 @@ def import_dataset(
     split_seed: int = 0,
     kind: str = "labels",
     scoring: dict | None = None,
+    test_file: str | Path | tuple[bytes, str] | None = None,
 ) -> tuple[LabeledDataset, bool]:
     """Validate and store a dataset. Returns (dataset, reused): the same content imported again is reused.
-    `scoring`: the default scorer / judge for a dataset without labels (see promptlab.objective)."""
+    `scoring`: the default scorer / judge for a dataset without labels (see promptlab.objective). `test_file`:
+    a separate file of test rows (the main file's rows are then train and val)."""
     from dataclasses import replace
 
-    ds = load_dataset(source, filename, name, input_cols, label_col, fractions, split_seed, kind)
+    ds = load_dataset(source, filename, name, input_cols, label_col, fractions, split_seed, kind, test_file)
     if scoring:
         from promptlab.objective import check_scoring
 

@@ -225,6 +225,8 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (dataset_id, prompt_id, model_key, example_idx, output_hash, scale)
     );
     """,
+    # the data's own split (a split column or a test file); NULL: promptlab's seeded split
+    "ALTER TABLE examples ADD COLUMN split VARCHAR;",
 ]
 
 
@@ -470,6 +472,7 @@ class Store:
             "text": ds.frame["text"],
             "label": ds.frame["label"],
             "label_norm": ds.frame["label_norm"],
+            "split": ds.frame["given_split"] if "given_split" in ds.frame.columns else None,
         })
         with self.transaction() as con:
             con.execute(
@@ -482,8 +485,8 @@ class Store:
             )
             con.register("new_examples", examples)
             con.execute(
-                "INSERT INTO examples (dataset_id, idx, fields, text, label, label_norm) "
-                "SELECT dataset_id, idx, fields, text, label, label_norm FROM new_examples"
+                "INSERT INTO examples (dataset_id, idx, fields, text, label, label_norm, split) "
+                "SELECT dataset_id, idx, fields, text, label, label_norm, split::VARCHAR FROM new_examples"
             )
             con.unregister("new_examples")
 
@@ -511,9 +514,14 @@ class Store:
 
     def dataset_examples(self, dataset_id: str) -> pd.DataFrame:
         frame = self._df(
-            "SELECT idx, fields, text, label, label_norm FROM examples WHERE dataset_id = ? ORDER BY idx",
+            "SELECT idx, fields, text, label, label_norm, split AS given_split FROM examples WHERE dataset_id = ?"
+            " ORDER BY idx",
             [dataset_id],
         )
+        if frame["given_split"].isna().all():  # promptlab's seeded split
+            frame = frame.drop(columns=["given_split"])
+        else:
+            frame["given_split"] = frame["given_split"].fillna("").astype(object)
         frame["fields"] = [json.loads(f) for f in frame["fields"]]
         frame["idx"] = frame["idx"].astype("int64")
         return frame

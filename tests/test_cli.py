@@ -126,3 +126,16 @@ def test_progress_line_says_over_budget_instead_of_an_empty_val_score():
     line = _step_line(CandidateScored(candidate_id=3, round=1, minibatch_score=0.625, val_score=None, val_ci=None,
                                       n_val=0, status="over budget"))
     assert line == "  #3: minibatch 0.625, over budget (the target-call budget ran out before its val score)"
+
+
+def test_import_with_a_separate_test_file_keeps_it_as_the_test_split(tmp_path):
+    db = tmp_path / "c.duckdb"
+    (tmp_path / "main.csv").write_text("text,label\n" + "".join(f"good {i},pos\nbad {i},neg\n" for i in range(10)))
+    (tmp_path / "held.csv").write_text("text,label\n" + "".join(f"fine {i},pos\npoor {i},neg\n" for i in range(4)))
+    code, out, err = run_cli("datasets", "import", str(tmp_path / "main.csv"), "--test-file", str(tmp_path / "held.csv"),
+                             "--json", db=db)
+    assert code == 0, err
+    info = json.loads(out.strip().splitlines()[-1])
+    assert info["own_split"] and info["splits"]["test"] == 8 and info["splits"]["train"] + info["splits"]["val"] == 20
+    code, out, err = run_cli("datasets", "show", "main", db=db)
+    assert "test 8 (the data's own" in out

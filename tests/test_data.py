@@ -210,3 +210,54 @@ def test_demo_dataset_meets_its_promises():
     assert min(counts.values()) / ds.n < 0.08  # a rare label
     assert ds.frame["text"].str.contains("[а-яА-Я]").sum() >= 10  # Russian rows
     assert np.all([len(ds.split(s)) > 0 for s in D.SPLITS])
+
+
+def _split_rows(n: int = 30) -> pd.DataFrame:
+    rows = []
+    for i in range(n):
+        rows.append((f"great {i}", "pos", ["train", "dev", "test"][i % 3]))
+        rows.append((f"awful {i}", "neg", ["Train", "validation", "TEST"][i % 3]))
+    return pd.DataFrame(rows, columns=["text", "label", "split"])
+
+
+def test_a_split_column_is_honoured_stored_and_part_of_the_identity(store, tmp_path):
+    frame = _split_rows()
+    frame.to_csv(tmp_path / "own.csv", index=False)
+    ds, _ = D.import_dataset(store, tmp_path / "own.csv")
+    assert ds.own_split and ds.input_cols == ("text",)  # the split column is neither input nor label
+    test = ds.split("test")
+    assert set(test["text"]) == set(frame[frame["split"].str.lower() == "test"]["text"])
+    assert len(ds.split("val")) == 20 and len(ds.split("train")) == 20
+    assert ds.split("test", seed=7)["idx"].tolist() == test["idx"].tolist()  # a run's seed does not move it
+    again = D.stored_dataset(store, ds.id)
+    assert again.own_split and again.split("val")["idx"].tolist() == ds.split("val")["idx"].tolist()
+    plain = D.prepare(frame.drop(columns=["split"]), "own")
+    assert plain.content_hash != ds.content_hash and not plain.own_split
+
+
+def test_a_separate_test_file_is_the_test_split(store, tmp_path):
+    frame = _split_rows()
+    is_test = frame["split"].str.lower() == "test"
+    frame[~is_test].drop(columns=["split"]).to_csv(tmp_path / "main.csv", index=False)
+    frame[is_test].drop(columns=["split"]).to_csv(tmp_path / "test.csv", index=False)
+    ds, _ = D.import_dataset(store, tmp_path / "main.csv", test_file=tmp_path / "test.csv")
+    assert set(ds.split("test")["text"]) == set(frame[is_test]["text"])
+    assert len(ds.split("train")) + len(ds.split("val")) == 40 and len(ds.split("val")) > 0
+    frame[is_test][["text"]].to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(DataError, match="short.csv: the test file lacks column"):
+        D.import_dataset(store, tmp_path / "main.csv", test_file=tmp_path / "short.csv")
+
+
+@pytest.mark.parametrize("change,message", [
+    ({3: "holdout"}, "split promptlab does not know \\('holdout'\\).*Use train, val"),
+    ("no-val", "the split leaves no 'val' rows"),
+])
+def test_bad_split_values_say_what_to_write(change, message):
+    frame = _split_rows()
+    if change == "no-val":
+        frame["split"] = frame["split"].replace({"dev": "train", "validation": "train"})
+    else:
+        for i, v in change.items():
+            frame.loc[i, "split"] = v
+    with pytest.raises(DataError, match=message):
+        D.prepare(frame, "bad")

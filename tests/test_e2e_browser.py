@@ -29,7 +29,7 @@ def _import_upload(page, url: str, csv_path, name: str, preview: str, kind: str 
     """Upload a file on the Datasets page (choosing what each row carries, if given) and import it."""
     page.goto(url + "/Datasets")
     page.wait_for_selector("text=Upload a dataset", timeout=90_000)
-    page.locator("input[type=file]").set_input_files(str(csv_path))
+    page.locator("input[type=file]").first.set_input_files(str(csv_path))
     if kind:
         page.get_by_text(kind, exact=True).click()
     page.wait_for_selector(f"text={preview}", timeout=60_000)

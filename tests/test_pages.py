@@ -65,6 +65,22 @@ def test_upload_preview_import(db):
     assert "mine" in Store(db).list_datasets()["name"].tolist()
 
 
+def test_upload_with_a_separate_test_file(db):
+    at = page("1_Datasets.py").run()
+    main = "message,team\n" + "\n".join(f"refund order {i},billing\napp crash {i},technical" for i in range(10))
+    test = "message,team\n" + "\n".join(f"refund now {i},billing\ncrash again {i},technical" for i in range(5))
+    at.file_uploader[0].set_value(("own.csv", main.encode(), "text/csv"))
+    at.file_uploader(key="datasets.test_upload").set_value(("own_test.csv", test.encode(), "text/csv")).run()
+    assert not at.exception and not at.error
+    assert any("test 10 (your own split" in c.value for c in at.caption)
+    at.button(key="datasets.import").click().run()
+    from promptlab.data import stored_dataset
+
+    ds = stored_dataset(Store(db), "own")
+    assert ds.own_split and set(ds.split("test")["text"]) == {f"refund now {i}" for i in range(5)} | {
+        f"crash again {i}" for i in range(5)}
+
+
 def test_a_free_text_target_column_is_read_as_reference_answers(db):
     """The page preselects what the rows look like: a column of free text is reference answers, not labels."""
     at = page("1_Datasets.py").run()
