@@ -220,6 +220,50 @@ if stored is not None:
 
         elsewhere_result()
 
+# --- prompts x models ------------------------------------------------------------------------------
+st.subheader("Prompts × models: the best prompt for each model")
+st.caption("The top prompts of the chosen runs, each scored by each chosen model on the same test examples "
+           "(cached calls are free). Does a prompt found for one model transfer to another?")
+mx1, mx2, mx3 = st.columns([3, 3, 1])
+mx_runs = mx1.multiselect("Runs", ids, default=[run_id], format_func=lambda i: labels.get(i, i), key="results.matrix.runs")
+mx_models = mx2.multiselect("Models", list(ui.model_choices()), key="results.matrix.models")
+mx_top = mx3.number_input("Prompts per run", 1, 5, 1, key="results.matrix.top")
+matrix_key = "matrix:" + ",".join(mx_runs)
+if st.button("Score the matrix", key="results.matrix.go", disabled=not (mx_runs and mx_models)):
+    from promptlab.matrix import MatrixRequest, score_matrix
+
+    all_models = ui.model_choices()
+    request = MatrixRequest(tuple(mx_runs), tuple(all_models[m] for m in mx_models), top=int(mx_top))
+    ui.start_job(matrix_key, "matrix", lambda job: score_matrix(store, request, job.progress))
+
+
+@st.fragment(run_every=1.5)
+def matrix_view() -> None:
+    from promptlab.matrix import matrix_lines
+
+    job = ui.jobs().get(matrix_key)
+    if job is None:
+        return
+    if job.running:
+        p = job.progress
+        st.progress(min(1.0, max(0, p.get("cell", 1) - 1) / max(1, p.get("cells", 1))),
+                    text=f"cell {p.get('cell', 0)} of {p.get('cells', '?')} on {p.get('n', '?')} examples… "
+                         f"{p.get('calls', 0)} new calls (cached ones are free)")
+        return
+    if job.error:
+        st.error(job.error)
+        return
+    result = job.result
+    fig = charts.matrix_heatmap(result.cells, result.metric)
+    st.plotly_chart(fig, width="stretch", key="results.matrix.chart")
+    ui.chart_exports(fig, f"{run_id}-matrix", "results.matrix")
+    for line in matrix_lines(result) + [f"Note: {n}" for n in result.notes]:
+        st.caption(line)
+    st.dataframe(result.transfer, hide_index=True, width="stretch")
+
+
+matrix_view()
+
 # --- two runs side by side -------------------------------------------------------------------------
 st.subheader("Two runs side by side")
 other = st.selectbox("Compare with", [i for i in ids if i != run_id], index=None, format_func=labels.get,

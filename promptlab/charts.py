@@ -195,3 +195,27 @@ def to_png(fig: go.Figure, width: int = 1200, height: int = 600) -> bytes:
             f"PNG rendering is not available here ({type(exc).__name__}); it needs chromium installed "
             "(apt-get install chromium). Use the chart's camera button instead: your browser renders the PNG."
         ) from None
+
+
+def matrix_heatmap(cells: pd.DataFrame, metric: str, title: str = "Prompts x models") -> go.Figure:
+    """Rows: prompts; columns: models; each cell its score with the 95% CI and n; ★ marks each model's best prompt
+    and ◆ the model the prompt was found for."""
+    prompts = list(dict.fromkeys(cells["prompt"]))
+    models = list(dict.fromkeys(cells["model"]))
+    by = cells.set_index(["prompt", "model"])
+    z, text = [], []
+    for p in prompts:
+        zr, tr = [], []
+        for m in models:
+            r = by.loc[(p, m)]
+            zr.append(r["score"])
+            mark = ("★ " if r["best_for_model"] else "") + ("◆ " if r["own_model"] == m else "")
+            tr.append(f"{mark}{r['score']:.3f}<br>[{r['ci_low']:.2f}, {r['ci_high']:.2f}] n={int(r['n'])}")
+        z.append(zr)
+        text.append(tr)
+    fig = go.Figure(go.Heatmap(z=z, x=models, y=prompts, text=text, texttemplate="%{text}", colorscale="Blues",
+                               colorbar={"title": metric}, hovertemplate="%{y} on %{x}: %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=f"{title} ({metric}; ★ best prompt for the model, ◆ the model it was found for)",
+                      xaxis_title="scored by", yaxis_title="prompt (run #candidate)",
+                      height=max(300, 90 * len(prompts) + 150), yaxis={"autorange": "reversed"})
+    return fig

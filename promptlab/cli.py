@@ -655,6 +655,45 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_matrix(args) -> int:
+    """The top prompts of several runs scored by several models on the same test examples."""
+    from promptlab.data import resolve_dataset
+    from promptlab.matrix import MatrixRequest, matrix_lines, score_matrix
+
+    store = _store(args)
+    req = MatrixRequest(tuple(r.strip() for r in args.runs.split(",") if r.strip()), tuple(_models(store, args.models)),
+                        resolve_dataset(store, args.dataset) if args.dataset else None, args.top, args.split,
+                        _metric(args))
+    show = not args.json and sys.stderr.isatty()
+
+    class Progress(dict):
+        def __setitem__(self, key, value):
+            super().__setitem__(key, value)
+            if show and key == "calls":
+                print(f"\r  cell {self.get('cell')}/{self.get('cells')}: {value} new calls", end="", file=sys.stderr,
+                      flush=True)
+
+    result = score_matrix(store, req, Progress())
+    if show:
+        print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
+    if args.json:
+        _print_json({"dataset": result.dataset, "metric": result.metric, "split": result.split, "notes": result.notes,
+                     "cells": result.cells.to_dict("records"), "transfer": result.transfer.to_dict("records")})
+        return 0
+    print(f"{result.metric} on {result.dataset} ({result.split}); * = the model's best prompt, (own) = the model the "
+          "prompt was found for")
+    table = result.cells.assign(cell=[f"{'*' if b else ' '}{sc:.3f} [{lo:.3f}, {hi:.3f}] n={n}"
+                                      + (" (own)" if m == o else "") + (f" constant '{c}'" if c else "")
+                                      for sc, lo, hi, n, b, m, o, c in zip(
+                                          result.cells["score"], result.cells["ci_low"], result.cells["ci_high"],
+                                          result.cells["n"], result.cells["best_for_model"], result.cells["model"],
+                                          result.cells["own_model"], result.cells["constant"])])
+    print(table.pivot(index="prompt", columns="model", values="cell").to_string())
+    for line in matrix_lines(result) + [f"note: {n}" for n in result.notes]:
+        print(line)
+    return 0
+
+
 def cmd_runs_list(args) -> int:
     from promptlab.runs import mark_dead_runs
 
@@ -1034,6 +1073,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "script; promptfoo: a promptfoo config with the test split as tests (default: messages)")
     p.add_argument("--out", help="write to this file (or into this folder) instead of printing")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("matrix", parents=[common], help="the top prompts of several runs scored by several models on "
+                                                       "the same test examples (the best prompt per model)")
+    p.add_argument("--runs", required=True, help="comma-separated run ids whose prompts to score")
+    p.add_argument("--models", required=True, help="comma-separated models to score them with")
+    p.add_argument("--dataset", help="score on this dataset (default: the first run's)")
+    p.add_argument("--top", type=int, default=1, help="prompts per run: its result, then its next best (default 1)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--metric", help="default: the first run's metric on its own dataset, else the dataset's default")
+    _constraint_arg(p)
+    p.set_defaults(func=cmd_matrix)
 
     p = sub.add_parser("optimize", parents=[common], help="search for a better prompt with an arena of proposer models")
     p.add_argument("--dataset", required=True, help="stored dataset name, or a file path to import")

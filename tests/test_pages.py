@@ -163,6 +163,14 @@ def test_start_a_run_with_fake_models_and_see_it_finish(db):
     line = next(m.value for m in res.success if "95% CI" in m.value)
     assert "on support_tickets (val" in line and "with fake-target" in line and "0 new calls" in line
 
+    # prompts x models: the run's result scored by two models, in a worker, as a heatmap with the best marked
+    charts_before = len(res.get("plotly_chart"))
+    res.multiselect(key="results.matrix.models").set_value(["fake-target", "fake-prop"]).run()
+    res.button(key="results.matrix.go").click().run()
+    assert not res.exception
+    _wait(res, lambda a: len(a.get("plotly_chart")) > charts_before, timeout=60)
+    assert any(c.value.startswith("best for fake-target:") for c in res.caption)
+
 
 def test_start_a_chained_run_from_the_runs_page_and_read_it_on_results(db):
     """arena,fewshot chosen in the dashboard: both stages run, few-shot candidates show on Results."""
