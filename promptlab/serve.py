@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from promptlab.errors import PromptlabError
-from promptlab.local import ensure_gguf, zoo_model
+from promptlab.local import ensure_gguf, gguf_path, zoo_model
 
 
 def free_port() -> int:
@@ -30,9 +30,11 @@ def free_port() -> int:
 
 
 def server_command(key: str, port: int, n_threads: int | None = None, n_ctx: int = 4096,
-                   alias: str | None = None) -> list[str]:
+                   alias: str | None = None, assemble: bool = True) -> list[str]:
+    """The llama_cpp.server command for a zoo model (`assemble`: build its GGUF now if needed; else only name
+    where promptlab keeps it, for a command shown to the user)."""
     model = zoo_model(key)
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(ensure_gguf(key)),
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(ensure_gguf(key) if assemble else gguf_path(key)),
            "--model_alias", alias or key, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
            # the server defaults to keeping logits for every prompt token: memory and time for nothing here
            "--logits_all", "False", "--verbose", "False"]

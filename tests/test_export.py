@@ -160,3 +160,20 @@ def test_eval_scores_a_stored_prompt_from_the_cache_and_on_another_dataset(tmp_p
     assert code != 0 and "--candidate picks a prompt of a stored run" in err and "Traceback" not in err
     code, out, err = run_cli("export", "nope", db=db)
     assert code != 0 and "no run 'nope'" in err and "Traceback" not in err
+
+
+def test_a_zoo_model_is_exported_as_a_served_openai_compatible_model(store, tmp_path):
+    """promptlab runs zoo models in-process; outside it the export says how to serve one and calls it over HTTP
+    (without assembling the model file just to name it)."""
+    from promptlab.evaluate import PromptTemplate
+    from promptlab.export import StoredPrompt
+
+    ds = sentiment_dataset(store, tmp_path, neutral=10)
+    sp = StoredPrompt("run-x", 3, PromptTemplate.from_text("Label it: {labels}."), make_spec("local/qwen2.5-coder-0.5b"),
+                      {"temperature": 0.0, "max_tokens": 8}, ds, 0, True)
+    doc = json.loads(export(sp, "messages"))
+    assert doc["model"] == "openai/qwen2.5-coder-0.5b" and doc["api_base"] == "http://127.0.0.1:8000/v1"
+    assert "llama_cpp.server" in doc["serve"] and "--logits_all False" in doc["serve"]
+    script = export(sp, "python")
+    assert "Serve the model first" in script and "MODEL = 'openai/qwen2.5-coder-0.5b'" in script
+    compile(script, "exported.py", "exec")
