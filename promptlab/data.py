@@ -610,10 +610,17 @@ def _check_given(ds: LabeledDataset, filename: str) -> LabeledDataset:
     """A dataset with its own split must have rows in every split."""
     if ds.own_split:
         for name in SPLITS:
-            if ds.split(name).empty:
+            part = ds.split(name)
+            if part.empty:
                 raise DataError(f"{filename}: the split leaves no '{name}' rows. Mark some rows '{name}'"
                                 + (" (or dev)" if name == "val" else "") + " in the split column, or leave rows blank "
                                 "for promptlab to split between train and val.")
+            if ds.has_labels and name != "train":  # a label absent from val or test cannot be measured there
+                absent = [lab for lab, norm in zip(ds.labels, ds.label_norms) if norm not in set(part["label_norm"])]
+                if absent:
+                    raise DataError(f"{filename}: label(s) {', '.join(repr(a) for a in absent[:5])} have no '{name}' "
+                                    f"rows in your split, so their scores there would be undefined. Mark at least one "
+                                    f"row of each label '{name}'.")
     return ds
 
 
@@ -758,6 +765,9 @@ def split_assignment(label_norms: list[str], fractions=DEFAULT_FRACTIONS, seed: 
     for label in sorted(set(label_norms)):
         rows = np.flatnonzero(labels == label)
         rng.shuffle(rows)
+        if names != SPLITS and len(rows) < len(names):  # too few to share out (rows a file's own split left blank)
+            out[rows] = names[0]
+            continue
         counts = _allocate(len(rows), fractions)
         start = 0
         for split, count in zip(names, counts):

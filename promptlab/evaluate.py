@@ -406,7 +406,7 @@ class EvalResult:
     @property
     def constant(self) -> str | None:
         """The label it gives for at least 95% of the examples (a constant answer), or None."""
-        return M.constant_label(self.preds) if self.labels else None
+        return M.constant_label(self.preds, self.rows["gold_norm"].tolist()) if self.labels else None
 
     @property
     def floors(self) -> list[dict]:

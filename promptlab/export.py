@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import pprint
+import re
 from dataclasses import dataclass
 
 import yaml
@@ -83,6 +84,11 @@ def stored_prompt(store: Store, run_id: str, cand_id: int | None = None) -> Stor
                         cand_id == best_id, config.get("metric"), config.get("judge"))
 
 
+def same_model(a: ModelSpec, b: ModelSpec) -> bool:
+    """The same model as far as replies go (what the cache keys on), whatever its display name or concurrency."""
+    return (a.model, a.cache_base, a.params) == (b.model, b.cache_base, b.params)
+
+
 def transfer_notes(sp: StoredPrompt, dataset: LabeledDataset) -> list[str]:
     """What to know when a stored prompt is scored on another dataset: demos that answer with labels the new
     dataset does not have."""
@@ -124,7 +130,7 @@ def score_elsewhere(store: Store, req: ElsewhereRequest, progress: dict | None =
     spec = req.model or sp.target
     same_data = ds.id == sp.dataset.id
     max_tokens = req.max_tokens
-    if max_tokens is None and same_data and spec == sp.target:
+    if max_tokens is None and same_data and same_model(spec, sp.target):
         max_tokens = sp.params.get("max_tokens")  # the run's own requests: answered from the cache
     sp.template.check(ds.input_cols)
     metric_spec = req.metric or (sp.metric if same_data else None)
@@ -167,8 +173,22 @@ def filename(sp: StoredPrompt, fmt: str) -> str:
 
 
 def _placeholders(sp: StoredPrompt) -> dict[str, str]:
-    """The example's fields as placeholders: {input}, and {column} for each input column."""
-    return {c: "{" + c + "}" for c in sp.dataset.input_cols}
+    """The example's fields as placeholders: with one input column its {column} is the input itself ({input});
+    with several, {column} for each."""
+    cols = sp.dataset.input_cols
+    return {cols[0]: INPUT} if len(cols) == 1 else {c: "{" + c + "}" for c in cols}
+
+
+def _safe_params(params: dict) -> dict:
+    """The generation parameters without anything secret (a key or an auth header put into a model's params)."""
+    out = {}
+    for k, v in params.items():
+        if re.search(r"(^|_)(api_?key|key|token|secret|password)$", k.lower()):
+            continue
+        if isinstance(v, dict):  # extra_headers and the like
+            v = {h: x for h, x in v.items() if not any(w in h.lower() for w in ("auth", "key", "token", "cookie"))}
+        out[k] = v
+    return out
 
 
 def message_template(sp: StoredPrompt) -> list[dict]:
@@ -181,7 +201,9 @@ def message_template(sp: StoredPrompt) -> list[dict]:
 
 def _model(sp: StoredPrompt) -> dict:
     spec = sp.target
-    out = {"model": spec.model, "api_base": spec.api_base, "api_key_env": spec.api_key_env}
+    # one endpoint (a replica set serves one model: its first member stands for it)
+    out = {"model": spec.model, "api_base": spec.endpoints[0] if spec.endpoints else None,
+           "api_key_env": spec.api_key_env}
     if spec.is_local:
         from promptlab.serve import server_command
 
@@ -197,7 +219,7 @@ def as_messages(sp: StoredPrompt) -> str:
     doc = {
         "source": {"run": sp.run_id, "candidate": sp.cand_id, "result": sp.is_result, "dataset": sp.dataset.name},
         **_model(sp),
-        "params": sp.params,
+        "params": _safe_params(sp.params),
         "input": f"replace {INPUT} in each message's content with the example's text"
                  + (f" (and {{column}} with its columns: {', '.join(sp.dataset.input_cols)})"
                     if len(sp.dataset.input_cols) > 1 else ""),
@@ -227,7 +249,7 @@ def as_text(sp: StoredPrompt) -> str:
         parts += ["", f"## demonstrations: {how}, as {'chat turns' if t.demo_format == 'chat' else 'inline examples'}"]
         for d in t.demos:
             parts += ["", f"input: {d.text}", f"answer: {d.label}"]
-    parts += ["", "## parameters", json.dumps(sp.params, ensure_ascii=False)]
+    parts += ["", "## parameters", json.dumps(_safe_params(sp.params), ensure_ascii=False)]
     return "\n".join(parts) + "\n"
 
 
@@ -251,6 +273,7 @@ MESSAGES = {messages}
 {demo_block}
 
 def messages_for(text):
+    text = text.replace("{{{{", "{{").replace("}}}}", "}}")  # as promptlab renders an input
     fill = lambda s: s.replace("{{input}}", text)
 {demo_fill}
 
@@ -262,6 +285,8 @@ def main():
         kwargs["api_base"] = API_BASE
     if API_KEY_ENV and os.environ.get(API_KEY_ENV):
         kwargs["api_key"] = os.environ[API_KEY_ENV]
+    elif API_BASE and MODEL.startswith("openai/"):
+        kwargs["api_key"] = "no-key"  # a keyless local server: the OpenAI client refuses an empty key
     reply = litellm.completion(model=MODEL, messages=messages_for(text), **kwargs)
     print(reply.choices[0].message.content)
 
@@ -286,7 +311,7 @@ def as_python(sp: StoredPrompt) -> str:
         demo_block = ("\n# The demos are chosen per input from a pool, by promptlab's similarity (pip install promptlab's "
                       "requirements).\nfrom promptlab.evaluate import PromptTemplate\n\nTEMPLATE = PromptTemplate.from_record("
                       f"{_literal(t.to_record())})\nLABELS = {tuple(sp.dataset.labels)!r}\n")
-        demo_fill = "    return TEMPLATE.render({}, text, LABELS)"
+        demo_fill = f"    return TEMPLATE.render({{{sp.dataset.input_cols[0]!r}: text}}, text, LABELS)"
     else:
         demo_block = ""
         demo_fill = "    return [{**m, \"content\": fill(m[\"content\"])} for m in MESSAGES]"
@@ -295,7 +320,7 @@ def as_python(sp: StoredPrompt) -> str:
              + f": {sp.target.label} on {sp.dataset.name}.")
     return _SCRIPT.format(title=title, name=filename(sp, "python"), serve=serve, model=m["model"],
                           api_base=m["api_base"], key_env=m["api_key_env"],
-                          params=_literal(sp.params), messages=_literal(message_template(sp)),
+                          params=_literal(_safe_params(sp.params)), messages=_literal(message_template(sp)),
                           demo_block=demo_block, demo_fill=demo_fill)
 
 
@@ -309,6 +334,8 @@ def _promptfoo_provider(m: dict, params: dict) -> dict:
             config["apiBaseUrl"] = m["api_base"]
         if m["api_key_env"]:
             config["apiKeyEnvar"] = m["api_key_env"]
+        elif m["api_base"]:
+            config["apiKey"] = "no-key"  # a keyless local server
     elif model.startswith("anthropic/"):
         provider = {"id": f"anthropic:messages:{model.split('/', 1)[1]}"}
     else:
@@ -327,11 +354,22 @@ def as_promptfoo(sp: StoredPrompt) -> str:
     """A promptfoo config: the chat prompt with {{input}}, the provider, the test split as tests. A labelled test
     passes when the reply names its label and no other (promptlab's reading, simplified)."""
     m = _model(sp)
-    messages = [{**msg, "content": msg["content"].replace(INPUT, "{{input}}")} for msg in message_template(sp)]
+    cols = sp.dataset.input_cols
+    names = ["input"] if len(cols) == 1 else list(cols)  # the variables the prompt fills
+
+    def to_vars(content: str) -> str:
+        for name in names:
+            content = content.replace("{" + name + "}", "{{" + name + "}}")
+        return content
+
+    messages = [{**msg, "content": to_vars(msg["content"])} for msg in message_template(sp)]
     test = sp.dataset.split("test", sp.split_seed)
     tests = []
-    for text, label in zip(test["text"], test["label"]):
-        case = {"vars": {"input": text}}
+    for fields, text, label in zip(test["fields"], test["text"], test["label"]):
+        # The chat prompt is JSON, and a variable lands inside one of its strings: each value is JSON-escaped so
+        # that quotes and newlines in an input read back as themselves.
+        values = {"input": text} if len(cols) == 1 else {c: fields[c] for c in cols}
+        case = {"vars": {k: json.dumps(v, ensure_ascii=False)[1:-1] for k, v in values.items()}}
         if sp.dataset.kind == "labels":
             case["vars"]["expected"] = label
         elif sp.dataset.kind == "reference":

@@ -15,7 +15,7 @@ import pandas as pd
 from promptlab.data import LabeledDataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import evaluate
-from promptlab.export import StoredPrompt, stored_prompt
+from promptlab.export import StoredPrompt, same_model, stored_prompt
 from promptlab.models import ModelSpec
 from promptlab.objective import parse_objective
 from promptlab.store import Store
@@ -70,6 +70,7 @@ def score_matrix(store: Store, req: MatrixRequest, progress: dict | None = None)
         raise PromptlabError("choose at least one model to score them with (--models M1,M2)")
     if req.top < 1:
         raise PromptlabError("--top must be at least 1")
+    models = list({m.label: m for m in req.models}.values())  # a model named twice is one column
     prompts = [sp for run_id in dict.fromkeys(req.runs) for sp in top_prompts(store, run_id, req.top)]
     ds = req.dataset or prompts[0].dataset
     same = ds.id == prompts[0].dataset.id
@@ -81,11 +82,11 @@ def score_matrix(store: Store, req: MatrixRequest, progress: dict | None = None)
         sp.template.check(ds.input_cols)
     examples = ds.split(req.split, prompts[0].split_seed if same else None)
     progress = progress if progress is not None else {}
-    total = len(prompts) * len(req.models)
+    total = len(prompts) * len(models)
     progress.update(cell=0, cells=total, calls=0, n=len(examples))
     rows = []
     for sp in prompts:
-        for model in req.models:
+        for model in models:
             progress["cell"] += 1
             before = progress["calls"]
 
@@ -93,7 +94,7 @@ def score_matrix(store: Store, req: MatrixRequest, progress: dict | None = None)
                 progress["calls"] = before + done
 
             # the run's own max_tokens where the prompt meets its own model on its own data: its test calls, cached
-            mt = sp.params.get("max_tokens") if (model == sp.target and same) else None
+            mt = sp.params.get("max_tokens") if (same_model(model, sp.target) and same) else None
             res = evaluate(store, model, sp.template, ds, examples, metric, split=req.split, max_tokens=mt,
                            on_progress=tick)
             lo, hi = res.ci

@@ -124,14 +124,24 @@ def _proportion(m: Metric, g: np.ndarray, p: np.ndarray) -> tuple[int, int] | No
 CONSTANT_SHARE = 0.95  # one label for at least this share of the examples: a constant answer
 
 
-def constant_label(preds: Sequence[str | None], share: float = CONSTANT_SHARE) -> str | None:
-    """The label a prompt gives for at least `share` of the examples whatever the input (a constant answer, which
-    recall of that label rewards with 1.0), or None. Invalid replies are not a label."""
-    values = pd.Series([None if x is None or x != x or x == INVALID else x for x in preds], dtype=object)
-    if not len(values):
+def constant_label(preds: Sequence[str | None], gold: Sequence[str] | None = None, share: float = CONSTANT_SHARE,
+                   min_n: int = 10) -> str | None:
+    """The label a prompt gives to at least `share` of the examples whatever the input (a constant answer, which
+    recall of that label rewards with 1.0), or None. With the gold labels, a prompt that also gets most of the
+    other labels' examples right is a classifier on skewed data, not a constant answer. Invalid replies are not a
+    label; fewer than `min_n` replies say nothing."""
+    values = [None if x is None or x != x or x == INVALID else x for x in preds]
+    if len(values) < min_n:
         return None
-    counts = values.value_counts(dropna=True)
-    return str(counts.index[0]) if len(counts) and counts.iloc[0] >= share * len(values) else None
+    counts = pd.Series(values, dtype=object).value_counts(dropna=True)
+    if not len(counts) or counts.iloc[0] < share * len(values):
+        return None
+    top = str(counts.index[0])
+    if gold is not None:
+        others = [(p, g) for p, g in zip(values, gold) if g != top]
+        if others and sum(p == g for p, g in others) >= 0.5 * len(others):
+            return None
+    return top
 
 
 def parse_metric(spec: str, labels: Sequence[str], constraints: Sequence[str] = ()) -> Metric:

@@ -12,6 +12,7 @@ a run copies it into its config, so a stored run never depends on a later change
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -133,7 +134,7 @@ def parse_objective(spec: str | None, dataset, judge: dict | None = None, store=
                                  "not by a judge: import it as a reference-answer dataset to judge its outputs")
         return M.parse_metric(spec or default_spec(dataset), dataset.labels)
     spec = (spec or default_spec(dataset)).strip()
-    if ";" in spec:
+    if re.search(r";\s*[\w:]+\s*>=", spec):  # a floor (a scorer such as regex:\d+;\d+ may hold a ';')
         raise ObjectiveError(f"floors (--constraint) apply to label metrics, and dataset '{dataset.name}' has "
                              f"{'reference answers' if dataset.kind == 'reference' else 'no target'}: drop them")
     if spec.lower() == "judge":

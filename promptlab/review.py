@@ -176,8 +176,9 @@ def round_view(store: Store, run_id: str, n_outputs: int = 3) -> dict:
         }
         if not scored:  # the label it gives to (nearly) every val example it was scored on, if any
             on_val = rows_of(r).loc[lambda f: f.index.isin(val_idx)]
-            if len(on_val) >= 10:
-                item["constant"] = constant_label([None if p != p else p for p in on_val["pred"]])
+            norms = dict(zip(ctx.dataset.frame["idx"].astype(int), ctx.dataset.frame["label_norm"]))
+            item["constant"] = constant_label([None if p != p else p for p in on_val["pred"]],
+                                              [norms[int(i)] for i in on_val.index])
         if best is not None:
             mine, theirs = rows_of(r), rows_of(best)
             shared = sorted(set(mine.index) & set(theirs.index) & val_idx)

@@ -491,8 +491,11 @@ def candidate_marks(store: Store, run_id: str, cands: pd.DataFrame) -> tuple[lis
     ('precision:fraud 0.25 < 0.4') or ''. Labeled datasets only."""
     rec = store.run_row(run_id)
     config = rec["config"]
-    ds = stored_dataset(store, rec["dataset_id"])
-    if not ds.has_labels:
+    try:
+        ds = stored_dataset(store, rec["dataset_id"])
+    except PromptlabError:  # its dataset was deleted: the run stays readable, without marks
+        ds = None
+    if ds is None or not ds.has_labels:
         return [""] * len(cands), [""] * len(cands)
     target = spec_from_record(config["target"])
     metric = parse_objective(config["metric"], ds)
@@ -504,9 +507,9 @@ def candidate_marks(store: Store, run_id: str, cands: pd.DataFrame) -> tuple[lis
         rows = store.evaluations(pid, key, ds.id)
         rows = rows[rows["example_idx"].isin(val)]
         preds = [None if p is None or p != p else p for p in rows["pred"]]
-        constants.append((constant_label(preds) or "") if len(rows) >= 10 else "")  # too few replies to say
+        g = [gold[i] for i in rows["example_idx"]]
+        constants.append(constant_label(preds, g) or "")
         if metric.floors and len(rows):
-            g = [gold[i] for i in rows["example_idx"]]
             floors.append(", ".join(f"{spec} {format_score(v)}{'' if ok else f' < {t:g}'}"
                                     for spec, v, t, ok in metric.floor_values(g, preds)))
         else:

@@ -259,20 +259,19 @@ def detectable_gain(n: int, seeds: int = 1, *, discordance: float = 0.3, seed_sd
     examples, so they do not add examples: they average out the seed-to-seed spread of the gain (`seed_sd`,
     which prompt each seed's search happened to find). Var(gain) = contrast * ((discordance - g²) / n +
     seed_sd² / seeds); contrast 2 for the difference between two gains (two proposers head to head).
-    Solved for g = (z_level + z_power) * sd(g) by fixed-point iteration."""
+    Solved for g = (z_level + z_power) * sd(g) by root finding (1.0: no gain of any size would show)."""
     from scipy.stats import norm
 
     if n < 1 or seeds < 1:
         raise ValueError("n and seeds must be at least 1")
+    from scipy.optimize import brentq
+
     z = norm.ppf(1 - (1 - level) / 2) + norm.ppf(power)
-    g = 0.0
-    for _ in range(100):
-        var = contrast * (max(discordance - g * g, 0.0) / n + seed_sd ** 2 / seeds)
-        nxt = min(1.0, z * var ** 0.5)
-        if abs(nxt - g) < 1e-9:
-            break
-        g = nxt
-    return g
+
+    def short(g: float) -> float:  # > 0 while g is still inside the noise
+        return z * (contrast * (max(discordance - g * g, 0.0) / n + seed_sd ** 2 / seeds)) ** 0.5 - g
+
+    return 1.0 if short(1.0) >= 0 else float(brentq(short, 0.0, 1.0, xtol=1e-9))
 
 
 def power_line(n: int, seeds: int, **assumptions) -> str:

@@ -95,3 +95,7 @@ def test_floors_parse_round_trip_and_refuse_what_cannot_hold():
             parse_metric("recall:fraud", ["fraud", "ok"], [bad])
     assert constant_label(["a"] * 19 + ["b"]) == "a" and constant_label(["a"] * 18 + ["b"] * 2) is None
     assert constant_label([None] * 20) is None
+    # a classifier on skewed data is not a constant answer: it gets the rare label's examples right
+    gold = ["ok"] * 39 + ["fraud"]
+    assert constant_label(gold, gold) is None and constant_label(["ok"] * 40, gold) == "ok"
+    assert constant_label(["ok"] * 5) is None  # too few replies to say

@@ -248,14 +248,24 @@ def test_a_separate_test_file_is_the_test_split(store, tmp_path):
         D.import_dataset(store, tmp_path / "main.csv", test_file=tmp_path / "short.csv")
 
 
+def test_rows_left_blank_are_shared_between_train_and_val_even_one_of_a_label():
+    frame = _split_rows()
+    frame.loc[0, "split"] = ""  # the only blank 'pos' row
+    ds = D.prepare(frame, "blank")
+    assert ds.frame.loc[0, "idx"] in set(ds.split("train")["idx"])
+
+
 @pytest.mark.parametrize("change,message", [
     ({3: "holdout"}, "split promptlab does not know \\('holdout'\\).*Use train, val"),
     ("no-val", "the split leaves no 'val' rows"),
+    ("no-neg-in-val", "label\\(s\\) 'neg' have no 'val' rows"),
 ])
 def test_bad_split_values_say_what_to_write(change, message):
     frame = _split_rows()
     if change == "no-val":
         frame["split"] = frame["split"].replace({"dev": "train", "validation": "train"})
+    elif change == "no-neg-in-val":
+        frame["split"] = frame["split"].replace({"validation": "train"})
     else:
         for i, v in change.items():
             frame.loc[i, "split"] = v

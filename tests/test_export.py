@@ -52,8 +52,8 @@ def with_demos(store, run_id, similar: bool) -> int:
 
 
 def run_script(path, text: str, base: str) -> str:
-    env = {**os.environ, "PROMPTLAB_API_BASE": base, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-           "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "sk-not-needed"}
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}  # a keyless server, as promptlab calls it
+    env |= {"PROMPTLAB_API_BASE": base, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, str(path), text], capture_output=True, text=True, timeout=120, env=env,
                           cwd=path.parent)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -177,3 +177,26 @@ def test_a_zoo_model_is_exported_as_a_served_openai_compatible_model(store, tmp_
     script = export(sp, "python")
     assert "Serve the model first" in script and "MODEL = 'openai/qwen2.5-coder-0.5b'" in script
     compile(script, "exported.py", "exec")
+
+
+def test_a_named_input_column_and_secret_params_are_exported_right(store, tmp_path):
+    """A prompt that names its input column ('Review: {review}') is filled with the input, as evaluate fills it; a
+    key put into a model's params never leaves."""
+    from promptlab.data import import_dataset
+    from promptlab.evaluate import PromptTemplate
+    from promptlab.export import StoredPrompt, message_template
+
+    path = tmp_path / "reviews.csv"
+    path.write_text("review,label\n" + "".join(f"great {i},pos\nawful {i},neg\n" for i in range(6)))
+    ds = import_dataset(store, path)[0]
+    t = PromptTemplate.from_text("Review: {review}\nAnswer {labels}.")
+    sp = StoredPrompt("run-y", 1, t, make_spec("openai/m", api_base="http://127.0.0.1:9/v1,http://127.0.0.1:10/v1"),
+                      {"temperature": 0.0, "max_tokens": 4, "api_key": "sk-secret-9",
+                       "extra_headers": {"Authorization": "Bearer sk-secret-9", "X-Team": "a"}}, ds, 0, True)
+    row = ds.frame.iloc[0]
+    sent = t.render(row["fields"], row["text"], ds.labels)
+    template = message_template(sp)
+    assert [m["content"].replace("{input}", row["text"]) for m in template] == [m["content"] for m in sent]
+    outs = [export(sp, f) for f in ("text", "messages", "python", "promptfoo")]
+    assert not any("sk-secret-9" in o for o in outs) and "X-Team" in outs[1]
+    assert json.loads(outs[1])["api_base"] == "http://127.0.0.1:9/v1"  # one replica stands for the set

@@ -116,3 +116,4 @@ def test_the_detectable_gain_has_the_power_it_claims():
     assert detectable_gain(140, 3, contrast=2.0) > detectable_gain(140, 3)
     with pytest.raises(ValueError):
         detectable_gain(0, 1)
+    assert detectable_gain(5, 1) > 0.4 and detectable_gain(10, 1, contrast=2.0) > 0.4  # tiny test sets: honest
