@@ -26,13 +26,16 @@ test_upload = st.file_uploader(
 if upload is not None:
     try:
         frame = read_table(upload.getvalue(), upload.name)
+        n_main = len(frame)
         if test_upload is not None:
             frame = with_test_file(frame, read_table(test_upload.getvalue(), test_upload.name), upload.name,
                                    test_upload.name)
     except DataError as exc:
         st.error(str(exc))
         st.stop()
-    st.caption(f"{upload.name}: {len(frame)} rows, columns {', '.join(frame.columns)}")
+    st.caption(f"{upload.name}: {n_main} rows" + (f", and {len(frame) - n_main} test rows from {test_upload.name}"
+                                                  if test_upload is not None else "")
+               + f"; columns {', '.join(c for c in frame.columns if c != 'split' or test_upload is None)}")
     st.dataframe(frame.head(8), hide_index=True, width="stretch")
     if st.session_state.get("datasets.kind_for") != upload.name:  # a new file: preselect what its rows look like
         st.session_state["datasets.kind_for"] = upload.name
@@ -58,7 +61,10 @@ if upload is not None:
     c3, c4, c5, c6 = st.columns(4)
     train = c3.number_input("train share", 0.05, 0.9, DEFAULT_FRACTIONS[0], 0.05, key="datasets.train")
     val = c4.number_input("val share", 0.05, 0.9, DEFAULT_FRACTIONS[1], 0.05, key="datasets.val")
-    c5.metric("test share", f"{max(0.0, 1 - train - val):.2f}")
+    own_split = test_upload is not None or any(str(c).strip().lower() == "split" for c in frame.columns)
+    c5.metric("test share", "yours" if own_split else f"{max(0.0, 1 - train - val):.2f}",
+              help="Your own split sets the test rows; the train and val shares divide the rows it leaves blank."
+              if own_split else None)
     seed = c6.number_input("split seed", 0, 10_000, 0, key="datasets.seed")
     name = st.text_input("Name", value=upload.name.rsplit(".", 1)[0], key="datasets.name")
     fractions = (float(train), float(val), round(1 - float(train) - float(val), 6))
