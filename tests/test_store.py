@@ -78,3 +78,61 @@ def test_repeated_calls_count_work_done_twice_but_not_retries_of_failures(store)
     assert store.repeated_calls() == 0
     store.record_call("b", req, Completion(text="ok again"), run_id="r2")  # the same request made twice
     assert store.repeated_calls() == 1 and store.repeated_calls("r2") == 1 and store.repeated_calls("r1") == 0
+
+
+def test_a_database_written_at_schema_v1_upgrades_with_its_rows_intact(tmp_path):
+    """A file as the first release wrote it (schema v1, with a dataset, a run, its candidate, an evaluation and a
+    cached call) is upgraded in place to the current schema; every row reads back, the new columns read as their
+    defaults, and the cache still answers."""
+    import json
+
+    import duckdb
+
+    from promptlab.data import stored_dataset
+
+    rows = [("refund me", "billing"), ("app crash", "technical"), ("invoice wrong", "billing"),
+            ("login fails", "technical"), ("charged twice", "billing"), ("screen frozen", "technical")]
+    v1_rows = [
+        ("INSERT INTO datasets (id, name, content_hash, source, input_cols, label_col, labels, n_rows, fractions,"
+         " split_seed, report) VALUES ('d1', 'old_tickets', 'h1', 'old.csv', '[\"text\"]', 'label',"
+         " '[\"billing\", \"technical\"]', 6, '[0.3, 0.35, 0.35]', 0, NULL)", []),
+        *[("INSERT INTO examples VALUES ('d1', ?, ?, ?, ?, ?)",
+           [i, json.dumps({"text": t}), t, lab, lab]) for i, (t, lab) in enumerate(rows)],
+        ("INSERT INTO prompts (id, system, user_template) VALUES ('p1', 'Route it.', '{input}')", []),
+        ("INSERT INTO runs (id, kind, dataset_id, status, config, summary) VALUES ('run-old', 'optimize', 'd1',"
+         " 'finished', '{\"seed\": 0}', '{\"best_id\": 1}')", []),
+        ("INSERT INTO candidates (run_id, id, prompt_id, round, proposer, family, status, val_score, data)"
+         " VALUES ('run-old', 1, 'p1', 0, 'baseline', 'baseline', 'evaluated', 0.5,"
+         " '{\"text\": \"Route it.\", \"system\": \"Route it.\", \"user\": \"{input}\"}')", []),
+        ("INSERT INTO evaluations (prompt_id, model_key, dataset_id, example_idx, call_key, reply, pred, parse,"
+         " correct) VALUES ('p1', 'mk1', 'd1', 0, 'k1', 'billing', 'billing', 'exact', true)", []),
+        ("INSERT INTO llm_calls (key, model, request, response, prompt_tokens, completion_tokens, latency_s,"
+         " attempts, run_id, purpose) VALUES ('k1', 'fake/x', '{\"model\": \"fake/x\"}', 'billing', 5, 1, 0.1,"
+         " 1, 'run-old', 'target')", []),
+    ]
+
+    path = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(MIGRATIONS[0])
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    con.execute("INSERT INTO schema_version VALUES (1)")
+    for sql, params in v1_rows:
+        con.execute(sql, params)
+    con.close()
+
+    store = Store(path)
+    assert store.migrate() == len(MIGRATIONS) and store.schema_version() == len(MIGRATIONS)
+    ds = stored_dataset(store, "old_tickets")
+    assert ds.kind == "labels" and not ds.own_split and ds.n == 6 and ds.labels == ("billing", "technical")
+    assert sorted(ds.split("train")["idx"].tolist() + ds.split("val")["idx"].tolist()
+                  + ds.split("test")["idx"].tolist()) == list(range(6))
+    run = store.run_row("run-old")
+    assert run["status"] == "finished" and run["config"]["seed"] == 0 and run["summary"]["best_id"] == 1
+    cands = store.candidates("run-old")
+    assert cands["val_score"].tolist() == [0.5] and cands["text"].tolist() == ["Route it."]
+    assert cands["demos"].tolist() == [[]] and cands["similar_k"].tolist() == [0]  # columns added after v1
+    ev = store.evaluations("p1", "mk1", ds.id)
+    assert ev["pred"].tolist() == ["billing"] and ev["score"].isna().all()
+    assert store.cached_calls(["k1"])["k1"].response == "billing"
+    assert json.loads(store._one("SELECT request FROM llm_calls WHERE key = 'k1'")[0])["model"] == "fake/x"
+    store.close()
