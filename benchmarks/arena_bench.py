@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from promptlab import runs  # noqa: E402
+from promptlab import results, runs  # noqa: E402
 from promptlab.data import import_dataset  # noqa: E402
 from promptlab.metrics import parse_metric  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
@@ -111,8 +111,8 @@ def main(argv=None) -> int:
         metric = parse_metric(cfg.metric, ds.labels)
         test = ds.split("test")
         board = store.candidates(run_id).set_index("id")
-        a = runs.candidate_test_rows(store, run_id, 1, target, ds, metric)["correct"].to_numpy(dtype=float)
-        b = runs.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)["correct"].to_numpy(dtype=float)
+        a = results.candidate_test_rows(store, run_id, 1, target, ds, metric)["correct"].to_numpy(dtype=float)
+        b = results.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)["correct"].to_numpy(dtype=float)
         lo, hi = paired_gain_ci(a, b, seed=args.seed)
         # With demos on, candidate 2 is the plain baseline with the run's demos: what the demos did alone.
         demo_base = float(board.loc[2, "test_score"]) if with_demos else None

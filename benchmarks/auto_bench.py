@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from arena_bench import machine, paired_gain_ci, write_section  # noqa: E402
 
-from promptlab import runs  # noqa: E402
+from promptlab import results, runs  # noqa: E402
 from promptlab.errors import PromptlabError  # noqa: E402
 from promptlab.data import import_dataset  # noqa: E402
 from promptlab.language import detect_language, language_name  # noqa: E402
@@ -55,7 +55,7 @@ def run_strategy(store, ds, target, proposers, critic, strategy: str, args, seed
         return None, {}, 0.0
     if reused:
         run_id = reused
-        s = runs.summarize(store, run_id)
+        s = results.summarize(store, run_id)
         row = store.run_row(run_id)
         wall = (pd.Timestamp(row["updated_at"]) - pd.Timestamp(row["created_at"])).total_seconds()
         return run_id, s, wall
@@ -73,7 +73,7 @@ def run_strategy(store, ds, target, proposers, critic, strategy: str, args, seed
 
 
 def test_correct(store, run_id, cand_id, target, ds, metric) -> pd.Series:
-    return correct_by_example(runs.candidate_test_rows(store, run_id, cand_id, target, ds, metric))
+    return correct_by_example(results.candidate_test_rows(store, run_id, cand_id, target, ds, metric))
 
 
 def correct_by_example(rows: pd.DataFrame) -> pd.Series:
@@ -112,7 +112,7 @@ def measure(store, run_id: str, s: dict, wall: float, task: str, label: str, see
     """One table row: the run's result against the baseline on the same test examples (paired CI), the target
     calls its search and confirmation used, and, for auto, where they went stage by stage."""
     base = test_correct(store, run_id, 1, target, ds, metric)
-    best_rows = runs.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)
+    best_rows = results.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)
     best = correct_by_example(best_rows)
     lo, hi = paired_gain_ci(base.to_numpy(), best.to_numpy(), seed=seed)
     result = s.get("result") or {}

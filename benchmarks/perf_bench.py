@@ -236,7 +236,7 @@ def _cli(db: Path, *argv: str, check: bool = True) -> subprocess.CompletedProces
 
 def sec_cache(args, tmp: Path) -> dict:
     """Real runs through the CLI: fresh, repeated, killed with SIGKILL and resumed; a small study."""
-    from promptlab import runs
+    from promptlab import results
     from promptlab.store import Store
 
     db = Path(args.cache_db)
@@ -291,12 +291,12 @@ def sec_cache(args, tmp: Path) -> dict:
 
     store = Store(db)
     for r in rows:
-        s = runs.summarize(store, r["run_id"])
+        s = results.summarize(store, r["run_id"])
         stored = store.call_stats(r["run_id"])
         r.update(last_new=s["target_calls"] + s["proposer_calls"], cached=s["cached_calls"],
                  hit_rate=s["cache_hit_rate"], repeated=s["repeated_calls"], stored_calls=stored["calls"],
                  failed=stored["errors"])
-    boards = {r["run"]: runs.leaderboard(store, r["run_id"])[["prompt_id", "status", "val_score", "test_score"]]
+    boards = {r["run"]: results.leaderboard(store, r["run_id"])[["prompt_id", "status", "val_score", "test_score"]]
               for r in rows if r["run"].startswith("seed 1")}
     a, b = list(boards.values())
     equal = a.reset_index(drop=True).equals(b.reset_index(drop=True))

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from arena_bench import machine, paired_gain_ci, task_dataset, write_section  # noqa: E402
 
-from promptlab import runs  # noqa: E402
+from promptlab import results, runs  # noqa: E402
 from promptlab.metrics import parse_metric  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
 from promptlab.store import Store  # noqa: E402
@@ -103,13 +103,13 @@ def main(argv=None) -> int:
             reused = store.finished_run_with_config(cfg.to_record())  # the same run finished before: reuse it
             t0 = time.perf_counter()
             run_id = reused or runs.create_run(store, cfg)
-            s = runs.summarize(store, run_id) if reused else runs.execute(store, run_id)
+            s = results.summarize(store, run_id) if reused else runs.execute(store, run_id)
             wall = time.perf_counter() - t0
             if reused:
                 rec = store.run_row(run_id)
                 wall = (pd.Timestamp(rec["updated_at"]) - pd.Timestamp(rec["created_at"])).total_seconds()
-            base = runs.candidate_test_rows(store, run_id, 1, target, ds, metric)["correct"].to_numpy(dtype=float)
-            best = runs.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)["correct"].to_numpy(dtype=float)
+            base = results.candidate_test_rows(store, run_id, 1, target, ds, metric)["correct"].to_numpy(dtype=float)
+            best = results.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)["correct"].to_numpy(dtype=float)
             lo, hi = paired_gain_ci(base, best, seed=args.seed)
             if strategy == "arena":
                 arena_correct = best

@@ -1,7 +1,7 @@
 """Runs: start a run (auto, arena, few-shot, textual gradient, or a chain) with its projected calls, follow it live, stop and resume; all runs with status."""
 import streamlit as st
 
-from promptlab import runs, ui, ui_review
+from promptlab import results, runs, ui, ui_review
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate
 from promptlab.metrics import GLOBAL_METRICS
@@ -146,7 +146,7 @@ run_id, _, _ = ui.pick_run("runs.pick", "No optimization runs yet: start one abo
 
 @st.fragment(run_every=2)
 def live(run_id: str) -> None:
-    progress = runs.live_progress(store, run_id)
+    progress = results.live_progress(store, run_id)
     live_job = ui.run_is_live(run_id)
     status = progress["status"]
     seen_key = f"runs.seen_status.{run_id}"
@@ -176,7 +176,7 @@ def live(run_id: str) -> None:
     job = ui.jobs().get(run_id)
     if job is not None and job.error:
         st.error(job.error)
-    board = runs.leaderboard(store, run_id)
+    board = results.leaderboard(store, run_id)
     if len(board):
         view = board[["id", "round", "proposer", "family", "status", "n_scored", "minibatch_score", "val_score", "val_ci_low",
                       "val_ci_high", "confirm_score", "test_score", "demos_shown", "text"]].rename(

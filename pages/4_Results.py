@@ -4,7 +4,7 @@ import difflib
 import pandas as pd
 import streamlit as st
 
-from promptlab import charts, export, runs, ui
+from promptlab import charts, export, results, ui
 from promptlab.errors import PromptlabError
 from promptlab.data import stored_dataset
 from promptlab.evaluate import PromptTemplate, evaluate
@@ -18,7 +18,7 @@ ui.ensure_demo_dataset()
 store = ui.get_store()
 run_id, opt, labels = ui.pick_run("results.run", "No optimization runs yet: start one on the Runs page or from the home page.")
 ids = opt["id"].tolist()
-summary = runs.summarize(store, run_id)
+summary = results.summarize(store, run_id)
 cands = store.candidates(run_id)
 st.caption(f"Status: **{summary['status']}**" + (f" ({summary['reason']})" if summary.get("reason") else "")
            + f" · target {summary['target']} · metric {summary['metric']} · seed {summary['seed']}")
@@ -34,11 +34,11 @@ c2.metric("Result val / test", f"{fmt(summary['best_val'])} / {fmt(summary['best
           delta=None if gain is None else f"{gain:+.3f} test vs baseline", delta_color="normal" if gain else "off")
 c3.metric("n (val / test)", f"{summary['n_val']} / {summary['n_test']}")
 c4.metric("Rounds · candidates", f"{summary['rounds']} · {summary['candidates']}")
-if result := runs.result_line(summary):
+if result := results.result_line(summary):
     (st.success if summary["result"]["replaced_baseline"] else st.info)(result)
-if calls := runs.calls_line(summary):
+if calls := results.calls_line(summary):
     st.caption(calls[0].upper() + calls[1:] + ".")
-if fails := runs.failures_line(summary):
+if fails := results.failures_line(summary):
     st.caption(f"Endpoint {fails}.")
 
 # --- trajectories ----------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ if len(attr):
     ui.chart_exports(bars, f"{run_id}-attribution", "results.attr")
 
 st.subheader("Families: same-family versus cross-family proposers")
-fam = runs.family_view(store, run_id)
+fam = results.family_view(store, run_id)
 st.dataframe(fam, hide_index=True, width="stretch")
 st.caption("One run is one sample: differences between proposers within a run are not evidence on their own. "
            "Repeat over seeds (a study, below) before drawing a conclusion.")
@@ -101,7 +101,7 @@ else:
 
 # --- leaderboard and one prompt --------------------------------------------------------------------
 st.subheader("Leaderboard")
-board = runs.leaderboard(store, run_id)
+board = results.leaderboard(store, run_id)
 base_row = board[board["proposer"] == "baseline"].head(1)
 base_val = float(base_row["val_score"].iloc[0]) if len(base_row) else float("nan")
 view = board[["id", "round", "proposer", "family", "status", "n_scored", "minibatch_score", "val_score", "val_ci_low",
@@ -269,7 +269,7 @@ st.subheader("Two runs side by side")
 other = st.selectbox("Compare with", [i for i in ids if i != run_id], index=None, format_func=labels.get,
                      placeholder="choose a run…", key="results.other")
 if other:
-    s2 = runs.summarize(store, other)
+    s2 = results.summarize(store, other)
     both = pd.DataFrame([
         {k: summary[k] for k in ("run_id", "dataset", "target", "metric", "seed", "rounds", "baseline_val", "baseline_test", "best_val", "best_test", "best_proposer")},
         {k: s2[k] for k in ("run_id", "dataset", "target", "metric", "seed", "rounds", "baseline_val", "baseline_test", "best_val", "best_test", "best_proposer")},
@@ -282,7 +282,7 @@ if other:
 
 # --- report ----------------------------------------------------------------------------------------
 st.subheader("Report")
-report = runs.markdown_report(store, run_id)
+report = results.markdown_report(store, run_id)
 st.download_button("Markdown report for a team review", report, file_name=f"{run_id}-report.md", mime="text/markdown",
                    key="results.report")
 with st.expander("Preview the report"):

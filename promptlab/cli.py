@@ -602,17 +602,17 @@ def _step_line(step) -> str | None:
 
 
 def _print_run(store, s: dict) -> None:
-    from promptlab import runs
+    from promptlab import results
 
     print(f"\nrun {s['run_id']} ({s['status']}{', ' + s['reason'] if s.get('reason') else ''}): {s['dataset']}, "
           f"target {s['target']}, metric {s['metric']}, seed {s['seed']}")
     print(f"baseline  val {_fmt(s['baseline_val'])}  test {_fmt(s['baseline_test'])}")
     print(f"result #{s['best_id']} ({s['best_proposer']})  val {_fmt(s['best_val'])}  test {_fmt(s['best_test'])}"
           f"  (val n={s['n_val']}, test n={s['n_test']})")
-    if line := runs.result_line(s):
+    if line := results.result_line(s):
         print(line)
     print("result prompt:\n  " + (s["best_prompt"] or "").replace("\n", "\n  "))
-    board = runs.leaderboard(store, s["run_id"])
+    board = results.leaderboard(store, s["run_id"])
     print("\nleaderboard (val; test where scored)")
     for r in board.head(15).itertuples():
         text = (f"[+{r.demos_shown} demos] " if r.demos_shown else "") + " ".join(str(r.text).split())
@@ -627,11 +627,11 @@ def _print_run(store, s: dict) -> None:
         rate = f"{p['valid_rate']:.0%}" if p["valid_rate"] is not None else "n/a"
         print(f"  {p['model']:<30} {p['family']:<8} {p['candidates']:>3} asked  {p['valid']:>3} valid ({rate})  "
               f"best {_fmt(p['best_val'])}  wins {p['wins']}")
-    if line := runs.decisions_line(s):
+    if line := results.decisions_line(s):
         print("\n" + line)
-    if fails := runs.failures_line(s):
+    if fails := results.failures_line(s):
         print("\n" + fails)
-    print(f"\n{runs.calls_line(s) or 'calls: none yet'}; "
+    print(f"\n{results.calls_line(s) or 'calls: none yet'}; "
           f"{s['gated']} candidate(s) stopped before all of val saved {s['calls_saved_by_gate']} calls")
 
 
@@ -726,7 +726,7 @@ def _run_record(store, run_id: str) -> dict:
 
 
 def cmd_runs_show(args) -> int:
-    from promptlab import runs
+    from promptlab import results
 
     store = _store(args)
     rec = _run_record(store, args.run_id)
@@ -734,8 +734,8 @@ def cmd_runs_show(args) -> int:
         summary = rec["summary"] or {}
         _print_json(summary) if args.json else print(json.dumps(summary, indent=2, ensure_ascii=False))
         return 0
-    summary = runs.summarize(store, args.run_id)
-    summary["leaderboard"] = runs.leaderboard(store, args.run_id)[
+    summary = results.summarize(store, args.run_id)
+    summary["leaderboard"] = results.leaderboard(store, args.run_id)[
         ["id", "round", "proposer", "family", "status", "minibatch_score", "val_score", "val_ci_low", "val_ci_high",
          "test_score", "constant", "floors", "text"]].to_dict(orient="records")
     if args.json:

@@ -25,6 +25,7 @@ from promptlab.data import LabeledDataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate, dataset_params
 from promptlab.models import ModelSpec, spec_from_record
+from promptlab.results import best_candidate
 from promptlab.store import Store
 
 FORMATS = ("text", "messages", "python", "promptfoo")
@@ -50,8 +51,6 @@ class StoredPrompt:
 
 def stored_prompt(store: Store, run_id: str, cand_id: int | None = None) -> StoredPrompt:
     """A run's result (or one of its candidates, by id) with its target, parameters and dataset."""
-    from promptlab.runs import best_candidate
-
     rec = store.run_row(run_id)
     if rec is None:
         raise PromptlabError(f"no run '{run_id}': `promptlab runs list` shows the stored runs")

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from promptlab import runs
+from promptlab import results, runs
 from promptlab.data import LabeledDataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.metrics import format_score, parse_metric
@@ -168,8 +168,8 @@ def _predictions(store: Store, ds, metric, target: ModelSpec, group: pd.DataFram
         summary = json.loads(m.summary) if isinstance(m.summary, str) else (m.summary or {})
         if not summary.get("best_id"):
             continue
-        base = runs.candidate_test_rows(store, m.run_id, 1, target, ds, metric)
-        best = runs.candidate_test_rows(store, m.run_id, summary["best_id"], target, ds, metric)
+        base = results.candidate_test_rows(store, m.run_id, 1, target, ds, metric)
+        best = results.candidate_test_rows(store, m.run_id, summary["best_id"], target, ds, metric)
         gold = base["gold_norm"].to_numpy(dtype=object)
         seeds.append(int(m.seed))
         base_rows.append(base["pred"].to_numpy(dtype=object))
@@ -199,7 +199,7 @@ def analyze(store: Store, study_id: str, n_boot: int = 2000) -> list[Cell]:
             best_score = float(np.mean([metric.score(gold, r) for r in best_rows]))
             asked = valid = 0
             for run_id in done["run_id"]:
-                for a in runs.attribution(store, run_id):
+                for a in results.attribution(store, run_id):
                     if a["model"] in members_of_set:
                         asked, valid = asked + a["candidates"], valid + a["valid"]
             cells.append(Cell(target_label, set_label, family, rel, len(base_rows), g.mean, g.ci_low, g.ci_high, p,

@@ -7,7 +7,7 @@ import pytest
 
 import fakes
 from conftest import sentiment_dataset
-from promptlab import runs, stats
+from promptlab import results, runs, stats
 from promptlab.data import holdout_split, import_dataset, stratified_order
 from promptlab.errors import PromptlabError
 from promptlab.metrics import parse_metric
@@ -206,8 +206,8 @@ def test_the_baseline_stays_when_the_search_winner_was_lucky(store, tmp_path):
     assert not r["replaced_baseline"] and s["best_id"] == 1 and s["best_proposer"] == "baseline"
     assert "No candidate beat the baseline beyond noise" in r["reading"]
     assert r["search_score"] == 1.0 and r["confirm_score"] < 0.6 and r["gap"] > 0.4
-    assert "gap" in runs.result_line(s)
-    board = runs.leaderboard(store, run_id)
+    assert "gap" in results.result_line(s)
+    board = results.leaderboard(store, run_id)
     assert board.iloc[0]["val_score"] == 1.0 and board.iloc[0]["confirm_score"] < 0.6  # overfit, shown
 
 

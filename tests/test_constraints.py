@@ -3,7 +3,7 @@ another metric ranks such a prompt below every prompt that keeps the floor, and 
 import pytest
 
 import fakes
-from promptlab import runs
+from promptlab import results, runs
 from promptlab.cli import main
 from promptlab.data import import_dataset
 from promptlab.errors import PromptlabError
@@ -44,8 +44,8 @@ def search(store, ds, metric):
                            minibatch_size=12)
     run_id = runs.create_run(store, cfg)
     runs.execute(store, run_id)
-    board = runs.leaderboard(store, run_id)
-    return run_id, board, runs.summarize(store, run_id)
+    board = results.leaderboard(store, run_id)
+    return run_id, board, results.summarize(store, run_id)
 
 
 def row(board, needle):

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import ROOT, sentiment_dataset
 from openai_stub import Stub
-from promptlab import runs
+from promptlab import results, runs
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import evaluate
 from promptlab.export import export, stored_prompt
@@ -134,7 +134,7 @@ def test_eval_scores_a_stored_prompt_from_the_cache_and_on_another_dataset(tmp_p
     ds = sentiment_dataset(store, tmp_path, neutral=10)
     spec = make_spec("openai/stub-target", api_base=stub.base)
     run_id = fewshot_run(store, ds, spec, ["stratified"])
-    result = runs.summarize(store, run_id)
+    result = results.summarize(store, run_id)
     store.close()
 
     # the run's result on its own test split: every call is the run's own, from the cache

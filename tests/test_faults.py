@@ -8,7 +8,7 @@ import pytest
 
 from conftest import sentiment_dataset
 from openai_stub import Stub
-from promptlab import runs
+from promptlab import results, runs
 from promptlab.evaluate import PromptTemplate, evaluate
 from promptlab.metrics import parse_metric
 from promptlab.models import RetryPolicy, complete, make_spec
@@ -135,7 +135,7 @@ def test_failures_are_shown_to_the_user(store, tmp_path, capsys, fast_backoff):
                                [make_spec("openai/p", api_base=prop.base)], seed=2, rounds=1, minibatch_size=8)
         run_id = runs.create_run(store, cfg)
         runs.execute(store, run_id)
-    summary = runs.summarize(store, run_id)
+    summary = results.summarize(store, run_id)
     assert summary["failures"]["failed_attempts"]["server_error"] >= 5
     _print_run(store, summary)
     assert "failed attempts: server_error" in capsys.readouterr().out

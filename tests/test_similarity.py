@@ -3,7 +3,7 @@ model, offline), and the backend's place in a prompt's identity and a few-shot r
 import numpy as np
 import pytest
 
-from promptlab import runs
+from promptlab import results, runs
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate
 from promptlab.similarity import nearest
@@ -60,6 +60,6 @@ def test_fewshot_run_with_minilm_similarity_stores_and_shows_it(store, dataset):
     cands = store.candidates(run_id)
     similar = cands[cands["similar_k"] > 0]
     assert len(similar) and set(similar["similar_by"]) == {"minilm"}
-    assert all("nearest (minilm) of" in s for s in runs.leaderboard(store, run_id).query("similar_k > 0")["demos_shown"])
+    assert all("nearest (minilm) of" in s for s in results.leaderboard(store, run_id).query("similar_k > 0")["demos_shown"])
     with pytest.raises(PromptlabError, match="similarity must be tfidf or minilm"):
         runs.make_config(dataset, tgt, [], strategy="fewshot", similarity="bert")

@@ -6,7 +6,7 @@ import pytest
 import fakes
 from conftest import sentiment_dataset
 import promptlab.evaluate as E
-from promptlab import runs
+from promptlab import results, runs
 from promptlab.data import import_dataset
 from promptlab.errors import PromptlabError
 from promptlab.models import make_spec
@@ -174,8 +174,7 @@ def test_a_candidate_the_budget_cannot_finish_is_marked_over_budget_not_left_hal
     assert len(over) >= 1 and over["val_score"].isna().all()
     steps = store.steps(run_id)
     assert max(x.get("target_requests", 0) for x in steps if x["kind"] == "candidate_scored") <= 120
-    from promptlab import runs as R
-    assert "over budget" in R.markdown_report(store, run_id)
+    assert "over budget" in results.markdown_report(store, run_id)
 
 
 def test_live_progress_of_a_finished_run_reports_its_exact_cache_hits(store, dataset):
@@ -183,6 +182,6 @@ def test_live_progress_of_a_finished_run_reports_its_exact_cache_hits(store, dat
     (it used to subtract the test scoring from the search requests and show 0)."""
     first, s1 = run(store, dataset, strategy="fewshot", proposers=[])
     again, s2 = run(store, dataset, strategy="fewshot", proposers=[])
-    assert runs.live_progress(store, first)["cached"] == s1["cached_calls"]
-    p2 = runs.live_progress(store, again)
+    assert results.live_progress(store, first)["cached"] == s1["cached_calls"]
+    p2 = results.live_progress(store, again)
     assert p2["cached"] == s2["cached_calls"] > 0 and s2["target_calls"] == 0

@@ -1,0 +1,404 @@
+"""Reading a run back: its leaderboard (with each candidate's marks), per-proposer attribution, the family
+view, its summary and the lines that put it in words, live progress, and the Markdown report. Used alike by the
+CLI, the pages and the benchmarks; `runs` drives a run and writes, this module only reads.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from promptlab.data import LabeledDataset, stored_dataset
+from promptlab.errors import PromptlabError
+from promptlab.evaluate import PromptTemplate, dataset_params, evaluate, model_key
+from promptlab.metrics import constant_label, format_score
+from promptlab.models import ModelSpec, spec_from_record
+from promptlab.objective import parse_objective
+from promptlab.optimize.base import Counters
+from promptlab.store import Store
+
+
+def candidate_test_rows(store: Store, run_id: str, cand_id: int, target: ModelSpec, dataset: LabeledDataset,
+                        metric) -> pd.DataFrame:
+    """A stored candidate's prompt (with its demos) scored on the test split, one row per example in
+    example order. The run scored its finalists on test, so this comes from the cache."""
+    row = store.candidates(run_id).set_index("id").loc[cand_id].to_dict()
+    config = store.run_row(run_id)["config"]  # the run's own split and max_tokens: the same requests, so cached
+    res = evaluate(store, target, PromptTemplate.from_record(row), dataset,
+                   dataset.split("test", config.get("split_seed")), metric, max_tokens=config.get("max_tokens"))
+    return res.rows.sort_values("example_idx").reset_index(drop=True)
+
+
+def demo_summary(demos, similar_k, similar_by: str = "tfidf") -> str:
+    """How a prompt's demos read in a table: '' (none), '3', '2 nearest of 64' or '2 nearest (minilm) of 64'."""
+    n = len(demos) if demos is not None else 0
+    if not n:
+        return ""
+    by = f" ({similar_by})" if similar_by and similar_by != "tfidf" else ""
+    return f"{int(similar_k)} nearest{by} of {n}" if similar_k else str(n)
+
+
+def candidate_marks(store: Store, run_id: str, cands: pd.DataFrame) -> tuple[list, list]:
+    """Per candidate, from its replies on the val examples it was scored on: the label it gives to at least 95%
+    of them (a constant answer, which recall of that label rewards) or '', and the values of the metric's floors
+    ('precision:fraud 0.25 < 0.4') or ''. Labeled datasets only."""
+    rec = store.run_row(run_id)
+    config = rec["config"]
+    try:
+        ds = stored_dataset(store, rec["dataset_id"])
+    except PromptlabError:  # its dataset was deleted: the run stays readable, without marks
+        ds = None
+    if ds is None or not ds.has_labels:
+        return [""] * len(cands), [""] * len(cands)
+    target = spec_from_record(config["target"])
+    metric = parse_objective(config["metric"], ds)
+    key = model_key(target, dataset_params(target, ds, config.get("max_tokens")))
+    val = set(ds.split("val", config.get("split_seed"))["idx"].tolist())
+    gold = dict(zip(ds.frame["idx"].tolist(), ds.frame["label_norm"].tolist()))
+    constants, floors = [], []
+    for pid in cands["prompt_id"]:
+        rows = store.evaluations(pid, key, ds.id)
+        rows = rows[rows["example_idx"].isin(val)]
+        preds = [None if p is None or p != p else p for p in rows["pred"]]
+        g = [gold[i] for i in rows["example_idx"]]
+        constants.append(constant_label(preds, g) or "")
+        if metric.floors and len(rows):
+            floors.append(", ".join(f"{spec} {format_score(v)}{'' if ok else f' < {t:g}'}"
+                                    for spec, v, t, ok in metric.floor_values(g, preds)))
+        else:
+            floors.append("")
+    return constants, floors
+
+
+def leaderboard(store: Store, run_id: str) -> pd.DataFrame:
+    """Every candidate, best val first (gated candidates after, by minibatch score), with its marks
+    (`constant`, `floors`: see candidate_marks)."""
+    cands = store.candidates(run_id)
+    if cands.empty:
+        return cands
+    cands["constant"], cands["floors"] = candidate_marks(store, run_id, cands)
+    cands["demos_shown"] = [demo_summary(d, k, b) for d, k, b in zip(cands["demos"], cands["similar_k"], cands["similar_by"])]
+    cands["_sort_val"] = cands["val_score"].fillna(-math.inf)
+    cands["_sort_mb"] = cands["minibatch_score"].fillna(-math.inf)
+    return cands.sort_values(["_sort_val", "_sort_mb", "id"], ascending=[False, False, True]).drop(
+        columns=["_sort_val", "_sort_mb"]).reset_index(drop=True)
+
+
+def attribution(store: Store, run_id: str, steps: list[dict] | None = None) -> list[dict]:
+    """Per proposer: candidates asked for, valid ones, valid rate, best val score, rounds won."""
+    steps = steps if steps is not None else store.steps(run_id)
+    rec = store.run_row(run_id)
+    n = (rec["config"].get("strategy_params") or {}).get("candidates_per_proposer", 2)
+    cands = store.candidates(run_id)
+    out: dict[str, dict] = {}
+    for p in rec["config"]["proposers"]:
+        label = p.get("name") or p["model"]
+        out[label] = {"model": label, "family": p.get("family", "unknown"), "calls": 0, "candidates": 0,
+                      "valid": 0, "valid_rate": None, "best_val": None, "wins": 0, "errors": 0, "dropped": {}}
+    # Strategies that choose rather than write (few-shot: "fewshot/<method>") have candidates but no calls.
+    for label, family in cands.loc[cands["proposer"] != "baseline", ["proposer", "family"]].drop_duplicates().itertuples(index=False):
+        if label not in out and not any(s["kind"] == "proposal_made" and s["proposer"] == label for s in steps):
+            k = int((cands["proposer"] == label).sum())
+            out[label] = {"model": label, "family": family, "calls": 0, "candidates": k, "valid": k, "valid_rate": None,
+                          "best_val": None, "wins": 0, "errors": 0, "dropped": {}}
+    for s in steps:
+        if s["kind"] == "proposal_made":
+            row = out.setdefault(s["proposer"], {"model": s["proposer"], "family": s["family"], "calls": 0, "candidates": 0,
+                                                 "valid": 0, "valid_rate": None, "best_val": None, "wins": 0,
+                                                 "errors": 0, "dropped": {}})
+            row["calls"] += 1
+            row["candidates"] += n
+            row["valid"] += len(s["accepted"])
+            row["errors"] += 1 if s.get("error") else 0
+            for why, k in (s.get("dropped") or {}).items():
+                row["dropped"][why] = row["dropped"].get(why, 0) + k
+        elif s["kind"] == "round_finished" and s.get("winner_proposer") in out:
+            out[s["winner_proposer"]]["wins"] += 1
+    for label, row in out.items():
+        mine = cands[(cands["proposer"] == label) & cands["val_score"].notna()]
+        row["best_val"] = float(mine["val_score"].max()) if len(mine) else None
+        row["valid_rate"] = row["valid"] / row["candidates"] if row["candidates"] else None
+    return list(out.values())
+
+
+def best_candidate(steps: list[dict], cands: pd.DataFrame) -> pd.DataFrame:
+    """The run's result as a one-row frame: the candidate its finish named, or (a run still going or stopped)
+    the best on val so far; empty when nothing is scored."""
+    finished = next((s for s in reversed(steps) if s["kind"] == "run_finished"), None)
+    if finished is not None and finished.get("best_id"):
+        return cands[cands["id"] == finished["best_id"]]
+    scored = cands[cands["val_score"].notna()]
+    return scored.sort_values(["val_score", "id"], ascending=[False, True]).head(1)
+
+
+def summarize(store: Store, run_id: str, counters: Counters | None = None) -> dict:
+    rec = store.run_row(run_id)
+    steps = store.steps(run_id)
+    cands = store.candidates(run_id)
+    base = cands[cands["proposer"] == "baseline"].head(1)
+    finished = next((s for s in reversed(steps) if s["kind"] == "run_finished"), None)
+    best = best_candidate(steps, cands)
+    started = next((s for s in steps if s["kind"] == "run_started"), {})
+    rounds = max([s["round"] for s in steps if s["kind"] == "round_finished"], default=0)
+
+    def first(frame, col):
+        if frame.empty:
+            return None
+        v = frame.iloc[0][col]
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else (float(v) if col.endswith("score") else v)
+
+    stored_calls = store.run_call_counts(run_id)
+    prev = rec["summary"] or {}
+    # Without live counters (a page or `runs show` reading a stored run), the counts are those of the
+    # run's last execution, as stored in its summary.
+    c = counters or Counters(target_requests=prev.get("target_requests", 0), target_calls=prev.get("target_calls", 0),
+                             target_cached=prev.get("cached_calls", 0), proposer_calls=prev.get("proposer_calls", 0))
+    gated = cands[cands["status"] == "gated"]
+    saved = int(sum(s.get("calls_saved", 0) for s in steps if s["kind"] == "candidate_scored"))
+    return {
+        "run_id": run_id,
+        "status": rec["status"],
+        "reason": finished.get("reason") if finished else None,
+        "dataset": stored_dataset_name(store, rec["dataset_id"]),
+        "target": rec["config"]["target"].get("name") or rec["config"]["target"]["model"],
+        "metric": rec["config"]["metric"],
+        "seed": rec["config"]["seed"],
+        "baseline_prompt": first(base, "text"),
+        "baseline_val": first(base, "val_score"),
+        "baseline_test": first(base, "test_score"),
+        "best_id": int(best.iloc[0]["id"]) if not best.empty else None,
+        "best_prompt": first(best, "text"),
+        "best_demos": list(best.iloc[0]["demos"]) if not best.empty else [],
+        "best_demo_format": first(best, "demo_format"),
+        "best_proposer": first(best, "proposer"),
+        "best_val": first(best, "val_score"),
+        "best_test": first(best, "test_score"),
+        "n_val": started.get("n_val"),
+        "n_test": started.get("n_test"),
+        "rounds": rounds,
+        "candidates": int((cands["proposer"] != "baseline").sum()),
+        "gated": int(len(gated)),
+        "calls_saved_by_gate": saved,
+        "target_calls": c.target_calls,
+        "proposer_calls": c.proposer_calls,
+        "cached_calls": c.target_cached + c.proposer_cached,
+        # of every request the run needed, the share the cache answered (repeats and resumes: all of it)
+        "cache_hit_rate": _rate(c.target_cached + c.proposer_cached,
+                                c.target_cached + c.proposer_cached + c.target_calls + c.proposer_calls),
+        "repeated_calls": store.repeated_calls(run_id),
+        "failures": store.failure_stats(run_id),
+        "target_requests": c.target_requests,
+        "calls_stored_for_run": {k: v["calls"] for k, v in stored_calls.items()},
+        "judge_calls": stored_calls.get("judge", {}).get("calls", 0),  # all executions (judge calls are outside budgets)
+        "projection": started.get("projection"),
+        "proposers": attribution(store, run_id, steps),
+        "review": rec["config"].get("review", "none"),
+        "decisions": _decision_counts(steps),
+        "result": _result(steps),
+    }
+
+
+def result_line(summary: dict) -> str | None:
+    """How the result was chosen, in words (the CLI, the Results page and the report), or None for runs
+    stored before confirmation existed."""
+    r = summary.get("result")
+    if not r:
+        return None
+    line = r["reading"]
+    if r.get("gap") is not None:
+        line += (f" The finalist's search score {r['search_score']:.3f} against {r['confirm_score']:.3f} on the "
+                 f"held-back examples: a gap of {r['gap']:+.3f} (how much the search overrated it).")
+    return line
+
+
+def _result(steps: list[dict]) -> dict | None:
+    """How the run's result was chosen (runs that confirm on held-back val): the winner, whether it replaced
+    the baseline, the paired test, and the gap between its search and confirmation scores (the overfitting)."""
+    w = next((s for s in reversed(steps) if s["kind"] == "winner_chosen"), None)
+    if w is None:
+        return None
+    search, confirm = w.get("search_score"), w.get("confirm_score")
+    gap = None if search is None or confirm is None else round(search - confirm, 6)
+    return {k: w.get(k) for k in ("winner_id", "reference_id", "replaced_baseline", "diff", "ci", "p_value", "level",
+                                  "n_confirm", "search_score", "confirm_score", "reading")} | {"gap": gap}
+
+
+def _decision_counts(steps: list[dict]) -> dict:
+    """{who: {action: count}} over the run's decided steps (the analyst's and the rule's)."""
+    out: dict = {}
+    for s in steps:
+        if s["kind"] == "decided":
+            out.setdefault(s["who"], {}).setdefault(s["action"], 0)
+            out[s["who"]][s["action"]] += 1
+    return out
+
+
+def decisions_line(summary: dict) -> str | None:
+    """Who decided the rounds, in one line (the CLI and the report), or None when nothing was recorded."""
+    dec = summary.get("decisions") or {}
+    if not dec:
+        return None
+    parts = [f"{who}: " + ", ".join(f"{n} {a}" for a, n in sorted(acts.items())) for who, acts in sorted(dec.items())]
+    return "decisions — " + "; ".join(parts)
+
+
+def calls_line(summary: dict) -> str | None:
+    """The run's LLM calls in one line (the CLI and the Results page), or None for a run that has not started.
+
+    "Made" counts every call stored for the run, over all its executions: a semi-automatic run pauses and
+    resumes each round, and the live counters only see the last execution (whose replayed steps are read
+    back from the cache, so they show up there as hits, not as new calls).
+    """
+    s = summary
+    if s.get("cache_hit_rate") is None and not s.get("calls_stored_for_run"):
+        return None
+    stored = s.get("calls_stored_for_run") or {}
+    made = (stored.get("eval", 0), stored.get("propose", 0))
+    line = f"calls made for this run: {made[0]} target + {made[1]} proposer"
+    if s.get("judge_calls"):
+        line += f" + {s['judge_calls']} judge (outside the budget)"
+    hits = f" ({s['cache_hit_rate']:.0%} hits)" if s.get("cache_hit_rate") is not None else ""
+    if made != (s["target_calls"], s["proposer_calls"]):
+        line += (f"; its last execution (after a pause or a resume) made {s['target_calls'] + s['proposer_calls']} "
+                 f"and read {s['cached_calls']} from the cache{hits}, replayed steps included")
+    else:
+        line += f"; {s['cached_calls']} answered from the cache{hits}"
+    return line + f"; {s['repeated_calls']} repeated"
+
+
+def failures_line(summary: dict) -> str | None:
+    """The run's endpoint failures in one line (the CLI and the Results page), or None when there were none."""
+    fails = summary.get("failures") or {}
+    if not fails.get("failed_attempts"):
+        return None
+    kinds = ", ".join(f"{k} {v}" for k, v in fails["failed_attempts"].items())
+    return (f"failed attempts: {kinds}; {fails['recovered_calls']} call(s) recovered on retry, {fails['failed_calls']} "
+            "failed for good (scored as wrong, never cached, asked again on the next run)")
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def stored_dataset_name(store: Store, dataset_id: str) -> str | None:
+    row = store.dataset_row(dataset_id)
+    return row["name"] if row else None
+
+
+
+def live_progress(store: Store, run_id: str) -> dict:
+    """What the Runs page shows while a run goes: round, candidates, calls made and cached, tokens, ETA."""
+    rec = store.run_row(run_id)
+    steps = store.steps(run_id)
+    calls = store.run_call_counts(run_id)
+    started = next((s for s in steps if s["kind"] == "run_started"), None)
+    rounds = [s["round"] for s in steps if s["kind"] == "round_started"]
+    requests = max([s.get("target_requests") or 0 for s in steps if s["kind"] in ("candidate_scored", "round_finished")],
+                   default=0)
+    made = sum(v["calls"] for v in calls.values())
+    eval_made = calls.get("eval", {}).get("calls", 0)
+    requests = max(requests, eval_made)  # before the first scored step, the calls made are the progress
+    eta = "—"
+    if rec["status"] == "running" and started and requests:
+        proj = started["projection"]
+        budget = rec["config"]["budget"].get("max_target_calls")
+        expected = proj["target_search"]["expected"] if not budget else min(budget, proj["target_search"]["expected"])
+        elapsed = (pd.Timestamp.now() - pd.Timestamp(rec["created_at"])).total_seconds()
+        left = max(0, expected + proj["target_test"] - requests)
+        secs = left * elapsed / requests
+        eta = f"~{secs / 60:.0f} min" if secs >= 90 else f"~{secs:.0f} s"
+    return {
+        "status": rec["status"],
+        "round": max(rounds, default=0),
+        # each stage of a chain (or of auto) gets the run's rounds
+        "max_rounds": (rec["config"]["budget"].get("max_rounds") or 0) * len(
+            ((started or {}).get("projection") or {}).get("stages")
+            or [n for n in str(rec["config"].get("strategy", "arena")).split(",") if n.strip()]),  # stored: validated
+        "candidates": sum(1 for s in steps if s["kind"] == "candidate_proposed" and s["proposer"] != "baseline"),
+        "calls": made,
+        # a finished run knows its cache hits exactly; while searching, requests beyond the calls made
+        # came from the cache (the test scoring at the end is not in `requests`)
+        "cached": (rec["summary"] or {}).get("cached_calls", max(0, requests - eval_made)),
+        "tokens": sum(v["tokens"] for v in calls.values()),
+        "eta": eta,
+    }
+
+
+def family_view(store: Store, run_id: str) -> pd.DataFrame:
+    """Per proposer: its relation to the target, and its best candidate's val and test scores."""
+    from promptlab.models import relation
+
+    rec = store.run_row(run_id)
+    target = rec["config"]["target"]
+    cands = store.candidates(run_id)
+    rows = []
+    for p in rec["config"]["proposers"]:
+        label = p.get("name") or p["model"]
+        mine = cands[(cands["proposer"] == label) & cands["val_score"].notna()].sort_values("val_score", ascending=False)
+        best = mine.head(1)
+        rows.append({
+            "proposer": label, "family": p.get("family"), "size_b": p.get("size_b"), "relation": relation(target, p),
+            "candidates scored": len(mine),
+            "best val": float(best["val_score"].iloc[0]) if len(best) else None,
+            "its test": float(best["test_score"].iloc[0]) if len(best) and best["test_score"].notna().iloc[0] else None,
+        })
+    return pd.DataFrame(rows)
+
+
+def markdown_report(store: Store, run_id: str) -> str:
+    """A run as Markdown for a team review: setup, headline with n and CIs, leaderboard, attribution."""
+    s = summarize(store, run_id)
+    rec = store.run_row(run_id)
+    board = leaderboard(store, run_id)
+    fam = family_view(store, run_id)
+
+    f = format_score
+
+    base = board[board["proposer"] == "baseline"].head(1)
+    best = board[board["id"] == s["best_id"]].head(1)
+
+    def ci(frame, which):
+        if frame.empty:
+            return ""
+        lo, hi = frame.iloc[0][f"{which}_ci_low"], frame.iloc[0][f"{which}_ci_high"]
+        return f" [{f(lo)}, {f(hi)}]" if lo == lo and lo is not None else ""
+
+    lines = [
+        f"# promptlab run {run_id}",
+        "",
+        f"- Dataset: **{s['dataset']}**; target **{s['target']}**; metric **{s['metric']}**; seed {s['seed']}",
+        f"- Proposers: {', '.join(p['model'] + ' (' + p['family'] + ')' for p in s['proposers'])}",
+        f"- Status: {s['status']} ({s.get('reason') or '—'}), {s['rounds']} round(s), {s['candidates']} candidates, "
+        f"{s['gated']} stopped at the minibatch gate ({s['calls_saved_by_gate']} calls saved)",
+        *([f"- {dec[0].upper()}{dec[1:]}"] if (dec := decisions_line(s)) else []),
+        "",
+        "## Result (95% CIs; test is held out: no proposer ever saw it)",
+        "",
+        "| prompt | val | test |",
+        "|---|---|---|",
+        f"| baseline | {f(s['baseline_val'])}{ci(base, 'val')} (n={s['n_val']}) | {f(s['baseline_test'])}{ci(base, 'test')} (n={s['n_test']}) |",
+        f"| result (#{s['best_id']}, {s['best_proposer']}) | {f(s['best_val'])}{ci(best, 'val')} | {f(s['best_test'])}{ci(best, 'test')} |",
+        "",
+        *([result_line(s), ""] if result_line(s) else []),
+        "Result prompt:",
+        "",
+        "```text",
+        (s["best_prompt"] or "").strip(),
+        "```",
+        "",
+        "## Proposers",
+        "",
+        "| proposer | family | relation to target | candidates asked | valid | best val | wins |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rel = dict(zip(fam["proposer"], fam["relation"])) if len(fam) else {}
+    for p in s["proposers"]:
+        rate = f"{p['valid']} ({p['valid_rate']:.0%})" if p["valid_rate"] is not None else str(p["valid"])
+        lines.append(f"| {p['model']} | {p['family']} | {rel.get(p['model'], '')} | {p['candidates']} | {rate} | {f(p['best_val'])} | {p['wins']} |")
+    lines += ["", "## Leaderboard (val; test where scored)", "", "| # | round | proposer | val | test | prompt |", "|---|---|---|---|---|---|"]
+    for r in board.head(20).itertuples():
+        text = (f"[+{r.demos_shown} demos] " if r.demos_shown else "") + " ".join(str(r.text).split()).replace("|", "\\|")
+        val = f(r.val_score) if r.val_score == r.val_score else f"{r.status} (minibatch {f(r.minibatch_score)})"
+        lines.append(f"| {r.id} | {r.round} | {r.proposer} | {val} | {f(r.test_score)} | {text[:120]} |")
+    lines += ["", f"Meta-prompt template: {len(rec['config']['meta_prompt'])} characters, stored with the run."]
+    return "\n".join(lines) + "\n"
