@@ -429,8 +429,10 @@ class DatasetReport:
 
 
 @dataclass(frozen=True)
-class LabeledDataset:
-    """A validated dataset. `frame` has columns idx, fields (dict of input columns), text, label, label_norm."""
+class Dataset:
+    """A validated dataset of any kind (`kind`: labels, reference answers, or no target). `frame` has columns idx,
+    fields (dict of input columns), text, label (the label or reference answer; "" without one), label_norm, and
+    given_split when the data brings its own split."""
 
     name: str
     frame: pd.DataFrame
@@ -500,8 +502,8 @@ def prepare(
     filename: str | None = None,
     encoding: str = "",
     kind: str = "labels",
-) -> LabeledDataset:
-    """Validate a raw frame into a LabeledDataset, or raise DataError saying what to fix. A column named 'split'
+) -> Dataset:
+    """Validate a raw frame into a Dataset, or raise DataError saying what to fix. A column named 'split'
     (train / val / test; dev and validation read as val; blank: train or val, chosen by the seeded fractions) is
     the data's own split, kept as part of the dataset's identity."""
     filename = filename or name
@@ -576,7 +578,7 @@ def prepare(
         long_inputs=long_inputs,
         encoding=encoding or frame.attrs.get("encoding", ""),
     )
-    return _check_given(LabeledDataset(
+    return _check_given(Dataset(
         name=name, frame=out, input_cols=tuple(input_cols), label_col=label_col, labels=labels,
         content_hash=content_hash, report=report, fractions=tuple(fractions), split_seed=split_seed,
     ), filename)
@@ -606,7 +608,7 @@ def _given_split(frame: pd.DataFrame, filename: str, input_cols=None, label_col=
     return out, norm
 
 
-def _check_given(ds: LabeledDataset, filename: str) -> LabeledDataset:
+def _check_given(ds: Dataset, filename: str) -> Dataset:
     """A dataset with its own split must have rows in every split."""
     if ds.own_split:
         for name in SPLITS:
@@ -650,7 +652,7 @@ def _check_inputs(stripped: pd.DataFrame, input_cols, rownums: list[int], filena
 
 
 def _prepare_open(frame, name, input_cols, label_col, fractions, split_seed, filename, encoding, kind,
-                  given=None) -> LabeledDataset:
+                  given=None) -> Dataset:
     """A dataset with a reference answer per row, or with no target at all: inputs checked the same way,
     the reference kept verbatim (trimmed), and a plain seeded split (there are no labels to stratify)."""
     sub, stripped, rownums, blank_dropped = _rows(frame, list(input_cols) + ([label_col] if label_col else []), filename)
@@ -677,7 +679,7 @@ def _prepare_open(frame, name, input_cols, label_col, fractions, split_seed, fil
     )
     content_hash = _content_hash(input_cols, label_col, fields_list, refs, tuple(fractions), split_seed, kind,
                                  given=out.get("given_split"))
-    return LabeledDataset(
+    return Dataset(
         name=name, frame=out, input_cols=tuple(input_cols), label_col=label_col, labels=(), content_hash=content_hash,
         report=report, fractions=tuple(fractions), split_seed=split_seed, kind=kind,
     )
@@ -729,7 +731,7 @@ def load_dataset(
     split_seed: int = 0,
     kind: str = "labels",
     test_file: str | Path | tuple[bytes, str] | None = None,
-) -> LabeledDataset:
+) -> Dataset:
     """read_table + prepare: a file (path or uploaded bytes), and optionally a separate test file, into a validated
     dataset."""
     if isinstance(path_or_bytes, (str, Path)):
@@ -864,7 +866,7 @@ def import_dataset(
     kind: str = "labels",
     scoring: dict | None = None,
     test_file: str | Path | tuple[bytes, str] | None = None,
-) -> tuple[LabeledDataset, bool]:
+) -> tuple[Dataset, bool]:
     """Validate and store a dataset. Returns (dataset, reused): the same content imported again is reused.
     `scoring`: the default scorer / judge for a dataset without labels (see promptlab.objective). `test_file`:
     a separate file of test rows (the main file's rows are then train and val)."""
@@ -898,7 +900,7 @@ def import_dataset(
     return ds, False
 
 
-def stored_dataset(store, name_or_id: str) -> LabeledDataset:
+def stored_dataset(store, name_or_id: str) -> Dataset:
     rec = store.dataset_row(name_or_id)
     if rec is None:
         known = store.list_datasets()["name"].tolist()
@@ -907,7 +909,7 @@ def stored_dataset(store, name_or_id: str) -> LabeledDataset:
     frame = store.dataset_examples(rec["id"])
     report = DatasetReport(**{k: v for k, v in (rec["report"] or {}).items() if k in DatasetReport.__dataclass_fields__}) \
         if rec["report"] else DatasetReport(n_rows=len(frame), label_counts={})
-    return LabeledDataset(
+    return Dataset(
         name=rec["name"], frame=frame, input_cols=tuple(rec["input_cols"]), label_col=rec["label_col"],
         labels=tuple(rec["labels"]), content_hash=rec["content_hash"], report=report,
         fractions=tuple(rec["fractions"]), split_seed=rec["split_seed"], id=rec["id"],
@@ -915,7 +917,7 @@ def stored_dataset(store, name_or_id: str) -> LabeledDataset:
     )
 
 
-def resolve_dataset(store, ref: str, **import_options) -> LabeledDataset:
+def resolve_dataset(store, ref: str, **import_options) -> Dataset:
     """A stored dataset by name or id, or a file path (imported, or reused if already stored)."""
     path = Path(ref).expanduser()
     if path.suffix and (path.exists() or store.dataset_row(ref) is None):

@@ -18,7 +18,7 @@ from typing import Callable
 import pandas as pd
 
 from promptlab import metrics as M
-from promptlab.data import LabeledDataset, normalize_label
+from promptlab.data import Dataset, normalize_label
 from promptlab.errors import PromptlabError
 from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS
 from promptlab.models import Completion, ModelSpec, RetryPolicy, complete, request_key, request_record, warm_up
@@ -308,7 +308,7 @@ def eval_params(spec: ModelSpec, labels: tuple[str, ...], max_tokens: int | None
     return params
 
 
-def dataset_params(spec: ModelSpec, dataset: LabeledDataset, max_tokens: int | None = None) -> dict:
+def dataset_params(spec: ModelSpec, dataset: Dataset, max_tokens: int | None = None) -> dict:
     """eval_params for a dataset of any kind (its references size the reply for reference tasks)."""
     refs = dataset.frame["label"].tolist() if dataset.kind == "reference" else None
     return eval_params(spec, dataset.labels, max_tokens, refs)
@@ -425,7 +425,7 @@ def evaluate(
     store: Store,
     spec: ModelSpec,
     prompt: PromptTemplate,
-    dataset: LabeledDataset,
+    dataset: Dataset,
     examples: pd.DataFrame,
     metric: M.Metric,
     *,

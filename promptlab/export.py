@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from promptlab.data import LabeledDataset, stored_dataset
+from promptlab.data import Dataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate, dataset_params
 from promptlab.models import ModelSpec, spec_from_record
@@ -42,7 +42,7 @@ class StoredPrompt:
     template: PromptTemplate
     target: ModelSpec
     params: dict  # the generation parameters of every call promptlab made with it
-    dataset: LabeledDataset
+    dataset: Dataset
     split_seed: int | None
     is_result: bool  # the run's result (its winner, or the baseline it kept)
     metric: str | None = None  # the metric the run scored it with
@@ -88,7 +88,7 @@ def same_model(a: ModelSpec, b: ModelSpec) -> bool:
     return (a.model, a.cache_base, a.params) == (b.model, b.cache_base, b.params)
 
 
-def transfer_notes(sp: StoredPrompt, dataset: LabeledDataset) -> list[str]:
+def transfer_notes(sp: StoredPrompt, dataset: Dataset) -> list[str]:
     """What to know when a stored prompt is scored on another dataset: demos that answer with labels the new
     dataset does not have."""
     if dataset.id == sp.dataset.id or not sp.template.demos or not dataset.has_labels:
@@ -106,7 +106,7 @@ class ElsewhereRequest:
 
     run_id: str
     cand_id: int | None = None
-    dataset: LabeledDataset | None = None  # None: the run's
+    dataset: Dataset | None = None  # None: the run's
     model: ModelSpec | None = None  # None: the run's target
     split: str = "test"
     metric: str | None = None  # None: the run's on its own dataset, else the dataset's default

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from promptlab.data import LabeledDataset
+from promptlab.data import Dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate, dataset_params, evaluate, model_key
 from promptlab.judge import Judge, agreement
@@ -74,7 +74,7 @@ class Item:
 class Batch:
     """A prompt's outputs on some examples, ready to grade (the outputs come through the call cache)."""
 
-    dataset: LabeledDataset
+    dataset: Dataset
     prompt: PromptTemplate
     spec: ModelSpec
     model_key: str
@@ -91,7 +91,7 @@ class Batch:
         return {(it.example_idx, it.output_hash) for it in self.items}
 
 
-def outputs(store: Store, dataset: LabeledDataset, spec: ModelSpec, prompt: PromptTemplate, *, split: str = "val",
+def outputs(store: Store, dataset: Dataset, spec: ModelSpec, prompt: PromptTemplate, *, split: str = "val",
             limit: int | None = 20, seed: int = 0, max_tokens: int | None = None, on_progress=None,
             scale: str = "1-5") -> Batch:
     """The prompt's outputs on up to `limit` examples of a split (a seeded sample), with the grades they

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from promptlab.data import LabeledDataset
+from promptlab.data import Dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import EvalResult, PromptTemplate, evaluate
 from promptlab.metrics import Metric
@@ -15,7 +15,7 @@ from promptlab.optimize import prompts as P
 from promptlab.store import Store
 
 
-def templates_from_texts(texts: list[str], dataset: LabeledDataset) -> list[PromptTemplate]:
+def templates_from_texts(texts: list[str], dataset: Dataset) -> list[PromptTemplate]:
     templates = []
     for i, text in enumerate(texts, 1):
         if not text.strip():
@@ -63,7 +63,7 @@ class Comparison:
         return base[differ].reset_index(drop=True)
 
 
-def compare(store: Store, spec: ModelSpec, templates: list[PromptTemplate], dataset: LabeledDataset, split: str,
+def compare(store: Store, spec: ModelSpec, templates: list[PromptTemplate], dataset: Dataset, split: str,
             metric_spec: str, progress: dict | None = None, judge: dict | None = None) -> Comparison:
     """Evaluate each prompt on the same split (cached calls are free); progress is updated in place.
     `metric_spec`: a label metric, or for other datasets a scorer or "judge" (with `judge`)."""
@@ -83,7 +83,7 @@ def compare(store: Store, spec: ModelSpec, templates: list[PromptTemplate], data
     return Comparison(tuple(results))
 
 
-def eval_run(store: Store, spec: ModelSpec, prompt: PromptTemplate, dataset: LabeledDataset, examples: pd.DataFrame,
+def eval_run(store: Store, spec: ModelSpec, prompt: PromptTemplate, dataset: Dataset, examples: pd.DataFrame,
              metric, *, split: str, max_tokens: int | None = None, extra: dict | None = None,
              on_progress=None) -> tuple[EvalResult, dict]:
     """Score one prompt and keep it as an `eval` run (its config, then its summary), as `promptlab eval` and the
@@ -106,7 +106,7 @@ def eval_run(store: Store, spec: ModelSpec, prompt: PromptTemplate, dataset: Lab
     return result, summary
 
 
-def preview_meta_prompt(store: Store, dataset: LabeledDataset, template: str, task: str, metric: Metric,
+def preview_meta_prompt(store: Store, dataset: Dataset, template: str, task: str, metric: Metric,
                         runs_table: pd.DataFrame) -> str:
     """The meta-prompt as the next round would see it: history from the latest run on this dataset."""
     from promptlab.optimize.base import template_text

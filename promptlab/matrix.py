@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from promptlab.data import LabeledDataset
+from promptlab.data import Dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import evaluate
 from promptlab.export import StoredPrompt, same_model, stored_prompt
@@ -25,7 +25,7 @@ from promptlab.store import Store
 class MatrixRequest:
     runs: tuple[str, ...]
     models: tuple[ModelSpec, ...]
-    dataset: LabeledDataset | None = None  # None: the first run's
+    dataset: Dataset | None = None  # None: the first run's
     top: int = 1  # prompts per run: its result, then the next best on val
     split: str = "test"
     metric: str | None = None  # None: the first run's on its own dataset, else the dataset's default

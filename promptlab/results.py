@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from promptlab.data import LabeledDataset, stored_dataset
+from promptlab.data import Dataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate, dataset_params, evaluate, model_key
 from promptlab.metrics import constant_label, format_score
@@ -18,7 +18,7 @@ from promptlab.optimize.base import Counters
 from promptlab.store import Store
 
 
-def candidate_test_rows(store: Store, run_id: str, cand_id: int, target: ModelSpec, dataset: LabeledDataset,
+def candidate_test_rows(store: Store, run_id: str, cand_id: int, target: ModelSpec, dataset: Dataset,
                         metric) -> pd.DataFrame:
     """A stored candidate's prompt (with its demos) scored on the test split, one row per example in
     example order. The run scored its finalists on test, so this comes from the cache."""

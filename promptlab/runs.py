@@ -11,7 +11,7 @@ import threading
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from promptlab.data import LabeledDataset, holdout_split, stored_dataset
+from promptlab.data import Dataset, holdout_split, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate
 from promptlab.objective import parse_objective, run_judge
@@ -44,7 +44,7 @@ DEFAULT_TASKS = {
 REVIEW_MODES = ("off", "rounds")
 
 
-def default_task(dataset: LabeledDataset) -> str:
+def default_task(dataset: Dataset) -> str:
     """The task description proposers see when the analyst wrote none."""
     return DEFAULT_TASKS[dataset.kind].format(name=dataset.name)
 
@@ -137,7 +137,7 @@ class RunConfig:
 
 
 def make_config(
-    dataset: LabeledDataset,
+    dataset: Dataset,
     target: ModelSpec,
     proposers: list[ModelSpec],
     *,

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from promptlab import results, runs
-from promptlab.data import LabeledDataset, stored_dataset
+from promptlab.data import Dataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.metrics import format_score, parse_metric
 from promptlab.models import ModelSpec, relation, spec_from_record
@@ -67,7 +67,7 @@ def proposer_sets(proposers: list[ModelSpec], mixes: list[list[str]] | None = No
     return sets
 
 
-def power(dataset: LabeledDataset, metric: str, seeds: int) -> str:
+def power(dataset: Dataset, metric: str, seeds: int) -> str:
     """What a study on this dataset can tell apart, before it starts (stats.power_line): the test examples its
     metric counts (recall of a label: the test examples of that label) and its seeds."""
     from promptlab.stats import power_line, relevant_examples
@@ -82,7 +82,7 @@ def power(dataset: LabeledDataset, metric: str, seeds: int) -> str:
     return power_line(n, max(1, int(seeds)))
 
 
-def create_study(store: Store, dataset: LabeledDataset, targets: list[ModelSpec], proposers: list[ModelSpec],
+def create_study(store: Store, dataset: Dataset, targets: list[ModelSpec], proposers: list[ModelSpec],
                  seeds: int = 3, *, mixes: list[list[str]] | None = None, budget_calls: int | None = 600,
                  rounds: int = 3, metric: str = "accuracy", strategy: str = "arena", candidates: int = 2,
                  **strategy_params) -> tuple[str, bool]:

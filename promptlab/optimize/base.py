@@ -14,7 +14,7 @@ from typing import Iterator, Protocol
 import pandas as pd
 
 from promptlab import metrics as M
-from promptlab.data import LabeledDataset, stratified_order, stratified_sample
+from promptlab.data import Dataset, stratified_order, stratified_sample
 from promptlab.language import detect_language
 from promptlab.evaluate import EvalResult, PromptTemplate, cached_complete, evaluate
 from promptlab.models import Completion, ModelSpec
@@ -223,7 +223,7 @@ class OptimizeContext:
 
     store: Store
     run_id: str
-    dataset: LabeledDataset
+    dataset: Dataset
     target: ModelSpec
     metric: M.Metric
     trainset: pd.DataFrame

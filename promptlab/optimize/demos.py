@@ -8,18 +8,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from promptlab.data import LabeledDataset
+from promptlab.data import Dataset
 from promptlab.evaluate import Demo
 
 
-def to_demo(row, dataset: LabeledDataset) -> Demo:
+def to_demo(row, dataset: Dataset) -> Demo:
     display = dict(zip(dataset.label_norms, dataset.labels))
     fields = row.fields if isinstance(row.fields, dict) else {}
     return Demo(text=str(row.text), label=display.get(row.label_norm, str(row.label)),
                 fields=tuple((str(k), str(v)) for k, v in fields.items()), idx=int(row.idx))
 
 
-def random_demos(train: pd.DataFrame, dataset: LabeledDataset, k: int, rng: np.random.Generator) -> tuple[Demo, ...]:
+def random_demos(train: pd.DataFrame, dataset: Dataset, k: int, rng: np.random.Generator) -> tuple[Demo, ...]:
     """k train examples drawn uniformly at random."""
     if k <= 0 or train.empty:
         return ()
@@ -27,7 +27,7 @@ def random_demos(train: pd.DataFrame, dataset: LabeledDataset, k: int, rng: np.r
     return tuple(to_demo(r, dataset) for r in picked.itertuples())
 
 
-def stratified_demos(train: pd.DataFrame, dataset: LabeledDataset, k: int | None, rng: np.random.Generator) -> tuple[Demo, ...]:
+def stratified_demos(train: pd.DataFrame, dataset: Dataset, k: int | None, rng: np.random.Generator) -> tuple[Demo, ...]:
     """Round-robin over the labels (in a random order), one random example each turn, until k.
 
     k=None means one per label. Demos of the same label are not adjacent, and the last demo's label
@@ -46,13 +46,13 @@ def stratified_demos(train: pd.DataFrame, dataset: LabeledDataset, k: int | None
     return tuple(to_demo(r, dataset) for r in train.loc[picked].itertuples())
 
 
-def bootstrapped_demos(correct: pd.DataFrame, dataset: LabeledDataset, k: int | None,
+def bootstrapped_demos(correct: pd.DataFrame, dataset: Dataset, k: int | None,
                        rng: np.random.Generator) -> tuple[Demo, ...]:
     """Stratified demos drawn only from train examples the target already answered correctly with
     the current instruction (DSPy's bootstrapping, for labels: demos the model can 'own')."""
     return stratified_demos(correct, dataset, k, rng)
 
 
-def similar_pool(train: pd.DataFrame, dataset: LabeledDataset, size: int, rng: np.random.Generator) -> tuple[Demo, ...]:
+def similar_pool(train: pd.DataFrame, dataset: Dataset, size: int, rng: np.random.Generator) -> tuple[Demo, ...]:
     """A stratified pool from which each input is later shown its nearest demos (see PromptTemplate.similar_k)."""
     return stratified_demos(train, dataset, min(size, len(train)), rng)
