@@ -2,8 +2,8 @@
 import streamlit as st
 
 from promptlab import charts, ui
-from promptlab.data import (DEFAULT_FRACTIONS, DataError, detect_columns, guess_kind, import_dataset, prepare,
-                            read_table, with_test_file)
+from promptlab.data import (DEFAULT_FRACTIONS, DataError, detect_columns, guess_kind, import_dataset,
+                            is_split_column, prepare, read_table, with_test_file)
 
 KIND_NAMES = {"labels": "a label", "reference": "a reference answer", "unlabeled": "nothing (grade the outputs)"}
 
@@ -49,7 +49,7 @@ if upload is not None:
         guess_inputs, guess_label = detect_columns(frame, filename=upload.name, kind=kind)
     except DataError:
         guess_inputs, guess_label = [frame.columns[0]], frame.columns[-1]
-    cols = [c for c in frame.columns if str(c).strip().lower() != "split"]  # the data's own split, not a column to map
+    cols = [c for c in frame.columns if not is_split_column(c)]  # the data's own split, not a column to map
     c1, c2 = st.columns(2)
     label_col = ""
     if kind != "unlabeled":
@@ -61,7 +61,7 @@ if upload is not None:
     c3, c4, c5, c6 = st.columns(4)
     train = c3.number_input("train share", 0.05, 0.9, DEFAULT_FRACTIONS[0], 0.05, key="datasets.train")
     val = c4.number_input("val share", 0.05, 0.9, DEFAULT_FRACTIONS[1], 0.05, key="datasets.val")
-    own_split = test_upload is not None or any(str(c).strip().lower() == "split" for c in frame.columns)
+    own_split = test_upload is not None or any(is_split_column(c) for c in frame.columns)
     c5.metric("test share", "yours" if own_split else f"{max(0.0, 1 - train - val):.2f}",
               help="Your own split sets the test rows; the train and val shares divide the rows it leaves blank."
               if own_split else None)

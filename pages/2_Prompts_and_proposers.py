@@ -179,19 +179,10 @@ if st.button("Evaluate side by side", type="primary"):
 
 @st.fragment(run_every=1.5)
 def manual_results() -> None:
-    job = ui.jobs().get(job_key)
-    if job is None:
-        return
-    if job.running:
-        p = job.progress
-        st.progress(min(1.0, (p.get("prompt", 1) - 1) / max(1, p.get("of", 1))),
-                    text=f"scoring prompt {p.get('prompt', 1)} of {p.get('of', '?')} on {p.get('n', '?')} examples… "
-                         f"{p.get('calls', 0)} new calls so far (cached ones are free)")
-        return
-    if job.error:
-        st.error(job.error)
-        return
-    comparison = job.result
+    comparison = ui.job_result(job_key, lambda p: (
+        (p.get("prompt", 1) - 1) / max(1, p.get("of", 1)),
+        f"scoring prompt {p.get('prompt', 1)} of {p.get('of', '?')} on {p.get('n', '?')} examples… "
+        f"{p.get('calls', 0)} new calls so far (cached ones are free)"))
     if comparison is None:
         return
     st.dataframe(comparison.table(), hide_index=True, width="stretch")

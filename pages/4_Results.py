@@ -196,26 +196,19 @@ if stored is not None:
             try:
                 target_ds = ui.dataset(other_ds)
                 request = export.ElsewhereRequest(run_id, int(pick), target_ds, all_models[other_model], other_split)
-                ui.start_job(elsewhere_key, "elsewhere", lambda job: export.score_elsewhere(store, request, job.progress))
+                ui.start_job(elsewhere_key, "elsewhere", lambda job: export.score_elsewhere(
+                    store, request, lambda done, total: job.progress.update(done=done, total=total)))
             except PromptlabError as exc:
                 ui.error_box(exc)
 
         @st.fragment(run_every=1.5)
         def elsewhere_result() -> None:
-            job = ui.jobs().get(elsewhere_key)
-            if job is None:
-                return
-            if job.running:
-                p = job.progress
-                st.progress(min(1.0, p.get("done", 0) / max(1, p.get("total", 1))),
-                            text=f"{p.get('done', 0)} of {p.get('total', '?')} new calls (cached ones are free)")
-                return
-            if job.error:
-                st.error(job.error)
-                return
-            if job.result is not None:
-                st.success(job.result["line"])
-                for note in job.result["notes"]:
+            result = ui.job_result(elsewhere_key, lambda p: (
+                p.get("done", 0) / max(1, p.get("total", 1)),
+                f"{p.get('done', 0)} of {p.get('total', '?')} new calls (cached ones are free)"))
+            if result is not None:
+                st.success(result["line"])
+                for note in result["notes"]:
                     st.caption(f"Note: {note}")
 
         elsewhere_result()
@@ -241,19 +234,12 @@ if st.button("Score the matrix", key="results.matrix.go", disabled=not (mx_runs 
 def matrix_view() -> None:
     from promptlab.matrix import matrix_lines
 
-    job = ui.jobs().get(matrix_key)
-    if job is None:
+    result = ui.job_result(matrix_key, lambda p: (
+        max(0, p.get("cell", 1) - 1) / max(1, p.get("cells", 1)),
+        f"cell {p.get('cell', 0)} of {p.get('cells', '?')} on {p.get('n', '?')} examples… "
+        f"{p.get('calls', 0)} new calls (cached ones are free)"))
+    if result is None:
         return
-    if job.running:
-        p = job.progress
-        st.progress(min(1.0, max(0, p.get("cell", 1) - 1) / max(1, p.get("cells", 1))),
-                    text=f"cell {p.get('cell', 0)} of {p.get('cells', '?')} on {p.get('n', '?')} examples… "
-                         f"{p.get('calls', 0)} new calls (cached ones are free)")
-        return
-    if job.error:
-        st.error(job.error)
-        return
-    result = job.result
     fig = charts.matrix_heatmap(result.cells, result.metric)
     st.plotly_chart(fig, width="stretch", key="results.matrix.chart")
     ui.chart_exports(fig, f"{run_id}-matrix", "results.matrix")

@@ -303,7 +303,7 @@ def _load_prompt(args):
 
 
 def cmd_eval(args) -> int:
-    from promptlab.data import resolve_dataset, stratified_sample
+    from promptlab.data import resolve_dataset
     from promptlab.manual import eval_run
     from promptlab.models import resolve_model
     from promptlab.objective import parse_objective
@@ -323,7 +323,7 @@ def cmd_eval(args) -> int:
         req = ElsewhereRequest(
             args.run, args.candidate, other, resolve_model(args.model, store) if args.model else None, args.split,
             _metric(args), _judge_record(args, ds), args.limit, args.seed, args.max_tokens)
-        summary = score_elsewhere(store, req, _Ticker(progress))
+        summary = score_elsewhere(store, req, progress)
         result, stored = summary.pop("result"), summary.pop("stored")
         summary.pop("line")
     else:
@@ -337,14 +337,8 @@ def cmd_eval(args) -> int:
         prompt = _load_prompt(args)
         prompt.check(ds.input_cols)
         metric = parse_objective(_metric(args), ds, _judge_record(args, ds), store)
-        examples = ds.split(args.split, seed=args.seed)
-        if args.limit is not None:
-            if args.limit < 1:
-                raise PromptlabError("--limit must be at least 1")
-            examples = stratified_sample(examples, args.limit, seed=args.seed or 0)
-        result, summary = eval_run(store, spec, prompt, ds, examples, metric, split=args.split,
-                                   max_tokens=args.max_tokens, extra={"limit": args.limit, "seed": args.seed},
-                                   on_progress=progress)
+        result, summary = eval_run(store, spec, prompt, ds, metric, split=args.split, seed=args.seed,
+                                   limit=args.limit, max_tokens=args.max_tokens, on_progress=progress)
         stored, summary["notes"] = None, []
     if show_progress:
         print("\r" + " " * 30 + "\r", end="", file=sys.stderr)
@@ -358,19 +352,6 @@ def cmd_eval(args) -> int:
     else:
         _print_json(summary)
     return 0
-
-
-class _Ticker(dict):
-    """A progress dict that also prints: score_elsewhere updates done/total in it."""
-
-    def __init__(self, show):
-        super().__init__()
-        self.show = show
-
-    def update(self, *a, **kw):
-        super().update(*a, **kw)
-        if "done" in self:
-            self.show(self["done"], self["total"])
 
 
 def _print_eval(result, ds, s: dict) -> None:

@@ -345,8 +345,7 @@ def detect_columns(
     """Resolve the input column(s) and the label (or reference) column: the user's choice, else the
     obvious names. An unlabeled dataset has no target column (''). A 'split' column is the data's own split, never
     guessed as an input or a label."""
-    columns = [c for c in frame.columns if str(c).strip().lower() != "split"
-               or c in (input_cols or []) or c == label_col]
+    columns = [c for c in frame.columns if not is_split_column(c) or c in (input_cols or []) or c == label_col]
     listing = ", ".join(columns)
     if kind not in KINDS:
         raise DataError(f"unknown dataset kind '{kind}': use one of {', '.join(KINDS)}")
@@ -576,7 +575,7 @@ def prepare(
         blank_rows_dropped=blank_dropped,
         merged_label_variants=merged,
         long_inputs=long_inputs,
-        encoding=encoding or frame.attrs.get("encoding", ""),
+        encoding=encoding,
     )
     return _check_given(Dataset(
         name=name, frame=out, input_cols=tuple(input_cols), label_col=label_col, labels=labels,
@@ -588,24 +587,32 @@ SPLIT_VALUES = {"train": "train", "training": "train", "val": "val", "valid": "v
                 "dev": "val", "development": "val", "test": "test", "testing": "test", "": ""}
 
 
+def is_split_column(column) -> bool:
+    """A column named 'split' (any case) holds the data's own split, not an input or a label."""
+    return str(column).strip().lower() == "split"
+
+
+def _split_values(column: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(the cells as written, trimmed; each read as train / val / test / '' (blank), NaN when unknown)."""
+    raw = column.fillna("").astype(str).str.strip()
+    return raw, raw.str.lower().map(SPLIT_VALUES)
+
+
 def _given_split(frame: pd.DataFrame, filename: str, input_cols=None, label_col=None):
     """(the frame without its split column, the split per row or None). A column named 'split' that the user has
     not chosen as an input or label is the data's own split."""
-    col = next((c for c in frame.columns if str(c).strip().lower() == "split"
-                and c not in (input_cols or []) and c != label_col), None)
+    col = next((c for c in frame.columns if is_split_column(c) and c not in (input_cols or []) and c != label_col),
+               None)
     if col is None:
         return frame, None
-    raw = frame[col].fillna("").astype(str).str.strip()
-    norm = raw.str.lower().map(SPLIT_VALUES)
+    raw, norm = _split_values(frame[col])
     bad = norm.isna().to_numpy()
     if bad.any():
         values = ", ".join(f"'{v}'" for v in sorted(set(raw[bad]))[:5])
         _refuse_rows(bad, (frame.index + 2).tolist(), filename, f"have a split promptlab does not know ({values}) in "
                      f"'{col}'", "Use train, val (dev and validation are read as val) or test; leave it blank to let "
                      "promptlab choose train or val.")
-    out = frame.drop(columns=[col])
-    out.attrs = dict(frame.attrs)
-    return out, norm
+    return frame.drop(columns=[col]), norm
 
 
 def _check_given(ds: Dataset, filename: str) -> Dataset:
@@ -708,13 +715,13 @@ def _content_hash(input_cols, label_col, fields_list, norms, fractions=DEFAULT_F
 def with_test_file(frame: pd.DataFrame, test: pd.DataFrame, filename: str, test_filename: str) -> pd.DataFrame:
     """The main file's rows (train and val: its own split column, or promptlab's) and a separate test file's rows
     (test), as one frame with a 'split' column for `prepare`."""
-    split_col = next((c for c in frame.columns if str(c).strip().lower() == "split"), None)
+    split_col = next((c for c in frame.columns if is_split_column(c)), None)
     missing = [c for c in frame.columns if c != split_col and c not in test.columns]
     if missing:
         raise DataError(f"{test_filename}: the test file lacks column(s) {', '.join(map(str, missing))} that "
                         f"{filename} has. Give both files the same columns.")
     main = frame.rename(columns={split_col: "split"}) if split_col else frame.assign(split="")
-    if (main["split"].fillna("").astype(str).str.strip().str.lower().map(SPLIT_VALUES) == "test").any():
+    if (_split_values(main["split"])[1] == "test").any():
         raise DataError(f"{filename} marks test rows in its split column and a test file is given too: use one of them")
     out = pd.concat([main, test[[c for c in frame.columns if c != split_col]].assign(split="test")], ignore_index=True)
     out.attrs = dict(frame.attrs)

@@ -116,11 +116,10 @@ class ElsewhereRequest:
     max_tokens: int | None = None
 
 
-def score_elsewhere(store: Store, req: ElsewhereRequest, progress: dict | None = None) -> dict:
+def score_elsewhere(store: Store, req: ElsewhereRequest, on_progress=None) -> dict:
     """The job behind `promptlab eval --run` and the Results page's "score it elsewhere": kept as an eval run.
     On the run's own dataset and target the calls are the run's own (cached). Returns the eval's summary with
-    `line` (one sentence) and `notes`; `progress` gets done/total as calls complete."""
-    from promptlab.data import stratified_sample
+    `line` (one sentence) and `notes`; `on_progress(done, total)` as calls complete."""
     from promptlab.manual import eval_run
     from promptlab.objective import parse_objective
 
@@ -134,20 +133,10 @@ def score_elsewhere(store: Store, req: ElsewhereRequest, progress: dict | None =
     sp.template.check(ds.input_cols)
     metric_spec = req.metric or (sp.metric if same_data else None)
     metric = parse_objective(metric_spec, ds, req.judge or (sp.judge if same_data else None), store)
-    seed = req.seed if req.seed is not None or not same_data else sp.split_seed
-    examples = ds.split(req.split, seed=seed)
-    if req.limit is not None:
-        if req.limit < 1:
-            raise PromptlabError("--limit must be at least 1")
-        examples = stratified_sample(examples, req.limit, seed=seed or 0)
-    progress = progress if progress is not None else {}
-
-    def tick(done: int, total: int) -> None:
-        progress.update(done=done, total=total)
-
-    extra = {"limit": req.limit, "seed": req.seed, "from": {"run": sp.run_id, "candidate": sp.cand_id}}
-    result, summary = eval_run(store, spec, sp.template, ds, examples, metric, split=req.split, max_tokens=max_tokens,
-                               extra=extra, on_progress=tick)
+    seed = req.seed if req.seed is not None or not same_data else sp.split_seed  # the run's own split by default
+    result, summary = eval_run(store, spec, sp.template, ds, metric, split=req.split, seed=seed, limit=req.limit,
+                               max_tokens=max_tokens, extra={"from": {"run": sp.run_id, "candidate": sp.cand_id}},
+                               on_progress=on_progress)
     which = f"candidate #{sp.cand_id}" if sp.cand_id is not None else "its prompt"
     lo, hi = result.ci
     summary.update(

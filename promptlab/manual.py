@@ -1,11 +1,12 @@
 """Manual search: score a few prompts side by side on the same examples, and preview the meta-prompt."""
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import pandas as pd
 
-from promptlab.data import Dataset
+from promptlab.data import Dataset, stratified_sample
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import EvalResult, PromptTemplate, evaluate
 from promptlab.metrics import Metric
@@ -83,17 +84,21 @@ def compare(store: Store, spec: ModelSpec, templates: list[PromptTemplate], data
     return Comparison(tuple(results))
 
 
-def eval_run(store: Store, spec: ModelSpec, prompt: PromptTemplate, dataset: Dataset, examples: pd.DataFrame,
-             metric, *, split: str, max_tokens: int | None = None, extra: dict | None = None,
-             on_progress=None) -> tuple[EvalResult, dict]:
-    """Score one prompt and keep it as an `eval` run (its config, then its summary), as `promptlab eval` and the
-    Results page's "score this prompt elsewhere" both do. A run stopped midway is marked interrupted or failed;
-    every call it made is already committed, so the same eval again asks only the rest."""
-    import uuid
-
+def eval_run(store: Store, spec: ModelSpec, prompt: PromptTemplate, dataset: Dataset, metric, *, split: str,
+             seed: int | None = None, limit: int | None = None, max_tokens: int | None = None,
+             extra: dict | None = None, on_progress=None) -> tuple[EvalResult, dict]:
+    """Score one prompt on a split (with `seed`: that split seed; with `limit`: a stratified sample of it) and keep
+    it as an `eval` run (its config, then its summary), as `promptlab eval` and the Results page's "score this
+    prompt elsewhere" both do. A run stopped midway is marked interrupted or failed; every call it made is already
+    committed, so the same eval again asks only the rest."""
+    examples = dataset.split(split, seed=seed)
+    if limit is not None:
+        if limit < 1:
+            raise PromptlabError("--limit must be at least 1")
+        examples = stratified_sample(examples, limit, seed=seed or 0)
     run_id = "eval-" + uuid.uuid4().hex[:10]
     config = {"dataset": dataset.name, "model": spec.to_record(), "prompt": prompt.to_record(), "split": split,
-              "metric": metric.spec, "max_tokens": max_tokens, **(extra or {})}
+              "metric": metric.spec, "limit": limit, "seed": seed, "max_tokens": max_tokens, **(extra or {})}
     store.create_run(run_id, "eval", dataset.id, config)
     try:
         result = evaluate(store, spec, prompt, dataset, examples, metric, split=split, max_tokens=max_tokens,

@@ -165,6 +165,7 @@ def round_view(store: Store, run_id: str, n_outputs: int = 3) -> dict:
     val_idx = set(ctx.valset["idx"].astype(int))
     texts = dict(zip(ctx.dataset.frame["idx"].astype(int), ctx.dataset.frame["text"]))
     golds = dict(zip(ctx.dataset.frame["idx"].astype(int), ctx.dataset.frame["label"]))
+    norms = dict(zip(ctx.dataset.frame["idx"].astype(int), ctx.dataset.frame["label_norm"]))
     out = []
     for cid in pause.candidate_ids:
         r = by_id[cid]
@@ -176,9 +177,7 @@ def round_view(store: Store, run_id: str, n_outputs: int = 3) -> dict:
         }
         if not scored:  # the label it gives to (nearly) every val example it was scored on, if any
             on_val = rows_of(r).loc[lambda f: f.index.isin(val_idx)]
-            norms = dict(zip(ctx.dataset.frame["idx"].astype(int), ctx.dataset.frame["label_norm"]))
-            item["constant"] = constant_label([None if p != p else p for p in on_val["pred"]],
-                                              [norms[int(i)] for i in on_val.index])
+            item["constant"] = constant_label(on_val["pred"].tolist(), [norms[int(i)] for i in on_val.index])
         if best is not None:
             mine, theirs = rows_of(r), rows_of(best)
             shared = sorted(set(mine.index) & set(theirs.index) & val_idx)

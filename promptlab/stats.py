@@ -260,12 +260,11 @@ def detectable_gain(n: int, seeds: int = 1, *, discordance: float = 0.3, seed_sd
     which prompt each seed's search happened to find). Var(gain) = contrast * ((discordance - g²) / n +
     seed_sd² / seeds); contrast 2 for the difference between two gains (two proposers head to head).
     Solved for g = (z_level + z_power) * sd(g) by root finding (1.0: no gain of any size would show)."""
+    from scipy.optimize import brentq
     from scipy.stats import norm
 
     if n < 1 or seeds < 1:
         raise ValueError("n and seeds must be at least 1")
-    from scipy.optimize import brentq
-
     z = norm.ppf(1 - (1 - level) / 2) + norm.ppf(power)
 
     def short(g: float) -> float:  # > 0 while g is still inside the noise

@@ -183,6 +183,23 @@ def start_job(key: str, kind: str, work: Callable[[Job], Any]) -> Job:
     return job
 
 
+def job_result(key: str, progress_of: Callable[[dict], tuple[float, str]]) -> Any:
+    """For a fragment that polls a worker job: its result once it finished well; None when there is no such job,
+    while it runs (a progress bar from progress_of(job.progress) -> (share done, text)), or when it failed (the
+    error shown)."""
+    job = jobs().get(key)
+    if job is None:
+        return None
+    if job.running:
+        share, text = progress_of(job.progress)
+        st.progress(min(1.0, share), text=text)
+        return None
+    if job.error:
+        st.error(job.error)
+        return None
+    return job.result
+
+
 def start_run(run_id: str) -> Job:
     """Execute (or resume) an optimization run in the background (never one a study is executing)."""
     store = get_store()
