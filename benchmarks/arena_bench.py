@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from promptlab import results, runs  # noqa: E402
 from promptlab.data import import_dataset  # noqa: E402
-from promptlab.metrics import parse_metric  # noqa: E402
+from promptlab.scoring.labels import parse_metric  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
 from promptlab.store import Store  # noqa: E402
 

@@ -35,7 +35,7 @@ from promptlab.errors import PromptlabError  # noqa: E402
 from promptlab.data import import_dataset  # noqa: E402
 from promptlab.language import detect_language, language_name  # noqa: E402
 from promptlab.local import promptlab_home  # noqa: E402
-from promptlab.metrics import constant_label, parse_metric  # noqa: E402
+from promptlab.scoring.labels import constant_label, parse_metric  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
 from promptlab.store import Store  # noqa: E402
 

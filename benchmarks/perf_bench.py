@@ -59,7 +59,7 @@ def _prompt():
 def _eval_fresh(tmp: Path, tag: str, spec, prompt, args, n: int):
     """evaluate() on a fresh store (nothing cached): the code path behind `promptlab eval`."""
     from promptlab.evaluate import evaluate
-    from promptlab.metrics import parse_metric
+    from promptlab.scoring.labels import parse_metric
     from promptlab.store import Store
 
     store = Store(tmp / f"{tag}.duckdb")
@@ -141,7 +141,7 @@ def sec_throughput(args, tmp: Path) -> dict:
 
     # Work that returns nothing is skipped: the same evaluation again, and duplicate inputs.
     from promptlab.evaluate import evaluate
-    from promptlab.metrics import parse_metric
+    from promptlab.scoring.labels import parse_metric
 
     again_store = Store(tmp / "tp1.duckdb")
     ds2 = _examples(again_store, Path(args.data_dir), args.task, args.n)[0]

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from arena_bench import machine, paired_gain_ci, task_dataset, write_section  # noqa: E402
 
 from promptlab import results, runs  # noqa: E402
-from promptlab.metrics import parse_metric  # noqa: E402
+from promptlab.scoring.labels import parse_metric  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
 from promptlab.store import Store  # noqa: E402
 

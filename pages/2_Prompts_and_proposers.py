@@ -3,10 +3,10 @@ import streamlit as st
 
 from promptlab import charts, manual, ui, ui_review
 from promptlab.errors import PromptlabError
-from promptlab.metrics import GLOBAL_METRICS, LABEL_METRICS, parse_metric
+from promptlab.scoring.labels import GLOBAL_METRICS, LABEL_METRICS, parse_metric
 from promptlab.models import make_spec, spec_from_record
-from promptlab.objective import DEFAULT_RUBRIC, check_scoring, default_spec, metric_choices, parse_objective
-from promptlab.scorers import parse_scorer
+from promptlab.scoring.objective import DEFAULT_RUBRIC, check_scoring, default_spec, metric_choices, parse_objective
+from promptlab.scoring.scorers import parse_scorer
 from promptlab.optimize import prompts as P
 
 st.set_page_config(page_title="promptlab · Prompts and proposers", layout="wide")

@@ -4,8 +4,8 @@ import streamlit as st
 from promptlab import results, runs, ui, ui_review
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate
-from promptlab.metrics import GLOBAL_METRICS
-from promptlab.objective import default_spec
+from promptlab.scoring.labels import GLOBAL_METRICS
+from promptlab.scoring.objective import default_spec
 
 st.set_page_config(page_title="promptlab · Runs", layout="wide")
 st.title("Runs")

@@ -8,8 +8,8 @@ from promptlab import charts, export, results, ui
 from promptlab.errors import PromptlabError
 from promptlab.data import stored_dataset
 from promptlab.evaluate import PromptTemplate, evaluate
-from promptlab.metrics import format_score
-from promptlab.objective import parse_objective
+from promptlab.text import format_score
+from promptlab.scoring.objective import parse_objective
 from promptlab.models import spec_from_record
 
 st.set_page_config(page_title="promptlab · Results", layout="wide")
@@ -151,7 +151,7 @@ if pd.notna(row["val_score"]):
     else:
         low = res.rows[~res.rows["correct"]].sort_values("score")[["example_idx", "text", "gold", "reply", "score", "detail"]]
         st.markdown(f"**Replies without full marks on val** ({len(low)} of {res.n}; lowest first"
-                    f"{'; detail: the judge' + chr(39) + 's reasoning' if res.metric.judge is not None else ''})")
+                    f"{'; detail: ' + res.metric.detail_means if res.metric.detail_means else ''})")
         st.dataframe(low.rename(columns={"gold": "reference"}), hide_index=True, width="stretch")
 else:
     n = row["n_scored"]

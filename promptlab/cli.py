@@ -29,7 +29,7 @@ def _unescape(text: str) -> str:
 
 
 def _fmt(x, digits: int = 3) -> str:
-    from promptlab.metrics import format_score
+    from promptlab.text import format_score
 
     return format_score(x, digits)
 
@@ -139,7 +139,7 @@ def _judge_record(args, ds) -> dict | None:
     """The run's judge from --judge/--rubric, else None (the dataset's own judge applies)."""
     if not (getattr(args, "judge", None) or getattr(args, "rubric", None)):
         return None
-    from promptlab.objective import DEFAULT_RUBRIC
+    from promptlab.scoring.objective import DEFAULT_RUBRIC
 
     stored = (ds.scoring or {}).get("judge") or {}
     lo, hi = _scale(args.judge_scale) if getattr(args, "judge_scale", None) else (stored.get("lo", 1), stored.get("hi", 5))
@@ -306,7 +306,7 @@ def cmd_eval(args) -> int:
     from promptlab.data import resolve_dataset
     from promptlab.manual import eval_run
     from promptlab.models import resolve_model
-    from promptlab.objective import parse_objective
+    from promptlab.scoring.objective import parse_objective
 
     store = _store(args)
     show_progress = not args.json and sys.stderr.isatty()
@@ -367,8 +367,7 @@ def _print_eval(result, ds, s: dict) -> None:
               "answer (recall of that label rewards it; add a floor such as --constraint precision:LABEL>=0.4)")
     invalid = int(round((s["invalid_rate"] or 0) * s["n"]))
     if result.scored:
-        why = "failed calls or replies the judge could not grade" if result.metric.judge is not None else "failed calls"
-        print(f"invalid   {_fmt((s['invalid_rate'] or 0) * 100, 1)}% ({invalid} of {s['n']}: {why})")
+        print(f"invalid   {_fmt((s['invalid_rate'] or 0) * 100, 1)}% ({invalid} of {s['n']}: {result.metric.invalid_means})")
         low = result.rows.sort_values("score").head(3)
         print("lowest-scoring replies")
         for r in low.itertuples():

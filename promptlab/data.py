@@ -10,15 +10,16 @@ import io
 import json
 import os
 import re
-import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from promptlab.errors import PromptlabError
+from promptlab.scoring.objective import check_scoring
+from promptlab.text import normalize_label
 
 INPUT_NAMES = ("input", "text", "sentence", "question", "content", "message", "review", "query", "prompt",
                "текст", "вопрос", "сообщение", "отзыв", "предложение", "ввод")
@@ -302,11 +303,6 @@ def _clean_frame(frame: pd.DataFrame, filename: str) -> pd.DataFrame:
 
 
 # --- columns and labels ----------------------------------------------------------------------------
-
-def normalize_label(value: str) -> str:
-    """The form labels are matched in: Unicode-normalized, trimmed, whitespace collapsed, case-folded."""
-    return " ".join(unicodedata.normalize("NFKC", str(value)).split()).casefold()
-
 
 def _find(columns: list[str], names: tuple[str, ...]) -> str | None:
     lowered = {c.lower(): c for c in columns}
@@ -877,12 +873,8 @@ def import_dataset(
     """Validate and store a dataset. Returns (dataset, reused): the same content imported again is reused.
     `scoring`: the default scorer / judge for a dataset without labels (see promptlab.objective). `test_file`:
     a separate file of test rows (the main file's rows are then train and val)."""
-    from dataclasses import replace
-
     ds = load_dataset(source, filename, name, input_cols, label_col, fractions, split_seed, kind, test_file)
     if scoring:
-        from promptlab.objective import check_scoring
-
         ds = replace(ds, scoring=check_scoring(scoring, ds, store))
     existing = store.dataset_id_by_hash(ds.content_hash)
     if existing:

@@ -1,4 +1,4 @@
-"""Run one prompt over examples: render, call (through the cache), map replies to labels, score.
+"""Run one prompt over examples: render, call (through the cache), let the objective read each reply, score.
 
 Contract: `evaluate` never raises for one bad example. A failed call becomes a row with its error and
 an invalid prediction; the score treats it as wrong, and the invalid rate says how many there were.
@@ -10,19 +10,18 @@ import json
 import math
 import re
 import time
-import unicodedata
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Callable
 
 import pandas as pd
 
-from promptlab import metrics as M
-from promptlab.data import Dataset, normalize_label
+from promptlab.data import Dataset
 from promptlab.errors import PromptlabError
-from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS
 from promptlab.models import Completion, ModelSpec, RetryPolicy, complete, request_key, request_record, warm_up
-from promptlab.objective import is_scored
+from promptlab.scoring import Objective
+from promptlab.scoring.labels import confusion_matrix, invalid_rate
+from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS, nearest
 from promptlab.store import Store
 
 # --- prompt templates ------------------------------------------------------------------------------
@@ -123,8 +122,6 @@ class PromptTemplate:
         """The demos shown with one input: all of them, or its similar_k nearest in the pool."""
         if not self.similar_k or len(self.demos) <= self.similar_k:
             return self.demos
-        from promptlab.similarity import nearest
-
         return tuple(self.demos[i] for i in nearest(tuple(d.text for d in self.demos), text, self.similar_k,
                                                     self.similar_by))
 
@@ -192,97 +189,6 @@ class PromptTemplate:
         return messages + turns + [{"role": "user", "content": fill(self.user, fields, text)}]
 
 
-# --- mapping replies to labels ---------------------------------------------------------------------
-
-_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-_PREFIX = re.compile(r"^\s*(?:the\s+)?(?:final\s+)?(?:answer|label|category|class|classification|sentiment|output|prediction|result|ответ|метка|категория)\s*(?:is)?\s*[:=\-–]?\s*", re.I)
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-
-
-def _loose(text: str) -> str:
-    """Case-folded, NFKC, with _ - and runs of whitespace as single spaces, punctuation trimmed at ends."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = re.sub(r"[\s_\-]+", " ", text)
-    return text.strip(" \t\n\"'`*.,;:!?()[]{}<>«»“”„‘’#")
-
-
-def parse_label(reply: str, labels: tuple[str, ...]) -> tuple[str | None, str]:
-    """Map a model's reply to a label's normalized form. Returns (label or None, how).
-
-    In order: 'exact' (the reply is a label); 'normalized' (equal after trimming case, punctuation,
-    markup and an 'Answer:' prefix, for the whole reply or its first line); 'stated' (a line such as
-    'Label: X' names one label); 'mention' (the label the reply names first, when every label it
-    names is that one). Otherwise invalid: 'ambiguous' (it names different labels, or enumerates
-    them as 'A: … B: …'), 'none' (no label named), 'empty'. A negated name ('not positive', 'no
-    negative sentiment', 'non-X') is not a mention.
-    """
-    norms = [normalize_label(lab) for lab in labels]
-    if reply is None or not reply.strip():
-        return None, "empty"
-    stripped = reply.strip()
-    for lab, norm in zip(labels, norms):
-        if stripped == lab:
-            return norm, "exact"
-    body = _THINK.sub(" ", stripped).strip()
-    loose_labels = {_loose(lab): norm for lab, norm in zip(labels, norms)}
-    first_line = next((ln for ln in body.splitlines() if ln.strip()), "")
-    for candidate in (body, _PREFIX.sub("", body), first_line, _PREFIX.sub("", first_line)):
-        if _loose(candidate) in loose_labels:
-            return loose_labels[_loose(candidate)], "normalized"
-    stated = [loose_labels[_loose(m.group(1))] for m in _STATED.finditer(body) if _loose(m.group(1)) in loose_labels]
-    if stated:
-        return stated[-1], "stated"  # the last stated answer is the final one
-    headings = {loose_labels[_loose(m.group(1))] for m in _HEADING.finditer(body) if _loose(m.group(1)) in loose_labels}
-    if len(headings) > 1:
-        return None, "ambiguous"  # 'Billing: …\nTechnical: …' enumerates labels, it does not choose one
-    first, named = None, set()
-    for sentence in _SENTENCE.split(body):
-        found = _mentions(_loose_keep(sentence), loose_labels)
-        if found and first is None:
-            first = found
-        named |= found
-    if not named:
-        return None, "none"
-    if len(first) > 1 or len(named) > 1:
-        return None, "ambiguous"
-    return first.pop(), "mention"
-
-
-_STATED = re.compile(
-    r"^\s*[*_#>\s]*(?:final\s+)?(?:answer|label|category|class|classification|sentiment|output|prediction|result|ответ|метка|категория)"
-    r"\s*[*_]*\s*[:=]\s*[*_\"'`«]*([^\n]+?)[*_\"'`».]*\s*$",
-    re.I | re.M,
-)
-_NEGATION = re.compile(
-    r"(?:\b(?:not|no|never|nothing|isn't|isnt|wasn't|aren't|doesn't|don't|didn't|neither|nor|without|lacks|не|нет|ни|без)"
-    r"\s+(?:\w+\s+){0,2}|non\s?)$"
-)
-_HEADING = re.compile(r"^\s*[*_#>\-\s]*([^\n:]{1,40}?)[*_]*\s*:\s*\S", re.M)
-
-
-def _loose_keep(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return re.sub(r"[\s_\-]+", " ", text)
-
-
-def _mentions(sentence: str, loose_labels: dict[str, str]) -> set[str]:
-    """Distinct labels named in a sentence as whole words, not negated, not inside a longer label."""
-    spans = []
-    for loose, norm in loose_labels.items():
-        if not loose:
-            continue
-        for m in re.finditer(r"(?<!\w)" + re.escape(loose) + r"(?!\w)", sentence):
-            spans.append((m.start(), m.end(), norm))
-    kept = set()
-    for s, e, norm in spans:
-        if any(s2 <= s and e <= e2 and (e2 - s2) > (e - s) for s2, e2, _ in spans):
-            continue
-        if _NEGATION.search(sentence[max(0, s - 40):s]):
-            continue
-        kept.add(norm)
-    return kept
-
-
 # --- evaluation ------------------------------------------------------------------------------------
 
 def default_max_tokens(labels: tuple[str, ...], references: list[str] | None = None) -> int:
@@ -322,7 +228,7 @@ def model_key(spec: ModelSpec, params: dict) -> str:
 class EvalResult:
     prompt: PromptTemplate
     model: str
-    metric: M.Metric
+    metric: Objective
     split: str
     rows: pd.DataFrame = field(repr=False)  # example_idx, text, gold, gold_norm, reply, pred, parse, correct, error, cached
     labels: tuple[str, ...] = ()
@@ -344,45 +250,37 @@ class EvalResult:
 
     @property
     def scored(self) -> bool:
-        """Scored per example (a reference scorer or a judge) rather than by a label metric."""
-        return is_scored(self.metric)
+        """Each reply has its own score (a reference scorer, a judge) rather than a label."""
+        return not self.metric.reads_labels
 
     @property
     def score(self) -> float:
-        if self.scored:
-            return self.metric.mean(self.rows["score"].astype(float))
-        return self.metric.score(self.rows["gold_norm"].tolist(), self.preds)
+        return self.metric.value(self.rows)
 
     @property
     def ci(self) -> tuple[float, float]:
         return self.ci_at(0.95)
 
     def ci_at(self, level: float) -> tuple[float, float]:
-        if self.scored:
-            return self.metric.interval(self.rows["score"].astype(float), level)
-        return M.confidence_interval(self.metric, self.rows["gold_norm"].tolist(), self.preds, level=level)
+        return self.metric.interval(self.rows, level)
 
     @property
     def n_relevant(self) -> int:
-        if self.scored:
-            return self.n
-        return self.metric.n_relevant(self.rows["gold_norm"].tolist(), self.preds)
+        return self.metric.n_relevant(self.rows)
 
     @property
     def invalid_rate(self) -> float:
-        return M.invalid_rate(self.preds)
+        return invalid_rate(self.preds)
 
     @property
     def accuracy(self) -> float:
         """The share of examples fully right (a label match, or a full score)."""
-        if self.scored:
-            return float(self.rows["correct"].mean()) if self.n else math.nan
-        return M.Metric("accuracy").score(self.rows["gold_norm"].tolist(), self.preds)
+        return float(self.rows["correct"].mean()) if self.n else math.nan
 
     def confusion(self) -> pd.DataFrame:
         if not self.labels:
             return pd.DataFrame()
-        return M.confusion_matrix(self.rows["gold_norm"].tolist(), self.preds, self.labels)
+        return confusion_matrix(self.rows["gold_norm"].tolist(), self.preds, self.labels)
 
     @property
     def examples_per_s(self) -> float:
@@ -406,15 +304,12 @@ class EvalResult:
     @property
     def constant(self) -> str | None:
         """The label it gives for at least 95% of the examples (a constant answer), or None."""
-        return M.constant_label(self.preds, self.rows["gold_norm"].tolist()) if self.labels else None
+        return self.metric.constant(self.rows)
 
     @property
     def floors(self) -> list[dict]:
         """Each floor of a constrained metric: its value here, its threshold, whether it is met."""
-        if self.scored or not getattr(self.metric, "floors", ()):
-            return []
-        return [{"metric": m, "value": _num(v), "floor": t, "met": ok}
-                for m, v, t, ok in self.metric.floor_values(self.rows["gold_norm"].tolist(), self.preds)]
+        return self.metric.floors_on(self.rows)
 
 
 def _num(x: float) -> float | None:
@@ -427,7 +322,7 @@ def evaluate(
     prompt: PromptTemplate,
     dataset: Dataset,
     examples: pd.DataFrame,
-    metric: M.Metric,
+    metric: Objective,
     *,
     split: str = "all",
     max_tokens: int | None = None,
@@ -438,10 +333,10 @@ def evaluate(
 ) -> EvalResult:
     """Score `prompt` for `spec` on `examples` (rows of dataset.frame). Each new call is committed as it completes.
 
-    With a label metric each reply is mapped to a label; with a scorer or a judge (promptlab.objective)
-    each reply gets a score in [0, 1] against the example's reference (the judge's calls are cached and
-    recorded like the target's, and its reasoning is kept with the row). `metric=None` fetches outputs
-    only (to grade by hand); `save=False` keeps the per-example rows out of the evaluations table."""
+    The objective reads each reply (promptlab.scoring): a label metric maps it to a label, a scorer or a judge
+    gives it a score in [0, 1] against the example's reference (the judge's calls are cached and recorded like
+    the target's, and its reasoning is kept with the row), human grades fetch the outputs only (they are graded
+    by hand later). `save=False` keeps the per-example rows out of the evaluations table."""
     prompt.check(dataset.input_cols)
     params = dataset_params(spec, dataset, max_tokens)
     t0 = time.perf_counter()
@@ -482,7 +377,6 @@ def evaluate(
 
     rows = []
     seen_fresh: set[str] = set()
-    scored = is_scored(metric)
     for key, idx, text, gold, gold_norm in zip(
         keys, examples["idx"], examples["text"], examples["label"], examples["label_norm"]
     ):
@@ -493,35 +387,20 @@ def evaluate(
             seen_fresh.add(key)
         else:
             reply, error, was_cached = hits[key].response, None, True
-        score, detail = None, None
-        if error:
-            pred, how = None, "error"
-        elif metric is None:  # outputs only (to grade by hand): nothing is scored here
-            pred, how = reply.strip(), "output"
-        elif not scored:
-            pred, how = parse_label(reply, dataset.labels)
-        elif metric.judge is None:
-            pred, how = reply.strip(), "scored"
-            score = metric.scorer.score(reply, gold)
-        else:
-            pred, how = reply.strip(), "judged"  # the score comes from the judge, below
-        if scored and score is None and how != "judged":
-            score = 0.0
+        pred, how, score = (None, "error", metric.failure_score) if error else \
+            metric.read(reply, gold, gold_norm, dataset.labels)
         rows.append({
             "example_idx": int(idx), "text": text, "gold": gold, "gold_norm": gold_norm, "reply": reply,
-            "pred": pred, "parse": how, "correct": (pred == gold_norm) if not scored else bool(score is not None and score >= 1.0),
-            "error": error, "cached": was_cached, "call_key": key,
-            "score": score if scored or metric is None else (1.0 if pred == gold_norm else 0.0),
-            "detail": detail,
+            "pred": pred, "parse": how, "correct": bool(score is not None and score >= 1.0),
+            "error": error, "cached": was_cached, "call_key": key, "score": score, "detail": None,
         })
-    if scored and metric.judge is not None:
-        _judge_rows(store, metric.judge, rows, dataset.kind == "reference", run_id)
+    metric.finish(store, rows, dataset.kind == "reference", run_id)
     frame = pd.DataFrame(rows, columns=[
         "example_idx", "text", "gold", "gold_norm", "reply", "pred", "parse", "correct", "error", "cached", "call_key",
         "score", "detail",
     ])
     wall = time.perf_counter() - t0 - load_s
-    if dataset.id and save and metric is not None:
+    if dataset.id and save:
         store.save_prompt(prompt.id, prompt.system, prompt.user,
                           [d.to_record() for d in prompt.demos] or None, prompt.demo_format, prompt.similar_k,
                           prompt.similar_by)
@@ -544,50 +423,12 @@ def evaluate(
     )
 
 
-def _judge_rows(store: Store, judge, rows: list[dict], with_reference: bool, run_id: str | None) -> None:
-    """Grade every judged row in place (score in [0, 1], the judge's reasoning in `detail`). A reply the judge
-    could not grade is invalid: it scores 0 and counts in the invalid rate, with the reason kept."""
-    todo = [r for r in rows if r["parse"] == "judged"]
-
-    def grade(row: dict):
-        return row, judge.grade(store, row["text"], row["reply"], row["gold"] if with_reference else None, run_id=run_id)
-
-    workers = max(1, judge.model.max_in_flight)
-    if workers == 1:
-        results = [grade(r) for r in todo]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(grade, todo))
-    for row, j in results:
-        if j.normalized is None:
-            row.update(score=0.0, pred=None, parse="unjudged", correct=False, detail=j.error or j.reasoning)
-        else:
-            row.update(score=float(j.normalized), correct=j.normalized >= 1.0,
-                       detail=f"{j.score:g}/{judge.hi}: {j.reasoning}".strip())
-
-
-def cached_complete(
-    store: Store,
-    spec: ModelSpec,
-    messages: list[dict],
-    params: dict,
-    *,
-    sample: str | None = None,
-    run_id: str | None = None,
-    purpose: str = "",
-    retry: RetryPolicy = RetryPolicy(),
-) -> Completion:
-    """One call through the DuckDB cache: served from it if this exact request succeeded before,
-    otherwise made and committed at once (a failure is recorded but never served later)."""
-    record = request_record(spec, messages, params, sample=sample)
-    key = request_key(record)
-    hit = store.cached_calls([key]).get(key)
-    if hit is not None:
-        return Completion(
-            text=hit.response, prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens,
-            latency_s=hit.latency_s, cost=hit.cost, cached=True,
-        )
-    warm_up(spec)
-    result = complete(spec, messages, params, retry=retry)
-    store.record_call(key, record, result, run_id=run_id, purpose=purpose)
-    return result
+def stored_rows(store: Store, prompt_id: str, model_key_: str, dataset: Dataset, idx=None) -> pd.DataFrame:
+    """A prompt's stored per-example rows for one model on a dataset (optionally only the examples in `idx`), with
+    each example's text, gold and normalized gold beside them: the rows an Objective reads."""
+    rows = store.evaluations(prompt_id, model_key_, dataset.id)
+    if idx is not None:
+        rows = rows[rows["example_idx"].isin(set(idx))]
+    gold = dataset.frame[["idx", "text", "label", "label_norm"]].rename(
+        columns={"idx": "example_idx", "label": "gold", "label_norm": "gold_norm"})
+    return rows.merge(gold, on="example_idx", how="left")

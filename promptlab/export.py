@@ -25,7 +25,10 @@ from promptlab.data import Dataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate, dataset_params
 from promptlab.models import ModelSpec, spec_from_record
+from promptlab.manual import eval_run
 from promptlab.results import best_candidate
+from promptlab.scoring.objective import parse_objective
+from promptlab.serve import server_command
 from promptlab.store import Store
 
 FORMATS = ("text", "messages", "python", "promptfoo")
@@ -120,9 +123,6 @@ def score_elsewhere(store: Store, req: ElsewhereRequest, on_progress=None) -> di
     """The job behind `promptlab eval --run` and the Results page's "score it elsewhere": kept as an eval run.
     On the run's own dataset and target the calls are the run's own (cached). Returns the eval's summary with
     `line` (one sentence) and `notes`; `on_progress(done, total)` as calls complete."""
-    from promptlab.manual import eval_run
-    from promptlab.objective import parse_objective
-
     sp = stored_prompt(store, req.run_id, req.cand_id)
     ds = req.dataset or sp.dataset
     spec = req.model or sp.target
@@ -193,8 +193,6 @@ def _model(sp: StoredPrompt) -> dict:
     out = {"model": spec.model, "api_base": spec.endpoints[0] if spec.endpoints else None,
            "api_key_env": spec.api_key_env}
     if spec.is_local:
-        from promptlab.serve import server_command
-
         key = spec.model.split("/", 1)[1]
         # In promptlab a zoo model runs in-process; outside it, serve it and call it as an OpenAI-compatible model.
         out.update(model=f"openai/{key}", api_base="http://127.0.0.1:8000/v1",

@@ -17,7 +17,8 @@ import pandas as pd
 from promptlab.data import Dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate, dataset_params, evaluate, model_key
-from promptlab.judge import Judge, agreement
+from promptlab.scoring.base import HumanGrades, mean_interval
+from promptlab.scoring.judge import Judge, agreement
 from promptlab.models import ModelSpec
 from promptlab.store import Store
 
@@ -96,12 +97,12 @@ def outputs(store: Store, dataset: Dataset, spec: ModelSpec, prompt: PromptTempl
             scale: str = "1-5") -> Batch:
     """The prompt's outputs on up to `limit` examples of a split (a seeded sample), with the grades they
     already have on `scale` (grades on another scale are kept apart, never mixed)."""
-    scale_range(scale)
+    grades = HumanGrades(*scale_range(scale))
     prompt.check(dataset.input_cols)
     examples = dataset.split(split)
     if limit is not None and limit < len(examples):
         examples = examples.iloc[np.sort(np.random.default_rng(seed).permutation(len(examples))[:limit])]
-    res = evaluate(store, spec, prompt, dataset, examples, None, split=split, max_tokens=max_tokens,
+    res = evaluate(store, spec, prompt, dataset, examples, grades, split=split, max_tokens=max_tokens,
                    on_progress=on_progress, save=False)  # outputs only: stored scores stay as they are
     mk = model_key(spec, dataset_params(spec, dataset, max_tokens))
     graded = store.grades(dataset.id, prompt.id, mk) if dataset.id else pd.DataFrame()
@@ -136,8 +137,6 @@ def summary(store: Store, dataset_id: str, prompt_id: str, model_key_: str, scal
     pass/fail; a bootstrap over examples for 1–5). One scale at a time (the given one, else the latest
     used); with `pairs`, only grades of those (example, output) pairs: a batch's score is over its
     current outputs, one grade each, never an old output of the same example."""
-    from promptlab.objective import ScoreMetric
-
     g = store.grades(dataset_id, prompt_id, model_key_)
     if not g.empty:
         scale = scale or g["scale"].iloc[-1]
@@ -146,9 +145,8 @@ def summary(store: Store, dataset_id: str, prompt_id: str, model_key_: str, scal
             g = g[[(int(i), h) in pairs for i, h in zip(g["example_idx"], g["output_hash"])]]
     if g.empty:
         return {"n": 0, "score": None, "ci": (None, None), "scale": scale, "mean_grade": None}
-    lo, hi = scale_range(scale)
-    values = ((g["grade"].astype(float) - lo) / (hi - lo)).to_numpy()
-    ci = ScoreMetric().interval(values)
+    values = HumanGrades(*scale_range(scale)).scaled(g["grade"])
+    ci = mean_interval(values)
     return {"n": len(values), "score": float(values.mean()), "ci": ci, "scale": scale,
             "mean_grade": float(g["grade"].mean()), "graders": sorted(set(g["grader"].dropna()))}
 

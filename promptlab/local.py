@@ -249,7 +249,7 @@ def load(key: str, n_ctx: int = DEFAULT_N_CTX) -> _Loaded:
         model = zoo_model(key)
         path = ensure_gguf(key)
         try:
-            from llama_cpp import Llama
+            from llama_cpp import Llama  # heavy native library: loaded with the first local model, not on import
         except ImportError:
             raise ZooError(
                 "llama-cpp-python is not installed: pip install -r requirements.txt"

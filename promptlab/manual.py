@@ -9,10 +9,12 @@ import pandas as pd
 from promptlab.data import Dataset, stratified_sample
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import EvalResult, PromptTemplate, evaluate
-from promptlab.metrics import Metric
-from promptlab.objective import parse_objective
+from promptlab.scoring.labels import Metric
+from promptlab.scoring.objective import parse_objective
 from promptlab.models import ModelSpec
 from promptlab.optimize import prompts as P
+from promptlab.optimize.base import template_text
+from promptlab.runs import DEFAULT_BASELINES
 from promptlab.store import Store
 
 
@@ -114,8 +116,6 @@ def eval_run(store: Store, spec: ModelSpec, prompt: PromptTemplate, dataset: Dat
 def preview_meta_prompt(store: Store, dataset: Dataset, template: str, task: str, metric: Metric,
                         runs_table: pd.DataFrame) -> str:
     """The meta-prompt as the next round would see it: history from the latest run on this dataset."""
-    from promptlab.optimize.base import template_text
-
     history: list[P.ScoredPrompt] = []
     mine = runs_table[(runs_table["kind"] == "optimize") & (runs_table["dataset"] == dataset.name)] if len(runs_table) else runs_table
     if len(mine):
@@ -124,8 +124,6 @@ def preview_meta_prompt(store: Store, dataset: Dataset, template: str, task: str
         history = [P.ScoredPrompt(t, v) for t, v in zip(scored["text"], scored["val_score"])]
     if not history:
         saved = store.baselines(dataset.id) if dataset.id else []
-        from promptlab.runs import DEFAULT_BASELINES
-
         texts = [template_text(PromptTemplate(s, u)) for _, s, u in saved] or [DEFAULT_BASELINES[dataset.kind]]
         history = [P.ScoredPrompt(t, float("nan")) for t in texts]
     train = dataset.split("train")

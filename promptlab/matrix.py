@@ -17,7 +17,7 @@ from promptlab.errors import PromptlabError
 from promptlab.evaluate import evaluate
 from promptlab.export import StoredPrompt, same_model, stored_prompt
 from promptlab.models import ModelSpec
-from promptlab.objective import parse_objective
+from promptlab.scoring.objective import parse_objective
 from promptlab.store import Store
 
 

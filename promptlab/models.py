@@ -16,12 +16,15 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from email.utils import parsedate_to_datetime
 from typing import Callable
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at import
 import litellm  # noqa: E402
 from litellm.llms.custom_llm import CustomLLMError  # noqa: E402
+from litellm.utils import custom_llm_setup  # noqa: E402
 
+from promptlab import local  # noqa: E402
 from promptlab.errors import PromptlabError  # noqa: E402
 
 litellm.telemetry = False
@@ -124,9 +127,7 @@ def infer_family(model: str) -> tuple[str, float | None]:
     """
     name = model.lower()
     if name.startswith("local/"):
-        from promptlab.local import ZOO
-
-        zoo = ZOO.get(name.split("/", 1)[1])
+        zoo = local.ZOO.get(name.split("/", 1)[1])
         if zoo:
             return zoo.family, zoo.size_b
     family = "unknown"
@@ -168,9 +169,7 @@ def make_spec(
     if not model:
         raise PromptlabError("model name is empty: give a litellm model string such as local/qwen2.5-coder-0.5b")
     if model.startswith("local/"):
-        from promptlab.local import zoo_model
-
-        zoo_model(model.split("/", 1)[1])  # a clear error for an unknown zoo key
+        local.zoo_model(model.split("/", 1)[1])  # a clear error for an unknown zoo key
     if api_key_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", api_key_env):
         raise PromptlabError(
             f"'{api_key_env[:8]}…' is not an environment variable name. Give the *name* of the "
@@ -328,8 +327,6 @@ def _retry_after(exc: BaseException) -> float | None:
         except ValueError:
             pass
         try:
-            from email.utils import parsedate_to_datetime
-
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
         except (TypeError, ValueError):
             return None
@@ -506,14 +503,10 @@ def register_provider(prefix: str, fn: ProviderFn) -> None:
     entries.append({"provider": prefix, "custom_handler": _Provider(fn)})
     litellm.custom_provider_map = entries
     litellm.custom_provider_map_set = False  # noqa - re-read on the next call
-    from litellm.utils import custom_llm_setup
-
     custom_llm_setup()
 
 
 def _local_provider(model: str, messages: list[dict], params: dict) -> dict:
-    from promptlab import local
-
     return local.chat(model, messages, params)
 
 
@@ -524,8 +517,6 @@ def warm_up(spec: ModelSpec) -> float:
     """Load a local model now (so timing excludes it); returns seconds spent. No-op for remote models."""
     if not spec.is_local:
         return 0.0
-    from promptlab import local
-
     t0 = time.perf_counter()
     local.load(spec.model.split("/", 1)[1])
     return time.perf_counter() - t0

@@ -10,10 +10,10 @@ import pandas as pd
 
 from promptlab.data import Dataset, stored_dataset
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate, dataset_params, evaluate, model_key
-from promptlab.metrics import constant_label, format_score
-from promptlab.models import ModelSpec, spec_from_record
-from promptlab.objective import parse_objective
+from promptlab.evaluate import PromptTemplate, dataset_params, evaluate, model_key, stored_rows
+from promptlab.text import format_score
+from promptlab.models import ModelSpec, relation, spec_from_record
+from promptlab.scoring.objective import parse_objective
 from promptlab.optimize.base import Counters
 from promptlab.store import Store
 
@@ -38,6 +38,11 @@ def demo_summary(demos, similar_k, similar_by: str = "tfidf") -> str:
     return f"{int(similar_k)} nearest{by} of {n}" if similar_k else str(n)
 
 
+def _floor_mark(f: dict) -> str:
+    """One floor as the leaderboard shows it: 'precision:fraud 0.250 < 0.4' when missed."""
+    return f"{f['metric']} {format_score(f['value'])}" + ("" if f["met"] else f" < {f['floor']:g}")
+
+
 def candidate_marks(store: Store, run_id: str, cands: pd.DataFrame) -> tuple[list, list]:
     """Per candidate, from its replies on the val examples it was scored on: the label it gives to at least 95%
     of them (a constant answer, which recall of that label rewards) or '', and the values of the metric's floors
@@ -53,20 +58,12 @@ def candidate_marks(store: Store, run_id: str, cands: pd.DataFrame) -> tuple[lis
     target = spec_from_record(config["target"])
     metric = parse_objective(config["metric"], ds)
     key = model_key(target, dataset_params(target, ds, config.get("max_tokens")))
-    val = set(ds.split("val", config.get("split_seed"))["idx"].tolist())
-    gold = dict(zip(ds.frame["idx"].tolist(), ds.frame["label_norm"].tolist()))
+    val = ds.split("val", config.get("split_seed"))["idx"].tolist()
     constants, floors = [], []
     for pid in cands["prompt_id"]:
-        rows = store.evaluations(pid, key, ds.id)
-        rows = rows[rows["example_idx"].isin(val)]
-        preds = [None if p is None or p != p else p for p in rows["pred"]]
-        g = [gold[i] for i in rows["example_idx"]]
-        constants.append(constant_label(preds, g) or "")
-        if metric.floors and len(rows):
-            floors.append(", ".join(f"{spec} {format_score(v)}{'' if ok else f' < {t:g}'}"
-                                    for spec, v, t, ok in metric.floor_values(g, preds)))
-        else:
-            floors.append("")
+        rows = stored_rows(store, pid, key, ds, val)
+        constants.append(metric.constant(rows) or "")
+        floors.append(", ".join(_floor_mark(f) for f in metric.floors_on(rows)) if len(rows) else "")
     return constants, floors
 
 
@@ -326,8 +323,6 @@ def live_progress(store: Store, run_id: str) -> dict:
 
 def family_view(store: Store, run_id: str) -> pd.DataFrame:
     """Per proposer: its relation to the target, and its best candidate's val and test scores."""
-    from promptlab.models import relation
-
     rec = store.run_row(run_id)
     target = rec["config"]["target"]
     cands = store.candidates(run_id)

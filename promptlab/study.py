@@ -22,10 +22,11 @@ import pandas as pd
 from promptlab import results, runs
 from promptlab.data import Dataset, stored_dataset
 from promptlab.errors import PromptlabError
-from promptlab.metrics import format_score, parse_metric
 from promptlab.models import ModelSpec, relation, spec_from_record
-from promptlab.stats import holm, paired_gain, paired_test
+from promptlab.scoring.labels import parse_metric
+from promptlab.scoring.stats import holm, paired_gain, paired_test, power_line
 from promptlab.store import Store
+from promptlab.text import format_score
 
 
 @dataclass(frozen=True)
@@ -70,13 +71,11 @@ def proposer_sets(proposers: list[ModelSpec], mixes: list[list[str]] | None = No
 def power(dataset: Dataset, metric: str, seeds: int) -> str:
     """What a study on this dataset can tell apart, before it starts (stats.power_line): the test examples its
     metric counts (recall of a label: the test examples of that label) and its seeds."""
-    from promptlab.stats import power_line, relevant_examples
-
     if not dataset.has_labels:
         raise PromptlabError(f"a study needs a labeled dataset, and '{dataset.name}' has none")
     test = dataset.split("test")
     m = parse_metric(metric, dataset.labels)
-    n = int(relevant_examples(m, test["label_norm"].to_numpy(dtype=object)).sum())
+    n = int(m.relevant(test["label_norm"].to_numpy(dtype=object)).sum())
     if n < 1:
         raise PromptlabError(f"'{dataset.name}' has no test example that {metric} counts: choose another metric")
     return power_line(n, max(1, int(seeds)))
@@ -203,7 +202,7 @@ def analyze(store: Store, study_id: str, n_boot: int = 2000) -> list[Cell]:
                     if a["model"] in members_of_set:
                         asked, valid = asked + a["candidates"], valid + a["valid"]
             cells.append(Cell(target_label, set_label, family, rel, len(base_rows), g.mean, g.ci_low, g.ci_high, p,
-                              metric.n_relevant(gold, base_rows[0]), pos, neg, base_score, best_score,
+                              metric.count_relevant(gold, base_rows[0]), pos, neg, base_score, best_score,
                               tuple(group["run_id"]), len(done), asked, valid))
         else:
             cells.append(Cell(target_label, set_label, family, rel, 0, None, None, None, None, len(test), 0, 0, None,
@@ -235,7 +234,7 @@ def head_to_head(store: Store, study_id: str, n_boot: int = 2000) -> pd.DataFram
                 g = paired_gain(metric, a.gold, ra, rb, n_boot=n_boot)
                 p, pos, neg = paired_test(metric, a.gold, ra, rb)
                 rows.append({"target": target_label, "first": first, "second": second, "seeds": len(common),
-                             "n_test": metric.n_relevant(a.gold, ra[0]), "diff": g.mean, "ci_low": g.ci_low,
+                             "n_test": metric.count_relevant(a.gold, ra[0]), "diff": g.mean, "ci_low": g.ci_low,
                              "ci_high": g.ci_high, "p_value": p, "second_better_on": pos, "first_better_on": neg})
     frame = pd.DataFrame(rows, columns=["target", "first", "second", "seeds", "n_test", "diff", "ci_low", "ci_high",
                                         "p_value", "second_better_on", "first_better_on"])

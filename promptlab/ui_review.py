@@ -12,7 +12,7 @@ from promptlab import grading as G
 from promptlab import review as R
 from promptlab import ui
 from promptlab.errors import PromptlabError
-from promptlab.metrics import format_score as fmt
+from promptlab.text import format_score as fmt
 
 
 @st.fragment(run_every=1.5)

@@ -7,10 +7,11 @@ import pytest
 
 import fakes
 from conftest import sentiment_dataset
-from promptlab import results, runs, stats
+from promptlab import results, runs
+from promptlab.scoring import stats
 from promptlab.data import holdout_split, import_dataset, stratified_order
 from promptlab.errors import PromptlabError
-from promptlab.metrics import parse_metric
+from promptlab.scoring.labels import parse_metric
 from promptlab.models import make_spec
 from promptlab.optimize.pool import race_rungs
 

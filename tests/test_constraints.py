@@ -7,7 +7,7 @@ from promptlab import results, runs
 from promptlab.cli import main
 from promptlab.data import import_dataset
 from promptlab.errors import PromptlabError
-from promptlab.metrics import constant_label, parse_metric
+from promptlab.scoring.labels import constant_label, parse_metric
 from promptlab.models import make_spec
 
 

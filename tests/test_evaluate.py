@@ -6,8 +6,9 @@ import pytest
 
 import fakes
 from promptlab.data import import_dataset
-from promptlab.evaluate import PromptError, PromptTemplate, eval_params, evaluate, model_key, parse_label
-from promptlab.metrics import parse_metric
+from promptlab.evaluate import PromptError, PromptTemplate, eval_params, evaluate, model_key
+from promptlab.scoring.labels import parse_label
+from promptlab.scoring.labels import parse_metric
 from promptlab.models import RetryPolicy, make_spec
 
 # --- templates -------------------------------------------------------------------------------------
@@ -100,7 +101,7 @@ def test_real_zoo_replies_map_as_a_careful_grader_reads_them(case):
     """Replies collected from the zoo models, each graded by hand (tests/data/zoo_replies.jsonl)."""
     got, how = parse_label(case["reply"], tuple(case["labels"]))
     expected = case["expected"]
-    from promptlab.data import normalize_label
+    from promptlab.text import normalize_label
 
     assert got == (normalize_label(expected) if expected is not None else None), (case["reply"], how, case.get("why"))
 

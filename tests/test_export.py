@@ -17,7 +17,7 @@ from promptlab import results, runs
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import evaluate
 from promptlab.export import export, stored_prompt
-from promptlab.metrics import parse_metric
+from promptlab.scoring.labels import parse_metric
 from promptlab.models import make_spec
 from promptlab.store import Store
 

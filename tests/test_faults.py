@@ -10,7 +10,7 @@ from conftest import sentiment_dataset
 from openai_stub import Stub
 from promptlab import results, runs
 from promptlab.evaluate import PromptTemplate, evaluate
-from promptlab.metrics import parse_metric
+from promptlab.scoring.labels import parse_metric
 from promptlab.models import RetryPolicy, complete, make_spec
 
 FAST = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.2)

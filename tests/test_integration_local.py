@@ -9,7 +9,7 @@ from conftest import DEMO
 from promptlab.data import import_dataset, stratified_sample
 from promptlab.evaluate import PromptTemplate, evaluate
 from promptlab import serve
-from promptlab.metrics import parse_metric
+from promptlab.scoring.labels import parse_metric
 from promptlab.models import complete, make_spec
 
 PROMPT = PromptTemplate.from_text(

@@ -3,7 +3,7 @@ human grades. A scripted judge for the logic; the real local qwen for the real p
 import pytest
 
 import fakes
-from promptlab.judge import Judge, JudgeError, agreement
+from promptlab.scoring.judge import Judge, JudgeError, agreement
 from promptlab.models import make_spec
 
 RUBRIC = "5: names the right capital with no errors. 3: right capital with a wrong detail. 1: wrong capital."

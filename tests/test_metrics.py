@@ -4,7 +4,8 @@ import math
 import pytest
 from sklearn import metrics as skm
 
-from promptlab.metrics import MetricError, confidence_interval, confusion_matrix, invalid_rate, parse_metric, wilson_interval
+from promptlab.scoring.base import wilson_interval
+from promptlab.scoring.labels import MetricError, confidence_interval, confusion_matrix, invalid_rate, parse_metric
 
 LABELS = ("Neutral", "supportive", "unsupportive")
 GOLD = ["neutral", "neutral", "neutral", "supportive", "supportive", "unsupportive", "unsupportive", "neutral"]

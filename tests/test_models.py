@@ -135,7 +135,7 @@ def test_replicas_and_in_flight_bounds_are_read_from_the_endpoint_settings():
 def _stub_eval(store, tmp_path, spec, n=24):
     from promptlab.data import import_dataset
     from promptlab.evaluate import PromptTemplate, evaluate
-    from promptlab.metrics import parse_metric
+    from promptlab.scoring.labels import parse_metric
 
     rows = ["text,label"] + [f"great thing {i},positive" if i % 2 else f"awful thing {i},negative" for i in range(n)]
     (tmp_path / "s.csv").write_text("\n".join(rows))

@@ -1,7 +1,7 @@
 """Reference-answer scorers, table-style: each row is (scorer, output, reference, expected score)."""
 import pytest
 
-from promptlab.scorers import ScorerError, first_number, normalize_text, parse_scorer, token_f1
+from promptlab.scoring.scorers import ScorerError, first_number, normalize_text, parse_scorer, token_f1
 
 TABLE = [
     # exact: only outer whitespace is forgiven

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from promptlab.metrics import parse_metric
-from promptlab.stats import detectable_gain, holm, paired_gain, paired_test
+from promptlab.scoring.labels import parse_metric
+from promptlab.scoring.stats import detectable_gain, holm, paired_gain, paired_test
 
 ACC = parse_metric("accuracy", ["a", "b"])
 

@@ -13,10 +13,11 @@ from typing import Iterator, Protocol
 
 import pandas as pd
 
-from promptlab import metrics as M
+from promptlab.scoring import labels as M
 from promptlab.data import Dataset, stratified_order, stratified_sample
 from promptlab.language import detect_language
-from promptlab.evaluate import EvalResult, PromptTemplate, cached_complete, evaluate
+from promptlab.evaluate import EvalResult, PromptTemplate, evaluate
+from promptlab.calls import cached_complete
 from promptlab.models import Completion, ModelSpec
 from promptlab.store import Store
 

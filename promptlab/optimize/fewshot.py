@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Generator, ClassVar
 
 import numpy as np
+import optuna
 
 from promptlab.evaluate import PromptTemplate
 from promptlab.data import stratified_sample
@@ -76,8 +77,6 @@ class FewShot(PoolStrategy):
         return sorted({min(n_labels, self.max_demos), min(2 * n_labels, self.max_demos)})
 
     def search(self, ctx: OptimizeContext, pool: Pool) -> Generator[Step, None, tuple[str, int]]:
-        import optuna
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         instructions = _distinct_instructions(pool, self.n_instructions)
         methods = list(self.methods)

@@ -11,7 +11,7 @@ from typing import Generator, Iterator
 
 import numpy as np
 
-from promptlab import stats as S
+from promptlab.scoring import stats as S
 from promptlab.evaluate import PromptTemplate
 from promptlab.optimize import prompts as P
 from promptlab.optimize.settings import setting

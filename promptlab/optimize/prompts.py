@@ -11,6 +11,7 @@ import string
 from dataclasses import dataclass, field
 
 from promptlab.language import language_name
+from promptlab.text import fence, normalize_label
 
 DEFAULT_META_PROMPT = """You are an expert prompt engineer. Your job is to write the instruction that makes a small language model label texts correctly.
 
@@ -79,10 +80,6 @@ REQUIRED = ("history", "n")
 SKELETON_TASK = "Decide which label the text should get."
 SKELETON_MEANING = "... (what it means)"
 TAG = "prompt"
-MAX_FIELD_CHARS = 400
-
-_TAG_LIKE = re.compile(r"<\s*/?\s*(prompt|example|mistake|instruction|input|answer|reference)\b[^>]*>", re.I)
-
 
 class MetaPromptError(ValueError):
     pass
@@ -107,19 +104,6 @@ def check_template(template: str) -> None:
     missing = [r for r in REQUIRED if r not in fields]
     if missing:
         raise MetaPromptError(f"the meta-prompt must contain {', '.join('{' + m + '}' for m in missing)}")
-
-
-_HEADING_LINE = re.compile(r"(?m)^([ \t]*)(#+)")
-
-
-def fence(text: str, limit: int = MAX_FIELD_CHARS) -> str:
-    """Dataset text made safe to embed: tag-like markup neutralized, length bounded, one block."""
-    text = _TAG_LIKE.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), str(text))
-    text = text.replace("```", "ʼʼʼ")
-    text = _HEADING_LINE.sub(lambda m: m.group(1) + "＃" * len(m.group(2)), text)  # no fake '## Section' lines
-    if len(text) > limit:
-        text = text[:limit].rstrip() + " […]"
-    return text
 
 
 @dataclass(frozen=True)
@@ -224,8 +208,6 @@ def render_examples(examples, kind: str = "labels") -> str:
 
 def answer_spread(gold: list[str], pred: list, labels: tuple[str, ...]) -> str:
     """One line a small proposer can act on: the answer mix of the best prompt against the true mix."""
-    from promptlab.data import normalize_label
-
     n = len(gold) or 1
     norm = {normalize_label(lab): lab for lab in labels}
     answered = [norm.get(p) if isinstance(p, str) else None for p in pred]

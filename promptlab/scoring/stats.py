@@ -16,11 +16,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import product
 from typing import Sequence
 
 import numpy as np
+from scipy.optimize import brentq
+from scipy.stats import binomtest, norm
 
-from promptlab.metrics import Metric
+from promptlab.scoring.base import Objective
+from promptlab.scoring.labels import Metric
 
 
 @dataclass(frozen=True)
@@ -61,33 +65,15 @@ def paired_gain(metric: Metric, gold: Sequence[str], base: Sequence, best: Seque
     return Gain(clean(point), clean(lo), clean(hi), n, s)
 
 
-def relevant_examples(metric: Metric, gold: np.ndarray) -> np.ndarray:
-    """Which examples a per-example comparison should look at: the metric's own denominator when it
-    is fixed by the gold labels (recall: gold is L; specificity: gold is not L), else all."""
-    if metric.name == "recall":
-        return gold == metric.label
-    if metric.name == "specificity":
-        return gold != metric.label
-    return np.ones(len(gold), dtype=bool)
-
-
-PER_EXAMPLE_METRICS = ("accuracy", "recall", "specificity")
-
-
 def paired_test(metric: Metric, gold: Sequence[str], base: Sequence, best: Sequence, *, n_perm: int = 20000,
                 seed: int = 0) -> tuple[float | None, int, int]:
     """(two-sided p-value or None, examples where best is right more often, examples where base is)."""
     g = np.asarray(gold, dtype=object)
     a, b = _as_matrix(base), _as_matrix(best)
-    mask = relevant_examples(metric, g)
-    if metric.name == "specificity":  # right = did not predict L (and gave a valid answer)
-        right_a = (a != metric.label) & (a != None)  # noqa: E711 (elementwise on an object array)
-        right_b = (b != metric.label) & (b != None)  # noqa: E711
-    else:
-        right_a, right_b = a == g, b == g
-    d = right_b[:, mask].mean(axis=0) - right_a[:, mask].mean(axis=0)
+    mask = metric.relevant(g)
+    d = metric.right(g, b)[:, mask].mean(axis=0) - metric.right(g, a)[:, mask].mean(axis=0)
     pos, neg = int((d > 1e-12).sum()), int((d < -1e-12).sum())
-    if metric.name not in PER_EXAMPLE_METRICS or getattr(metric, "floors", ()):
+    if not metric.is_mean:
         return None, pos, neg
     return sign_flip_p(d, n_perm=n_perm, seed=seed), pos, neg
 
@@ -96,10 +82,6 @@ def sign_flip_p(d: Sequence[float], *, n_perm: int = 20000, seed: int = 0, alter
     """Paired sign-flip (randomization) p-value of per-example differences `d` (zeros carry no information):
     "two-sided", or "greater" (is the mean difference above 0?). Equal magnitudes give the exact binomial
     sign test (McNemar's with 0/1 outcomes)."""
-    from itertools import product
-
-    from scipy.stats import binomtest
-
     d = np.asarray(d, dtype=float)
     nz = d[np.abs(d) > 1e-12]
     if not len(nz):
@@ -121,24 +103,6 @@ def sign_flip_p(d: Sequence[float], *, n_perm: int = 20000, seed: int = 0, alter
 
 # --- comparing two prompts on the same examples (racing and the confirmation) ------------------------
 
-def per_example(metric, rows) -> np.ndarray | None:
-    """Each relevant example's contribution to the objective, from an evaluation's rows, when the objective
-    is a mean over examples (accuracy, recall:L, specificity:L, any scorer or judge); else None. Rows must
-    carry example_idx, gold_norm, pred and score (as `EvalResult.rows` does)."""
-    if getattr(metric, "per_example", False):
-        return rows["score"].to_numpy(dtype=float)
-    if metric.name not in PER_EXAMPLE_METRICS or metric.floors:  # floors make it a whole-set score
-        return None
-    gold = rows["gold_norm"].to_numpy(dtype=object)
-    pred = np.asarray([None if p is None or p != p else p for p in rows["pred"]], dtype=object)
-    mask = relevant_examples(metric, gold)
-    if metric.name == "specificity":
-        right = (pred != metric.label) & (pred != None)  # noqa: E711
-    else:
-        right = pred == gold
-    return right[mask].astype(float)
-
-
 def _aligned(base_rows, cand_rows):
     """The two evaluations' rows on their shared examples, in the same order."""
     shared = np.intersect1d(base_rows["example_idx"].to_numpy(), cand_rows["example_idx"].to_numpy())
@@ -147,26 +111,17 @@ def _aligned(base_rows, cand_rows):
     return a, b
 
 
-def _objective_score(metric, rows) -> float:
-    if getattr(metric, "per_example", False):
-        return float(rows["score"].astype(float).mean()) if len(rows) else float("nan")
-    preds = [None if p is None or p != p else p for p in rows["pred"]]
-    return metric.score(rows["gold_norm"].tolist(), preds)
-
-
-def race_bound(metric, cand_rows, ref_rows, level: float = 0.9, n_boot: int = 300, seed: int = 0
+def race_bound(metric: Objective, cand_rows, ref_rows, level: float = 0.9, n_boot: int = 300, seed: int = 0
                ) -> tuple[float, float]:
     """(mean difference cand - ref on their shared examples, its upper confidence bound at `level`, one-sided).
 
     For a mean over examples: a normal bound on the paired per-example differences (identical answers
     give a zero-width bound, so a candidate no different from the reference cannot pass 0). Otherwise a
     paired bootstrap of the metric's difference. Racing drops a candidate whose upper bound is not above 0."""
-    from scipy.stats import norm
-
     a, b = _aligned(ref_rows, cand_rows)
     if not len(a):
         return float("nan"), float("inf")
-    ea, eb = per_example(metric, a), per_example(metric, b)
+    ea, eb = metric.per_example(a), metric.per_example(b)
     z = float(norm.ppf(level))
     if ea is not None:
         if not len(ea):
@@ -174,12 +129,12 @@ def race_bound(metric, cand_rows, ref_rows, level: float = 0.9, n_boot: int = 30
         d = eb - ea
         mean = float(d.mean())
         return mean, mean + z * (float(d.std(ddof=1)) / np.sqrt(len(d)) if len(d) > 1 else float("inf"))
-    mean = _objective_score(metric, b) - _objective_score(metric, a)
+    mean = metric.value(b) - metric.value(a)
     rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(n_boot):
         ix = rng.integers(0, len(a), len(a))
-        diffs.append(_objective_score(metric, b.iloc[ix]) - _objective_score(metric, a.iloc[ix]))
+        diffs.append(metric.value(b.iloc[ix]) - metric.value(a.iloc[ix]))
     diffs = np.asarray(diffs, dtype=float)
     diffs = diffs[np.isfinite(diffs)]
     return float(mean), float(np.quantile(diffs, level)) if len(diffs) else float("inf")
@@ -209,7 +164,7 @@ class Comparison:
         return self.lower > 0
 
 
-def compare(metric, ref_rows, cand_rows, level: float = 0.95, n_boot: int = 1000, seed: int = 0) -> Comparison:
+def compare(metric: Objective, ref_rows, cand_rows, level: float = 0.95, n_boot: int = 1000, seed: int = 0) -> Comparison:
     """Paired comparison of two evaluations of the same examples: cand - ref, a two-sided percentile bootstrap
     CI at `level` over examples (for reading), its one-sided lower bound, and the one-sided paired sign-flip
     test's p-value (is cand better?) for objectives that are a mean over examples."""
@@ -217,8 +172,8 @@ def compare(metric, ref_rows, cand_rows, level: float = 0.95, n_boot: int = 1000
     n = len(a)
     if not n:
         return Comparison(float("nan"), float("nan"), float("nan"), None, 0, level)
-    diff = _objective_score(metric, b) - _objective_score(metric, a)
-    ea, eb = per_example(metric, a), per_example(metric, b)
+    diff = metric.value(b) - metric.value(a)
+    ea, eb = metric.per_example(a), metric.per_example(b)
     rng = np.random.default_rng(seed)
     if ea is not None:
         d = eb - ea
@@ -226,7 +181,7 @@ def compare(metric, ref_rows, cand_rows, level: float = 0.95, n_boot: int = 1000
         boots = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(axis=1) if len(d) else np.array([np.nan])
     else:
         p = None
-        boots = np.asarray([_objective_score(metric, b.iloc[ix]) - _objective_score(metric, a.iloc[ix])
+        boots = np.asarray([metric.value(b.iloc[ix]) - metric.value(a.iloc[ix])
                             for ix in rng.integers(0, n, (n_boot, n))], dtype=float)
     boots = boots[np.isfinite(boots)]
     alpha = (1 - level) / 2
@@ -260,9 +215,6 @@ def detectable_gain(n: int, seeds: int = 1, *, discordance: float = 0.3, seed_sd
     which prompt each seed's search happened to find). Var(gain) = contrast * ((discordance - g²) / n +
     seed_sd² / seeds); contrast 2 for the difference between two gains (two proposers head to head).
     Solved for g = (z_level + z_power) * sd(g) by root finding (1.0: no gain of any size would show)."""
-    from scipy.optimize import brentq
-    from scipy.stats import norm
-
     if n < 1 or seeds < 1:
         raise ValueError("n and seeds must be at least 1")
     z = norm.ppf(1 - (1 - level) / 2) + norm.ppf(power)

@@ -21,12 +21,14 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
-from promptlab.errors import PromptlabError
+from promptlab.scoring.base import MeanScore, Reading, ScoringError
 
 KINDS = ("exact", "normalized", "contains", "regex", "numeric", "token_f1", "json")
+BINARY = {"exact", "normalized", "contains", "regex", "numeric", "json"}  # each reply scores 0 or 1
+DEFAULT = "normalized"
 
 
-class ScorerError(PromptlabError):
+class ScorerError(ScoringError):
     pass
 
 
@@ -189,3 +191,26 @@ def parse_scorer(spec: str) -> Scorer:
         except re.error as exc:
             raise ScorerError(f"'{arg}' is not a valid regular expression: {exc}") from None
     return Scorer(kind, arg)
+
+
+@dataclass(frozen=True)
+class ReferenceScore(MeanScore):
+    """The objective of a reference scorer: the mean of its per-reply score over examples."""
+
+    scorer: Scorer = Scorer(DEFAULT)
+
+    @property
+    def name(self) -> str:
+        return self.scorer.kind
+
+    @property
+    def spec(self) -> str:
+        return self.scorer.spec
+
+    def describe(self) -> str:
+        return f"the share of replies that pass: {self.scorer.describe()}" if self.scorer.kind in BINARY else \
+            f"the mean per-reply score: {self.scorer.describe()}"
+
+    def read(self, reply: str, gold: str, gold_norm: str, labels: tuple[str, ...]) -> Reading:
+        score = self.scorer.score(reply, gold)
+        return Reading(reply.strip(), "scored", 0.0 if score is None else score)

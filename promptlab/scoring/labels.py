@@ -1,4 +1,5 @@
-"""Objectives over predicted vs gold labels (scikit-learn underneath), their CIs, and the confusion matrix.
+"""Label metrics: reading a reply as one of the dataset's labels, and objectives over predicted vs gold labels
+(scikit-learn underneath), their CIs, and the confusion matrix.
 
 Contract: higher is better for every metric. accuracy, balanced_accuracy, macro_f1 and the per-label
 metrics lie in [0, 1]; mcc and cohen_kappa in [-1, 1]. A prediction outside the label set (None here)
@@ -9,6 +10,8 @@ is NaN, never a made-up 0.
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 import warnings
 from dataclasses import dataclass, replace
 from typing import Sequence
@@ -17,7 +20,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from promptlab.errors import PromptlabError
+from promptlab.scoring.base import Reading, ScoringError, wilson_interval
+from promptlab.text import normalize_label
 
 INVALID = "\x00invalid"
 INVALID_COLUMN = "(invalid)"
@@ -35,10 +39,102 @@ LABEL_METRICS = {
     "specificity": "specificity for label '{L}' (true-negative rate: of the examples that are not '{L}', the share correctly answered as another label)",
 }
 _PROPORTIONS = {"accuracy", "precision", "recall", "specificity"}
+PER_EXAMPLE_METRICS = ("accuracy", "recall", "specificity")  # a mean of per-example correctness
 
 
-class MetricError(PromptlabError):
+class MetricError(ScoringError):
     pass
+
+
+# --- mapping replies to labels ---------------------------------------------------------------------
+
+_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
+_PREFIX = re.compile(r"^\s*(?:the\s+)?(?:final\s+)?(?:answer|label|category|class|classification|sentiment|output|prediction|result|ответ|метка|категория)\s*(?:is)?\s*[:=\-–]?\s*", re.I)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def _loose(text: str) -> str:
+    """Case-folded, NFKC, with _ - and runs of whitespace as single spaces, punctuation trimmed at ends."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = re.sub(r"[\s_\-]+", " ", text)
+    return text.strip(" \t\n\"'`*.,;:!?()[]{}<>«»“”„‘’#")
+
+
+def parse_label(reply: str, labels: tuple[str, ...]) -> tuple[str | None, str]:
+    """Map a model's reply to a label's normalized form. Returns (label or None, how).
+
+    In order: 'exact' (the reply is a label); 'normalized' (equal after trimming case, punctuation,
+    markup and an 'Answer:' prefix, for the whole reply or its first line); 'stated' (a line such as
+    'Label: X' names one label); 'mention' (the label the reply names first, when every label it
+    names is that one). Otherwise invalid: 'ambiguous' (it names different labels, or enumerates
+    them as 'A: … B: …'), 'none' (no label named), 'empty'. A negated name ('not positive', 'no
+    negative sentiment', 'non-X') is not a mention.
+    """
+    norms = [normalize_label(lab) for lab in labels]
+    if reply is None or not reply.strip():
+        return None, "empty"
+    stripped = reply.strip()
+    for lab, norm in zip(labels, norms):
+        if stripped == lab:
+            return norm, "exact"
+    body = _THINK.sub(" ", stripped).strip()
+    loose_labels = {_loose(lab): norm for lab, norm in zip(labels, norms)}
+    first_line = next((ln for ln in body.splitlines() if ln.strip()), "")
+    for candidate in (body, _PREFIX.sub("", body), first_line, _PREFIX.sub("", first_line)):
+        if _loose(candidate) in loose_labels:
+            return loose_labels[_loose(candidate)], "normalized"
+    stated = [loose_labels[_loose(m.group(1))] for m in _STATED.finditer(body) if _loose(m.group(1)) in loose_labels]
+    if stated:
+        return stated[-1], "stated"  # the last stated answer is the final one
+    headings = {loose_labels[_loose(m.group(1))] for m in _HEADING.finditer(body) if _loose(m.group(1)) in loose_labels}
+    if len(headings) > 1:
+        return None, "ambiguous"  # 'Billing: …\nTechnical: …' enumerates labels, it does not choose one
+    first, named = None, set()
+    for sentence in _SENTENCE.split(body):
+        found = _mentions(_loose_keep(sentence), loose_labels)
+        if found and first is None:
+            first = found
+        named |= found
+    if not named:
+        return None, "none"
+    if len(first) > 1 or len(named) > 1:
+        return None, "ambiguous"
+    return first.pop(), "mention"
+
+
+_STATED = re.compile(
+    r"^\s*[*_#>\s]*(?:final\s+)?(?:answer|label|category|class|classification|sentiment|output|prediction|result|ответ|метка|категория)"
+    r"\s*[*_]*\s*[:=]\s*[*_\"'`«]*([^\n]+?)[*_\"'`».]*\s*$",
+    re.I | re.M,
+)
+_NEGATION = re.compile(
+    r"(?:\b(?:not|no|never|nothing|isn't|isnt|wasn't|aren't|doesn't|don't|didn't|neither|nor|without|lacks|не|нет|ни|без)"
+    r"\s+(?:\w+\s+){0,2}|non\s?)$"
+)
+_HEADING = re.compile(r"^\s*[*_#>\-\s]*([^\n:]{1,40}?)[*_]*\s*:\s*\S", re.M)
+
+
+def _loose_keep(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return re.sub(r"[\s_\-]+", " ", text)
+
+
+def _mentions(sentence: str, loose_labels: dict[str, str]) -> set[str]:
+    """Distinct labels named in a sentence as whole words, not negated, not inside a longer label."""
+    spans = []
+    for loose, norm in loose_labels.items():
+        if not loose:
+            continue
+        for m in re.finditer(r"(?<!\w)" + re.escape(loose) + r"(?!\w)", sentence):
+            spans.append((m.start(), m.end(), norm))
+    kept = set()
+    for s, e, norm in spans:
+        if any(s2 <= s and e <= e2 and (e2 - s2) > (e - s) for s2, e2, _ in spans):
+            continue
+        if _NEGATION.search(sentence[max(0, s - 40):s]):
+            continue
+        kept.add(norm)
+    return kept
 
 
 def metric_help() -> str:
@@ -99,10 +195,76 @@ class Metric:
             return None
         return _proportion(self, g, p)
 
-    def n_relevant(self, gold: Sequence[str], pred: Sequence[str | None]) -> int:
+    def count_relevant(self, gold: Sequence[str], pred: Sequence[str | None]) -> int:
         """How many examples the score actually rests on (the denominator a reader should see)."""
         c = self.counts(gold, pred)
         return c[1] if c else len(gold)
+
+    def relevant(self, gold: np.ndarray) -> np.ndarray:
+        """Which examples a per-example comparison looks at: the metric's own denominator when the gold labels
+        fix it (recall: gold is L; specificity: gold is not L), else all."""
+        if self.name == "recall":
+            return gold == self.label
+        if self.name == "specificity":
+            return gold != self.label
+        return np.ones(len(gold), dtype=bool)
+
+    def right(self, gold: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """Per example, whether the answer counts as right (specificity: it did not say L, and said something)."""
+        if self.name == "specificity":
+            return (pred != self.label) & (pred != None)  # noqa: E711 (elementwise on an object array)
+        return pred == gold
+
+    @property
+    def is_mean(self) -> bool:
+        """The metric is a mean of per-example correctness over its relevant examples (floors make it a whole-set
+        score): paired per-example tests apply."""
+        return self.name in PER_EXAMPLE_METRICS and not self.floors
+
+    # --- the Objective contract (promptlab.scoring.base), on an evaluation's rows ---------------------------
+    reads_labels = True
+    outcome = "pred"
+    failure_score = 0.0
+    invalid_means = "replies that name no label, or failed calls"
+    detail_means = None
+
+    def read(self, reply: str, gold: str, gold_norm: str, labels: tuple[str, ...]) -> Reading:
+        pred, how = parse_label(reply, labels)
+        return Reading(pred, how, 1.0 if pred == gold_norm else 0.0)
+
+    def finish(self, store, rows: list[dict], with_reference: bool, run_id: str | None) -> None:
+        return None
+
+    def value(self, rows: pd.DataFrame) -> float:
+        return self.score(*_gold_pred(rows))
+
+    def interval(self, rows: pd.DataFrame, level: float = 0.95) -> tuple[float, float]:
+        return confidence_interval(self, *_gold_pred(rows), level=level)
+
+    def n_relevant(self, rows: pd.DataFrame) -> int:
+        return self.count_relevant(*_gold_pred(rows))
+
+    def per_example(self, rows: pd.DataFrame) -> np.ndarray | None:
+        if not self.is_mean:
+            return None
+        gold, pred = _gold_pred(rows)
+        g, p = np.asarray(gold, dtype=object), np.asarray(pred, dtype=object)
+        return self.right(g, p)[self.relevant(g)].astype(float)
+
+    def constant(self, rows: pd.DataFrame) -> str | None:
+        gold, pred = _gold_pred(rows)
+        return constant_label(pred, gold)
+
+    def floors_on(self, rows: pd.DataFrame) -> list[dict]:
+        if not self.floors:
+            return []
+        return [{"metric": m, "value": None if v != v else round(float(v), 6), "floor": t, "met": ok}
+                for m, v, t, ok in self.floor_values(*_gold_pred(rows))]
+
+
+def _gold_pred(rows: pd.DataFrame) -> tuple[list, list]:
+    """An evaluation's normalized gold labels and predictions (a stored NaN prediction is an invalid one)."""
+    return rows["gold_norm"].tolist(), [None if p is None or p != p else p for p in rows["pred"]]
 
 
 def _proportion(m: Metric, g: np.ndarray, p: np.ndarray) -> tuple[int, int] | None:
@@ -170,8 +332,6 @@ def parse_metric(spec: str, labels: Sequence[str], constraints: Sequence[str] = 
 
 
 def _parse_one(spec: str, labels: Sequence[str]) -> Metric:
-    from promptlab.data import normalize_label
-
     name, _, label = spec.partition(":")
     name = name.strip().lower()
     if name in GLOBAL_METRICS:
@@ -223,20 +383,6 @@ def _base_score(metric: Metric, g: np.ndarray, p: np.ndarray) -> float:
     raise MetricError(f"unknown metric {name}")
 
 
-def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials (well-behaved near 0 and 1, unlike Wald)."""
-    if n == 0:
-        return math.nan, math.nan
-    from scipy.stats import norm
-
-    z = float(norm.ppf(0.5 + level / 2))
-    phat = k / n
-    denom = 1 + z * z / n
-    centre = (phat + z * z / (2 * n)) / denom
-    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def confidence_interval(
     metric: Metric, gold: Sequence[str], pred: Sequence[str | None], level: float = 0.95,
     n_boot: int = 1000, seed: int = 0,
@@ -262,13 +408,6 @@ def confidence_interval(
     return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
 
 
-def format_score(x, digits: int = 3) -> str:
-    """A score for people: fixed decimals, and 'n/a' for a missing or undefined (NaN) value."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{x:.{digits}f}"
-
-
 def invalid_rate(pred: Sequence[str | None]) -> float:
     return sum(1 for x in pred if x is None) / len(pred) if len(pred) else math.nan
 
@@ -278,8 +417,6 @@ def confusion_matrix(gold: Sequence[str], pred: Sequence[str | None], labels: Se
 
     `labels` are display forms; gold/pred are normalized forms.
     """
-    from promptlab.data import normalize_label
-
     norms = [normalize_label(lab) for lab in labels]
     col_keys = norms + [INVALID]
     p = [INVALID if x is None else x for x in pred]

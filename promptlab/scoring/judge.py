@@ -8,15 +8,19 @@ one point, and Cohen's kappa (quadratic weights for scales longer than pass/fail
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from promptlab.errors import PromptlabError
+from sklearn.metrics import cohen_kappa_score
+
+from promptlab.calls import cached_complete
 from promptlab.models import ModelSpec
-from promptlab.optimize.prompts import fence
+from promptlab.scoring.base import MeanScore, Reading, ScoringError
 from promptlab.store import Store
+from promptlab.text import fence
 
 
-class JudgeError(PromptlabError):
+class JudgeError(ScoringError):
     pass
 
 
@@ -94,8 +98,6 @@ class Judge:
 
     def grade(self, store: Store, input_text: str, output: str, reference: str | None = None, *,
               run_id: str | None = None) -> Judgement:
-        from promptlab.evaluate import cached_complete
-
         params = {"temperature": 0.0, "max_tokens": 200, **self.model.params}
         result = cached_complete(store, self.model, self.messages(input_text, output, reference), params,
                                  run_id=run_id, purpose="judge")
@@ -111,8 +113,6 @@ class Judge:
 def agreement(judge_scores: list[float | None], human_scores: list[float | None], lo: int, hi: int) -> dict:
     """How far the judge can be trusted: on the items both graded, exact agreement, agreement within one
     point, and Cohen's kappa (quadratic weights on scales of more than two points, plain on pass/fail)."""
-    from sklearn.metrics import cohen_kappa_score
-
     pairs = [(j, h) for j, h in zip(judge_scores, human_scores) if j is not None and h is not None]
     n = len(pairs)
     if n == 0:
@@ -127,3 +127,53 @@ def agreement(judge_scores: list[float | None], human_scores: list[float | None]
     else:
         kappa = float(cohen_kappa_score(human_v, judge_v, labels=labels, weights="quadratic" if hi - lo > 1 else None))
     return {"n": n, "exact": exact, "within_one": within, "kappa": kappa}
+
+
+@dataclass(frozen=True)
+class JudgeScore(MeanScore):
+    """The objective of an LLM judge: the mean of its grades, each scaled to [0, 1]. `read` leaves each reply
+    pending and `finish` grades them all (in parallel where the judge's endpoint allows), each grade a cached,
+    recorded call; the judge's reasoning is kept as the row's detail."""
+
+    judge: Judge | None = None
+    invalid_means = "failed calls or replies the judge could not grade"
+    detail_means = "the judge's reasoning"
+
+    @property
+    def name(self) -> str:
+        return "judge"
+
+    @property
+    def spec(self) -> str:
+        return "judge"
+
+    def describe(self) -> str:
+        j = self.judge
+        return (f"the mean grade an AI judge gives each reply, from {j.lo} to {j.hi} ({j.hi} is best), by this "
+                f"rubric: {j.rubric.strip().rstrip('.')}")
+
+    def read(self, reply: str, gold: str, gold_norm: str, labels: tuple[str, ...]) -> Reading:
+        return Reading(reply.strip(), "judged", None)
+
+    def finish(self, store: Store, rows: list[dict], with_reference: bool, run_id: str | None) -> None:
+        """Grade every judged row in place (score in [0, 1], the judge's reasoning in `detail`). A reply the judge
+        could not grade is invalid: it scores 0 and counts in the invalid rate, with the reason kept."""
+        judge = self.judge
+        todo = [r for r in rows if r["parse"] == "judged"]
+
+        def grade(row: dict):
+            return row, judge.grade(store, row["text"], row["reply"], row["gold"] if with_reference else None,
+                                    run_id=run_id)
+
+        workers = max(1, judge.model.max_in_flight)
+        if workers == 1:
+            results = [grade(r) for r in todo]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(grade, todo))
+        for row, j in results:
+            if j.normalized is None:
+                row.update(score=0.0, pred=None, parse="unjudged", correct=False, detail=j.error or j.reasoning)
+            else:
+                row.update(score=float(j.normalized), correct=j.normalized >= 1.0,
+                           detail=f"{j.score:g}/{judge.hi}: {j.reasoning}".strip())
