@@ -6,13 +6,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from promptlab.data import Dataset, stratified_sample
+from promptlab.data import Dataset, resolve_dataset, stratified_sample
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import EvalResult, PromptTemplate, evaluate
+from promptlab.export import ElsewhereRequest, StoredPrompt, score_elsewhere, stored_prompt
 from promptlab.metrics import Metric
 from promptlab.objective import parse_objective
-from promptlab.models import ModelSpec
+from promptlab.models import ModelSpec, resolve_model
 from promptlab.optimize import prompts as P
+from promptlab.runs import JudgeSettings, judge_record
 from promptlab.store import Store
 
 
@@ -109,6 +111,52 @@ def eval_run(store: Store, spec: ModelSpec, prompt: PromptTemplate, dataset: Dat
     summary = result.summary() | {"run_id": run_id, "dataset": dataset.name}
     store.finish_run(run_id, "finished", summary)
     return result, summary
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """`promptlab eval` by name: a written `prompt` on `dataset` with `model`, or a stored one (`run_id`, and
+    `cand_id` for a candidate other than its result) on its own dataset and target unless others are named."""
+
+    dataset: str | None = None  # a stored dataset's name or id, or a file path to import
+    model: str | None = None
+    prompt: PromptTemplate | None = None
+    run_id: str | None = None
+    cand_id: int | None = None
+    split: str = "test"
+    metric: str | None = None  # None: the run's on its own dataset, else the dataset's default
+    judge: JudgeSettings | None = None
+    limit: int | None = None
+    seed: int | None = None  # the split seed
+    max_tokens: int | None = None
+
+
+def score_prompt(store: Store, req: EvalRequest, on_progress=None) -> tuple[EvalResult, dict, StoredPrompt | None]:
+    """The job behind `promptlab eval`, kept as an eval run: its result, its summary (with `notes`), and the stored
+    prompt it scored (None for a written one). `on_progress(done, total)` as calls complete."""
+    if req.run_id:
+        other = resolve_dataset(store, req.dataset) if req.dataset else None
+        dataset = other or stored_prompt(store, req.run_id, req.cand_id).dataset
+        model = resolve_model(req.model, store) if req.model else None
+        summary = score_elsewhere(store, ElsewhereRequest(
+            req.run_id, req.cand_id, other, model, req.split, req.metric, judge_record(req.judge, dataset), req.limit,
+            req.seed, req.max_tokens), on_progress)
+        result, stored = summary.pop("result"), summary.pop("stored")
+        summary.pop("line")
+        return result, summary, stored
+    if req.cand_id is not None:
+        raise PromptlabError("--candidate picks a prompt of a stored run: give --run RUN with it")
+    if not req.dataset or not req.model or req.prompt is None:
+        raise PromptlabError("give --dataset and --model with --prompt or --prompt-file (or --run RUN to score a "
+                             "stored prompt on its own dataset and target)")
+    dataset = resolve_dataset(store, req.dataset)
+    spec = resolve_model(req.model, store)
+    req.prompt.check(dataset.input_cols)
+    metric = parse_objective(req.metric, dataset, judge_record(req.judge, dataset), store)
+    result, summary = eval_run(store, spec, req.prompt, dataset, metric, split=req.split, seed=req.seed,
+                               limit=req.limit, max_tokens=req.max_tokens, on_progress=on_progress)
+    summary["notes"] = []
+    return result, summary, None
 
 
 def preview_meta_prompt(store: Store, dataset: Dataset, template: str, task: str, metric: Metric,
