@@ -60,11 +60,6 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
     extra = ui.setting_inputs(own, model_names)
     st.caption("Racing and the result: how much of val each candidate gets, and what confirms the winner")
     extra |= ui.setting_inputs(frame, model_names)
-    for key, value in list(extra.items()):
-        if settings[key].type == "model":
-            extra[key] = choices[value] if value else None
-        if value is None:
-            extra.pop(key)
     review_mode = st.checkbox(
         "Pause after each round for my review (semi-automatic)", key="runs.review",
         help="After every round the run waits: keep or discard the new candidates, edit one, add your own, re-score, "
@@ -72,21 +67,18 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
     try:
         ds = ui.dataset(ds_name)
         meta_key, task_key = ui.prompt_setting_keys(ds)
-        saved = store.baselines(ds.id)
-        baselines = [PromptTemplate(s, u) for _, s, u in saved] or None
-        config = runs.make_config(
-            ds, choices[target], [choices[p] for p in proposers], metric=metric, seed=int(seed), rounds=int(rounds),
-            budget_calls=int(budget) or None, patience=int(patience) or None, baselines=baselines,
-            meta_prompt=ui.setting(meta_key, None), task=ui.setting(task_key, None),
-            strategy=strategy, review="rounds" if review_mode else "off", store=store, **extra,
+        request = runs.RunRequest(  # the request `promptlab optimize` builds from its flags
+            ds_name, target, tuple(proposers), metric=metric, strategy=strategy, rounds=int(rounds), seed=int(seed),
+            budget=int(budget) or None, patience=int(patience) or None, settings=extra,
+            baselines=tuple(PromptTemplate(s, u) for _, s, u in store.baselines(ds.id)),
+            meta_prompt=ui.setting(meta_key, None), task=ui.setting(task_key, None), review=review_mode,
         )
-        proj = runs.projection(store, config)
-        line = runs.projection_line(proj)
-        st.info(f"Projected: {line}. Baselines: {len(config.baselines)}.")
-        if problem := runs.budget_problem(proj):
-            st.warning(problem[0].upper() + problem[1:])
+        plan = runs.plan(store, request)
+        st.info(f"Projected: {plan.line}. Baselines: {len(plan.config.baselines)}.")
+        if plan.problem:
+            st.warning(plan.problem[0].upper() + plan.problem[1:])
         elif st.button("Start run", type="primary", key="runs.start"):
-            run_id = runs.create_run(store, config)
+            run_id = runs.create_run(store, plan.config)
             ui.start_run(run_id)
             ui.set_setting("run", run_id)
             st.session_state["runs.pick"] = run_id  # show the new run, even if another was picked in this session

@@ -4,7 +4,7 @@ import difflib
 import pandas as pd
 import streamlit as st
 
-from promptlab import charts, export, results, ui
+from promptlab import charts, export, manual, results, ui
 from promptlab.errors import PromptlabError
 from promptlab.data import stored_dataset
 from promptlab.evaluate import PromptTemplate, evaluate
@@ -195,8 +195,8 @@ if stored is not None:
         if st.button("Score it", key="results.elsewhere.go"):
             try:
                 target_ds = ui.dataset(other_ds)
-                request = export.ElsewhereRequest(run_id, int(pick), target_ds, all_models[other_model], other_split)
-                ui.start_job(elsewhere_key, "elsewhere", lambda job: export.score_elsewhere(
+                request = manual.ElsewhereRequest(run_id, int(pick), target_ds, all_models[other_model], other_split)
+                ui.start_job(elsewhere_key, "elsewhere", lambda job: manual.score_elsewhere(
                     store, request, lambda done, total: job.progress.update(done=done, total=total)))
             except PromptlabError as exc:
                 ui.error_box(exc)

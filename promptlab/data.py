@@ -440,7 +440,7 @@ class Dataset:
     split_seed: int = 0
     id: str | None = None
     kind: str = "labels"  # one of KINDS
-    scoring: dict = field(default_factory=dict)  # the dataset's default scorer / judge (see promptlab.objective)
+    scoring: dict = field(default_factory=dict)  # the dataset's default scorer / judge (see promptlab.scoring.objective)
 
     @property
     def has_labels(self) -> bool:
@@ -871,7 +871,7 @@ def import_dataset(
     test_file: str | Path | tuple[bytes, str] | None = None,
 ) -> tuple[Dataset, bool]:
     """Validate and store a dataset. Returns (dataset, reused): the same content imported again is reused.
-    `scoring`: the default scorer / judge for a dataset without labels (see promptlab.objective). `test_file`:
+    `scoring`: the default scorer / judge for a dataset without labels (see promptlab.scoring.objective). `test_file`:
     a separate file of test rows (the main file's rows are then train and val)."""
     ds = load_dataset(source, filename, name, input_cols, label_col, fractions, split_seed, kind, test_file)
     if scoring:

@@ -25,9 +25,7 @@ from promptlab.data import Dataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate, dataset_params
 from promptlab.models import ModelSpec, spec_from_record
-from promptlab.manual import eval_run
 from promptlab.results import best_candidate
-from promptlab.scoring.objective import parse_objective
 from promptlab.serve import server_command
 from promptlab.store import Store
 
@@ -101,50 +99,6 @@ def transfer_notes(sp: StoredPrompt, dataset: Dataset) -> list[str]:
         return []
     return [f"its demonstrations come from '{sp.dataset.name}' and answer with labels '{dataset.name}' does not have "
             f"({', '.join(foreign)}): replies may follow them"]
-
-
-@dataclass(frozen=True)
-class ElsewhereRequest:
-    """Score a stored prompt (a run's result, or one candidate) on a dataset and model, its own by default."""
-
-    run_id: str
-    cand_id: int | None = None
-    dataset: Dataset | None = None  # None: the run's
-    model: ModelSpec | None = None  # None: the run's target
-    split: str = "test"
-    metric: str | None = None  # None: the run's on its own dataset, else the dataset's default
-    judge: dict | None = None
-    limit: int | None = None
-    seed: int | None = None  # the split seed (None: the run's on its own dataset)
-    max_tokens: int | None = None
-
-
-def score_elsewhere(store: Store, req: ElsewhereRequest, on_progress=None) -> dict:
-    """The job behind `promptlab eval --run` and the Results page's "score it elsewhere": kept as an eval run.
-    On the run's own dataset and target the calls are the run's own (cached). Returns the eval's summary with
-    `line` (one sentence) and `notes`; `on_progress(done, total)` as calls complete."""
-    sp = stored_prompt(store, req.run_id, req.cand_id)
-    ds = req.dataset or sp.dataset
-    spec = req.model or sp.target
-    same_data = ds.id == sp.dataset.id
-    max_tokens = req.max_tokens
-    if max_tokens is None and same_data and same_model(spec, sp.target):
-        max_tokens = sp.params.get("max_tokens")  # the run's own requests: answered from the cache
-    sp.template.check(ds.input_cols)
-    metric_spec = req.metric or (sp.metric if same_data else None)
-    metric = parse_objective(metric_spec, ds, req.judge or (sp.judge if same_data else None), store)
-    seed = req.seed if req.seed is not None or not same_data else sp.split_seed  # the run's own split by default
-    result, summary = eval_run(store, spec, sp.template, ds, metric, split=req.split, seed=seed, limit=req.limit,
-                               max_tokens=max_tokens, extra={"from": {"run": sp.run_id, "candidate": sp.cand_id}},
-                               on_progress=on_progress)
-    which = f"candidate #{sp.cand_id}" if sp.cand_id is not None else "its prompt"
-    lo, hi = result.ci
-    summary.update(
-        stored=sp, result=result, notes=transfer_notes(sp, ds),
-        line=f"Run {sp.run_id}, {which}, on {ds.name} ({req.split}, n={result.n_relevant}) with {spec.label}: "
-             f"{metric.spec} {result.score:.3f}, 95% CI [{lo:.3f}, {hi:.3f}] ({result.calls} new calls, "
-             f"{result.cached} cached).")
-    return summary
 
 
 # --- the formats -----------------------------------------------------------------------------------

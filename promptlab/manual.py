@@ -1,4 +1,5 @@
-"""Manual search: score a few prompts side by side on the same examples, and preview the meta-prompt."""
+"""Scoring prompts on request: a few side by side on the same examples, one written prompt or a stored run's prompt
+on any dataset and model (kept as an eval run), and a preview of the meta-prompt."""
 from __future__ import annotations
 
 import uuid
@@ -6,15 +7,16 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from promptlab.data import Dataset, stratified_sample
+from promptlab.data import Dataset, resolve_dataset, stratified_sample
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import EvalResult, PromptTemplate, evaluate
-from promptlab.scoring.labels import Metric
-from promptlab.scoring.objective import parse_objective
-from promptlab.models import ModelSpec
+from promptlab.export import StoredPrompt, same_model, stored_prompt, transfer_notes
+from promptlab.models import ModelSpec, resolve_model
 from promptlab.optimize import prompts as P
 from promptlab.optimize.base import template_text
 from promptlab.runs import DEFAULT_BASELINES
+from promptlab.scoring.labels import Metric
+from promptlab.scoring.objective import JudgeSettings, judge_record, parse_objective
 from promptlab.store import Store
 
 
@@ -113,6 +115,52 @@ def eval_run(store: Store, spec: ModelSpec, prompt: PromptTemplate, dataset: Dat
     return result, summary
 
 
+@dataclass(frozen=True)
+class EvalRequest:
+    """`promptlab eval` by name: a written `prompt` on `dataset` with `model`, or a stored one (`run_id`, and
+    `cand_id` for a candidate other than its result) on its own dataset and target unless others are named."""
+
+    dataset: str | None = None  # a stored dataset's name or id, or a file path to import
+    model: str | None = None
+    prompt: PromptTemplate | None = None
+    run_id: str | None = None
+    cand_id: int | None = None
+    split: str = "test"
+    metric: str | None = None  # None: the run's on its own dataset, else the dataset's default
+    judge: JudgeSettings | None = None
+    limit: int | None = None
+    seed: int | None = None  # the split seed
+    max_tokens: int | None = None
+
+
+def score_prompt(store: Store, req: EvalRequest, on_progress=None) -> tuple[EvalResult, dict, StoredPrompt | None]:
+    """The job behind `promptlab eval`, kept as an eval run: its result, its summary (with `notes`), and the stored
+    prompt it scored (None for a written one). `on_progress(done, total)` as calls complete."""
+    if req.run_id:
+        other = resolve_dataset(store, req.dataset) if req.dataset else None
+        dataset = other or stored_prompt(store, req.run_id, req.cand_id).dataset
+        model = resolve_model(req.model, store) if req.model else None
+        summary = score_elsewhere(store, ElsewhereRequest(
+            req.run_id, req.cand_id, other, model, req.split, req.metric, judge_record(req.judge, dataset), req.limit,
+            req.seed, req.max_tokens), on_progress)
+        result, stored = summary.pop("result"), summary.pop("stored")
+        summary.pop("line")
+        return result, summary, stored
+    if req.cand_id is not None:
+        raise PromptlabError("--candidate picks a prompt of a stored run: give --run RUN with it")
+    if not req.dataset or not req.model or req.prompt is None:
+        raise PromptlabError("give --dataset and --model with --prompt or --prompt-file (or --run RUN to score a "
+                             "stored prompt on its own dataset and target)")
+    dataset = resolve_dataset(store, req.dataset)
+    spec = resolve_model(req.model, store)
+    req.prompt.check(dataset.input_cols)
+    metric = parse_objective(req.metric, dataset, judge_record(req.judge, dataset), store)
+    result, summary = eval_run(store, spec, req.prompt, dataset, metric, split=req.split, seed=req.seed,
+                               limit=req.limit, max_tokens=req.max_tokens, on_progress=on_progress)
+    summary["notes"] = []
+    return result, summary, None
+
+
 def preview_meta_prompt(store: Store, dataset: Dataset, template: str, task: str, metric: Metric,
                         runs_table: pd.DataFrame) -> str:
     """The meta-prompt as the next round would see it: history from the latest run on this dataset."""
@@ -133,3 +181,47 @@ def preview_meta_prompt(store: Store, dataset: Dataset, template: str, task: str
         examples=tuple(zip(shown["text"], shown["label"])), n=2, score_range=metric.range, kind=dataset.kind,
     )
     return P.build_meta_prompt(template, parts)
+
+
+@dataclass(frozen=True)
+class ElsewhereRequest:
+    """Score a stored prompt (a run's result, or one candidate) on a dataset and model, its own by default."""
+
+    run_id: str
+    cand_id: int | None = None
+    dataset: Dataset | None = None  # None: the run's
+    model: ModelSpec | None = None  # None: the run's target
+    split: str = "test"
+    metric: str | None = None  # None: the run's on its own dataset, else the dataset's default
+    judge: dict | None = None
+    limit: int | None = None
+    seed: int | None = None  # the split seed (None: the run's on its own dataset)
+    max_tokens: int | None = None
+
+
+def score_elsewhere(store: Store, req: ElsewhereRequest, on_progress=None) -> dict:
+    """The job behind `promptlab eval --run` and the Results page's "score it elsewhere": kept as an eval run.
+    On the run's own dataset and target the calls are the run's own (cached). Returns the eval's summary with
+    `line` (one sentence) and `notes`; `on_progress(done, total)` as calls complete."""
+    sp = stored_prompt(store, req.run_id, req.cand_id)
+    ds = req.dataset or sp.dataset
+    spec = req.model or sp.target
+    same_data = ds.id == sp.dataset.id
+    max_tokens = req.max_tokens
+    if max_tokens is None and same_data and same_model(spec, sp.target):
+        max_tokens = sp.params.get("max_tokens")  # the run's own requests: answered from the cache
+    sp.template.check(ds.input_cols)
+    metric_spec = req.metric or (sp.metric if same_data else None)
+    metric = parse_objective(metric_spec, ds, req.judge or (sp.judge if same_data else None), store)
+    seed = req.seed if req.seed is not None or not same_data else sp.split_seed  # the run's own split by default
+    result, summary = eval_run(store, spec, sp.template, ds, metric, split=req.split, seed=seed, limit=req.limit,
+                               max_tokens=max_tokens, extra={"from": {"run": sp.run_id, "candidate": sp.cand_id}},
+                               on_progress=on_progress)
+    which = f"candidate #{sp.cand_id}" if sp.cand_id is not None else "its prompt"
+    lo, hi = result.ci
+    summary.update(
+        stored=sp, result=result, notes=transfer_notes(sp, ds),
+        line=f"Run {sp.run_id}, {which}, on {ds.name} ({req.split}, n={result.n_relevant}) with {spec.label}: "
+             f"{metric.spec} {result.score:.3f}, 95% CI [{lo:.3f}, {hi:.3f}] ({result.calls} new calls, "
+             f"{result.cached} cached).")
+    return summary

@@ -12,11 +12,10 @@ import threading
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from promptlab.data import Dataset, holdout_split, stored_dataset
+from promptlab.data import Dataset, holdout_split, resolve_dataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate
-from promptlab.scoring.objective import parse_objective, run_judge
-from promptlab.models import ModelSpec, spec_from_record
+from promptlab.models import ModelSpec, resolve_model, spec_from_record
 from promptlab.optimize import prompts as P
 from promptlab.optimize.arena import Arena
 from promptlab.optimize.auto import Auto
@@ -29,6 +28,7 @@ from promptlab.optimize.base import (
     Budget, CandidateProposed, CandidateScored, Confirmed, Decided, OptimizeContext, Step, TestScored,
 )
 from promptlab.results import summarize
+from promptlab.scoring.objective import JudgeSettings, judge_record, parse_objective, run_judge
 from promptlab.store import Store
 
 DEFAULT_BASELINE = "Classify the text. Answer with one of these labels: {labels}."
@@ -341,6 +341,64 @@ def budget_problem(proj: dict, flag: str = "the budget") -> str | None:
                 f"({proj['baseline_calls']} calls){held}. Raise it to at least "
                 f"{max(need + 1, proj['target_search']['min'])}" + (", or lower --confirm." if held else "."))
     return None
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A run as the CLI and the Runs page ask for it: everything by name, nothing resolved yet (see `plan`)."""
+
+    dataset: str  # a stored dataset's name or id, or a file path to import
+    target: str  # models: configured names, local/<key>, or litellm model strings
+    proposers: tuple[str, ...] = ()
+    metric: str | None = None  # with its floors, e.g. "recall:fraud; precision:fraud>=0.4"
+    strategy: str = DEFAULT_STRATEGY
+    rounds: int = 5
+    seed: int = 0
+    budget: int | None = None  # target calls for the search
+    patience: int | None = None
+    max_proposer_calls: int | None = None
+    max_proposer_tokens: int | None = None
+    settings: dict = field(default_factory=dict)  # strategy settings by name; a model-typed one by model name
+    baselines: tuple[PromptTemplate, ...] = ()  # none: the default for the dataset's kind
+    meta_prompt: str | None = None
+    task: str | None = None
+    judge: JudgeSettings | None = None
+    review: bool = False  # pause after every round for the analyst's decisions
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A run ready to create: its config, what it resolved, the calls it will request, and why it cannot run."""
+
+    config: RunConfig
+    dataset: Dataset
+    target: ModelSpec
+    proposers: tuple[ModelSpec, ...]
+    projection: dict
+    line: str  # the projection in words
+    problem: str | None  # a budget that cannot even score the baselines; None when the run can start
+
+
+def plan(store: Store, request: RunRequest, *, budget_name: str = "the budget") -> Plan:
+    """Resolve a request (dataset, models and model-typed settings by name, the judge against the dataset's own)
+    into a checked RunConfig with its projection. `budget_name`: how the caller's user knows the budget, for
+    the problem's wording (the CLI: --budget). Every mistake is a PromptlabError naming the fix."""
+    dataset = resolve_dataset(store, request.dataset)
+    target = resolve_model(request.target, store)
+    proposers = tuple(resolve_model(name, store) for name in request.proposers)
+    declared = all_settings()
+    settings = {name: resolve_model(value, store) if name in declared and declared[name].type == "model" else value
+                for name, value in request.settings.items() if value is not None}
+    config = make_config(
+        dataset, target, list(proposers), metric=request.metric, seed=request.seed, rounds=request.rounds,
+        budget_calls=request.budget, max_proposer_calls=request.max_proposer_calls,
+        max_proposer_tokens=request.max_proposer_tokens, patience=request.patience,
+        baselines=list(request.baselines) or None, meta_prompt=request.meta_prompt, task=request.task,
+        strategy=request.strategy, judge=judge_record(request.judge, dataset),
+        review="rounds" if request.review else "off", store=store, **settings,
+    )
+    proj = projection(store, config)
+    return Plan(config, dataset, target, proposers, proj, projection_line(proj), budget_problem(proj, budget_name))
 
 
 def create_run(store: Store, config: RunConfig) -> str:

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 import fakes
-from promptlab.cli import _unescape, main
+from promptlab.cli import main
+from promptlab.cli.common import unescape
 
 from conftest import ROOT
 
@@ -20,7 +21,7 @@ def run_cli(*args, db):
 
 
 def test_escapes_are_honoured_and_cyrillic_untouched():
-    assert _unescape(r"Line one\nLine two\tTabbed \\n Привет") == "Line one\nLine two\tTabbed \\n Привет"
+    assert unescape(r"Line one\nLine two\tTabbed \\n Привет") == "Line one\nLine two\tTabbed \\n Привет"
 
 
 def test_import_list_show_and_reuse(tmp_path, tiny_csv):
@@ -120,11 +121,11 @@ def test_runs_list_shows_a_run_that_has_no_summary_yet(store, tiny_csv, capsys):
 
 
 def test_progress_line_says_over_budget_instead_of_an_empty_val_score():
-    from promptlab.cli import _step_line
+    from promptlab.cli.runs import step_line
     from promptlab.optimize.base import CandidateScored
 
-    line = _step_line(CandidateScored(candidate_id=3, round=1, minibatch_score=0.625, val_score=None, val_ci=None,
-                                      n_val=0, status="over budget"))
+    line = step_line(CandidateScored(candidate_id=3, round=1, minibatch_score=0.625, val_score=None, val_ci=None,
+                                     n_val=0, status="over budget"))
     assert line == "  #3: minibatch 0.625, over budget (the target-call budget ran out before its val score)"
 
 

@@ -126,7 +126,7 @@ def test_an_arena_run_completes_against_flaky_target_and_proposer(store, tmp_pat
 
 
 def test_failures_are_shown_to_the_user(store, tmp_path, capsys, fast_backoff):
-    from promptlab.cli import _print_run
+    from promptlab.cli.runs import print_run
 
     ds = sentiment_dataset(store, tmp_path, neutral=20)
     with Stub(label_reply, delay_s=0.0, faults={"500": 0.3}, seed=9) as srv, \
@@ -137,5 +137,5 @@ def test_failures_are_shown_to_the_user(store, tmp_path, capsys, fast_backoff):
         runs.execute(store, run_id)
     summary = results.summarize(store, run_id)
     assert summary["failures"]["failed_attempts"]["server_error"] >= 5
-    _print_run(store, summary)
+    print_run(store, summary)
     assert "failed attempts: server_error" in capsys.readouterr().out

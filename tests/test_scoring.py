@@ -11,8 +11,8 @@ import pytest
 import fakes
 from conftest import ROOT
 from promptlab.models import make_spec
-from promptlab.scoring import (HumanGrades, Judge, JudgeScore, Objective, ReferenceScore, judge_settings, parse_metric,
-                               parse_scale, parse_scorer, save_scoring)
+from promptlab.scoring import (HumanGrades, Judge, JudgeScore, JudgeSettings, Objective, ReferenceScore, judge_record,
+                               parse_metric, parse_scale, parse_scorer, save_scoring)
 from promptlab.scoring.objective import ObjectiveError
 
 LABELS = ("billing", "technical")
@@ -124,10 +124,13 @@ def test_judge_settings_merge_what_is_given_with_the_dataset_s_stored_judge():
     class Ds:
         scoring = {"judge": {"model": "stored", "rubric": "stored rubric", "lo": 0, "hi": 1}}
 
-    assert judge_settings(Ds()) == {"model": "stored", "rubric": "stored rubric", "lo": 0, "hi": 1}
-    assert judge_settings(Ds(), model="m", scale="1-5") == {"model": "m", "rubric": "stored rubric", "lo": 1, "hi": 5}
+    assert judge_record(None, Ds()) is None  # nothing asked: the dataset's own judge applies unchanged
+    assert judge_record(JudgeSettings(), Ds()) == {"model": "stored", "rubric": "stored rubric", "lo": 0, "hi": 1}
+    assert judge_record(JudgeSettings("m", scale=(1, 5)), Ds()) == {"model": "m", "rubric": "stored rubric", "lo": 1,
+                                                                    "hi": 5}
     Ds.scoring = None
-    assert judge_settings(Ds(), rubric="r")["lo"] == 1 and judge_settings(Ds())["rubric"].startswith("5:")
+    assert judge_record(JudgeSettings(rubric="r"), Ds())["lo"] == 1
+    assert judge_record(JudgeSettings(), Ds())["rubric"].startswith("5:")
     assert parse_scale("0-1") == (0, 1)
     with pytest.raises(ObjectiveError, match="must look like 1-5"):
         parse_scale("five")

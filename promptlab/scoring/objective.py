@@ -7,6 +7,7 @@ a run copies it into its config, so a stored run never depends on a later change
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from promptlab.models import resolve_model, spec_from_record
 from promptlab.scoring.base import Objective, ScoringError
@@ -96,22 +97,33 @@ def run_judge(config_judge: dict | None, dataset) -> dict | None:
     return config_judge or (dataset.scoring or {}).get("judge")
 
 
-def parse_scale(text: str) -> tuple[int, int]:
-    """A grading scale written 'LO-HI' (1-5, 0-1) as (lo, hi)."""
+def parse_scale(text: str, what: str = "the judge's scale") -> tuple[int, int]:
+    """A grading scale written 'LO-HI' (1-5, 0-1) as (lo, hi); `what` names it in the error."""
     try:
         lo, hi = (int(x) for x in str(text).split("-"))
     except ValueError:
-        raise ObjectiveError(f"the judge's scale '{text}' must look like 1-5 or 0-1") from None
+        raise ObjectiveError(f"{what} '{text}' must look like 1-5 or 0-1") from None
     return lo, hi
 
 
-def judge_settings(dataset, model=None, rubric: str | None = None, scale: str | None = None) -> dict:
-    """A judge record from what the analyst gave (a model name or spec record, a rubric, a scale 'LO-HI'), each
-    missing part taken from the dataset's stored judge, else the defaults (the default rubric, 1-5)."""
+@dataclass(frozen=True)
+class JudgeSettings:
+    """The judge a job asks for (--judge, --rubric, --judge-scale, or the dashboard's judge fields); what it leaves
+    blank comes from the dataset's own judge, then the default rubric and the 1-5 scale."""
+
+    model: str | dict | None = None  # a configured name, a litellm model string, or a spec record
+    rubric: str | None = None
+    scale: tuple[int, int] | None = None
+
+
+def judge_record(settings: JudgeSettings | None, dataset) -> dict | None:
+    """The judge record a job passes on, or None (the dataset's own judge applies unchanged)."""
+    if settings is None:
+        return None
     stored = (dataset.scoring or {}).get("judge") or {}
-    lo, hi = parse_scale(scale) if scale else (stored.get("lo", 1), stored.get("hi", 5))
-    return {"model": model or stored.get("model"), "rubric": rubric or stored.get("rubric") or DEFAULT_RUBRIC,
-            "lo": lo, "hi": hi}
+    lo, hi = settings.scale or (stored.get("lo", 1), stored.get("hi", 5))
+    return {"model": settings.model or stored.get("model"),
+            "rubric": settings.rubric or stored.get("rubric") or DEFAULT_RUBRIC, "lo": lo, "hi": hi}
 
 
 def _same_scoring(a: dict) -> tuple:
@@ -131,5 +143,5 @@ def save_scoring(store, dataset, scoring: dict) -> tuple[dict, bool]:
     return checked, True
 
 
-__all__ = ["ObjectiveError", "parse_objective", "check_scoring", "judge_from", "judge_settings", "parse_scale",
+__all__ = ["ObjectiveError", "parse_objective", "check_scoring", "judge_from", "JudgeSettings", "judge_record", "parse_scale",
            "save_scoring", "metric_choices", "default_spec", "run_judge", "DEFAULT_RUBRIC"]

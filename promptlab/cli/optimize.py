@@ -1,0 +1,83 @@
+"""`optimize`: a run asked for by name (runs.RunRequest), planned like the Runs page plans it, then followed."""
+from __future__ import annotations
+
+import sys
+
+from promptlab import runs
+from promptlab.cli.common import (
+    OPTIONS, constraint_arg, judge_args, judge_settings, metric_spec, names, open_store, read_text_file, unescape,
+)
+from promptlab.cli.runs import follow
+from promptlab.errors import PromptlabError
+from promptlab.evaluate import PromptTemplate
+
+
+def register(sub) -> None:
+    p = sub.add_parser("optimize", parents=[OPTIONS], help="search for a better prompt with an arena of proposer models")
+    p.add_argument("--dataset", required=True, help="stored dataset name, or a file path to import")
+    p.add_argument("--target", required=True, help="the model the prompt is for")
+    p.add_argument("--proposers", default="", help="comma-separated proposer models (needed by arena and gradient)")
+    p.add_argument("--strategy", default=runs.DEFAULT_STRATEGY,
+                   help=f"one of {', '.join(runs.STRATEGIES)}, or a chain joined by commas, e.g. arena,fewshot (default "
+                        f"{runs.DEFAULT_STRATEGY}: instructions, then demonstrations for the best of them, then edits, "
+                        "on one budget)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--metric", help="default: accuracy for labels, the dataset's own scoring otherwise")
+    constraint_arg(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", type=int, help="max target calls for the search (test scoring is extra)")
+    p.add_argument("--max-proposer-calls", type=int)
+    p.add_argument("--max-proposer-tokens", type=int)
+    p.add_argument("--patience", type=int, help="stop after this many rounds without improvement")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--baseline", action="append", help="baseline prompt (repeat for several); default: a plain label list")
+    g.add_argument("--baseline-file")
+    p.add_argument("--meta-prompt-file", help="replace the meta-prompt template (see promptlab/optimize/prompts.py)")
+    p.add_argument("--task", help="task description shown to the proposers")
+    _setting_args(p)
+    p.add_argument("--review", action="store_true",
+                   help="semi-automatic: pause after every round for your decisions (promptlab review RUN)")
+    judge_args(p)
+    p.set_defaults(func=cmd_optimize)
+
+
+def _setting_args(p) -> None:
+    """One flag per strategy setting, from its declaration (name, default, help); values are checked by
+    make_config against the same declaration, so the CLI repeats no names, defaults or limits."""
+    g = p.add_argument_group("strategy settings (each applies to the strategies that have it)")
+    for name, s in runs.all_settings().items():
+        default = s.none if s.default is None and s.none else (",".join(s.default) if isinstance(s.default, tuple) else s.default)
+        metavar = "|".join(map(str, s.choices)) if s.choices else s.type.upper()
+        g.add_argument(s.cli_flag, dest=name, metavar=metavar, help=f"{s.help} (default {default})")
+
+
+def _baselines(args) -> tuple[PromptTemplate, ...]:
+    if args.baseline_file:
+        return (PromptTemplate.from_file_text(read_text_file(args.baseline_file, "--baseline-file")),)
+    return tuple(PromptTemplate.from_text(unescape(b)) for b in args.baseline or ())
+
+
+def request_from(args) -> runs.RunRequest:
+    """The run these arguments ask for, by name: files read, escapes honoured, nothing resolved."""
+    return runs.RunRequest(
+        args.dataset, args.target, names(args.proposers), metric=metric_spec(args), strategy=args.strategy,
+        rounds=args.rounds, seed=args.seed, budget=args.budget, patience=args.patience,
+        max_proposer_calls=args.max_proposer_calls, max_proposer_tokens=args.max_proposer_tokens,
+        settings={name: getattr(args, name) for name in runs.all_settings() if getattr(args, name, None) is not None},
+        baselines=_baselines(args),
+        meta_prompt=read_text_file(args.meta_prompt_file, "--meta-prompt-file") if args.meta_prompt_file else None,
+        task=unescape(args.task) if args.task else None, judge=judge_settings(args), review=args.review,
+    )
+
+
+def cmd_optimize(args) -> int:
+    store = open_store(args)
+    plan = runs.plan(store, request_from(args), budget_name="--budget")
+    if plan.problem:
+        raise PromptlabError(plan.problem)
+    out = sys.stderr if args.json else sys.stdout
+    print("projection: " + plan.line, file=out)
+    run_id = runs.create_run(store, plan.config)
+    print(f"run {run_id}: {plan.dataset.name}, target {plan.target.label}, proposers "
+          f"{', '.join(p.label for p in plan.proposers)}", file=out)
+    return follow(store, run_id, args)

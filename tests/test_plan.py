@@ -1,0 +1,104 @@
+"""runs.plan: a RunRequest by name resolved into a checked RunConfig, the one call `promptlab optimize` and the
+Runs page make; bad names fail with the same clear line through either."""
+import json
+import re
+
+import pytest
+
+import fakes
+from promptlab import runs
+from promptlab.cli import build_parser, main, optimize
+from promptlab.data import import_dataset
+from promptlab.errors import PromptlabError
+from promptlab.evaluate import PromptTemplate
+from promptlab.scoring.objective import JudgeSettings
+
+TARGET = fakes.script("plan-target", lambda m, p: "positive")
+PROPOSER = fakes.script("plan-prop", lambda m, p: "<prompt>Label it: {labels}.</prompt>")
+
+
+@pytest.fixture
+def tiny(store, tiny_csv):
+    return import_dataset(store, tiny_csv)[0]
+
+
+# (what the request changes, the same through the CLI's flags, what the one error line says)
+BAD = [
+    ({"dataset": "nope"}, ["--dataset", "nope"], "no dataset named 'nope'"),
+    ({"target": "nope"}, ["--target", "nope"], "unknown model 'nope'"),
+    ({"target": "local/nope"}, ["--target", "local/nope"], "unknown local model 'nope'"),
+    ({"proposers": (PROPOSER, "nope")}, ["--proposers", f"{PROPOSER},nope"], "unknown model 'nope'"),
+    ({"settings": {"critic": "nope"}}, ["--critic", "nope"], "unknown model 'nope'"),
+    ({"settings": {"gate": "magic"}}, ["--gate", "magic"], "gate must be race or ci or mean or off"),
+    ({"strategy": "magic"}, ["--strategy", "magic"], "unknown strategy 'magic'"),
+    ({"strategy": "arena", "proposers": ()}, ["--strategy", "arena", "--proposers", ""], "needs proposer models"),
+    ({"rounds": 0}, ["--rounds", "0"], "--rounds must be at least 1"),
+    ({"metric": "recall:happy"}, ["--metric", "recall:happy"], "unknown label 'happy'"),
+    ({"metric": "judge"}, ["--metric", "judge"], "not by a judge"),
+]
+
+
+@pytest.mark.parametrize("change,flags,needle", BAD, ids=[b[2] for b in BAD])
+def test_bad_names_fail_with_the_same_line_through_plan_and_the_cli(store, tiny, change, flags, needle, capsys):
+    request = runs.RunRequest(**{"dataset": tiny.name, "target": TARGET, "proposers": (PROPOSER,), **change})
+    with pytest.raises(PromptlabError, match=re.escape(needle)) as exc:
+        runs.plan(store, request)
+    argv = {"--dataset": tiny.name, "--target": TARGET, "--proposers": PROPOSER} | dict(zip(flags[::2], flags[1::2]))
+    assert main(["optimize", *[x for pair in argv.items() for x in pair], "--db", str(store.path)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {exc.value}"
+
+
+def test_a_budget_too_small_is_a_problem_named_the_way_the_caller_names_it(store, tiny, capsys):
+    request = runs.RunRequest(tiny.name, TARGET, (PROPOSER,), budget=5)
+    assert runs.plan(store, request).problem.startswith("the budget of 5 target calls cannot even score the baseline")
+    problem = runs.plan(store, request, budget_name="--budget").problem
+    assert problem.startswith("--budget of 5 target calls")
+    assert main(["optimize", "--dataset", tiny.name, "--target", TARGET, "--proposers", PROPOSER, "--budget", "5",
+                 "--db", str(store.path)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {problem}" and store.list_runs().empty
+
+
+def optimize_args(argv):
+    return build_parser().parse_args(["optimize", *argv])
+
+
+def _stored_config(store, argv, monkeypatch) -> dict:
+    """The config `promptlab optimize` stores for these flags (the run is created, not executed)."""
+    monkeypatch.setattr(optimize, "follow", lambda store, run_id, args: 0)
+    assert main(["optimize", *argv, "--db", str(store.path)]) == 0
+    return store.run_row(store.list_runs()["id"].iloc[0])["config"]
+
+
+def test_the_cli_and_a_direct_plan_store_the_same_config(store, tiny, tmp_path, monkeypatch):
+    critic = fakes.script("plan-critic", lambda m, p: "too vague")
+    argv = ["--dataset", tiny.name, "--target", TARGET, "--proposers", f"{PROPOSER}, {PROPOSER}2", "--seed", "3",
+            "--rounds", "2", "--budget", "900", "--patience", "1", "--max-proposer-calls", "10",
+            "--metric", "recall:positive", "--constraint", "precision:positive>=0.4", "--baseline", r"Say {labels}.\nNow",
+            "--task", r"Label\tit", "--critic", critic, "--gate", "mean", "--demos", "2", "--review"]
+    request = runs.RunRequest(
+        tiny.name, TARGET, (PROPOSER, f"{PROPOSER}2"), metric="recall:positive; precision:positive>=0.4", seed=3,
+        rounds=2, budget=900, patience=1, max_proposer_calls=10, settings={"critic": critic, "gate": "mean", "demos": "2"},
+        baselines=(PromptTemplate.from_text("Say {labels}.\nNow"),), task="Label\tit", review=True)
+    planned = runs.plan(store, request)
+    assert optimize.request_from(optimize_args(argv)) == request
+    assert _stored_config(store, argv, monkeypatch) == json.loads(json.dumps(planned.config.to_record()))
+    assert planned.config.strategy_params["critic"]["model"] == critic and planned.config.review == "rounds"
+
+
+def test_a_judge_asked_for_by_name_is_completed_from_the_datasets_own(store, tmp_path, monkeypatch):
+    qa = tmp_path / "qa.csv"
+    qa.write_text("question,answer\n" + "".join(f"what is {i}+{i},{2 * i}\n" for i in range(30)), encoding="utf-8")
+    judge = fakes.script("plan-judge", lambda m, p: "Score: 4")
+    assert main(["datasets", "import", str(qa), "--kind", "reference", "--scorer", "judge", "--judge", judge,
+                 "--rubric", "Right is 5.", "--judge-scale", "1-5", "--db", str(store.path)]) == 0
+    argv = ["--dataset", "qa", "--target", TARGET, "--proposers", PROPOSER, "--metric", "judge", "--judge-scale", "0-10",
+            "--rubric", r"Short\nand right."]
+    request = runs.RunRequest("qa", TARGET, (PROPOSER,), metric="judge",
+                              judge=JudgeSettings(None, "Short\nand right.", (0, 10)))
+    planned = runs.plan(store, request)
+    assert planned.config.judge["model"]["model"] == judge  # the dataset's judge model, the run's rubric and scale
+    assert (planned.config.judge["rubric"], planned.config.judge["lo"], planned.config.judge["hi"]) == \
+        ("Short\nand right.", 0, 10)
+    assert optimize.request_from(optimize_args(argv)) == request
+    assert _stored_config(store, argv, monkeypatch) == json.loads(json.dumps(planned.config.to_record()))
+
