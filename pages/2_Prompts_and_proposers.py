@@ -1,13 +1,17 @@
 """Meta-prompt and proposers: target, metric, proposer models, the meta-prompt template, and manual search."""
 import streamlit as st
 
-from promptlab import charts, manual, ui, ui_review
+from promptlab import charts, manual
+from promptlab import dashboard as ui
 from promptlab.errors import PromptlabError
+from promptlab.evaluate import PromptTemplate
 from promptlab.metrics import GLOBAL_METRICS, LABEL_METRICS, parse_metric
 from promptlab.models import make_spec, spec_from_record
 from promptlab.objective import DEFAULT_RUBRIC, check_scoring, default_spec, metric_choices, parse_objective
-from promptlab.scorers import parse_scorer
 from promptlab.optimize import prompts as P
+from promptlab.optimize.base import template_text
+from promptlab.runs import default_task
+from promptlab.scorers import parse_scorer
 
 st.set_page_config(page_title="promptlab · Prompts and proposers", layout="wide")
 st.title("Meta-prompt and proposers")
@@ -141,8 +145,6 @@ with st.expander("Placeholders"):
 try:
     P.check_template(template)
     ui.set_setting(meta_key, template)
-    from promptlab.runs import default_task
-
     task = st.text_input("Task description shown to proposers", ui.setting(task_key, default_task(ds)))
     ui.set_setting(task_key, task)
     preview = manual.preview_meta_prompt(store, ds, template, task, metric, ui.runs_table())
@@ -205,10 +207,10 @@ saved = store.baselines(ds.id)
 if saved:
     st.markdown("**Saved baselines for this dataset**")
     for pid, system, user in saved:
-        st.code(system if user.strip() == "{input}" else (system + "\n\n" + user).strip(), language="text")
+        st.code(template_text(PromptTemplate(system, user)), language="text")
 
 # --- manual review: grade outputs by hand ----------------------------------------------------------
 st.subheader("Review outputs by hand")
 st.caption("Grade one output at a time (pass/fail, or 1–5 with an optional note), from the keyboard. The grades become "
            "the prompt's score with its n and CI, and can check an LLM judge (agreement and Cohen's kappa).")
-ui_review.grading_panel(store, ds, choices[target], texts[0] if texts else "", choices)
+ui.grading_panel(store, ds, choices[target], texts[0] if texts else "", choices)
