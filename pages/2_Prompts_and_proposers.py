@@ -1,13 +1,18 @@
 """Meta-prompt and proposers: target, metric, proposer models, the meta-prompt template, and manual search."""
 import streamlit as st
 
-from promptlab import charts, manual, ui, ui_review
+from promptlab import charts, manual
+from promptlab import dashboard as ui
 from promptlab.errors import PromptlabError
-from promptlab.scoring.labels import GLOBAL_METRICS, LABEL_METRICS, parse_metric
+from promptlab.evaluate import PromptTemplate
 from promptlab.models import make_spec, spec_from_record
-from promptlab.scoring.objective import DEFAULT_RUBRIC, check_scoring, default_spec, metric_choices, parse_objective
-from promptlab.scoring.scorers import parse_scorer
 from promptlab.optimize import prompts as P
+from promptlab.optimize.base import template_text
+from promptlab.runs import default_task
+from promptlab.scoring.labels import GLOBAL_METRICS, LABEL_METRICS, parse_metric
+from promptlab.scoring.objective import (DEFAULT_RUBRIC, JudgeSettings, default_spec, judge_record, metric_choices,
+                                         parse_objective, parse_scale, save_scoring)
+from promptlab.scoring.scorers import parse_scorer
 
 st.set_page_config(page_title="promptlab · Prompts and proposers", layout="wide")
 st.title("Meta-prompt and proposers")
@@ -28,13 +33,6 @@ target_default = ui.setting("target", ui.DEFAULT_TARGET)
 target = c2.selectbox("Target model", model_names, index=model_names.index(target_default) if target_default in model_names else 0)
 ui.set_setting("target", target)
 judge_rec = None
-
-
-def _scoring_view(sc: dict) -> tuple:
-    j = sc.get("judge") or {}
-    model = j.get("model") or {}
-    return (sc.get("metric"), (model.get("name"), model.get("model"), model.get("api_base")) if model else None,
-            j.get("rubric"), j.get("lo"), j.get("hi"))
 
 
 if ds.has_labels:
@@ -73,12 +71,10 @@ else:
         scales = list(dict.fromkeys([f"{j.get('lo', 1)}-{j.get('hi', 5)}", "1-5", "0-1"]))
         scale = c5.selectbox("Judge's scale", scales, index=0)
         rubric = c6.text_area("Rubric (what earns each grade)", j.get("rubric") or DEFAULT_RUBRIC, height=110)
-        lo, hi = (int(x) for x in scale.split("-"))
-        new_scoring["judge"] = {"model": judges[judge_name].to_record(), "rubric": rubric, "lo": lo, "hi": hi}
+        new_scoring["judge"] = judge_record(JudgeSettings(judges[judge_name].to_record(), rubric, parse_scale(scale)), ds)
     try:
-        checked = check_scoring(new_scoring, ds, store)
-        if _scoring_view(checked) != _scoring_view(scoring):  # saved only when the analyst changed something
-            store.set_dataset_scoring(ds.id, checked)
+        checked, saved = save_scoring(store, ds, new_scoring)  # saved only when the analyst changed something
+        if saved:
             ui.clear_readers()
             ds = ui.dataset(ds_name)
         judge_rec = checked.get("judge")
@@ -141,8 +137,6 @@ with st.expander("Placeholders"):
 try:
     P.check_template(template)
     ui.set_setting(meta_key, template)
-    from promptlab.runs import default_task
-
     task = st.text_input("Task description shown to proposers", ui.setting(task_key, default_task(ds)))
     ui.set_setting(task_key, task)
     preview = manual.preview_meta_prompt(store, ds, template, task, metric, ui.runs_table())
@@ -205,10 +199,10 @@ saved = store.baselines(ds.id)
 if saved:
     st.markdown("**Saved baselines for this dataset**")
     for pid, system, user in saved:
-        st.code(system if user.strip() == "{input}" else (system + "\n\n" + user).strip(), language="text")
+        st.code(template_text(PromptTemplate(system, user)), language="text")
 
 # --- manual review: grade outputs by hand ----------------------------------------------------------
 st.subheader("Review outputs by hand")
 st.caption("Grade one output at a time (pass/fail, or 1–5 with an optional note), from the keyboard. The grades become "
            "the prompt's score with its n and CI, and can check an LLM judge (agreement and Cohen's kappa).")
-ui_review.grading_panel(store, ds, choices[target], texts[0] if texts else "", choices)
+ui.grading_panel(store, ds, choices[target], texts[0] if texts else "", choices)

@@ -1,7 +1,9 @@
 """Runs: start a run (auto, arena, few-shot, textual gradient, or a chain) with its projected calls, follow it live, stop and resume; all runs with status."""
 import streamlit as st
 
-from promptlab import results, runs, ui, ui_review
+from promptlab import dashboard as ui
+from promptlab import results, runs
+from promptlab import study as S
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate
 from promptlab.scoring.labels import GLOBAL_METRICS
@@ -99,22 +101,19 @@ with st.expander("Start a study: same-family versus cross-family proposers, over
     s_budget = s5.number_input("Budget per run: target calls", 50, 1_000_000, 400, step=50, key="study.budget")
     s_mix = s6.checkbox("Also all proposers together", key="study.mix")
     s_strategy = s7.selectbox("Strategy", ["arena", "arena,fewshot", "gradient"], key="study.strategy")
-    n_runs = len(s_targets) * (len(s_props) + (1 if s_mix and len(s_props) > 1 else 0)) * int(s_seeds)
+    s_specs = [choices[p] for p in s_props]
+    s_mixes = [[p.label for p in s_specs]] if s_mix and len(s_specs) > 1 else None
+    n_runs = len(s_targets) * len(S.proposer_sets(s_specs, s_mixes)) * int(s_seeds)
     st.info(f"{n_runs} runs of up to {int(s_budget)} target calls each for the search (plus test scoring); "
             "calls already cached are free.")
     try:
-        from promptlab import study as S
-
         st.caption(S.power(ui.dataset(ds_name), metric, int(s_seeds)))
     except PromptlabError as exc:
         st.caption(str(exc))
     if st.button("Start study", key="study.start", disabled=not (s_targets and s_props)):
-        from promptlab import study as S
-
         try:
             study_id, reused = S.create_study(
-                store, ui.dataset(ds_name), [choices[t] for t in s_targets], [choices[p] for p in s_props], int(s_seeds),
-                mixes=[[choices[p].label for p in s_props]] if s_mix and len(s_props) > 1 else None,
+                store, ui.dataset(ds_name), [choices[t] for t in s_targets], s_specs, int(s_seeds), mixes=s_mixes,
                 budget_calls=int(s_budget), rounds=int(s_rounds), metric=metric, strategy=s_strategy,
             )
             ui.start_study(study_id)
@@ -124,7 +123,7 @@ with st.expander("Start a study: same-family versus cross-family proposers, over
             st.error(str(exc))
     studies = store.list_studies()
     if len(studies):
-        busy = {k for k, j in ui.jobs().items() if j.running and j.kind == "study"}
+        busy = set(ui.running(kind="study"))
         st.dataframe(studies.assign(running=[i in busy for i in studies["id"]]), hide_index=True, width="stretch")
         idle = [i for i, f, n in zip(studies["id"], studies["finished"], studies["runs"]) if f < n and i not in busy]
         if idle:
@@ -170,17 +169,13 @@ def live(run_id: str) -> None:
         st.error(job.error)
     board = results.leaderboard(store, run_id)
     if len(board):
-        view = board[["id", "round", "proposer", "family", "status", "n_scored", "minibatch_score", "val_score", "val_ci_low",
-                      "val_ci_high", "confirm_score", "test_score", "demos_shown", "text"]].rename(
-            columns={"demos_shown": "demos", "n_scored": "val examples scored", "minibatch_score": "score on them",
-                     "confirm_score": "held-back val"})
-        st.dataframe(view, hide_index=True, width="stretch",
+        st.dataframe(results.leaderboard_table(board), hide_index=True, width="stretch",
                      column_config={"text": st.column_config.TextColumn("prompt", width="large")})
 
 
 live(run_id)
 if store.run_row(run_id)["status"] == "paused" and not ui.run_is_live(run_id):
-    ui_review.round_review(store, run_id)
+    ui.round_review(store, run_id)
 
 st.subheader("All runs")
 table = ui.runs_table()

@@ -1,16 +1,14 @@
 """Results: score trajectories per model family, attribution, families, leaderboard, one prompt, two runs, exports."""
-import difflib
-
 import pandas as pd
 import streamlit as st
 
-from promptlab import charts, export, manual, results, ui
+from promptlab import charts, export, manual, results, review
+from promptlab import dashboard as ui
+from promptlab import study as S
 from promptlab.errors import PromptlabError
-from promptlab.data import stored_dataset
-from promptlab.evaluate import PromptTemplate, evaluate
+from promptlab.evaluate import PromptTemplate
+from promptlab.matrix import MatrixRequest, matrix_lines, score_matrix
 from promptlab.text import format_score
-from promptlab.scoring.objective import parse_objective
-from promptlab.models import spec_from_record
 
 st.set_page_config(page_title="promptlab · Results", layout="wide")
 st.title("Results")
@@ -74,11 +72,10 @@ if studies.empty:
     st.caption("No studies yet: start one on the Runs page, or with `python -m promptlab study --dataset D "
                "--targets T --proposers P1,P2 --seeds 3`.")
 else:
-    from promptlab import study as S
-
+    by_id = studies.set_index("id")
     study_id = st.selectbox("Study", studies["id"].tolist(), key="results.study",
-                            format_func=lambda i: f"{i} · {studies.set_index('id').loc[i, 'dataset']} · "
-                                                  f"{studies.set_index('id').loc[i, 'finished']}/{studies.set_index('id').loc[i, 'runs']} runs finished")
+                            format_func=lambda i: f"{i} · {by_id.loc[i, 'dataset']} · "
+                                                  f"{by_id.loc[i, 'finished']}/{by_id.loc[i, 'runs']} runs finished")
     cell_list, pairs = ui.study_analysis(study_id)
     cells = S.cells_frame(cell_list)
     for target in dict.fromkeys(cells["target"]):
@@ -102,28 +99,17 @@ else:
 # --- leaderboard and one prompt --------------------------------------------------------------------
 st.subheader("Leaderboard")
 board = results.leaderboard(store, run_id)
-base_row = board[board["proposer"] == "baseline"].head(1)
-base_val = float(base_row["val_score"].iloc[0]) if len(base_row) else float("nan")
-view = board[["id", "round", "proposer", "family", "status", "n_scored", "minibatch_score", "val_score", "val_ci_low",
-              "val_ci_high", "confirm_score", "test_score", "constant", "floors", "decision", "decided_by", "text"]].copy()
-view.insert(len(view.columns) - 1, "demos", board["demos_shown"])
-view["Δ val vs baseline"] = view["val_score"] - base_val
-view["gap (val − held-back)"] = view["val_score"] - view["confirm_score"]
-view = view.rename(columns={"n_scored": "val examples scored", "minibatch_score": "score on them",
-                            "confirm_score": "held-back val", "constant": "constant answer"})
-if not board["floors"].astype(bool).any():
-    view = view.drop(columns=["floors"])
 if board["constant"].astype(bool).any():
     st.caption("'constant answer': the prompt gives that label to at least 95% of the val examples it was scored on, "
                "whatever the input (recall of that label would score it 1.0).")
-st.dataframe(view, hide_index=True, width="stretch",
+st.dataframe(results.leaderboard_table(board, marks=True), hide_index=True, width="stretch",
              column_config={"text": st.column_config.TextColumn("prompt", width="large")})
 st.download_button("Candidates as CSV", board.drop(columns=["meta_prompt"]).to_csv(index=False), file_name=f"{run_id}-candidates.csv",
                    mime="text/csv", key="results.csv")
 
 pick = st.selectbox("Look at one prompt", board["id"].tolist(), format_func=lambda i: f"#{i}", key="results.pick")
 row = board[board["id"] == pick].iloc[0]
-base_text = base_row["text"].iloc[0] if len(base_row) else ""
+base = results.baseline_of(board)
 d1, d2 = st.columns(2)
 d1.markdown("**Prompt**")
 d1.code(row["text"], language="text")
@@ -133,26 +119,34 @@ if prompt.demos:
     with d1.expander(f"{len(prompt.demos)} demos ({prompt.demo_format}; {how})"):
         st.dataframe(pd.DataFrame([{"input": d.text, "label": d.label} for d in prompt.demos]), hide_index=True)
 d2.markdown("**Diff against the baseline**")
-d2.code("\n".join(difflib.unified_diff(base_text.splitlines(), str(row["text"]).splitlines(), "baseline", f"#{pick}", lineterm="")) or "(same as the baseline)", language="diff")
-rec = store.run_row(run_id)
-ds = stored_dataset(store, rec["dataset_id"])
-spec = spec_from_record(rec["config"]["target"])
-metric = parse_objective(rec["config"]["metric"], ds, rec["config"].get("judge"), store)
+d2.code(review.diff("" if base is None else base["text"], str(row["text"]), "baseline", f"#{pick}", context=3)
+        or "(same as the baseline)", language="diff")
+ds, spec, metric = results.run_setup(store, run_id)
 if pd.notna(row["val_score"]):
-    res = evaluate(store, spec, prompt, ds, ds.split("val"), metric, split="val")
-    if res.calls:
-        st.caption(f"({res.calls} calls were not cached and were made now)")
-    if res.labels:
-        h1, h2 = st.columns([1, 2])
-        h1.plotly_chart(charts.confusion_heatmap(res.confusion(), f"#{pick} on val"), width="stretch", key="results.cm")
-        errors = res.rows[~res.rows["correct"]][["example_idx", "text", "gold", "reply", "parse"]]
-        h2.markdown(f"**Errors on val** ({len(errors)} of {res.n})")
-        h2.dataframe(errors, hide_index=True, width="stretch")
-    else:
-        low = res.rows[~res.rows["correct"]].sort_values("score")[["example_idx", "text", "gold", "reply", "score", "detail"]]
-        st.markdown(f"**Replies without full marks on val** ({len(low)} of {res.n}; lowest first"
-                    f"{'; detail: ' + res.metric.detail_means if res.metric.detail_means else ''})")
-        st.dataframe(low.rename(columns={"gold": "reference"}), hide_index=True, width="stretch")
+    val_key = ui.score_candidate(run_id, int(pick), "val", ds, spec, metric)
+
+    @st.fragment(run_every=1.5)
+    def val_view() -> None:
+        res = ui.job_result(val_key, lambda p: (
+            p.get("done", 0) / max(1, p.get("total", 1)),
+            f"Scoring #{pick} on val: {p.get('done', 0)} of {p.get('total', '?')} new calls (cached ones are free)"))
+        if res is None:
+            return
+        if res.calls:
+            st.caption(f"({res.calls} calls were not cached and were made now)")
+        wrong = results.misses(res)
+        if res.labels:
+            h1, h2 = st.columns([1, 2])
+            h1.plotly_chart(charts.confusion_heatmap(res.confusion(), f"#{pick} on val"), width="stretch",
+                            key="results.cm")
+            h2.markdown(f"**Errors on val** ({len(wrong)} of {res.n})")
+            h2.dataframe(wrong, hide_index=True, width="stretch")
+        else:
+            st.markdown(f"**Replies without full marks on val** ({len(wrong)} of {res.n}; lowest first"
+                        f"{'; detail: ' + res.metric.detail_means if res.metric.detail_means else ''})")
+            st.dataframe(wrong, hide_index=True, width="stretch")
+
+    val_view()
 else:
     n = row["n_scored"]
     if row["status"] == "gated" and n == n and n is not None:
@@ -223,8 +217,6 @@ mx_models = mx2.multiselect("Models", list(ui.model_choices()), key="results.mat
 mx_top = mx3.number_input("Prompts per run", 1, 5, 1, key="results.matrix.top")
 matrix_key = "matrix:" + ",".join(mx_runs)
 if st.button("Score the matrix", key="results.matrix.go", disabled=not (mx_runs and mx_models)):
-    from promptlab.matrix import MatrixRequest, score_matrix
-
     all_models = ui.model_choices()
     request = MatrixRequest(tuple(mx_runs), tuple(all_models[m] for m in mx_models), top=int(mx_top))
     ui.start_job(matrix_key, "matrix", lambda job: score_matrix(store, request, job.progress))
@@ -232,8 +224,6 @@ if st.button("Score the matrix", key="results.matrix.go", disabled=not (mx_runs 
 
 @st.fragment(run_every=1.5)
 def matrix_view() -> None:
-    from promptlab.matrix import matrix_lines
-
     result = ui.job_result(matrix_key, lambda p: (
         max(0, p.get("cell", 1) - 1) / max(1, p.get("cells", 1)),
         f"cell {p.get('cell', 0)} of {p.get('cells', '?')} on {p.get('n', '?')} examples… "
@@ -256,11 +246,7 @@ other = st.selectbox("Compare with", [i for i in ids if i != run_id], index=None
                      placeholder="choose a run…", key="results.other")
 if other:
     s2 = results.summarize(store, other)
-    both = pd.DataFrame([
-        {k: summary[k] for k in ("run_id", "dataset", "target", "metric", "seed", "rounds", "baseline_val", "baseline_test", "best_val", "best_test", "best_proposer")},
-        {k: s2[k] for k in ("run_id", "dataset", "target", "metric", "seed", "rounds", "baseline_val", "baseline_test", "best_val", "best_test", "best_proposer")},
-    ])
-    st.dataframe(both, hide_index=True, width="stretch")
+    st.dataframe(results.side_by_side([summary, s2]), hide_index=True, width="stretch")
     l, r = st.columns(2)
     l.plotly_chart(fig, width="stretch", key="results.left")
     r.plotly_chart(charts.score_trajectories(store.candidates(other), metric=s2["metric"], title=f"{other}"),

@@ -11,7 +11,6 @@ import json
 import os
 import random
 import re
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -340,17 +339,23 @@ def _error_text(exc: BaseException, secret_value: str | None = None) -> str:
     return text[:2000]
 
 
-def secret(name: str) -> str | None:
-    """An API key by its name: from the environment, else from Streamlit's secrets (.streamlit/secrets.toml)
-    when the dashboard runs. Keys live only in memory: never in the store, logs or exports."""
-    value = os.environ.get(name)
-    if not value and "streamlit" in sys.modules:
-        try:
-            import streamlit as st
+# Registered rather than passed in: a key is read deep inside complete(), reached from worker threads through
+# runs, studies and evaluations; passing a lookup down every one of those calls would put the dashboard in each
+# signature, and a ModelSpec stays a plain value that never holds a key. One slot, so the library never
+# imports a front end: the dashboard fills it with st.secrets when it is imported.
+_secret_lookup: Callable[[str], str | None] | None = None
 
-            value = st.secrets.get(name)
-        except Exception:  # noqa: BLE001 - no secrets file, or not inside a Streamlit app
-            value = None
+
+def set_secret_lookup(lookup: Callable[[str], str | None] | None) -> None:
+    """Where secret() looks after the environment (the dashboard: .streamlit/secrets.toml); None: nowhere."""
+    global _secret_lookup
+    _secret_lookup = lookup
+
+
+def secret(name: str) -> str | None:
+    """An API key by its name: from the environment, else from the registered lookup (the dashboard's
+    .streamlit/secrets.toml). Keys live only in memory: never in the store, logs or exports."""
+    value = os.environ.get(name) or (_secret_lookup(name) if _secret_lookup is not None else None)
     return str(value) if value else None
 
 

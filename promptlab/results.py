@@ -10,23 +10,50 @@ import pandas as pd
 
 from promptlab.data import Dataset, stored_dataset
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate, dataset_params, evaluate, model_key, stored_rows
-from promptlab.text import format_score
+from promptlab.evaluate import EvalResult, PromptTemplate, dataset_params, evaluate, model_key, stored_rows
 from promptlab.models import ModelSpec, relation, spec_from_record
-from promptlab.scoring.objective import parse_objective
 from promptlab.optimize.base import Counters
+from promptlab.scoring import Objective, parse_objective
 from promptlab.store import Store
+from promptlab.text import format_score
+
+
+def run_setup(store: Store, run_id: str) -> tuple[Dataset, ModelSpec, Objective]:
+    """What a run scores with: its dataset, its target, and its objective (its judge included)."""
+    rec = store.run_row(run_id)
+    config = rec["config"]
+    dataset = stored_dataset(store, rec["dataset_id"])
+    return dataset, spec_from_record(config["target"]), parse_objective(config["metric"], dataset, config.get("judge"),
+                                                                        store)
+
+
+def candidate_result(store: Store, run_id: str, cand_id: int, split: str, target: ModelSpec, dataset: Dataset,
+                     metric, on_progress=None) -> EvalResult:
+    """A stored candidate's prompt (with its demos) scored on one split. With the run's own split seed and
+    max_tokens the requests are the run's own, so whatever the run scored comes from the cache."""
+    row = store.candidates(run_id).set_index("id").loc[cand_id].to_dict()
+    config = store.run_row(run_id)["config"]
+    return evaluate(store, target, PromptTemplate.from_record(row), dataset,
+                    dataset.split(split, config.get("split_seed")), metric, split=split,
+                    max_tokens=config.get("max_tokens"), on_progress=on_progress)
 
 
 def candidate_test_rows(store: Store, run_id: str, cand_id: int, target: ModelSpec, dataset: Dataset,
                         metric) -> pd.DataFrame:
-    """A stored candidate's prompt (with its demos) scored on the test split, one row per example in
-    example order. The run scored its finalists on test, so this comes from the cache."""
-    row = store.candidates(run_id).set_index("id").loc[cand_id].to_dict()
-    config = store.run_row(run_id)["config"]  # the run's own split and max_tokens: the same requests, so cached
-    res = evaluate(store, target, PromptTemplate.from_record(row), dataset,
-                   dataset.split("test", config.get("split_seed")), metric, max_tokens=config.get("max_tokens"))
+    """A stored candidate's prompt scored on the test split, one row per example in example order. The run
+    scored its finalists on test, so this comes from the cache."""
+    res = candidate_result(store, run_id, cand_id, "test", target, dataset, metric)
     return res.rows.sort_values("example_idx").reset_index(drop=True)
+
+
+def misses(res: EvalResult) -> pd.DataFrame:
+    """The examples a prompt did not get right: with labels, its wrong answers (and how each reply was read);
+    with scored replies, those without full marks, lowest score first."""
+    wrong = res.rows[~res.rows["correct"]]
+    if res.labels:
+        return wrong[["example_idx", "text", "gold", "reply", "parse"]]
+    return wrong.sort_values("score")[["example_idx", "text", "gold", "reply", "score", "detail"]].rename(
+        columns={"gold": "reference"})
 
 
 def demo_summary(demos, similar_k, similar_by: str = "tfidf") -> str:
@@ -79,6 +106,32 @@ def leaderboard(store: Store, run_id: str) -> pd.DataFrame:
     cands["_sort_mb"] = cands["minibatch_score"].fillna(-math.inf)
     return cands.sort_values(["_sort_val", "_sort_mb", "id"], ascending=[False, False, True]).drop(
         columns=["_sort_val", "_sort_mb"]).reset_index(drop=True)
+
+
+def baseline_of(board: pd.DataFrame) -> pd.Series | None:
+    """The leaderboard's first baseline (the best on val, when a dataset has several), or None."""
+    base = board[board["proposer"] == "baseline"]
+    return base.iloc[0] if len(base) else None
+
+
+_BOARD_WORDS = {"n_scored": "val examples scored", "minibatch_score": "score on them", "confirm_score": "held-back val",
+                "demos_shown": "demos", "constant": "constant answer"}
+
+
+def leaderboard_table(board: pd.DataFrame, marks: bool = False) -> pd.DataFrame:
+    """A leaderboard (not empty) as the pages show it, its columns in words. With `marks`: each candidate's
+    constant answer, its floors (when the metric has any), the analyst's decision, and its difference from the
+    baseline on val and from its own held-back val score."""
+    cols = ["id", "round", "proposer", "family", "status", "n_scored", "minibatch_score", "val_score", "val_ci_low",
+            "val_ci_high", "confirm_score", "test_score"]
+    if marks:
+        cols += ["constant", *(["floors"] if board["floors"].astype(bool).any() else []), "decision", "decided_by"]
+    view = board[cols + ["demos_shown", "text"]].copy()
+    if marks:
+        base = baseline_of(board)
+        view["Δ val vs baseline"] = view["val_score"] - (float(base["val_score"]) if base is not None else math.nan)
+        view["gap (val − held-back)"] = view["val_score"] - view["confirm_score"]
+    return view.rename(columns=_BOARD_WORDS)
 
 
 def attribution(store: Store, run_id: str, steps: list[dict] | None = None) -> list[dict]:
@@ -193,6 +246,15 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         "decisions": _decision_counts(steps),
         "result": _result(steps),
     }
+
+
+_SIDE_BY_SIDE = ("run_id", "dataset", "target", "metric", "seed", "rounds", "baseline_val", "baseline_test", "best_val",
+                 "best_test", "best_proposer")
+
+
+def side_by_side(summaries: list[dict]) -> pd.DataFrame:
+    """Runs' summaries as one row each: what they optimized and what they found."""
+    return pd.DataFrame([{k: s[k] for k in _SIDE_BY_SIDE} for s in summaries])
 
 
 def result_line(summary: dict) -> str | None:

@@ -136,9 +136,11 @@ def _same(a, b) -> bool:
     return not pd.isna(a) and not pd.isna(b) and a == b
 
 
-def diff(best: str, cand: str) -> str:
-    """A unified diff of two prompt texts, line by line (empty when they are equal)."""
-    return "\n".join(difflib.unified_diff(best.splitlines(), cand.splitlines(), "current best", "candidate", lineterm="", n=1))
+def diff(best: str, cand: str, best_name: str = "current best", cand_name: str = "candidate", context: int = 1) -> str:
+    """A unified diff of two prompt texts, line by line, with `context` lines around each change (empty when
+    they are equal)."""
+    return "\n".join(difflib.unified_diff(best.splitlines(), cand.splitlines(), best_name, cand_name, lineterm="",
+                                          n=context))
 
 
 def round_view(store: Store, run_id: str, n_outputs: int = 3) -> dict:

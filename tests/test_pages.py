@@ -1,4 +1,5 @@
 """AppTest for every page: uploads (good and bad), manual search and a run with scripted fake models."""
+import threading
 import time
 
 import pytest
@@ -6,6 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 import fakes
 from conftest import ROOT
+from promptlab.data import stored_dataset
 from promptlab.models import make_spec
 from promptlab.store import Store
 
@@ -170,6 +172,44 @@ def test_start_a_run_with_fake_models_and_see_it_finish(db):
     assert not res.exception
     _wait(res, lambda a: len(a.get("plotly_chart")) > charts_before, timeout=60)
     assert any(c.value.startswith("best for fake-target:") for c in res.caption)
+
+
+def test_results_scores_the_picked_prompt_in_a_worker_and_shows_it_when_done(tmp_path, monkeypatch):
+    """The Results page never calls a model while it renders: the picked prompt's val replies that are not cached
+    (here one failed during the run, so it is asked again) come from a worker, and the page shows them when done."""
+    flaky, back, release = {}, threading.Event(), threading.Event()
+
+    def flaky_target(messages, params):
+        if flaky.get("text") and flaky["text"] in messages[-1]["content"]:
+            if not back.is_set():
+                return RuntimeError("the endpoint is down")  # not transient: recorded as a failed call
+            release.wait(30)
+        return target_reply(messages, params)
+
+    db = fake_models_db(tmp_path / "worker.duckdb", monkeypatch, flaky_target=flaky_target)
+    at = page("3_Runs.py").run()
+    flaky["text"] = stored_dataset(Store(db), "support_tickets").split("val")["text"].iloc[0]
+    at.selectbox(key="runs.target").set_value("flaky-target")
+    at.multiselect(key="runs.proposers").set_value(["fake-prop"])
+    at.selectbox(key="runs.strategy").set_value("arena")
+    at.number_input(key="runs.rounds").set_value(1)
+    at.number_input(key="runs.budget").set_value(0)
+    at.run()
+    at.button(key="runs.start").click().run()
+    store = Store(db)
+    _wait(at, lambda a: store.list_runs()["status"].iloc[0] == "finished", timeout=120)
+
+    back.set()
+    try:
+        res = page("4_Results.py").run()
+        assert not res.exception
+        assert not any("Errors on val" in m.value for m in res.markdown)  # the render did not wait for the model
+        assert any("new calls" in bar.proto.text for bar in res.get("progress"))
+    finally:
+        release.set()
+    _wait(res, lambda a: any("Errors on val" in m.value for m in a.markdown), timeout=60)
+    assert not res.exception
+    assert any("calls were not cached and were made now" in c.value for c in res.caption)
 
 
 def test_start_a_chained_run_from_the_runs_page_and_read_it_on_results(db):

@@ -60,6 +60,7 @@ def test_a_key_can_come_from_streamlit_secrets():
     def script():
         import streamlit as st
 
+        import promptlab.dashboard  # noqa: F401 - the dashboard registers st.secrets with secret() on import
         from promptlab.models import secret
 
         st.write(f"found={secret('PROMPTLAB_TEST_SECRET') == 'from-secrets-toml'}")
@@ -68,6 +69,17 @@ def test_a_key_can_come_from_streamlit_secrets():
     at.secrets["PROMPTLAB_TEST_SECRET"] = "from-secrets-toml"
     at.run()
     assert not at.exception and at.markdown[0].value == "found=True"
+
+
+def test_only_the_dashboard_imports_streamlit():
+    """One bridge to Streamlit (promptlab/dashboard/); keys reach the library through models.secret's lookup."""
+    for path in sorted((ROOT / "promptlab").rglob("*.py")):
+        if "dashboard" in path.relative_to(ROOT / "promptlab").parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] == "streamlit" for n in names), f"{path.name}:{node.lineno} imports streamlit"
 
 
 def test_the_dashboard_is_private_by_default():

@@ -1,4 +1,4 @@
-"""Dashboard panels for the human in the loop: deciding a paused round, and grading outputs by hand.
+"""The panels for the human in the loop: deciding a paused round, and grading outputs by hand.
 
 Thin: every action calls promptlab.review or promptlab.grading (the same functions as the CLI), and
 anything slow (re-scoring, producing outputs, the judge check) runs as a worker job, never in the page.
@@ -10,18 +10,12 @@ import streamlit as st
 
 from promptlab import grading as G
 from promptlab import review as R
-from promptlab import ui
+from promptlab.dashboard.job_registry import jobs, running, start_job, wait_for
+from promptlab.dashboard.readers import clear_readers
+from promptlab.dashboard.workers import start_run
 from promptlab.errors import PromptlabError
+from promptlab.evaluate import PromptTemplate
 from promptlab.text import format_score as fmt
-
-
-@st.fragment(run_every=1.5)
-def _wait_for(keys: tuple[str, ...], message: str) -> None:
-    """Shown while a worker job runs; when it ends, the whole page reruns to show its result."""
-    if any((j := ui.jobs().get(k)) is not None and j.running for k in keys):
-        st.info(message)
-        return
-    st.rerun()
 
 
 def _ci(ci) -> str:
@@ -77,7 +71,7 @@ def round_review(store, run_id: str) -> None:
             _decide(store, run_id, "discard", c["id"])
         if b3.button("Re-score", key=f"rv.rescore.{run_id}.{r}.{c['id']}", help="Score on train and val together "
                      "(more examples, a narrower CI). Test stays held out for the final, honest comparison."):
-            ui.start_job(f"rescore:{run_id}:{c['id']}", "rescore", lambda job, cid=c["id"]: R.rescore(store, run_id, cid))
+            start_job(f"rescore:{run_id}:{c['id']}", "rescore", lambda job, cid=c["id"]: R.rescore(store, run_id, cid))
             st.toast(f"Re-scoring #{c['id']} on train+val…")
         with col.expander("Edit this prompt"):
             edited = st.text_area("Your version", c["text"], height=140, key=f"rv.edit.{run_id}.{r}.{c['id']}")
@@ -96,23 +90,23 @@ def round_review(store, run_id: str) -> None:
             "result": (f"{fmt(d['detail'].get('score'))} {_ci(d['detail'].get('ci') or (None, None))} "
                        f"n={d['detail'].get('n')} on {d['detail'].get('on')}") if d["detail"] else "",
         } for d in decided]), hide_index=True, width="stretch")
-    busy = [k for k, j in ui.jobs().items() if k.startswith(f"rescore:{run_id}:") and j.running]
+    busy = running(f"rescore:{run_id}:")
     if busy:
-        _wait_for(tuple(busy), "Re-scoring on train+val… the result appears in the decisions table when it is done.")
-    for k, j in ui.jobs().items():
+        wait_for(tuple(busy), "Re-scoring on train+val… the result appears in the decisions table when it is done.")
+    for k, j in jobs().items():
         if k.startswith(f"rescore:{run_id}:") and j.error:
             st.error(j.error)
     c1, c2, _ = st.columns([1, 1, 4])
     if c1.button("Continue", type="primary", key=f"rv.continue.{run_id}.{r}", disabled=bool(busy)):
         if _decide(store, run_id, "continue", rerun=False):
-            ui.start_run(run_id)
-            ui.clear_readers()
+            start_run(run_id)
+            clear_readers()
             st.rerun()
     if c2.button("Stop the search", key=f"rv.stop.{run_id}.{r}", disabled=bool(busy),
                  help="No more rounds: the best prompts are scored on test and the run finishes."):
         if _decide(store, run_id, "stop", rerun=False):
-            ui.start_run(run_id)
-            ui.clear_readers()
+            start_run(run_id)
+            clear_readers()
             st.rerun()
 
 
@@ -131,8 +125,6 @@ def _decide(store, run_id: str, action: str, cid: int | None = None, text: str |
 
 def grading_panel(store, ds, spec, default_prompt: str, judge_models: dict) -> None:
     """Grade a prompt's outputs one at a time from the keyboard, see the human score, check a judge."""
-    from promptlab.evaluate import PromptTemplate
-
     c1, c2, c3, c4 = st.columns([4, 1, 1, 1])
     text = c1.text_area("Prompt whose outputs you grade", default_prompt, height=100, key="grade.prompt")
     split = c2.selectbox("Split", ["val", "train", "test"], key="grade.split")
@@ -147,16 +139,16 @@ def grading_panel(store, ds, spec, default_prompt: str, judge_models: dict) -> N
         try:
             prompt = PromptTemplate.from_text(text)
             prompt.check(ds.input_cols)
-            ui.start_job(job_key, "grade", lambda job: G.outputs(store, ds, spec, prompt, split=split, limit=int(limit),
-                                                                 scale=scale))
+            start_job(job_key, "grade", lambda job: G.outputs(store, ds, spec, prompt, split=split, limit=int(limit),
+                                                              scale=scale))
             st.session_state.pop("grade.pos", None)
         except PromptlabError as exc:
             st.error(str(exc))
-    job = ui.jobs().get(job_key)
+    job = jobs().get(job_key)
     if job is None:
         return
     if job.running:
-        _wait_for((job_key,), "Producing the outputs (calls already cached are free)…")
+        wait_for((job_key,), "Producing the outputs (calls already cached are free)…")
         return
     if job.error:
         st.error(job.error)
@@ -202,10 +194,12 @@ def grading_panel(store, ds, spec, default_prompt: str, judge_models: dict) -> N
         judge_name = st.selectbox("Judge model", names, key="grade.judge")
         rubric = st.text_area("Rubric", (ds.scoring or {}).get("judge", {}).get("rubric", ""), height=100, key="grade.rubric")
         if st.button("Check the judge", key="grade.calibrate", disabled=not graded["n"]):
-            fresh = G.outputs(store, ds, spec, batch.prompt, split=split, limit=int(limit), scale=scale)
-            ui.start_job(f"calibrate:{ds.name}", "calibrate",
-                         lambda job: G.calibrate(store, fresh, judge_models[judge_name], rubric, scale))
-        cal = ui.jobs().get(f"calibrate:{ds.name}")
+            # In the worker: the batch's own calls come from the cache, but a split or count changed since
+            # would call the model.
+            start_job(f"calibrate:{ds.name}", "calibrate", lambda job: G.calibrate(
+                store, G.outputs(store, ds, spec, batch.prompt, split=split, limit=int(limit), scale=scale),
+                judge_models[judge_name], rubric, scale))
+        cal = jobs().get(f"calibrate:{ds.name}")
         if cal is not None and not cal.running:
             if cal.error:
                 st.error(cal.error)
@@ -218,4 +212,4 @@ def grading_panel(store, ds, spec, default_prompt: str, judge_models: dict) -> N
                 st.caption(f"On {stats['n']} outputs you graded: {G.kappa_reading(stats)}.")
                 st.dataframe(pd.DataFrame(stats["pairs"]), hide_index=True, width="stretch")
         elif cal is not None:
-            _wait_for((f"calibrate:{ds.name}",), "The judge is grading…")
+            wait_for((f"calibrate:{ds.name}",), "The judge is grading…")
