@@ -201,8 +201,8 @@ if saved:
     for pid, system, user in saved:
         st.code(template_text(PromptTemplate(system, user)), language="text")
 
-# --- manual review: grade outputs by hand ----------------------------------------------------------
-st.subheader("Review outputs by hand")
+# --- grading outputs by hand ----------------------------------------------------------------------
+st.subheader("Grade outputs by hand")
 st.caption("Grade one output at a time (pass/fail, or 1–5 with an optional note), from the keyboard. The grades become "
            "the prompt's score with its n and CI, and can check an LLM judge (agreement and Cohen's kappa).")
 ui.grading_panel(store, ds, choices[target], texts[0] if texts else "", choices)

@@ -1,4 +1,4 @@
-"""Manual review: the analyst grades a prompt's outputs by hand, one at a time, and the grades become
+"""Grading by hand: the analyst grades a prompt's outputs, one at a time, and the grades become
 that prompt's score (with n and a CI); the same grades check an LLM judge (agreement and Cohen's kappa).
 
 A grade belongs to (dataset, prompt, model, example, output): the exact reply graded, by its hash, so a

@@ -188,7 +188,7 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE llm_calls ADD COLUMN served_by VARCHAR;",
     # v8: every failed attempt of a call ("kind: message"), also when a retry then succeeded.
     "ALTER TABLE llm_calls ADD COLUMN failures JSON;",
-    # v9 (tasks beyond labels, semi-automatic search, manual review): a dataset's kind and default scoring;
+    # v9 (tasks beyond labels, semi-automatic search, grading by hand): a dataset's kind and default scoring;
     # a per-example score (and the judge's reasoning) next to each evaluation; the analyst's (and the
     # rule's) decisions in paused rounds; human grades per (prompt, model, example, output).
     """

@@ -32,3 +32,9 @@ def format_score(x, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     return f"{x:.{digits}f}"
+
+
+def format_ci(ci) -> str:
+    """A confidence interval for people: '[0.612, 0.781]' ('n/a' for a missing end)."""
+    lo, hi = ci
+    return f"[{format_score(lo)}, {format_score(hi)}]"

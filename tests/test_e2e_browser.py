@@ -260,7 +260,7 @@ def test_semi_automatic_round_and_keyboard_grading_on_reference_answers(server):
 
         page.get_by_role("link", name="Prompts and proposers").click()
         try:
-            page.wait_for_selector("text=Review outputs by hand", timeout=90_000)
+            page.wait_for_selector("text=Grade outputs by hand", timeout=90_000)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "debug-prompts.png"), full_page=True)
             raise
@@ -274,7 +274,7 @@ def test_semi_automatic_round_and_keyboard_grading_on_reference_answers(server):
         page.wait_for_selector("text=Output 2 of 3", timeout=60_000)
         page.keyboard.press("2")
         page.wait_for_selector("text=Output 3 of 3", timeout=60_000)
-        page.get_by_text("Review outputs by hand").scroll_into_view_if_needed()
+        page.get_by_text("Grade outputs by hand").scroll_into_view_if_needed()
         page.wait_for_timeout(1000)
         page.screenshot(path=str(ARTIFACTS / "8-grading.png"), full_page=True)
         graded = page.locator("[data-testid='stMetric']:has-text('Graded (n)') [data-testid='stMetricValue']")

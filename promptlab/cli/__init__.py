@@ -5,12 +5,12 @@ import argparse
 import sys
 import traceback
 
-from promptlab.cli import datasets, export, models, optimize, review, runs, study
+from promptlab.cli import datasets, export, grade, models, optimize, review, runs, study
 from promptlab.cli import eval as evaluation
 from promptlab.cli.common import OPTIONS
 from promptlab.errors import PromptlabError
 
-GROUPS = (datasets, models, evaluation, export, optimize, review, study, runs)  # the order `--help` lists them in
+GROUPS = (datasets, models, evaluation, export, optimize, review, grade, study, runs)  # the order `--help` lists them in
 
 
 def build_parser() -> argparse.ArgumentParser:

