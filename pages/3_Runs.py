@@ -112,10 +112,9 @@ with st.expander("Start a study: same-family versus cross-family proposers, over
         st.caption(str(exc))
     if st.button("Start study", key="study.start", disabled=not (s_targets and s_props)):
         try:
-            study_id, reused = S.create_study(
-                store, ui.dataset(ds_name), [choices[t] for t in s_targets], s_specs, int(s_seeds), mixes=s_mixes,
-                budget_calls=int(s_budget), rounds=int(s_rounds), metric=metric, strategy=s_strategy,
-            )
+            study_id, reused, _ = S.request_study(store, S.StudyRequest(  # the request `promptlab study` builds
+                ds_name, tuple(s_targets), tuple(s_props), int(s_seeds), mixes=tuple(map(tuple, s_mixes or ())),
+                budget=int(s_budget), rounds=int(s_rounds), metric=metric, strategy=s_strategy))
             ui.start_study(study_id)
             st.toast(f"Study {study_id} {'resumed' if reused else 'started'}: its runs appear below as they go.")
             ui.clear_readers()

@@ -14,15 +14,15 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from promptlab import results, runs
-from promptlab.data import Dataset, stored_dataset
+from promptlab.data import Dataset, resolve_dataset, stored_dataset
 from promptlab.errors import PromptlabError
-from promptlab.models import ModelSpec, relation, spec_from_record
+from promptlab.models import ModelSpec, relation, resolve_model, spec_from_record
 from promptlab.scoring.labels import parse_metric
 from promptlab.scoring.stats import holm, paired_gain, paired_test, power_line
 from promptlab.store import Store
@@ -79,6 +79,34 @@ def power(dataset: Dataset, metric: str, seeds: int) -> str:
     if n < 1:
         raise PromptlabError(f"'{dataset.name}' has no test example that {metric} counts: choose another metric")
     return power_line(n, max(1, int(seeds)))
+
+
+@dataclass(frozen=True)
+class StudyRequest:
+    """A study as the CLI and the Runs page ask for it: the dataset and the models by name (see `request_study`)."""
+
+    dataset: str  # a stored dataset's name or id, or a file path to import
+    targets: tuple[str, ...]
+    proposers: tuple[str, ...]  # each runs alone
+    seeds: int = 3
+    mixes: tuple[tuple[str, ...], ...] = ()  # proposers also run together, by label
+    budget: int | None = 600  # target calls per run for the search
+    rounds: int = 3
+    metric: str = "accuracy"
+    strategy: str = "arena"
+    candidates: int = 2
+    settings: dict = field(default_factory=dict)  # strategy settings by name (minibatch_size, test_top, ...)
+
+
+def request_study(store: Store, req: StudyRequest) -> tuple[str, bool, Dataset]:
+    """Resolve a request's dataset and models by name and create its study (or find the same grid stored):
+    (study id, reused, dataset)."""
+    dataset = resolve_dataset(store, req.dataset)
+    study_id, reused = create_study(
+        store, dataset, [resolve_model(n, store) for n in req.targets], [resolve_model(n, store) for n in req.proposers],
+        req.seeds, mixes=[list(m) for m in req.mixes] or None, budget_calls=req.budget, rounds=req.rounds,
+        metric=req.metric, strategy=req.strategy, candidates=req.candidates, **req.settings)
+    return study_id, reused, dataset
 
 
 def create_study(store: Store, dataset: Dataset, targets: list[ModelSpec], proposers: list[ModelSpec],

@@ -168,3 +168,18 @@ def test_study_in_macro_f1_has_gains_but_no_p_values(store, dataset, capsys):
     assert doc["pairs"][0]["p_value"] is None and doc["pairs"][0]["p_adj"] is None  # null, not NaN
     assert "NaN" not in captured.out.strip().splitlines()[-1]
     assert "fewer than 3 seeds" in doc["readings"][tgt.label]
+
+
+def test_a_request_by_names_is_the_same_study_as_the_resolved_one(store, dataset):
+    """The CLI and the Runs page ask by name (StudyRequest); resolved, it is the very grid create_study stores."""
+    tgt, same, cross = specs()
+    sid, reused = S.create_study(store, dataset, [tgt], [same, cross], seeds=2, mixes=[[same.label, cross.label]],
+                                 rounds=2, budget_calls=None, minibatch_size=8)
+    for spec in (tgt, same, cross):
+        store.save_model(spec.label, spec.to_record())  # configured by name, as `models add` does
+    req = S.StudyRequest(dataset.name, (tgt.label,), (same.label, cross.label), 2, mixes=((same.label, cross.label),),
+                         budget=None, rounds=2, settings={"minibatch_size": 8})
+    again, reused_again, ds = S.request_study(store, req)
+    assert (again, reused_again, ds.id) == (sid, True, dataset.id) and not reused
+    with pytest.raises(PromptlabError, match="unknown model 'nobody'"):
+        S.request_study(store, S.StudyRequest(dataset.name, ("nobody",), (same.model,)))

@@ -5,7 +5,7 @@ import sys
 
 from promptlab import runs
 from promptlab import study as S
-from promptlab.cli.common import OPTIONS, constraint_arg, metric_spec, model_list, open_store, print_json
+from promptlab.cli.common import OPTIONS, constraint_arg, metric_spec, names, open_store, print_json
 from promptlab.data import resolve_dataset
 from promptlab.errors import PromptlabError
 
@@ -34,6 +34,15 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_study)
 
 
+def request_from(args, dataset: str) -> S.StudyRequest:
+    """The study these arguments ask for, by name (the dataset by its name or id)."""
+    settings = {k: v for k, v in {"minibatch_size": args.minibatch, "test_top": args.test_top}.items() if v is not None}
+    return S.StudyRequest(
+        dataset, names(args.targets), names(args.proposers), args.seeds,
+        mixes=tuple(tuple(m.split("+")) for m in args.mix or []), budget=args.budget, rounds=args.rounds,
+        metric=metric_spec(args), strategy=args.strategy, candidates=args.candidates, settings=settings)
+
+
 def cmd_study(args) -> int:
     store = open_store(args)
     out = sys.stderr if args.json else sys.stdout
@@ -52,14 +61,9 @@ def cmd_study(args) -> int:
     else:
         if not (args.dataset and args.targets and args.proposers):
             raise PromptlabError("a new study needs --dataset, --targets and --proposers (or --show/--resume ID, --list)")
-        ds = resolve_dataset(store, args.dataset)
+        ds = resolve_dataset(store, args.dataset)  # once: a file path is imported here, then named by its id
         print(S.power(ds, metric_spec(args), args.seeds), file=out, flush=True)
-        extra = {k: v for k, v in {"minibatch_size": args.minibatch, "test_top": args.test_top}.items() if v is not None}
-        study_id, reused = S.create_study(
-            store, ds, model_list(store, args.targets), model_list(store, args.proposers), args.seeds,
-            mixes=[m.split("+") for m in args.mix or []], budget_calls=args.budget, rounds=args.rounds,
-            metric=metric_spec(args), strategy=args.strategy, candidates=args.candidates, **extra,
-        )
+        study_id, reused, ds = S.request_study(store, request_from(args, ds.id))
         members = store.study_members(study_id)
         print(f"study {study_id}{' (the same grid as before: resuming it)' if reused else ''}: {len(members)} runs "
               f"({members['target'].nunique()} target(s) x {members['proposer_set'].nunique()} proposer set(s) x "
