@@ -7,6 +7,7 @@ because a ``llama_cpp.Llama`` object is not thread-safe.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.metadata as md
 import json
@@ -238,6 +239,16 @@ class _Loaded:
 
 _loaded: dict[str, _Loaded] = {}
 _load_lock = threading.Lock()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free the loaded models while llama.cpp is still whole: left to interpreter teardown, a Llama's __del__ can run
+    after llama_cpp's own module globals are gone and print a TypeError traceback at exit."""
+    for entry in list(_loaded.values()):
+        if entry.lock.acquire(timeout=1):  # a daemon worker still generating keeps its model: never free it mid-call
+            entry.llama.close()
+    _loaded.clear()
 
 
 def load(key: str, n_ctx: int = DEFAULT_N_CTX) -> _Loaded:
