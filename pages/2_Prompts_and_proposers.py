@@ -71,7 +71,8 @@ else:
         scales = list(dict.fromkeys([f"{j.get('lo', 1)}-{j.get('hi', 5)}", "1-5", "0-1"]))
         scale = c5.selectbox("Judge's scale", scales, index=0)
         rubric = c6.text_area("Rubric (what earns each grade)", j.get("rubric") or DEFAULT_RUBRIC, height=110)
-        new_scoring["judge"] = judge_record(JudgeSettings(judges[judge_name].to_record(), rubric, parse_scale(scale)), ds)
+        new_scoring["judge"] = judge_record(JudgeSettings(judges[judge_name].to_record(), rubric.strip() or DEFAULT_RUBRIC,  # cleared: the default
+                                                           parse_scale(scale)), ds)
     try:
         checked, saved = save_scoring(store, ds, new_scoring)  # saved only when the analyst changed something
         if saved:

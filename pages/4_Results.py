@@ -76,25 +76,29 @@ else:
     study_id = st.selectbox("Study", studies["id"].tolist(), key="results.study",
                             format_func=lambda i: f"{i} · {by_id.loc[i, 'dataset']} · "
                                                   f"{by_id.loc[i, 'finished']}/{by_id.loc[i, 'runs']} runs finished")
-    cell_list, pairs = ui.study_analysis(study_id)
-    cells = S.cells_frame(cell_list)
-    for target in dict.fromkeys(cells["target"]):
-        mine = cells[cells["target"] == target]
-        fig_s = charts.study_gains(mine, f"Target {target}")
-        st.plotly_chart(fig_s, width="stretch", key=f"results.study.{target}")
-        ui.chart_exports(fig_s, f"{study_id}-{target.replace('/', '_')}", f"results.study.{target}")
-        st.info(S.reading(cell_list, target, pairs))
-    st.dataframe(cells[["target", "proposer", "family", "relation", "seeds", "finished", "gain_mean", "ci_low", "ci_high",
-                        "p_value", "n_test", "better_on", "worse_on", "baseline_test", "best_test", "proposals_valid",
-                        "proposals_asked"]],
-                 hide_index=True, width="stretch")
-    st.caption("Gain: the best prompt's test score minus the baseline's on the same test examples, averaged over "
-               "seeds; CI: paired bootstrap over examples and seeds; p: paired sign-flip test (exact McNemar with one "
-               "seed; none for metrics that are not a per-example mean, where the CI decides).")
-    if not pairs.empty:
-        st.markdown("**Head to head**: the second proposer's best prompts minus the first's, on the same test "
-                    "examples and seeds. This is the direct test of which writes better prompts.")
-        st.dataframe(pairs, hide_index=True, width="stretch")
+    analysis_key = ui.analyze_study(study_id)
+    if ui.jobs()[analysis_key].running:  # a test score missing from the cache is being asked for, in the worker
+        ui.progress_until_done(analysis_key, lambda p: (0.0, "Analysing the study (test scores come from the cache)…"))
+    elif (analysis := ui.job_result(analysis_key, lambda p: (0.0, ""))) is not None:
+        cell_list, pairs = analysis
+        cells = S.cells_frame(cell_list)
+        for target in dict.fromkeys(cells["target"]):
+            mine = cells[cells["target"] == target]
+            fig_s = charts.study_gains(mine, f"Target {target}")
+            st.plotly_chart(fig_s, width="stretch", key=f"results.study.{target}")
+            ui.chart_exports(fig_s, f"{study_id}-{target.replace('/', '_')}", f"results.study.{target}")
+            st.info(S.reading(cell_list, target, pairs))
+        st.dataframe(cells[["target", "proposer", "family", "relation", "seeds", "finished", "gain_mean", "ci_low",
+                            "ci_high", "p_value", "n_test", "better_on", "worse_on", "baseline_test", "best_test",
+                            "proposals_valid", "proposals_asked"]],
+                     hide_index=True, width="stretch")
+        st.caption("Gain: the best prompt's test score minus the baseline's on the same test examples, averaged over "
+                   "seeds; CI: paired bootstrap over examples and seeds; p: paired sign-flip test (exact McNemar with "
+                   "one seed; none for metrics that are not a per-example mean, where the CI decides).")
+        if not pairs.empty:
+            st.markdown("**Head to head**: the second proposer's best prompts minus the first's, on the same test "
+                        "examples and seeds. This is the direct test of which writes better prompts.")
+            st.dataframe(pairs, hide_index=True, width="stretch")
 
 # --- leaderboard and one prompt --------------------------------------------------------------------
 st.subheader("Leaderboard")
@@ -124,14 +128,11 @@ d2.code(review.diff("" if base is None else base["text"], str(row["text"]), "bas
 ds, spec, metric = results.run_setup(store, run_id)
 if pd.notna(row["val_score"]):
     val_key = ui.score_candidate(run_id, int(pick), "val", ds, spec, metric)
-
-    @st.fragment(run_every=1.5)
-    def val_view() -> None:
-        res = ui.job_result(val_key, lambda p: (
+    if ui.jobs()[val_key].running:  # model calls to make: they go on in the worker, never in this render
+        ui.progress_until_done(val_key, lambda p: (
             p.get("done", 0) / max(1, p.get("total", 1)),
             f"Scoring #{pick} on val: {p.get('done', 0)} of {p.get('total', '?')} new calls (cached ones are free)"))
-        if res is None:
-            return
+    elif (res := ui.take_result(val_key)) is not None:
         if res.calls:
             st.caption(f"({res.calls} calls were not cached and were made now)")
         wrong = results.misses(res)
@@ -145,8 +146,6 @@ if pd.notna(row["val_score"]):
             st.markdown(f"**Replies without full marks on val** ({len(wrong)} of {res.n}; lowest first"
                         f"{'; detail: ' + res.metric.detail_means if res.metric.detail_means else ''})")
             st.dataframe(wrong, hide_index=True, width="stretch")
-
-    val_view()
 else:
     n = row["n_scored"]
     if row["status"] == "gated" and n == n and n is not None:

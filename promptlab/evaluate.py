@@ -23,6 +23,7 @@ from promptlab.scoring import Objective
 from promptlab.scoring.labels import confusion_matrix, invalid_rate
 from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS, nearest
 from promptlab.store import Store
+from promptlab.text import json_number
 
 # --- prompt templates ------------------------------------------------------------------------------
 
@@ -230,7 +231,8 @@ class EvalResult:
     model: str
     metric: Objective
     split: str
-    rows: pd.DataFrame = field(repr=False)  # example_idx, text, gold, gold_norm, reply, pred, parse, correct, error, cached
+    rows: pd.DataFrame = field(repr=False)  # example_idx, text, gold, gold_norm, reply, pred, parse, correct, error,
+    # cached, call_key, score, detail
     labels: tuple[str, ...] = ()
     calls: int = 0
     cached: int = 0
@@ -289,9 +291,9 @@ class EvalResult:
     def summary(self) -> dict:
         lo, hi = self.ci
         return {
-            "score": _num(self.score), "metric": self.metric.spec, "metric_description": self.metric.describe(),
-            "ci_low": _num(lo), "ci_high": _num(hi), "n": self.n, "n_relevant": self.n_relevant,
-            "accuracy": _num(self.accuracy), "invalid_rate": _num(self.invalid_rate),
+            "score": json_number(self.score), "metric": self.metric.spec, "metric_description": self.metric.describe(),
+            "ci_low": json_number(lo), "ci_high": json_number(hi), "n": self.n, "n_relevant": self.n_relevant,
+            "accuracy": json_number(self.accuracy), "invalid_rate": json_number(self.invalid_rate),
             "split": self.split, "model": self.model, "prompt_id": self.prompt.id,
             "calls": self.calls, "cached": self.cached, "errors": self.errors,
             "cache_hit_rate": round(self.cached / self.n, 4) if self.n else None,
@@ -310,10 +312,6 @@ class EvalResult:
     def floors(self) -> list[dict]:
         """Each floor of a constrained metric: its value here, its threshold, whether it is met."""
         return self.metric.floors_on(self.rows)
-
-
-def _num(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
 
 
 def evaluate(

@@ -17,7 +17,7 @@ import pandas as pd
 from promptlab.data import Dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate, dataset_params, evaluate, model_key
-from promptlab.scoring.base import HumanGrades, mean_interval
+from promptlab.scoring.base import HumanGrades
 from promptlab.scoring.judge import Judge, agreement
 from promptlab.models import ModelSpec
 from promptlab.store import Store
@@ -145,9 +145,9 @@ def summary(store: Store, dataset_id: str, prompt_id: str, model_key_: str, scal
             g = g[[(int(i), h) in pairs for i, h in zip(g["example_idx"], g["output_hash"])]]
     if g.empty:
         return {"n": 0, "score": None, "ci": (None, None), "scale": scale, "mean_grade": None}
-    values = HumanGrades(*scale_range(scale)).scaled(g["grade"])
-    ci = mean_interval(values)
-    return {"n": len(values), "score": float(values.mean()), "ci": ci, "scale": scale,
+    grades = HumanGrades(*scale_range(scale))
+    rows = pd.DataFrame({"score": grades.scaled(g["grade"])})
+    return {"n": grades.n_relevant(rows), "score": grades.value(rows), "ci": grades.interval(rows), "scale": scale,
             "mean_grade": float(g["grade"].mean()), "graders": sorted(set(g["grader"].dropna()))}
 
 

@@ -15,7 +15,7 @@ from promptlab.models import ModelSpec, resolve_model
 from promptlab.optimize import prompts as P
 from promptlab.optimize.base import template_text
 from promptlab.runs import DEFAULT_BASELINES
-from promptlab.scoring.labels import Metric
+from promptlab.scoring import Objective
 from promptlab.scoring.objective import JudgeSettings, judge_record, parse_objective
 from promptlab.store import Store
 
@@ -161,7 +161,7 @@ def score_prompt(store: Store, req: EvalRequest, on_progress=None) -> tuple[Eval
     return result, summary, None
 
 
-def preview_meta_prompt(store: Store, dataset: Dataset, template: str, task: str, metric: Metric,
+def preview_meta_prompt(store: Store, dataset: Dataset, template: str, task: str, metric: Objective,
                         runs_table: pd.DataFrame) -> str:
     """The meta-prompt as the next round would see it: history from the latest run on this dataset."""
     history: list[P.ScoredPrompt] = []

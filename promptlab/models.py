@@ -354,7 +354,9 @@ def set_secret_lookup(lookup: Callable[[str], str | None] | None) -> None:
 
 def secret(name: str) -> str | None:
     """An API key by its name: from the environment, else from the registered lookup (the dashboard's
-    .streamlit/secrets.toml). Keys live only in memory: never in the store, logs or exports."""
+    .streamlit/secrets.toml, registered when promptlab.dashboard is imported: a Streamlit script of your own that
+    keeps keys in st.secrets imports it too, or calls set_secret_lookup). Keys live only in memory: never in the
+    store, logs or exports."""
     value = os.environ.get(name) or (_secret_lookup(name) if _secret_lookup is not None else None)
     return str(value) if value else None
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate, _num, dataset_params, evaluate, model_key, stored_rows
+from promptlab.evaluate import PromptTemplate, dataset_params, evaluate, model_key, stored_rows
 from promptlab.runs import RunConfig, build, round_closed
 from promptlab.store import Store
+from promptlab.text import json_number
 
 ACTIONS = ("keep", "discard", "edit", "add", "rescore", "continue", "stop")
 WHO = ("analyst", "rule")
@@ -119,7 +120,7 @@ def rescore(store: Store, run_id: str, candidate_id: int, *, who: str = "analyst
     res = evaluate(store, ctx.target, template, ctx.dataset, examples, ctx.metric, split="train+val", run_id=run_id,
                    max_tokens=ctx.max_tokens)
     lo, hi = res.ci
-    detail = {"on": "train+val", "score": _num(res.score), "ci": [_num(lo), _num(hi)], "n": res.n}
+    detail = {"on": "train+val", "score": json_number(res.score), "ci": [json_number(lo), json_number(hi)], "n": res.n}
     store.add_decision(run_id, pause.round, "rescore", int(candidate_id), None, who, note, detail)
     return detail
 

@@ -28,7 +28,7 @@ from promptlab.optimize.base import (
     Budget, CandidateProposed, CandidateScored, Confirmed, Decided, OptimizeContext, Step, TestScored,
 )
 from promptlab.results import summarize
-from promptlab.scoring.objective import JudgeSettings, judge_record, parse_objective, run_judge
+from promptlab.scoring.objective import JudgeSettings, judge_record, parse_objective
 from promptlab.store import Store
 
 DEFAULT_BASELINE = "Classify the text. Answer with one of these labels: {labels}."
@@ -195,7 +195,7 @@ def make_config(
         params[key] = value
     if params.get("arena_k") == 0:
         params["arena_k"] = None  # 0: every proposer, every round
-    objective = parse_objective(metric, dataset, run_judge(judge, dataset), store)
+    objective = parse_objective(metric, dataset, judge, store)  # no judge given: the dataset's own
     metric = objective.spec
     judge_rec = objective.judge.to_record() if getattr(objective, "judge", None) is not None else None
     template = meta_prompt or P.default_meta_prompt(dataset.has_labels)

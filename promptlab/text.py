@@ -38,3 +38,8 @@ def format_ci(ci) -> str:
     """A confidence interval for people: '[0.612, 0.781]' ('n/a' for a missing end)."""
     lo, hi = ci
     return f"[{format_score(lo)}, {format_score(hi)}]"
+
+
+def json_number(x) -> float | None:
+    """A number for JSON and the store: rounded to 6 places; None for a missing or undefined (NaN) value."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)

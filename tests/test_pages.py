@@ -210,6 +210,9 @@ def test_results_scores_the_picked_prompt_in_a_worker_and_shows_it_when_done(tmp
     _wait(res, lambda a: any("Errors on val" in m.value for m in a.markdown), timeout=60)
     assert not res.exception
     assert any("calls were not cached and were made now" in c.value for c in res.caption)
+    # shown once, then let go: the next view scores again, all from the cache now (the failed call was asked again)
+    _wait(res, lambda a: any("Errors on val" in m.value for m in a.markdown), timeout=60)
+    assert not any("calls were not cached" in c.value for c in res.caption)
 
 
 def test_start_a_chained_run_from_the_runs_page_and_read_it_on_results(db):
@@ -267,5 +270,6 @@ def test_start_a_study_from_the_runs_page_and_read_its_answer_on_results(db):
     res = page("4_Results.py").run()
     assert not res.exception
     assert any("Studies" in h.value for h in res.subheader)
+    _wait(res, lambda a: any("For fake-target" in i.value for i in a.info))  # analysed in a worker, then shown
     assert any("For fake-target" in i.value for i in res.info)  # the one-line reading
     assert any(c.key and c.key.startswith("results.study.") for c in res.get("plotly_chart")) or len(res.get("plotly_chart")) >= 3

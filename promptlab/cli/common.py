@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptError, PromptTemplate
+from promptlab.evaluate import PromptTemplate
 from promptlab.text import format_score
 from promptlab.models import ModelSpec, resolve_model
 from promptlab.scoring.objective import JudgeSettings, parse_scale
@@ -70,14 +70,7 @@ def load_prompt(args) -> PromptTemplate:
     """--prompt (escapes honoured) or --prompt-file, with --system as the system message when given."""
     system = unescape(args.system) if args.system is not None else None
     if args.prompt_file:
-        path = Path(args.prompt_file)
-        if not path.is_file():
-            raise PromptError(f"--prompt-file {path}: no such file")
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError:
-            raise PromptError(f"--prompt-file {path}: not UTF-8 text. Save it as UTF-8.") from None
-        prompt = PromptTemplate.from_file_text(text)
+        prompt = PromptTemplate.from_file_text(read_text_file(args.prompt_file, "--prompt-file"))
         return PromptTemplate(system=system, user=prompt.user) if system is not None else prompt
     return PromptTemplate.from_text(unescape(args.prompt), system=system)
 

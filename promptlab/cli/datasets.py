@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from promptlab.cli.common import OPTIONS, judge_args, open_store, print_json, rubric, scale
+from promptlab.cli.common import OPTIONS, judge_args, judge_settings, open_store, print_json
 from promptlab.data import DEFAULT_FRACTIONS, DataError, import_dataset, stored_dataset
+from promptlab.scoring.objective import judge_record
 
 
 def register(sub) -> None:
@@ -54,10 +55,7 @@ def _fractions(text: str | None):
 
 def _scoring_args(args) -> dict | None:
     """--scorer / --judge / --rubric / --scale into a scoring record (None when none is given)."""
-    judge = None
-    if getattr(args, "judge", None) or getattr(args, "rubric", None):
-        lo, hi = scale(getattr(args, "judge_scale", None) or "1-5")
-        judge = {"model": args.judge, "rubric": rubric(args.rubric), "lo": lo, "hi": hi}
+    judge = judge_record(judge_settings(args))  # no dataset yet: what is not given takes the defaults
     metric = getattr(args, "scorer", None) or getattr(args, "metric", None)
     if not (judge or getattr(args, "scorer", None)):
         return None

@@ -2,14 +2,15 @@
 # The names below are what pages may use; each lives in the module that owns its concern.
 from promptlab import models
 from promptlab.dashboard.grading_panel import grading_panel
-from promptlab.dashboard.job_registry import job_result, jobs, live_runs, run_is_live, running, start_job, stop_run
+from promptlab.dashboard.job_registry import (job_result, jobs, live_runs, progress_until_done, run_is_live, running,
+                                              start_job, stop_run, take_result)
 from promptlab.dashboard.readers import (clear_readers, dataset, datasets_table, ensure_demo_dataset, get_store,
-                                         model_choices, runs_table, study_analysis, zoo_table)
+                                         model_choices, runs_table, zoo_table)
 from promptlab.dashboard.review_panel import round_review
 from promptlab.dashboard.settings import (DEFAULT_PROPOSERS, DEFAULT_TARGET, prompt_setting_keys, set_setting, setting,
                                           streamlit_secret)
 from promptlab.dashboard.widgets import chart_exports, error_box, pick_run, setting_inputs
-from promptlab.dashboard.workers import score_candidate, start_run, start_study
+from promptlab.dashboard.workers import analyze_study, score_candidate, start_run, start_study
 
 # On import: every page imports this package before it can call a model, in whatever thread the call runs.
 models.set_secret_lookup(streamlit_secret)

@@ -82,6 +82,31 @@ def job_result(key: str, progress_of: Callable[[dict], tuple[float, str]]) -> An
     return job.result
 
 
+def take_result(key: str) -> Any:
+    """A finished job's result, once: the job is let go, so the next view starts afresh (and asks failed calls
+    again, the rest from the cache); a failure is shown instead. None while it runs or when there is none."""
+    job = _JOBS.get(key)
+    if job is None or job.running:
+        return None
+    del _JOBS[key]
+    if job.error:
+        st.error(job.error)
+        return None
+    return job.result
+
+
+@st.fragment(run_every=1.5)
+def progress_until_done(key: str, progress_of: Callable[[dict], tuple[float, str]]) -> None:
+    """A progress bar while a worker job runs; when it ends, the whole page reruns to show its result (so a
+    finished result is drawn once, not redrawn by a polling fragment)."""
+    job = _JOBS.get(key)
+    if job is not None and job.running:
+        share, text = progress_of(job.progress)
+        st.progress(min(1.0, share), text=text)
+        return
+    st.rerun()
+
+
 @st.fragment(run_every=1.5)
 def wait_for(keys: tuple[str, ...], message: str) -> None:
     """Shown while worker jobs run; when they end, the whole page reruns to show their result."""

@@ -6,7 +6,6 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from promptlab import study
 from promptlab.dashboard.job_registry import live_runs
 from promptlab.data import Dataset, import_dataset, stored_dataset
 from promptlab.local import ZOO, zoo_status
@@ -85,18 +84,6 @@ def _runs_at(path: str) -> pd.DataFrame:
 def clear_readers() -> None:
     for fn in (_datasets_at, _dataset_at, _runs_at):
         fn.clear()
-
-
-@st.cache_data(ttl=10, show_spinner="Analysing the study…")
-def _study_analysis(path: str, study_id: str, finished: int) -> tuple:
-    store = _store_at(path)
-    return study.analyze(store, study_id), study.head_to_head(store, study_id)
-
-
-def study_analysis(study_id: str) -> tuple:
-    """The study's cells and head-to-head pairs, recomputed when another of its runs finishes."""
-    members = get_store().study_members(study_id)
-    return _study_analysis(db_path(), study_id, int((members["status"] == "finished").sum()))
 
 
 def model_choices() -> dict[str, ModelSpec]:

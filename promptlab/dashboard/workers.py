@@ -11,6 +11,7 @@ from promptlab.models import ModelSpec
 # Scoring from the cache alone takes tens of milliseconds: waiting this long lets the first render show it,
 # while a model call goes on in the worker and the page's fragment polls for it.
 CACHED_WAIT_S = 0.5
+ANALYSIS_WAIT_S = 2.0  # a study's analysis from the cache: its bootstraps take a second or so
 
 
 def start_run(run_id: str) -> Job:
@@ -33,12 +34,27 @@ def start_study(study_id: str) -> Job:
     return start_job(study_id, "study", work)
 
 
-def score_candidate(run_id: str, cand_id: int, split: str, dataset: Dataset, target: ModelSpec, metric) -> str:
-    """Score a run's candidate on a split in a worker (results.candidate_result, progress as `done`/`total` new
-    calls) and return the job's key for job_result. Once per candidate and split; again after a failure."""
-    key = f"candidate:{run_id}:{cand_id}:{split}"
+def analyze_study(study_id: str) -> str:
+    """Analyse a study in a worker (its cells and head-to-head pairs; the test scores come from the cache, and a
+    cache miss is a model call that must not block a page) and return the job's key. One analysis per count of
+    finished runs, kept while the server runs: it is redone when another run of the study finishes."""
+    store = get_store()
+    members = store.study_members(study_id)
+    key = f"study-analysis:{study_id}:{int((members['status'] == 'finished').sum())}"
     job = jobs().get(key)
     if job is None or job.error:
+        job = start_job(key, "analysis", lambda job: (study.analyze(store, study_id),
+                                                      study.head_to_head(store, study_id)))
+        job.thread.join(ANALYSIS_WAIT_S)
+    return key
+
+
+def score_candidate(run_id: str, cand_id: int, split: str, dataset: Dataset, target: ModelSpec, metric) -> str:
+    """Score a run's candidate on a split in a worker (results.candidate_result, progress as `done`/`total` new
+    calls) and return the job's key: the page shows progress_until_done while it runs, then take_result. A job
+    not yet shown is kept; once taken, the next view scores again (from the cache, failed calls asked again)."""
+    key = f"candidate:{run_id}:{cand_id}:{split}"
+    if key not in jobs():
         store = get_store()
         job = start_job(key, "candidate", lambda job: results.candidate_result(
             store, run_id, cand_id, split, target, dataset, metric,

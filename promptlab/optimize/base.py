@@ -13,12 +13,12 @@ from typing import Iterator, Protocol
 
 import pandas as pd
 
-from promptlab.scoring import labels as M
-from promptlab.data import Dataset, stratified_order, stratified_sample
-from promptlab.language import detect_language
-from promptlab.evaluate import EvalResult, PromptTemplate, evaluate
 from promptlab.calls import cached_complete
+from promptlab.data import Dataset, stratified_order, stratified_sample
+from promptlab.evaluate import EvalResult, PromptTemplate, evaluate
+from promptlab.language import detect_language
 from promptlab.models import Completion, ModelSpec
+from promptlab.scoring import Objective
 from promptlab.store import Store
 
 
@@ -226,7 +226,7 @@ class OptimizeContext:
     run_id: str
     dataset: Dataset
     target: ModelSpec
-    metric: M.Metric
+    metric: Objective
     trainset: pd.DataFrame
     valset: pd.DataFrame
     testset: pd.DataFrame

@@ -35,8 +35,11 @@ class Objective(Protocol):
     Contract:
     - Higher is better. `value` lies in `range`, except that a label metric with floors scores below range[0]
       when a floor is missed (by how far it falls short), so every ranking puts all that keep the floors first.
-    - `read` never raises for one bad reply: an unreadable reply is an invalid prediction (pred None) scoring 0.
-      A reply that failed to arrive at all scores `failure_score`.
+    - `read` never raises for one bad reply. A label metric reads a reply that names no label as an invalid
+      prediction (pred None) scoring 0; a scorer keeps the reply as pred and scores it 0 when it fails the check;
+      the judge leaves every reply pending (score None) for `finish`, which scores an ungradable one 0 and makes
+      it invalid; human grades leave the score to the analyst. A call that failed scores `failure_score` (0, or
+      None when nothing scores replies as they arrive).
     - `rows` are an evaluation's per-example rows, one per example: columns example_idx, gold_norm (the
       normalized label or reference), pred (None or NaN for an invalid reply), score (in [0, 1]).
       `value(rows)`, `interval(rows)` and `n_relevant(rows)` read nothing else; an empty `rows` gives NaN.
@@ -154,7 +157,8 @@ class MeanScore:
 @dataclass(frozen=True)
 class HumanGrades(MeanScore):
     """Grades the analyst gives by hand on a scale (lo to hi), scaled to [0, 1]. Nothing scores a reply when it is
-    fetched: the grades arrive later (promptlab.grading) and are read back as scores."""
+    fetched: the grades arrive later (promptlab.grading), and their rows (score: the scaled grade) give the value
+    and CI. Not chosen by name like the others: a prompt's human score comes from grading it."""
 
     lo: int = 1
     hi: int = 5

@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from promptlab.scoring.base import Reading, ScoringError, wilson_interval
-from promptlab.text import normalize_label
+from promptlab.text import json_number, normalize_label
 
 INVALID = "\x00invalid"
 INVALID_COLUMN = "(invalid)"
@@ -258,7 +258,7 @@ class Metric:
     def floors_on(self, rows: pd.DataFrame) -> list[dict]:
         if not self.floors:
             return []
-        return [{"metric": m, "value": None if v != v else round(float(v), 6), "floor": t, "met": ok}
+        return [{"metric": m, "value": json_number(v), "floor": t, "met": ok}
                 for m, v, t, ok in self.floor_values(*_gold_pred(rows))]
 
 

@@ -25,7 +25,7 @@ class ObjectiveError(ScoringError):
 
 
 def metric_choices(kind: str) -> list[str]:
-    """What can score a dataset of this kind (label metrics are listed by promptlab.metrics)."""
+    """What can score a dataset of this kind (label metrics are listed by scoring.labels)."""
     if kind == "reference":
         return [k for k in SCORER_KINDS] + ["judge"]
     if kind == "unlabeled":
@@ -92,11 +92,6 @@ def check_scoring(scoring: dict, dataset, store=None) -> dict:
     return {k: v for k, v in out.items() if v}
 
 
-def run_judge(config_judge: dict | None, dataset) -> dict | None:
-    """The judge record a run uses: its own if given, else the dataset's."""
-    return config_judge or (dataset.scoring or {}).get("judge")
-
-
 def parse_scale(text: str, what: str = "the judge's scale") -> tuple[int, int]:
     """A grading scale written 'LO-HI' (1-5, 0-1) as (lo, hi); `what` names it in the error."""
     try:
@@ -116,11 +111,12 @@ class JudgeSettings:
     scale: tuple[int, int] | None = None
 
 
-def judge_record(settings: JudgeSettings | None, dataset) -> dict | None:
-    """The judge record a job passes on, or None (the dataset's own judge applies unchanged)."""
+def judge_record(settings: JudgeSettings | None, dataset=None) -> dict | None:
+    """The judge record a job passes on, or None (the dataset's own judge applies unchanged). Without a dataset
+    (one being imported) only the defaults fill the gaps."""
     if settings is None:
         return None
-    stored = (dataset.scoring or {}).get("judge") or {}
+    stored = ((dataset.scoring if dataset is not None else None) or {}).get("judge") or {}
     lo, hi = settings.scale or (stored.get("lo", 1), stored.get("hi", 5))
     return {"model": settings.model or stored.get("model"),
             "rubric": settings.rubric or stored.get("rubric") or DEFAULT_RUBRIC, "lo": lo, "hi": hi}
@@ -144,4 +140,4 @@ def save_scoring(store, dataset, scoring: dict) -> tuple[dict, bool]:
 
 
 __all__ = ["ObjectiveError", "parse_objective", "check_scoring", "judge_from", "JudgeSettings", "judge_record", "parse_scale",
-           "save_scoring", "metric_choices", "default_spec", "run_judge", "DEFAULT_RUBRIC"]
+           "save_scoring", "metric_choices", "default_spec", "DEFAULT_RUBRIC"]
