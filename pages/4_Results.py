@@ -103,6 +103,9 @@ else:
 # --- leaderboard and one prompt --------------------------------------------------------------------
 st.subheader("Leaderboard")
 board = results.leaderboard(store, run_id)
+if board.empty:  # a run stopped or failed before its baseline was scored has nothing to show below
+    st.info("No prompt of this run has been scored yet: resume it on the Runs page, or pick another run.")
+    st.stop()
 if board["constant"].astype(bool).any():
     st.caption("'constant answer': the prompt gives that label to at least 95% of the val examples it was scored on, "
                "whatever the input (recall of that label would score it 1.0).")

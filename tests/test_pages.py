@@ -273,3 +273,18 @@ def test_start_a_study_from_the_runs_page_and_read_its_answer_on_results(db):
     _wait(res, lambda a: any("For fake-target" in i.value for i in a.info))  # analysed in a worker, then shown
     assert any("For fake-target" in i.value for i in res.info)  # the one-line reading
     assert any(c.key and c.key.startswith("results.study.") for c in res.get("plotly_chart")) or len(res.get("plotly_chart")) >= 3
+
+
+def test_results_of_a_run_with_nothing_scored_yet_say_so(db):
+    """A run stopped before its baseline was scored: the page says what to do instead of failing on an empty board."""
+    from promptlab import runs
+    from promptlab.data import import_dataset
+
+    store = Store(db)
+    import_dataset(store, ROOT / "data" / "support_tickets.csv")
+    plan = runs.plan(store, runs.RunRequest("support_tickets", "fake-target", ("fake-prop",), strategy="arena"))
+    runs.create_run(store, plan.config)
+    runs.mark_dead_runs(store)  # never executed: interrupted, with no candidate
+    res = page("4_Results.py").run()
+    assert not res.exception
+    assert any("No prompt of this run has been scored yet" in i.value for i in res.info), [i.value for i in res.info]
