@@ -78,8 +78,8 @@ else:
                                                   f"{by_id.loc[i, 'finished']}/{by_id.loc[i, 'runs']} runs finished")
     analysis_key = ui.analyze_study(study_id)
     if ui.jobs()[analysis_key].running:  # a test score missing from the cache is being asked for, in the worker
-        ui.progress_until_done(analysis_key, lambda p: (0.0, "Analysing the study (test scores come from the cache)…"))
-    elif (analysis := ui.job_result(analysis_key, lambda p: (0.0, ""))) is not None:
+        ui.wait_for((analysis_key,), "Analysing the study (test scores come from the cache)…")
+    elif (analysis := ui.job_result(analysis_key)) is not None:
         cell_list, pairs = analysis
         cells = S.cells_frame(cell_list)
         for target in dict.fromkeys(cells["target"]):
@@ -132,7 +132,7 @@ ds, spec, metric = results.run_setup(store, run_id)
 if pd.notna(row["val_score"]):
     val_key = ui.score_candidate(run_id, int(pick), "val", ds, spec, metric)
     if ui.jobs()[val_key].running:  # model calls to make: they go on in the worker, never in this render
-        ui.progress_until_done(val_key, lambda p: (
+        ui.wait_for((val_key,), "", lambda p: (
             p.get("done", 0) / max(1, p.get("total", 1)),
             f"Scoring #{pick} on val: {p.get('done', 0)} of {p.get('total', '?')} new calls (cached ones are free)"))
     elif (res := ui.take_result(val_key)) is not None:

@@ -138,7 +138,8 @@ def score_prompt(store: Store, req: EvalRequest, on_progress=None) -> tuple[Eval
     prompt it scored (None for a written one). `on_progress(done, total)` as calls complete."""
     if req.run_id:
         other = resolve_dataset(store, req.dataset) if req.dataset else None
-        dataset = other or stored_prompt(store, req.run_id, req.cand_id).dataset
+        # the stored prompt's own dataset is needed here only to complete a judge asked for (score_elsewhere reads it)
+        dataset = other or (stored_prompt(store, req.run_id, req.cand_id).dataset if req.judge else None)
         model = resolve_model(req.model, store) if req.model else None
         summary = score_elsewhere(store, ElsewhereRequest(
             req.run_id, req.cand_id, other, model, req.split, req.metric, judge_record(req.judge, dataset), req.limit,

@@ -74,16 +74,13 @@ def candidate_marks(store: Store, run_id: str, cands: pd.DataFrame) -> tuple[lis
     """Per candidate, from its replies on the val examples it was scored on: the label it gives to at least 95%
     of them (a constant answer, which recall of that label rewards) or '', and the values of the metric's floors
     ('precision:fraud 0.25 < 0.4') or ''. Labeled datasets only."""
-    rec = store.run_row(run_id)
-    config = rec["config"]
     try:
-        ds = stored_dataset(store, rec["dataset_id"])
+        ds, target, metric = run_setup(store, run_id)
     except PromptlabError:  # its dataset was deleted: the run stays readable, without marks
         ds = None
     if ds is None or not ds.has_labels:
         return [""] * len(cands), [""] * len(cands)
-    target = spec_from_record(config["target"])
-    metric = parse_objective(config["metric"], ds)
+    config = store.run_row(run_id)["config"]
     key = model_key(target, dataset_params(target, ds, config.get("max_tokens")))
     val = ds.split("val", config.get("split_seed"))["idx"].tolist()
     constants, floors = [], []

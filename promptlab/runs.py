@@ -374,7 +374,6 @@ class Plan:
     dataset: Dataset
     target: ModelSpec
     proposers: tuple[ModelSpec, ...]
-    projection: dict
     line: str  # the projection in words
     problem: str | None  # a budget that cannot even score the baselines; None when the run can start
 
@@ -398,7 +397,7 @@ def plan(store: Store, request: RunRequest, *, budget_name: str = "the budget") 
         review="rounds" if request.review else "off", store=store, **settings,
     )
     proj = projection(store, config)
-    return Plan(config, dataset, target, proposers, proj, projection_line(proj), budget_problem(proj, budget_name))
+    return Plan(config, dataset, target, proposers, projection_line(proj), budget_problem(proj, budget_name))
 
 
 def create_run(store: Store, config: RunConfig) -> str:

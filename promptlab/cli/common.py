@@ -9,10 +9,10 @@ from pathlib import Path
 
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate
-from promptlab.text import format_score
 from promptlab.models import ModelSpec, resolve_model
 from promptlab.scoring.objective import JudgeSettings, parse_scale
 from promptlab.store import Store
+from promptlab.text import format_score as fmt  # noqa: F401 - the commands' short name for it
 
 
 def _shared_options() -> argparse.ArgumentParser:
@@ -31,10 +31,6 @@ OPTIONS = _shared_options()  # the parent of every command's parser
 def unescape(text: str) -> str:
     r"""Honour \n, \t and \\ typed on a shell command line, leaving every other character as is."""
     return re.sub(r"\\(n|t|\\)", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
-
-
-def fmt(x, digits: int = 3) -> str:
-    return format_score(x, digits)
 
 
 def open_store(args) -> Store:

@@ -65,21 +65,33 @@ def running(prefix: str = "", kind: str | None = None) -> list[str]:
     return [k for k, j in _JOBS.items() if k.startswith(prefix) and (kind is None or j.kind == kind) and j.running]
 
 
-def job_result(key: str, progress_of: Callable[[dict], tuple[float, str]]) -> Any:
-    """For a fragment that polls a worker job: its result once it finished well; None when there is no such job,
-    while it runs (a progress bar from progress_of(job.progress) -> (share done, text)), or when it failed (the
-    error shown)."""
-    job = _JOBS.get(key)
-    if job is None:
-        return None
-    if job.running:
-        share, text = progress_of(job.progress)
-        st.progress(min(1.0, share), text=text)
-        return None
+ProgressOf = Callable[[dict], tuple[float, str]]  # a job's progress dict -> (share done, text)
+
+
+def _show_progress(job: Job, progress_of: ProgressOf) -> None:
+    share, text = progress_of(job.progress)
+    st.progress(min(1.0, share), text=text)
+
+
+def _outcome(job: Job) -> Any:
+    """A finished job's result, or None with its error shown."""
     if job.error:
         st.error(job.error)
         return None
     return job.result
+
+
+def job_result(key: str, progress_of: ProgressOf | None = None) -> Any:
+    """For a fragment that polls a worker job: its result once it finished well; None when there is no such job,
+    while it runs (with a progress bar from progress_of, if given), or when it failed (the error shown)."""
+    job = _JOBS.get(key)
+    if job is None:
+        return None
+    if job.running:
+        if progress_of is not None:
+            _show_progress(job, progress_of)
+        return None
+    return _outcome(job)
 
 
 def take_result(key: str) -> Any:
@@ -89,31 +101,20 @@ def take_result(key: str) -> Any:
     if job is None or job.running:
         return None
     del _JOBS[key]
-    if job.error:
-        st.error(job.error)
-        return None
-    return job.result
+    return _outcome(job)
 
 
 @st.fragment(run_every=1.5)
-def progress_until_done(key: str, progress_of: Callable[[dict], tuple[float, str]]) -> None:
-    """A progress bar while a worker job runs; when it ends, the whole page reruns to show its result (so a
-    finished result is drawn once, not redrawn by a polling fragment)."""
-    job = _JOBS.get(key)
-    if job is not None and job.running:
-        share, text = progress_of(job.progress)
-        st.progress(min(1.0, share), text=text)
-        return
-    st.rerun()
-
-
-@st.fragment(run_every=1.5)
-def wait_for(keys: tuple[str, ...], message: str) -> None:
-    """Shown while worker jobs run; when they end, the whole page reruns to show their result."""
-    if any((j := _JOBS.get(k)) is not None and j.running for k in keys):
+def wait_for(keys: tuple[str, ...], message: str, progress_of: ProgressOf | None = None) -> None:
+    """Shown while worker jobs run (the message, or a progress bar from progress_of); when they end, the whole page
+    reruns to show their result (so a finished result is drawn once, not redrawn by a polling fragment)."""
+    busy = [j for k in keys if (j := _JOBS.get(k)) is not None and j.running]
+    if not busy:
+        st.rerun()
+    if progress_of is None:
         st.info(message)
-        return
-    st.rerun()
+    else:
+        _show_progress(busy[0], progress_of)
 
 
 def live_runs() -> set[str]:

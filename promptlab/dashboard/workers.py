@@ -34,6 +34,15 @@ def start_study(study_id: str) -> Job:
     return start_job(study_id, "study", work)
 
 
+def _start_once(key: str, kind: str, work, wait_s: float) -> str:
+    """Start work under `key` unless a job there has run or is running well (a failed one starts again), then give
+    it `wait_s` to finish, so what the cache answers at once shows in the first render; returns the key."""
+    job = jobs().get(key)
+    if job is None or job.error:
+        start_job(key, kind, work).thread.join(wait_s)
+    return key
+
+
 def analyze_study(study_id: str) -> str:
     """Analyse a study in a worker (its cells and head-to-head pairs; the test scores come from the cache, and a
     cache miss is a model call that must not block a page) and return the job's key. One analysis per count of
@@ -41,23 +50,15 @@ def analyze_study(study_id: str) -> str:
     store = get_store()
     members = store.study_members(study_id)
     key = f"study-analysis:{study_id}:{int((members['status'] == 'finished').sum())}"
-    job = jobs().get(key)
-    if job is None or job.error:
-        job = start_job(key, "analysis", lambda job: (study.analyze(store, study_id),
-                                                      study.head_to_head(store, study_id)))
-        job.thread.join(ANALYSIS_WAIT_S)
-    return key
+    return _start_once(key, "analysis", lambda job: (study.analyze(store, study_id),
+                                                     study.head_to_head(store, study_id)), ANALYSIS_WAIT_S)
 
 
 def score_candidate(run_id: str, cand_id: int, split: str, dataset: Dataset, target: ModelSpec, metric) -> str:
     """Score a run's candidate on a split in a worker (results.candidate_result, progress as `done`/`total` new
-    calls) and return the job's key: the page shows progress_until_done while it runs, then take_result. A job
-    not yet shown is kept; once taken, the next view scores again (from the cache, failed calls asked again)."""
-    key = f"candidate:{run_id}:{cand_id}:{split}"
-    if key not in jobs():
-        store = get_store()
-        job = start_job(key, "candidate", lambda job: results.candidate_result(
-            store, run_id, cand_id, split, target, dataset, metric,
-            on_progress=lambda done, total: job.progress.update(done=done, total=total)))
-        job.thread.join(CACHED_WAIT_S)
-    return key
+    calls) and return the job's key: the page shows wait_for while it runs, then take_result. A job not yet shown
+    is kept; once taken, the next view scores again (from the cache, failed calls asked again)."""
+    store = get_store()
+    return _start_once(f"candidate:{run_id}:{cand_id}:{split}", "candidate", lambda job: results.candidate_result(
+        store, run_id, cand_id, split, target, dataset, metric,
+        on_progress=lambda done, total: job.progress.update(done=done, total=total)), CACHED_WAIT_S)
