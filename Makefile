@@ -53,9 +53,17 @@ bench-dspy: $(STAMP)
 	  --target-base http://127.0.0.1:8771/v1 --proposer-base http://127.0.0.1:8772/v1 \
 	  --out benchmarks/dspy_results.json; status=$$?; benchmarks/dspy_serve.sh stop; exit $$status
 
-bench: $(STAMP) bench-dspy
-	$(PY) benchmarks/auto_bench.py --data-dir $(DATA_DIR) --second-seed --language-check
+# The second target on four tasks: two where the 0.5B target gains, two where it answers one label whatever the prompt.
+TASKS_1_5B := implicatures,multiemo_hotels_en,epistemic_reasoning,social_support
 
-# The same table from the runs finished so far (starts none; lists what is missing).
+bench: $(STAMP) bench-dspy
+	$(PY) benchmarks/auto_bench.py --data-dir $(DATA_DIR) --language-check
+	$(PY) benchmarks/auto_bench.py --data-dir $(DATA_DIR) --target local/qwen2.5-coder-1.5b --tasks $(TASKS_1_5B) \
+	  --strategies auto,auto-hand,fewshot,arena
+	$(PY) benchmarks/confirm_bench.py --real $${PROMPTLAB_HOME:-$$HOME/.cache/promptlab}/bench/auto_bench-qwen2.5-coder-0.5b.duckdb
+
+# The same tables from the runs finished so far (starts none; lists what is missing).
 bench-report: $(STAMP)
-	$(PY) benchmarks/auto_bench.py --data-dir $(DATA_DIR) --second-seed --language-check --report
+	$(PY) benchmarks/auto_bench.py --data-dir $(DATA_DIR) --language-check --report
+	$(PY) benchmarks/auto_bench.py --data-dir $(DATA_DIR) --target local/qwen2.5-coder-1.5b --tasks $(TASKS_1_5B) \
+	  --strategies auto,auto-hand,fewshot,arena --report

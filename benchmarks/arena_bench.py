@@ -8,8 +8,6 @@ arena section of benchmarks/RESULTS.md. Every task gets the same settings: nothi
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import sys
 import time
@@ -19,14 +17,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from promptlab import results, runs  # noqa: E402
 from promptlab.data import import_dataset  # noqa: E402
 from promptlab.scoring.labels import parse_metric  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
 from promptlab.store import Store  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+from common import RESULTS, machine, write_section  # noqa: E402,F401  (re-exported for the other benchmarks)
 
 
 def paired_gain_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -48,29 +46,6 @@ def task_dataset(store: Store, path: Path, max_rows: int | None = None, seed: in
         csv = sample[["text", "label"]].rename(columns={"text": "input"}).to_csv(index=False).encode()
         ds = import_dataset(store, csv, filename=f"{path.stem}.csv", name=f"{path.stem}-{max_rows}")[0]
     return ds
-
-
-def machine() -> str:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu or platform.processor()}, Python {platform.python_version()}"
-
-
-def write_section(name: str, body: str) -> None:
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
 
 
 def main(argv=None) -> int:

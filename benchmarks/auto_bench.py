@@ -1,16 +1,22 @@
-"""The default search against the arena and few-shot, on whole task files, at one target-call budget;
-DSPy's optimizers on the same rows beside them (benchmarks/dspy_bench.py, its own venv).
+"""The default search against each of its levers alone, from the plain baseline and from a good hand-written
+prompt, on whole task files, for one target at a time; DSPy's optimizers on the same rows beside them
+(benchmarks/dspy_bench.py, its own venv).
 
-    python benchmarks/auto_bench.py --data-dir ../shared/datasets
+    python benchmarks/auto_bench.py --data-dir ../shared/datasets                      # the 0.5B target
+    python benchmarks/auto_bench.py --target local/qwen2.5-coder-1.5b \\
+        --tasks implicatures,multiemo_hotels_en,navigate,sports_understanding --strategies auto,auto-hand,fewshot,arena
 
-Every (task, strategy) is one ordinary run on the whole file (the default split: 30% train, 35% val,
-35% test; n_test = 140 for a 400-row task), seed 0, the same search budget (target calls, confirmation
-included) and the plain baseline. Reported: the held-out test gain of each run's result over the
-baseline, with a paired 95% bootstrap CI over the same test examples, the target calls it used, and
-whether its result replaced the baseline. A second seed (--second-seed) runs where auto and the best
-other method are within --close of each other and one of them moved off the baseline. A stopped benchmark continues: finished runs with the
-same config are reused and unfinished ones resumed from the store (kept outside the work tree).
-Writes the "auto" section of benchmarks/RESULTS.md and benchmarks/auto_results.json.
+Every (task, method) is one ordinary run on the whole file (the default split: 30% train, 35% val, 35% test;
+n_test = 140 for a 400-row task), seed 0, the same search budget (target calls, confirmation included).
+Methods: `auto`, `fewshot`, `arena`, `gradient` from the plain baseline ("Classify the text. Answer with one of
+these labels: {labels}."), and `auto-hand`: auto started from the hand-written prompt of benchmarks/baselines/
+<task>.txt (one line per label, written once by hand, no train example copied). Reported per run: its result's
+test score, the held-out gain over the plain baseline and over the hand-written one with paired 95% bootstrap CIs
+on the same test examples, the target calls of its search and confirmation, the proposer calls and the proposals
+(usable of written), and auto's stage-by-stage report. Each target's runs live in their own store (outside the
+work tree, so a stopped benchmark continues in a fresh checkout, and two targets can run at once); finished runs
+with the same config are reused and unfinished ones resumed. Writes benchmarks/auto_results-<target>.json; the
+"auto" section of benchmarks/RESULTS.md is drawn from every target's JSON.
 """
 from __future__ import annotations
 
@@ -28,26 +34,43 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from arena_bench import machine, paired_gain_ci, write_section  # noqa: E402
+from arena_bench import paired_gain_ci  # noqa: E402
+from common import machine, write_section  # noqa: E402
 
 from promptlab import results, runs  # noqa: E402
-from promptlab.errors import PromptlabError  # noqa: E402
 from promptlab.data import import_dataset  # noqa: E402
+from promptlab.errors import PromptlabError  # noqa: E402
+from promptlab.evaluate import PromptTemplate  # noqa: E402
 from promptlab.language import detect_language, language_name  # noqa: E402
 from promptlab.local import promptlab_home  # noqa: E402
-from promptlab.scoring.labels import constant_label, parse_metric  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
+from promptlab.scoring.labels import constant_label, parse_metric  # noqa: E402
 from promptlab.store import Store  # noqa: E402
 
-OUT_JSON = ROOT / "benchmarks" / "auto_results.json"
+BASELINES = ROOT / "benchmarks" / "baselines"
+LEVERS = ("arena", "fewshot", "gradient")
+# Usable proposals per auto run before issue 24 (benchmarks/auto_results.json at 8c8b720: the candidates the
+# instruction and edit stages raced, seed 0 on the eight tasks): 3, 2, 4, 3, 3, 2, 4, 4.
+USABLE_BEFORE = 3.125
 
 
-def run_strategy(store, ds, target, proposers, critic, strategy: str, args, seed: int, **params) -> tuple[str | None, dict, float]:
+def results_path(target: str) -> Path:
+    return ROOT / "benchmarks" / f"auto_results-{target.split('/')[-1]}.json"
+
+
+def hand_prompt(task: str) -> PromptTemplate | None:
+    path = BASELINES / f"{task}.txt"
+    return PromptTemplate.from_file_text(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def run_strategy(store, ds, target, proposers, critic, method: str, args, seed: int, **params) -> tuple[str | None, dict, float]:
     """The finished run with this config (reused), else the unfinished one resumed, else a new one; with --report,
     None where no finished run exists."""
+    strategy = "auto" if method.startswith("auto") else method
     extra = ({"critic": critic, "editor": critic} if strategy in ("auto", "gradient") else {}) | params
+    baselines = [hand_prompt(ds.name)] if method == "auto-hand" else None
     cfg = runs.make_config(ds, target, proposers, seed=seed, rounds=args.rounds, budget_calls=args.budget,
-                           strategy=strategy, test_top=args.test_top, **extra)
+                           strategy=strategy, test_top=args.test_top, baselines=baselines, **extra)
     rec = cfg.to_record()
     reused = None if args.fresh else store.finished_run_with_config(rec)
     t0 = time.perf_counter()
@@ -73,184 +96,161 @@ def run_strategy(store, ds, target, proposers, critic, strategy: str, args, seed
 
 
 def test_correct(store, run_id, cand_id, target, ds, metric) -> pd.Series:
-    return correct_by_example(results.candidate_test_rows(store, run_id, cand_id, target, ds, metric))
-
-
-def correct_by_example(rows: pd.DataFrame) -> pd.Series:
+    rows = results.candidate_test_rows(store, run_id, cand_id, target, ds, metric)
     return pd.Series(rows["correct"].to_numpy(dtype=float), index=rows["example_idx"].to_numpy())
 
 
-def dspy_rows(path: Path, task: str, base: pd.Series) -> list[dict]:
-    """DSPy's figures for a task from dspy_bench.py's JSON (see its RESULT_SCHEMA), paired with promptlab's plain
-    baseline on the same test rows (idx is promptlab's row idx)."""
+def gain(ref: pd.Series, new: pd.Series, seed: int = 0) -> dict:
+    """new - ref on their shared test examples, with the paired 95% bootstrap CI."""
+    shared = ref.index.intersection(new.index)
+    a, b = ref.loc[shared].to_numpy(), new.loc[shared].to_numpy()
+    lo, hi = paired_gain_ci(a, b, seed=seed)
+    return {"gain": float(b.mean() - a.mean()), "lo": lo, "hi": hi, "n": len(shared)}
+
+
+def dspy_rows(path: Path, task: str, plain: pd.Series, hand: pd.Series | None) -> list[dict]:
+    """DSPy's figures for a task from dspy_bench.py's JSON (see its RESULT_SCHEMA), paired with promptlab's
+    baselines on the same test rows (idx is promptlab's row idx)."""
     if not path.exists():
         return []
     entry = json.loads(path.read_text()).get("tasks", {}).get(task) or {}
     out = []
-    for name in ("baseline", "mipro", "gepa"):
+    for name in ("mipro", "gepa"):
         res = entry.get(name)
         if not res or res.get("error") or not res.get("per_example"):
             continue
         correct = pd.Series({int(k): float(v) for k, v in res["per_example"].items()})
-        shared = base.index.intersection(correct.index)
-        if not len(shared):
-            continue
-        a, b = base.loc[shared].to_numpy(), correct.loc[shared].to_numpy()
-        lo, hi = paired_gain_ci(a, b)
-        label = {"baseline": "DSPy program (unoptimized)", "mipro": "DSPy MIPROv2 light", "gepa": "DSPy GEPA light"}[name]
-        constant = constant_label(list((res.get("predictions") or {}).values()))
-        out.append({"task": task, "strategy": label, "seed": 0, "n_test": len(shared),
-                    "baseline_test": float(a.mean()), "best_test": float(b.mean()), "gain": float(b.mean() - a.mean()),
-                    "lo": lo, "hi": hi, "search_calls": res.get("target_calls_compile", 0 if name == "baseline" else None),
-                    "proposer_calls": res.get("proposer_calls_compile"), "wall_s": res.get("compile_wall_s"),
-                    "replaced": None, "result_by": f"{res.get('n_demos', 0)} demos", "confirm_gap": None,
-                    "constant": constant})
+        label = {"mipro": "DSPy MIPROv2 light", "gepa": "DSPy GEPA light"}[name]
+        row = {"task": task, "method": label, "test": float(correct.mean()), "vs_plain": gain(plain, correct),
+               "vs_hand": gain(hand, correct) if hand is not None else None,
+               "search_calls": res.get("target_calls_compile"), "proposer_calls": res.get("proposer_calls_compile"),
+               "wall_s": res.get("compile_wall_s"), "result_by": f"{res.get('n_demos', 0)} demos",
+               "constant": constant_label(list((res.get("predictions") or {}).values()))}
+        out.append(row)
     return out
 
 
-def measure(store, run_id: str, s: dict, wall: float, task: str, label: str, seed: int, target, ds, metric) -> dict:
-    """One table row: the run's result against the baseline on the same test examples (paired CI), the target
-    calls its search and confirmation used, and, for auto, where they went stage by stage."""
-    base = test_correct(store, run_id, 1, target, ds, metric)
+def measure(store, run_id: str, s: dict, wall: float, task: str, method: str, target, ds, metric,
+            plain: pd.Series, hand: pd.Series | None) -> tuple[dict, pd.Series]:
+    """One table row: the run's result against both baselines on the same test examples (paired CIs), the target
+    calls its search and confirmation used, its proposals, and (auto) where the calls went stage by stage."""
     best_rows = results.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)
-    best = correct_by_example(best_rows)
-    lo, hi = paired_gain_ci(base.to_numpy(), best.to_numpy(), seed=seed)
-    result = s.get("result") or {}
+    best = pd.Series(best_rows["correct"].to_numpy(dtype=float), index=best_rows["example_idx"].to_numpy())
     steps = store.steps(run_id)
-    # What the confirmation turned down: the first finalist (the search's own pick) on test, where the result
-    # stayed the baseline. Its test rows come from the cache (the run scored its top candidates on test).
-    finalists = [x["candidate_id"] for x in steps if x["kind"] == "confirmed" and x["candidate_id"] != 1]
-    declined = None
-    if finalists and s["best_id"] == 1:
-        pick = test_correct(store, run_id, finalists[0], target, ds, metric)
-        plo, phi = paired_gain_ci(base.to_numpy(), pick.to_numpy(), seed=seed)
-        declined = {"candidate": finalists[0], "gain": float(pick.mean() - base.mean()), "lo": plo, "hi": phi}
+    result = s.get("result") or {}
     search = max([x.get("target_requests") or 0 for x in steps if x["kind"] == "candidate_scored"], default=0)
     confirm = sum(x["n_confirm"] for x in steps if x["kind"] == "confirmed")
-    return {"task": task, "strategy": label, "seed": seed, "run_id": run_id, "n_test": len(base),
-            "baseline_test": float(base.mean()), "best_test": float(best.mean()),
-            "gain": float(best.mean() - base.mean()), "lo": lo, "hi": hi,
-            "search_calls": search + confirm, "proposer_calls": s["proposer_calls"], "wall_s": wall,
-            "replaced": result.get("replaced_baseline"),
-            "result_by": "baseline" if s["best_proposer"] == "baseline" else s["best_proposer"],
-            "confirm_gap": result.get("gap"), "search_score": result.get("search_score"),
-            "confirm_score": result.get("confirm_score"), "candidates": s["candidates"],
-            "stages": stage_report(store, run_id) if label.startswith("auto") else None,
-            "declined": declined,
-            "constant": constant_label(best_rows["pred"].tolist())}
+    stages = s.get("stages") or []
+    props = [x for x in steps if x["kind"] == "proposal_made"]
+    row = {"task": task, "method": method, "run_id": run_id, "n_test": len(best), "test": float(best.mean()),
+           "vs_plain": gain(plain, best), "vs_hand": gain(hand, best) if hand is not None else None,
+           "search_calls": search + confirm,
+           "proposer_calls": sum(st["proposer_calls"] for st in stages),
+           "written": sum(st["written"] for st in stages), "usable": sum(len(x["accepted"]) for x in props),
+           "wall_s": wall, "replaced": result.get("replaced_baseline"),
+           "result_by": "baseline" if s["best_proposer"] == "baseline" else s["best_proposer"],
+           "stages": stages if method.startswith("auto") else None,
+           "constant": constant_label(best_rows["pred"].tolist())}
+    return row, best
 
 
 def print_row(row: dict) -> None:
-    print(f"{row['task']:<24} {row['strategy']:<8} seed {row['seed']}: test {row['baseline_test']:.3f} -> "
-          f"{row['best_test']:.3f} (gain {row['gain']:+.3f} [{row['lo']:+.3f}, {row['hi']:+.3f}]) by {row['result_by']}; "
-          f"{row['search_calls']} search calls, {row['wall_s']:.0f} s", flush=True)
+    g = row["vs_plain"]
+    print(f"{row['task']:<24} {row['method']:<10}: test {row['test']:.3f} (vs plain {g['gain']:+.3f} [{g['lo']:+.3f}, "
+          f"{g['hi']:+.3f}]) by {row['result_by']}; {row['search_calls']} target calls, {row['usable']} usable "
+          f"proposals, {row['wall_s']:.0f} s", flush=True)
 
 
-def stage_report(store, run_id: str) -> list[dict]:
-    """Per stage of an auto run: the target calls it spent, the candidates it scored, the leader's search score
-    when it ended, and whether the result came from it (the measurements behind auto's budget shares)."""
-    steps = store.steps(run_id)
-    winner = next((x["winner_id"] for x in steps if x["kind"] == "winner_chosen"), None)
-    stages, calls = [], 0
-    for x in steps:
-        kind = x["kind"]
-        if kind == "candidate_scored":
-            calls = x.get("target_requests") or calls
-            if stages and "end" not in stages[-1]:
-                stages[-1]["ids"].add(x["candidate_id"])
-        elif kind == "stage_started":
-            if stages:
-                stages[-1].setdefault("end", calls)
-            stages.append({"stage": x["strategy"], "start": calls, "ids": set(), "leader_after": None})
-        elif kind == "round_finished" and stages and "end" not in stages[-1]:
-            stages[-1]["leader_after"] = x["best_val"]
-        elif kind in ("confirmed", "winner_chosen") and stages:
-            stages[-1].setdefault("end", calls)
-    return [{"stage": st["stage"], "calls": st.get("end", calls) - st["start"], "candidates": len(st["ids"]),
-             "leader_after": st["leader_after"], "result_from_here": winner in st["ids"]} for st in stages]
+def _ci(g: dict | None) -> str:
+    return "—" if not g else f"{g['gain']:+.3f} [{g['lo']:+.3f}, {g['hi']:+.3f}]"
 
 
-def write(args, argv, rows: list[dict], complete: bool, missing: list[str] = ()) -> None:
-    # the command that produces these runs (--report only reads them back)
-    command = "python benchmarks/auto_bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]) if a != "--report")
-    lines = [
-        "## auto (the default) against the arena, few-shot and DSPy, on whole task files",
-        "",
-        f"Command: `{command.strip()}` (or `make bench`)  ",
-        f"Machine: {machine()}. Target `{args.target}`; proposers `{args.proposers}`; critic and editor "
-        f"`{args.critic}`. Every promptlab run: the whole file with the default split (n_test = 140 for 400 rows), "
-        f"search budget {args.budget} target calls (the confirmation on held-back val included), up to {args.rounds} "
-        "rounds per stage, the plain baseline \"Classify the text. Answer with one of these labels: {labels}.\", "
-        "metric accuracy. DSPy (3.4, its own venv: benchmarks/dspy_bench.py) compiles the same program on the same "
-        "train and val rows against a llama_cpp.server of the same target and proposer, and is scored on the same "
-        "test rows. Gain: the result's test accuracy minus promptlab's plain baseline on the same test examples, "
-        "95% paired bootstrap CI. 'search calls': target calls the optimizer made before test (for DSPy: its compile). "
-        "'answers X to all': the prompt gives one label for at least 95% of the test examples (a constant answer). "
-        "'wall': from the run's creation to its last step (a run resumed after a stop includes the pause).",
-        "",
-        "| task | method | seed | n test | baseline test | result test | gain [95% paired CI] | result | search calls | proposer calls | wall |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        calls = "—" if r["search_calls"] is None else str(r["search_calls"])
-        props = "—" if r.get("proposer_calls") is None else str(r["proposer_calls"])
-        wall = "—" if r.get("wall_s") is None else f"{r['wall_s']:.0f} s"
-        by = r["result_by"] + (f" (answers '{r['constant']}' to all)" if r.get("constant") else "")
-        lines.append(f"| {r['task']} | {r['strategy']} | {r['seed']} | {r['n_test']} | {r['baseline_test']:.3f} | "
-                     f"{r['best_test']:.3f} | {r['gain']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] | {by} | "
-                     f"{calls} | {props} | {wall} |")
-    lines.append("")
+def verdicts(rows: list[dict]) -> list[str]:
+    """The issue's bars for one target, checked on its rows."""
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    seed0 = [r for r in rows if r["seed"] == 0]
-    for strategy in list(dict.fromkeys(r["strategy"] for r in seed0)):
-        mine = [r for r in seed0 if r["strategy"] == strategy]
-        up = sum(1 for r in mine if r["lo"] > 0)
-        down = sum(1 for r in mine if r["hi"] < 0)
-        lines.append(f"- **{strategy}**: gain CI above 0 on {up} of {len(mine)} tasks, below 0 on {down}.")
-    signal = [t for t in tasks if any(r["lo"] > 0 for r in seed0 if r["task"] == t)]
-    auto = {r["task"]: r for r in seed0 if r["strategy"] == "auto"}
-    if auto:
-        held = [t for t in signal if t in auto and auto[t]["lo"] > 0]
-        lines.append(f"- Tasks where some method's gain CI clears 0: {', '.join(signal) or 'none'}; auto's clears 0 on "
-                     f"{len(held)} of them ({', '.join(held) or 'none'}).")
-        worse = [t for t in auto if auto[t]["hi"] < 0]
-        lines.append(f"- auto significantly below the baseline on: {', '.join(worse) or 'no task'}.")
-        dspy_best = {}
-        for r in seed0:
-            if r["strategy"].startswith("DSPy") and "unoptimized" not in r["strategy"]:
-                dspy_best[r["task"]] = max(dspy_best.get(r["task"], -1.0), r["best_test"])
-        if dspy_best:
-            at_or_above = [t for t in dspy_best if t in auto and auto[t]["best_test"] >= dspy_best[t]]
-            lines.append(f"- auto at or above the best DSPy optimizer's test score on {len(at_or_above)} of "
-                         f"{len(dspy_best)} tasks with DSPy figures.")
-    declined = [r for r in rows if r.get("declined")]
-    if declined:
-        lines += ["", "**What the confirmation turned down** (runs whose result stayed the baseline: their first "
-                  "finalist, the search's own pick, on the same test examples):", ""]
-        for r in declined:
-            d = r["declined"]
-            lines.append(f"- {r['task']}, {r['strategy']}, seed {r['seed']}: candidate #{d['candidate']} "
-                         f"{d['gain']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] on test")
-    staged = [r for r in rows if r.get("stages")]
-    if staged:
-        lines += ["", "**auto: where the calls paid off** (per stage: target calls spent, candidates scored, the "
-                  "leader's search-val score when the stage ended; * = the result came from this stage)", "",
-                  "| task | seed | instructions | demonstrations | edits |", "|---|---|---|---|---|"]
-        for r in staged:
-            by = {st["stage"]: st for st in r["stages"]}
-            cells = []
-            for name in ("arena", "fewshot", "gradient"):
-                st = by.get(name)
-                cells.append("—" if st is None else
-                             f"{st['calls']} calls, {st['candidates']} cands, leader {st['leader_after'] if st['leader_after'] is None else round(st['leader_after'], 3)}"
-                             + (" *" if st["result_from_here"] else ""))
-            lines.append(f"| {r['task']} | {r['seed']} | " + " | ".join(cells) + " |")
-    if missing:
-        lines += ["", f"Not run yet ({len(missing)}): " + "; ".join(missing) + "."]
-    elif not complete:
-        lines += ["", f"(In progress: {len(rows)} rows so far.)"]
+    by = {(r["task"], r["method"]): r for r in rows}
+    out = []
+    signal = [t for t in tasks if any(r["vs_plain"]["lo"] > 0 for r in rows if r["task"] == t and r["method"] != "hand-written")]
+    held = [t for t in signal if (t, "auto") in by and by[(t, "auto")]["vs_plain"]["lo"] > 0]
+    out.append(f"auto's gain CI clears 0 on {len(held)} of the {len(signal)} tasks where some method's does "
+               f"({', '.join(signal) or 'none'}){'; not on ' + ', '.join(sorted(set(signal) - set(held))) if set(signal) - set(held) else ''}.")
+    below = [t for t in tasks if (t, "auto-hand") in by and by[(t, "auto-hand")]["vs_hand"]["hi"] < 0]
+    out.append(f"auto from the hand-written prompt significantly below it on: {', '.join(below) or 'no task'}.")
+    beaten = [t for t in tasks if any(r["vs_hand"] and r["vs_hand"]["lo"] > 0 for r in rows if r["task"] == t)]
+    above = [t for t in beaten if (t, "auto-hand") in by and by[(t, "auto-hand")]["vs_hand"]["lo"] > 0]
+    out.append(f"Tasks where some method beats the hand-written prompt beyond noise: {', '.join(beaten) or 'none'}; "
+               f"auto from it does on {len(above)} of them ({', '.join(above) or 'none'}).")
+    lever_rows = []
+    for t in tasks:
+        levers = [by[(t, m)] for m in LEVERS if (t, m) in by]
+        if (t, "auto") in by and levers:
+            best = max(levers, key=lambda r: r["test"])
+            d = by[(t, "auto")].get("vs_levers", {}).get(best["method"])
+            if d:
+                lever_rows.append((t, best["method"], d))
+    within = [t for t, _, d in lever_rows if d["hi"] >= 0]
+    out.append(f"auto within noise of or above its best lever (the best of {', '.join(LEVERS)} on test, paired) on "
+               f"{len(within)} of {len(lever_rows)} tasks"
+               + ("; below it on " + ", ".join(f"{t} ({m}: {_ci(d)})" for t, m, d in lever_rows if d["hi"] < 0)
+                  if len(within) < len(lever_rows) else "") + ".")
+    autos = [r for r in rows if r["method"].startswith("auto")]
+    if autos:
+        mean = np.mean([r["usable"] for r in autos])
+        out.append(f"Usable proposals per auto run: {mean:.1f} on average ({min(r['usable'] for r in autos)}–"
+                   f"{max(r['usable'] for r in autos)}) against {USABLE_BEFORE:.1f} before (x{mean / USABLE_BEFORE:.1f}), "
+                   f"from {np.mean([r['proposer_calls'] for r in autos]):.1f} proposer calls.")
+    return out
+
+
+def write(docs: list[dict]) -> None:
+    lines = ["## auto (the default) against its levers, from the plain and from a hand-written prompt, on whole task files",
+             ""]
+    for doc in docs:
+        a = doc["args"]
+        lines += [f"### Target `{a['target']}`", "",
+                  f"Command: `{doc['command']}`  ",
+                  f"Machine: {doc['machine']}. Proposers `{a['proposers']}`; critic and editor `{a['critic']}`. Every "
+                  f"promptlab run: the whole file with the default split, search budget {a['budget']} target calls (the "
+                  f"confirmation on held-back val included), up to {a['rounds']} rounds per stage, seed 0, metric "
+                  "accuracy. 'plain': \"Classify the text. Answer with one of these labels: {labels}.\"; 'hand-written': "
+                  "benchmarks/baselines/<task>.txt; auto-hand starts from it. Gains: test accuracy minus the baseline's "
+                  "on the same test examples, 95% paired bootstrap CI. 'target calls': search and confirmation (test "
+                  "scoring is outside the budget). 'proposals': usable of written. 'answers X to all': one label for at "
+                  "least 95% of the test examples. Elapsed: "
+                  + (f"{doc['elapsed_s'] / 3600:.1f} h of runs" if doc.get("elapsed_s") else "—") + ".", "",
+                  "| task | method | n test | test | gain vs plain [95% CI] | vs hand-written [95% CI] | result | target calls | proposer calls | proposals | wall |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in doc["rows"]:
+            by = r["result_by"] + (f" (answers '{r['constant']}' to all)" if r.get("constant") else "")
+            props = "—" if not r.get("written") else f"{r['usable']} of {r['written']}"
+            calls = "—" if r.get("search_calls") is None else str(r["search_calls"])
+            pc = "—" if r.get("proposer_calls") is None else str(r["proposer_calls"])
+            wall = "—" if r.get("wall_s") is None else f"{r['wall_s']:.0f} s"
+            lines.append(f"| {r['task']} | {r['method']} | {r.get('n_test', r['vs_plain']['n'])} | {r['test']:.3f} | "
+                         f"{_ci(r['vs_plain'])} | {_ci(r.get('vs_hand'))} | {by} | {calls} | {pc} | {props} | {wall} |")
+        lines.append("")
+        lines += [f"- {v}" for v in verdicts(doc["rows"])]
+        staged = [r for r in doc["rows"] if r.get("stages")]
+        if staged:
+            lines += ["", "Where auto's calls went (per stage: target calls, candidates raced, usable proposals of "
+                      "written, the leader's search score after it; * = the result came from it):", "",
+                      "| task | method | instructions | demos | instructions for the demos | edits |", "|---|---|---|---|---|---|"]
+            for r in staged:
+                cells = {st["stage"]: st for st in r["stages"]}
+                row = []
+                for name in ("instructions", "demos", "instructions for the demos", "edits"):
+                    st = cells.get(name)
+                    if st is None:
+                        row.append("—")
+                        continue
+                    lead = "—" if st["leader_after"] is None else f"{st['leader_after']:.3f}"
+                    props = f", {st['usable']}/{st['written']}" if st["proposer_calls"] else ""
+                    row.append(f"{st['calls']}, {st['candidates']}{props}, {lead}" + (" *" if st["result_from_here"] else ""))
+                lines.append(f"| {r['task']} | {r['method']} | " + " | ".join(row) + " |")
+        if doc.get("missing"):
+            lines += ["", f"Not run yet ({len(doc['missing'])}): " + "; ".join(doc["missing"]) + "."]
+        lines.append("")
     write_section("auto", "\n".join(lines))
-    OUT_JSON.write_text(json.dumps({"complete": complete, "rows": rows}, indent=1, default=str))
 
 
 def main(argv=None) -> int:
@@ -259,12 +259,10 @@ def main(argv=None) -> int:
     ap.add_argument("--target", default="local/qwen2.5-coder-0.5b")
     ap.add_argument("--proposers", default="local/qwen2.5-coder-1.5b,local/qwen2.5-coder-0.5b,local/smollm2-135m")
     ap.add_argument("--critic", default="local/qwen2.5-coder-1.5b")
-    ap.add_argument("--strategies", default="auto,fewshot,arena")
+    ap.add_argument("--strategies", default="auto,auto-hand,fewshot,arena,gradient")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--budget", type=int, default=800)
     ap.add_argument("--test-top", type=int, default=1)
-    ap.add_argument("--second-seed", action="store_true", help="a second seed where auto and the best other are close (and not both the baseline)")
-    ap.add_argument("--close", type=float, default=0.03)
     ap.add_argument("--fresh", action="store_true",
                     help="run again instead of reusing finished runs with the same config (after a code change; "
                          "calls still come from the cache)")
@@ -273,63 +271,91 @@ def main(argv=None) -> int:
     ap.add_argument("--report", action="store_true",
                     help="write the table from the finished runs in the store and start none (lists the missing ones)")
     ap.add_argument("--tasks", help="comma-separated file stems (default: every CSV)")
-    ap.add_argument("--dspy", default=str(ROOT / "benchmarks" / "dspy_results.json"))
-    ap.add_argument("--db", default=str(promptlab_home() / "bench" / "auto_bench.duckdb"),
-                    help="kept outside the work tree so a stopped benchmark continues in a fresh checkout")
+    ap.add_argument("--dspy", default=str(ROOT / "benchmarks" / "dspy_results.json"),
+                    help="DSPy's figures (dspy_bench.py); read for the target they were made with")
+    ap.add_argument("--db", help="default: $PROMPTLAB_HOME/bench/auto_bench-<target>.duckdb, outside the work tree")
     args = ap.parse_args(argv)
-    Path(args.db).parent.mkdir(parents=True, exist_ok=True)
+    key = args.target.split("/")[-1]
+    db = Path(args.db or promptlab_home() / "bench" / f"auto_bench-{key}.duckdb")
+    db.parent.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/auto_bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]) if a != "--report")
 
-    store = Store(args.db)
+    store = Store(str(db))
     target = resolve_model(args.target, store)
     proposers = [resolve_model(p, store) for p in args.proposers.split(",")]
     critic = resolve_model(args.critic, store)
     files = sorted(Path(args.data_dir).glob("*.csv"))
-    if args.tasks:
-        files = [f for f in files if f.stem in set(args.tasks.split(","))]
-    strategies = args.strategies.split(",")
+    if args.tasks:  # in the order given: a long benchmark finishes the tasks named first
+        by_stem = {f.stem: f for f in files}
+        files = [by_stem[t] for t in args.tasks.split(",") if t in by_stem]
+    methods = args.strategies.split(",")
+    # DSPy's figures are for the target its servers ran (dspy_serve.sh serves the zoo's 0.5B)
+    dspy_meta = json.loads(Path(args.dspy).read_text()).get("meta", {}) if Path(args.dspy).exists() else {}
+    dspy_target = "local/" + str(dspy_meta.get("target_model", "")).split("/")[-1].removesuffix(".gguf")
     rows: list[dict] = []
     missing: list[str] = []
+    elapsed = 0.0
+    out = results_path(args.target)
+
+    def save(complete: bool) -> None:
+        doc = {"complete": complete, "command": command.strip(), "machine": machine(), "args": vars(args),
+               "rows": rows, "missing": missing, "elapsed_s": elapsed}
+        out.write_text(json.dumps(doc, indent=1, default=str))
+        write([json.loads(p.read_text()) for p in sorted((ROOT / "benchmarks").glob("auto_results-*.json"))])
+
     for path in files:
         ds = import_dataset(store, path)[0]
         metric = parse_metric("accuracy", ds.labels)
-        task_rows = {}
-        seeds = [0]
-        while seeds:
-            seed = seeds.pop(0)
-            for strategy in strategies:
-                run_id, s, wall = run_strategy(store, ds, target, proposers, critic, strategy, args, seed)
-                if run_id is None:
-                    missing.append(f"{path.stem} {strategy} seed {seed}")
-                    continue
-                row = measure(store, run_id, s, wall, path.stem, strategy, seed, target, ds, metric)
-                rows.append(row)
-                task_rows[(strategy, seed)] = row
-                print_row(row)
-                write(args, argv, rows, complete=False, missing=missing)
-            if seed == 0 and args.second_seed and "auto" in strategies:
-                others = [task_rows[(st, 0)]["gain"] for st in strategies if st != "auto" and (st, 0) in task_rows]
-                auto0 = task_rows.get(("auto", 0))
-                # Close, and at least one of the two moved off the baseline: where every method kept the
-                # baseline (0 against 0) there is no ordering for a second seed to check.
-                if (others and auto0 and abs(auto0["gain"] - max(others)) < args.close
-                        and max(abs(auto0["gain"]), abs(max(others))) > 0):
-                    seeds.append(1)
+        task_rows: dict[str, tuple[dict, pd.Series, str]] = {}
+        for method in methods:
+            if method == "auto-hand" and hand_prompt(path.stem) is None:
+                continue
+            run_id, s, wall = run_strategy(store, ds, target, proposers, critic, method, args, 0)
+            if run_id is None:
+                missing.append(f"{path.stem} {method}")
+                continue
+            elapsed += wall
+            task_rows[method] = (s, None, run_id)
+        if not task_rows:
+            continue
+        plain_run = next((rid for m, (_, _, rid) in task_rows.items() if m != "auto-hand"), None)
+        plain = test_correct(store, plain_run, 1, target, ds, metric) if plain_run else None
+        hand = test_correct(store, task_rows["auto-hand"][2], 1, target, ds, metric) if "auto-hand" in task_rows else None
+        if plain is None:
+            continue
+        rows.append({"task": path.stem, "method": "plain", "n_test": len(plain), "test": float(plain.mean()),
+                     "vs_plain": gain(plain, plain), "vs_hand": gain(hand, plain) if hand is not None else None,
+                     "result_by": "—", "search_calls": None, "proposer_calls": None, "wall_s": None,
+                     "constant": constant_label(results.candidate_test_rows(store, plain_run, 1, target, ds, metric)["pred"].tolist())})
+        if hand is not None:
+            rows.append({"task": path.stem, "method": "hand-written", "n_test": len(hand), "test": float(hand.mean()),
+                         "vs_plain": gain(plain, hand), "vs_hand": gain(hand, hand), "result_by": "—",
+                         "search_calls": None, "proposer_calls": None, "wall_s": None,
+                         "constant": constant_label(results.candidate_test_rows(store, task_rows["auto-hand"][2], 1, target, ds, metric)["pred"].tolist())})
+        measured = {}
+        for method, (s, _, run_id) in task_rows.items():
+            wall = (pd.Timestamp(store.run_row(run_id)["updated_at"]) - pd.Timestamp(store.run_row(run_id)["created_at"])).total_seconds()
+            row, correct = measure(store, run_id, s, wall, path.stem, method, target, ds, metric, plain, hand)
+            measured[method] = (row, correct)
+        if "auto" in measured:  # auto against each lever alone on the same test examples
+            measured["auto"][0]["vs_levers"] = {m: gain(measured[m][1], measured["auto"][1]) for m in LEVERS if m in measured}
+        for method in methods:
+            if method in measured:
+                rows.append(measured[method][0])
+                print_row(measured[method][0])
         language = detect_language(ds.split("train")["text"].tolist())
-        if args.language_check and language != "en" and "auto" in strategies:
-            # The same run with the proposers asked to write in the data's language instead of English.
+        if args.language_check and language != "en" and "auto" in methods:
             label = f"auto, instructions in {language_name(language)}"
             run_id, s, wall = run_strategy(store, ds, target, proposers, critic, "auto", args, 0, language="data")
             if run_id is None:
                 missing.append(f"{path.stem} {label}")
             else:
-                rows.append(measure(store, run_id, s, wall, path.stem, label, 0, target, ds, metric))
-                print_row(rows[-1])
-        if task_rows:
-            base0 = test_correct(store, next(iter(task_rows.values()))["run_id"], 1, target, ds, metric)
-            rows += dspy_rows(Path(args.dspy), path.stem, base0)
-        write(args, argv, rows, complete=False, missing=missing)
-    write(args, argv, rows, complete=not missing, missing=missing)
-    print("wrote benchmarks/RESULTS.md and benchmarks/auto_results.json")
+                rows.append(measure(store, run_id, s, wall, path.stem, label, target, ds, metric, plain, hand)[0])
+        if dspy_target == args.target:
+            rows += dspy_rows(Path(args.dspy), path.stem, plain, hand)
+        save(complete=False)
+    save(complete=not missing)
+    print(f"wrote {out.relative_to(ROOT)} and the 'auto' section of benchmarks/RESULTS.md")
     store.close()
     return 0
 

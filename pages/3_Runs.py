@@ -42,6 +42,13 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
         floor_at = f2.number_input("at least", -1.0, 1.0, 0.4, 0.05, key=f"runs.floor_at.{ds_name}")
         if floor.strip():
             metric = f"{metric.strip()}; {floor.strip()}>={floor_at:g}"
+    saved = store.baselines(run_ds.id)
+    own_prompt = st.text_area(
+        "Start from your own prompt (optional)", "", key=f"runs.baseline.{ds_name}", height=100,
+        placeholder=("Empty: the baselines saved on the Prompts page" if saved else
+                     "Empty: a plain prompt listing the labels") + ". Placeholders: {input}, {labels}, any input column.",
+        help="The search improves this prompt: proposers see it as the best so far, demonstrations are searched for "
+             "it too, and the result replaces it only if it beats it beyond noise on held-back examples.")
     proposers = st.multiselect("Proposers", model_names, default=[m for m in ui.setting("proposers", ui.DEFAULT_PROPOSERS) if m in choices] or model_names[:2], key="runs.proposers")
     c4, c5, c6, c7, c8 = st.columns(5)
     strategy = c4.selectbox(
@@ -72,7 +79,8 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
         request = runs.RunRequest(  # the request `promptlab optimize` builds from its flags
             ds_name, target, tuple(proposers), metric=metric, strategy=strategy, rounds=int(rounds), seed=int(seed),
             budget=int(budget) or None, patience=int(patience) or None, settings=extra,
-            baselines=tuple(PromptTemplate(s, u) for _, s, u in store.baselines(ds.id)),
+            baselines=((PromptTemplate.from_text(own_prompt.strip()),) if own_prompt.strip()
+                       else tuple(PromptTemplate(s, u) for _, s, u in saved)),
             meta_prompt=ui.setting(meta_key, None), task=ui.setting(task_key, None), review=review_mode,
         )
         plan = runs.plan(store, request)

@@ -38,6 +38,11 @@ if calls := results.calls_line(summary):
     st.caption(calls[0].upper() + calls[1:] + ".")
 if fails := results.failures_line(summary):
     st.caption(f"Endpoint {fails}.")
+if len(summary.get("stages") or []) > 1 or any(x["proposer_calls"] for x in summary.get("stages") or []):
+    with st.expander("Where the calls went, stage by stage"):
+        st.dataframe(results.stage_table(summary["stages"]), hide_index=True, width="stretch")
+        st.caption("Asked: prompts the meta-prompts asked for; written: prompts found in the replies; usable: those "
+                   "that passed the screen and were raced. Leader: the best search-val score when the stage ended.")
 
 # --- trajectories ----------------------------------------------------------------------------------
 st.subheader("Score trajectories per model family")

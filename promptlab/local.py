@@ -251,6 +251,17 @@ def _close_all() -> None:
     _loaded.clear()
 
 
+def threads() -> int:
+    """CPU threads a local model computes with: every core, or PROMPTLAB_THREADS (two processes sharing a machine,
+    such as two benchmarks at once, each take half rather than fight over all of it)."""
+    value = os.environ.get("PROMPTLAB_THREADS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ZooError(f"PROMPTLAB_THREADS must be a whole number of at least 1, not {value!r}")
+        return int(value)
+    return os.cpu_count() or 2
+
+
 def load(key: str, n_ctx: int = DEFAULT_N_CTX) -> _Loaded:
     """The process-wide loaded model for `key` (loaded once; reloaded only to grow the context)."""
     with _load_lock:
@@ -269,7 +280,7 @@ def load(key: str, n_ctx: int = DEFAULT_N_CTX) -> _Loaded:
         llama = Llama(
             model_path=str(path),
             n_ctx=n_ctx,
-            n_threads=os.cpu_count() or 2,
+            n_threads=threads(),
             chat_format=model.chat_format,
             verbose=False,
         )

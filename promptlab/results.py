@@ -5,6 +5,7 @@ CLI, the pages and the benchmarks; `runs` drives a run and writes, this module o
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -168,6 +169,100 @@ def attribution(store: Store, run_id: str, steps: list[dict] | None = None) -> l
     return list(out.values())
 
 
+def stage_report(steps: list[dict], strategy: str = "") -> list[dict]:
+    """What each stage of a run did and gave, in run order: the target requests it spent, the candidates it
+    scored, its proposer calls, the proposals asked for and written, the usable ones, the leader's search score
+    when it ended, and whether the run's result came from it. A run without stages (one strategy) is one stage.
+
+    'asked': prompts the meta-prompts asked for (n per call); 'written': prompts found in the replies (cut-off
+    ones included); 'usable': those that passed the screen (not empty, overlong, a copy, a leak of the format, a
+    repeat) and became candidates."""
+    winner = next((x["winner_id"] for x in reversed(steps) if x["kind"] == "winner_chosen"),
+                  next((x["best_id"] for x in reversed(steps) if x["kind"] == "run_finished"), None))
+    stages: list[dict] = []
+    calls = 0
+    staged = any(x["kind"] == "stage_started" for x in steps)
+
+    def open_stage(name: str, role: str) -> dict:
+        stages.append({"stage": role or name, "strategy": name, "start": calls, "ids": set(), "proposer_calls": 0,
+                       "asked": 0, "written": 0, "usable": 0, "leader_after": None})
+        return stages[-1]
+
+    for x in steps:
+        kind = x["kind"]
+        if kind == "stage_started":
+            if stages:
+                stages[-1].setdefault("end", calls)
+            open_stage(x["strategy"], x.get("role") or "")
+            continue
+        if kind in ("confirmed", "winner_chosen", "test_scored"):
+            if stages:
+                stages[-1].setdefault("end", calls)
+            continue
+        if kind not in ("candidate_proposed", "candidate_scored", "proposal_made", "critique", "round_finished"):
+            continue
+        if x.get("round", 1) == 0:  # the starting prompts belong to no stage
+            calls = x.get("target_requests") or calls
+            continue
+        if not stages and staged:
+            continue
+        st = stages[-1] if stages else open_stage(strategy, "")
+        if "end" in st:
+            continue
+        if kind == "candidate_scored":
+            calls = x.get("target_requests") or calls
+            st["ids"].add(x["candidate_id"])
+        elif kind == "proposal_made":
+            st["proposer_calls"] += 1
+            st["usable"] += len(x.get("accepted") or ())
+            dropped = x.get("dropped") or {}
+            st["written"] += len(x.get("accepted") or ()) + sum(v for k, v in dropped.items() if k != "no_tags")
+            st["asked"] += _asked(x.get("meta_prompt") or "")
+        elif kind == "critique":
+            st["proposer_calls"] += 1
+        elif kind == "round_finished":
+            st["leader_after"] = x.get("best_val")
+            calls = max(calls, x.get("target_requests") or 0)
+    return [{"stage": st["stage"], "strategy": st["strategy"], "calls": st.get("end", calls) - st["start"],
+             "candidates": len(st["ids"]), "proposer_calls": st["proposer_calls"], "asked": st["asked"],
+             "written": st["written"], "usable": st["usable"], "leader_after": st["leader_after"],
+             "result_from_here": winner in st["ids"]} for st in stages]
+
+
+def _asked(meta_prompt: str) -> int:
+    """How many prompts a meta-prompt asked for ("Reply with exactly N instructions"), 0 when it does not say."""
+    m = _ASKED.search(meta_prompt)
+    return int(m.group(1)) if m else 0
+
+
+_ASKED = re.compile(r"Reply with exactly (\d+) instructions")
+
+
+def stage_table(stages: list[dict]) -> pd.DataFrame:
+    """The stage report as a table for the Results page."""
+    frame = pd.DataFrame(stages)
+    if frame.empty:
+        return frame
+    frame["result"] = frame["result_from_here"].map({True: "from here", False: ""})
+    return frame[["stage", "calls", "candidates", "proposer_calls", "asked", "written", "usable", "leader_after",
+                  "result"]].rename(columns={"calls": "target calls", "proposer_calls": "proposer calls",
+                                             "leader_after": "leader after"})
+
+
+def stages_line(stages: list[dict]) -> str | None:
+    """Where a run's calls went and what came of them, in one line per stage (the CLI and the report)."""
+    if not stages:
+        return None
+    parts = []
+    for st in stages:
+        props = (f", {st['proposer_calls']} proposer calls, {st['usable']} usable of {st['written']} written"
+                 if st["proposer_calls"] else "")
+        lead = f", leader {st['leader_after']:.3f} after it" if st["leader_after"] is not None else ""
+        parts.append(f"{st['stage']}: {st['calls']} target calls, {st['candidates']} candidates{props}{lead}"
+                     + (" (the result came from here)" if st["result_from_here"] else ""))
+    return "stages — " + "; ".join(parts)
+
+
 def best_candidate(steps: list[dict], cands: pd.DataFrame) -> pd.DataFrame:
     """The run's result as a one-row frame: the candidate its finish named, or (a run still going or stopped)
     the best on val so far; empty when nothing is scored."""
@@ -242,6 +337,7 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         "review": rec["config"].get("review", "none"),
         "decisions": _decision_counts(steps),
         "result": _result(steps),
+        "stages": stage_report(steps, rec["config"].get("strategy", "")),
     }
 
 
@@ -425,6 +521,7 @@ def markdown_report(store: Store, run_id: str) -> str:
         f"- Status: {s['status']} ({s.get('reason') or '—'}), {s['rounds']} round(s), {s['candidates']} candidates, "
         f"{s['gated']} stopped at the minibatch gate ({s['calls_saved_by_gate']} calls saved)",
         *([f"- {dec[0].upper()}{dec[1:]}"] if (dec := decisions_line(s)) else []),
+        *([f"- {st[0].upper()}{st[1:]}"] if (st := stages_line(s["stages"])) else []),
         "",
         "## Result (95% CIs; test is held out: no proposer ever saw it)",
         "",

@@ -43,6 +43,7 @@ DEFAULT_TASKS = {
     "unlabeled": "Respond to each input from the dataset '{name}'; each reply is graded by a rubric.",
 }
 REVIEW_MODES = ("off", "rounds")
+SHARES = ("instructions_share", "demos_share", "demo_instructions_share", "edits_share")  # auto's stages
 
 
 def default_task(dataset: Dataset) -> str:
@@ -55,12 +56,16 @@ DEFAULT_STRATEGY = "auto"
 STRATEGY_MENU = [DEFAULT_STRATEGY] + [n for n in STRATEGIES if n != DEFAULT_STRATEGY] + [
     "arena,fewshot", "arena,gradient", "arena,gradient,fewshot"]
 # Runs stored before racing and confirmation (config version 1) replay with the defaults they ran with.
+# Runs stored before version 3 replay without the instructions-for-demos stage, the evidence-based patience, the
+# few-shot factorial start and the proposers' angles, as they ran.
+V2_DEFAULTS = {"demo_instructions_share": 0.0, "evidence": False, "factorial_start": False, "angles": False}
 LEGACY_DEFAULTS = {"gate": "ci", "gate_level": 0.8, "minibatch_size": 24, "confirm": 0.0, "show_rejected": 0,
-                   "language": "off", "trials_per_round": 4}
-CONFIG_VERSION = 2
+                   "language": "off", "trials_per_round": 4} | V2_DEFAULTS
+CONFIG_VERSION = 3
 # Settings every strategy shares (racing and the confirmation of the result); the rest are a strategy's own.
 FRAME_SETTINGS = tuple(s.name for s in settings_of(PoolStrategy))
-STRUCTURAL = {"proposers", "baselines", "meta_prompt", "name", "instructions", "demos_stage", "edits", "patience"}
+STRUCTURAL = {"proposers", "baselines", "meta_prompt", "name", "instructions", "demos_stage", "demo_instructions",
+              "edits", "patience", "leader_demos"}
 
 
 def strategy_classes(strategy: str) -> list[type]:
@@ -217,7 +222,7 @@ def make_config(
         # stage searches demo sets on its own, and a fixed set would be dropped without a word.
         raise PromptlabError("--demos attaches demos to proposed instructions, and this run has no proposers: drop "
                              "--demos (the demonstration stage searches demo sets itself) or add --proposers")
-    if "auto" in names and sum(params[k] for k in ("instructions_share", "demos_share", "edits_share")) <= 0:
+    if "auto" in names and sum(params[k] for k in SHARES) <= 0:
         raise PromptlabError("auto needs a share above 0 for at least one stage (instructions, demos or edits)")
     if params["confirm"] > 0:  # every declared setting is in params, defaults included
         n_val = len(dataset.split("val"))
@@ -244,7 +249,7 @@ def build(store: Store, config: RunConfig, run_id: str) -> tuple[object, Optimiz
         "baselines": tuple(PromptTemplate.from_record(b) for b in config.baselines),
         "meta_prompt": config.meta_prompt,
     }
-    params = dict(LEGACY_DEFAULTS) if config.version < 2 else {}
+    params = dict(LEGACY_DEFAULTS) if config.version < 2 else dict(V2_DEFAULTS) if config.version < 3 else {}
     params.update(config.strategy_params)
     settings = all_settings()
     for key, value in list(params.items()):
@@ -281,11 +286,14 @@ def _make_stage(name: str, common: dict, params: dict, **extra):
         return make(STRATEGIES[name], **extra)
     auto = make(Auto)
     has_proposers = bool(common["proposers"])
+    proposing = {"patience": auto.stage_patience}
     return make(
         Auto,
-        instructions=make(Arena, patience=auto.stage_patience) if has_proposers and auto.instructions_share > 0 else None,
+        instructions=make(Arena, **proposing) if has_proposers and auto.instructions_share > 0 else None,
         demos_stage=make(FewShot) if auto.demos_share > 0 else None,
-        edits=make(Gradient, patience=auto.stage_patience) if has_proposers and auto.edits_share > 0 else None,
+        demo_instructions=(make(Arena, leader_demos=True, **proposing)
+                           if has_proposers and auto.demo_instructions_share > 0 else None),
+        edits=make(Gradient, **proposing) if has_proposers and auto.edits_share > 0 else None,
     )
 
 

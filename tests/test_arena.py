@@ -75,7 +75,7 @@ def test_attribution_is_complete(store, dataset):
     assert sum(p["wins"] for p in s["proposers"]) == len(winners)
     assert sum(p["calls"] for p in s["proposers"]) == 3 * 2  # arena of 2 per round
     for p in s["proposers"]:
-        assert p["family"] == "unknown" and p["candidates"] == 2 * p["calls"]
+        assert p["family"] == "unknown" and p["candidates"] == 4 * p["calls"]  # four asked per call
     # every candidate row says who wrote it, in which round, from which parents and meta-prompt
     props = cands[cands["proposer"] != "baseline"]
     assert props["meta_prompt"].str.len().min() > 100 and props["raw_reply"].str.contains("<prompt>").all()

@@ -126,43 +126,95 @@ def test_compare_is_paired_and_significant_only_beyond_noise():
 
 # --- auto --------------------------------------------------------------------------------------
 
-def test_auto_runs_instructions_then_demos_then_edits_on_one_budget_and_confirms_the_winner(store, dataset):
+def _held_back(store, run_id) -> int:
+    """How many val examples the run held back to confirm its result (the baseline and one finalist read them)."""
+    return next(x["n_confirm"] for x in store.steps(run_id) if x["kind"] == "winner_chosen")
+
+
+def test_auto_runs_instructions_demos_instructions_for_them_and_edits_on_one_budget_and_confirms_the_winner(store, dataset):
     run_id, s = run(store, dataset, budget_calls=900)
     steps = store.steps(run_id)
     stages = [x for x in steps if x["kind"] == "stage_started"]
-    assert [x["strategy"] for x in stages] == ["arena", "fewshot", "gradient"]
+    assert [(x["strategy"], x["role"]) for x in stages] == [
+        ("arena", "instructions"), ("fewshot", "demos"), ("arena", "instructions for the demos"), ("gradient", "edits")]
     caps = [x["target_cap"] for x in stages]
-    assert caps == sorted(caps) and caps[-1] <= 900
-    confirm_reserve = 3 * 18  # the baseline and two finalists on the 18 held-back examples
+    assert caps[-1] <= 900
+    held = _held_back(store, run_id)
+    confirm_reserve = 2 * held  # the baseline and the one finalist on the held-back examples
     assert caps[-1] == 900 - confirm_reserve  # the last stage gets everything left before the confirmation
     search = max(x.get("target_requests", 0) for x in steps if x["kind"] == "candidate_scored")
     assert search <= 900
     # demos of every label make the target right: the result is a few-shot candidate, confirmed beyond noise
     assert s["best_proposer"].startswith("fewshot/") and s["best_test"] == 1.0
     r = s["result"]
-    assert r["replaced_baseline"] and r["winner_id"] == s["best_id"] and r["p_value"] < 0.05 and r["n_confirm"] == 18
+    assert r["replaced_baseline"] and r["winner_id"] == s["best_id"] and r["p_value"] < 0.05 and r["n_confirm"] == held
     assert "replaces the baseline" in r["reading"]
     assert [x["kind"] for x in steps].index("winner_chosen") < [x["kind"] for x in steps].index("test_scored")
     cands = store.candidates(run_id)
     confirmed = cands[cands["confirm_score"].notna()]
-    assert 1 in set(confirmed["id"]) and s["best_id"] in set(confirmed["id"])  # the baseline and the winner
+    assert set(confirmed["id"]) == {1, s["best_id"]}  # the baseline and the winner
     # racing: most candidates were stopped on a few examples; the leaderboard says on how many
-    assert (cands["n_scored"] < 17).sum() >= len(cands) // 3 and cands["n_scored"].notna().all()
+    n_search = int(cands.loc[cands["id"] == 1, "n_scored"].iloc[0])
+    assert (cands["n_scored"] < n_search).sum() >= len(cands) // 3 and cands["n_scored"].notna().all()
+    # the instructions written for the demos carry the leader's demos: they are judged as they would ship
+    second = [x["candidate_id"] for x in steps if x["kind"] == "candidate_proposed" and x["round"] > 0
+              and x["proposer"] == "fake/a-prop" and x["round"] > stages[1]["stage"] + 1]
+    leader_demos = list(cands.loc[cands["id"] == s["best_id"], "demos"].iloc[0])
+    for cid in second:
+        assert list(cands.loc[cands["id"] == cid, "demos"].iloc[0]) == leader_demos
+    metas = [x["meta_prompt"] for x in steps if x["kind"] == "proposal_made"]
+    assert "solved training example" in metas[-1] and "solved training example" not in metas[0]
+    # what each stage did and gave, per run
+    report = {st["stage"]: st for st in s["stages"]}
+    assert report["demos"]["result_from_here"] and report["instructions"]["proposer_calls"] >= 1
+    assert report["instructions"]["asked"] == 4 * report["instructions"]["proposer_calls"]
+    assert report["instructions"]["usable"] == report["instructions"]["candidates"]
+
+
+def _clone_or_contender(contender: bool):
+    """A target that answers 'positive' to everything, or with 'ALT' in its instruction 'negative' to everything:
+    as accurate (30 of each), but on other examples, so the race cannot tell them apart."""
+    def tgt(messages, params):
+        system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+        return "negative" if "ALT" in system else "positive"
+
+    def prop(messages, params):
+        k = int(hashlib.sha256(messages[-1]["content"].encode()).hexdigest(), 16) % 997
+        word = "ALT" if contender else "Pick"
+        return f"<prompt>{word} the label, try {k}.</prompt><prompt>{word} one label, attempt {k}.</prompt>"
+
+    return make_spec(fakes.script("cc-target", tgt)), make_spec(fakes.script(f"cc-prop-{contender}", prop))
+
+
+@pytest.mark.parametrize("contender", [False, True])
+def test_a_proposing_stage_stops_on_evidence(store, dataset, contender):
+    """The instruction stage goes on while its rounds write contenders (candidates the race cannot tell from the
+    leader) and stops after stage_patience rounds of clones the race drops, handing its calls on."""
+    tgt, prop = _clone_or_contender(contender)
+    cfg = runs.make_config(dataset, tgt, [prop], seed=3, rounds=5, minibatch_size=6, budget_calls=2000,
+                           demos_share=0.0, demo_instructions_share=0.0, edits_share=0.0, stage_patience=2)
+    s = runs.execute(store, (run_id := runs.create_run(store, cfg)))
+    arena_rounds = {c for c in store.candidates(run_id).query("proposer == 'fake/cc-prop-%s'" % contender)["round"]}
+    finished = [x for x in store.steps(run_id) if x["kind"] == "round_finished"]
+    assert not any(x["improved"] for x in finished)  # neither ever beats the baseline
+    assert len(arena_rounds) == (5 if contender else 2)
+    assert s["reason"] == ("rounds" if contender else "patience")
 
 
 def test_a_stage_that_finds_nothing_hands_its_calls_on(store, dataset):
-    run_id, s = run(store, dataset, budget_calls=1200, edits_share=0.0)
+    run_id, s = run(store, dataset, budget_calls=1200, rounds=4, demo_instructions_share=0.0, edits_share=0.0)
     stages = {x["strategy"]: x for x in store.steps(run_id) if x["kind"] == "stage_started"}
     assert set(stages) == {"arena", "fewshot"}
     rounds = {x["round"] for x in store.steps(run_id) if x["kind"] == "round_finished"}
     arena_rounds = {c for c in store.candidates(run_id).query("proposer == 'fake/a-prop'")["round"]}
-    assert len(arena_rounds) == 1  # no new leader after one round: the stage ended (stage patience 1)
-    reserve = 3 * 18
+    assert len(arena_rounds) == 2  # two rounds of clones the race dropped: the stage ended (stage patience 2)
+    reserve = 2 * _held_back(store, run_id)
     left_at_demos = 1200 - reserve
+    n_search = int(store.candidates(run_id).query("id == 1")["n_scored"].iloc[0])
     first_cap = stages["arena"]["target_cap"]
-    assert first_cap - 35 < 0.3 / 0.85 * left_at_demos + 1  # its share of what was left after the baselines
+    assert first_cap - n_search <= 0.3 / 0.7 * (left_at_demos - n_search) + 1  # its share of what was left
     assert stages["fewshot"]["target_cap"] == left_at_demos  # the demo stage got everything the first did not use
-    assert len(rounds) >= 2
+    assert len(rounds) >= 3
 
 
 def test_auto_without_proposers_searches_demos_only(store, dataset):
@@ -268,15 +320,17 @@ def test_settings_are_declared_once_and_checked_from_their_declaration(store, da
     with pytest.raises(PromptlabError, match="language must be english or data or off"):
         runs.make_config(dataset, tgt, [prop], language="klingon")
     with pytest.raises(PromptlabError, match="a share above 0"):
-        runs.make_config(dataset, tgt, [prop], instructions_share=0, demos_share=0, edits_share=0)
+        runs.make_config(dataset, tgt, [prop], instructions_share=0, demos_share=0, demo_instructions_share=0,
+                         edits_share=0)
     from promptlab.cli import build_parser
 
     help_text = build_parser()._subparsers._group_actions[0].choices["optimize"].format_help()
     for s in runs.all_settings().values():
         assert s.cli_flag in help_text  # every declared setting has its flag, none written by hand
     cfg = runs.make_config(dataset, tgt, [prop])
-    assert cfg.strategy == "auto" and cfg.version == 2
-    assert cfg.strategy_params["gate"] == "race" and cfg.strategy_params["confirm"] == 0.5  # defaults stored too
+    assert cfg.strategy == "auto" and cfg.version == 3
+    assert cfg.strategy_params["gate"] == "race" and cfg.strategy_params["confirm"] == 0.6  # defaults stored too
+    assert cfg.strategy_params["finalists"] == 1 and cfg.strategy_params["candidates_per_proposer"] == 4
 
 
 def test_runs_stored_before_racing_replay_with_their_old_gate(store, dataset):
@@ -295,7 +349,9 @@ def test_projection_states_racing_and_the_confirmation(store, dataset):
     cfg = runs.make_config(dataset, tgt, [prop], budget_calls=900, minibatch_size=6)
     proj = runs.projection(store, cfg)
     line = runs.projection_line(proj)
-    assert proj["n_confirm"] == 18 and proj["confirm_calls"] == 54
+    _, ctx = runs.build(store, cfg, "p")
+    assert proj["n_confirm"] == len(ctx.confirmset) and abs(proj["n_confirm"] - 0.6 * 35) <= 1
+    assert proj["confirm_calls"] == 2 * proj["n_confirm"]  # the baseline and the one finalist
     assert "racing scores a candidate on ~" in line and "held back to confirm" in line
     assert proj["candidates_in_budget"] > proj["candidates_full_val"]
 
@@ -313,7 +369,7 @@ def test_a_semi_automatic_auto_run_pauses_after_each_stage_round(store, dataset)
         paused.append(r)
         store.add_decision(run_id, r, "continue", None, None, "analyst")
     stages = [x["strategy"] for x in store.steps(run_id) if x["kind"] == "stage_started"]
-    assert stages == ["arena", "fewshot", "gradient"] and paused == [1, 2, 3]
+    assert stages == ["arena", "fewshot", "arena", "gradient"] and paused == [1, 2, 3, 4]
     assert store.run_row(run_id)["status"] == "finished"
 
 
@@ -382,11 +438,11 @@ def test_auto_works_on_reference_scorers_and_the_judge(store, tmp_path, metric):
 
 
 def test_a_budget_that_cannot_also_hold_the_confirmation_is_refused(store, dataset):
-    """The baseline on search val (17) plus the confirmation's reserve (3 x 18) must fit in the budget."""
+    """The baseline on search val (13) plus the confirmation's reserve (2 x 22) must fit in the budget."""
     tgt, prop, _, _ = specs()
     proj = runs.projection(store, runs.make_config(dataset, tgt, [prop], budget_calls=40))
     problem = runs.budget_problem(proj, "--budget")
-    assert problem and "hold back 54" in problem and "lower --confirm" in problem
+    assert problem and "hold back 44" in problem and "lower --confirm" in problem
     assert runs.budget_problem(runs.projection(store, runs.make_config(dataset, tgt, [prop], budget_calls=200))) is None
 
 

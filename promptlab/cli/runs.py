@@ -117,7 +117,8 @@ def step_line(step) -> str | None:
             return f"  #{step.candidate_id}: {mb}over budget (the target-call budget ran out before its val score)"
         return f"  #{step.candidate_id}: {mb}val {fmt(step.val_score)} (n={step.n_val})"
     if k == "stage_started":
-        return f"stage {step.stage}: {step.strategy}" + (f" (until {step.target_cap} target calls)" if step.target_cap else "")
+        what = f"{step.role} ({step.strategy})" if step.role else step.strategy
+        return f"stage {step.stage}: {what}" + (f" (until {step.target_cap} target calls)" if step.target_cap else "")
     if k == "critique":
         err = f" (error: {step.error[:80]})" if step.error else ""
         return f"  {step.critic} on #{step.prompt_id} ({step.n_errors} errors): {step.feedback[:100]}{err}"
@@ -166,6 +167,8 @@ def print_run(store, s: dict) -> None:
         print(f"  {p['model']:<30} {p['family']:<8} {p['candidates']:>3} asked  {p['valid']:>3} valid ({rate})  "
               f"best {fmt(p['best_val'])}  wins {p['wins']}")
     if line := results.decisions_line(s):
+        print("\n" + line)
+    if line := results.stages_line(s.get("stages") or []):
         print("\n" + line)
     if fails := results.failures_line(s):
         print("\n" + fails)

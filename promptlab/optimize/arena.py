@@ -33,8 +33,11 @@ class Arena(PoolStrategy):
     baselines: tuple[PromptTemplate, ...]
     arena_k: int | None = setting(2, "proposers drawn per round (0: all of them)", type="int", low=0, flag="--arena",
                                   key="arena", none="all of them", label="Arena: proposers per round (0 = all)")
-    candidates_per_proposer: int = setting(2, "candidates each proposer writes per round", type="int", low=1, high=8,
-                                           flag="--candidates", key="candidates", label="Candidates per proposer")
+    # Several per call: one call that writes four costs little more than one that writes two (the meta-prompt is
+    # most of the tokens), and a small proposer's usable share is low, so more per call means more to race.
+    candidates_per_proposer: int = setting(4, "candidates each proposer writes per round, in one call", type="int",
+                                           low=1, high=8, flag="--candidates", key="candidates",
+                                           label="Candidates per proposer")
     temperature: float = setting(1.0, "proposer temperature", type="float", low=0.0, high=2.0, label="Proposer temperature")
     # Where the data is not in English, proposers are told its language and asked to write in it ("data")
     # or in English ("english"). Which helps is being measured on the parallel multiemo_medicine_en/_ru pair
@@ -45,7 +48,7 @@ class Arena(PoolStrategy):
     show_rejected: int = setting(6, "candidates that did worse shown to proposers, briefly with their scores, so they "
                                  "are not written again (0: none)", type="int", low=0, high=20,
                                  label="Rejected candidates shown")
-    proposer_max_tokens: int = 500
+    proposer_max_tokens: int = 500  # at least; 200 more per candidate asked for beyond two (see reply_tokens)
     n_examples: int = 3  # train examples shown
     n_mistakes: int = 3  # mistakes of the best shown (from a train sample)
     mistake_sample: int = 16
@@ -60,6 +63,9 @@ class Arena(PoolStrategy):
                                "per label) or a number K (stratified)", type="demos", label="Demos attached to every instruction")
     demo_format: str = setting("chat", "demos as chat turns or inline in the instruction", type="choice",
                                choices=("chat", "inline"), label="Demo format")
+    # auto's "instructions for the demos" stage: every instruction written in a round is scored with the demos of
+    # the leader at that moment (how it would ship), and the proposers are told so.
+    leader_demos: bool = False
     name: str = "arena"
     needs_proposers: ClassVar[bool] = True
 
@@ -144,21 +150,25 @@ class Arena(PoolStrategy):
         """The arena's rounds over a pool that already holds scored prompts. Returns (reason, rounds)."""
         rng = np.random.default_rng(ctx.seed)
         draw_rng = np.random.default_rng([ctx.seed, 1])  # its own stream: draws don't depend on data sizes
+        angle_rng = np.random.default_rng([ctx.seed, 5])  # its own stream too, so runs without angles replay
         appearances = [0] * len(self.proposers)
         needs_input = any(b.user.strip() != "{input}" for b in self.baselines)  # the text sits inside the prompt
         lo, hi = ctx.metric.range
-        demos = self.demo_set(ctx)
-        mistake_pool = ctx.trainset
-        if demos:  # a demo's own example would show up as an easy "success" in the mistake probe
-            mistake_pool = ctx.trainset[~ctx.trainset["idx"].isin([d.idx for d in demos])]
-        rounds = Rounds(ctx, pool, self.patience)
+        fixed = self.demo_set(ctx)
+        rounds = Rounds(ctx, pool, self.patience, self.evidence)
         for round_ in rounds:
             if not ctx.can_propose():
                 return "proposer budget", rounds.done
             drawn = [self.proposers[i] for i in self.draw(draw_rng, appearances)]
             yield RoundStarted(round_, tuple(p.label for p in drawn))
+            with_demos = _demos_of(rounds.best.template) if self.leader_demos else (fixed, self.fixed_format, 0, "tfidf")
+            demos = with_demos[0]
+            # a demo's own example would show up as an easy "success" in the mistake probe
+            mistake_pool = ctx.trainset[~ctx.trainset["idx"].isin([d.idx for d in demos])] if demos else ctx.trainset
             try:
-                meta = self._meta_prompt(ctx, rng, rounds.best, pool, mistake_pool, needs_input, lo, hi)
+                angles = P.draw_angles(self.candidates_per_proposer, ctx.dataset.kind, angle_rng) if self.angles else ()
+                meta = self._meta_prompt(ctx, rng, rounds.best, pool, mistake_pool, needs_input, lo, hi, with_demos,
+                                         angles)
             except BudgetExhausted:
                 return "budget", rounds.done
             round_cands: list[Cand] = []
@@ -168,15 +178,15 @@ class Arena(PoolStrategy):
                 if not ctx.can_propose():
                     reason = "proposer budget"
                     break
-                params = {"temperature": self.temperature, "max_tokens": self.proposer_max_tokens}
+                params = {"temperature": self.temperature, "max_tokens": self.reply_tokens}
                 if spec.is_local:
                     params["seed"] = int(rng.integers(0, 2**31 - 1))  # reproducible sampling on llama.cpp
                 reply = ctx.propose(spec, meta, params, sample=f"r{round_}/s{slot}/{spec.model}")
                 round_cands += yield from take_proposals(
                     ctx, pool, round_, spec, reply, meta, parents, self.candidates_per_proposer, needs_input,
                     self.max_prompt_chars,
-                    lambda text: PromptTemplate.from_text(text).with_demos(demos, self.fixed_format),
-                    rejected=self._rejected_texts(pool),
+                    lambda text: PromptTemplate.from_text(text).with_demos(*with_demos),
+                    rejected=self._rejected_texts(pool), angles=angles,
                 )
             reason = (yield from rounds.score(round_cands, self.gate_config)) or reason
             stop = yield from rounds.end(round_, round_cands, reason)
@@ -184,7 +194,13 @@ class Arena(PoolStrategy):
                 return stop, rounds.done
         return "rounds", rounds.done
 
-    def _meta_prompt(self, ctx, rng, best, pool: Pool, mistake_pool, needs_input, lo, hi) -> str:
+    @property
+    def reply_tokens(self) -> int:
+        """max_tokens of a proposer's reply: room for every candidate it is asked for (a cut-off one is lost)."""
+        return max(self.proposer_max_tokens, 100 + 200 * self.candidates_per_proposer)
+
+    def _meta_prompt(self, ctx, rng, best, pool: Pool, mistake_pool, needs_input, lo, hi, with_demos=((),),
+                     angles=()) -> str:
         examples = ()
         if self.n_examples:
             # One per label first (capped), so a proposer can put a demonstration of each label in its prompt.
@@ -212,8 +228,15 @@ class Arena(PoolStrategy):
             rejected=tuple(P.ScoredPrompt(c.text, c.val if c.val is not None else c.minibatch) for c in rejected),
             rejected_n=tuple(c.n_scored for c in rejected),
             language_rule=P.language_rule(ctx.language, self.language),
+            demos_note=P.demos_note(len(with_demos[0]), *with_demos[1:3]) if with_demos[0] else "",
+            angles=angles,
         )
         return P.build_meta_prompt(self.meta_prompt, parts)
+
+
+def _demos_of(template: PromptTemplate) -> tuple:
+    """The demos a template carries, as with_demos takes them (demos, format, similar_k, similar_by)."""
+    return (template.demos, template.demo_format, template.similar_k, template.similar_by)
 
 
 def _distinct_texts(cands: list[Cand]) -> list[Cand]:

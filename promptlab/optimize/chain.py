@@ -17,6 +17,7 @@ class StageStarted(Step):
     stage: int
     strategy: str
     target_cap: int | None  # the run's target requests at which this stage stops
+    role: str = ""  # what the stage does in auto (instructions, demos, instructions for the demos, edits)
 
 
 @dataclass(frozen=True)

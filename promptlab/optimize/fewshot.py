@@ -53,6 +53,10 @@ class FewShot(PoolStrategy):
                               "offline; English-centred)", type="choice", choices=SIMILARITY_BACKENDS,
                               label="Nearness for 'similar' demos")
     meta_prompt: str = ""  # accepted so every strategy takes the same config; not used
+    # The first trials try every selection method once with the leading instruction (a factorial start), before
+    # TPE samples: drawn at random, the startup trials could miss the one method a task needs (on navigate,
+    # "similar" found +0.2 where the others found nothing). Runs stored before it (config version < 3) did not.
+    factorial_start: bool = True
     name: str = "fewshot"
     needs_proposers: ClassVar[bool] = False
 
@@ -78,7 +82,7 @@ class FewShot(PoolStrategy):
 
     def search(self, ctx: OptimizeContext, pool: Pool) -> Generator[Step, None, tuple[str, int]]:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        instructions = _distinct_instructions(pool, self.n_instructions)
+        instructions = _distinct_instructions(pool, self.n_instructions, keep_start=self.factorial_start)
         methods = list(self.methods)
         if ctx.dataset.kind == "unlabeled":
             # No gold answers to show: demos can only be the target's own replies that scored full marks.
@@ -87,9 +91,12 @@ class FewShot(PoolStrategy):
         sizes = self.sizes(len(ctx.dataset.labels))
         sampler = optuna.samplers.TPESampler(seed=ctx.seed, n_startup_trials=min(8, 2 * self.trials_per_round))
         study = optuna.create_study(direction="maximize", sampler=sampler)
+        if self.factorial_start:
+            for method in methods:
+                study.enqueue_trial({"instruction": 0, "method": method, "k": sizes[0], "draw": 0, "format": formats[0]})
         values: dict[str, float] = {}  # template id -> the value told for it
         correct_cache: dict[int, object] = {}
-        rounds = Rounds(ctx, pool, self.patience)
+        rounds = Rounds(ctx, pool, self.patience, self.evidence)
         for round_ in rounds:
             yield RoundStarted(round_, ("fewshot",))
             round_cands: list[Cand] = []
@@ -162,14 +169,21 @@ def _value(cand: Cand) -> float:
     return 0.0 if v is None or v != v else float(v)
 
 
-def _distinct_instructions(pool: Pool, n: int) -> list[PromptTemplate]:
-    """The top-n instructions by val, one per text, without their demos."""
+def _distinct_instructions(pool: Pool, n: int, keep_start: bool = False) -> list[PromptTemplate]:
+    """The top-n instructions by val, one per text, without their demos. `keep_start`: the best starting prompt
+    (the analyst's own baseline) is always among them, last if it did not make the top n: demos are searched
+    for the prompt the analyst brought too, since that is the one the result must beat."""
     out, seen = [], set()
     for c in pool.top(len(pool.cands)):
         plain = PromptTemplate(c.template.system, c.template.user)
         if plain.id not in seen:
             seen.add(plain.id)
             out.append(plain)
-        if len(out) == n:
-            break
-    return out
+    top = out[:n]
+    if keep_start:
+        starts = [c for c in pool.top(len(pool.cands)) if c.round == 0 and c.proposer == "baseline"]
+        if starts:
+            start = PromptTemplate(starts[0].template.system, starts[0].template.user)
+            if start.id not in {t.id for t in top}:
+                top = top[: n - 1] + [start] if n > 1 else top + [start]
+    return top

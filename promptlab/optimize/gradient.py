@@ -41,8 +41,8 @@ class Gradient(PoolStrategy):
     baselines: tuple[PromptTemplate, ...]
     critic: ModelSpec | None = setting(None, "the model that critiques the leader's failures", type="model", none="the first proposer", label="Critic")
     editor: ModelSpec | None = setting(None, "the model that rewrites the prompt from the critique", type="model", none="the first proposer", label="Editor")
-    candidates_per_proposer: int = setting(2, "candidates each proposer (the editor) writes per round", type="int",
-                                           low=1, high=8, flag="--candidates", key="candidates",
+    candidates_per_proposer: int = setting(4, "candidates each proposer (the editor) writes per round, in one call",
+                                           type="int", low=1, high=8, flag="--candidates", key="candidates",
                                            label="Candidates per proposer")
     language: str = setting("english", "where the data is not in English: the editor writes in English or in the "
                             "data's language (off: say nothing about it)", type="choice",
@@ -82,9 +82,10 @@ class Gradient(PoolStrategy):
 
     def search(self, ctx: OptimizeContext, pool: Pool) -> Generator[Step, None, tuple[str, int]]:
         rng = np.random.default_rng([ctx.seed, 4])
+        angle_rng = np.random.default_rng([ctx.seed, 6])  # its own stream, so runs without angles replay
         needs_input = any(b.user.strip() != "{input}" for b in self.baselines)
         critic, editor = self.critic_spec, self.editor_spec
-        rounds = Rounds(ctx, pool, self.patience)
+        rounds = Rounds(ctx, pool, self.patience, self.evidence)
         for round_ in rounds:
             if not ctx.can_propose():
                 return "proposer budget", rounds.done
@@ -113,9 +114,11 @@ class Gradient(PoolStrategy):
             round_cands: list[Cand] = []
             reason = None
             if feedback and ctx.can_propose():
+                angles = P.draw_angles(self.candidates_per_proposer, ctx.dataset.kind, angle_rng) if self.angles else ()
                 edit = P.editor_prompt(ctx.task, labels, metric, current.text, feedback, self.candidates_per_proposer,
-                                       needs_input, P.language_rule(ctx.language, self.language))
-                params = {"temperature": self.temperature, "max_tokens": self.proposer_max_tokens}
+                                       needs_input, P.language_rule(ctx.language, self.language), angles)
+                params = {"temperature": self.temperature,
+                          "max_tokens": max(self.proposer_max_tokens, 100 + 200 * self.candidates_per_proposer)}
                 if editor.is_local:
                     params["seed"] = int(rng.integers(0, 2**31 - 1))
                 reply = ctx.propose(editor, edit, params, sample=f"r{round_}/editor/{editor.model}")
@@ -124,6 +127,7 @@ class Gradient(PoolStrategy):
                     ctx, pool, round_, editor, reply, edit, (current.id,), self.candidates_per_proposer, needs_input,
                     self.max_prompt_chars,
                     lambda text: PromptTemplate.from_text(text).with_demos(parent.demos, parent.demo_format, parent.similar_k, parent.similar_by),
+                    angles=angles,
                 )
                 reason = yield from rounds.score(round_cands, self.gate_config)
             # Accepted only when val improves: the pool's best moves only on a strictly higher val score.

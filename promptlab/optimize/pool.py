@@ -292,10 +292,12 @@ class Pool:
 
 
 def take_proposals(ctx: OptimizeContext, pool: Pool, round_: int, spec, reply, meta: str, parents, n: int,
-                   needs_input: bool, max_chars: int, make_template, rejected=()) -> Generator[Step, None, list[Cand]]:
+                   needs_input: bool, max_chars: int, make_template, rejected=(), angles=()
+                   ) -> Generator[Step, None, list[Cand]]:
     """Parse a proposer's reply into at most n screened candidates (yielding each CandidateProposed),
     then a ProposalMade recording what was kept, dropped (per reason) and repaired. Returns the kept.
-    `rejected`: texts of candidates that did worse; a proposal that repeats one nearly word for word is dropped."""
+    `rejected`: texts of candidates that did worse; a proposal that repeats one nearly word for word is dropped.
+    `angles`: the kinds of instruction the call asked for; a proposal that only restates one is dropped."""
     allowed = {"input", "labels", *ctx.dataset.input_cols}
     texts, truncated = P.parse_proposals(reply.text if reply.ok else "")
     dropped: dict[str, int] = {"truncated": truncated} if truncated else {}
@@ -308,6 +310,8 @@ def take_proposals(ctx: OptimizeContext, pool: Pool, round_: int, spec, reply, m
         why = P.screen(text, pool.seen, needs_input, allowed, max_chars)
         if why is None and rejected and P.near_duplicate(text, rejected):
             why = "repeats_rejected"
+        if why is None and P.copies_angle(text, angles):
+            why = "copied_angle"
         if why is None and len(kept) >= n:
             why = "over_n"
         if why:
@@ -342,11 +346,17 @@ def finish_round(ctx: OptimizeContext, pool: Pool, round_: int, best: Cand, roun
 
 class Rounds:
     """Round bookkeeping a search shares: numbering that continues the pool's, the best so far,
-    rounds without improvement (patience), and how a round ends."""
+    rounds without progress (patience), and how a round ends.
 
-    def __init__(self, ctx: OptimizeContext, pool: Pool, patience: int | None = None):
+    What counts as progress: a new leader; with `evidence`, also a *contender*, a candidate of the round that
+    the race could not tell from the leader (it read all of the search examples). A search that keeps writing
+    contenders is still finding prompts as good as the best, and may find a better one; one whose candidates
+    are all dropped as clearly worse, or that writes nothing usable, has shown it is done."""
+
+    def __init__(self, ctx: OptimizeContext, pool: Pool, patience: int | None = None, evidence: bool = False):
         self.ctx, self.pool = ctx, pool
         self.patience = patience or ctx.budget.patience  # a stage's own patience, else the run's
+        self.evidence = evidence
         self.best = pool.best()
         self.since_improved = 0
         self.done = 0
@@ -370,7 +380,8 @@ class Rounds:
         if self.ctx.review != "none":
             stopped = yield from review_round(self.ctx, self.pool, round_, cands)
         improved, self.best = yield from finish_round(self.ctx, self.pool, round_, self.best, cands)
-        self.since_improved = 0 if improved else self.since_improved + 1
+        contender = self.evidence and any(c.val is not None and not c.discarded for c in cands)
+        self.since_improved = 0 if improved or contender else self.since_improved + 1
         self.done += 1
         if reason or stopped:
             return reason or stopped
@@ -463,7 +474,9 @@ class PoolStrategy:
     Subclasses are frozen dataclasses with `baselines`; these fields are keyword-only so a subclass may
     add fields without defaults."""
 
-    minibatch_size: int = setting(12, "val examples every candidate is first scored on (the race's first rung; "
+    # 8, not 12: a search is a real one only if it can try tens of candidates on a budget of hundreds of calls, and
+    # the first rung is most of what a dropped candidate costs; the race's later rungs, not the first, decide.
+    minibatch_size: int = setting(8, "val examples every candidate is first scored on (the race's first rung; "
                                   "the gate's minibatch)", type="int", low=2, flag="--minibatch", key="minibatch",
                                   label="Minibatch size (the race's first rung)")
     gate: str = setting("race", "how much of val a candidate gets: race (rungs of twice as many examples while it "
@@ -475,15 +488,30 @@ class PoolStrategy:
     top_k: int = setting(4, "prompts shown to proposers and the gate's K", type="int", low=1, label="Top-K")
     test_top: int = setting(3, "prompts scored on test at the end, besides the baselines and the result", type="int",
                             low=0, label="Prompts scored on test")
-    confirm: float = setting(0.5, "share of val held back from the search to confirm the finalists (0: pick the best "
+    # The confirmation's design, chosen from benchmarks/confirm_bench.py (section "confirmation" of RESULTS.md): on
+    # the 140 val examples of a 400-row file, holding back 0.6 (84) and testing one finalist with the exact
+    # one-sided sign test at 0.95 ships a candidate that is not truly better in at most 3.7% of searches (the
+    # least favourable case: every candidate exactly as good as the baseline), and ships a true +0.10 gain in
+    # 58% of searches when 15% of answers change (28% when 30% change); holding back 0.5 with two finalists, the
+    # design before, gave 54% and 27%. More finalists add no power (in a fixed sequence the second is tested only
+    # after the first passed) and cost their held-back calls; Bonferroni over them, or the mid-p test (over 5% in
+    # the least favourable case), were worse. A +0.10 gain is confirmed at best about half the time at this size:
+    # the data's limit, not the test's.
+    confirm: float = setting(0.6, "share of val held back from the search to confirm the finalists (0: pick the best "
                              "search score, as runs before confirmation did)", type="float", low=0.0, high=0.8,
                              label="Val held back to confirm")
     confidence: float = setting(0.95, "a candidate replaces the baseline only when it beats it on the held-back val "
                                 "examples by a paired test at this level", type="float", low=0.5, high=0.999,
                                 label="Confidence to replace the baseline")
-    finalists: int = setting(2, "best candidates by search score that are confirmed on the held-back examples",
+    finalists: int = setting(1, "best candidates by search score that are confirmed on the held-back examples",
                              type="int", low=1, high=10, label="Finalists")
-    patience: int | None = None  # rounds without improvement before this strategy's search ends (a stage's own)
+    patience: int | None = None  # rounds without progress before this strategy's search ends (a stage's own)
+    # Whether a contender (a candidate the race could not tell from the leader) counts as progress for patience
+    # (see Rounds). Runs stored before it existed (config version < 3) counted only a new leader.
+    evidence: bool = True
+    # Whether each of a proposer call's n prompts is asked to be a different kind of instruction (see
+    # prompts.ANGLES); runs stored before it (config version < 3) asked for n alike.
+    angles: bool = True
 
     @property
     def gate_config(self) -> Gate:

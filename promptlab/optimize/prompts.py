@@ -28,9 +28,9 @@ The model must reply with one of those labels. We measure {metric}.
 {history}
 
 {rejected}{errors}{confusion}## What to write
-Write {n} new instructions that would score higher than every instruction above, each different from all of them.
+Write {n} new instructions that would score higher than every instruction above, each different from all of them.{angles}
 Small models follow short, concrete instructions best: one line per label saying what it means, a hint against the mistakes shown (if any), and a last line "Answer with the label name only." A short example per label, copied from the training examples above, often helps too.
-{input_rule}{language}
+{input_rule}{demos}{language}
 Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags, shaped like this:
 {format}
 """
@@ -50,9 +50,9 @@ We measure {metric}.
 {history}
 
 {rejected}{errors}## What to write
-Write {n} new instructions that would score higher than every instruction above, each different from all of them.
+Write {n} new instructions that would score higher than every instruction above, each different from all of them.{angles}
 Small models follow short, concrete instructions best: say exactly what to answer, in what form and how long, and add a hint against the low-scoring answers shown (if any). A short example answer, copied from the training examples above, often helps too.
-{input_rule}{language}
+{input_rule}{demos}{language}
 Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags, shaped like this:
 {format}
 """
@@ -72,6 +72,8 @@ PLACEHOLDERS: dict[str, str] = {
     "confusion": "the current best prompt's confusion matrix on those train examples; empty if not shown",
     "rejected": "candidates that did worse than the prompts shown, briefly, with their scores and on how many examples (so proposers do not write them again); empty if none",
     "language": "where the data is not in English: which language to write the instructions in; empty for English data",
+    "demos": "when the instructions will be sent with solved examples (demonstrations): a sentence saying so; empty otherwise",
+    "angles": "a numbered list: what kind of instruction each of the n should be (one angle each, drawn per round), so one call does not write the same prompt n times",
     "n": "how many candidates each proposer should write",
     "input_rule": "where the example text goes: keep {input} in the prompt, or leave the text out",
     "format": "a skeleton of one answer: <prompt> tags around a task line, one '<label>: …' line per label, and the answer rule",
@@ -138,6 +140,8 @@ class MetaPromptParts:
     rejected: tuple[ScoredPrompt, ...] = ()  # did worse; shown briefly so proposers do not repeat them
     rejected_n: tuple[int, ...] = ()  # on how many examples each rejected one was scored
     language_rule: str = ""  # the sentence on which language to write in (non-English data only)
+    demos_note: str = ""  # the sentence saying the instructions will be sent with demonstrations (see demos_note)
+    angles: tuple[str, ...] = ()  # what kind of instruction each of the n should be (see ANGLES)
     extra: dict = field(default_factory=dict)
 
 
@@ -182,6 +186,59 @@ def language_rule(language: str, mode: str) -> str:
     if mode == "data":
         return f"\nThe texts are in {name}: write each instruction in {name} (keep the label names exactly as given)."
     return f"\nThe texts are in {name}; write each instruction in English (keep the label names exactly as given)."
+
+
+# What kind of instruction each slot of a proposer's reply should be. Asked for n prompts in one call, a small
+# proposer writes the same one n times (measured: 4 of 4 identical, or copies of the best shown, on
+# multiemo_hotels_en with qwen2.5-coder-1.5b and 0.5b); one angle per slot makes the n differ, as MIPROv2's
+# proposer varies its "tips" per candidate. Each angle keeps the answer rule, so none invites a chatty reply.
+ANGLES = {
+    "labels": (
+        "one line per label saying what it means",
+        "a rule against the mistakes shown above, then one line per label",
+        "what to look at in the text first, and how that decides the label",
+        "the shortest instruction that still says what every label means",
+        "for the labels the model confuses, what tells them apart",
+        "two or three questions to ask about the text, in order, that lead to the label",
+        "how an expert in this task would explain the labels to a beginner, in a few lines",
+        "the label the model gives too often, and when another label is right instead",
+    ),
+    "open": (
+        "exactly what to answer and in what form",
+        "a rule against the low-scoring answers shown above",
+        "the shortest instruction that still gets the answer right",
+        "what a good answer has in common with the reference answers",
+        "how an expert would go about it, in two or three short steps, then the answer alone",
+        "what to leave out of the answer",
+    ),
+}
+
+
+def draw_angles(n: int, kind: str, rng) -> tuple[str, ...]:
+    """n different angles for one proposer call, at random (seeded) from the ones for the dataset's kind."""
+    pool = ANGLES["labels" if kind == "labels" else "open"]
+    return tuple(pool[i] for i in rng.permutation(len(pool))[:n]) if n > 1 else ()
+
+
+def render_angles(angles, kind: str = "labels") -> str:
+    if not angles:
+        return ""
+    rule = "Answer with the label name only." if kind == "labels" else "the answer alone"
+    lines = [f"{i}. {a}." for i, a in enumerate(angles, 1)]
+    return (f"\nMake each one a different kind of instruction, in this order (each still ending with {rule!r} where "
+            "it fits):\n" + "\n".join(lines))
+
+
+def demos_note(n: int, demo_format: str = "chat", similar_k: int = 0, similar_by: str = "tfidf") -> str:
+    """What proposers are told when their instructions will ship with demonstrations: they write the instruction
+    those examples need (what the labels mean, what to look at), not examples of their own."""
+    if n <= 0:
+        return ""
+    which = (f"the {similar_k} solved training examples most similar to each text" if similar_k
+             else f"the same {n} solved training example{'s' if n != 1 else ''}")
+    where = "as earlier turns of the conversation" if demo_format == "chat" else "after the instruction"
+    return (f"\nEach instruction will be sent with {which}, {where}: write the instruction those examples need "
+            "(what each label means and what to look at), without adding examples of your own.")
 
 
 def near_duplicate(text: str, others, threshold: float = 0.9) -> bool:
@@ -280,6 +337,8 @@ def build_meta_prompt(template: str, parts: MetaPromptParts) -> str:
         "confusion": f"## How the best instruction's answers were spread (rows: correct label)\n{parts.confusion}\n\n" if parts.confusion else "",
         "rejected": render_rejected(parts.rejected, parts.rejected_n, lo, hi),
         "language": parts.language_rule,
+        "demos": parts.demos_note,
+        "angles": render_angles(parts.angles, parts.kind),
         "n": str(parts.n),
         "input_rule": input_rule,
         "format": skeleton,
@@ -329,6 +388,9 @@ def clean_proposal(text: str, labels: tuple[str, ...] = ()) -> tuple[str, list[s
     """
     repairs = []
     out = _LABEL_PREFIX.sub("", text.strip()).strip()
+    if "\\n" in out:  # newlines written as the two characters backslash and n (seen from qwen2.5-coder-1.5b)
+        out = out.replace("\\n", "\n").strip()
+        repairs.append("unescaped_newlines")
     m = _COPIED_SECTION.search(out)
     if m and out[: m.start()].strip():
         out = out[: m.start()].strip()
@@ -346,6 +408,20 @@ def clean_proposal(text: str, labels: tuple[str, ...] = ()) -> tuple[str, list[s
             out = fixed
     return out, repairs
 _PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][\w \-]*)\}(?!\})")
+
+
+def copies_angle(text: str, angles) -> bool:
+    """Whether a proposal is only one of the angles it was asked to take, written back as the instruction (a small
+    proposer's slip: "What to look at in the text first.\nAnswer with the label name only.")."""
+    if not angles:
+        return False
+    body = "\n".join(line for line in text.splitlines()
+                     if line.strip() and not normalize_prompt(line).startswith("answer with"))
+    words = set(re.findall(r"\w+", body.casefold()))
+    if not words:
+        return True
+    # (nearly) every word of it comes from one angle: it says what kind of instruction to write, not the instruction
+    return any(len(words & set(re.findall(r"\w+", a.casefold()))) >= 0.8 * len(words) for a in angles)
 
 
 def screen(text: str, seen: set[str], needs_input: bool, allowed_fields: set[str], max_chars: int) -> str | None:
@@ -401,7 +477,7 @@ Labels: {labels}. We measure {metric}.
 {feedback}
 
 ## What to write
-Write {n} improved versions of the instruction that act on the feedback. Keep what works; one line per label saying what it means; end with "Answer with the label name only."
+Write {n} improved versions of the instruction that act on the feedback. Keep what works; one line per label saying what it means; end with "Answer with the label name only."{angles}
 {input_rule}{language}
 Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags."""
 
@@ -422,11 +498,12 @@ def critic_prompt(task: str, labels, metric: str, prompt: str, mistakes, spread:
 
 
 def editor_prompt(task: str, labels, metric: str, prompt: str, feedback: str, n: int, needs_input: bool,
-                  language: str = "") -> str:
+                  language: str = "", angles=()) -> str:
     input_rule = ("Keep the placeholder {input} in each instruction exactly where the text must go." if needs_input
                   else "Do not include any text to label: it is sent separately after the instruction.")
     out = EDITOR_PROMPT.format(task=task.strip(), labels=", ".join(labels), metric=metric, prompt=fence(prompt, 4000),
-                               feedback=fence(feedback, 2000), n=n, input_rule=input_rule, language=language)
+                               feedback=fence(feedback, 2000), n=n, input_rule=input_rule, language=language,
+                               angles=render_angles(angles, "labels" if labels else "open"))
     return out if labels else _open_task(out)
 
 
