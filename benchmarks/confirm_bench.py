@@ -216,6 +216,29 @@ def main(argv=None) -> int:
     return 0
 
 
+def reading(rows: list[dict]) -> list[str]:
+    """The design table in a few sentences: each design's worst false-ship rate over the scenarios, and its power
+    where one candidate is truly +0.10 (the search has to find it and the confirmation to pass it)."""
+    def cell(share, finalists, test, scenario, d):
+        return next((r for r in rows if r["share"] == share and r["finalists"] == finalists and r["test"] == test
+                     and r["scenario"] == scenario and r["discordance"] == d), None)
+
+    out = []
+    for d in sorted({r["discordance"] for r in rows}):
+        parts = []
+        for share, finalists, test, name in ((0.6, 1, "exact sign", "the default (60% held back, 1 finalist, exact sign test)"),
+                                             (0.5, 2, "exact sign", "the design before (50%, 2 finalists)"),
+                                             (0.6, 1, "mid-p sign", "the mid-p sign test (rejected)")):
+            worst = [r["false_ship"] for r in rows if r["share"] == share and r["finalists"] == finalists
+                     and r["test"] == test and r["discordance"] == d]
+            power = cell(share, finalists, test, "one +0.10", d)
+            if worst and power:
+                parts.append(f"{name}: false ship at most {max(worst):.3f}, power {power['power']:.2f}")
+        if parts:
+            out.append(f"- {d:.0%} of answers differ from the baseline's: " + "; ".join(parts) + ".")
+    return out
+
+
 def write(args, argv, rows: list[dict], real: list[dict]) -> None:
     command = "python benchmarks/confirm_bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     lines = ["## The confirmation: false ships and power, by design", "",
@@ -223,6 +246,8 @@ def write(args, argv, rows: list[dict], real: list[dict]) -> None:
              f"Machine: {machine()}. Val of a 400-row file under the default split: {N_VAL} examples, split into the "
              f"search part and the held-back part by the share. {args.candidates} candidates per search, {args.reps} "
              f"replicates per cell, one-sided level {args.level}. Baseline accuracy 0.5.", "",
+             "Reading (false ship: a result that is not truly better replaces the baseline, worst case over the "
+             "scenarios; power: a search with one truly +0.10 candidate ships it):", "", *reading(rows), "",
              "| discordance | scenario | held back | n confirm | finalists | test | false ship | power (+0.10 shipped) | mean true gain shipped |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -69,6 +69,16 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
     extra = ui.setting_inputs(own, model_names)
     st.caption("Racing and the result: how much of val each candidate gets, and what confirms the winner")
     extra |= ui.setting_inputs(frame, model_names)
+    k1, k2 = st.columns([2, 3])
+    ceiling_text = k1.text_input(
+        "Cost ceilings per call (optional)", "", key="runs.ceilings", placeholder="tokens<=300, latency<=0.5",
+        help="tokens: mean prompt tokens per call (demonstrations included); latency: median seconds per call; price: "
+             "dollars per 1,000 calls (models in litellm's cost map). A candidate that costs more is dropped at its "
+             "first rung; proposers are told the ceiling.")
+    prefer_cheap = k2.checkbox(
+        "Prefer the cheapest candidate the held-back examples cannot tell from the best", key="runs.prefer_cheap",
+        help="The result is then the candidate with the fewest prompt tokens per call among those the search could "
+             "not tell from the best, if it also beats the baseline on the held-back examples.")
     review_mode = st.checkbox(
         "Pause after each round for my review (semi-automatic)", key="runs.review",
         help="After every round the run waits: keep or discard the new candidates, edit one, add your own, re-score, "
@@ -82,6 +92,8 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
             baselines=((PromptTemplate.from_text(own_prompt.strip()),) if own_prompt.strip()
                        else tuple(PromptTemplate(s, u) for _, s, u in saved)),
             meta_prompt=ui.setting(meta_key, None), task=ui.setting(task_key, None), review=review_mode,
+            ceilings=tuple(c.strip() for c in ceiling_text.split(",") if c.strip()),
+            prefer="cheap" if prefer_cheap else "score",
         )
         plan = runs.plan(store, request)
         st.info(f"Projected: {plan.line}. Baselines: {len(plan.config.baselines)}.")

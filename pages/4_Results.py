@@ -34,6 +34,8 @@ c3.metric("n (val / test)", f"{summary['n_val']} / {summary['n_test']}")
 c4.metric("Rounds · candidates", f"{summary['rounds']} · {summary['candidates']}")
 if result := results.result_line(summary):
     (st.success if summary["result"]["replaced_baseline"] else st.info)(result)
+if cost := results.cost_line(summary):
+    st.caption(cost + ".")
 if calls := results.calls_line(summary):
     st.caption(calls[0].upper() + calls[1:] + ".")
 if fails := results.failures_line(summary):
@@ -116,6 +118,18 @@ if board["constant"].astype(bool).any():
                "whatever the input (recall of that label would score it 1.0).")
 st.dataframe(results.leaderboard_table(board, marks=True), hide_index=True, width="stretch",
              column_config={"text": st.column_config.TextColumn("prompt", width="large")})
+with st.expander("Score against cost per call", expanded=False):
+    axes = [c for c in charts.COST_AXES if c in board and board[c].notna().any()]
+    if axes:
+        axis = st.radio("cost", axes, format_func=charts.COST_AXES.get, horizontal=True, key="results.cost_axis")
+        fig_cost = charts.cost_frontier(board, axis, summary["metric"], summary.get("best_id"))
+        st.plotly_chart(fig_cost, width="stretch", key="results.cost")
+        st.caption("Each point is a candidate, at its val score and its cost per call measured from its own calls on "
+                   "the val examples it was scored on; the dotted line is the Pareto front (no candidate is both "
+                   "cheaper and better than one on it); the ring is the result. Hover for n and the 95% CI.")
+        ui.chart_exports(fig_cost, f"{run_id}-cost", "results.cost")
+    else:
+        st.caption("No cost measured yet: costs come from the calls that scored each candidate.")
 st.download_button("Candidates as CSV", board.drop(columns=["meta_prompt"]).to_csv(index=False), file_name=f"{run_id}-candidates.csv",
                    mime="text/csv", key="results.csv")
 

@@ -219,3 +219,54 @@ def matrix_heatmap(cells: pd.DataFrame, metric: str, title: str = "Prompts x mod
                       xaxis_title="scored by", yaxis_title="prompt (run #candidate)",
                       height=max(300, 90 * len(prompts) + 150), yaxis={"autorange": "reversed"})
     return fig
+
+
+COST_AXES = {"tokens_in": "prompt tokens per call (mean)", "latency_s": "seconds per call (median)",
+             "price_1k": "$ per 1,000 calls"}
+
+
+def pareto_front(frame: pd.DataFrame, cost: str, score: str = "val_score") -> pd.DataFrame:
+    """The rows no other row beats on both counts (cheaper or as cheap, and better or as good), cheapest first."""
+    df = frame[frame[cost].notna() & frame[score].notna()].sort_values([cost, score], ascending=[True, False])
+    keep, best = [], -math.inf
+    for i, row in df.iterrows():
+        if row[score] > best:
+            keep.append(i)
+            best = row[score]
+    return df.loc[keep]
+
+
+def cost_frontier(board: pd.DataFrame, cost: str = "tokens_in", metric: str = "score",
+                  highlight: int | None = None) -> go.Figure:
+    """Candidates by cost per call (x) against val score (y), coloured by family, the Pareto front drawn as a
+    step line; hover: the prompt, n and the 95% CI. board: a leaderboard (results.leaderboard) with its cost
+    columns. `highlight`: the result's candidate id, ringed."""
+    fig = go.Figure()
+    label = COST_AXES.get(cost, cost)
+    df = board[board[cost].notna() & board["val_score"].notna()] if cost in board else board.iloc[0:0]
+    if df.empty:
+        fig.update_layout(title="No costs measured yet", template="plotly_white")
+        return fig
+    colors = _family_colors(df["family"])
+    for family, group in df.groupby("family", sort=False):
+        fig.add_trace(go.Scatter(
+            x=group[cost], y=group["val_score"], mode="markers", name=family,
+            marker={"size": 10, "color": colors.get(family, "#999"), "line": {"width": 1, "color": "white"}},
+            customdata=list(zip(group["id"], group["n_scored"].fillna(group.get("n_val", 0)), group["val_ci_low"],
+                                group["val_ci_high"], [_short(t) for t in group["text"]])),
+            hovertemplate=("#%{customdata[0]} · %{customdata[4]}<br>" + f"{metric} " + "%{y:.3f} "
+                           "[%{customdata[2]:.3f}, %{customdata[3]:.3f}], n=%{customdata[1]}<br>" + label
+                           + " %{x:.3g}<extra></extra>"),
+        ))
+    front = pareto_front(df, cost)
+    fig.add_trace(go.Scatter(x=front[cost], y=front["val_score"], mode="lines", name="Pareto front",
+                             line={"shape": "hv", "dash": "dot", "color": "#444"}, hoverinfo="skip"))
+    if highlight is not None and (df["id"] == highlight).any():
+        r = df[df["id"] == highlight].iloc[0]
+        fig.add_trace(go.Scatter(x=[r[cost]], y=[r["val_score"]], mode="markers", name="result",
+                                 marker={"size": 18, "symbol": "circle-open", "line": {"width": 2, "color": "#000"}},
+                                 hoverinfo="skip"))
+    fig.update_layout(title=f"Score against cost per call ({len(df)} candidates, {len(front)} on the front)",
+                      xaxis_title=label, yaxis_title=f"val {metric}", template="plotly_white",
+                      margin={"l": 50, "r": 20, "t": 60, "b": 40})
+    return fig

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from promptlab.cost import cost_of_calls
 from promptlab.data import Dataset, resolve_dataset, stratified_sample
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import EvalResult, PromptTemplate, evaluate
@@ -146,6 +147,7 @@ def score_prompt(store: Store, req: EvalRequest, on_progress=None) -> tuple[Eval
             req.seed, req.max_tokens), on_progress)
         result, stored = summary.pop("result"), summary.pop("stored")
         summary.pop("line")
+        summary["per_call"] = cost_of_calls(store, result.rows["call_key"]).to_record()
         return result, summary, stored
     if req.cand_id is not None:
         raise PromptlabError("--candidate picks a prompt of a stored run: give --run RUN with it")
@@ -159,6 +161,7 @@ def score_prompt(store: Store, req: EvalRequest, on_progress=None) -> tuple[Eval
     result, summary = eval_run(store, spec, req.prompt, dataset, metric, split=req.split, seed=req.seed,
                                limit=req.limit, max_tokens=req.max_tokens, on_progress=on_progress)
     summary["notes"] = []
+    summary["per_call"] = cost_of_calls(store, result.rows["call_key"]).to_record()
     return result, summary, None
 
 

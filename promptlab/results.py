@@ -9,6 +9,7 @@ import re
 
 import pandas as pd
 
+from promptlab.cost import Cost, costs
 from promptlab.data import Dataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import EvalResult, PromptTemplate, dataset_params, evaluate, model_key, stored_rows
@@ -92,13 +93,40 @@ def candidate_marks(store: Store, run_id: str, cands: pd.DataFrame) -> tuple[lis
     return constants, floors
 
 
+COST_COLUMNS = ("tokens_in", "tokens_out", "latency_s", "price_1k")
+
+
+def candidate_costs(store: Store, run_id: str, cands: pd.DataFrame, split: str = "val") -> list[Cost]:
+    """Per candidate, what a call with its prompt costs for the run's target, measured from the calls that scored
+    it on `split` (val: the examples the race gave it)."""
+    try:
+        ds, target, _ = run_setup(store, run_id)
+    except PromptlabError:  # its dataset was deleted: no examples to read costs on
+        return [Cost()] * len(cands)
+    config = store.run_row(run_id)["config"]
+    key = model_key(target, dataset_params(target, ds, config.get("max_tokens")))
+    idx = ds.split(split, config.get("split_seed"))["idx"].tolist()
+    found = costs(store, cands["prompt_id"].tolist(), key, ds.id, idx)
+    return [found[pid] for pid in cands["prompt_id"]]
+
+
+def with_costs(board: pd.DataFrame, measured: list[Cost]) -> pd.DataFrame:
+    board["tokens_in"] = [c.prompt_tokens for c in measured]
+    board["tokens_out"] = [c.completion_tokens for c in measured]
+    board["latency_s"] = [c.latency_s for c in measured]
+    board["price_1k"] = [c.price_per_1k for c in measured]
+    return board
+
+
 def leaderboard(store: Store, run_id: str) -> pd.DataFrame:
     """Every candidate, best val first (gated candidates after, by minibatch score), with its marks
-    (`constant`, `floors`: see candidate_marks)."""
+    (`constant`, `floors`: see candidate_marks) and its cost per call on the val examples it was scored on
+    (COST_COLUMNS: mean prompt and completion tokens, median latency, price per 1,000 calls where known)."""
     cands = store.candidates(run_id)
     if cands.empty:
         return cands
     cands["constant"], cands["floors"] = candidate_marks(store, run_id, cands)
+    cands = with_costs(cands, candidate_costs(store, run_id, cands))
     cands["demos_shown"] = [demo_summary(d, k, b) for d, k, b in zip(cands["demos"], cands["similar_k"], cands["similar_by"])]
     cands["_sort_val"] = cands["val_score"].fillna(-math.inf)
     cands["_sort_mb"] = cands["minibatch_score"].fillna(-math.inf)
@@ -113,7 +141,8 @@ def baseline_of(board: pd.DataFrame) -> pd.Series | None:
 
 
 _BOARD_WORDS = {"n_scored": "val examples scored", "minibatch_score": "score on them", "confirm_score": "held-back val",
-                "demos_shown": "demos", "constant": "constant answer"}
+                "demos_shown": "demos", "constant": "constant answer", "tokens_in": "tokens in per call",
+                "tokens_out": "tokens out per call", "latency_s": "latency per call (s)", "price_1k": "$ per 1,000 calls"}
 
 
 def leaderboard_table(board: pd.DataFrame, marks: bool = False) -> pd.DataFrame:
@@ -124,6 +153,7 @@ def leaderboard_table(board: pd.DataFrame, marks: bool = False) -> pd.DataFrame:
             "val_ci_high", "confirm_score", "test_score"]
     if marks:
         cols += ["constant", *(["floors"] if board["floors"].astype(bool).any() else []), "decision", "decided_by"]
+    cols += [c for c in COST_COLUMNS if c in board.columns and (c != "price_1k" or board[c].notna().any())]
     view = board[cols + ["demos_shown", "text"]].copy()
     if marks:
         base = baseline_of(board)
@@ -338,7 +368,38 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         "decisions": _decision_counts(steps),
         "result": _result(steps),
         "stages": stage_report(steps, rec["config"].get("strategy", "")),
+        "costs": _result_costs(store, run_id, cands, base, best),
     }
+
+
+def _result_costs(store: Store, run_id: str, cands: pd.DataFrame, base: pd.DataFrame, best: pd.DataFrame) -> dict:
+    """What a call costs with the baseline and with the result, on test where both were scored there (the same
+    examples), else on val."""
+    picked = pd.concat([base, best]).drop_duplicates("id")
+    if picked.empty:
+        return {}
+    split = "test" if picked["test_score"].notna().all() else "val"
+    measured = candidate_costs(store, run_id, picked, split)
+    by_id = dict(zip(picked["id"], measured))
+    out = {"split": split}
+    if not base.empty:
+        out["baseline"] = by_id[base.iloc[0]["id"]].to_record()
+    if not best.empty:
+        out["result"] = by_id[best.iloc[0]["id"]].to_record()
+    return out
+
+
+def cost_line(summary: dict) -> str | None:
+    """'Cost per call (test): result 359 tokens in, 1 out, 1.99 s per call (median of 140); baseline 61 tokens
+    in, ...'; None before anything was scored."""
+    c = summary.get("costs") or {}
+    parts = [f"{name} {Cost.from_record(c[key]).line()}" for key, name in (("result", "result"), ("baseline", "baseline"))
+             if c.get(key) and c[key].get("calls")]
+    if not parts:
+        return None
+    if summary.get("best_id") is not None and summary.get("best_proposer") == "baseline":
+        parts = parts[:1]  # the result is the baseline
+    return f"Cost per call ({c.get('split', 'val')}): " + "; ".join(parts)
 
 
 _SIDE_BY_SIDE = ("run_id", "dataset", "target", "metric", "seed", "rounds", "baseline_val", "baseline_test", "best_val",
@@ -531,6 +592,7 @@ def markdown_report(store: Store, run_id: str) -> str:
         f"| result (#{s['best_id']}, {s['best_proposer']}) | {f(s['best_val'])}{ci(best, 'val')} | {f(s['best_test'])}{ci(best, 'test')} |",
         "",
         *([result_line(s), ""] if result_line(s) else []),
+        *([cost, ""] if (cost := cost_line(s)) else []),
         "Result prompt:",
         "",
         "```text",
@@ -546,10 +608,13 @@ def markdown_report(store: Store, run_id: str) -> str:
     for p in s["proposers"]:
         rate = f"{p['valid']} ({p['valid_rate']:.0%})" if p["valid_rate"] is not None else str(p["valid"])
         lines.append(f"| {p['model']} | {p['family']} | {rel.get(p['model'], '')} | {p['candidates']} | {rate} | {f(p['best_val'])} | {p['wins']} |")
-    lines += ["", "## Leaderboard (val; test where scored)", "", "| # | round | proposer | val | test | prompt |", "|---|---|---|---|---|---|"]
+    lines += ["", "## Leaderboard (val; test where scored; cost per call on the val examples scored)", "",
+              "| # | round | proposer | val | test | tokens in | latency | prompt |", "|---|---|---|---|---|---|---|---|"]
     for r in board.head(20).itertuples():
         text = (f"[+{r.demos_shown} demos] " if r.demos_shown else "") + " ".join(str(r.text).split()).replace("|", "\\|")
         val = f(r.val_score) if r.val_score == r.val_score else f"{r.status} (minibatch {f(r.minibatch_score)})"
-        lines.append(f"| {r.id} | {r.round} | {r.proposer} | {val} | {f(r.test_score)} | {text[:120]} |")
+        tokens = "—" if r.tokens_in is None or r.tokens_in != r.tokens_in else f"{r.tokens_in:.0f}"
+        latency = "—" if r.latency_s is None or r.latency_s != r.latency_s else f"{r.latency_s:.2f} s"
+        lines.append(f"| {r.id} | {r.round} | {r.proposer} | {val} | {f(r.test_score)} | {tokens} | {latency} | {text[:120]} |")
     lines += ["", f"Meta-prompt template: {len(rec['config']['meta_prompt'])} characters, stored with the run."]
     return "\n".join(lines) + "\n"

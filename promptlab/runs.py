@@ -12,6 +12,7 @@ import threading
 import uuid
 from dataclasses import asdict, dataclass, field
 
+from promptlab.cost import CeilingError, parse_ceilings
 from promptlab.data import Dataset, holdout_split, resolve_dataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate
@@ -62,6 +63,7 @@ V2_DEFAULTS = {"demo_instructions_share": 0.0, "evidence": False, "factorial_sta
 LEGACY_DEFAULTS = {"gate": "ci", "gate_level": 0.8, "minibatch_size": 24, "confirm": 0.0, "show_rejected": 0,
                    "language": "off", "trials_per_round": 4} | V2_DEFAULTS
 CONFIG_VERSION = 3
+PREFER = ("score", "cheap")  # which confirmed candidate is the result: the best, or the cheapest within noise of it
 # Settings every strategy shares (racing and the confirmation of the result); the rest are a strategy's own.
 FRAME_SETTINGS = tuple(s.name for s in settings_of(PoolStrategy))
 STRUCTURAL = {"proposers", "baselines", "meta_prompt", "name", "instructions", "demos_stage", "demo_instructions",
@@ -121,12 +123,17 @@ class RunConfig:
     # "rounds": pause after every round for the analyst's decisions; "off": the rule decides (recorded).
     # Runs stored before decisions existed read as "none" and replay exactly as they ran.
     review: str = "off"
+    # What a call may cost and which result to prefer: {"ceilings": {"tokens": 300, ...}, "prefer": "cheap"}
+    # (promptlab.cost). Empty (and left out of the record, so configs stored before it still match) by default.
+    cost: dict = field(default_factory=dict)
     # 2: racing, confirmation on held-back val, rejected candidates shown. Runs stored before read as 1 and
     # replay with LEGACY_DEFAULTS.
     version: int = CONFIG_VERSION
 
     def to_record(self) -> dict:
         rec = asdict(self)
+        if not rec["cost"]:
+            rec.pop("cost")
         rec["proposers"] = list(self.proposers)
         rec["baselines"] = list(self.baselines)
         return rec
@@ -163,15 +170,26 @@ def make_config(
     store: Store | None = None,
     arena_k: int | None = None,
     candidates: int | None = None,
+    ceilings: list[str] | dict | None = None,
+    prefer: str = "score",
     **strategy_params,
 ) -> RunConfig:
     """Validate user choices into a RunConfig; every mistake is a PromptlabError naming the fix.
 
     `metric`: a label metric for labeled datasets; a scorer or "judge" for the others. `judge`: the
     judge record ({model: name or spec record, rubric, lo, hi}); without one the dataset's own is used.
-    `review`: "rounds" pauses after every round for the analyst's decisions. `strategy_params`: the
-    strategy's settings (see `strategy_settings`), each checked by its own declaration."""
+    `review`: "rounds" pauses after every round for the analyst's decisions. `ceilings`: cost ceilings
+    ("tokens<=300", "latency<=0.5", "price<=0.2", or a dict of them) no candidate may break; `prefer`: "score" (the
+    best confirmed candidate is the result) or "cheap" (the cheapest the confirmation cannot tell from it).
+    `strategy_params`: the strategy's settings (see `strategy_settings`), each checked by its own declaration."""
     names = strategy_names(strategy)
+    if prefer not in PREFER:
+        raise PromptlabError(f"prefer must be {' or '.join(PREFER)}, not {prefer!r}")
+    try:
+        ceilings = dict(ceilings) if isinstance(ceilings, dict) else parse_ceilings(ceilings or [])
+    except CeilingError as exc:
+        raise PromptlabError(str(exc)) from None
+    cost = ({"ceilings": ceilings} if ceilings else {}) | ({"prefer": prefer} if prefer != "score" else {})
     if review not in REVIEW_MODES:
         raise PromptlabError(f"review must be {' or '.join(REVIEW_MODES)}, not {review!r}")
     needing = sorted(n for n in names if STRATEGIES[n].needs_proposers)
@@ -224,6 +242,9 @@ def make_config(
                              "--demos (the demonstration stage searches demo sets itself) or add --proposers")
     if "auto" in names and sum(params[k] for k in SHARES) <= 0:
         raise PromptlabError("auto needs a share above 0 for at least one stage (instructions, demos or edits)")
+    if prefer == "cheap" and not params["confirm"] > 0:
+        raise PromptlabError("--prefer cheap picks among candidates the confirmation cannot tell apart: it needs "
+                             "--confirm above 0")
     if params["confirm"] > 0:  # every declared setting is in params, defaults included
         n_val = len(dataset.split("val"))
         held = int(round(n_val * params["confirm"]))
@@ -237,7 +258,7 @@ def make_config(
                 "max_proposer_tokens": max_proposer_tokens, "patience": patience},
         baselines=tuple(b.to_record() for b in baselines),
         meta_prompt=template, task=task or default_task(dataset),
-        judge=judge_rec, review=review,
+        judge=judge_rec, review=review, cost=cost,
     )
 
 
@@ -271,7 +292,8 @@ def build(store: Store, config: RunConfig, run_id: str) -> tuple[object, Optimiz
         testset=dataset.split("test", config.split_seed), budget=Budget(**config.budget), seed=config.seed,
         task=config.task, max_tokens=config.max_tokens,
         sample_scope=f"seed-{config.seed}" if config.samples == "seed" else run_id, review=config.review,
-        confirmset=confirmset,
+        confirmset=confirmset, ceilings=dict(config.cost.get("ceilings") or {}),
+        prefer=config.cost.get("prefer", "score"),
     )
     return strategy, ctx
 
@@ -372,6 +394,8 @@ class RunRequest:
     task: str | None = None
     judge: JudgeSettings | None = None
     review: bool = False  # pause after every round for the analyst's decisions
+    ceilings: tuple[str, ...] = ()  # cost ceilings, e.g. ("tokens<=300",)
+    prefer: str = "score"  # or "cheap": the cheapest candidate the confirmation cannot tell from the best
 
 
 @dataclass(frozen=True)
@@ -402,7 +426,8 @@ def plan(store: Store, request: RunRequest, *, budget_name: str = "the budget") 
         max_proposer_tokens=request.max_proposer_tokens, patience=request.patience,
         baselines=list(request.baselines) or None, meta_prompt=request.meta_prompt, task=request.task,
         strategy=request.strategy, judge=judge_record(request.judge, dataset),
-        review="rounds" if request.review else "off", store=store, **settings,
+        review="rounds" if request.review else "off", store=store, ceilings=list(request.ceilings),
+        prefer=request.prefer, **settings,
     )
     proj = projection(store, config)
     return Plan(config, dataset, target, proposers, projection_line(proj), budget_problem(proj, budget_name))

@@ -373,7 +373,12 @@ _leases_lock = threading.Lock()
 def _close_all_leases() -> None:
     for lease in list(_leases.values()):
         with lease.cond:
-            lease._close()
+            if lease.users > 0:  # a daemon thread (a run's worker) is inside a call: the OS frees the file at exit
+                continue
+            try:
+                lease._close()
+            except duckdb.Error:
+                pass
 
 
 def _lease(path: Path) -> _Lease:
@@ -680,6 +685,36 @@ class Store:
             " WHERE prompt_id = ? AND model_key = ? AND dataset_id = ? ORDER BY example_idx",
             [prompt_id, model_key, dataset_id],
         )
+
+    def prompt_costs(self, prompt_ids: list[str], model_key: str, dataset_id: str, idx=None) -> pd.DataFrame:
+        """Per prompt, what its stored calls for one model on a dataset cost (optionally only on the examples in
+        `idx`): calls, mean prompt and completion tokens, median latency, mean price (over the calls with a known
+        price) and how many had one. A call answered from the cache counts with the call that answered it."""
+        cols = ["prompt_id", "calls", "prompt_tokens", "completion_tokens", "latency_s", "price", "priced"]
+        if not len(prompt_ids):
+            return pd.DataFrame(columns=cols)
+        wanted = pd.DataFrame({"prompt_id": list(dict.fromkeys(prompt_ids))})
+        examples = pd.DataFrame({"example_idx": sorted({int(i) for i in idx})}) if idx is not None else None
+        with self.transaction() as con:
+            con.register("wanted_prompts", wanted)
+            where = ""
+            if examples is not None:
+                con.register("wanted_examples", examples)
+                where = " AND e.example_idx IN (SELECT example_idx FROM wanted_examples)"
+            frame = con.execute(
+                "WITH ev AS (SELECT e.prompt_id, e.call_key FROM evaluations e JOIN wanted_prompts w"
+                " ON e.prompt_id = w.prompt_id WHERE e.model_key = ? AND e.dataset_id = ?" + where + "),"
+                " c AS (SELECT key, arg_max(prompt_tokens, id) AS pt, arg_max(completion_tokens, id) AS ct,"
+                " arg_max(latency_s, id) AS lat, arg_max(cost, id) AS cost FROM llm_calls"
+                " WHERE key IN (SELECT call_key FROM ev) AND error IS NULL GROUP BY key)"
+                " SELECT ev.prompt_id, count(*) AS calls, avg(c.pt) AS prompt_tokens, avg(c.ct) AS completion_tokens,"
+                " median(c.lat) AS latency_s, avg(c.cost) AS price, count(c.cost) AS priced"
+                " FROM ev JOIN c ON c.key = ev.call_key GROUP BY ev.prompt_id",
+                [model_key, dataset_id]).df()
+            con.unregister("wanted_prompts")
+            if examples is not None:
+                con.unregister("wanted_examples")
+        return frame[cols]
 
     # --- runs --------------------------------------------------------------------------------------
 

@@ -285,3 +285,33 @@ def test_runs_left_running_by_a_dead_process_are_marked_interrupted(store, datas
     assert runs.mark_dead_runs(store) == [run_id]
     assert store.run_row(run_id)["status"] == "interrupted"
     assert runs.execute(store, run_id)["status"] == "finished"  # and it resumes
+
+
+def test_one_call_asks_for_different_kinds_of_instruction_and_drops_an_angle_echoed_back():
+    import numpy as np
+    a = P.draw_angles(4, "labels", np.random.default_rng([0, 5]))
+    assert len(set(a)) == 4 and a == P.draw_angles(4, "labels", np.random.default_rng([0, 5]))  # seeded
+    assert P.draw_angles(1, "labels", np.random.default_rng(0)) == ()  # one prompt asked: no angle needed
+    assert set(P.draw_angles(3, "open", np.random.default_rng(1))) <= set(P.ANGLES["open"])
+    shown = P.render_angles(a)
+    assert all(f"{i}. {x}." in shown for i, x in enumerate(a, 1)) and "Answer with the label name only." in shown
+    # a small proposer's slip: the angle itself written back as the instruction
+    assert P.copies_angle("One line per label saying what it means.\nAnswer with the label name only.",
+                          ("one line per label saying what it means",))
+    assert not P.copies_angle("positive: the writer liked it.\nnegative: the writer did not.\nneutral: neither.\n"
+                              "Answer with the label name only.", ("one line per label saying what it means",))
+    assert not P.copies_angle("anything", ())
+
+
+def test_newlines_written_as_backslash_n_are_repaired():
+    text, repairs = P.clean_proposal("positive: liked it.\\nnegative: did not.\\nAnswer with the label name only.",
+                                     ("positive", "negative"))
+    assert text.splitlines() == ["positive: liked it.", "negative: did not.", "Answer with the label name only."]
+    assert "unescaped_newlines" in repairs
+
+
+def test_the_demos_note_says_which_examples_go_with_the_instruction():
+    assert P.demos_note(0) == ""
+    assert "the same 3 solved training examples" in P.demos_note(3)
+    assert "the 2 solved training examples most similar to each text" in P.demos_note(8, similar_k=2)
+    assert "after the instruction" in P.demos_note(3, demo_format="inline")

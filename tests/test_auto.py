@@ -488,3 +488,17 @@ def test_a_race_the_budget_ends_records_every_candidate_still_running(store, dat
     assert sorted(s.candidate_id for s in steps) == [c.id for c in cands]
     assert all(s.status in ("over budget", "gated", "evaluated") for s in steps)
     assert any(s.status == "over budget" for s in steps)
+
+
+def test_runs_stored_before_the_instruction_search_replay_with_its_old_behaviour(store, dataset):
+    tgt, prop, _, _ = specs()
+    rec = runs.make_config(dataset, tgt, [prop]).to_record()
+    rec["version"] = 2
+    for key in ("demo_instructions_share", "evidence", "factorial_start", "angles"):
+        rec["strategy_params"].pop(key, None)  # settings a version-2 record did not have
+    old = runs.RunConfig.from_record(rec)
+    strategy, _ = runs.build(store, old, "old")
+    assert strategy.demo_instructions is None and not strategy.evidence
+    assert not strategy.demos_stage.factorial_start and not strategy.instructions.angles
+    new, _ = runs.build(store, runs.make_config(dataset, tgt, [prop]), "new")
+    assert new.demo_instructions is not None and new.evidence and new.demos_stage.factorial_start

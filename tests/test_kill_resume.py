@@ -142,7 +142,7 @@ def test_kill_9_an_auto_run_in_the_middle_of_a_race_then_resume_it(tmp_path, ser
                               "--proposers", "stub-prop", "--rounds", "2", "--seed", "4", "--minibatch", "4",
                               "--budget", "500", "--db", str(db)], cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-    run_id = kill_when(db, child, calls=150)
+    run_id = kill_when(db, child, calls=100)  # of about 210 in all (target, proposer and test calls)
     store = Store(db)
     kinds = store.step_kinds(run_id)
     store.close()

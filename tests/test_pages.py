@@ -151,6 +151,8 @@ def test_start_a_run_with_fake_models_and_see_it_finish(db):
     assert not res.exception
     assert any("Score trajectories" in h.value for h in res.subheader)
     assert len(res.get("plotly_chart")) >= 2
+    assert any(c.value.startswith("Cost per call (test)") for c in res.caption)  # the result card's cost
+    assert res.radio(key="results.cost_axis").value == "tokens_in"  # score against cost, Pareto front drawn
     res.button(key="results.trajectories.render").click().run()
     assert not res.exception
     assert any(b.label == "Download PNG" for b in res.get("download_button"))
@@ -288,3 +290,19 @@ def test_results_of_a_run_with_nothing_scored_yet_say_so(db):
     res = page("4_Results.py").run()
     assert not res.exception
     assert any("No prompt of this run has been scored yet" in i.value for i in res.info), [i.value for i in res.info]
+
+
+def test_a_cost_ceiling_on_the_runs_page_is_stored_and_a_bad_one_explained(db):
+    at = page("3_Runs.py").run()
+    at.selectbox(key="runs.target").set_value("fake-target")
+    at.multiselect(key="runs.proposers").set_value(["fake-prop"])
+    at.text_input(key="runs.ceilings").set_value("tokens=>300").run()
+    assert not at.exception and any("MEASURE<=VALUE" in e.value for e in at.error)
+    at.text_input(key="runs.ceilings").set_value("tokens<=300, latency<=2").run()
+    at.checkbox(key="runs.prefer_cheap").check().run()
+    assert not at.exception and not at.error
+    at.button(key="runs.start").click().run()
+    store = Store(db)
+    _wait(at, lambda a: store.list_runs()["status"].iloc[0] == "finished", timeout=120)
+    config = store.run_row(store.list_runs()["id"].iloc[0])["config"]
+    assert config["cost"] == {"ceilings": {"tokens": 300.0, "latency": 2.0}, "prefer": "cheap"}

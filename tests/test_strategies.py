@@ -185,3 +185,19 @@ def test_live_progress_of_a_finished_run_reports_its_exact_cache_hits(store, dat
     assert results.live_progress(store, first)["cached"] == s1["cached_calls"]
     p2 = results.live_progress(store, again)
     assert p2["cached"] == s2["cached_calls"] > 0 and s2["target_calls"] == 0
+
+
+def test_demos_are_searched_for_the_analysts_own_prompt_even_when_proposals_lead():
+    from promptlab.evaluate import PromptTemplate
+    from promptlab.optimize.fewshot import _distinct_instructions
+    from promptlab.optimize.pool import Pool
+
+    pool = Pool()
+    own, _ = pool.add(0, PromptTemplate.from_text("My own prompt: {labels}"), "baseline", "baseline")
+    own.val = 0.5
+    for i, v in enumerate((0.9, 0.8, 0.7)):
+        c, _ = pool.add(1, PromptTemplate.from_text(f"Proposal {i}: {{labels}}"), "arena/x", "x")
+        c.val = v
+    texts = [t.system or t.user for t in _distinct_instructions(pool, 2, keep_start=True)]
+    assert len(texts) == 2 and texts[0].startswith("Proposal 0") and texts[1].startswith("My own prompt")
+    assert all("My own" not in (t.system or t.user) for t in _distinct_instructions(pool, 2))  # runs before v3

@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+from promptlab.cost import is_ceiling
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate
 from promptlab.models import ModelSpec, resolve_model
@@ -80,18 +81,31 @@ def model_list(store: Store, text: str) -> list[ModelSpec]:
     return [resolve_model(n, store) for n in names(text)]
 
 
-def metric_spec(args) -> str | None:
-    """--metric with its --constraint floors, as one spec ('recall:fraud; precision:fraud>=0.4')."""
-    floors = getattr(args, "constraint", None) or []
+def metric_spec(args, ceilings_ok: bool = False) -> str | None:
+    """--metric with its --constraint floors, as one spec ('recall:fraud; precision:fraud>=0.4'). Cost ceilings
+    (tokens<=300) are not floors of the metric: `ceilings` reads them, where a command takes them."""
+    given = getattr(args, "constraint", None) or []
+    if not ceilings_ok and any(is_ceiling(c) for c in given):
+        raise PromptlabError("a cost ceiling (tokens<=, latency<=, price<=) limits what a search may propose: give it "
+                             "to `optimize`; this command reports each prompt's cost per call instead")
+    floors = [c for c in given if not is_ceiling(c)]
     if not floors:
         return args.metric
     return "; ".join([args.metric or "accuracy", *floors])
 
 
-def constraint_arg(p) -> None:
-    p.add_argument("--constraint", action="append", metavar="METRIC>=VALUE",
+def ceilings(args) -> list[str]:
+    """The cost ceilings among --constraint (tokens<=300, latency<=0.5, price<=0.2)."""
+    return [c for c in getattr(args, "constraint", None) or [] if is_ceiling(c)]
+
+
+def constraint_arg(p, cost: bool = False) -> None:
+    p.add_argument("--constraint", action="append", metavar="METRIC>=VALUE" + (" | MEASURE<=VALUE" if cost else ""),
                    help="a floor the metric must respect, e.g. precision:fraud>=0.4 beside --metric recall:fraud "
-                        "(repeat for several): candidates that miss a floor rank below all that meet it")
+                        "(repeat for several): candidates that miss a floor rank below all that meet it"
+                        + ("; or a cost ceiling per call: tokens<=300 (mean prompt tokens), latency<=0.5 (median "
+                           "seconds), price<=0.2 (dollars per 1,000 calls, for models in litellm's cost map): a "
+                           "candidate that costs more is dropped at its first rung, and proposers are told" if cost else ""))
 
 
 def judge_args(p) -> None:

@@ -6,6 +6,7 @@ import sys
 from promptlab.cli.common import (
     OPTIONS, constraint_arg, fmt, judge_args, judge_settings, load_prompt, metric_spec, open_store, print_json,
 )
+from promptlab.cost import Cost
 from promptlab.manual import EvalRequest, score_prompt
 
 
@@ -88,5 +89,7 @@ def _print_eval(result, s: dict) -> None:
     hit = f" ({s['cache_hit_rate']:.0%} cache hits)" if s.get("cache_hit_rate") is not None else ""
     print(f"calls     {s['calls']} new, {s['cached']} cached{hit}{err}")
     print(f"tokens    {s['prompt_tokens']:,} prompt + {s['completion_tokens']:,} completion (new calls only)")
+    if s.get("per_call"):
+        print(f"per call  {Cost.from_record(s['per_call']).line()}")
     rate = f"{s['examples_per_s']:.1f} examples/s" if s["examples_per_s"] else "all cached"
     print(f"time      {s['eval_wall_s']:.2f} s evaluating ({rate})")

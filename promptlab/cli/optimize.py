@@ -5,7 +5,8 @@ import sys
 
 from promptlab import runs
 from promptlab.cli.common import (
-    OPTIONS, constraint_arg, judge_args, judge_settings, metric_spec, names, open_store, read_text_file, unescape,
+    OPTIONS, ceilings, constraint_arg, judge_args, judge_settings, metric_spec, names, open_store, read_text_file,
+    unescape,
 )
 from promptlab.cli.runs import follow
 from promptlab.errors import PromptlabError
@@ -23,7 +24,11 @@ def register(sub) -> None:
                         "on one budget)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--metric", help="default: accuracy for labels, the dataset's own scoring otherwise")
-    constraint_arg(p)
+    constraint_arg(p, cost=True)
+    p.add_argument("--prefer", choices=runs.PREFER, default="score",
+                   help="the result: the best confirmed candidate (score), or the one with the fewest prompt tokens "
+                        "per call that the held-back examples cannot tell from it and that also beats the baseline "
+                        "(cheap)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", type=int, help="max target calls for the search (test scoring is extra)")
     p.add_argument("--max-proposer-calls", type=int)
@@ -60,13 +65,14 @@ def _baselines(args) -> tuple[PromptTemplate, ...]:
 def request_from(args) -> runs.RunRequest:
     """The run these arguments ask for, by name: files read, escapes honoured, nothing resolved."""
     return runs.RunRequest(
-        args.dataset, args.target, names(args.proposers), metric=metric_spec(args), strategy=args.strategy,
+        args.dataset, args.target, names(args.proposers), metric=metric_spec(args, ceilings_ok=True), strategy=args.strategy,
         rounds=args.rounds, seed=args.seed, budget=args.budget, patience=args.patience,
         max_proposer_calls=args.max_proposer_calls, max_proposer_tokens=args.max_proposer_tokens,
         settings={name: getattr(args, name) for name in runs.all_settings() if getattr(args, name, None) is not None},
         baselines=_baselines(args),
         meta_prompt=read_text_file(args.meta_prompt_file, "--meta-prompt-file") if args.meta_prompt_file else None,
         task=unescape(args.task) if args.task else None, judge=judge_settings(args), review=args.review,
+        ceilings=tuple(ceilings(args)), prefer=args.prefer,
     )
 
 

@@ -150,9 +150,11 @@ def print_run(store, s: dict) -> None:
           f"  (val n={s['n_val']}, test n={s['n_test']})")
     if line := results.result_line(s):
         print(line)
+    if line := results.cost_line(s):
+        print(line)
     print("result prompt:\n  " + (s["best_prompt"] or "").replace("\n", "\n  "))
     board = results.leaderboard(store, s["run_id"])
-    print("\nleaderboard (val; test where scored)")
+    print("\nleaderboard (val; test where scored; tokens in and median latency per call on val)")
     for r in board.head(15).itertuples():
         text = (f"[+{r.demos_shown} demos] " if r.demos_shown else "") + " ".join(str(r.text).split())
         val = f"{fmt(r.val_score)} [{fmt(r.val_ci_low)}, {fmt(r.val_ci_high)}]" if r.val_score == r.val_score and r.val_score is not None else f"{r.status} ({fmt(r.minibatch_score)})"
@@ -160,7 +162,9 @@ def print_run(store, s: dict) -> None:
         conf = f"  confirm {fmt(r.confirm_score)}" if r.confirm_score == r.confirm_score and r.confirm_score is not None else ""
         test = f"  test {fmt(r.test_score)}" if r.test_score == r.test_score and r.test_score is not None else ""
         marks = (f"  [constant: answers '{r.constant}']" if r.constant else "") + (f"  [{r.floors}]" if r.floors else "")
-        print(f"  #{r.id:<3} r{r.round:<2} {str(r.proposer)[:26]:<26} val {val}{n}{conf}{test}{marks}  {text[:60]}")
+        cost = f"  {r.tokens_in:.0f} tok {r.latency_s:.2f} s" if r.tokens_in == r.tokens_in and r.tokens_in is not None \
+            and r.latency_s == r.latency_s and r.latency_s is not None else ""
+        print(f"  #{r.id:<3} r{r.round:<2} {str(r.proposer)[:26]:<26} val {val}{n}{conf}{test}{marks}{cost}  {text[:60]}")
     print("\nproposers (candidates asked, valid, best val, round wins)")
     for p in s["proposers"]:
         rate = f"{p['valid_rate']:.0%}" if p["valid_rate"] is not None else "n/a"

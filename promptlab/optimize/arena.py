@@ -221,7 +221,7 @@ class Arena(PoolStrategy):
                 spread = P.answer_spread(res.rows["gold"].tolist(), res.rows["pred"].tolist(), ctx.dataset.labels)
         rejected = self.rejected(pool)
         parts = P.MetaPromptParts(
-            task=ctx.task, metric=ctx.metric.describe(), labels=ctx.dataset.labels,
+            task=ctx.task, metric=ctx.metric.describe() + ctx.ceiling_note(), labels=ctx.dataset.labels,
             history=tuple(P.ScoredPrompt(c.text, c.val) for c in _distinct_texts(pool.top(len(pool.cands)))[: self.top_k]),
             examples=examples, mistakes=mistakes, confusion=confusion, spread=spread, n=self.candidates_per_proposer,
             needs_input=needs_input, score_range=(lo, hi), kind=ctx.dataset.kind,

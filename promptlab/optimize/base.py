@@ -13,6 +13,7 @@ from typing import Iterator, Protocol
 
 import pandas as pd
 
+from promptlab.cost import describe_ceilings
 from promptlab.calls import cached_complete
 from promptlab.data import Dataset, stratified_order, stratified_sample
 from promptlab.evaluate import EvalResult, PromptTemplate, evaluate
@@ -244,8 +245,20 @@ class OptimizeContext:
     # How rounds are decided: "rounds" pauses after each for the analyst; "off" lets the rule decide and
     # records it; "none" (runs stored before decisions existed) records nothing, so they replay unchanged.
     review: str = "none"
+    # Cost ceilings ({"tokens": 300, "latency": 0.5, "price": 0.2}: promptlab.cost): a candidate whose measured cost
+    # per call breaks one is dropped at its first rung, like one the race told apart. "cheap": the result is the
+    # cheapest candidate the confirmation cannot tell from the best (RunConfig.cost).
+    ceilings: dict = field(default_factory=dict)
+    prefer: str = "score"
     _requested: dict = field(default_factory=dict, repr=False)  # prompt id -> example idx already asked for
     _memo: dict = field(default_factory=dict, repr=False)
+
+    def ceiling_note(self) -> str:
+        """What proposers are told of the cost ceilings: '' without any."""
+        if not self.ceilings:
+            return ""
+        return (f". Every prompt must cost {describe_ceilings(self.ceilings)}, measured with its demonstrations "
+                "and the replies it gets: a longer one is dropped unscored")
 
     def minibatch(self, size: int) -> pd.DataFrame:
         return stratified_sample(self.valset, size, seed=self.seed)

@@ -165,6 +165,8 @@ class FewShot(PoolStrategy):
 
 
 def _value(cand: Cand) -> float:
+    if cand.over_ceiling:  # too costly per call (more or longer demos): TPE learns to keep under the ceiling
+        return 0.0
     v = cand.val if cand.val is not None else cand.minibatch
     return 0.0 if v is None or v != v else float(v)
 

@@ -103,7 +103,7 @@ class Gradient(PoolStrategy):
             mistakes = P.low_scoring(res, self.n_errors, rng)
             spread = (P.answer_spread(res.rows["gold"].tolist(), res.rows["pred"].tolist(), ctx.dataset.labels)
                       if ctx.dataset.has_labels else "")
-            labels, metric = ctx.dataset.labels, ctx.metric.describe()
+            labels, metric = ctx.dataset.labels, ctx.metric.describe() + ctx.ceiling_note()
             ask = P.critic_prompt(ctx.task, labels, metric, current.text, mistakes, spread, self.feedback_words)
             params = {"temperature": self.temperature, "max_tokens": min(self.proposer_max_tokens, 2 * self.feedback_words + 40)}
             if critic.is_local:

@@ -11,6 +11,7 @@ from typing import Generator, Iterator
 
 import numpy as np
 
+from promptlab.cost import broken, cost_of_calls
 from promptlab.scoring import stats as S
 from promptlab.evaluate import PromptTemplate
 from promptlab.optimize import prompts as P
@@ -34,6 +35,7 @@ class Cand:
     n_scored: int = 0  # val examples scored so far
     rows: object = None  # its per-example rows on those examples (EvalResult.rows), for paired comparisons
     confirm: float | None = None  # its score on the held-back part of val (finalists only)
+    over_ceiling: str = ""  # the cost ceilings it broke ("tokens 359 > 300"), measured at its first rung
 
 
 @dataclass
@@ -136,9 +138,19 @@ class Pool:
             return CandidateScored(cand.id, cand.round, None, None, None, 0, "over budget",
                                    target_requests=ctx.counters.target_requests)
         if full:
-            return _record_val_score(ctx, cand, ctx.score(cand.template, ctx.valset))
+            res = ctx.score(cand.template, ctx.valset)
+            if ctx.ceilings and _breaks_ceiling(ctx, cand, res):
+                cand.minibatch, cand.n_scored = res.score, n_val
+                return CandidateScored(cand.id, cand.round, _f(res.score), None, None, 0, "over ceiling",
+                                       target_requests=ctx.counters.target_requests, n_scored=n_val)
+            return _record_val_score(ctx, cand, res)
         mb = ctx.score(cand.template, minibatch)
         cand.minibatch = mb.score
+        if ctx.ceilings and _breaks_ceiling(ctx, cand, mb):
+            cand.n_scored = len(minibatch)
+            return CandidateScored(cand.id, cand.round, _f(mb.score), None, None, 0, "over ceiling",
+                                   calls_saved=n_val - len(minibatch), target_requests=ctx.counters.target_requests,
+                                   n_scored=len(minibatch))
         bar = self.kth_best(gate.top_k)
         if gate.kind == "ci":
             optimistic = mb.ci_at(gate.level)[1]
@@ -193,6 +205,16 @@ class Pool:
             for c in alive:
                 last[c.id] = res = ctx.score(c.template, examples, stage=i == 0)
                 c.minibatch, c.n_scored, c.rows = res.score, n, res.rows
+            if i == 0 and ctx.ceilings:  # a prompt that costs too much per call goes no further, whatever it scores
+                for c in alive:
+                    if _breaks_ceiling(ctx, c, last[c.id]):
+                        ctx.counters.calls_saved_by_gate += len(order) - n
+                        yield CandidateScored(c.id, c.round, _f(c.minibatch), None, None, 0, "over ceiling",
+                                              calls_saved=len(order) - n, target_requests=ctx.counters.target_requests,
+                                              n_scored=n)
+                alive = [c for c in alive if not c.over_ceiling]
+                if not alive:
+                    return
             if i == len(rungs) - 1:
                 for c in alive:
                     c.val = c.minibatch
@@ -274,10 +296,60 @@ class Pool:
                        f"finalist, #{best.id}, by {cmp.diff:+.3f}, {pct} CI [{cmp.ci_low:+.3f}, {cmp.ci_high:+.3f}]"
                        + (f", one-sided p = {cmp.p_value:.3g}" if cmp.p_value is not None else "") + f", not below {1 - level:.2g}), "
                        "so the result is the baseline.")
+        if passed and ctx.prefer == "cheap":
+            cheap = yield from self._cheapest_within_noise(ctx, reference, winner, results, level)
+            if cheap is not None:
+                winner, cmp, note = cheap
+                reading = (reading.removesuffix(", so it replaces the baseline.")
+                           + f". {note}, so candidate #{winner.id}, the cheaper, replaces the baseline.")
+        if ctx.ceilings and winner is reference and reference.rows is not None:
+            over = broken(cost_of_calls(ctx.store, reference.rows["call_key"]), ctx.ceilings)
+            if over:
+                reading += f" The baseline itself breaks the cost ceiling ({'; '.join(over)}): no candidate within it beat it."
         shown = winner if winner is not reference else first[0]
         yield WinnerChosen(winner.id, reference.id, winner is not reference, _f(cmp.diff), (_f(cmp.ci_low), _f(cmp.ci_high)),
                            cmp.p_value, level, n_conf, _f(shown.val), _f(shown.confirm), reading)
         return winner
+
+    def _cheapest_within_noise(self, ctx: OptimizeContext, reference: Cand, best: Cand, results: dict, level: float):
+        """With prefer "cheap": the candidate with the fewest prompt tokens per call among those the search could
+        not tell from the confirmed best (paired, on the search examples), if it also beats the baseline on the
+        held-back examples and they cannot tell it from the best either. Returns (cand, its comparison with the
+        baseline, a sentence saying how it was decided) or None (the best stays the result)."""
+        def tokens(c: Cand) -> float:
+            t = cost_of_calls(ctx.store, c.rows["call_key"]).prompt_tokens if c.rows is not None else None
+            return np.inf if t is None else t
+
+        best_tokens = tokens(best)
+        rivals = []
+        for c in self.evaluated:
+            if c is best or c.proposer == "baseline" or c.rows is None or _val(c) <= _val(reference):
+                continue
+            if len(c.rows) != len(best.rows) or S.compare(ctx.metric, c.rows, best.rows, level, seed=ctx.seed).significant:
+                continue  # not read on the same examples, or the search already told the best apart from it
+            if tokens(c) < best_tokens:
+                rivals.append(c)
+        if not rivals:
+            return None
+        cheap = min(rivals, key=lambda c: (tokens(c), -_val(c), c.id))
+        try:
+            res = results.get(cheap.id) or ctx.score(cheap.template, ctx.confirmset)
+        except BudgetExhausted:
+            return None
+        if cheap.id not in results:
+            results[cheap.id] = res
+            cheap.confirm = res.score
+            lo, hi = res.ci
+            yield Confirmed(cheap.id, _f(res.score), (_f(lo), _f(hi)), res.n, _f(cheap.val))
+        vs_base = S.compare(ctx.metric, results[reference.id].rows, res.rows, level, seed=ctx.seed)
+        vs_best = S.compare(ctx.metric, res.rows, results[best.id].rows, level, seed=ctx.seed)
+        if not vs_base.significant or vs_best.significant:
+            return None
+        note = (f"Candidate #{cheap.id} costs {tokens(cheap):.0f} prompt tokens per call against #{best.id}'s "
+                f"{best_tokens:.0f}, and the held-back examples cannot tell it from #{best.id} ({vs_best.diff:+.3f} "
+                f"for #{best.id}, {level:.0%} CI [{vs_best.ci_low:+.3f}, {vs_best.ci_high:+.3f}]) while it beats the "
+                f"baseline by {vs_base.diff:+.3f}")
+        return cheap, vs_base, note
 
     def finalize(self, ctx: OptimizeContext, test_top: int, winner: Cand | None = None) -> Iterator[Step]:
         """Held-out test: the result and the top few by val, plus every baseline. Outside the search budget."""
@@ -490,13 +562,13 @@ class PoolStrategy:
                             low=0, label="Prompts scored on test")
     # The confirmation's design, chosen from benchmarks/confirm_bench.py (section "confirmation" of RESULTS.md): on
     # the 140 val examples of a 400-row file, holding back 0.6 (84) and testing one finalist with the exact
-    # one-sided sign test at 0.95 ships a candidate that is not truly better in at most 3.7% of searches (the
+    # one-sided sign test at 0.95 ships a candidate that is not truly better in at most 3.0% of searches (the
     # least favourable case: every candidate exactly as good as the baseline), and ships a true +0.10 gain in
-    # 58% of searches when 15% of answers change (28% when 30% change); holding back 0.5 with two finalists, the
-    # design before, gave 54% and 27%. More finalists add no power (in a fixed sequence the second is tested only
-    # after the first passed) and cost their held-back calls; Bonferroni over them, or the mid-p test (over 5% in
-    # the least favourable case), were worse. A +0.10 gain is confirmed at best about half the time at this size:
-    # the data's limit, not the test's.
+    # 60% of searches when 15% of answers change (28% when 30% change); holding back 0.5 with two finalists, the
+    # design before, gave 53% and 26%. More finalists add no power (in a fixed sequence the second is tested only
+    # after the first passed) and cost their held-back calls; Bonferroni over them was worse, and the mid-p test
+    # (4.5% to 5.5% in the least favourable case, depending on the replicates) too near the 5% bar. A +0.10 gain is
+    # confirmed at best about half the time at this size: the data's limit, not the test's.
     confirm: float = setting(0.6, "share of val held back from the search to confirm the finalists (0: pick the best "
                              "search score, as runs before confirmation did)", type="float", low=0.0, high=0.8,
                              label="Val held back to confirm")
@@ -560,7 +632,9 @@ def run_strategy(strategy, ctx: OptimizeContext, pool: Pool | None = None) -> It
     )
     reason, rounds = "rounds", 0
     confirming = len(ctx.confirmset) > 0
-    ctx.reserved = strategy.confirm_reserve(len(ctx.confirmset)) if confirming else 0
+    # with prefer "cheap", one more candidate may be scored on the held-back examples: the cheapest contender
+    ctx.reserved = (strategy.confirm_reserve(len(ctx.confirmset)) + (len(ctx.confirmset) if ctx.prefer == "cheap" else 0)
+                    if confirming else 0)
     try:
         yield from pool.score_start(ctx, strategy.starts(ctx))  # baselines: always scored, within the budget
     except BudgetExhausted:
@@ -574,6 +648,13 @@ def run_strategy(strategy, ctx: OptimizeContext, pool: Pool | None = None) -> It
     yield from pool.finalize(ctx, strategy.test_top, winner)
     best = winner or pool.best()
     yield RunFinished(reason=reason, best_id=best.id, best_val=best.val, rounds=rounds)
+
+
+def _breaks_ceiling(ctx: OptimizeContext, cand: Cand, res) -> bool:
+    """Whether the candidate's cost per call, measured from the calls that just scored it, breaks a ceiling;
+    records which on the candidate. Read from the stored calls, so a resumed run decides the same."""
+    cand.over_ceiling = "; ".join(broken(cost_of_calls(ctx.store, res.rows["call_key"]), ctx.ceilings))
+    return bool(cand.over_ceiling)
 
 
 def _val(c: Cand) -> float:
