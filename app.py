@@ -24,7 +24,7 @@ st.subheader("Local models (offline, in-process)")
 zoo = ui.zoo_table()
 st.dataframe(zoo, hide_index=True, width="stretch")
 st.caption("Any litellm model also works: OpenAI-compatible servers (Ollama, vLLM, LM Studio), OpenAI, OpenRouter, … "
-           "Add them on the Meta-prompt and proposers page.")
+           "Add them on the Prompts and proposers page.")
 
 st.subheader("Try it")
 st.write("A small run of the default strategy, auto, on the demo data: target qwen2.5-coder-0.5b; proposers "

@@ -80,10 +80,10 @@ if upload is not None:
     elif kind == "reference":
         lengths = preview.frame["label"].str.len()
         st.caption(f"Reference answers: {lengths.min()}–{lengths.max()} characters (median {int(lengths.median())}). "
-                   "Choose how replies are scored against them on the Prompts page.")
+                   "Choose how replies are scored against them on the Prompts and proposers page.")
     else:
         st.caption("No target column: replies will be graded by an LLM judge with your rubric, or by hand "
-                   "(both on the Prompts page).")
+                   "(both on the Prompts and proposers page).")
     splits = {s: len(preview.split(s)) for s in ("train", "val", "test")}
     how = "stratified" if kind == "labels" else "random"
     if preview.own_split:

@@ -1,4 +1,4 @@
-"""Meta-prompt and proposers: target, metric, proposer models, the meta-prompt template, and manual search."""
+"""Prompts and proposers: target, metric, proposer models, the meta-prompt template, and manual search."""
 import streamlit as st
 
 from promptlab import charts, manual
@@ -15,7 +15,7 @@ from promptlab.scoring.objective import (DEFAULT_RUBRIC, JudgeSettings, default_
 from promptlab.scoring.scorers import parse_scorer
 
 st.set_page_config(page_title="promptlab · Prompts and proposers", layout="wide")
-st.title("Meta-prompt and proposers")
+st.title("Prompts and proposers")
 ui.ensure_demo_dataset()
 store = ui.get_store()
 choices = ui.model_choices()

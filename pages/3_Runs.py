@@ -1,6 +1,7 @@
 """Runs: start a run (auto, arena, few-shot, textual gradient, or a chain) with its projected calls, follow it live, stop and resume; all runs with status."""
 import streamlit as st
 
+from promptlab import group as G
 from promptlab import dashboard as ui
 from promptlab import results, runs
 from promptlab import study as S
@@ -18,71 +19,78 @@ runs.mark_dead_runs(store, live=ui.live_runs())
 
 datasets = ui.datasets_table()
 names = datasets["name"].tolist()
-with st.expander("Start a run", expanded=not len(ui.runs_table())):
+st.subheader("Start a run")
+with st.container(border=True):
+    # The short form: what a newcomer decides. Everything else waits under "Advanced", with its defaults.
     c1, c2, c3 = st.columns(3)
     ds_name = c1.selectbox("Dataset", names, index=names.index(ui.setting("dataset", names[0])) if ui.setting("dataset", names[0]) in names else 0, key="runs.dataset")
     model_names = list(choices)
     target_default = ui.setting("target", ui.DEFAULT_TARGET)
     target = c2.selectbox("Target", model_names, index=model_names.index(target_default) if target_default in model_names else 0, key="runs.target")
+    strategy = c3.selectbox(
+        "Strategy", runs.STRATEGY_MENU, key="runs.strategy",
+        help="auto (the default): proposers write instructions, demonstration sets are searched for the best of them, "
+             "proposers write instructions for those demos, and the leader is edited from its failures, on one "
+             "budget; every candidate is raced and the result confirmed on held-back val. arena: proposers rewrite "
+             "the instruction; fewshot: demo sets for the best instructions; gradient: a critic reads failures and an "
+             "editor rewrites. A chain runs them in order on one budget.")
+    p1, p2 = st.columns([3, 1])
+    proposers = p1.multiselect("Proposers", model_names, default=[m for m in ui.setting("proposers", ui.DEFAULT_PROPOSERS) if m in choices] or model_names[:2], key="runs.proposers")
+    budget = p2.number_input("Budget: target calls (0 = none)", 0, 1_000_000, 600, step=100, key="runs.budget")
     run_ds = ui.dataset(ds_name)
     metric_default = ui.setting("metric", "accuracy") if run_ds.has_labels else default_spec(run_ds)
     if run_ds.has_labels and ":" not in metric_default and metric_default not in GLOBAL_METRICS:
         metric_default = "accuracy"  # a scorer picked for another dataset
-    metric = c3.text_input("Metric", metric_default, key=f"runs.metric.{ds_name}",
-                           help="Labels: accuracy, balanced_accuracy, macro_f1, mcc, cohen_kappa, precision:L, recall:L, "
-                                "f1:L, specificity:L. Reference answers: exact, normalized, contains, regex[:P], "
-                                "numeric[:TOL], token_f1, json:FIELD, or judge. No target: judge (the judge and its "
-                                "rubric are set per dataset on the Prompts page).")
-    if run_ds.has_labels:  # a floor: e.g. recall of 'fraud', provided precision of 'fraud' stays at least 0.4
-        f1, f2, _ = st.columns([2, 1, 3])
-        floor = f1.text_input("Floor (optional): a second metric that must hold", "", key=f"runs.floor.{ds_name}",
-                              placeholder="precision:LABEL",
-                              help="Candidates that keep the floor rank above every candidate that misses it, so "
-                                   "recall of a label cannot be won by answering that label to everything.")
-        floor_at = f2.number_input("at least", -1.0, 1.0, 0.4, 0.05, key=f"runs.floor_at.{ds_name}")
-        if floor.strip():
-            metric = f"{metric.strip()}; {floor.strip()}>={floor_at:g}"
     saved = store.baselines(run_ds.id)
-    own_prompt = st.text_area(
-        "Start from your own prompt (optional)", "", key=f"runs.baseline.{ds_name}", height=100,
-        placeholder=("Empty: the baselines saved on the Prompts page" if saved else
-                     "Empty: a plain prompt listing the labels") + ". Placeholders: {input}, {labels}, any input column.",
-        help="The search improves this prompt: proposers see it as the best so far, demonstrations are searched for "
-             "it too, and the result replaces it only if it beats it beyond noise on held-back examples.")
-    proposers = st.multiselect("Proposers", model_names, default=[m for m in ui.setting("proposers", ui.DEFAULT_PROPOSERS) if m in choices] or model_names[:2], key="runs.proposers")
-    c4, c5, c6, c7, c8 = st.columns(5)
-    strategy = c4.selectbox(
-        "Strategy", runs.STRATEGY_MENU, key="runs.strategy",
-        help="auto (the default): proposers write instructions, then demonstration sets are searched for the best of "
-             "them, then the leader is edited from its failures, on one budget; every candidate is raced and the "
-             "result confirmed on held-back val. arena: proposers rewrite the instruction; fewshot: demo sets for "
-             "the best instructions; gradient: a critic reads failures and an editor rewrites. A chain runs them in "
-             "order on one budget.")
-    rounds = c5.number_input("Rounds", 1, 50, 3, key="runs.rounds", help="Per stage, for auto and chains.")
-    seed = c6.number_input("Seed", 0, 100_000, 0, key="runs.seed")
-    budget = c7.number_input("Budget: target calls (0 = none)", 0, 1_000_000, 600, step=100, key="runs.budget")
-    patience = c8.number_input("Patience (0 = off)", 0, 50, 0, key="runs.patience")
-    settings = runs.strategy_settings(strategy)
-    frame = {k: v for k, v in settings.items() if k in runs.FRAME_SETTINGS}
-    own = {k: v for k, v in settings.items() if k not in frame}
-    st.caption(f"Settings of {strategy}")
-    extra = ui.setting_inputs(own, model_names)
-    st.caption("Racing and the result: how much of val each candidate gets, and what confirms the winner")
-    extra |= ui.setting_inputs(frame, model_names)
-    k1, k2 = st.columns([2, 3])
-    ceiling_text = k1.text_input(
-        "Cost ceilings per call (optional)", "", key="runs.ceilings", placeholder="tokens<=300, latency<=0.5",
-        help="tokens: mean prompt tokens per call (demonstrations included); latency: median seconds per call; price: "
-             "dollars per 1,000 calls (models in litellm's cost map). A candidate that costs more is dropped at its "
-             "first rung; proposers are told the ceiling.")
-    prefer_cheap = k2.checkbox(
-        "Prefer the cheapest candidate the held-back examples cannot tell from the best", key="runs.prefer_cheap",
-        help="The result is then the candidate with the fewest prompt tokens per call among those the search could "
-             "not tell from the best, if it also beats the baseline on the held-back examples.")
-    review_mode = st.checkbox(
-        "Pause after each round for my review (semi-automatic)", key="runs.review",
-        help="After every round the run waits: keep or discard the new candidates, edit one, add your own, re-score, "
-             "then continue. Every decision is stored with who made it and shows in the charts.")
+    with st.expander("Advanced: metric, your own prompt, more models, rounds, cost, and each stage's settings"):
+        a1, a2 = st.columns(2)
+        metric = a1.text_input("Metric", metric_default, key=f"runs.metric.{ds_name}",
+                               help="Labels: accuracy, balanced_accuracy, macro_f1, mcc, cohen_kappa, precision:L, "
+                                    "recall:L, f1:L, specificity:L. Reference answers: exact, normalized, contains, "
+                                    "regex[:P], numeric[:TOL], token_f1, json:FIELD, or judge. No target: judge (the "
+                                    "judge and its rubric are set per dataset on the Prompts and proposers page).")
+        more_targets = a2.multiselect(
+            "Also find the best prompt for (optional)", [m for m in model_names if m != target], key="runs.more_targets",
+            help="One search per model with the same data, proposers, budget and seed, stored as a group: Results then "
+                 "shows each model's best prompt, its held-out score and cost, and how each prompt transfers to the "
+                 "others.")
+        if run_ds.has_labels:  # a floor: e.g. recall of 'fraud', provided precision of 'fraud' stays at least 0.4
+            f1, f2, _ = st.columns([2, 1, 3])
+            floor = f1.text_input("Floor (optional): a second metric that must hold", "", key=f"runs.floor.{ds_name}",
+                                  placeholder="precision:LABEL",
+                                  help="Candidates that keep the floor rank above every candidate that misses it, so "
+                                       "recall of a label cannot be won by answering that label to everything.")
+            floor_at = f2.number_input("at least", -1.0, 1.0, 0.4, 0.05, key=f"runs.floor_at.{ds_name}")
+            if floor.strip():
+                metric = f"{metric.strip()}; {floor.strip()}>={floor_at:g}"
+        own_prompt = st.text_area(
+            "Start from your own prompt (optional)", "", key=f"runs.baseline.{ds_name}", height=100,
+            placeholder=("Empty: the baselines saved on the Prompts and proposers page" if saved else
+                         "Empty: a plain prompt listing the labels") + ". Placeholders: {input}, {labels}, any input column.",
+            help="The search improves this prompt: proposers see it as the best so far, demonstrations are searched for "
+                 "it too, and the result replaces it only if it beats it beyond noise on held-back examples.")
+        c5, c6, c8 = st.columns(3)
+        rounds = c5.number_input("Rounds", 1, 50, 3, key="runs.rounds", help="Per stage, for auto and chains.")
+        seed = c6.number_input("Seed", 0, 100_000, 0, key="runs.seed")
+        patience = c8.number_input("Patience (0 = off)", 0, 50, 0, key="runs.patience")
+        k1, k2 = st.columns([2, 3])
+        ceiling_text = k1.text_input(
+            "Cost ceilings per call (optional)", "", key="runs.ceilings", placeholder="tokens<=300, latency<=0.5",
+            help="tokens: mean prompt tokens per call (demonstrations included); latency: median seconds per call; "
+                 "price: dollars per 1,000 calls (models in litellm's cost map). A candidate that costs more is dropped "
+                 "at its first rung; proposers are told the ceiling.")
+        prefer_cheap = k2.checkbox(
+            "Prefer the cheapest candidate the held-back examples cannot tell from the best", key="runs.prefer_cheap",
+            help="The result is then the candidate with the fewest prompt tokens per call among those the search could "
+                 "not tell from the best, if it also beats the baseline on the held-back examples.")
+        review_mode = st.checkbox(
+            "Pause after each round for my review (semi-automatic)", key="runs.review",
+            help="After every round the run waits: keep or discard the new candidates, edit one, add your own, "
+                 "re-score, then continue. Every decision is stored with who made it and shows in the charts.")
+        extra = {}
+        for title, group_settings in runs.settings_by_stage(strategy):  # each widget built from its declaration
+            st.caption(title)
+            extra |= ui.setting_inputs(group_settings, model_names)
     try:
         ds = ui.dataset(ds_name)
         meta_key, task_key = ui.prompt_setting_keys(ds)
@@ -96,10 +104,17 @@ with st.expander("Start a run", expanded=not len(ui.runs_table())):
             prefer="cheap" if prefer_cheap else "score",
         )
         plan = runs.plan(store, request)
-        st.info(f"Projected: {plan.line}. Baselines: {len(plan.config.baselines)}.")
+        group_plans = G.plan_group(store, request, [target, *more_targets]) if more_targets else None
+        st.info(f"Projected: {plan.line}. Baselines: {len(plan.config.baselines)}."
+                + (f" One search for each of {len(group_plans)} models, one after another." if group_plans else ""))
         if plan.problem:
             st.warning(plan.problem[0].upper() + plan.problem[1:])
-        elif st.button("Start run", type="primary", key="runs.start"):
+        elif group_plans and st.button("Start one search per model", type="primary", key="runs.start"):
+            group_id, reused = G.create_group(store, group_plans)
+            ui.start_group(group_id)
+            st.toast(f"Group {group_id} {'resumed' if reused else 'started'}: Results shows it as its searches finish.")
+            ui.clear_readers()
+        elif not group_plans and st.button("Start run", type="primary", key="runs.start"):
             run_id = runs.create_run(store, plan.config)
             ui.start_run(run_id)
             ui.set_setting("run", run_id)

@@ -3,6 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from promptlab import charts, export, manual, results, review
+from promptlab import group as G
 from promptlab import dashboard as ui
 from promptlab import study as S
 from promptlab.errors import PromptlabError
@@ -49,8 +50,12 @@ if len(summary.get("stages") or []) > 1 or any(x["proposer_calls"] for x in summ
 # --- trajectories ----------------------------------------------------------------------------------
 st.subheader("Score trajectories per model family")
 x_axis = st.radio("x axis", ["round", "target calls"], horizontal=True, key="results.x")
-fig = charts.score_trajectories(cands, x="round" if x_axis == "round" else "target_requests", metric=summary["metric"])
+fig = charts.score_trajectories(cands, x="round" if x_axis == "round" else "target_requests", metric=summary["metric"],
+                                stages=summary.get("stages"))
 st.plotly_chart(fig, width="stretch", key="results.trajectories")
+if stage := results.result_stage(summary.get("stages") or []):
+    st.caption(f"Shaded: the run's stages, in order. The result came from the "
+               f"**{stage}** stage.")
 if (human := summary.get("decisions", {}).get("analyst")):
     st.caption("Human decisions in this run: " + ", ".join(f"{n} {a}" for a, n in human.items())
                + ". Stars mark candidates the analyst kept, crosses those discarded; prompts the analyst wrote are the "
@@ -79,10 +84,7 @@ if studies.empty:
     st.caption("No studies yet: start one on the Runs page, or with `python -m promptlab study --dataset D "
                "--targets T --proposers P1,P2 --seeds 3`.")
 else:
-    by_id = studies.set_index("id")
-    study_id = st.selectbox("Study", studies["id"].tolist(), key="results.study",
-                            format_func=lambda i: f"{i} · {by_id.loc[i, 'dataset']} · "
-                                                  f"{by_id.loc[i, 'finished']}/{by_id.loc[i, 'runs']} runs finished")
+    study_id = ui.pick_grid(studies, "Study", "results.study", "runs")
     analysis_key = ui.analyze_study(study_id)
     if ui.jobs()[analysis_key].running:  # a test score missing from the cache is being asked for, in the worker
         ui.wait_for((analysis_key,), "Analysing the study (test scores come from the cache)…")
@@ -106,6 +108,33 @@ else:
             st.markdown("**Head to head**: the second proposer's best prompts minus the first's, on the same test "
                         "examples and seeds. This is the direct test of which writes better prompts.")
             st.dataframe(pairs, hide_index=True, width="stretch")
+
+st.subheader("The best prompt for each model")
+groups = store.list_studies(groups=True)
+if groups.empty:
+    st.caption("No group yet: on the Runs page pick more than one model under 'Also find the best prompt for', or run "
+               "`python -m promptlab optimize --target A,B,C …` (one search per model, same data, proposers and budget).")
+else:
+    group_id = ui.pick_grid(groups, "Group", "results.group", "searches")
+    g_frame = G.view(store, group_id)
+    st.dataframe(g_frame.drop(columns=["prompt"]).assign(prompt=g_frame["prompt"]), hide_index=True, width="stretch",
+                 column_config={"prompt": st.column_config.TextColumn("best prompt", width="large")})
+    st.caption("One row per model: its search's result on held-out test with its 95% CI and n, the gain over its "
+               "baseline on the same test examples (paired 95% CI), and what a call with it costs.")
+    if (g_frame["status"] == "finished").all():
+        g_key = ui.group_matrix(group_id)
+        if ui.jobs()[g_key].running:  # off-diagonal cells not yet in the cache are being scored, in the worker
+            ui.wait_for((g_key,), "Scoring each model's prompt on the other models…")
+        elif (g_mat := ui.job_result(g_key)) is not None:
+            fig_g = charts.matrix_heatmap(g_mat.cells, g_mat.metric, "Each model's prompt on every model")
+            st.plotly_chart(fig_g, width="stretch", key="results.group.matrix")
+            ui.chart_exports(fig_g, f"{group_id}-matrix", "results.group.matrix")
+            for line in matrix_lines(g_mat):
+                st.markdown(f"- {line}")
+            st.download_button("Markdown report of the group", G.markdown_report(store, group_id, g_mat),
+                               file_name=f"{group_id}-report.md", mime="text/markdown", key="results.group.report")
+    else:
+        st.caption("The prompts x models matrix appears when every search of the group has finished.")
 
 # --- leaderboard and one prompt --------------------------------------------------------------------
 st.subheader("Leaderboard")
@@ -133,7 +162,12 @@ with st.expander("Score against cost per call", expanded=False):
 st.download_button("Candidates as CSV", board.drop(columns=["meta_prompt"]).to_csv(index=False), file_name=f"{run_id}-candidates.csv",
                    mime="text/csv", key="results.csv")
 
-pick = st.selectbox("Look at one prompt", board["id"].tolist(), format_func=lambda i: f"#{i}", key="results.pick")
+board_ids, result_id = board["id"].tolist(), summary.get("best_id")
+starts = set(board.loc[board["proposer"] == "baseline", "id"])
+pick = st.selectbox(  # opens on the result: its prompt, its diff against the baseline, its errors
+    "Look at one prompt", board_ids, index=board_ids.index(result_id) if result_id in board_ids else 0,
+    format_func=lambda i: f"#{i}" + (" · the result" if i == result_id else "") + (" · baseline" if i in starts else ""),
+    key=f"results.pick.{run_id}")
 row = board[board["id"] == pick].iloc[0]
 base = results.baseline_of(board)
 d1, d2 = st.columns(2)
@@ -175,6 +209,9 @@ else:
                 "not beat the leader there, so it has no full val score.")
     elif row["status"] == "over budget":
         st.info("The budget ran out before this candidate had a full val score.")
+    elif row["status"] == "over ceiling":
+        st.info("This candidate costs more per call than the run's cost ceiling (see its tokens and latency on the "
+                "leaderboard), so it was dropped after its first rung.")
     else:
         st.info("This candidate has no val score yet.")
 
@@ -233,7 +270,7 @@ st.subheader("Prompts × models: the best prompt for each model")
 st.caption("The top prompts of the chosen runs, each scored by each chosen model on the same test examples "
            "(cached calls are free). Does a prompt found for one model transfer to another?")
 mx1, mx2, mx3 = st.columns([3, 3, 1])
-mx_runs = mx1.multiselect("Runs", ids, default=[run_id], format_func=lambda i: labels.get(i, i), key="results.matrix.runs")
+mx_runs = mx1.multiselect("Runs", ids, default=[run_id], format_func=lambda i: labels.get(i, i), key=f"results.matrix.runs.{run_id}")
 mx_models = mx2.multiselect("Models", list(ui.model_choices()), key="results.matrix.models")
 mx_top = mx3.number_input("Prompts per run", 1, 5, 1, key="results.matrix.top")
 matrix_key = "matrix:" + ",".join(mx_runs)

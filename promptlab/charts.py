@@ -16,7 +16,8 @@ def _family_colors(families) -> dict[str, str]:
     return colors
 
 
-def score_trajectories(cands: pd.DataFrame, x: str = "round", metric: str = "score", title: str | None = None) -> go.Figure:
+def score_trajectories(cands: pd.DataFrame, x: str = "round", metric: str = "score", title: str | None = None,
+                       stages: list[dict] | None = None) -> go.Figure:
     """Best-so-far val score per proposer family (lines) and every candidate (points).
 
     cands: one row per candidate with columns round, family, proposer, status, val_score, minibatch_score,
@@ -93,11 +94,33 @@ def score_trajectories(cands: pd.DataFrame, x: str = "round", metric: str = "sco
     )
     if xcol == "round":
         fig.update_xaxes(dtick=1)
+    _shade_stages(fig, stages or [], xcol)
     ys = pd.concat([df["val_score"], df["minibatch_score"]]).dropna()
     if len(ys):
         pad = max(0.02, 0.08 * (ys.max() - ys.min()))
         fig.update_yaxes(range=[ys.min() - pad, ys.max() + pad])
     return fig
+
+
+STAGE_SHADES = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e")
+
+
+def _shade_stages(fig: go.Figure, stages: list[dict], xcol: str) -> None:
+    """Shade each stage of a staged run (results.stage_report) over the x range it covers, named at the top; the
+    stage the result came from says so."""
+    if len(stages) < 2:
+        return
+    for i, st in enumerate(stages):
+        if xcol == "round":
+            lo, hi = st["span_rounds"]
+            x0, x1 = lo - 0.5, hi + 0.5
+        else:
+            x0, x1 = st["span_requests"]
+        if x1 <= x0 or not st["candidates"]:
+            continue
+        label = st["stage"] + (" (the result)" if st["result_from_here"] else "")
+        fig.add_vrect(x0=x0, x1=x1, fillcolor=STAGE_SHADES[i % len(STAGE_SHADES)], opacity=0.07, line_width=0,
+                      annotation_text=label, annotation_position="top left", annotation_font_size=11, layer="below")
 
 
 def _short(text: str, n: int = 90) -> str:
@@ -264,7 +287,7 @@ def cost_frontier(board: pd.DataFrame, cost: str = "tokens_in", metric: str = "s
     if highlight is not None and (df["id"] == highlight).any():
         r = df[df["id"] == highlight].iloc[0]
         fig.add_trace(go.Scatter(x=[r[cost]], y=[r["val_score"]], mode="markers", name="result",
-                                 marker={"size": 18, "symbol": "circle-open", "line": {"width": 2, "color": "#000"}},
+                                 marker={"size": 18, "symbol": "circle-open", "color": "#000", "line": {"width": 2}},
                                  hoverinfo="skip"))
     fig.update_layout(title=f"Score against cost per call ({len(df)} candidates, {len(front)} on the front)",
                       xaxis_title=label, yaxis_title=f"val {metric}", template="plotly_white",

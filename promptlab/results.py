@@ -242,6 +242,7 @@ def stage_report(steps: list[dict], strategy: str = "") -> list[dict]:
         if kind == "candidate_scored":
             calls = x.get("target_requests") or calls
             st["ids"].add(x["candidate_id"])
+            st.setdefault("rounds", set()).add(x.get("round"))
         elif kind == "proposal_made":
             st["proposer_calls"] += 1
             st["usable"] += len(x.get("accepted") or ())
@@ -256,7 +257,10 @@ def stage_report(steps: list[dict], strategy: str = "") -> list[dict]:
     return [{"stage": st["stage"], "strategy": st["strategy"], "calls": st.get("end", calls) - st["start"],
              "candidates": len(st["ids"]), "proposer_calls": st["proposer_calls"], "asked": st["asked"],
              "written": st["written"], "usable": st["usable"], "leader_after": st["leader_after"],
-             "result_from_here": winner in st["ids"]} for st in stages]
+             "result_from_here": winner in st["ids"],
+             # where it lies on a trajectory chart's axes: target requests, and rounds
+             "span_requests": (st["start"], st.get("end", calls)),
+             "span_rounds": (min(st.get("rounds") or {0}), max(st.get("rounds") or {0}))} for st in stages]
 
 
 def _asked(meta_prompt: str) -> int:
@@ -266,6 +270,11 @@ def _asked(meta_prompt: str) -> int:
 
 
 _ASKED = re.compile(r"Reply with exactly (\d+) instructions")
+
+
+def result_stage(stages: list[dict]) -> str | None:
+    """The stage the run's result came from ('demos'), or None (the result is a starting prompt, or one stage)."""
+    return next((st["stage"] for st in stages if st["result_from_here"]), None) if len(stages) > 1 else None
 
 
 def stage_table(stages: list[dict]) -> pd.DataFrame:

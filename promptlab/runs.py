@@ -83,6 +83,26 @@ def strategy_settings(strategy: str) -> dict:
     return merged_settings(strategy_classes(strategy))
 
 
+SETTING_GROUPS = {"auto": "auto: the stages' shares and patience", "arena": "Instructions (the arena's proposers)",
+                  "fewshot": "Demonstrations (few-shot)", "gradient": "Edits (textual gradients)",
+                  "frame": "Racing and the result: how much of val each candidate gets, and what confirms the winner"}
+
+
+def settings_by_stage(strategy: str) -> list[tuple[str, dict]]:
+    """A strategy's settings grouped as the Runs page's Advanced section shows them: each stage's own (in the
+    order the stages run), then racing and the confirmation, which every strategy shares. Each setting once."""
+    merged = strategy_settings(strategy)
+    shown: set[str] = set(FRAME_SETTINGS)
+    out = []
+    for cls in strategy_classes(strategy):
+        own = {s.name: merged[s.name] for s in settings_of(cls) if s.name not in shown}
+        shown |= set(own)
+        if own:
+            out.append((SETTING_GROUPS.get(cls.name, cls.name), own))
+    out.append((SETTING_GROUPS["frame"], {k: merged[k] for k in FRAME_SETTINGS if k in merged}))
+    return out
+
+
 def all_settings() -> dict:
     """Every strategy's settings (the CLI offers them all; each run checks those of its strategy)."""
     return merged_settings([Auto, Arena, FewShot, Gradient])

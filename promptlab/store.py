@@ -757,12 +757,15 @@ class Store:
             " JOIN runs r ON r.id = s.run_id WHERE s.study_id = ? ORDER BY s.target, s.proposer_set, s.seed", [study_id],
         )
 
-    def list_studies(self) -> pd.DataFrame:
+    def list_studies(self, groups: bool = False) -> pd.DataFrame:
+        """Studies (grids over proposers and seeds), or with `groups` the multi-target jobs (one search per model,
+        promptlab.group), which share their tables and are told apart by their id."""
         return self._df(
             "SELECT st.id, d.name AS dataset, st.created_at, count(*) AS runs,"
             " count(*) FILTER (WHERE r.status = 'finished') AS finished"
             " FROM studies st JOIN study_runs s ON s.study_id = st.id JOIN runs r ON r.id = s.run_id"
-            " LEFT JOIN datasets d ON d.id = st.dataset_id GROUP BY st.id, d.name, st.created_at ORDER BY st.created_at DESC"
+            " LEFT JOIN datasets d ON d.id = st.dataset_id WHERE (st.id LIKE 'group-%') = ?"
+            " GROUP BY st.id, d.name, st.created_at ORDER BY st.created_at DESC", [groups]
         )
 
     def finish_run(self, run_id: str, status: str, summary: dict | None = None, error: str | None = None) -> None:

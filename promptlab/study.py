@@ -153,6 +153,12 @@ def create_study(store: Store, dataset: Dataset, targets: list[ModelSpec], propo
 
 def execute_study(store: Store, study_id: str, on_run=None, stop=None) -> list[Cell]:
     """Run (or resume) every run of the study that is not finished, in grid order; then analyse."""
+    run_members(store, study_id, on_run, stop)
+    return analyze(store, study_id)
+
+
+def run_members(store: Store, study_id: str, on_run=None, stop=None) -> None:
+    """Run (or resume) every member run that is not finished, in order (a study's grid, a group's targets)."""
     members = _members(store, study_id)
     for i, m in enumerate(members.itertuples()):
         if stop is not None and stop.is_set():
@@ -163,7 +169,6 @@ def execute_study(store: Store, study_id: str, on_run=None, stop=None) -> list[C
         if on_run:
             on_run(i, len(members), m)
         runs.execute(store, m.run_id, stop=stop)
-    return analyze(store, study_id)
 
 
 def _members(store: Store, study_id: str) -> pd.DataFrame:

@@ -502,3 +502,18 @@ def test_runs_stored_before_the_instruction_search_replay_with_its_old_behaviour
     assert not strategy.demos_stage.factorial_start and not strategy.instructions.angles
     new, _ = runs.build(store, runs.make_config(dataset, tgt, [prop]), "new")
     assert new.demo_instructions is not None and new.evidence and new.demos_stage.factorial_start
+
+
+def test_the_trajectory_chart_shades_the_stages_and_names_the_one_the_result_came_from(store, dataset):
+    from promptlab import charts
+
+    run_id, s = run(store, dataset, budget_calls=900)
+    stages = s["stages"]
+    assert results.result_stage(stages) == "demos"
+    spans = [st["span_requests"] for st in stages]
+    assert all(a <= b for a, b in spans) and all(spans[i][1] <= spans[i + 1][0] + 1e-9 for i in range(len(spans) - 1))
+    for x in ("round", "target_requests"):
+        fig = charts.score_trajectories(store.candidates(run_id), x=x, stages=stages)
+        labels = [a.text for a in fig.layout.annotations]
+        assert "demos (the result)" in labels and "instructions" in labels
+        assert len(fig.layout.shapes) == len([st for st in stages if st["candidates"]])

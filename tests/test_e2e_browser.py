@@ -63,8 +63,8 @@ def _start_run(page, minibatch: int, review: bool = False, strategy: str | None 
     page.wait_for_selector("text=Start a run", timeout=60_000)
     page.wait_for_timeout(1500)
     rounds = page.get_by_label("Rounds", exact=True)
-    if not rounds.is_visible():  # collapsed once the store holds runs (the other tests in this module)
-        page.locator("summary:has-text('Start a run')").click()
+    if not rounds.is_visible():  # rounds, minibatch and review wait under "Advanced"
+        page.locator("summary:has-text('Advanced')").click()
     rounds.fill("1")
     rounds.press("Enter")
     if strategy:
@@ -76,6 +76,21 @@ def _start_run(page, minibatch: int, review: bool = False, strategy: str | None 
         page.get_by_text("Pause after each round for my review").click()
     page.wait_for_selector("text=Projected:", timeout=60_000)
     page.get_by_role("button", name="Start run").click()
+
+
+def _stub_data(db, sub, srv, models) -> str:
+    """A sentiment dataset in `db` (files under `sub`) and `models` served by the stub `srv`, added by the CLI."""
+    from conftest import sentiment_dataset
+    from promptlab.store import Store
+
+    sub.mkdir(exist_ok=True)
+    store = Store(db)
+    name = sentiment_dataset(store, sub, neutral=20).name
+    store.close()
+    for m in models:
+        subprocess.run([sys.executable, "-m", "promptlab", "models", "add", m, "--model", f"openai/{m}", "--api-base",
+                        srv.base, "--db", str(db)], cwd=ROOT, check=True, capture_output=True)
+    return name
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +162,55 @@ def test_upload_run_and_share_the_chart(server):
         legend = page.locator(".js-plotly-plot").first.locator("text.legendtext").evaluate_all(
             "nodes => nodes.map(n => n.textContent)")
         assert "baseline (val)" in legend and any("candidates" in t or "gated" in t for t in legend), legend
+        # what a call costs: the result card's line, and score against cost with its Pareto front
+        expect(page.get_by_text("Cost per call (test)").first).to_be_visible(timeout=30_000)
+        page.locator("summary:has-text('Score against cost per call')").click()
+        page.wait_for_selector("text=Pareto front", timeout=60_000)
+        page.locator(".js-plotly-plot").filter(has_text="Pareto front").first.scroll_into_view_if_needed()
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(ARTIFACTS / "4b-results-cost.png"))
+        assert page.locator("text=Traceback").count() == 0
+        browser.close()
+
+
+def test_the_best_prompt_for_each_model_on_results(server):
+    """A group made from the CLI (two targets behind a real OpenAI-compatible server on 127.0.0.1): Results shows one
+    row per model and the prompts x models matrix with the diagonal marked."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from openai_stub import Stub
+
+    url, tmp = server
+    db = tmp / "e2e.duckdb"
+
+    def reply(body):
+        system = body["messages"][0]["content"] if body["messages"][0]["role"] == "system" else ""
+        last = body["messages"][-1]["content"]
+        if "prompt engineer" in last:
+            return "<prompt>Use MAGIC: label the sentiment as {labels}.</prompt><prompt>Which label fits?</prompt>"
+        truth = "positive" if "great" in last else ("negative" if "awful" in last else "neutral")
+        return truth if "MAGIC" in system and body["model"] == "stub-a" else "positive"
+
+    with Stub(reply, delay_s=0.01) as srv:
+        cli = [sys.executable, "-m", "promptlab"]
+        name = _stub_data(db, tmp / "group", srv, ("stub-a", "stub-b", "stub-writer"))
+        done = subprocess.run(cli + ["optimize", "--dataset", name, "--target", "stub-a,stub-b", "--proposers",
+                                     "stub-writer", "--strategy", "arena", "--rounds", "2", "--minibatch", "8",
+                                     "--db", str(db)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "best for stub-a" in done.stdout
+    with sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url + "/Results")
+        page.wait_for_selector("text=The best prompt for each model", timeout=90_000)
+        page.get_by_text("The best prompt for each model").scroll_into_view_if_needed()
+        expect(page.get_by_text("Each model's prompt on every model").first).to_be_visible(timeout=90_000)
+        page.get_by_text("The best prompt for each model").scroll_into_view_if_needed()
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(ARTIFACTS / "4c-results-each-model.png"))
+        assert page.locator("text=best for stub-a").count() >= 1
+        assert page.locator("text=Traceback").count() == 0
         browser.close()
 
 
@@ -157,9 +221,7 @@ def test_a_cli_run_while_two_browser_sessions_watch(server):
 
     from playwright.sync_api import sync_playwright
 
-    from conftest import sentiment_dataset
     from openai_stub import Stub
-    from promptlab.store import Store
 
     url, tmp = server
     db = tmp / "e2e.duckdb"
@@ -172,14 +234,7 @@ def test_a_cli_run_while_two_browser_sessions_watch(server):
 
     with Stub(reply, delay_s=0.05) as srv:
         cli = [sys.executable, "-m", "promptlab"]
-        sub = tmp / "concurrency"
-        sub.mkdir(exist_ok=True)
-        store = Store(db)
-        name = sentiment_dataset(store, sub, neutral=20).name
-        store.close()
-        for m in ("stub-target", "stub-prop"):
-            subprocess.run(cli + ["models", "add", m, "--model", f"openai/{m}", "--api-base", srv.base, "--db", str(db)],
-                           cwd=ROOT, check=True, capture_output=True)
+        name = _stub_data(db, tmp / "concurrency", srv, ("stub-target", "stub-prop"))
         run = subprocess.Popen(cli + ["optimize", "--dataset", name, "--target", "stub-target", "--proposers", "stub-prop",
                                       "--rounds", "4", "--minibatch", "8", "--json", "--db", str(db)],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -306,3 +306,27 @@ def test_a_cost_ceiling_on_the_runs_page_is_stored_and_a_bad_one_explained(db):
     _wait(at, lambda a: store.list_runs()["status"].iloc[0] == "finished", timeout=120)
     config = store.run_row(store.list_runs()["id"].iloc[0])["config"]
     assert config["cost"] == {"ceilings": {"tokens": 300.0, "latency": 2.0}, "prefer": "cheap"}
+
+
+def test_the_best_prompt_for_each_model_from_the_runs_page_read_on_results(tmp_path, monkeypatch):
+    db = fake_models_db(tmp_path / "group.duckdb", monkeypatch, other_target=lambda m, p: "billing")
+    at = page("3_Runs.py").run()
+    at.selectbox(key="runs.target").set_value("fake-target")
+    at.multiselect(key="runs.more_targets").set_value(["other-target"])
+    at.multiselect(key="runs.proposers").set_value(["fake-prop"])
+    at.selectbox(key="runs.strategy").set_value("arena")
+    at.number_input(key="runs.rounds").set_value(1)
+    at.number_input(key="runs.budget").set_value(0)
+    at.run()
+    assert any("One search for each of 2 models" in i.value for i in at.info)
+    at.button(key="runs.start").click().run()
+    assert not at.exception
+    store = Store(db)
+    _wait(at, lambda a: len(store.list_studies(groups=True)) and
+          store.list_studies(groups=True)["finished"].iloc[0] == 2, timeout=120)
+    res = page("4_Results.py").run()
+    _wait(res, lambda a: any("best for fake-target" in m.value for m in a.markdown), timeout=60)  # the matrix, read
+    assert not res.exception
+    frames = [d.value for d in res.dataframe if "model" in d.value.columns and "gain" in d.value.columns]
+    assert frames and frames[0]["model"].tolist() == ["fake-target", "other-target"]
+    assert any("best for fake-target" in m.value for m in res.markdown)

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import sys
 
+from promptlab import group as G
 from promptlab import runs
 from promptlab.cli.common import (
     OPTIONS, ceilings, constraint_arg, judge_args, judge_settings, metric_spec, names, open_store, read_text_file,
     unescape,
 )
-from promptlab.cli.runs import follow
+from promptlab.cli.runs import follow, follow_group
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate
 
@@ -16,7 +17,10 @@ from promptlab.evaluate import PromptTemplate
 def register(sub) -> None:
     p = sub.add_parser("optimize", parents=[OPTIONS], help="search for a better prompt with an arena of proposer models")
     p.add_argument("--dataset", required=True, help="stored dataset name, or a file path to import")
-    p.add_argument("--target", required=True, help="the model the prompt is for")
+    p.add_argument("--target", required=True,
+                   help="the model the prompt is for; several joined by commas (A,B,C): one search per model with the "
+                        "same data, proposers, budget and seed, stored as a group (the best prompt for each model, and "
+                        "how each transfers to the others)")
     p.add_argument("--proposers", default="", help="comma-separated proposer models (needed by arena and gradient)")
     p.add_argument("--strategy", default=runs.DEFAULT_STRATEGY,
                    help=f"one of {', '.join(runs.STRATEGIES)}, or a chain joined by commas, e.g. arena,fewshot (default "
@@ -78,6 +82,15 @@ def request_from(args) -> runs.RunRequest:
 
 def cmd_optimize(args) -> int:
     store = open_store(args)
+    targets = [t for t in args.target.split(",") if t.strip()]
+    if len(targets) > 1:  # the best prompt for each model: one search per target, as a group
+        out = sys.stderr if args.json else sys.stdout
+        plans = G.plan_group(store, request_from(args), targets)
+        group_id, reused = G.create_group(store, plans)
+        runs.mark_dead_runs(store)
+        print(f"group {group_id}{' (stored: resuming it)' if reused else ''}: {plans[0].dataset.name}, "
+              f"{len(plans)} targets, one search each; per search: {plans[0].line}", file=out)
+        return follow_group(store, group_id, args)
     plan = runs.plan(store, request_from(args), budget_name="--budget")
     if plan.problem:
         raise PromptlabError(plan.problem)

@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 import sys
 
+from promptlab import group as G
 from promptlab import results, runs
 from promptlab.cli.common import OPTIONS, fmt, open_store, print_json
 from promptlab.errors import PromptlabError
+from promptlab.matrix import matrix_lines
 from promptlab.review import paused_at
 
 
@@ -38,6 +40,53 @@ def cmd_runs_list(args) -> int:
         rate = summary.get("cache_hit_rate")
         hits = f"  cache hits {rate:.0%}" if isinstance(rate, (int, float)) else ""
         print(f"{r.id:<16} {r.kind:<9} {str(r.dataset):<24} {r.status:<12} {str(r.created_at)[:19]}  {best}{hits}")
+    for g in store.list_studies(groups=True).itertuples():
+        print(f"{g.id:<16} {'group':<9} {str(g.dataset):<24} {g.finished}/{g.runs} searches finished  "
+              f"{str(g.created_at)[:19]}  (runs show {g.id})")
+    return 0
+
+
+def follow_group(store, group_id: str, args) -> int:
+    """Execute (or resume) a group's searches one target at a time, printing each search's steps; then the
+    group: each model's best prompt, and the prompts x models matrix."""
+    out = sys.stderr if args.json else sys.stdout
+
+    def progress(step) -> None:
+        if line := step_line(step):
+            print(line, file=out, flush=True)
+
+    for m in G.members(store, group_id).itertuples():
+        if m.status == "finished":
+            print(f"{m.target}: {m.run_id} finished", file=out)
+            continue
+        print(f"{m.target}: {m.run_id}", file=out, flush=True)
+        runs.execute(store, m.run_id, on_step=progress)
+    return print_group(store, group_id, args, cross=True)
+
+
+def print_group(store, group_id: str, args, cross: bool) -> int:
+    """The group's view; with `cross` (after running it) also its matrix, whose off-diagonal cells may call the
+    models; without it, the matrix only if every cell is in the cache (`runs show` never waits on a model)."""
+    frame = G.view(store, group_id)
+    mat = None
+    if cross or (frame["status"] == "finished").all():
+        try:
+            mat = G.matrix(store, group_id)
+        except PromptlabError:
+            mat = None
+    if args.json:
+        print_json({"group": group_id, "models": frame.to_dict(orient="records"),
+                    "matrix": mat.cells.to_dict(orient="records") if mat is not None else None})
+        return 0
+    print(f"group {group_id}: the best prompt for each model (held-out test, 95% CIs)")
+    for line in G.group_lines(store, group_id, frame):
+        print("  " + line)
+    if mat is not None:
+        print(f"\nprompts x models on the same {mat.split} examples ({mat.metric}; * = the model the prompt was found for)")
+        for r in mat.cells.itertuples():
+            print(f"  {'*' if r.diagonal else ' '} {r.prompt:<24} on {r.model:<28} {r.score:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] n={r.n}")
+        for line in matrix_lines(mat):
+            print("  " + line)
     return 0
 
 
@@ -52,6 +101,9 @@ def run_record(store, run_id: str) -> dict:
 
 def cmd_runs_show(args) -> int:
     store = open_store(args)
+    if G.is_group(args.run_id):
+        runs.mark_dead_runs(store)
+        return print_group(store, args.run_id, args, cross=False)
     rec = run_record(store, args.run_id)
     if rec["kind"] != "optimize":
         summary = rec["summary"] or {}
@@ -60,7 +112,7 @@ def cmd_runs_show(args) -> int:
     summary = results.summarize(store, args.run_id)
     summary["leaderboard"] = results.leaderboard(store, args.run_id)[
         ["id", "round", "proposer", "family", "status", "minibatch_score", "val_score", "val_ci_low", "val_ci_high",
-         "test_score", "constant", "floors", "text"]].to_dict(orient="records")
+         "test_score", "constant", "floors", *results.COST_COLUMNS, "text"]].to_dict(orient="records")
     if args.json:
         print_json(summary)
     else:
@@ -70,6 +122,9 @@ def cmd_runs_show(args) -> int:
 
 def cmd_runs_resume(args) -> int:
     store = open_store(args)
+    if G.is_group(args.run_id):
+        runs.mark_dead_runs(store)
+        return follow_group(store, args.run_id, args)
     rec = run_record(store, args.run_id)
     if rec["kind"] != "optimize":
         raise PromptlabError(f"run {args.run_id} is an {rec['kind']} run; only optimize runs resume (re-run the eval: it is cached)")

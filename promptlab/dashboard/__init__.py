@@ -9,8 +9,10 @@ from promptlab.dashboard.readers import (clear_readers, dataset, datasets_table,
 from promptlab.dashboard.review_panel import round_review
 from promptlab.dashboard.settings import (DEFAULT_PROPOSERS, DEFAULT_TARGET, prompt_setting_keys, set_setting, setting,
                                           streamlit_secret)
-from promptlab.dashboard.widgets import chart_exports, error_box, pick_run, setting_inputs
-from promptlab.dashboard.workers import analyze_study, score_candidate, start_run, start_study
+from promptlab.dashboard.widgets import chart_exports, error_box, pick_grid, pick_run, setting_inputs
+from promptlab.dashboard.workers import (
+    analyze_study, group_matrix, score_candidate, start_group, start_run, start_study,
+)
 
 # On import: every page imports this package before it can call a model, in whatever thread the call runs.
 models.set_secret_lookup(streamlit_secret)

@@ -22,7 +22,7 @@ def set_setting(key: str, value: Any) -> None:
 
 
 def prompt_setting_keys(ds) -> tuple[str, str]:
-    """Where the Prompts page keeps the meta-prompt template (one per kind of task) and the task text (one per
+    """Where the Prompts and proposers page keeps the meta-prompt template (one per kind of task) and the task text (one per
     dataset), for the Runs page to start runs with them."""
     return ("meta_prompt" if ds.has_labels else "meta_prompt_open"), f"task.{ds.name}"
 

@@ -32,6 +32,14 @@ def chart_exports(fig, stem: str, key: str) -> None:
                            key=f"{key}.png")
 
 
+def pick_grid(table: pd.DataFrame, label: str, key: str, members: str) -> str:
+    """A selector over studies or groups (store.list_studies): id, dataset and how many of its `members` finished."""
+    by_id = table.set_index("id")
+    return st.selectbox(label, table["id"].tolist(), key=key,
+                        format_func=lambda i: f"{i} · {by_id.loc[i, 'dataset']} · "
+                                              f"{by_id.loc[i, 'finished']}/{by_id.loc[i, 'runs']} {members} finished")
+
+
 def pick_run(key: str, empty_message: str) -> tuple[str, pd.DataFrame, dict[str, str]]:
     """A selector over optimization runs (newest first), remembering the choice across pages.
 

@@ -1,7 +1,7 @@
 """The long jobs pages hand to worker threads: optimization runs, studies, and scoring a candidate on a split."""
 from __future__ import annotations
 
-from promptlab import results, runs, study
+from promptlab import group, results, runs, study
 from promptlab.dashboard.job_registry import Job, jobs, live_runs, start_job
 from promptlab.dashboard.readers import get_store
 from promptlab.data import Dataset
@@ -32,6 +32,30 @@ def start_study(study_id: str) -> Job:
         return study.execute_study(store, study_id, on_run=on_run, stop=job.stop)
 
     return start_job(study_id, "study", work)
+
+
+def start_group(group_id: str) -> Job:
+    """Execute (or resume) a group's searches in the background, one target after another, then cross-score each
+    result on every model of the group (so Results reads the prompts x models matrix from the cache)."""
+    store = get_store()
+
+    def work(job: Job):
+        def on_run(i, n, member):
+            job.progress.update(run_id=member.run_id, index=i + 1, total=n)
+        frame = group.execute_group(store, group_id, on_run=on_run, stop=job.stop)
+        if not job.stop.is_set() and (frame["status"] == "finished").all():
+            job.progress.pop("run_id", None)
+            group.matrix(store, group_id, job.progress)
+        return frame
+
+    return start_job(group_id, "study", work)  # a study's kind: its current run counts as live
+
+
+def group_matrix(group_id: str) -> str:
+    """A group's prompts x models matrix in a worker (from the cache once the group's job has scored it)."""
+    store = get_store()
+    return _start_once(f"group-matrix:{group_id}", "analysis", lambda job: group.matrix(store, group_id, job.progress),
+                       ANALYSIS_WAIT_S)
 
 
 def _start_once(key: str, kind: str, work, wait_s: float) -> str:
