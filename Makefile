@@ -55,12 +55,14 @@ bench-dspy: $(STAMP)
 
 # The second target on four tasks: two where the 0.5B target gains, two where it answers one label whatever the prompt.
 TASKS_1_5B := implicatures,multiemo_hotels_en,epistemic_reasoning,social_support
+BENCH_DIR = $${PROMPTLAB_HOME:-$$HOME/.cache/promptlab}/bench
+BENCH_STORES = $(BENCH_DIR)/auto_bench-qwen2.5-coder-0.5b.duckdb,$(BENCH_DIR)/auto_bench-qwen2.5-coder-1.5b.duckdb
 
 bench: $(STAMP) bench-dspy
 	$(PY) benchmarks/auto_bench.py --data-dir $(DATA_DIR) --language-check
 	$(PY) benchmarks/auto_bench.py --data-dir $(DATA_DIR) --target local/qwen2.5-coder-1.5b --tasks $(TASKS_1_5B) \
 	  --strategies auto,auto-hand,fewshot,arena
-	$(PY) benchmarks/confirm_bench.py --real $${PROMPTLAB_HOME:-$$HOME/.cache/promptlab}/bench/auto_bench-qwen2.5-coder-0.5b.duckdb
+	$(PY) benchmarks/confirm_bench.py --real $(BENCH_STORES)
 
 # The same tables from the runs finished so far (starts none; lists what is missing).
 bench-report: $(STAMP)

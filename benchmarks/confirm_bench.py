@@ -183,7 +183,8 @@ def main(argv=None) -> int:
     ap.add_argument("--shares", default="0.3,0.4,0.5,0.6,0.7")
     ap.add_argument("--finalists", default="1,2,3")
     ap.add_argument("--level", type=float, default=0.95)
-    ap.add_argument("--real", help="a benchmark store (auto_bench.duckdb) whose runs' test answers to resample")
+    ap.add_argument("--real", help="benchmark stores (auto_bench-<target>.duckdb, comma-separated) whose runs' test "
+                                   "answers to resample")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
@@ -208,7 +209,7 @@ def main(argv=None) -> int:
                               flush=True)
     real = []
     if args.real:
-        pairs = real_pairs(args.real)
+        pairs = [pair for db in args.real.split(",") for pair in real_pairs(db)]
         for share in shares:
             for mid in (False, True):
                 real.append(real_rates(pairs, rng, share=share, level=args.level, mid=mid))

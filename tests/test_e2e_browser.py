@@ -70,6 +70,10 @@ def _start_run(page, minibatch: int, review: bool = False, strategy: str | None 
     if strategy:
         _choose(page, "Strategy", strategy)
     box = page.get_by_role("spinbutton", name="Minibatch size")
+    for _ in range(40):  # after a strategy change the page reruns: its old settings linger until the new ones show
+        if box.count() == 1:
+            break
+        page.wait_for_timeout(500)
     box.fill(str(minibatch))
     box.press("Enter")
     if review:
@@ -325,8 +329,10 @@ def test_semi_automatic_round_and_keyboard_grading_on_reference_answers(server):
         page.get_by_role("button", name="Get outputs to grade").click()
         page.wait_for_selector("text=Output 1 of 3", timeout=300_000)
         page.evaluate("document.activeElement && document.activeElement.blur()")  # keys go to the page, not a field
+        page.wait_for_timeout(2000)  # the grade buttons (whose shortcuts the keys are) render after the output
         page.keyboard.press("4")
         page.wait_for_selector("text=Output 2 of 3", timeout=60_000)
+        page.wait_for_timeout(2000)
         page.keyboard.press("2")
         page.wait_for_selector("text=Output 3 of 3", timeout=60_000)
         page.get_by_text("Grade outputs by hand").scroll_into_view_if_needed()
