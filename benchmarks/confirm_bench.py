@@ -2,7 +2,7 @@
 and on the shared tasks' real answers.
 
     python benchmarks/confirm_bench.py                       # simulation only (seconds)
-    python benchmarks/confirm_bench.py --real auto_bench.duckdb  # and resampling of real runs' test answers
+    python benchmarks/confirm_bench.py --real A.duckdb,B.duckdb   # and resampling of benchmark runs' test answers
 
 A run holds back a share of val; at the end the best few candidates by search score (the finalists) are
 scored there with the baseline and tested against it, one-sided and paired, in search order, stopping at the
