@@ -208,11 +208,14 @@ def test_the_best_prompt_for_each_model_on_results(server):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url + "/Results")
         page.wait_for_selector("text=The best prompt for each model", timeout=90_000)
-        page.get_by_text("The best prompt for each model").scroll_into_view_if_needed()
+        page.get_by_text("The best prompt for each model", exact=True).scroll_into_view_if_needed()
         expect(page.get_by_text("Each model's prompt on every model").first).to_be_visible(timeout=90_000)
-        page.get_by_text("The best prompt for each model").scroll_into_view_if_needed()
+        page.get_by_text("The best prompt for each model", exact=True).scroll_into_view_if_needed()
         page.wait_for_timeout(2000)
         page.screenshot(path=str(ARTIFACTS / "4c-results-each-model.png"))
+        page.locator(".js-plotly-plot").filter(has_text="Each model's prompt on every model").first.scroll_into_view_if_needed()
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(ARTIFACTS / "4d-results-each-model-matrix.png"))
         assert page.locator("text=best for stub-a").count() >= 1
         assert page.locator("text=Traceback").count() == 0
         browser.close()
