@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from dataclasses import asdict, dataclass
 
 from promptlab.errors import PromptlabError
@@ -27,10 +28,6 @@ class Cost:
     completion_tokens: float | None = None  # mean per call
     latency_s: float | None = None  # median per call
     price_per_1k: float | None = None  # dollars per 1,000 calls; None: the model's price is unknown
-
-    @property
-    def tokens(self) -> float | None:
-        return self.prompt_tokens
 
     def value(self, measure: str) -> float | None:
         return {"tokens": self.prompt_tokens, "latency": self.latency_s, "price": self.price_per_1k}[measure]
@@ -87,12 +84,10 @@ def cost_of_calls(store, call_keys) -> Cost:
     calls = [hits[k] for k in keys if k in hits]
     if not calls:
         return Cost()
-    lat = sorted(c.latency_s for c in calls)
-    mid = len(lat) // 2
-    median = lat[mid] if len(lat) % 2 else (lat[mid - 1] + lat[mid]) / 2
     priced = [c.cost for c in calls if c.cost is not None]
     return Cost(calls=len(calls), prompt_tokens=sum(c.prompt_tokens for c in calls) / len(calls),
-                completion_tokens=sum(c.completion_tokens for c in calls) / len(calls), latency_s=median,
+                completion_tokens=sum(c.completion_tokens for c in calls) / len(calls),
+                latency_s=statistics.median(c.latency_s for c in calls),
                 price_per_1k=1000 * sum(priced) / len(priced) if len(priced) == len(calls) else None)
 
 

@@ -19,6 +19,7 @@ import pprint
 import re
 from dataclasses import dataclass
 
+import pandas as pd
 import yaml
 
 from promptlab.cost import Cost, costs
@@ -26,7 +27,7 @@ from promptlab.data import Dataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import PromptTemplate, dataset_params, model_key
 from promptlab.models import ModelSpec, spec_from_record
-from promptlab.results import best_candidate, candidate_costs
+from promptlab.results import best_candidate
 from promptlab.serve import server_command
 from promptlab.store import Store
 
@@ -90,12 +91,12 @@ def stored_prompt(store: Store, run_id: str, cand_id: int | None = None) -> Stor
                              f"#{int(cands['id'].min())} to #{int(cands['id'].max())} (`promptlab runs show {run_id}`)")
     template = PromptTemplate.from_record(known.loc[cand_id].to_dict())
     target = spec_from_record(config["target"])
-    row = cands[cands["id"] == cand_id]
-    split = "test" if row["test_score"].notna().all() else "val"
-    return StoredPrompt(run_id, int(cand_id), template, target,
-                        dataset_params(target, dataset, config.get("max_tokens")), dataset, config.get("split_seed"),
-                        cand_id == best_id, config.get("metric"), config.get("judge"),
-                        candidate_costs(store, run_id, row, split)[0], split)
+    params = dataset_params(target, dataset, config.get("max_tokens"))
+    split = "test" if pd.notna(known.loc[cand_id, "test_score"]) else "val"
+    idx = dataset.split(split, config.get("split_seed"))["idx"]
+    cost = costs(store, [template.id], model_key(target, params), dataset.id, idx)[template.id]
+    return StoredPrompt(run_id, int(cand_id), template, target, params, dataset, config.get("split_seed"),
+                        cand_id == best_id, config.get("metric"), config.get("judge"), cost, split)
 
 
 def same_model(a: ModelSpec, b: ModelSpec) -> bool:

@@ -97,14 +97,15 @@ def view(store: Store, group_id: str) -> pd.DataFrame:
                     "baseline_test": s["baseline_test"]}
             cost = Cost.from_record((s.get("costs") or {}).get("result"))
             row |= {"tokens_in": cost.prompt_tokens, "latency_s": cost.latency_s, "price_1k": cost.price_per_1k}
-            row |= _gain(store, m.run_id, s)
+            row |= _gain(store, m.run_id, s, cands)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _gain(store: Store, run_id: str, s: dict) -> dict:
-    """The result's test gain over the run's baseline, paired on the same examples (from the cache)."""
-    base_id = int(store.candidates(run_id).query("proposer == 'baseline'")["id"].iloc[0])
+def _gain(store: Store, run_id: str, s: dict, cands: pd.DataFrame) -> dict:
+    """The result's test gain over the run's baseline, paired on the same examples (from the cache). `cands`: the
+    run's candidates by id."""
+    base_id = int(cands.index[cands["proposer"] == "baseline"][0])
     if s["best_id"] == base_id or s["best_test"] is None:
         return {"gain": 0.0 if s["best_id"] == base_id else None}
     ds, target, metric = results.run_setup(store, run_id)

@@ -72,19 +72,26 @@ def _floor_mark(f: dict) -> str:
     return f"{f['metric']} {format_score(f['value'])}" + ("" if f["met"] else f" < {f['floor']:g}")
 
 
-def candidate_marks(store: Store, run_id: str, cands: pd.DataFrame) -> tuple[list, list]:
-    """Per candidate, from its replies on the val examples it was scored on: the label it gives to at least 95%
-    of them (a constant answer, which recall of that label rewards) or '', and the values of the metric's floors
-    ('precision:fraud 0.25 < 0.4') or ''. Labeled datasets only."""
+def _rows_setup(store: Store, run_id: str) -> tuple[Dataset, Objective, str, int | None] | None:
+    """Where a run's stored rows are read: its dataset, its objective, the model key of its target's rows and its
+    split seed; None when its dataset was deleted (the run stays readable, without what needs its rows)."""
     try:
         ds, target, metric = run_setup(store, run_id)
-    except PromptlabError:  # its dataset was deleted: the run stays readable, without marks
-        ds = None
-    if ds is None or not ds.has_labels:
-        return [""] * len(cands), [""] * len(cands)
+    except PromptlabError:
+        return None
     config = store.run_row(run_id)["config"]
-    key = model_key(target, dataset_params(target, ds, config.get("max_tokens")))
-    val = ds.split("val", config.get("split_seed"))["idx"].tolist()
+    return ds, metric, model_key(target, dataset_params(target, ds, config.get("max_tokens"))), config.get("split_seed")
+
+
+def candidate_marks(store: Store, run_id: str, cands: pd.DataFrame, setup=False) -> tuple[list, list]:
+    """Per candidate, from its replies on the val examples it was scored on: the label it gives to at least 95%
+    of them (a constant answer, which recall of that label rewards) or '', and the values of the metric's floors
+    ('precision:fraud 0.25 < 0.4') or ''. Labeled datasets only. `setup`: the run's _rows_setup, if read already."""
+    setup = _rows_setup(store, run_id) if setup is False else setup
+    if setup is None or not setup[0].has_labels:
+        return [""] * len(cands), [""] * len(cands)
+    ds, metric, key, split_seed = setup
+    val = ds.split("val", split_seed)["idx"].tolist()
     constants, floors = [], []
     for pid in cands["prompt_id"]:
         rows = stored_rows(store, pid, key, ds, val)
@@ -96,16 +103,14 @@ def candidate_marks(store: Store, run_id: str, cands: pd.DataFrame) -> tuple[lis
 COST_COLUMNS = ("tokens_in", "tokens_out", "latency_s", "price_1k")
 
 
-def candidate_costs(store: Store, run_id: str, cands: pd.DataFrame, split: str = "val") -> list[Cost]:
+def candidate_costs(store: Store, run_id: str, cands: pd.DataFrame, split: str = "val", setup=False) -> list[Cost]:
     """Per candidate, what a call with its prompt costs for the run's target, measured from the calls that scored
-    it on `split` (val: the examples the race gave it)."""
-    try:
-        ds, target, _ = run_setup(store, run_id)
-    except PromptlabError:  # its dataset was deleted: no examples to read costs on
+    it on `split` (val: the examples the race gave it). `setup`: the run's _rows_setup, if read already."""
+    setup = _rows_setup(store, run_id) if setup is False else setup
+    if setup is None:  # its dataset was deleted: no examples to read costs on
         return [Cost()] * len(cands)
-    config = store.run_row(run_id)["config"]
-    key = model_key(target, dataset_params(target, ds, config.get("max_tokens")))
-    idx = ds.split(split, config.get("split_seed"))["idx"].tolist()
+    ds, _, key, split_seed = setup
+    idx = ds.split(split, split_seed)["idx"].tolist()
     found = costs(store, cands["prompt_id"].tolist(), key, ds.id, idx)
     return [found[pid] for pid in cands["prompt_id"]]
 
@@ -125,8 +130,9 @@ def leaderboard(store: Store, run_id: str) -> pd.DataFrame:
     cands = store.candidates(run_id)
     if cands.empty:
         return cands
-    cands["constant"], cands["floors"] = candidate_marks(store, run_id, cands)
-    cands = with_costs(cands, candidate_costs(store, run_id, cands))
+    setup = _rows_setup(store, run_id)  # read once for the marks and the costs
+    cands["constant"], cands["floors"] = candidate_marks(store, run_id, cands, setup)
+    cands = with_costs(cands, candidate_costs(store, run_id, cands, setup=setup))
     cands["demos_shown"] = [demo_summary(d, k, b) for d, k, b in zip(cands["demos"], cands["similar_k"], cands["similar_by"])]
     cands["_sort_val"] = cands["val_score"].fillna(-math.inf)
     cands["_sort_mb"] = cands["minibatch_score"].fillna(-math.inf)

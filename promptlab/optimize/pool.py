@@ -140,17 +140,13 @@ class Pool:
         if full:
             res = ctx.score(cand.template, ctx.valset)
             if ctx.ceilings and _breaks_ceiling(ctx, cand, res):
-                cand.minibatch, cand.n_scored = res.score, n_val
-                return CandidateScored(cand.id, cand.round, _f(res.score), None, None, 0, "over ceiling",
-                                       target_requests=ctx.counters.target_requests, n_scored=n_val)
+                cand.minibatch = res.score
+                return _over_ceiling(ctx, cand, n_val, 0)
             return _record_val_score(ctx, cand, res)
         mb = ctx.score(cand.template, minibatch)
         cand.minibatch = mb.score
         if ctx.ceilings and _breaks_ceiling(ctx, cand, mb):
-            cand.n_scored = len(minibatch)
-            return CandidateScored(cand.id, cand.round, _f(mb.score), None, None, 0, "over ceiling",
-                                   calls_saved=n_val - len(minibatch), target_requests=ctx.counters.target_requests,
-                                   n_scored=len(minibatch))
+            return _over_ceiling(ctx, cand, len(minibatch), n_val - len(minibatch))
         bar = self.kth_best(gate.top_k)
         if gate.kind == "ci":
             optimistic = mb.ci_at(gate.level)[1]
@@ -209,9 +205,7 @@ class Pool:
                 for c in alive:
                     if _breaks_ceiling(ctx, c, last[c.id]):
                         ctx.counters.calls_saved_by_gate += len(order) - n
-                        yield CandidateScored(c.id, c.round, _f(c.minibatch), None, None, 0, "over ceiling",
-                                              calls_saved=len(order) - n, target_requests=ctx.counters.target_requests,
-                                              n_scored=n)
+                        yield _over_ceiling(ctx, c, n, len(order) - n)
                 alive = [c for c in alive if not c.over_ceiling]
                 if not alive:
                     return
@@ -316,9 +310,13 @@ class Pool:
         not tell from the confirmed best (paired, on the search examples), if it also beats the baseline on the
         held-back examples and they cannot tell it from the best either. Returns (cand, its comparison with the
         baseline, a sentence saying how it was decided) or None (the best stays the result)."""
-        def tokens(c: Cand) -> float:
-            t = cost_of_calls(ctx.store, c.rows["call_key"]).prompt_tokens if c.rows is not None else None
-            return np.inf if t is None else t
+        measured: dict[int, float] = {}
+
+        def tokens(c: Cand) -> float:  # read from the stored calls once per candidate
+            if c.id not in measured:
+                t = cost_of_calls(ctx.store, c.rows["call_key"]).prompt_tokens if c.rows is not None else None
+                measured[c.id] = np.inf if t is None else t
+            return measured[c.id]
 
         best_tokens = tokens(best)
         rivals = []
@@ -655,6 +653,13 @@ def _breaks_ceiling(ctx: OptimizeContext, cand: Cand, res) -> bool:
     records which on the candidate. Read from the stored calls, so a resumed run decides the same."""
     cand.over_ceiling = "; ".join(broken(cost_of_calls(ctx.store, res.rows["call_key"]), ctx.ceilings))
     return bool(cand.over_ceiling)
+
+
+def _over_ceiling(ctx: OptimizeContext, cand: Cand, n_scored: int, saved: int) -> CandidateScored:
+    """The step of a candidate dropped for its cost, at its score on the `n_scored` examples it was read on."""
+    cand.n_scored = n_scored
+    return CandidateScored(cand.id, cand.round, _f(cand.minibatch), None, None, 0, "over ceiling", calls_saved=saved,
+                           target_requests=ctx.counters.target_requests, n_scored=n_scored)
 
 
 def _val(c: Cand) -> float:
