@@ -2,10 +2,11 @@
 import streamlit as st
 
 from promptlab import dashboard as ui
-from promptlab import runs
+from promptlab import planning, runs
 from promptlab.errors import PromptlabError
 
 st.set_page_config(page_title="promptlab", page_icon="🧪", layout="wide")
+ui.sidebar_nav()
 st.title("promptlab")
 st.write(
     "Find the best prompt for a given LLM on a labeled dataset — by hand, or automatically with "
@@ -39,15 +40,16 @@ if not needed <= ready:
 elif st.button("Start a small run on the demo data", type="primary"):
     try:
         choices = ui.model_choices()
-        config = runs.make_config(
+        config = planning.make_config(
             ui.dataset(demo), choices[ui.DEFAULT_TARGET], [choices[p] for p in ui.DEFAULT_PROPOSERS],
-            rounds=2, budget_calls=600, test_top=1,
+            rounds=2, budget=600, test_top=1,
         )
         run_id = runs.create_run(store, config)
         ui.start_run(run_id)
-        ui.set_setting("run", run_id)
+        ui.remember("run", run_id)
         ui.clear_readers()
         st.success(f"Started run {run_id}. Open the Runs page to follow it, or Results when it is done.")
         st.page_link("pages/3_Runs.py", label="Go to Runs", icon="▶️")
     except PromptlabError as exc:
         st.error(str(exc))
+

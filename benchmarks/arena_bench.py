@@ -13,26 +13,47 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from promptlab import results, runs  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from promptlab import jobs, planning, results, runs  # noqa: E402
+from promptlab.errors import PromptlabError  # noqa: E402
 from promptlab.data import import_dataset  # noqa: E402
 from promptlab.scoring.labels import parse_metric  # noqa: E402
+from promptlab.scoring.stats import paired_mean_ci  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
 from promptlab.store import Store  # noqa: E402
 from common import RESULTS, machine, write_section  # noqa: E402,F401  (re-exported for the other benchmarks)
 
 
-def paired_gain_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile bootstrap CI of mean(b) - mean(a) over the same examples (paired)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(a), size=(n_boot, len(a)))
-    diffs = b[idx].mean(axis=1) - a[idx].mean(axis=1)
-    return float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))
+def find_or_run(store: Store, cfg, *, fresh: bool = False, report: bool = False):
+    """The benchmarks' run for a config: the finished run with this config (reused; its wall time from its record),
+    else the unfinished one resumed, else a new one. `fresh`: never reuse; `report`: never run (None where no
+    finished run exists). Returns (run_id, summary, wall seconds, reused)."""
+    rec = cfg.to_record()
+    reused = None if fresh else store.finished_run_with_config(rec)
+    if reused:
+        row = store.run_row(reused)
+        wall = (pd.Timestamp(row["updated_at"]) - pd.Timestamp(row["created_at"])).total_seconds()
+        return reused, results.summarize(store, reused), wall, True
+    if report:
+        return None, {}, 0.0, False
+    t0 = time.perf_counter()
+    run_id = store.unfinished_run_with_config(rec) or runs.create_run(store, cfg)
+    try:
+        s = runs.execute(store, run_id)
+    except PromptlabError as exc:
+        if "cannot resume" not in str(exc):
+            raise
+        # stopped under earlier code whose path this code does not replay: run it anew (calls come from the cache)
+        store.set_run_status(run_id, "failed", error=str(exc)[:500])
+        run_id = runs.create_run(store, cfg)
+        s = runs.execute(store, run_id)
+    return run_id, s, time.perf_counter() - t0, False
 
 
 def task_dataset(store: Store, path: Path, max_rows: int | None = None, seed: int = 0):
@@ -76,19 +97,16 @@ def main(argv=None) -> int:
     rows = []
     for path in files:
         ds = import_dataset(store, path)[0]
-        cfg = runs.make_config(ds, target, proposers, seed=args.seed, arena_k=args.arena, candidates=args.candidates,
-                               rounds=args.rounds, budget_calls=args.budget, demos=demos, demo_format=args.demo_format)
-        t0 = time.perf_counter()
-        run_id = runs.create_run(store, cfg)
-        s = runs.execute(store, run_id)
-        wall = time.perf_counter() - t0
+        cfg = planning.make_config(ds, target, proposers, seed=args.seed, arena=args.arena, candidates=args.candidates,
+                               rounds=args.rounds, budget=args.budget, demos=demos, demo_format=args.demo_format)
+        run_id, s, wall, _ = find_or_run(store, cfg, fresh=True)
         # Paired comparison on the same test examples (cached: no new calls).
         metric = parse_metric(cfg.metric, ds.labels)
         test = ds.split("test")
         board = store.candidates(run_id).set_index("id")
-        a = results.candidate_test_rows(store, run_id, 1, target, ds, metric)["correct"].to_numpy(dtype=float)
-        b = results.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)["correct"].to_numpy(dtype=float)
-        lo, hi = paired_gain_ci(a, b, seed=args.seed)
+        a = jobs.candidate_test_rows(store, run_id, 1, target, ds, metric)["correct"].to_numpy(dtype=float)
+        b = jobs.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)["correct"].to_numpy(dtype=float)
+        lo, hi = paired_mean_ci(a, b, n_boot=2000, seed=args.seed)
         # With demos on, candidate 2 is the plain baseline with the run's demos: what the demos did alone.
         demo_base = float(board.loc[2, "test_score"]) if with_demos else None
         row = {
@@ -118,7 +136,7 @@ def main(argv=None) -> int:
         f"Machine: {machine()}. Target `{args.target}`; proposers `{args.proposers}`; arena {args.arena} of "
         f"{len(proposers)} per round, {args.candidates} candidates each, {args.rounds} rounds, search budget "
         f"{args.budget} target calls, seed {args.seed}, metric accuracy. Baseline: "
-        f"\"{runs.DEFAULT_BASELINE}\" (system) with the text as the user message. Same settings for every task."
+        f"\"{planning.DEFAULT_BASELINE}\" (system) with the text as the user message. Same settings for every task."
         + ("" if not with_demos else
            f" Every proposed instruction carries the same {args.demos} train demos ({args.demo_format}), drawn with the"
            " run's seed; 'baseline + demos' is the plain baseline with those demos, scored in the same run, so the"

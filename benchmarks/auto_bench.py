@@ -24,7 +24,6 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,17 +33,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from arena_bench import paired_gain_ci  # noqa: E402
+from arena_bench import find_or_run  # noqa: E402
 from common import machine, write_section  # noqa: E402
 
-from promptlab import results, runs  # noqa: E402
+from promptlab import jobs, planning  # noqa: E402
 from promptlab.data import import_dataset  # noqa: E402
-from promptlab.errors import PromptlabError  # noqa: E402
-from promptlab.evaluate import PromptTemplate  # noqa: E402
+from promptlab.prompt import PromptTemplate  # noqa: E402
 from promptlab.language import detect_language, language_name  # noqa: E402
 from promptlab.local import promptlab_home  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
 from promptlab.scoring.labels import constant_label, parse_metric  # noqa: E402
+from promptlab.scoring.stats import paired_mean_ci  # noqa: E402
 from promptlab.store import Store  # noqa: E402
 
 BASELINES = ROOT / "benchmarks" / "baselines"
@@ -69,34 +68,14 @@ def run_strategy(store, ds, target, proposers, critic, method: str, args, seed: 
     strategy = "auto" if method.startswith("auto") else method
     extra = ({"critic": critic, "editor": critic} if strategy in ("auto", "gradient") else {}) | params
     baselines = [hand_prompt(ds.name)] if method == "auto-hand" else None
-    cfg = runs.make_config(ds, target, proposers, seed=seed, rounds=args.rounds, budget_calls=args.budget,
+    cfg = planning.make_config(ds, target, proposers, seed=seed, rounds=args.rounds, budget=args.budget,
                            strategy=strategy, test_top=args.test_top, baselines=baselines, **extra)
-    rec = cfg.to_record()
-    reused = None if args.fresh else store.finished_run_with_config(rec)
-    t0 = time.perf_counter()
-    if args.report and not reused:
-        return None, {}, 0.0
-    if reused:
-        run_id = reused
-        s = results.summarize(store, run_id)
-        row = store.run_row(run_id)
-        wall = (pd.Timestamp(row["updated_at"]) - pd.Timestamp(row["created_at"])).total_seconds()
-        return run_id, s, wall
-    run_id = store.unfinished_run_with_config(rec) or runs.create_run(store, cfg)
-    try:
-        s = runs.execute(store, run_id)
-    except PromptlabError as exc:
-        if "cannot resume" not in str(exc):
-            raise
-        # stopped under earlier code whose path this code does not replay: run it anew (calls come from the cache)
-        store.set_run_status(run_id, "failed", error=str(exc)[:500])
-        run_id = runs.create_run(store, cfg)
-        s = runs.execute(store, run_id)
-    return run_id, s, time.perf_counter() - t0
+    run_id, s, wall, _ = find_or_run(store, cfg, fresh=args.fresh, report=args.report)
+    return run_id, s, wall
 
 
 def test_correct(store, run_id, cand_id, target, ds, metric) -> pd.Series:
-    rows = results.candidate_test_rows(store, run_id, cand_id, target, ds, metric)
+    rows = jobs.candidate_test_rows(store, run_id, cand_id, target, ds, metric)
     return pd.Series(rows["correct"].to_numpy(dtype=float), index=rows["example_idx"].to_numpy())
 
 
@@ -104,7 +83,7 @@ def gain(ref: pd.Series, new: pd.Series, seed: int = 0) -> dict:
     """new - ref on their shared test examples, with the paired 95% bootstrap CI."""
     shared = ref.index.intersection(new.index)
     a, b = ref.loc[shared].to_numpy(), new.loc[shared].to_numpy()
-    lo, hi = paired_gain_ci(a, b, seed=seed)
+    lo, hi = paired_mean_ci(a, b, n_boot=2000, seed=seed)
     return {"gain": float(b.mean() - a.mean()), "lo": lo, "hi": hi, "n": len(shared)}
 
 
@@ -134,7 +113,7 @@ def measure(store, run_id: str, s: dict, wall: float, task: str, method: str, ta
             plain: pd.Series, hand: pd.Series | None) -> tuple[dict, pd.Series]:
     """One table row: the run's result against both baselines on the same test examples (paired CIs), the target
     calls its search and confirmation used, its proposals, and (auto) where the calls went stage by stage."""
-    best_rows = results.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)
+    best_rows = jobs.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)
     best = pd.Series(best_rows["correct"].to_numpy(dtype=float), index=best_rows["example_idx"].to_numpy())
     steps = store.steps(run_id)
     result = s.get("result") or {}
@@ -326,12 +305,12 @@ def main(argv=None) -> int:
         rows.append({"task": path.stem, "method": "plain", "n_test": len(plain), "test": float(plain.mean()),
                      "vs_plain": gain(plain, plain), "vs_hand": gain(hand, plain) if hand is not None else None,
                      "result_by": "—", "search_calls": None, "proposer_calls": None, "wall_s": None,
-                     "constant": constant_label(results.candidate_test_rows(store, plain_run, 1, target, ds, metric)["pred"].tolist())})
+                     "constant": constant_label(jobs.candidate_test_rows(store, plain_run, 1, target, ds, metric)["pred"].tolist())})
         if hand is not None:
             rows.append({"task": path.stem, "method": "hand-written", "n_test": len(hand), "test": float(hand.mean()),
                          "vs_plain": gain(plain, hand), "vs_hand": gain(hand, hand), "result_by": "—",
                          "search_calls": None, "proposer_calls": None, "wall_s": None,
-                         "constant": constant_label(results.candidate_test_rows(store, task_rows["auto-hand"][2], 1, target, ds, metric)["pred"].tolist())})
+                         "constant": constant_label(jobs.candidate_test_rows(store, task_rows["auto-hand"][2], 1, target, ds, metric)["pred"].tolist())})
         measured = {}
         for method, (s, _, run_id) in task_rows.items():
             wall = (pd.Timestamp(store.run_row(run_id)["updated_at"]) - pd.Timestamp(store.run_row(run_id)["created_at"])).total_seconds()

@@ -123,7 +123,7 @@ def real_pairs(db: str) -> list[dict]:
     """(run, candidate, baseline answers, candidate answers) on the same test examples, from the finished runs of
     a benchmark store: every candidate a run scored on test, against that run's first baseline (from the cache:
     the runs scored them)."""
-    from promptlab import results
+    from promptlab import jobs, results
     from promptlab.store import Store
 
     store = Store(db)
@@ -140,7 +140,7 @@ def real_pairs(db: str) -> list[dict]:
             if 1 not in scored or len(scored) < 2:
                 continue
             dataset, target, objective = results.run_setup(store, run_id)
-            rows = {cid: results.candidate_test_rows(store, run_id, cid, target, dataset, objective)
+            rows = {cid: jobs.candidate_test_rows(store, run_id, cid, target, dataset, objective)
                     .set_index("example_idx")["correct"].astype(float) for cid in scored}
             for cid in scored:
                 if cid == 1:

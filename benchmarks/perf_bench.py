@@ -50,10 +50,10 @@ def _examples(store, data_dir: Path, task: str, n: int):
 
 
 def _prompt():
-    from promptlab import runs
-    from promptlab.evaluate import PromptTemplate
+    from promptlab import planning
+    from promptlab.prompt import PromptTemplate
 
-    return PromptTemplate.from_text(runs.DEFAULT_BASELINE)
+    return PromptTemplate.from_text(planning.DEFAULT_BASELINE)
 
 
 def _eval_fresh(tmp: Path, tag: str, spec, prompt, args, n: int):

@@ -13,19 +13,17 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from pathlib import Path
-
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from arena_bench import machine, paired_gain_ci, task_dataset, write_section  # noqa: E402
+from arena_bench import find_or_run, machine, task_dataset, write_section  # noqa: E402
 
-from promptlab import results, runs  # noqa: E402
+from promptlab import jobs, planning  # noqa: E402
 from promptlab.scoring.labels import parse_metric  # noqa: E402
+from promptlab.scoring.stats import paired_mean_ci  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
 from promptlab.store import Store  # noqa: E402
 
@@ -98,22 +96,15 @@ def main(argv=None) -> int:
         arena_correct = None
         for strategy in args.strategies:
             extra = {"critic": critic, "editor": editor} if "gradient" in strategy else {}
-            cfg = runs.make_config(ds, target, proposers, seed=args.seed, rounds=args.rounds, budget_calls=args.budget,
+            cfg = planning.make_config(ds, target, proposers, seed=args.seed, rounds=args.rounds, budget=args.budget,
                                    strategy=strategy, test_top=args.test_top, **extra)
-            reused = store.finished_run_with_config(cfg.to_record())  # the same run finished before: reuse it
-            t0 = time.perf_counter()
-            run_id = reused or runs.create_run(store, cfg)
-            s = results.summarize(store, run_id) if reused else runs.execute(store, run_id)
-            wall = time.perf_counter() - t0
-            if reused:
-                rec = store.run_row(run_id)
-                wall = (pd.Timestamp(rec["updated_at"]) - pd.Timestamp(rec["created_at"])).total_seconds()
-            base = results.candidate_test_rows(store, run_id, 1, target, ds, metric)["correct"].to_numpy(dtype=float)
-            best = results.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)["correct"].to_numpy(dtype=float)
-            lo, hi = paired_gain_ci(base, best, seed=args.seed)
+            run_id, s, wall, reused = find_or_run(store, cfg)  # the same run finished before: reused
+            base = jobs.candidate_test_rows(store, run_id, 1, target, ds, metric)["correct"].to_numpy(dtype=float)
+            best = jobs.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)["correct"].to_numpy(dtype=float)
+            lo, hi = paired_mean_ci(base, best, n_boot=2000, seed=args.seed)
             if strategy == "arena":
                 arena_correct = best
-            vs = (float(best.mean() - arena_correct.mean()), *paired_gain_ci(arena_correct, best, seed=args.seed)) \
+            vs = (float(best.mean() - arena_correct.mean()), *paired_mean_ci(arena_correct, best, n_boot=2000, seed=args.seed)) \
                 if arena_correct is not None and strategy != "arena" else None
             search = max([st.get("target_requests", 0) for st in store.steps(run_id) if st["kind"] == "candidate_scored"], default=0)
             row = {"task": path.stem, "strategy": strategy, "n_test": len(base), "baseline_test": float(base.mean()),

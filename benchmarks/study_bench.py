@@ -26,6 +26,7 @@ from arena_bench import machine, task_dataset, write_section  # noqa: E402
 from promptlab import charts  # noqa: E402
 from promptlab import study as S  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
+from promptlab.progress import Progress  # noqa: E402
 from promptlab.store import Store  # noqa: E402
 
 
@@ -54,11 +55,11 @@ def main(argv=None) -> int:
     results = []
     for stem in args.tasks.split(","):
         ds = task_dataset(store, Path(args.data_dir) / f"{stem}.csv", args.max_rows or None, seed=0)
-        study_id, reused = S.create_study(store, ds, targets, proposers, args.seeds, budget_calls=args.budget,
+        study_id, reused = S.create_study(store, ds, targets, proposers, args.seeds, budget=args.budget,
                                           rounds=args.rounds, candidates=args.candidates)
         print(f"{stem}: study {study_id}{' (resumed)' if reused else ''}", flush=True)
-        cells = S.execute_study(store, study_id, on_run=lambda i, n, m: print(
-            f"  [{i + 1}/{n}] {m.target} <- {m.proposer_set}, seed {m.seed} ({m.run_id})", flush=True))
+        cells = S.execute_study(store, study_id, Progress(on_change=lambda p: print(
+            f"  [{p.done + 1}/{p.total}] {p.note}", flush=True)))
         results.append((stem, ds, study_id, cells, S.head_to_head(store, study_id)))
 
     lines = [

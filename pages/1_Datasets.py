@@ -9,6 +9,7 @@ from promptlab.data import (DEFAULT_FRACTIONS, DataError, detect_columns, guess_
 KIND_NAMES = {"labels": "a label", "reference": "a reference answer", "unlabeled": "nothing (grade the outputs)"}
 
 st.set_page_config(page_title="promptlab · Datasets", layout="wide")
+ui.sidebar_nav()
 st.title("Datasets")
 ui.ensure_demo_dataset()
 store = ui.get_store()
@@ -101,7 +102,7 @@ if upload is not None:
             st.error(str(exc))
         else:
             ui.clear_readers()
-            ui.set_setting("dataset", ds.name)  # the other pages start from the dataset just imported
+            ui.remember("dataset", ds.name)  # the other pages start from the dataset just imported
             st.success(f"{'Already stored as' if reused else 'Imported'} '{ds.name}' ({ds.n} rows).")
 
 st.subheader("Stored datasets")

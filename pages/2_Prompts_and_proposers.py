@@ -1,20 +1,21 @@
 """Prompts and proposers: target, metric, proposer models, the meta-prompt template, and manual search."""
 import streamlit as st
 
-from promptlab import charts, manual
+from promptlab import charts, jobs, planning
 from promptlab import dashboard as ui
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate
+from promptlab.prompt import PromptTemplate
 from promptlab.models import make_spec, spec_from_record
 from promptlab.optimize import prompts as P
-from promptlab.optimize.base import template_text
-from promptlab.runs import default_task
+from promptlab.prompt import template_text
+from promptlab.planning import default_task
 from promptlab.scoring.labels import GLOBAL_METRICS, LABEL_METRICS, parse_metric
 from promptlab.scoring.objective import (DEFAULT_RUBRIC, JudgeSettings, default_spec, judge_record, metric_choices,
                                          parse_objective, parse_scale, save_scoring)
 from promptlab.scoring.scorers import parse_scorer
 
 st.set_page_config(page_title="promptlab · Prompts and proposers", layout="wide")
+ui.sidebar_nav()
 st.title("Prompts and proposers")
 ui.ensure_demo_dataset()
 store = ui.get_store()
@@ -25,13 +26,13 @@ datasets = ui.datasets_table()
 st.subheader("Target, data and metric")
 c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
 names = datasets["name"].tolist()
-ds_name = c1.selectbox("Dataset", names, index=names.index(ui.setting("dataset", names[0])) if ui.setting("dataset", names[0]) in names else 0)
-ui.set_setting("dataset", ds_name)
+ds_name = c1.selectbox("Dataset", names, index=names.index(ui.remembered("dataset", names[0])) if ui.remembered("dataset", names[0]) in names else 0)
+ui.remember("dataset", ds_name)
 ds = ui.dataset(ds_name)
 model_names = list(choices)
-target_default = ui.setting("target", ui.DEFAULT_TARGET)
+target_default = ui.remembered("target", ui.DEFAULT_TARGET)
 target = c2.selectbox("Target model", model_names, index=model_names.index(target_default) if target_default in model_names else 0)
-ui.set_setting("target", target)
+ui.remember("target", target)
 judge_rec = None
 
 
@@ -41,7 +42,7 @@ if ds.has_labels:
     metric_label = c4.selectbox("Positive label", ds.labels, disabled=metric_name not in LABEL_METRICS)
     metric_spec = f"{metric_name}:{metric_label}" if metric_name in LABEL_METRICS else metric_name
     metric = parse_metric(metric_spec, ds.labels)
-    ui.set_setting("metric", metric_spec)
+    ui.remember("metric", metric_spec)
 else:
     # Scoring is chosen per dataset and stored with it: runs, the CLI and manual search all use it.
     scoring = dict(ds.scoring or {})
@@ -83,14 +84,14 @@ else:
     except PromptlabError as exc:
         st.error(str(exc))
         st.stop()
-    ui.set_setting("metric", metric_spec)
+    ui.remember("metric", metric_spec)
 st.caption(f"We maximize **{metric.describe()}** for **{target}** on **{ds_name}** ({ds.n} rows).")
 
 # --- proposers -------------------------------------------------------------------------------------
 st.subheader("Proposer models")
-default_props = [m for m in ui.setting("proposers", ui.DEFAULT_PROPOSERS) if m in choices]
+default_props = [m for m in ui.remembered("proposers", ui.DEFAULT_PROPOSERS) if m in choices]
 proposers = st.multiselect("Proposers (two are drawn at random per round)", model_names, default=default_props)
-ui.set_setting("proposers", proposers)
+ui.remember("proposers", proposers)
 if proposers:
     st.dataframe(
         [{"model": p, "family": choices[p].family, "size (B)": choices[p].size_b,
@@ -130,17 +131,17 @@ with st.expander("Add a model (any litellm provider or OpenAI-compatible server)
 
 # --- meta-prompt -----------------------------------------------------------------------------------
 st.subheader("Meta-prompt")
-meta_key, task_key = ui.prompt_setting_keys(ds)
+meta_key, task_key = ui.remembered_prompt_keys(ds)
 template = st.text_area("Template (stored verbatim with each run)",
-                        ui.setting(meta_key, P.default_meta_prompt(ds.has_labels)), height=320)
+                        ui.remembered(meta_key, P.default_meta_prompt(ds.has_labels)), height=320)
 with st.expander("Placeholders"):
     st.table([{"placeholder": "{" + k + "}", "what it shows": v} for k, v in P.PLACEHOLDERS.items()])
 try:
     P.check_template(template)
-    ui.set_setting(meta_key, template)
-    task = st.text_input("Task description shown to proposers", ui.setting(task_key, default_task(ds)))
-    ui.set_setting(task_key, task)
-    preview = manual.preview_meta_prompt(store, ds, template, task, metric, ui.runs_table())
+    ui.remember(meta_key, template)
+    task = st.text_input("Task description shown to proposers", ui.remembered(task_key, default_task(ds)))
+    ui.remember(task_key, task)
+    preview = planning.preview_meta_prompt(store, ds, template, task, metric, ui.runs_table())
     with st.expander("Live preview with the current history", expanded=False):
         st.code(preview, language="markdown")
 except (P.MetaPromptError, PromptlabError) as exc:
@@ -156,28 +157,24 @@ defaults = (["Classify the text. Answer with one of these labels: {labels}.",
             ["Answer the question or do what the input asks. Reply with the answer only, nothing else.",
              "Reply with the answer alone: no sentence, no explanation."])
 for i, col in enumerate(cols):
-    texts.append(col.text_area(f"Prompt {i + 1}", ui.setting(f"manual.{i}", defaults[i] if i < len(defaults) else ""),
+    texts.append(col.text_area(f"Prompt {i + 1}", ui.remembered(f"manual.{i}", defaults[i] if i < len(defaults) else ""),
                                height=160, key=f"manual.text.{i}"))
-    ui.set_setting(f"manual.{i}", texts[-1])
+    ui.remember(f"manual.{i}", texts[-1])
 split = st.radio("Score on", ["val", "train", "test"], horizontal=True,
                  help="Select prompts on val; look at test only for a final check.")
 job_key = f"manual:{ds_name}"
 if st.button("Evaluate side by side", type="primary"):
     try:
-        templates = manual.templates_from_texts(texts, ds)
+        templates = jobs.templates_from_texts(texts, ds)
         spec = choices[target]
-        ui.start_job(job_key, "manual", lambda job: manual.compare(store, spec, templates, ds, split, metric_spec, job.progress,
-                                                                   judge=judge_rec))
+        ui.score_prompts(job_key, spec, templates, ds, split, metric_spec, judge_rec)
     except PromptlabError as exc:
         st.error(str(exc))
 
 
 @st.fragment(run_every=1.5)
 def manual_results() -> None:
-    comparison = ui.job_result(job_key, lambda p: (
-        (p.get("prompt", 1) - 1) / max(1, p.get("of", 1)),
-        f"scoring prompt {p.get('prompt', 1)} of {p.get('of', '?')} on {p.get('n', '?')} examples… "
-        f"{p.get('calls', 0)} new calls so far (cached ones are free)"))
+    comparison = ui.job_result(job_key, "Scoring the prompts side by side (cached calls are free)")
     if comparison is None:
         return
     st.dataframe(comparison.table(), hide_index=True, width="stretch")

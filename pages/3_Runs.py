@@ -3,14 +3,16 @@ import streamlit as st
 
 from promptlab import group as G
 from promptlab import dashboard as ui
-from promptlab import results, runs
+from promptlab import planning, results, runs
+from promptlab.optimize import registry
 from promptlab import study as S
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate
+from promptlab.prompt import PromptTemplate
 from promptlab.scoring.labels import GLOBAL_METRICS
 from promptlab.scoring.objective import default_spec
 
 st.set_page_config(page_title="promptlab · Runs", layout="wide")
+ui.sidebar_nav()
 st.title("Runs")
 ui.ensure_demo_dataset()
 store = ui.get_store()
@@ -23,22 +25,22 @@ st.subheader("Start a run")
 with st.container(border=True):
     # The short form: what a newcomer decides. Everything else waits under "Advanced", with its defaults.
     c1, c2, c3 = st.columns(3)
-    ds_name = c1.selectbox("Dataset", names, index=names.index(ui.setting("dataset", names[0])) if ui.setting("dataset", names[0]) in names else 0, key="runs.dataset")
+    ds_name = c1.selectbox("Dataset", names, index=names.index(ui.remembered("dataset", names[0])) if ui.remembered("dataset", names[0]) in names else 0, key="runs.dataset")
     model_names = list(choices)
-    target_default = ui.setting("target", ui.DEFAULT_TARGET)
+    target_default = ui.remembered("target", ui.DEFAULT_TARGET)
     target = c2.selectbox("Target", model_names, index=model_names.index(target_default) if target_default in model_names else 0, key="runs.target")
     strategy = c3.selectbox(
-        "Strategy", runs.STRATEGY_MENU, key="runs.strategy",
+        "Strategy", registry.STRATEGY_MENU, key="runs.strategy",
         help="auto (the default): proposers write instructions, demonstration sets are searched for the best of them, "
              "proposers write instructions for those demos, and the leader is edited from its failures, on one "
              "budget; every candidate is raced and the result confirmed on held-back val. arena: proposers rewrite "
              "the instruction; fewshot: demo sets for the best instructions; gradient: a critic reads failures and an "
              "editor rewrites. A chain runs them in order on one budget.")
     p1, p2 = st.columns([3, 1])
-    proposers = p1.multiselect("Proposers", model_names, default=[m for m in ui.setting("proposers", ui.DEFAULT_PROPOSERS) if m in choices] or model_names[:2], key="runs.proposers")
+    proposers = p1.multiselect("Proposers", model_names, default=[m for m in ui.remembered("proposers", ui.DEFAULT_PROPOSERS) if m in choices] or model_names[:2], key="runs.proposers")
     budget = p2.number_input("Budget: target calls (0 = none)", 0, 1_000_000, 600, step=100, key="runs.budget")
     run_ds = ui.dataset(ds_name)
-    metric_default = ui.setting("metric", "accuracy") if run_ds.has_labels else default_spec(run_ds)
+    metric_default = ui.remembered("metric", "accuracy") if run_ds.has_labels else default_spec(run_ds)
     if run_ds.has_labels and ":" not in metric_default and metric_default not in GLOBAL_METRICS:
         metric_default = "accuracy"  # a scorer picked for another dataset
     saved = store.baselines(run_ds.id)
@@ -88,22 +90,22 @@ with st.container(border=True):
             help="After every round the run waits: keep or discard the new candidates, edit one, add your own, "
                  "re-score, then continue. Every decision is stored with who made it and shows in the charts.")
         extra = {}
-        for title, group_settings in runs.settings_by_stage(strategy):  # each widget built from its declaration
+        for title, group_settings in registry.settings_by_stage(strategy):  # each widget built from its declaration
             st.caption(title)
             extra |= ui.setting_inputs(group_settings, model_names)
     try:
         ds = ui.dataset(ds_name)
-        meta_key, task_key = ui.prompt_setting_keys(ds)
-        request = runs.RunRequest(  # the request `promptlab optimize` builds from its flags
+        meta_key, task_key = ui.remembered_prompt_keys(ds)
+        request = planning.RunRequest(  # the request `promptlab optimize` builds from its flags
             ds_name, target, tuple(proposers), metric=metric, strategy=strategy, rounds=int(rounds), seed=int(seed),
             budget=int(budget) or None, patience=int(patience) or None, settings=extra,
             baselines=((PromptTemplate.from_text(own_prompt.strip()),) if own_prompt.strip()
                        else tuple(PromptTemplate(s, u) for _, s, u in saved)),
-            meta_prompt=ui.setting(meta_key, None), task=ui.setting(task_key, None), review=review_mode,
+            meta_prompt=ui.remembered(meta_key, None), task=ui.remembered(task_key, None), review=review_mode,
             ceilings=tuple(c.strip() for c in ceiling_text.split(",") if c.strip()),
             prefer="cheap" if prefer_cheap else "score",
         )
-        plan = runs.plan(store, request)
+        plan = planning.plan(store, request)
         group_plans = G.plan_group(store, request, [target, *more_targets]) if more_targets else None
         st.info(f"Projected: {plan.line}. Baselines: {len(plan.config.baselines)}."
                 + (f" One search for each of {len(group_plans)} models, one after another." if group_plans else ""))
@@ -117,7 +119,7 @@ with st.container(border=True):
         elif not group_plans and st.button("Start run", type="primary", key="runs.start"):
             run_id = runs.create_run(store, plan.config)
             ui.start_run(run_id)
-            ui.set_setting("run", run_id)
+            ui.remember("run", run_id)
             st.session_state["runs.pick"] = run_id  # show the new run, even if another was picked in this session
             ui.clear_readers()
             st.rerun()
@@ -130,12 +132,16 @@ with st.expander("Start a study: same-family versus cross-family proposers, over
     s1, s2 = st.columns(2)
     s_targets = s1.multiselect("Targets", model_names, default=[target], key="study.targets")
     s_props = s2.multiselect("Proposers (each runs alone)", model_names, default=proposers, key="study.proposers")
-    s3, s4, s5, s6, s7 = st.columns(5)
+    s3, s4, s5 = st.columns(3)
     s_seeds = s3.number_input("Seeds", 1, 20, 3, key="study.seeds")
     s_rounds = s4.number_input("Rounds per run", 1, 50, 2, key="study.rounds")
     s_budget = s5.number_input("Budget per run: target calls", 50, 1_000_000, 400, step=50, key="study.budget")
-    s_mix = s6.checkbox("Also all proposers together", key="study.mix")
-    s_strategy = s7.selectbox("Strategy", ["arena", "arena,fewshot", "gradient"], key="study.strategy")
+    # The short form as for a run; the rest behind a toggle (an expander cannot hold another expander).
+    s_mix, s_strategy = False, "arena"
+    if st.toggle("Advanced: the strategy, and all proposers together as one more arm", key="study.advanced"):
+        s6, s7 = st.columns(2)
+        s_strategy = s6.selectbox("Strategy", ["arena", "arena,fewshot", "gradient"], key="study.strategy")
+        s_mix = s7.checkbox("Also all proposers together", key="study.mix")
     s_specs = [choices[p] for p in s_props]
     s_mixes = [[p.label for p in s_specs]] if s_mix and len(s_specs) > 1 else None
     n_runs = len(s_targets) * len(S.proposer_sets(s_specs, s_mixes)) * int(s_seeds)

@@ -2,16 +2,16 @@
 import pandas as pd
 import streamlit as st
 
-from promptlab import charts, export, manual, results, review
+from promptlab import charts, export, jobs, results, review
 from promptlab import group as G
 from promptlab import dashboard as ui
 from promptlab import study as S
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate
-from promptlab.matrix import MatrixRequest, matrix_lines, score_matrix
+from promptlab.prompt import PromptTemplate
 from promptlab.text import format_score
 
 st.set_page_config(page_title="promptlab · Results", layout="wide")
+ui.sidebar_nav()
 st.title("Results")
 ui.ensure_demo_dataset()
 store = ui.get_store()
@@ -129,7 +129,7 @@ else:
             fig_g = charts.matrix_heatmap(g_mat.cells, g_mat.metric, "Each model's prompt on every model")
             st.plotly_chart(fig_g, width="stretch", key="results.group.matrix")
             ui.chart_exports(fig_g, f"{group_id}-matrix", "results.group.matrix")
-            for line in matrix_lines(g_mat):
+            for line in jobs.matrix_lines(g_mat):
                 st.markdown(f"- {line}")
             st.download_button("Markdown report of the group", G.markdown_report(store, group_id, g_mat),
                                file_name=f"{group_id}-report.md", mime="text/markdown", key="results.group.report")
@@ -185,9 +185,7 @@ ds, spec, metric = results.run_setup(store, run_id)
 if pd.notna(row["val_score"]):
     val_key = ui.score_candidate(run_id, int(pick), "val", ds, spec, metric)
     if ui.jobs()[val_key].running:  # model calls to make: they go on in the worker, never in this render
-        ui.wait_for((val_key,), "", lambda p: (
-            p.get("done", 0) / max(1, p.get("total", 1)),
-            f"Scoring #{pick} on val: {p.get('done', 0)} of {p.get('total', '?')} new calls (cached ones are free)"))
+        ui.wait_for((val_key,), f"Scoring #{pick} on val (cached calls are free)", bar=True)
     elif (res := ui.take_result(val_key)) is not None:
         if res.calls:
             st.caption(f"({res.calls} calls were not cached and were made now)")
@@ -247,17 +245,14 @@ if stored is not None:
         if st.button("Score it", key="results.elsewhere.go"):
             try:
                 target_ds = ui.dataset(other_ds)
-                request = manual.ElsewhereRequest(run_id, int(pick), target_ds, all_models[other_model], other_split)
-                ui.start_job(elsewhere_key, "elsewhere", lambda job: manual.score_elsewhere(
-                    store, request, lambda done, total: job.progress.update(done=done, total=total)))
+                request = jobs.ElsewhereRequest(run_id, int(pick), target_ds, all_models[other_model], other_split)
+                ui.score_elsewhere(elsewhere_key, request)
             except PromptlabError as exc:
                 ui.error_box(exc)
 
         @st.fragment(run_every=1.5)
         def elsewhere_result() -> None:
-            result = ui.job_result(elsewhere_key, lambda p: (
-                p.get("done", 0) / max(1, p.get("total", 1)),
-                f"{p.get('done', 0)} of {p.get('total', '?')} new calls (cached ones are free)"))
+            result = ui.job_result(elsewhere_key, "Scoring it (cached calls are free)")
             if result is not None:
                 st.success(result["line"])
                 for note in result["notes"]:
@@ -276,22 +271,19 @@ mx_top = mx3.number_input("Prompts per run", 1, 5, 1, key="results.matrix.top")
 matrix_key = "matrix:" + ",".join(mx_runs)
 if st.button("Score the matrix", key="results.matrix.go", disabled=not (mx_runs and mx_models)):
     all_models = ui.model_choices()
-    request = MatrixRequest(tuple(mx_runs), tuple(all_models[m] for m in mx_models), top=int(mx_top))
-    ui.start_job(matrix_key, "matrix", lambda job: score_matrix(store, request, job.progress))
+    request = jobs.MatrixRequest(tuple(mx_runs), tuple(all_models[m] for m in mx_models), top=int(mx_top))
+    ui.score_matrix(matrix_key, request)
 
 
 @st.fragment(run_every=1.5)
 def matrix_view() -> None:
-    result = ui.job_result(matrix_key, lambda p: (
-        max(0, p.get("cell", 1) - 1) / max(1, p.get("cells", 1)),
-        f"cell {p.get('cell', 0)} of {p.get('cells', '?')} on {p.get('n', '?')} examples… "
-        f"{p.get('calls', 0)} new calls (cached ones are free)"))
+    result = ui.job_result(matrix_key, "Scoring the matrix (cached calls are free)")
     if result is None:
         return
     fig = charts.matrix_heatmap(result.cells, result.metric)
     st.plotly_chart(fig, width="stretch", key="results.matrix.chart")
     ui.chart_exports(fig, f"{run_id}-matrix", "results.matrix")
-    for line in matrix_lines(result) + [f"Note: {n}" for n in result.notes]:
+    for line in jobs.matrix_lines(result) + [f"Note: {n}" for n in result.notes]:
         st.caption(line)
     st.dataframe(result.transfer, hide_index=True, width="stretch")
 

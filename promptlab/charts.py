@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -30,13 +31,29 @@ def score_trajectories(cands: pd.DataFrame, x: str = "round", metric: str = "sco
         fig.update_layout(title=title or "No candidates yet")
         return fig
     xcol = "target_requests" if x == "target_requests" else "round"
+    df = _trajectory_frame(cands, xcol)
+    colors = _family_colors(df["family"])
+    fig.add_traces([*_best_so_far_lines(df, xcol, colors), *_candidate_points(df, xcol, colors),
+                    *_analyst_marks(df, xcol)])
+    _lay_out_trajectories(fig, df, xcol, metric, title, stages or [])
+    return fig
+
+
+def _trajectory_frame(cands: pd.DataFrame, xcol: str) -> pd.DataFrame:
+    """A copy of cands with the decision and decided_by columns (None where absent) and a numeric x column
+    (0 where missing)."""
     df = cands.copy()
     for col in ("decision", "decided_by"):
         if col not in df:
             df[col] = None
-    discarded = df["decision"].eq("discard") & df["decided_by"].eq("analyst")
     df[xcol] = pd.to_numeric(df[xcol], errors="coerce").fillna(0)
-    colors = _family_colors(df["family"])
+    return df
+
+
+def _best_so_far_lines(df: pd.DataFrame, xcol: str, colors: dict[str, str]) -> Iterator[go.Scatter]:
+    """One step line per non-baseline family: its best val score so far, starting at the best baseline (at the
+    last baseline's x). A family with no val score draws no line."""
+    discarded = df["decision"].eq("discard") & df["decided_by"].eq("analyst")
     base = df[df["family"] == "baseline"]
     base_best = base["val_score"].max() if len(base) else math.nan
     x0 = float(base[xcol].max()) if len(base) else 0.0
@@ -49,43 +66,60 @@ def score_trajectories(cands: pd.DataFrame, x: str = "round", metric: str = "sco
             xs.append(getattr(row, xcol))
             ys.append(best)
         if len(xs) > 1:
-            fig.add_trace(go.Scatter(
+            yield go.Scatter(
                 x=xs, y=ys, mode="lines", line={"shape": "hv", "width": 3, "color": colors[family]},
                 name=f"{family}: best so far", legendgroup=family,
-            ))
+            )
+
+
+def _candidate_points(df: pd.DataFrame, xcol: str, colors: dict[str, str]) -> Iterator[go.Scatter]:
+    """Per family: its candidates scored on val as filled points, then its gated ones hollow at their minibatch
+    score."""
     for family, color in colors.items():
         fam = df[df["family"] == family]
         full = fam[fam["val_score"].notna()]
         gated = fam[fam["val_score"].isna() & fam["minibatch_score"].notna() & (fam["status"] == "gated")]
         if len(full):
-            fig.add_trace(go.Scatter(
+            yield go.Scatter(
                 x=full[xcol], y=full["val_score"], mode="markers", legendgroup=family,
                 marker={"size": 9, "color": color, "line": {"width": 1, "color": "white"}},
                 name=f"{family}: candidates (val)" if family != "baseline" else "baseline (val)",
-                text=[f"#{i} {p}<br>{_short(t)}" for i, p, t in zip(full["id"], full["proposer"], full["text"])],
-                hovertemplate="%{text}<br>val %{y:.3f}<extra></extra>",
-            ))
+                text=_hover_texts(full), hovertemplate="%{text}<br>val %{y:.3f}<extra></extra>",
+            )
         if len(gated):
-            fig.add_trace(go.Scatter(
+            yield go.Scatter(
                 x=gated[xcol], y=gated["minibatch_score"], mode="markers", legendgroup=family,
                 marker={"size": 8, "color": "rgba(0,0,0,0)", "line": {"width": 1.5, "color": color}},
                 name=f"{family}: gated (minibatch)",
-                text=[f"#{i} {p}<br>{_short(t)}" for i, p, t in zip(gated["id"], gated["proposer"], gated["text"])],
-                hovertemplate="%{text}<br>minibatch %{y:.3f}<extra></extra>",
-            ))
+                text=_hover_texts(gated), hovertemplate="%{text}<br>minibatch %{y:.3f}<extra></extra>",
+            )
+
+
+def _analyst_marks(df: pd.DataFrame, xcol: str) -> Iterator[go.Scatter]:
+    """A star over each candidate the analyst kept and a cross over each one discarded, at its val score (its
+    minibatch score when it has none); candidates with neither score are not marked."""
     picks = df[df["decided_by"].eq("analyst") & df["decision"].isin(["keep", "discard"])]
     for decision, symbol, name in (("keep", "star", "kept by the analyst"), ("discard", "x-thin", "discarded by the analyst")):
         mine = picks[picks["decision"] == decision]
         y = mine["val_score"].where(mine["val_score"].notna(), mine["minibatch_score"])
         mine, y = mine[y.notna()], y[y.notna()]
         if len(mine):
-            fig.add_trace(go.Scatter(
+            yield go.Scatter(
                 x=mine[xcol], y=y, mode="markers", name=name,
                 marker={"symbol": symbol, "size": 18, "color": "rgba(0,0,0,0)" if decision == "keep" else "#222",
                         "line": {"width": 2, "color": "#222"}},
-                text=[f"#{i} {p}, {name}<br>{_short(t)}" for i, p, t in zip(mine["id"], mine["proposer"], mine["text"])],
-                hovertemplate="%{text}<br>%{y:.3f}<extra></extra>",
-            ))
+                text=_hover_texts(mine, f", {name}"), hovertemplate="%{text}<br>%{y:.3f}<extra></extra>",
+            )
+
+
+def _hover_texts(rows: pd.DataFrame, tag: str = "") -> list[str]:
+    """'#id proposer<tag>' over the start of each candidate's text, one per row."""
+    return [f"#{i} {p}{tag}<br>{_short(t)}" for i, p, t in zip(rows["id"], rows["proposer"], rows["text"])]
+
+
+def _lay_out_trajectories(fig: go.Figure, df: pd.DataFrame, xcol: str, metric: str, title: str | None,
+                          stages: list[dict]) -> None:
+    """Title, axes, legend and stage shading; the y range padded around every val and minibatch score drawn."""
     fig.update_layout(
         title=title or "Score trajectories per proposer family",
         xaxis_title="round" if xcol == "round" else "target calls requested",
@@ -94,12 +128,11 @@ def score_trajectories(cands: pd.DataFrame, x: str = "round", metric: str = "sco
     )
     if xcol == "round":
         fig.update_xaxes(dtick=1)
-    _shade_stages(fig, stages or [], xcol)
+    _shade_stages(fig, stages, xcol)
     ys = pd.concat([df["val_score"], df["minibatch_score"]]).dropna()
     if len(ys):
         pad = max(0.02, 0.08 * (ys.max() - ys.min()))
         fig.update_yaxes(range=[ys.min() - pad, ys.max() + pad])
-    return fig
 
 
 STAGE_SHADES = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e")

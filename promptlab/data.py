@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ MAX_LABELS = 50
 LONG_CELL_CHARS = 8000
 # What a dataset's target column holds: a label per row (classification), a reference answer per row
 # (scored by a reference scorer or an LLM judge), or nothing (outputs are judged, by a model or by hand).
-KINDS = ("labels", "reference", "unlabeled")
+DATASET_KINDS = ("labels", "reference", "unlabeled")
 REFERENCE_NAMES = ("reference", "answer", "expected", "expected_output", "ideal", "target", "output", "gold", "label",
                    "ответ", "эталон")
 
@@ -343,8 +344,8 @@ def detect_columns(
     guessed as an input or a label."""
     columns = [c for c in frame.columns if not is_split_column(c) or c in (input_cols or []) or c == label_col]
     listing = ", ".join(columns)
-    if kind not in KINDS:
-        raise DataError(f"unknown dataset kind '{kind}': use one of {', '.join(KINDS)}")
+    if kind not in DATASET_KINDS:
+        raise DataError(f"unknown dataset kind '{kind}': use one of {', '.join(DATASET_KINDS)}")
     if kind == "unlabeled":
         for c in input_cols or []:
             if c not in columns:
@@ -439,7 +440,7 @@ class Dataset:
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     split_seed: int = 0
     id: str | None = None
-    kind: str = "labels"  # one of KINDS
+    kind: str = "labels"  # one of DATASET_KINDS
     scoring: dict = field(default_factory=dict)  # the dataset's default scorer / judge (see promptlab.scoring.objective)
 
     @property
@@ -487,6 +488,19 @@ def _input_text(fields: dict, input_cols: tuple[str, ...]) -> str:
     return "\n".join(f"{c}: {fields[c]}" for c in input_cols)
 
 
+# Typed once, forwarded as **options: callers keep their keywords and prepare keeps the one set of defaults.
+class ImportOptions(TypedDict, total=False):
+    """How a table is read as a dataset, as `prepare` takes it (its defaults apply to what is not given): the
+    input column(s) and the label or reference column (detected when not given), the split's fractions (train,
+    val, test) and seed, and the dataset's kind (one of DATASET_KINDS)."""
+
+    input_cols: list[str] | None
+    label_col: str | None
+    fractions: tuple[float, float, float]
+    split_seed: int
+    kind: str
+
+
 def prepare(
     frame: pd.DataFrame,
     name: str,
@@ -498,31 +512,84 @@ def prepare(
     encoding: str = "",
     kind: str = "labels",
 ) -> Dataset:
-    """Validate a raw frame into a Dataset, or raise DataError saying what to fix. A column named 'split'
-    (train / val / test; dev and validation read as val; blank: train or val, chosen by the seeded fractions) is
-    the data's own split, kept as part of the dataset's identity."""
+    """Validate a raw frame into a Dataset of any kind, or raise DataError saying what to fix. A column named
+    'split' (train / val / test; dev and validation read as val; blank: train or val, chosen by the seeded
+    fractions) is the data's own split, kept as part of the dataset's identity. Labels are normalized and their
+    spellings merged; a reference answer is kept verbatim (trimmed), and without labels the split is a plain
+    seeded one (there are no labels to stratify)."""
     filename = filename or name
     encoding = encoding or frame.attrs.get("encoding", "")
     frame, given = _given_split(frame, filename, input_cols, label_col)
     input_cols, label_col = detect_columns(frame, input_cols, label_col, filename, kind)
     _check_fractions(fractions)
-    if kind != "labels":
-        return _check_given(_prepare_open(frame, name, input_cols, label_col, fractions, split_seed, filename,
-                                          encoding, kind, given), filename)
-    sub, stripped, rownums, blank_dropped = _rows(frame, list(input_cols) + [label_col], filename)
-
-    _refuse_rows((stripped[label_col] == "").to_numpy(), rownums, filename, f"have no label in '{label_col}'",
-                 "Fill in or remove those rows.")
+    sub, stripped, rownums, blank_dropped = _rows(frame, list(input_cols) + ([label_col] if label_col else []), filename)
+    if label_col:
+        _check_targets(stripped[label_col], kind, label_col, rownums, filename)
     _check_inputs(stripped, input_cols, rownums, filename)
+    if kind == "labels":
+        shown, norms, label_counts, merged = _label_targets(stripped[label_col].tolist(), label_col, filename)
+    else:
+        shown, norms, label_counts, merged = _reference_targets(stripped, label_col, filename)
+    out = _examples_frame(sub, input_cols, shown, norms, given)
+    same = "label_norm" if kind == "labels" else "label"  # what, with the input, makes two rows the same example
+    content_hash = _content_hash(input_cols, label_col, out["fields"].tolist(), out[same].tolist(), tuple(fractions),
+                                 split_seed, kind, given=out.get("given_split"))
+    return _check_given(Dataset(
+        name=name, frame=out, input_cols=tuple(input_cols), label_col=label_col,
+        labels=tuple(dict.fromkeys(shown)) if kind == "labels" else (), content_hash=content_hash,
+        report=_data_report(out, same, label_counts, merged, blank_dropped, encoding),
+        fractions=tuple(fractions), split_seed=split_seed, kind=kind,
+    ), filename)
 
-    originals = stripped[label_col].tolist()
+
+def _check_targets(targets: pd.Series, kind: str, label_col: str, rownums: list[int], filename: str) -> None:
+    """Refuse rows whose label (or, without labels, reference answer) in `label_col` is blank."""
+    if kind == "labels":
+        what, fix = f"have no label in '{label_col}'", "Fill in or remove those rows."
+    else:
+        what, fix = (f"have no reference answer in '{label_col}'", "Fill them in, remove those rows, or import the "
+                     "file as unlabeled (no reference) to score it with a judge or by hand.")
+    _refuse_rows((targets == "").to_numpy(), rownums, filename, what, fix)
+
+
+def _label_targets(originals: list[str], label_col: str, filename: str
+                   ) -> tuple[list[str], list[str], dict[str, int], dict[str, list[str]]]:
+    """(each row's label as shown, its normalized label, the rows per shown label, the merged spellings) of a
+    labeled dataset; raises DataError unless the labels make one that can be split (_check_label_counts)."""
+    norms, display, merged = _label_spellings(originals)
+    counts = Counter(norms)
+    _check_label_counts(counts, display, norms, label_col, filename)
+    return [display[n] for n in norms], norms, {display[n]: counts[n] for n in dict.fromkeys(norms)}, merged
+
+
+def _reference_targets(stripped: pd.DataFrame, label_col: str | None, filename: str
+                       ) -> tuple[list[str], list[str], dict[str, int], dict[str, list[str]]]:
+    """_label_targets for a dataset without labels: each row's reference answer (white space folded unless it
+    spans lines; '' without a reference column), no normalized labels, no counts, no merges. Raises DataError
+    when there are too few rows to split."""
+    n = len(stripped)
+    if n < len(SPLITS):
+        raise DataError(f"{filename}: {n} row(s) cannot be split into train, val and test. Add examples.")
+    refs = [" ".join(v.split()) if "\n" not in v else v for v in stripped[label_col].tolist()] if label_col else [""] * n
+    return refs, [""] * n, {}, {}
+
+
+def _label_spellings(originals: list[str]) -> tuple[list[str], dict[str, str], dict[str, list[str]]]:
+    """(each row's normalized label; per normalized label, the spelling to show: its most common one, white space
+    folded; per shown label written more than one way, its spellings sorted)."""
     norms = [normalize_label(v) for v in originals]
     spellings: dict[str, Counter] = {}
     for norm, orig in zip(norms, originals):
         spellings.setdefault(norm, Counter())[" ".join(orig.split())] += 1
     display = {norm: c.most_common(1)[0][0] for norm, c in spellings.items()}
     merged = {display[n]: sorted(c) for n, c in spellings.items() if len(c) > 1}
-    counts = Counter(norms)
+    return norms, display, merged
+
+
+def _check_label_counts(counts: Counter, display: dict[str, str], norms: list[str], label_col: str,
+                        filename: str) -> None:
+    """Raise DataError unless the labels make a classification dataset that can be split: two labels at least, not
+    so many that the column reads as free text, and each label with a row for every split."""
     if len(counts) < 2:
         only = display[norms[0]]
         raise DataError(
@@ -543,40 +610,42 @@ def prepare(
             "needs at least one row in train, val and test. Add examples, or merge or remove those labels."
         )
 
+
+def _examples_frame(sub: pd.DataFrame, input_cols, labels: list[str], norms: list[str], given) -> pd.DataFrame:
+    """A Dataset's frame from the kept rows `sub`: idx, fields, text, label (the label as shown, or the reference
+    answer), label_norm ('' without labels), and given_split when the data brings its own split (`given`, indexed
+    like the raw frame)."""
     fields_list = [dict(zip(input_cols, row)) for row in sub[input_cols].itertuples(index=False, name=None)]
     texts = [_input_text(f, tuple(input_cols)) for f in fields_list]
-    label_display = [display[n] for n in norms]
     out = pd.DataFrame({
         "idx": np.arange(len(texts), dtype=np.int64),
         "fields": fields_list,
         "text": texts,
-        "label": label_display,
+        "label": labels,
         "label_norm": norms,
     })
     if given is not None:
         out["given_split"] = given.loc[sub.index].to_numpy(dtype=object)
+    return out
+
+
+def _data_report(out: pd.DataFrame, same: str, label_counts: dict[str, int], merged: dict[str, list[str]],
+                 blank_dropped: int, encoding: str) -> DatasetReport:
+    """What a dataset's frame holds that the analyst should know: duplicates (the same input and the same `same`
+    column: label_norm, or the reference answer), inputs seen with different ones (none without a target), long
+    inputs, merged label spellings, skipped blank rows, the file's encoding."""
+    texts, norms = out["text"].tolist(), out[same].tolist()
     key_frame = pd.Series([t + "\x1f" + n for t, n in zip(texts, norms)])
-    dup_rows = int(key_frame.duplicated().sum())
-    text_series = pd.Series(texts)
-    conflicting = int(pd.DataFrame({"t": texts, "n": norms}).drop_duplicates().duplicated("t").sum())
-    long_inputs = int((text_series.str.len() > LONG_CELL_CHARS).sum())
-    labels = tuple(dict.fromkeys(label_display))
-    content_hash = _content_hash(input_cols, label_col, fields_list, norms, tuple(fractions), split_seed,
-                                 given=out.get("given_split"))
-    report = DatasetReport(
+    return DatasetReport(
         n_rows=len(out),
-        label_counts={display[n]: counts[n] for n in dict.fromkeys(norms)},
-        duplicate_rows=dup_rows,
-        conflicting_duplicates=conflicting,
+        label_counts=label_counts,
+        duplicate_rows=int(key_frame.duplicated().sum()),
+        conflicting_duplicates=int(pd.DataFrame({"t": texts, "n": norms}).drop_duplicates().duplicated("t").sum()),
         blank_rows_dropped=blank_dropped,
         merged_label_variants=merged,
-        long_inputs=long_inputs,
+        long_inputs=int((pd.Series(texts).str.len() > LONG_CELL_CHARS).sum()),
         encoding=encoding,
     )
-    return _check_given(Dataset(
-        name=name, frame=out, input_cols=tuple(input_cols), label_col=label_col, labels=labels,
-        content_hash=content_hash, report=report, fractions=tuple(fractions), split_seed=split_seed,
-    ), filename)
 
 
 SPLIT_VALUES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -654,40 +723,6 @@ def _check_inputs(stripped: pd.DataFrame, input_cols, rownums: list[int], filena
                  "Fill in or remove those rows.")
 
 
-def _prepare_open(frame, name, input_cols, label_col, fractions, split_seed, filename, encoding, kind,
-                  given=None) -> Dataset:
-    """A dataset with a reference answer per row, or with no target at all: inputs checked the same way,
-    the reference kept verbatim (trimmed), and a plain seeded split (there are no labels to stratify)."""
-    sub, stripped, rownums, blank_dropped = _rows(frame, list(input_cols) + ([label_col] if label_col else []), filename)
-    if label_col:
-        _refuse_rows((stripped[label_col] == "").to_numpy(), rownums, filename,
-                     f"have no reference answer in '{label_col}'", "Fill them in, remove those rows, or import the file "
-                     "as unlabeled (no reference) to score it with a judge or by hand.")
-    _check_inputs(stripped, input_cols, rownums, filename)
-    if len(sub) < len(SPLITS):
-        raise DataError(f"{filename}: {len(sub)} row(s) cannot be split into train, val and test. Add examples.")
-    fields_list = [dict(zip(input_cols, row)) for row in sub[input_cols].itertuples(index=False, name=None)]
-    texts = [_input_text(f, tuple(input_cols)) for f in fields_list]
-    refs = [" ".join(v.split()) if "\n" not in v else v for v in stripped[label_col].tolist()] if label_col else [""] * len(texts)
-    out = pd.DataFrame({"idx": np.arange(len(texts), dtype=np.int64), "fields": fields_list, "text": texts,
-                        "label": refs, "label_norm": [""] * len(texts)})
-    if given is not None:
-        out["given_split"] = given.loc[sub.index].to_numpy(dtype=object)
-    dup_rows = int(pd.Series([t + "\x1f" + r for t, r in zip(texts, refs)]).duplicated().sum())
-    conflicting = int(pd.DataFrame({"t": texts, "r": refs}).drop_duplicates().duplicated("t").sum()) if label_col else 0
-    report = DatasetReport(
-        n_rows=len(out), label_counts={}, duplicate_rows=dup_rows, conflicting_duplicates=conflicting,
-        blank_rows_dropped=blank_dropped, long_inputs=int((pd.Series(texts).str.len() > LONG_CELL_CHARS).sum()),
-        encoding=encoding,
-    )
-    content_hash = _content_hash(input_cols, label_col, fields_list, refs, tuple(fractions), split_seed, kind,
-                                 given=out.get("given_split"))
-    return Dataset(
-        name=name, frame=out, input_cols=tuple(input_cols), label_col=label_col, labels=(), content_hash=content_hash,
-        report=report, fractions=tuple(fractions), split_seed=split_seed, kind=kind,
-    )
-
-
 def _content_hash(input_cols, label_col, fields_list, norms, fractions=DEFAULT_FRACTIONS, split_seed: int = 0,
                   kind: str = "labels", given=None) -> str:
     """The dataset's identity: its columns, rows and labels, and its split (the same rows split another
@@ -728,15 +763,12 @@ def load_dataset(
     path_or_bytes: str | Path | bytes,
     filename: str | None = None,
     name: str | None = None,
-    input_cols: list[str] | None = None,
-    label_col: str | None = None,
-    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
-    split_seed: int = 0,
-    kind: str = "labels",
+    *,
     test_file: str | Path | tuple[bytes, str] | None = None,
+    **options: Unpack[ImportOptions],
 ) -> Dataset:
     """read_table + prepare: a file (path or uploaded bytes), and optionally a separate test file, into a validated
-    dataset."""
+    dataset. `options`: how to read it (ImportOptions)."""
     if isinstance(path_or_bytes, (str, Path)):
         filename = filename or Path(path_or_bytes).name
     frame = read_table(path_or_bytes, filename)
@@ -744,7 +776,7 @@ def load_dataset(
         data, test_name = test_file if isinstance(test_file, tuple) else (test_file, Path(test_file).name)
         frame = with_test_file(frame, read_table(data, test_name), filename or "dataset", test_name)
     name = name or Path(filename or "dataset").stem
-    return prepare(frame, name, input_cols, label_col, fractions, split_seed, filename=filename, kind=kind)
+    return prepare(frame, name, filename=filename, **options)
 
 
 # --- splitting ---------------------------------------------------------------------------------------
@@ -862,18 +894,16 @@ def import_dataset(
     source: str | Path | bytes,
     filename: str | None = None,
     name: str | None = None,
-    input_cols: list[str] | None = None,
-    label_col: str | None = None,
-    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
-    split_seed: int = 0,
-    kind: str = "labels",
+    *,
     scoring: dict | None = None,
     test_file: str | Path | tuple[bytes, str] | None = None,
+    **options: Unpack[ImportOptions],
 ) -> tuple[Dataset, bool]:
     """Validate and store a dataset. Returns (dataset, reused): the same content imported again is reused.
     `scoring`: the default scorer / judge for a dataset without labels (see promptlab.scoring.objective). `test_file`:
-    a separate file of test rows (the main file's rows are then train and val)."""
-    ds = load_dataset(source, filename, name, input_cols, label_col, fractions, split_seed, kind, test_file)
+    a separate file of test rows (the main file's rows are then train and val). `options`: how to read it
+    (ImportOptions)."""
+    ds = load_dataset(source, filename, name, test_file=test_file, **options)
     if scoring:
         ds = replace(ds, scoring=check_scoring(scoring, ds, store))
     existing = store.dataset_id_by_hash(ds.content_hash)

@@ -5,190 +5,22 @@ an invalid prediction; the score treats it as wrong, and the invalid rate says h
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Callable
 
 import pandas as pd
 
 from promptlab.data import Dataset
-from promptlab.errors import PromptlabError
-from promptlab.models import Completion, ModelSpec, RetryPolicy, complete, request_key, request_record, warm_up
+from promptlab.progress import Progress
+from promptlab.prompt import PromptTemplate
+from promptlab.models import Completion, ModelSpec, RetryPolicy, request_key, request_record
+from promptlab.calls import complete, warm_up
 from promptlab.scoring import Objective
 from promptlab.scoring.labels import confusion_matrix, invalid_rate
-from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS, nearest
 from promptlab.store import Store
 from promptlab.text import json_number
-
-# --- prompt templates ------------------------------------------------------------------------------
-
-_PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][\w \-]*)\}(?!\})")
-SPECIAL_FIELDS = {"input": "the example's input text", "labels": "the label set, comma-separated"}
-
-
-class PromptError(PromptlabError):
-    pass
-
-
-DEMO_FORMATS = ("chat", "inline")
-
-
-@dataclass(frozen=True)
-class Demo:
-    """One demonstration: a train example's input (its text and input fields) and its gold label."""
-
-    text: str
-    label: str
-    fields: tuple[tuple[str, str], ...] = ()
-    idx: int | None = None  # the example's row in its dataset, when it came from one
-
-    def to_record(self) -> dict:
-        return {"text": self.text, "label": self.label, "fields": [list(f) for f in self.fields], "idx": self.idx}
-
-    @classmethod
-    def from_record(cls, rec) -> "Demo":
-        if isinstance(rec, Demo):
-            return rec
-        return cls(str(rec["text"]), str(rec["label"]), tuple((str(k), str(v)) for k, v in rec.get("fields") or ()),
-                   rec.get("idx"))
-
-
-@dataclass(frozen=True)
-class PromptTemplate:
-    """A prompt: a system part and a user part, with {input}, {labels} and any {column} placeholders,
-    plus optional demonstrations.
-
-    Use {{ and }} for literal braces around a name (e.g. '{{input}}' renders as '{input}').
-    Demonstrations render either as chat turns (the user part filled with the demo's input, then an
-    assistant turn with its label) before the real input, or inline, appended to the instruction as
-    'Input: … / Answer: …' pairs.
-    """
-
-    system: str = ""
-    user: str = "{input}"
-    demos: tuple[Demo, ...] = ()
-    demo_format: str = "chat"
-    similar_k: int = 0  # > 0: `demos` is a pool, and each input gets its similar_k nearest demos from it
-    similar_by: str = "tfidf"  # how "nearest" is measured (promptlab.similarity.BACKENDS)
-
-    def __post_init__(self):
-        if self.demo_format not in DEMO_FORMATS:
-            raise PromptError(f"unknown demo format '{self.demo_format}': use one of {', '.join(DEMO_FORMATS)}")
-        if self.similar_by not in SIMILARITY_BACKENDS:
-            raise PromptError(f"unknown similarity '{self.similar_by}': use {' or '.join(SIMILARITY_BACKENDS)}")
-        object.__setattr__(self, "demos", tuple(Demo.from_record(d) for d in self.demos))
-
-    @property
-    def id(self) -> str:
-        parts = [self.system, self.user]
-        if self.demos:  # prompts without demos keep the ids they always had
-            parts += [self.demo_format, [d.to_record() for d in self.demos]]
-            if self.similar_k:
-                parts.append(self.similar_k)
-                if self.similar_by != "tfidf":  # tfidf prompts keep the ids they always had
-                    parts.append(self.similar_by)
-        blob = json.dumps(parts, ensure_ascii=False)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-    def to_record(self) -> dict:
-        rec = {"system": self.system, "user": self.user}
-        if self.demos:
-            rec.update(demos=[d.to_record() for d in self.demos], demo_format=self.demo_format)
-            if self.similar_k:
-                rec["similar_k"] = self.similar_k
-                if self.similar_by != "tfidf":
-                    rec["similar_by"] = self.similar_by
-        return rec
-
-    @classmethod
-    def from_record(cls, rec: dict) -> "PromptTemplate":
-        return cls(system=str(rec.get("system", "")), user=str(rec.get("user", "{input}")),
-                   demos=tuple(Demo.from_record(d) for d in rec.get("demos") or ()),
-                   demo_format=str(rec.get("demo_format") or "chat"), similar_k=int(rec.get("similar_k") or 0),
-                   similar_by=str(rec.get("similar_by") or "tfidf"))
-
-    def with_demos(self, demos, demo_format: str | None = None, similar_k: int = 0,
-                   similar_by: str = "tfidf") -> "PromptTemplate":
-        if not demos:
-            return PromptTemplate(self.system, self.user)
-        return PromptTemplate(self.system, self.user, tuple(demos), demo_format or self.demo_format, similar_k,
-                              similar_by if similar_k else "tfidf")
-
-    def demos_for(self, text: str) -> tuple[Demo, ...]:
-        """The demos shown with one input: all of them, or its similar_k nearest in the pool."""
-        if not self.similar_k or len(self.demos) <= self.similar_k:
-            return self.demos
-        return tuple(self.demos[i] for i in nearest(tuple(d.text for d in self.demos), text, self.similar_k,
-                                                    self.similar_by))
-
-    @classmethod
-    def from_text(cls, text: str, system: str | None = None) -> "PromptTemplate":
-        """A single prompt text: with an {input} (or column) placeholder it is the user message; without
-        one it is an instruction, sent as the system message, and the input is the user message."""
-        text = text.strip("\n")
-        if system is not None:
-            return cls(system=system, user=text or "{input}")
-        if not text.strip():
-            raise PromptError("the prompt is empty: write an instruction, e.g. 'Classify the ticket. Answer with one of: {labels}.'")
-        if {m.group(1) for m in _PLACEHOLDER.finditer(text)} - {"labels"}:
-            return cls(system="", user=text)
-        return cls(system=text, user="{input}")
-
-    @classmethod
-    def from_file_text(cls, text: str) -> "PromptTemplate":
-        """A prompt file: JSON {"system": ..., "user": ...}, or plain text as in from_text."""
-        stripped = text.strip()
-        if stripped.startswith("{") and stripped.endswith("}"):
-            try:
-                doc = json.loads(stripped)
-            except ValueError:
-                doc = None
-            if isinstance(doc, dict) and ({"system", "user"} & set(doc)):
-                return cls(system=str(doc.get("system", "")), user=str(doc.get("user", "{input}")))
-        return cls.from_text(text)
-
-    def placeholders(self) -> set[str]:
-        return {m.group(1) for part in (self.system, self.user) for m in _PLACEHOLDER.finditer(part)}
-
-    def check(self, input_cols: tuple[str, ...]) -> None:
-        """Raise a PromptError naming any placeholder the dataset cannot fill."""
-        known = set(SPECIAL_FIELDS) | set(input_cols)
-        unknown = sorted(self.placeholders() - known)
-        if unknown:
-            raise PromptError(
-                f"the prompt uses {', '.join('{' + u + '}' for u in unknown)}, which the dataset cannot fill. "
-                f"Available placeholders: {', '.join('{' + k + '}' for k in sorted(known))} "
-                "(write {{name}} for literal braces)."
-            )
-        if not (self.placeholders() & ({"input"} | set(input_cols))):
-            raise PromptError("the prompt never shows the example: put {input} (or a column placeholder) in it.")
-
-    def render(self, fields: dict[str, str], text: str, labels: tuple[str, ...]) -> list[dict]:
-        def fill(template: str, fields: dict, text: str) -> str:
-            values = {**fields, "input": text, "labels": ", ".join(labels)}
-            out = _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
-            return out.replace("{{", "{").replace("}}", "}")
-
-        system = fill(self.system, fields, text) if self.system.strip() else ""
-        turns: list[dict] = []
-        demos = self.demos_for(text)
-        if demos and self.demo_format == "inline":
-            shown = "\n\n".join(
-                f"Input: {fill(self.user, dict(d.fields), d.text)}\nAnswer: {d.label}" for d in demos
-            )
-            system = f"{system}\n\nExamples:\n\n{shown}".strip()
-        elif demos:
-            for d in demos:
-                turns.append({"role": "user", "content": fill(self.user, dict(d.fields), d.text)})
-                turns.append({"role": "assistant", "content": d.label})
-        messages = [{"role": "system", "content": system}] if system else []
-        return messages + turns + [{"role": "user", "content": fill(self.user, fields, text)}]
-
 
 # --- evaluation ------------------------------------------------------------------------------------
 
@@ -325,7 +157,7 @@ def evaluate(
     split: str = "all",
     max_tokens: int | None = None,
     run_id: str | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     retry: RetryPolicy = RetryPolicy(),
     save: bool = True,
 ) -> EvalResult:
@@ -334,45 +166,87 @@ def evaluate(
     The objective reads each reply (promptlab.scoring): a label metric maps it to a label, a scorer or a judge
     gives it a score in [0, 1] against the example's reference (the judge's calls are cached and recorded like
     the target's, and its reasoning is kept with the row), human grades fetch the outputs only (they are graded
-    by hand later). `save=False` keeps the per-example rows out of the evaluations table."""
+    by hand later). `save=False` keeps the per-example rows out of the evaluations table. `progress` expects the
+    uncached calls once the cache has answered and ticks as each completes."""
     prompt.check(dataset.input_cols)
     params = dataset_params(spec, dataset, max_tokens)
     t0 = time.perf_counter()
+    requests, keys = _requests(spec, prompt, dataset, examples, params)
+    hits = store.cached_calls(keys)
+    todo = _uncached(keys, requests, hits)
+    if progress is not None:
+        progress.expect(len(todo))
+    load_s = warm_up(spec) if todo else 0.0  # model loading is start-up, not evaluation time
+    fresh = _call_all(store, spec, todo, params, retry, run_id, progress)
+    rows = _read_replies(keys, examples, fresh, hits, metric, dataset.labels)
+    metric.finish(store, rows, dataset.kind == "reference", run_id)
+    frame = pd.DataFrame(rows, columns=_ROW_COLUMNS)
+    wall = time.perf_counter() - t0 - load_s
+    if dataset.id and save:
+        _save_rows(store, spec, params, prompt, dataset.id, frame)
+    return EvalResult(prompt=prompt, model=spec.label, metric=metric, split=split, rows=frame, labels=dataset.labels,
+                      cached=len(keys) - len(fresh), wall_s=wall, **_call_totals(fresh))
+
+
+_ROW_COLUMNS = ["example_idx", "text", "gold", "gold_norm", "reply", "pred", "parse", "correct", "error", "cached",
+               "call_key", "score", "detail"]  # an EvalResult's per-example rows
+
+
+def _requests(spec: ModelSpec, prompt: PromptTemplate, dataset: Dataset, examples: pd.DataFrame,
+              params: dict) -> tuple[list[dict], list[str]]:
+    """(each example's request record, its cache key), in the order of `examples`."""
     requests, keys = [], []
     for fields, text in zip(examples["fields"], examples["text"]):
         record = request_record(spec, prompt.render(fields, text, dataset.labels), params)
         requests.append(record)
         keys.append(request_key(record))
-    hits = store.cached_calls(keys)
+    return requests, keys
+
+
+def _uncached(keys: list[str], requests: list[dict], hits: dict) -> dict[str, dict]:
+    """{key: request} for the requests the cache did not answer, in example order, each key once (a duplicate
+    input in the batch is called once)."""
     todo: dict[str, dict] = {}
     for key, record in zip(keys, requests):
         if key not in hits:
             todo.setdefault(key, record)
+    return todo
+
+
+def _call_one(store: Store, spec: ModelSpec, key: str, record: dict, params: dict, retry: RetryPolicy,
+              run_id: str | None) -> tuple[str, Completion]:
+    """Call the model for one request and commit the call at once. Never raises for a failed call: the
+    completion carries its error."""
+    result = complete(spec, record["messages"], params, retry=retry)
+    store.record_call(key, record, result, run_id=run_id, purpose="eval")
+    return key, result
+
+
+def _call_all(store: Store, spec: ModelSpec, todo: dict[str, dict], params: dict, retry: RetryPolicy,
+              run_id: str | None, progress: Progress | None) -> dict[str, Completion]:
+    """{key: completion} for every request in `todo`, each committed and ticked on `progress` as it completes;
+    up to `spec.max_in_flight` at once (per endpoint `concurrency`, times its replicas; in-process: 1)."""
     fresh: dict[str, Completion] = {}
-    total, done = len(todo), 0
-    load_s = warm_up(spec) if todo else 0.0  # model loading is start-up, not evaluation time
-
-    def call(key: str, record: dict) -> tuple[str, Completion]:
-        result = complete(spec, record["messages"], params, retry=retry)
-        store.record_call(key, record, result, run_id=run_id, purpose="eval")
-        return key, result
-
-    workers = spec.max_in_flight  # per endpoint `concurrency`, times its replicas; in-process: 1
-    if workers == 1:
+    if spec.max_in_flight == 1:
         for key, record in todo.items():
-            fresh[key] = call(key, record)[1]
-            done += 1
-            if on_progress:
-                on_progress(done, total)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for fut in as_completed([pool.submit(call, k, r) for k, r in todo.items()]):
-                key, result = fut.result()
-                fresh[key] = result
-                done += 1
-                if on_progress:
-                    on_progress(done, total)
+            fresh[key] = _call_one(store, spec, key, record, params, retry, run_id)[1]
+            if progress is not None:
+                progress.tick()
+        return fresh
+    with ThreadPoolExecutor(max_workers=spec.max_in_flight) as pool:
+        futures = [pool.submit(_call_one, store, spec, k, r, params, retry, run_id) for k, r in todo.items()]
+        for fut in as_completed(futures):
+            key, result = fut.result()
+            fresh[key] = result
+            if progress is not None:
+                progress.tick()
+    return fresh
 
+
+def _read_replies(keys: list[str], examples: pd.DataFrame, fresh: dict[str, Completion], hits: dict,
+                  metric: Objective, labels: tuple[str, ...]) -> list[dict]:
+    """One row per example (_ROW_COLUMNS, `detail` left for metric.finish): its reply, from this batch's calls or
+    the cache, as the objective reads it. A failed call is a row with its error and the objective's failure score."""
     rows = []
     seen_fresh: set[str] = set()
     for key, idx, text, gold, gold_norm in zip(
@@ -386,39 +260,41 @@ def evaluate(
         else:
             reply, error, was_cached = hits[key].response, None, True
         pred, how, score = (None, "error", metric.failure_score) if error else \
-            metric.read(reply, gold, gold_norm, dataset.labels)
+            metric.read(reply, gold, gold_norm, labels)
         rows.append({
             "example_idx": int(idx), "text": text, "gold": gold, "gold_norm": gold_norm, "reply": reply,
             "pred": pred, "parse": how, "correct": bool(score is not None and score >= 1.0),
             "error": error, "cached": was_cached, "call_key": key, "score": score, "detail": None,
         })
-    metric.finish(store, rows, dataset.kind == "reference", run_id)
-    frame = pd.DataFrame(rows, columns=[
-        "example_idx", "text", "gold", "gold_norm", "reply", "pred", "parse", "correct", "error", "cached", "call_key",
-        "score", "detail",
-    ])
-    wall = time.perf_counter() - t0 - load_s
-    if dataset.id and save:
-        store.save_prompt(prompt.id, prompt.system, prompt.user,
-                          [d.to_record() for d in prompt.demos] or None, prompt.demo_format, prompt.similar_k,
-                          prompt.similar_by)
-        mk = model_key(spec, params)
-        store.save_evaluations(pd.DataFrame({
-            "prompt_id": prompt.id, "model_key": mk, "dataset_id": dataset.id,
-            "example_idx": frame["example_idx"].astype("int32"), "call_key": frame["call_key"],
-            "reply": frame["reply"], "pred": frame["pred"], "parse": frame["parse"],
-            "correct": frame["correct"].astype(bool), "error": frame["error"],
-            "score": frame["score"].astype(float), "detail": frame["detail"].astype(object),
-        }))
+    return rows
+
+
+def _save_rows(store: Store, spec: ModelSpec, params: dict, prompt: PromptTemplate, dataset_id: str,
+               frame: pd.DataFrame) -> None:
+    """Store the prompt and its per-example rows for this model (by its key) on the dataset."""
+    store.save_prompt(prompt.id, prompt.system, prompt.user,
+                      [d.to_record() for d in prompt.demos] or None, prompt.demo_format, prompt.similar_k,
+                      prompt.similar_by)
+    store.save_evaluations(pd.DataFrame({
+        "prompt_id": prompt.id, "model_key": model_key(spec, params), "dataset_id": dataset_id,
+        "example_idx": frame["example_idx"].astype("int32"), "call_key": frame["call_key"],
+        "reply": frame["reply"], "pred": frame["pred"], "parse": frame["parse"],
+        "correct": frame["correct"].astype(bool), "error": frame["error"],
+        "score": frame["score"].astype(float), "detail": frame["detail"].astype(object),
+    }))
+
+
+def _call_totals(fresh: dict[str, Completion]) -> dict:
+    """What this batch's own calls (not the cache's answers) made and spent: EvalResult's calls, errors, tokens
+    and cost (None when no call priced itself)."""
     costs = [c.cost for c in fresh.values() if c.cost is not None]
-    return EvalResult(
-        prompt=prompt, model=spec.label, metric=metric, split=split, rows=frame, labels=dataset.labels,
-        calls=len(fresh), cached=len(keys) - len(fresh),
-        errors=sum(1 for c in fresh.values() if not c.ok),
-        prompt_tokens=sum(c.prompt_tokens for c in fresh.values()),
-        completion_tokens=sum(c.completion_tokens for c in fresh.values()),
-        cost=sum(costs) if costs else None, wall_s=wall,
-    )
+    return {
+        "calls": len(fresh),
+        "errors": sum(1 for c in fresh.values() if not c.ok),
+        "prompt_tokens": sum(c.prompt_tokens for c in fresh.values()),
+        "completion_tokens": sum(c.completion_tokens for c in fresh.values()),
+        "cost": sum(costs) if costs else None,
+    }
 
 
 def stored_rows(store: Store, prompt_id: str, model_key_: str, dataset: Dataset, idx=None) -> pd.DataFrame:

@@ -25,7 +25,8 @@ import yaml
 from promptlab.cost import Cost, costs
 from promptlab.data import Dataset, stored_dataset
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate, dataset_params, model_key
+from promptlab.evaluate import dataset_params, model_key
+from promptlab.prompt import PromptTemplate
 from promptlab.models import ModelSpec, spec_from_record
 from promptlab.results import best_candidate
 from promptlab.serve import server_command
@@ -267,7 +268,7 @@ def as_python(sp: StoredPrompt) -> str:
     t = sp.template
     if t.similar_k:  # demos per input: promptlab's own rendering picks them, so they match what was scored
         demo_block = ("\n# The demos are chosen per input from a pool, by promptlab's similarity (pip install promptlab's "
-                      "requirements).\nfrom promptlab.evaluate import PromptTemplate\n\nTEMPLATE = PromptTemplate.from_record("
+                      "requirements).\nfrom promptlab.prompt import PromptTemplate\n\nTEMPLATE = PromptTemplate.from_record("
                       f"{_literal(t.to_record())})\nLABELS = {tuple(sp.dataset.labels)!r}\n")
         demo_fill = f"    return TEMPLATE.render({{{sp.dataset.input_cols[0]!r}: text}}, text, LABELS)"
     else:

@@ -16,7 +16,9 @@ import pandas as pd
 
 from promptlab.data import Dataset
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate, dataset_params, evaluate, model_key
+from promptlab.progress import Progress
+from promptlab.evaluate import dataset_params, evaluate, model_key
+from promptlab.prompt import PromptTemplate
 from promptlab.scoring.base import HumanGrades
 from promptlab.scoring.judge import Judge, agreement
 from promptlab.models import ModelSpec
@@ -93,7 +95,7 @@ class Batch:
 
 
 def outputs(store: Store, dataset: Dataset, spec: ModelSpec, prompt: PromptTemplate, *, split: str = "val",
-            limit: int | None = 20, seed: int = 0, max_tokens: int | None = None, on_progress=None,
+            limit: int | None = 20, seed: int = 0, max_tokens: int | None = None, progress: Progress | None = None,
             scale: str = "1-5") -> Batch:
     """The prompt's outputs on up to `limit` examples of a split (a seeded sample), with the grades they
     already have on `scale` (grades on another scale are kept apart, never mixed)."""
@@ -103,7 +105,7 @@ def outputs(store: Store, dataset: Dataset, spec: ModelSpec, prompt: PromptTempl
     if limit is not None and limit < len(examples):
         examples = examples.iloc[np.sort(np.random.default_rng(seed).permutation(len(examples))[:limit])]
     res = evaluate(store, spec, prompt, dataset, examples, grades, split=split, max_tokens=max_tokens,
-                   on_progress=on_progress, save=False)  # outputs only: stored scores stay as they are
+                   progress=progress, save=False)  # outputs only: stored scores stay as they are
     mk = model_key(spec, dataset_params(spec, dataset, max_tokens))
     graded = store.grades(dataset.id, prompt.id, mk) if dataset.id else pd.DataFrame()
     if len(graded):

@@ -2,8 +2,8 @@
 and seed (a *group*), stored like a study (the same tables, ids 'group-…'), resumable, and read back as one row
 per model and the prompts x models matrix of its results (does the prompt found for one model transfer?).
 
-A group is asked for as a run is (runs.RunRequest), with several targets: each member's config is the one
-`runs.plan` makes for that target, so a group's run is exactly the run `optimize --target T` would have made.
+A group is asked for as a run is (planning.RunRequest), with several targets: each member's config is the one
+`planning.plan` makes for that target, so a group's run is exactly the run `optimize --target T` would have made.
 Asking for the same group again finds it (its members' configs hash to the same id) and resumes it.
 """
 from __future__ import annotations
@@ -15,17 +15,18 @@ from dataclasses import replace
 
 import pandas as pd
 
-from promptlab import results, runs
+from promptlab import jobs, planning, results
 from promptlab.cost import Cost
 from promptlab.errors import PromptlabError
-from promptlab.matrix import MatrixRequest, MatrixResult, matrix_lines, score_matrix
+from promptlab.jobs import MatrixRequest, MatrixResult, matrix_lines, score_matrix
+from promptlab.progress import Progress
 from promptlab.models import spec_from_record
 from promptlab.scoring import stats as S
 from promptlab.store import Store
 from promptlab.study import run_members
 
 
-def plan_group(store: Store, request: runs.RunRequest, targets: list[str]) -> list[runs.Plan]:
+def plan_group(store: Store, request: planning.RunRequest, targets: list[str]) -> list[planning.Plan]:
     """One checked plan per target (the same request otherwise); every mistake names its target."""
     names = list(dict.fromkeys(t.strip() for t in targets if t.strip()))
     if len(names) < 2:
@@ -33,7 +34,7 @@ def plan_group(store: Store, request: runs.RunRequest, targets: list[str]) -> li
     plans = []
     for name in names:
         try:
-            plans.append(runs.plan(store, replace(request, target=name)))
+            plans.append(planning.plan(store, replace(request, target=name)))
         except PromptlabError as exc:
             raise PromptlabError(f"target {name}: {exc}") from None
     for p in plans:
@@ -42,7 +43,7 @@ def plan_group(store: Store, request: runs.RunRequest, targets: list[str]) -> li
     return plans
 
 
-def create_group(store: Store, plans: list[runs.Plan]) -> tuple[str, bool]:
+def create_group(store: Store, plans: list[planning.Plan]) -> tuple[str, bool]:
     """Store the group and all its runs at once (never half-created); the same plans again are the same group,
     returned with reused=True."""
     members = [{"config": p.config.to_record(), "target": p.target.label, "proposer_set": "all", "seed": p.config.seed}
@@ -72,10 +73,10 @@ def members(store: Store, group_id: str) -> pd.DataFrame:
     return frame.sort_values("order").drop(columns="order").reset_index(drop=True)
 
 
-def execute_group(store: Store, group_id: str, on_run=None, stop=None) -> pd.DataFrame:
+def execute_group(store: Store, group_id: str, progress: Progress | None = None, stop=None) -> pd.DataFrame:
     """Run (or resume) each target's search in turn; then the group's view (one row per model)."""
     members(store, group_id)  # checks the id
-    run_members(store, group_id, on_run, stop)
+    run_members(store, group_id, progress, stop)
     return view(store, group_id)
 
 
@@ -109,13 +110,13 @@ def _gain(store: Store, run_id: str, s: dict, cands: pd.DataFrame) -> dict:
     if s["best_id"] == base_id or s["best_test"] is None:
         return {"gain": 0.0 if s["best_id"] == base_id else None}
     ds, target, metric = results.run_setup(store, run_id)
-    base = results.candidate_test_rows(store, run_id, base_id, target, ds, metric)
-    best = results.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)
+    base = jobs.candidate_test_rows(store, run_id, base_id, target, ds, metric)
+    best = jobs.candidate_test_rows(store, run_id, s["best_id"], target, ds, metric)
     cmp = S.compare(metric, base, best, 0.95)
     return {"gain": cmp.diff, "gain_ci_low": cmp.ci_low, "gain_ci_high": cmp.ci_high}
 
 
-def matrix(store: Store, group_id: str, progress: dict | None = None) -> MatrixResult:
+def matrix(store: Store, group_id: str, progress: Progress | None = None) -> MatrixResult:
     """Each finished member's result scored by every model of the group on the same test examples; `diagonal`
     marks a prompt on the model it was found for. Off-diagonal cells make new calls the first time."""
     mem = members(store, group_id)

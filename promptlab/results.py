@@ -12,9 +12,10 @@ import pandas as pd
 from promptlab.cost import Cost, costs
 from promptlab.data import Dataset, stored_dataset
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import EvalResult, PromptTemplate, dataset_params, evaluate, model_key, stored_rows
+from promptlab.evaluate import EvalResult, dataset_params, model_key, stored_rows
 from promptlab.models import ModelSpec, relation, spec_from_record
 from promptlab.optimize.base import Counters
+from promptlab.planning import RunConfig
 from promptlab.scoring import Objective, parse_objective
 from promptlab.store import Store
 from promptlab.text import format_score
@@ -27,25 +28,6 @@ def run_setup(store: Store, run_id: str) -> tuple[Dataset, ModelSpec, Objective]
     dataset = stored_dataset(store, rec["dataset_id"])
     return dataset, spec_from_record(config["target"]), parse_objective(config["metric"], dataset, config.get("judge"),
                                                                         store)
-
-
-def candidate_result(store: Store, run_id: str, cand_id: int, split: str, target: ModelSpec, dataset: Dataset,
-                     metric, on_progress=None) -> EvalResult:
-    """A stored candidate's prompt (with its demos) scored on one split. With the run's own split seed and
-    max_tokens the requests are the run's own, so whatever the run scored comes from the cache."""
-    row = store.candidates(run_id).set_index("id").loc[cand_id].to_dict()
-    config = store.run_row(run_id)["config"]
-    return evaluate(store, target, PromptTemplate.from_record(row), dataset,
-                    dataset.split(split, config.get("split_seed")), metric, split=split,
-                    max_tokens=config.get("max_tokens"), on_progress=on_progress)
-
-
-def candidate_test_rows(store: Store, run_id: str, cand_id: int, target: ModelSpec, dataset: Dataset,
-                        metric) -> pd.DataFrame:
-    """A stored candidate's prompt scored on the test split, one row per example in example order. The run
-    scored its finalists on test, so this comes from the cache."""
-    res = candidate_result(store, run_id, cand_id, "test", target, dataset, metric)
-    return res.rows.sort_values("example_idx").reset_index(drop=True)
 
 
 def misses(res: EvalResult) -> pd.DataFrame:
@@ -172,7 +154,7 @@ def attribution(store: Store, run_id: str, steps: list[dict] | None = None) -> l
     """Per proposer: candidates asked for, valid ones, valid rate, best val score, rounds won."""
     steps = steps if steps is not None else store.steps(run_id)
     rec = store.run_row(run_id)
-    n = (rec["config"].get("strategy_params") or {}).get("candidates_per_proposer", 2)
+    n = RunConfig.from_record(rec["config"]).strategy_params.get("candidates", 2)
     cands = store.candidates(run_id)
     out: dict[str, dict] = {}
     for p in rec["config"]["proposers"]:
@@ -215,58 +197,79 @@ def stage_report(steps: list[dict], strategy: str = "") -> list[dict]:
     repeat) and became candidates."""
     winner = next((x["winner_id"] for x in reversed(steps) if x["kind"] == "winner_chosen"),
                   next((x["best_id"] for x in reversed(steps) if x["kind"] == "run_finished"), None))
+    stages, calls = _stage_tallies(steps, strategy)
+    return [_stage_row(st, calls, winner) for st in stages]
+
+
+_STAGE_WORK = ("candidate_proposed", "candidate_scored", "proposal_made", "critique", "round_finished")
+
+
+def _stage_tallies(steps: list[dict], strategy: str) -> tuple[list[dict], int]:
+    """(each stage's running tally, in run order, as _new_stage opens it and _tally fills it; the target requests
+    counted when the steps end). A stage ends where the next starts or the confirmation does; without
+    stage_started steps the whole search is one stage named after `strategy`."""
     stages: list[dict] = []
     calls = 0
     staged = any(x["kind"] == "stage_started" for x in steps)
-
-    def open_stage(name: str, role: str) -> dict:
-        stages.append({"stage": role or name, "strategy": name, "start": calls, "ids": set(), "proposer_calls": 0,
-                       "asked": 0, "written": 0, "usable": 0, "leader_after": None})
-        return stages[-1]
-
     for x in steps:
         kind = x["kind"]
-        if kind == "stage_started":
+        if kind in ("stage_started", "confirmed", "winner_chosen", "test_scored"):
             if stages:
                 stages[-1].setdefault("end", calls)
-            open_stage(x["strategy"], x.get("role") or "")
+            if kind == "stage_started":
+                stages.append(_new_stage(x["strategy"], x.get("role") or "", calls))
             continue
-        if kind in ("confirmed", "winner_chosen", "test_scored"):
-            if stages:
-                stages[-1].setdefault("end", calls)
-            continue
-        if kind not in ("candidate_proposed", "candidate_scored", "proposal_made", "critique", "round_finished"):
+        if kind not in _STAGE_WORK:
             continue
         if x.get("round", 1) == 0:  # the starting prompts belong to no stage
             calls = x.get("target_requests") or calls
             continue
         if not stages and staged:
             continue
-        st = stages[-1] if stages else open_stage(strategy, "")
-        if "end" in st:
-            continue
-        if kind == "candidate_scored":
-            calls = x.get("target_requests") or calls
-            st["ids"].add(x["candidate_id"])
-            st.setdefault("rounds", set()).add(x.get("round"))
-        elif kind == "proposal_made":
-            st["proposer_calls"] += 1
-            st["usable"] += len(x.get("accepted") or ())
-            dropped = x.get("dropped") or {}
-            st["written"] += len(x.get("accepted") or ()) + sum(v for k, v in dropped.items() if k != "no_tags")
-            st["asked"] += _asked(x.get("meta_prompt") or "")
-        elif kind == "critique":
-            st["proposer_calls"] += 1
-        elif kind == "round_finished":
-            st["leader_after"] = x.get("best_val")
-            calls = max(calls, x.get("target_requests") or 0)
-    return [{"stage": st["stage"], "strategy": st["strategy"], "calls": st.get("end", calls) - st["start"],
-             "candidates": len(st["ids"]), "proposer_calls": st["proposer_calls"], "asked": st["asked"],
-             "written": st["written"], "usable": st["usable"], "leader_after": st["leader_after"],
-             "result_from_here": winner in st["ids"],
-             # where it lies on a trajectory chart's axes: target requests, and rounds
-             "span_requests": (st["start"], st.get("end", calls)),
-             "span_rounds": (min(st.get("rounds") or {0}), max(st.get("rounds") or {0}))} for st in stages]
+        if not stages:
+            stages.append(_new_stage(strategy, "", calls))
+        if "end" not in stages[-1]:
+            calls = _tally(stages[-1], x, calls)
+    return stages, calls
+
+
+def _new_stage(name: str, role: str, calls: int) -> dict:
+    """An empty tally for a stage that starts after `calls` target requests, named by its role, else its strategy."""
+    return {"stage": role or name, "strategy": name, "start": calls, "ids": set(), "proposer_calls": 0,
+            "asked": 0, "written": 0, "usable": 0, "leader_after": None}
+
+
+def _tally(st: dict, x: dict, calls: int) -> int:
+    """Count one step of a stage's work into its tally `st`; returns the target requests counted after it."""
+    kind = x["kind"]
+    if kind == "candidate_scored":
+        calls = x.get("target_requests") or calls
+        st["ids"].add(x["candidate_id"])
+        st.setdefault("rounds", set()).add(x.get("round"))
+    elif kind == "proposal_made":
+        st["proposer_calls"] += 1
+        st["usable"] += len(x.get("accepted") or ())
+        dropped = x.get("dropped") or {}
+        st["written"] += len(x.get("accepted") or ()) + sum(v for k, v in dropped.items() if k != "no_tags")
+        st["asked"] += _asked(x.get("meta_prompt") or "")
+    elif kind == "critique":
+        st["proposer_calls"] += 1
+    elif kind == "round_finished":
+        st["leader_after"] = x.get("best_val")
+        calls = max(calls, x.get("target_requests") or 0)
+    return calls
+
+
+def _stage_row(st: dict, calls: int, winner: int | None) -> dict:
+    """A stage's tally as a row of the stage report (a stage still open ends at `calls`)."""
+    end = st.get("end", calls)
+    rounds = st.get("rounds") or {0}
+    return {"stage": st["stage"], "strategy": st["strategy"], "calls": end - st["start"],
+            "candidates": len(st["ids"]), "proposer_calls": st["proposer_calls"], "asked": st["asked"],
+            "written": st["written"], "usable": st["usable"], "leader_after": st["leader_after"],
+            "result_from_here": winner in st["ids"],
+            # where it lies on a trajectory chart's axes: target requests, and rounds
+            "span_requests": (st["start"], end), "span_rounds": (min(rounds), max(rounds))}
 
 
 def _asked(meta_prompt: str) -> int:
@@ -319,6 +322,10 @@ def best_candidate(steps: list[dict], cands: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(store: Store, run_id: str, counters: Counters | None = None) -> dict:
+    """A run in one record (the CLI, the pages, the report and the stored summary read it): its setup, the
+    baseline and the result with their scores, what the search did, the calls it made and cached, the proposers'
+    attribution, the decisions, how the result was chosen, the stages and the cost per call. `counters`: the live
+    ones of a run under way; without them, those stored with the run's last execution."""
     rec = store.run_row(run_id)
     steps = store.steps(run_id)
     cands = store.candidates(run_id)
@@ -326,22 +333,6 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
     finished = next((s for s in reversed(steps) if s["kind"] == "run_finished"), None)
     best = best_candidate(steps, cands)
     started = next((s for s in steps if s["kind"] == "run_started"), {})
-    rounds = max([s["round"] for s in steps if s["kind"] == "round_finished"], default=0)
-
-    def first(frame, col):
-        if frame.empty:
-            return None
-        v = frame.iloc[0][col]
-        return None if v is None or (isinstance(v, float) and math.isnan(v)) else (float(v) if col.endswith("score") else v)
-
-    stored_calls = store.run_call_counts(run_id)
-    prev = rec["summary"] or {}
-    # Without live counters (a page or `runs show` reading a stored run), the counts are those of the
-    # run's last execution, as stored in its summary.
-    c = counters or Counters(target_requests=prev.get("target_requests", 0), target_calls=prev.get("target_calls", 0),
-                             target_cached=prev.get("cached_calls", 0), proposer_calls=prev.get("proposer_calls", 0))
-    gated = cands[cands["status"] == "gated"]
-    saved = int(sum(s.get("calls_saved", 0) for s in steps if s["kind"] == "candidate_scored"))
     return {
         "run_id": run_id,
         "status": rec["status"],
@@ -350,22 +341,62 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         "target": rec["config"]["target"].get("name") or rec["config"]["target"]["model"],
         "metric": rec["config"]["metric"],
         "seed": rec["config"]["seed"],
-        "baseline_prompt": first(base, "text"),
-        "baseline_val": first(base, "val_score"),
-        "baseline_test": first(base, "test_score"),
-        "best_id": int(best.iloc[0]["id"]) if not best.empty else None,
-        "best_prompt": first(best, "text"),
-        "best_demos": list(best.iloc[0]["demos"]) if not best.empty else [],
-        "best_demo_format": first(best, "demo_format"),
-        "best_proposer": first(best, "proposer"),
-        "best_val": first(best, "val_score"),
-        "best_test": first(best, "test_score"),
+        **_prompt_fields(base, best),
         "n_val": started.get("n_val"),
         "n_test": started.get("n_test"),
-        "rounds": rounds,
+        "rounds": max([s["round"] for s in steps if s["kind"] == "round_finished"], default=0),
         "candidates": int((cands["proposer"] != "baseline").sum()),
-        "gated": int(len(gated)),
-        "calls_saved_by_gate": saved,
+        "gated": int((cands["status"] == "gated").sum()),
+        "calls_saved_by_gate": int(sum(s.get("calls_saved", 0) for s in steps if s["kind"] == "candidate_scored")),
+        **_call_fields(store, run_id, counters or _stored_counters(rec)),
+        "projection": started.get("projection"),
+        "proposers": attribution(store, run_id, steps),
+        "review": rec["config"].get("review") or "unrecorded",
+        "decisions": _decision_counts(steps),
+        "result": _result(steps),
+        "stages": stage_report(steps, rec["config"].get("strategy", "")),
+        "costs": _result_costs(store, run_id, cands, base, best),
+    }
+
+
+def _first(frame: pd.DataFrame, col: str):
+    """The first row's `col`, None for an empty frame or a missing value; scores as floats."""
+    if frame.empty:
+        return None
+    v = frame.iloc[0][col]
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else (float(v) if col.endswith("score") else v)
+
+
+def _prompt_fields(base: pd.DataFrame, best: pd.DataFrame) -> dict:
+    """The summary's baseline_* and best_* fields: each one's prompt and scores (the result's demos and proposer
+    too), from one-row candidate frames (empty: None, or no demos)."""
+    return {
+        "baseline_prompt": _first(base, "text"),
+        "baseline_val": _first(base, "val_score"),
+        "baseline_test": _first(base, "test_score"),
+        "best_id": int(best.iloc[0]["id"]) if not best.empty else None,
+        "best_prompt": _first(best, "text"),
+        "best_demos": list(best.iloc[0]["demos"]) if not best.empty else [],
+        "best_demo_format": _first(best, "demo_format"),
+        "best_proposer": _first(best, "proposer"),
+        "best_val": _first(best, "val_score"),
+        "best_test": _first(best, "test_score"),
+    }
+
+
+def _stored_counters(rec: dict) -> Counters:
+    """The counts of the run's last execution, as stored in its summary (a page or `runs show` reading a stored
+    run has no live counters)."""
+    prev = rec["summary"] or {}
+    return Counters(target_requests=prev.get("target_requests", 0), target_calls=prev.get("target_calls", 0),
+                    target_cached=prev.get("cached_calls", 0), proposer_calls=prev.get("proposer_calls", 0))
+
+
+def _call_fields(store: Store, run_id: str, c: Counters) -> dict:
+    """The summary's call fields: calls made and cached by the counters `c`, the cache hit rate, repeats, failures,
+    the requests the budget counted, and the calls stored for the run by purpose (the judge's among them)."""
+    stored_calls = store.run_call_counts(run_id)
+    return {
         "target_calls": c.target_calls,
         "proposer_calls": c.proposer_calls,
         "cached_calls": c.target_cached + c.proposer_cached,
@@ -377,13 +408,6 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         "target_requests": c.target_requests,
         "calls_stored_for_run": {k: v["calls"] for k, v in stored_calls.items()},
         "judge_calls": stored_calls.get("judge", {}).get("calls", 0),  # all executions (judge calls are outside budgets)
-        "projection": started.get("projection"),
-        "proposers": attribution(store, run_id, steps),
-        "review": rec["config"].get("review", "none"),
-        "decisions": _decision_counts(steps),
-        "result": _result(steps),
-        "stages": stage_report(steps, rec["config"].get("strategy", "")),
-        "costs": _result_costs(store, run_id, cands, base, best),
     }
 
 
@@ -529,7 +553,7 @@ def live_progress(store: Store, run_id: str) -> dict:
     eta = "—"
     if rec["status"] == "running" and started and requests:
         proj = started["projection"]
-        budget = rec["config"]["budget"].get("max_target_calls")
+        budget = RunConfig.from_record(rec["config"]).budget.get("max_target_requests")
         expected = proj["target_search"]["expected"] if not budget else min(budget, proj["target_search"]["expected"])
         elapsed = (pd.Timestamp.now() - pd.Timestamp(rec["created_at"])).total_seconds()
         left = max(0, expected + proj["target_test"] - requests)
@@ -577,19 +601,29 @@ def markdown_report(store: Store, run_id: str) -> str:
     rec = store.run_row(run_id)
     board = leaderboard(store, run_id)
     fam = family_view(store, run_id)
-
-    f = format_score
-
     base = board[board["proposer"] == "baseline"].head(1)
     best = board[board["id"] == s["best_id"]].head(1)
-
-    def ci(frame, which):
-        if frame.empty:
-            return ""
-        lo, hi = frame.iloc[0][f"{which}_ci_low"], frame.iloc[0][f"{which}_ci_high"]
-        return f" [{f(lo)}, {f(hi)}]" if lo == lo and lo is not None else ""
-
     lines = [
+        *_report_setup(s, run_id),
+        *_report_result(s, base, best),
+        *_report_proposers(s, fam),
+        *_report_leaderboard(board),
+        "", f"Meta-prompt template: {len(rec['config']['meta_prompt'])} characters, stored with the run.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _ci_text(frame: pd.DataFrame, which: str) -> str:
+    """' [low, high]': the first row's `which` ('val', 'test') confidence interval, or nothing without one."""
+    if frame.empty:
+        return ""
+    lo, hi = frame.iloc[0][f"{which}_ci_low"], frame.iloc[0][f"{which}_ci_high"]
+    return f" [{format_score(lo)}, {format_score(hi)}]" if lo == lo and lo is not None else ""
+
+
+def _report_setup(s: dict, run_id: str) -> list[str]:
+    """The report's title and setup lines: data, target, metric, proposers, status, decisions, stages."""
+    return [
         f"# promptlab run {run_id}",
         "",
         f"- Dataset: **{s['dataset']}**; target **{s['target']}**; metric **{s['metric']}**; seed {s['seed']}",
@@ -599,12 +633,20 @@ def markdown_report(store: Store, run_id: str) -> str:
         *([f"- {dec[0].upper()}{dec[1:]}"] if (dec := decisions_line(s)) else []),
         *([f"- {st[0].upper()}{st[1:]}"] if (st := stages_line(s["stages"])) else []),
         "",
+    ]
+
+
+def _report_result(s: dict, base: pd.DataFrame, best: pd.DataFrame) -> list[str]:
+    """The report's result section: baseline and result on val and test with CIs, how the result was chosen, its
+    cost per call, and the result prompt. `base`, `best`: their one-row leaderboard frames."""
+    f = format_score
+    return [
         "## Result (95% CIs; test is held out: no proposer ever saw it)",
         "",
         "| prompt | val | test |",
         "|---|---|---|",
-        f"| baseline | {f(s['baseline_val'])}{ci(base, 'val')} (n={s['n_val']}) | {f(s['baseline_test'])}{ci(base, 'test')} (n={s['n_test']}) |",
-        f"| result (#{s['best_id']}, {s['best_proposer']}) | {f(s['best_val'])}{ci(best, 'val')} | {f(s['best_test'])}{ci(best, 'test')} |",
+        f"| baseline | {f(s['baseline_val'])}{_ci_text(base, 'val')} (n={s['n_val']}) | {f(s['baseline_test'])}{_ci_text(base, 'test')} (n={s['n_test']}) |",
+        f"| result (#{s['best_id']}, {s['best_proposer']}) | {f(s['best_val'])}{_ci_text(best, 'val')} | {f(s['best_test'])}{_ci_text(best, 'test')} |",
         "",
         *([result_line(s), ""] if result_line(s) else []),
         *([cost, ""] if (cost := cost_line(s)) else []),
@@ -614,6 +656,13 @@ def markdown_report(store: Store, run_id: str) -> str:
         (s["best_prompt"] or "").strip(),
         "```",
         "",
+    ]
+
+
+def _report_proposers(s: dict, fam: pd.DataFrame) -> list[str]:
+    """The report's proposer table: family, relation to the target (from the family view `fam`), candidates asked
+    for, valid ones, best val, rounds won."""
+    lines = [
         "## Proposers",
         "",
         "| proposer | family | relation to target | candidates asked | valid | best val | wins |",
@@ -622,14 +671,20 @@ def markdown_report(store: Store, run_id: str) -> str:
     rel = dict(zip(fam["proposer"], fam["relation"])) if len(fam) else {}
     for p in s["proposers"]:
         rate = f"{p['valid']} ({p['valid_rate']:.0%})" if p["valid_rate"] is not None else str(p["valid"])
-        lines.append(f"| {p['model']} | {p['family']} | {rel.get(p['model'], '')} | {p['candidates']} | {rate} | {f(p['best_val'])} | {p['wins']} |")
-    lines += ["", "## Leaderboard (val; test where scored; cost per call on the val examples scored)", "",
-              "| # | round | proposer | val | test | tokens in | latency | prompt |", "|---|---|---|---|---|---|---|---|"]
+        lines.append(f"| {p['model']} | {p['family']} | {rel.get(p['model'], '')} | {p['candidates']} | {rate} | "
+                     f"{format_score(p['best_val'])} | {p['wins']} |")
+    return lines
+
+
+def _report_leaderboard(board: pd.DataFrame) -> list[str]:
+    """The report's leaderboard: the top 20 by val, with test where scored and cost per call."""
+    f = format_score
+    lines = ["", "## Leaderboard (val; test where scored; cost per call on the val examples scored)", "",
+             "| # | round | proposer | val | test | tokens in | latency | prompt |", "|---|---|---|---|---|---|---|---|"]
     for r in board.head(20).itertuples():
         text = (f"[+{r.demos_shown} demos] " if r.demos_shown else "") + " ".join(str(r.text).split()).replace("|", "\\|")
         val = f(r.val_score) if r.val_score == r.val_score else f"{r.status} (minibatch {f(r.minibatch_score)})"
         tokens = "—" if r.tokens_in is None or r.tokens_in != r.tokens_in else f"{r.tokens_in:.0f}"
         latency = "—" if r.latency_s is None or r.latency_s != r.latency_s else f"{r.latency_s:.2f} s"
         lines.append(f"| {r.id} | {r.round} | {r.proposer} | {val} | {f(r.test_score)} | {tokens} | {latency} | {text[:120]} |")
-    lines += ["", f"Meta-prompt template: {len(rec['config']['meta_prompt'])} characters, stored with the run."]
-    return "\n".join(lines) + "\n"
+    return lines

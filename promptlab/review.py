@@ -18,8 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate, dataset_params, evaluate, model_key, stored_rows
-from promptlab.runs import RunConfig, build, round_closed
+from promptlab.evaluate import dataset_params, evaluate, model_key, stored_rows
+from promptlab.prompt import PromptTemplate
+from promptlab.runs import round_closed
+from promptlab.planning import RunConfig, build
 from promptlab.store import Store
 from promptlab.text import json_number
 

@@ -782,16 +782,20 @@ class Store:
         )
 
     def finished_run_with_config(self, config: dict) -> str | None:
-        """The newest finished run whose stored config is exactly this one (benchmarks reuse it)."""
-        rows = self._all("SELECT id FROM runs WHERE status = 'finished' AND config = ? ORDER BY created_at DESC LIMIT 1",
-                         [json.dumps(config, ensure_ascii=False)])
-        return rows[0][0] if rows else None
+        """The newest finished run whose stored config is this one (benchmarks reuse it)."""
+        return self._run_with_config(config, finished=True)
 
     def unfinished_run_with_config(self, config: dict) -> str | None:
-        """The newest run with exactly this config that did not finish (a stopped benchmark resumes it)."""
-        rows = self._all("SELECT id FROM runs WHERE status <> 'finished' AND config = ? ORDER BY created_at DESC LIMIT 1",
-                         [json.dumps(config, ensure_ascii=False)])
-        return rows[0][0] if rows else None
+        """The newest run with this config that did not finish (a stopped benchmark resumes it)."""
+        return self._run_with_config(config, finished=False)
+
+    def _run_with_config(self, config: dict, finished: bool) -> str | None:
+        # Compared as values, not as text: a release that declares the same settings in another order stores the
+        # same config with its keys in another order, and that run is still this one.
+        want = json.loads(json.dumps(config, ensure_ascii=False))
+        rows = self._all("SELECT id, config, status = 'finished' FROM runs WHERE dataset_id = ? ORDER BY created_at DESC",
+                         [config.get("dataset_id")])
+        return next((run_id for run_id, text, done in rows if done == finished and json.loads(text) == want), None)
 
     def run_row(self, run_id: str) -> dict | None:
         with self.transaction() as con:

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from promptlab import results, runs
+from promptlab import jobs, planning, results, runs
+from promptlab.progress import Progress
 from promptlab.data import Dataset, resolve_dataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.models import ModelSpec, relation, resolve_model, spec_from_record
@@ -104,13 +105,13 @@ def request_study(store: Store, req: StudyRequest) -> tuple[str, bool, Dataset]:
     dataset = resolve_dataset(store, req.dataset)
     study_id, reused = create_study(
         store, dataset, [resolve_model(n, store) for n in req.targets], [resolve_model(n, store) for n in req.proposers],
-        req.seeds, mixes=[list(m) for m in req.mixes] or None, budget_calls=req.budget, rounds=req.rounds,
+        req.seeds, mixes=[list(m) for m in req.mixes] or None, budget=req.budget, rounds=req.rounds,
         metric=req.metric, strategy=req.strategy, candidates=req.candidates, **req.settings)
     return study_id, reused, dataset
 
 
 def create_study(store: Store, dataset: Dataset, targets: list[ModelSpec], proposers: list[ModelSpec],
-                 seeds: int = 3, *, mixes: list[list[str]] | None = None, budget_calls: int | None = 600,
+                 seeds: int = 3, *, mixes: list[list[str]] | None = None, budget: int | None = 600,
                  rounds: int = 3, metric: str = "accuracy", strategy: str = "arena", candidates: int = 2,
                  **strategy_params) -> tuple[str, bool]:
     """Plan the grid and store it (study + all runs, atomically). The same grid asked for again is the
@@ -129,20 +130,20 @@ def create_study(store: Store, dataset: Dataset, targets: list[ModelSpec], propo
         for label, specs in sets:
             for seed in range(seeds):
                 # arena 0: every proposer of the set writes every round (one alone, or all of a mix)
-                cfg = runs.make_config(dataset, target, specs, metric=metric, seed=seed, arena_k=0, candidates=candidates,
-                                       rounds=rounds, budget_calls=budget_calls, strategy=strategy, **strategy_params)
+                cfg = planning.make_config(dataset, target, specs, metric=metric, seed=seed, arena=0, candidates=candidates,
+                                           rounds=rounds, budget=budget, strategy=strategy, **strategy_params)
                 members.append({"config": cfg.to_record(), "target": target.label, "proposer_set": label, "seed": seed})
     plan = {"dataset_id": dataset.id, "targets": [t.to_record() for t in targets],
             "proposers": [p.to_record() for p in proposers], "mixes": [list(m) for m in mixes or []], "seeds": seeds,
-            "budget_calls": budget_calls, "rounds": rounds, "metric": metric, "strategy": strategy,
+            "budget_calls": budget, "rounds": rounds, "metric": metric, "strategy": strategy,  # the plan's stored keys
             "candidates": candidates, "strategy_params": {k: v for k, v in strategy_params.items()}}
     digest = hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
     existing = store.study_by_hash(digest)
     if existing:
         return existing, True
     # every run of the grid has the same budget and baselines: check one before storing any
-    first = runs.RunConfig.from_record(members[0]["config"])
-    if problem := runs.budget_problem(runs.projection(store, first), "the budget per run"):
+    first = planning.RunConfig.from_record(members[0]["config"])
+    if problem := planning.budget_problem(planning.projection(store, first), "the budget per run"):
         raise PromptlabError(problem[0].upper() + problem[1:])
     study_id = "study-" + uuid.uuid4().hex[:10]
     for m in members:
@@ -151,13 +152,13 @@ def create_study(store: Store, dataset: Dataset, targets: list[ModelSpec], propo
     return study_id, False
 
 
-def execute_study(store: Store, study_id: str, on_run=None, stop=None) -> list[Cell]:
+def execute_study(store: Store, study_id: str, progress: Progress | None = None, stop=None) -> list[Cell]:
     """Run (or resume) every run of the study that is not finished, in grid order; then analyse."""
-    run_members(store, study_id, on_run, stop)
+    run_members(store, study_id, progress, stop)
     return analyze(store, study_id)
 
 
-def run_members(store: Store, study_id: str, on_run=None, stop=None) -> None:
+def run_members(store: Store, study_id: str, progress: Progress | None = None, stop=None) -> None:
     """Run (or resume) every member run that is not finished, in order (a study's grid, a group's targets)."""
     members = _members(store, study_id)
     for i, m in enumerate(members.itertuples()):
@@ -166,8 +167,10 @@ def run_members(store: Store, study_id: str, on_run=None, stop=None) -> None:
         status = store.run_row(m.run_id)["status"]  # fresh: someone may have run it meanwhile
         if status in ("finished", "running"):  # "running": another thread or process has it now
             continue
-        if on_run:
-            on_run(i, len(members), m)
+        if progress is not None:
+            progress.unit = "runs"
+            progress.update(done=i, total=len(members), run_id=m.run_id,
+                            note=f"{m.target} <- {m.proposer_set}, seed {m.seed} ({m.run_id})")
         runs.execute(store, m.run_id, stop=stop)
 
 
@@ -200,8 +203,8 @@ def _predictions(store: Store, ds, metric, target: ModelSpec, group: pd.DataFram
         summary = json.loads(m.summary) if isinstance(m.summary, str) else (m.summary or {})
         if not summary.get("best_id"):
             continue
-        base = results.candidate_test_rows(store, m.run_id, 1, target, ds, metric)
-        best = results.candidate_test_rows(store, m.run_id, summary["best_id"], target, ds, metric)
+        base = jobs.candidate_test_rows(store, m.run_id, 1, target, ds, metric)
+        best = jobs.candidate_test_rows(store, m.run_id, summary["best_id"], target, ds, metric)
         gold = base["gold_norm"].to_numpy(dtype=object)
         seeds.append(int(m.seed))
         base_rows.append(base["pred"].to_numpy(dtype=object))

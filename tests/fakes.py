@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from promptlab.models import register_provider
+from promptlab.calls import register_provider
 
 _scripts: dict[str, Callable[[list[dict], dict], str]] = {}
 calls: dict[str, int] = {}

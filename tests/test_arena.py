@@ -7,9 +7,9 @@ import pytest
 import fakes
 from conftest import sentiment_dataset
 import promptlab.evaluate as E
-from promptlab import runs
+from promptlab import planning, runs
 from promptlab.data import import_dataset
-from promptlab.evaluate import PromptTemplate
+from promptlab.prompt import PromptTemplate
 from promptlab.models import make_spec
 from promptlab.optimize import prompts as P
 
@@ -49,7 +49,7 @@ def config_for(ds, **kw):
     kw.setdefault("rounds", 3)
     kw.setdefault("minibatch_size", 8)
     kw.setdefault("strategy", "arena")
-    return runs.make_config(ds, target, props, seed=7, **kw)
+    return planning.make_config(ds, target, props, seed=7, **kw)
 
 
 def run_once(store, cfg, **kw):
@@ -92,7 +92,7 @@ def test_duplicates_are_dropped_and_counted(store, dataset):
 
 
 def test_budgets_are_respected(store, dataset):
-    cfg = config_for(dataset, rounds=10, budget_calls=150, max_proposer_calls=5)
+    cfg = config_for(dataset, rounds=10, budget=150, max_proposer_calls=5)
     run_id, s = run_once(store, cfg)
     assert s["target_requests"] <= 150
     assert sum(p["calls"] for p in s["proposers"]) <= 5
@@ -103,7 +103,7 @@ def test_patience_stops_early(store, dataset):
     def stubborn(messages, params):
         return "<prompt>Be plain.</prompt><prompt>Be plain again.</prompt>"
 
-    cfg = runs.make_config(dataset, make_spec(fakes.script("arena-target2", target_reply)),
+    cfg = planning.make_config(dataset, make_spec(fakes.script("arena-target2", target_reply)),
                            [make_spec(fakes.script("stubborn", stubborn))], rounds=10, patience=2, minibatch_size=8,
                            strategy="arena")
     run_id, s = run_once(store, cfg)
@@ -254,7 +254,7 @@ def test_custom_meta_prompt_is_checked_and_stored(store, dataset):
 
 def test_projection_before_start(store, dataset):
     cfg = config_for(dataset, rounds=2)
-    proj = runs.projection(store, cfg)
+    proj = planning.projection(store, cfg)
     assert proj["target_search"]["min"] <= proj["target_search"]["expected"] <= proj["target_search"]["max"]
     assert proj["proposer_calls"] == 4
     run_id, s = run_once(store, cfg)
@@ -265,7 +265,7 @@ def test_baseline_with_input_placeholder_requires_it_in_candidates(store, datase
     def forgetful(messages, params):
         return "<prompt>No placeholder here.</prompt><prompt>Text: {input}\nUse MAGIC.</prompt>"
 
-    cfg = runs.make_config(dataset, make_spec(fakes.script("arena-target3", target_reply)),
+    cfg = planning.make_config(dataset, make_spec(fakes.script("arena-target3", target_reply)),
                            [make_spec(fakes.script("forgetful", forgetful))], rounds=1, minibatch_size=8, strategy="arena",
                            baselines=[PromptTemplate(system="", user="Label: {input}")])
     run_id, s = run_once(store, cfg)

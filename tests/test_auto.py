@@ -7,13 +7,14 @@ import pytest
 
 import fakes
 from conftest import sentiment_dataset
-from promptlab import results, runs
+from promptlab import planning, results, runs
+from promptlab.optimize import registry
 from promptlab.scoring import stats
 from promptlab.data import holdout_split, import_dataset, stratified_order
 from promptlab.errors import PromptlabError
 from promptlab.scoring.labels import parse_metric
 from promptlab.models import make_spec
-from promptlab.optimize.pool import race_rungs
+from promptlab.optimize.pool import PoolStrategy, race_rungs
 
 
 def target(messages, params):
@@ -59,7 +60,7 @@ def run(store, ds, **kw):
     if proposers and kw.get("strategy", "auto") in ("auto", "gradient"):
         kw.setdefault("critic", crit)
         kw.setdefault("editor", edit)
-    cfg = runs.make_config(ds, tgt, proposers, seed=3, **kw)
+    cfg = planning.make_config(ds, tgt, proposers, seed=3, **kw)
     run_id = runs.create_run(store, cfg)
     return run_id, runs.execute(store, run_id)
 
@@ -132,7 +133,7 @@ def _held_back(store, run_id) -> int:
 
 
 def test_auto_runs_instructions_demos_instructions_for_them_and_edits_on_one_budget_and_confirms_the_winner(store, dataset):
-    run_id, s = run(store, dataset, budget_calls=900)
+    run_id, s = run(store, dataset, budget=900)
     steps = store.steps(run_id)
     stages = [x for x in steps if x["kind"] == "stage_started"]
     assert [(x["strategy"], x["role"]) for x in stages] == [
@@ -191,7 +192,7 @@ def test_a_proposing_stage_stops_on_evidence(store, dataset, contender):
     """The instruction stage goes on while its rounds write contenders (candidates the race cannot tell from the
     leader) and stops after stage_patience rounds of clones the race drops, handing its calls on."""
     tgt, prop = _clone_or_contender(contender)
-    cfg = runs.make_config(dataset, tgt, [prop], seed=3, rounds=5, minibatch_size=6, budget_calls=2000,
+    cfg = planning.make_config(dataset, tgt, [prop], seed=3, rounds=5, minibatch_size=6, budget=2000,
                            demos_share=0.0, demo_instructions_share=0.0, edits_share=0.0, stage_patience=2)
     s = runs.execute(store, (run_id := runs.create_run(store, cfg)))
     arena_rounds = {c for c in store.candidates(run_id).query("proposer == 'fake/cc-prop-%s'" % contender)["round"]}
@@ -202,7 +203,7 @@ def test_a_proposing_stage_stops_on_evidence(store, dataset, contender):
 
 
 def test_a_stage_that_finds_nothing_hands_its_calls_on(store, dataset):
-    run_id, s = run(store, dataset, budget_calls=1200, rounds=4, demo_instructions_share=0.0, edits_share=0.0)
+    run_id, s = run(store, dataset, budget=1200, rounds=4, demo_instructions_share=0.0, edits_share=0.0)
     stages = {x["strategy"]: x for x in store.steps(run_id) if x["kind"] == "stage_started"}
     assert set(stages) == {"arena", "fewshot"}
     rounds = {x["round"] for x in store.steps(run_id) if x["kind"] == "round_finished"}
@@ -218,7 +219,7 @@ def test_a_stage_that_finds_nothing_hands_its_calls_on(store, dataset):
 
 
 def test_auto_without_proposers_searches_demos_only(store, dataset):
-    run_id, s = run(store, dataset, proposers=[], budget_calls=600)
+    run_id, s = run(store, dataset, proposers=[], budget=600)
     stages = [x["strategy"] for x in store.steps(run_id) if x["kind"] == "stage_started"]
     assert stages == ["fewshot"] and s["result"]["replaced_baseline"]
 
@@ -228,8 +229,8 @@ def test_auto_without_proposers_refuses_demos_it_would_drop(store, dataset):
     set would vanish without a word. The message names both ways out."""
     tgt = specs()[0]
     with pytest.raises(PromptlabError, match="drop --demos .* or add --proposers"):
-        runs.make_config(dataset, tgt, [], demos="per-label")
-    assert runs.make_config(dataset, tgt, [], demos="none").strategy == "auto"
+        planning.make_config(dataset, tgt, [], demos="per-label")
+    assert planning.make_config(dataset, tgt, [], demos="none").strategy == "auto"
 
 
 def test_the_baseline_stays_when_the_search_winner_was_lucky(store, tmp_path):
@@ -237,8 +238,8 @@ def test_the_baseline_stays_when_the_search_winner_was_lucky(store, tmp_path):
     show no gain: the result is the baseline, and the gap between the two scores is reported."""
     ds = sentiment_dataset(store, tmp_path, neutral=40)
     tgt, prop, crit, edit = specs()
-    cfg = runs.make_config(ds, tgt, [prop], seed=3, strategy="arena", rounds=1, minibatch_size=6)
-    _, ctx = runs.build(store, cfg, "probe")
+    cfg = planning.make_config(ds, tgt, [prop], seed=3, strategy="arena", rounds=1, minibatch_size=6)
+    _, ctx = planning.build(store, cfg, "probe")
     lucky_texts = set(ctx.valset["text"])
 
     def lucky_target(messages, params):
@@ -250,7 +251,7 @@ def test_the_baseline_stays_when_the_search_winner_was_lucky(store, tmp_path):
     def lucky_prop(messages, params):
         return "<prompt>LUCKY labels.</prompt><prompt>Plain labels.</prompt>"
 
-    cfg = runs.make_config(ds, make_spec(fakes.script("lucky-target", lucky_target)),
+    cfg = planning.make_config(ds, make_spec(fakes.script("lucky-target", lucky_target)),
                            [make_spec(fakes.script("lucky-prop", lucky_prop))], seed=3, strategy="arena", rounds=1,
                            minibatch_size=6)
     run_id = runs.create_run(store, cfg)
@@ -264,6 +265,31 @@ def test_the_baseline_stays_when_the_search_winner_was_lucky(store, tmp_path):
     assert board.iloc[0]["val_score"] == 1.0 and board.iloc[0]["confirm_score"] < 0.6  # overfit, shown
 
 
+def test_a_budget_that_confirms_the_baseline_but_not_the_finalist_keeps_the_baseline(store, dataset, monkeypatch):
+    """When what is left of the budget pays for the baseline's confirmation but not the finalist's, the run ends
+    cleanly with the baseline as its result and says why. (A strategy's reserve normally holds both; here it is
+    made to hold the baseline's share only, so the search leaves one request short of the finalist's.)"""
+    tgt = specs()[0]
+    prop = make_spec(fakes.script("magic-prop", lambda messages, params: "<prompt>Use MAGIC to label it.</prompt>"))
+    _, ctx = planning.build(store, planning.make_config(dataset, tgt, [prop], seed=3, strategy="arena"), "probe")
+    n_search, n_confirm = len(ctx.valset), len(ctx.confirmset)
+    monkeypatch.setattr(PoolStrategy, "confirm_reserve", lambda self, n: n)  # the baseline's share only
+    # the baseline and the finalist on the search examples, the baseline on the held-back ones, and one request
+    # short of the finalist's confirmation
+    budget = 2 * n_search + 2 * n_confirm - 1
+    run_id, s = run(store, dataset, proposers=[prop], strategy="arena", rounds=1, budget=budget)
+    steps = store.steps(run_id)
+    cands = store.candidates(run_id).set_index("id")
+    finalist = int(cands.index[cands["proposer"] != "baseline"][0])
+    assert cands.loc[finalist, "val_score"] == 1.0 > cands.loc[1, "val_score"]  # it beat the baseline in the search
+    assert [x["candidate_id"] for x in steps if x["kind"] == "confirmed"] == [1]  # the baseline only
+    assert s["status"] == "finished" and s["best_id"] == 1 and s["best_proposer"] == "baseline"
+    r = s["result"]
+    assert r["winner_id"] == r["reference_id"] == 1 and not r["replaced_baseline"] and r["p_value"] is None
+    assert f"could not pay for confirming finalist #{finalist}" in r["reading"] and "the result is the baseline" in r["reading"]
+    assert steps[-1]["kind"] == "run_finished" and steps[-1]["best_id"] == 1
+
+
 def test_racing_tries_several_times_more_candidates_on_the_same_budget(store, dataset):
     def many(messages, params):
         k = int(hashlib.sha256(messages[-1]["content"].encode()).hexdigest(), 16) % 9973
@@ -273,7 +299,7 @@ def test_racing_tries_several_times_more_candidates_on_the_same_budget(store, da
     counts = {}
     for gate in ("race", "off"):
         run_id, s = run(store, dataset, proposers=[prop], strategy="arena", gate=gate, minibatch_size=4, rounds=20,
-                        budget_calls=400, candidates=4, arena_k=1, confirm=0.0)
+                        budget=400, candidates=4, arena=1, confirm=0.0)
         scored = [x for x in store.steps(run_id) if x["kind"] == "candidate_scored" and x["status"] != "over budget"]
         counts[gate] = len(scored)
     assert counts["race"] >= 2.5 * counts["off"]
@@ -284,7 +310,7 @@ def test_proposers_see_rejected_candidates_and_their_repeats_are_dropped(store, 
         return "<prompt>Pick the label, please.</prompt><prompt>Pick the label please!</prompt>"
 
     prop = make_spec(fakes.script("repeater", repeater))
-    run_id, s = run(store, dataset, proposers=[prop], strategy="arena", rounds=2, patience=None, arena_k=1)
+    run_id, s = run(store, dataset, proposers=[prop], strategy="arena", rounds=2, patience=None, arena=1)
     cands = store.candidates(run_id)
     round2 = cands[cands["round"] == 2]
     assert round2.empty  # the second round's proposals repeat a rejected one: dropped
@@ -314,42 +340,43 @@ def test_the_meta_prompt_names_the_data_language(store, tmp_path):
 def test_settings_are_declared_once_and_checked_from_their_declaration(store, dataset):
     tgt, prop, _, _ = specs()
     with pytest.raises(PromptlabError, match="confirm must be at most 0.8"):
-        runs.make_config(dataset, tgt, [prop], confirm=0.9)
+        planning.make_config(dataset, tgt, [prop], confirm=0.9)
     with pytest.raises(PromptlabError, match="gate must be race or ci or mean or off"):
-        runs.make_config(dataset, tgt, [prop], gate="magic")
+        planning.make_config(dataset, tgt, [prop], gate="magic")
     with pytest.raises(PromptlabError, match="language must be english or data or off"):
-        runs.make_config(dataset, tgt, [prop], language="klingon")
+        planning.make_config(dataset, tgt, [prop], language="klingon")
     with pytest.raises(PromptlabError, match="a share above 0"):
-        runs.make_config(dataset, tgt, [prop], instructions_share=0, demos_share=0, demo_instructions_share=0,
+        planning.make_config(dataset, tgt, [prop], instructions_share=0, demos_share=0, demo_instructions_share=0,
                          edits_share=0)
     from promptlab.cli import build_parser
 
     help_text = build_parser()._subparsers._group_actions[0].choices["optimize"].format_help()
-    for s in runs.all_settings().values():
+    for s in registry.all_settings().values():
         assert s.cli_flag in help_text  # every declared setting has its flag, none written by hand
-    cfg = runs.make_config(dataset, tgt, [prop])
+    cfg = planning.make_config(dataset, tgt, [prop])
     assert cfg.strategy == "auto" and cfg.version == 3
     assert cfg.strategy_params["gate"] == "race" and cfg.strategy_params["confirm"] == 0.6  # defaults stored too
-    assert cfg.strategy_params["finalists"] == 1 and cfg.strategy_params["candidates_per_proposer"] == 4
+    assert cfg.strategy_params["finalists"] == 1 and cfg.strategy_params["candidates"] == 4
 
 
 def test_runs_stored_before_racing_replay_with_their_old_gate(store, dataset):
     tgt, prop, _, _ = specs()
-    rec = runs.make_config(dataset, tgt, [prop], strategy="arena").to_record()
+    rec = planning.make_config(dataset, tgt, [prop], strategy="arena").to_record()
     rec.pop("version")
     rec["strategy_params"] = {"arena_k": 2, "candidates_per_proposer": 2}  # what make_config stored back then
-    old = runs.RunConfig.from_record(rec)
-    strategy, ctx = runs.build(store, old, "old")
+    old = planning.RunConfig.from_record(rec)
+    strategy, ctx = planning.build(store, old, "old")
     assert old.version == 1 and strategy.gate == "ci" and strategy.minibatch_size == 24 and len(ctx.confirmset) == 0
     assert strategy.show_rejected == 0 and strategy.language == "off"
+    assert strategy.arena == 2 and strategy.candidates == 2  # stored as arena_k and candidates_per_proposer
 
 
 def test_projection_states_racing_and_the_confirmation(store, dataset):
     tgt, prop, _, _ = specs()
-    cfg = runs.make_config(dataset, tgt, [prop], budget_calls=900, minibatch_size=6)
-    proj = runs.projection(store, cfg)
-    line = runs.projection_line(proj)
-    _, ctx = runs.build(store, cfg, "p")
+    cfg = planning.make_config(dataset, tgt, [prop], budget=900, minibatch_size=6)
+    proj = planning.projection(store, cfg)
+    line = planning.projection_line(proj)
+    _, ctx = planning.build(store, cfg, "p")
     assert proj["n_confirm"] == len(ctx.confirmset) and abs(proj["n_confirm"] - 0.6 * 35) <= 1
     assert proj["confirm_calls"] == 2 * proj["n_confirm"]  # the baseline and the one finalist
     assert "racing scores a candidate on ~" in line and "held back to confirm" in line
@@ -360,8 +387,8 @@ def test_a_semi_automatic_auto_run_pauses_after_each_stage_round(store, dataset)
     from promptlab import review
 
     tgt, prop, crit, edit = specs()
-    cfg = runs.make_config(dataset, tgt, [prop], seed=3, rounds=1, minibatch_size=6, review="rounds", critic=crit,
-                           editor=edit, budget_calls=900)
+    cfg = planning.make_config(dataset, tgt, [prop], seed=3, rounds=1, minibatch_size=6, review="rounds", critic=crit,
+                           editor=edit, budget=900)
     run_id = runs.create_run(store, cfg)
     paused = []
     while runs.execute(store, run_id)["status"] == "paused":
@@ -377,7 +404,7 @@ def test_a_race_under_way_finishes_past_its_stage_cap(store, dataset):
     """A stage's cap stops it from starting candidates; one already racing finishes within the run's budget,
     so no promising candidate is cut off half-scored at a stage's end (only the run's budget can do that)."""
     for budget in (520, 610, 700, 790):  # stage caps fall at different points of the races
-        run_id, s = run(store, dataset, budget_calls=budget)
+        run_id, s = run(store, dataset, budget=budget)
         steps = store.steps(run_id)
         last_stage = max(i for i, x in enumerate(steps) if x["kind"] == "stage_started")
         over = [i for i, x in enumerate(steps) if x["kind"] == "candidate_scored" and x["status"] == "over budget"]
@@ -396,13 +423,13 @@ def test_the_confirmation_test_is_one_sided():
 
 
 def test_a_race_past_the_stage_cap_is_held_to_the_run_budget_only(store, dataset):
-    from promptlab.evaluate import PromptTemplate
+    from promptlab.prompt import PromptTemplate
     from promptlab.optimize.pool import Gate, Pool
 
     tgt, prop, _, _ = specs()
-    cfg = runs.make_config(dataset, tgt, [prop], seed=3, strategy="arena", budget_calls=200, minibatch_size=6)
+    cfg = planning.make_config(dataset, tgt, [prop], seed=3, strategy="arena", budget=200, minibatch_size=6)
     run_id = runs.create_run(store, cfg)
-    _, ctx = runs.build(store, cfg, run_id)
+    _, ctx = planning.build(store, cfg, run_id)
     pool = Pool()
     list(pool.score_start(ctx, [PromptTemplate.from_text("Label it.")]))
     better, _ = pool.add(1, PromptTemplate.from_text("Use MAGIC."), "p", "p")
@@ -428,7 +455,7 @@ def test_auto_works_on_reference_scorers_and_the_judge(store, tmp_path, metric):
     judge = make_spec(fakes.script("auto-ref-judge", R.judge_reply))
     extra = {"judge": {"model": judge.to_record(), "rubric": "Short answers are best.", "lo": 1, "hi": 5}} \
         if metric == "judge" else {}
-    cfg = runs.make_config(ds, target, [prop], seed=1, rounds=1, minibatch_size=4, metric=metric, budget_calls=400,
+    cfg = planning.make_config(ds, target, [prop], seed=1, rounds=1, minibatch_size=4, metric=metric, budget=400,
                            critic=prop, editor=prop, **extra)
     run_id = runs.create_run(store, cfg)
     s = runs.execute(store, run_id)
@@ -440,17 +467,17 @@ def test_auto_works_on_reference_scorers_and_the_judge(store, tmp_path, metric):
 def test_a_budget_that_cannot_also_hold_the_confirmation_is_refused(store, dataset):
     """The baseline on search val (13) plus the confirmation's reserve (2 x 22) must fit in the budget."""
     tgt, prop, _, _ = specs()
-    proj = runs.projection(store, runs.make_config(dataset, tgt, [prop], budget_calls=40))
-    problem = runs.budget_problem(proj, "--budget")
+    proj = planning.projection(store, planning.make_config(dataset, tgt, [prop], budget=40))
+    problem = planning.budget_problem(proj, "--budget")
     assert problem and "hold back 44" in problem and "lower --confirm" in problem
-    assert runs.budget_problem(runs.projection(store, runs.make_config(dataset, tgt, [prop], budget_calls=200))) is None
+    assert planning.budget_problem(planning.projection(store, planning.make_config(dataset, tgt, [prop], budget=200))) is None
 
 
 @pytest.mark.parametrize("flag", ["confirm", "gate_level", "confidence"])
 def test_a_setting_that_is_not_a_finite_number_is_refused(store, dataset, flag):
     tgt, prop, _, _ = specs()
     with pytest.raises(PromptlabError, match="must be"):
-        runs.make_config(dataset, tgt, [prop], **{flag: float("nan")})
+        planning.make_config(dataset, tgt, [prop], **{flag: float("nan")})
 
 
 def test_projection_floor_follows_the_confidence_and_the_race_maximum_keeps_half_rounded_up(store, dataset):
@@ -459,7 +486,7 @@ def test_projection_floor_follows_the_confidence_and_the_race_maximum_keeps_half
     tgt, prop, _, _ = specs()
     floors = {}
     for confidence in (0.9, 0.99):
-        line = runs.projection_line(runs.projection(store, runs.make_config(dataset, tgt, [prop], confidence=confidence)))
+        line = planning.projection_line(planning.projection(store, planning.make_config(dataset, tgt, [prop], confidence=confidence)))
         floors[confidence] = float(line.split("gain of at least ~")[1].split(" ")[0])
     assert floors[0.9] < floors[0.99]
     # 5 candidates on 100 examples in rungs 12, 24, 48, 96, 100: 5, 3, 2, 1, 1 go on (ceil of half)
@@ -470,14 +497,14 @@ def test_projection_floor_follows_the_confidence_and_the_race_maximum_keeps_half
 def test_a_race_the_budget_ends_records_every_candidate_still_running(store, dataset):
     """When the budget cannot pay a rung, every candidate still in the race is marked 'over budget' (none left
     'proposed' after calls were spent on it), and only then does the budget end the search."""
-    from promptlab.evaluate import PromptTemplate
+    from promptlab.prompt import PromptTemplate
     from promptlab.optimize.base import BudgetExhausted
     from promptlab.optimize.pool import Gate, Pool
 
     tgt, prop, _, _ = specs()
-    cfg = runs.make_config(dataset, tgt, [prop], seed=3, strategy="arena", budget_calls=60, minibatch_size=6, confirm=0.0)
+    cfg = planning.make_config(dataset, tgt, [prop], seed=3, strategy="arena", budget=60, minibatch_size=6, confirm=0.0)
     run_id = runs.create_run(store, cfg)
-    _, ctx = runs.build(store, cfg, run_id)
+    _, ctx = planning.build(store, cfg, run_id)
     pool = Pool()
     list(pool.score_start(ctx, [PromptTemplate.from_text("Label it.")]))
     cands = [pool.add(1, PromptTemplate.from_text(f"Use MAGIC {i}."), "p", "p")[0] for i in range(4)]
@@ -492,22 +519,22 @@ def test_a_race_the_budget_ends_records_every_candidate_still_running(store, dat
 
 def test_runs_stored_before_the_instruction_search_replay_with_its_old_behaviour(store, dataset):
     tgt, prop, _, _ = specs()
-    rec = runs.make_config(dataset, tgt, [prop]).to_record()
+    rec = planning.make_config(dataset, tgt, [prop]).to_record()
     rec["version"] = 2
     for key in ("demo_instructions_share", "evidence", "factorial_start", "angles"):
         rec["strategy_params"].pop(key, None)  # settings a version-2 record did not have
-    old = runs.RunConfig.from_record(rec)
-    strategy, _ = runs.build(store, old, "old")
+    old = planning.RunConfig.from_record(rec)
+    strategy, _ = planning.build(store, old, "old")
     assert strategy.demo_instructions is None and not strategy.evidence
     assert not strategy.demos_stage.factorial_start and not strategy.instructions.angles
-    new, _ = runs.build(store, runs.make_config(dataset, tgt, [prop]), "new")
+    new, _ = planning.build(store, planning.make_config(dataset, tgt, [prop]), "new")
     assert new.demo_instructions is not None and new.evidence and new.demos_stage.factorial_start
 
 
 def test_the_trajectory_chart_shades_the_stages_and_names_the_one_the_result_came_from(store, dataset):
     from promptlab import charts
 
-    run_id, s = run(store, dataset, budget_calls=900)
+    run_id, s = run(store, dataset, budget=900)
     stages = s["stages"]
     assert results.result_stage(stages) == "demos"
     spans = [st["span_requests"] for st in stages]

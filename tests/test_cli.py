@@ -103,14 +103,14 @@ def test_models_add_list_remove_never_store_a_key(tmp_path, capsys, monkeypatch)
 
 def test_runs_list_shows_a_run_that_has_no_summary_yet(store, tiny_csv, capsys):
     """A created or running run has no summary (NULL); `runs list` must list it, not fail on it."""
-    from promptlab import runs
+    from promptlab import planning, runs
     from promptlab.data import import_dataset
     from promptlab.models import make_spec
 
     ds = import_dataset(store, tiny_csv)[0]
     tgt = make_spec(fakes.script("cli-list-t", lambda m, p: "positive"))
-    run_id = runs.create_run(store, runs.make_config(ds, tgt, [tgt], rounds=1))
-    done = runs.create_run(store, runs.make_config(ds, tgt, [tgt], rounds=1, seed=1))
+    run_id = runs.create_run(store, planning.make_config(ds, tgt, [tgt], rounds=1))
+    done = runs.create_run(store, planning.make_config(ds, tgt, [tgt], rounds=1, seed=1))
     store.finish_run(done, "finished", {"best_val": 0.5, "best_test": 0.25})  # a column of summaries and a NULL
     path = store.path
     store.close()

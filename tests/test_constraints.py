@@ -3,7 +3,7 @@ another metric ranks such a prompt below every prompt that keeps the floor, and 
 import pytest
 
 import fakes
-from promptlab import results, runs
+from promptlab import planning, results, runs
 from promptlab.cli import main
 from promptlab.data import import_dataset
 from promptlab.errors import PromptlabError
@@ -40,7 +40,7 @@ def dataset(store, tmp_path):
 def search(store, ds, metric):
     tgt = make_spec(fakes.script("c-target", target))
     prop = make_spec(fakes.script("c-prop", proposer))
-    cfg = runs.make_config(ds, tgt, [prop], metric=metric, strategy="arena", rounds=1, seed=1, confirm=0.0,
+    cfg = planning.make_config(ds, tgt, [prop], metric=metric, strategy="arena", rounds=1, seed=1, confirm=0.0,
                            minibatch_size=12)
     run_id = runs.create_run(store, cfg)
     runs.execute(store, run_id)

@@ -7,7 +7,7 @@ import pytest
 
 import fakes
 from conftest import sentiment_dataset
-from promptlab import export, results, runs
+from promptlab import export, planning, results, runs
 from promptlab.cost import Cost, CeilingError, broken, parse_ceilings
 from promptlab.errors import PromptlabError
 from promptlab.models import make_spec
@@ -51,7 +51,7 @@ def dataset(store, tmp_path):
 
 
 def run(store, dataset, reply, name: str, **kw):
-    cfg = runs.make_config(dataset, make_spec(fakes.script("cost-target", target)),
+    cfg = planning.make_config(dataset, make_spec(fakes.script("cost-target", target)),
                            [make_spec(fakes.script(name, reply))], seed=3, strategy="arena", rounds=3, candidates=2,
                            **kw)
     run_id = runs.create_run(store, cfg)
@@ -119,6 +119,6 @@ def test_ceilings_are_checked_with_a_message_that_says_how_to_write_them(store, 
         ["tokens 359 > 300"]  # an unknown price breaks nothing
     tgt = make_spec(fakes.script("cost-target", target))
     with pytest.raises(PromptlabError, match="MEASURE<=VALUE"):
-        runs.make_config(dataset, tgt, [tgt], ceilings=["tokens=>3"])
+        planning.make_config(dataset, tgt, [tgt], ceilings=["tokens=>3"])
     with pytest.raises(PromptlabError, match="needs --confirm above 0"):
-        runs.make_config(dataset, tgt, [tgt], prefer="cheap", confirm=0)
+        planning.make_config(dataset, tgt, [tgt], prefer="cheap", confirm=0)

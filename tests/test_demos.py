@@ -4,8 +4,8 @@ import pytest
 
 import fakes
 from conftest import sentiment_dataset
-from promptlab import results, runs
-from promptlab.evaluate import Demo, PromptError, PromptTemplate
+from promptlab import planning, results, runs
+from promptlab.prompt import Demo, PromptError, PromptTemplate
 from promptlab.models import make_spec
 from promptlab.optimize.demos import random_demos, stratified_demos
 
@@ -82,10 +82,10 @@ def _proposer(messages, params):
 
 
 def test_arena_with_demos_scores_the_baseline_both_ways_and_attaches_demos(store, dataset):
-    cfg = runs.make_config(dataset, make_spec(fakes.script("demo-target", _target)),
+    cfg = planning.make_config(dataset, make_spec(fakes.script("demo-target", _target)),
                            [make_spec(fakes.script("demo-prop", _proposer))], seed=3, rounds=1, minibatch_size=8,
                            demos="per-label", strategy="arena", confirm=0.0)
-    assert runs.projection(store, cfg)["baseline_calls"] == 2 * len(dataset.split("val"))
+    assert planning.projection(store, cfg)["baseline_calls"] == 2 * len(dataset.split("val"))
     run_id = runs.create_run(store, cfg)
     summary = runs.execute(store, run_id)
     cands = store.candidates(run_id)
@@ -106,6 +106,6 @@ def test_bad_demo_settings_are_refused(store, dataset):
 
     spec = make_spec(fakes.script("demo-target", _target))
     with pytest.raises(PromptlabError, match="per-label"):
-        runs.make_config(dataset, spec, [spec], demos="all of them")
+        planning.make_config(dataset, spec, [spec], demos="all of them")
     with pytest.raises(PromptlabError, match="chat or inline"):
-        runs.make_config(dataset, spec, [spec], demos=2, demo_format="bubbles")
+        planning.make_config(dataset, spec, [spec], demos=2, demo_format="bubbles")

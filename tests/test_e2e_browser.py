@@ -146,6 +146,16 @@ def test_upload_run_and_share_the_chart(server):
         _import_upload(page, url, csv_path, "my_tickets", "Label distribution")
         page.screenshot(path=str(ARTIFACTS / "1-datasets.png"))
 
+        # One name per page in the sidebar (the home page is "promptlab", not the file's name), and the Runs page
+        # opens on its short form: the rest waits under "Advanced".
+        page.get_by_role("link", name="Runs").click()
+        page.wait_for_selector("text=Start a run", timeout=60_000)
+        page.wait_for_selector("text=Projected:", timeout=60_000)
+        nav = [t.strip() for t in page.locator("[data-testid='stSidebar'] a").all_inner_texts()]
+        assert nav == ["promptlab", "Datasets", "Prompts and proposers", "Runs", "Results"], nav
+        assert not page.get_by_label("Rounds", exact=True).is_visible()
+        page.screenshot(path=str(ARTIFACTS / "1b-runs-short-form.png"))
+
         # The same browser session keeps the imported dataset selected on the Runs page.
         _start_run(page, minibatch=6)
         page.wait_for_selector("[data-testid='stMetricValue']:has-text('finished')", timeout=600_000)

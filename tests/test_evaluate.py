@@ -6,7 +6,9 @@ import pytest
 
 import fakes
 from promptlab.data import import_dataset
-from promptlab.evaluate import PromptError, PromptTemplate, eval_params, evaluate, model_key
+from promptlab.evaluate import eval_params, evaluate, model_key
+from promptlab.progress import Progress
+from promptlab.prompt import PromptError, PromptTemplate
 from promptlab.scoring.labels import parse_label
 from promptlab.scoring.labels import parse_metric
 from promptlab.models import RetryPolicy, make_spec
@@ -147,6 +149,24 @@ def test_evaluate_scores_and_second_run_makes_zero_calls(store, tiny):
     assert store.call_stats()["calls"] == tiny.n
     stored = store.evaluations(prompt.id, model_key(spec, eval_params(spec, tiny.labels)), tiny.id)
     assert len(stored) == tiny.n and stored["correct"].sum() == 24
+
+
+def test_progress_counts_the_new_calls_of_every_job_in_one_type(store, tiny):
+    """One Progress for every job: evaluate expects the calls the cache cannot answer, then ticks each one; a
+    second job on the same Progress adds its own; the front ends draw share and line()."""
+    spec = make_spec(fakes.script("kw-progress", keyword_model))
+    metric = parse_metric("accuracy", tiny.labels)
+    seen = []
+    progress = Progress(note="prompt 1 of 2", on_change=lambda p: seen.append((p.done, p.total)))
+    evaluate(store, spec, PromptTemplate.from_text("Label it: {labels}"), tiny, tiny.frame, metric, progress=progress)
+    assert progress.done == progress.total == tiny.n and progress.share == 1.0
+    assert seen[0] == (0, tiny.n) and seen[-1] == (tiny.n, tiny.n)  # expected first, then one tick per call
+    assert progress.line() == f"prompt 1 of 2: {tiny.n} of {tiny.n} new calls"
+    evaluate(store, spec, PromptTemplate.from_text("Label it: {labels}"), tiny, tiny.frame, metric, progress=progress)
+    assert progress.total == tiny.n  # all cached: nothing more to do
+    evaluate(store, spec, PromptTemplate.from_text("Say one of {labels}"), tiny, tiny.frame, metric, progress=progress)
+    assert progress.done == progress.total == 2 * tiny.n  # a second prompt on the same Progress adds its calls
+    assert Progress().line() == "starting…" and Progress().share == 0.0
 
 
 def test_a_failed_call_is_recorded_not_cached_and_not_fatal(store, tmp_path):

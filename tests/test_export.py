@@ -13,7 +13,7 @@ import yaml
 
 from conftest import ROOT, sentiment_dataset
 from openai_stub import Stub
-from promptlab import results, runs
+from promptlab import planning, results, runs
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import evaluate
 from promptlab.export import export, stored_prompt
@@ -37,7 +37,7 @@ def stub():
 
 
 def fewshot_run(store, ds, spec, methods):
-    cfg = runs.make_config(ds, spec, [], strategy="fewshot", rounds=1, seed=2, methods=methods, trials_per_round=4,
+    cfg = planning.make_config(ds, spec, [], strategy="fewshot", rounds=1, seed=2, methods=methods, trials_per_round=4,
                            confirm=0.0, minibatch_size=6)
     run_id = runs.create_run(store, cfg)
     runs.execute(store, run_id)
@@ -165,7 +165,7 @@ def test_eval_scores_a_stored_prompt_from_the_cache_and_on_another_dataset(tmp_p
 def test_a_zoo_model_is_exported_as_a_served_openai_compatible_model(store, tmp_path):
     """promptlab runs zoo models in-process; outside it the export says how to serve one and calls it over HTTP
     (without assembling the model file just to name it)."""
-    from promptlab.evaluate import PromptTemplate
+    from promptlab.prompt import PromptTemplate
     from promptlab.export import StoredPrompt
 
     ds = sentiment_dataset(store, tmp_path, neutral=10)
@@ -183,7 +183,7 @@ def test_a_named_input_column_and_secret_params_are_exported_right(store, tmp_pa
     """A prompt that names its input column ('Review: {review}') is filled with the input, as evaluate fills it; a
     key put into a model's params never leaves."""
     from promptlab.data import import_dataset
-    from promptlab.evaluate import PromptTemplate
+    from promptlab.prompt import PromptTemplate
     from promptlab.export import StoredPrompt, message_template
 
     path = tmp_path / "reviews.csv"

@@ -8,10 +8,12 @@ import pytest
 
 from conftest import sentiment_dataset
 from openai_stub import Stub
-from promptlab import results, runs
-from promptlab.evaluate import PromptTemplate, evaluate
+from promptlab import planning, results, runs
+from promptlab.evaluate import evaluate
+from promptlab.prompt import PromptTemplate
 from promptlab.scoring.labels import parse_metric
-from promptlab.models import RetryPolicy, complete, make_spec
+from promptlab.models import RetryPolicy, make_spec
+from promptlab.calls import complete
 
 FAST = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.2)
 ALL_FAULTS = {"500": 0.06, "429": 0.06, "timeout": 0.04, "drop": 0.06, "empty": 0.06, "garbage": 0.06}
@@ -111,7 +113,7 @@ def test_an_arena_run_completes_against_flaky_target_and_proposer(store, tmp_pat
             Stub(proposer_reply, delay_s=0.0, faults={"500": 0.2, "429": 0.1, "drop": 0.1, "garbage": 0.1}, seed=6) as prop_srv:
         target = make_spec("openai/flaky-target", api_base=target_srv.base, concurrency=4)
         proposer = make_spec("openai/flaky-proposer", api_base=prop_srv.base)
-        cfg = runs.make_config(ds, target, [proposer], seed=1, rounds=3, candidates=2, minibatch_size=8,
+        cfg = planning.make_config(ds, target, [proposer], seed=1, rounds=3, candidates=2, minibatch_size=8,
                                strategy="arena")
         run_id = runs.create_run(store, cfg)
         summary = runs.execute(store, run_id)
@@ -131,7 +133,7 @@ def test_failures_are_shown_to_the_user(store, tmp_path, capsys, fast_backoff):
     ds = sentiment_dataset(store, tmp_path, neutral=20)
     with Stub(label_reply, delay_s=0.0, faults={"500": 0.3}, seed=9) as srv, \
             Stub(lambda body: "<prompt>Label it: {labels}.</prompt>", delay_s=0.0) as prop:
-        cfg = runs.make_config(ds, make_spec("openai/t", api_base=srv.base, concurrency=4),
+        cfg = planning.make_config(ds, make_spec("openai/t", api_base=srv.base, concurrency=4),
                                [make_spec("openai/p", api_base=prop.base)], seed=2, rounds=1, minibatch_size=8)
         run_id = runs.create_run(store, cfg)
         runs.execute(store, run_id)

@@ -13,7 +13,7 @@ import fakes
 from conftest import ROOT, sentiment_dataset
 from openai_stub import Stub
 from promptlab import group as G
-from promptlab import runs
+from promptlab import planning
 from promptlab.errors import PromptlabError
 from promptlab.models import make_spec
 from promptlab.store import Store
@@ -43,7 +43,7 @@ def models(store):
 
 def test_one_search_per_model_read_back_as_one_row_each_and_a_matrix(store, tmp_path, models):
     ds = sentiment_dataset(store, tmp_path, neutral=30)
-    request = runs.RunRequest(ds.name, "", ("grp-prop",), strategy="arena", rounds=2, budget=300)
+    request = planning.RunRequest(ds.name, "", ("grp-prop",), strategy="arena", rounds=2, budget=300)
     plans = G.plan_group(store, request, ["grp-magic", "grp-stubborn"])
     group_id, reused = G.create_group(store, plans)
     assert not reused and G.is_group(group_id)
@@ -78,7 +78,7 @@ def test_one_search_per_model_read_back_as_one_row_each_and_a_matrix(store, tmp_
 
 def test_a_group_needs_two_targets_and_names_the_one_that_is_wrong(store, tmp_path, models):
     ds = sentiment_dataset(store, tmp_path)
-    request = runs.RunRequest(ds.name, "", ("grp-prop",), strategy="arena")
+    request = planning.RunRequest(ds.name, "", ("grp-prop",), strategy="arena")
     with pytest.raises(PromptlabError, match="at least two target models"):
         G.plan_group(store, request, ["grp-magic"])
     with pytest.raises(PromptlabError, match="target no-such-model"):

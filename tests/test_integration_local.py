@@ -7,10 +7,12 @@ import pytest
 
 from conftest import DEMO
 from promptlab.data import import_dataset, stratified_sample
-from promptlab.evaluate import PromptTemplate, evaluate
+from promptlab.evaluate import evaluate
+from promptlab.prompt import PromptTemplate
 from promptlab import serve
 from promptlab.scoring.labels import parse_metric
-from promptlab.models import complete, make_spec
+from promptlab.models import make_spec
+from promptlab.calls import complete
 
 PROMPT = PromptTemplate.from_text(
     "Route the customer message to one team: {labels}.\n"

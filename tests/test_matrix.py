@@ -6,10 +6,11 @@ import pytest
 
 import fakes
 from conftest import sentiment_dataset
-from promptlab import runs
+from promptlab import planning, runs
 from promptlab.cli import main
 from promptlab.errors import PromptlabError
-from promptlab.matrix import MatrixRequest, matrix_lines, score_matrix
+from promptlab.jobs import MatrixRequest, matrix_lines, score_matrix
+from promptlab.progress import Progress
 from promptlab.models import make_spec
 
 
@@ -35,7 +36,7 @@ def two_runs(store, tmp_path):
     for word in ("WORD-A", "WORD-B"):
         spec = make_spec(fakes.script(f"m-{word}", reads(word)), name=f"target-{word[-1]}")
         store.save_model(spec.name, spec.to_record())
-        cfg = runs.make_config(ds, spec, [prop], strategy="arena", rounds=1, seed=0, confirm=0.0, minibatch_size=8)
+        cfg = planning.make_config(ds, spec, [prop], strategy="arena", rounds=1, seed=0, confirm=0.0, minibatch_size=8)
         run_id = runs.create_run(store, cfg)
         runs.execute(store, run_id)
         models.append(spec)
@@ -45,10 +46,11 @@ def two_runs(store, tmp_path):
 
 def test_each_models_own_prompt_is_its_best_and_does_not_transfer(store, two_runs):
     ds, models, run_ids = two_runs
-    progress = {}
+    progress = Progress()
     result = score_matrix(store, MatrixRequest(tuple(run_ids), tuple(models)), progress)
     cells = result.cells
-    assert len(cells) == 4 and progress["cell"] == progress["cells"] == 4
+    assert len(cells) == 4 and progress.note.startswith("cell 4 of 4")
+    assert progress.done == progress.total  # every new call the cells needed was made
     assert set(cells["n"]) == {len(ds.split("test"))}  # the same test examples in every cell
     best = cells[cells["best_for_model"]]
     assert sorted(zip(best["model"], best["own_model"])) == [("target-A", "target-A"), ("target-B", "target-B")]
@@ -59,9 +61,9 @@ def test_each_models_own_prompt_is_its_best_and_does_not_transfer(store, two_run
     lines = matrix_lines(result)
     assert any(line.startswith("best for target-A: " + run_ids[0]) for line in lines)
     # the run's own prompt on its own model and data is its test scoring: from the cache
-    again = {}
+    again = Progress()
     score_matrix(store, MatrixRequest(tuple(run_ids), tuple(models)), again)
-    assert again["calls"] == 0
+    assert again.done == again.total == 0  # no new calls
 
 
 def test_the_matrix_command(store, two_runs, capsys):

@@ -6,7 +6,8 @@ import pytest
 
 import fakes
 from promptlab.errors import PromptlabError
-from promptlab.models import RetryPolicy, complete, infer_family, make_spec, request_key, request_record
+from promptlab.models import RetryPolicy, infer_family, make_spec, request_key, request_record
+from promptlab.calls import complete
 
 
 @pytest.mark.parametrize("name,family,size", [
@@ -134,7 +135,8 @@ def test_replicas_and_in_flight_bounds_are_read_from_the_endpoint_settings():
 
 def _stub_eval(store, tmp_path, spec, n=24):
     from promptlab.data import import_dataset
-    from promptlab.evaluate import PromptTemplate, evaluate
+    from promptlab.evaluate import evaluate
+    from promptlab.prompt import PromptTemplate
     from promptlab.scoring.labels import parse_metric
 
     rows = ["text,label"] + [f"great thing {i},positive" if i % 2 else f"awful thing {i},negative" for i in range(n)]
@@ -148,7 +150,7 @@ def test_a_server_gets_exactly_its_concurrency_however_many_threads_ask(store, t
     from concurrent.futures import ThreadPoolExecutor
 
     from openai_stub import Stub
-    from promptlab.models import complete
+    from promptlab.calls import complete
 
     with Stub(delay_s=0.1) as stub:
         spec = make_spec("openai/m", api_base=stub.base, concurrency=2)
@@ -190,7 +192,7 @@ def test_simultaneous_calls_are_balanced_and_each_spec_keeps_its_own_bound(tmp_p
     from concurrent.futures import ThreadPoolExecutor
 
     from openai_stub import Stub
-    from promptlab.models import complete
+    from promptlab.calls import complete
 
     with Stub(delay_s=0.15) as a, Stub(delay_s=0.15) as b:
         spec = make_spec("openai/m", api_base=f"{a.base},{b.base}", concurrency=2)

@@ -279,12 +279,12 @@ def test_start_a_study_from_the_runs_page_and_read_its_answer_on_results(db):
 
 def test_results_of_a_run_with_nothing_scored_yet_say_so(db):
     """A run stopped before its baseline was scored: the page says what to do instead of failing on an empty board."""
-    from promptlab import runs
+    from promptlab import planning, runs
     from promptlab.data import import_dataset
 
     store = Store(db)
     import_dataset(store, ROOT / "data" / "support_tickets.csv")
-    plan = runs.plan(store, runs.RunRequest("support_tickets", "fake-target", ("fake-prop",), strategy="arena"))
+    plan = planning.plan(store, planning.RunRequest("support_tickets", "fake-target", ("fake-prop",), strategy="arena"))
     runs.create_run(store, plan.config)
     runs.mark_dead_runs(store)  # never executed: interrupted, with no candidate
     res = page("4_Results.py").run()

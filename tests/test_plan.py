@@ -1,4 +1,4 @@
-"""runs.plan: a RunRequest by name resolved into a checked RunConfig, the one call `promptlab optimize` and the
+"""planning.plan: a RunRequest by name resolved into a checked RunConfig, the one call `promptlab optimize` and the
 Runs page make; bad names fail with the same clear line through either."""
 import json
 import re
@@ -6,11 +6,11 @@ import re
 import pytest
 
 import fakes
-from promptlab import runs
+from promptlab import planning
 from promptlab.cli import build_parser, main, optimize
 from promptlab.data import import_dataset
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate
+from promptlab.prompt import PromptTemplate
 from promptlab.scoring.objective import JudgeSettings
 
 TARGET = fakes.script("plan-target", lambda m, p: "positive")
@@ -40,18 +40,18 @@ BAD = [
 
 @pytest.mark.parametrize("change,flags,needle", BAD, ids=[b[2] for b in BAD])
 def test_bad_names_fail_with_the_same_line_through_plan_and_the_cli(store, tiny, change, flags, needle, capsys):
-    request = runs.RunRequest(**{"dataset": tiny.name, "target": TARGET, "proposers": (PROPOSER,), **change})
+    request = planning.RunRequest(**{"dataset": tiny.name, "target": TARGET, "proposers": (PROPOSER,), **change})
     with pytest.raises(PromptlabError, match=re.escape(needle)) as exc:
-        runs.plan(store, request)
+        planning.plan(store, request)
     argv = {"--dataset": tiny.name, "--target": TARGET, "--proposers": PROPOSER} | dict(zip(flags[::2], flags[1::2]))
     assert main(["optimize", *[x for pair in argv.items() for x in pair], "--db", str(store.path)]) == 1
     assert capsys.readouterr().err.strip() == f"error: {exc.value}"
 
 
 def test_a_budget_too_small_is_a_problem_named_the_way_the_caller_names_it(store, tiny, capsys):
-    request = runs.RunRequest(tiny.name, TARGET, (PROPOSER,), budget=5)
-    assert runs.plan(store, request).problem.startswith("the budget of 5 target calls cannot even score the baseline")
-    problem = runs.plan(store, request, budget_name="--budget").problem
+    request = planning.RunRequest(tiny.name, TARGET, (PROPOSER,), budget=5)
+    assert planning.plan(store, request).problem.startswith("the budget of 5 target calls cannot even score the baseline")
+    problem = planning.plan(store, request, budget_name="--budget").problem
     assert problem.startswith("--budget of 5 target calls")
     assert main(["optimize", "--dataset", tiny.name, "--target", TARGET, "--proposers", PROPOSER, "--budget", "5",
                  "--db", str(store.path)]) == 1
@@ -75,11 +75,11 @@ def test_the_cli_and_a_direct_plan_store_the_same_config(store, tiny, tmp_path, 
             "--rounds", "2", "--budget", "900", "--patience", "1", "--max-proposer-calls", "10",
             "--metric", "recall:positive", "--constraint", "precision:positive>=0.4", "--baseline", r"Say {labels}.\nNow",
             "--task", r"Label\tit", "--critic", critic, "--gate", "mean", "--demos", "2", "--review"]
-    request = runs.RunRequest(
+    request = planning.RunRequest(
         tiny.name, TARGET, (PROPOSER, f"{PROPOSER}2"), metric="recall:positive; precision:positive>=0.4", seed=3,
         rounds=2, budget=900, patience=1, max_proposer_calls=10, settings={"critic": critic, "gate": "mean", "demos": "2"},
         baselines=(PromptTemplate.from_text("Say {labels}.\nNow"),), task="Label\tit", review=True)
-    planned = runs.plan(store, request)
+    planned = planning.plan(store, request)
     assert optimize.request_from(optimize_args(argv)) == request
     assert _stored_config(store, argv, monkeypatch) == json.loads(json.dumps(planned.config.to_record()))
     assert planned.config.strategy_params["critic"]["model"] == critic and planned.config.review == "rounds"
@@ -93,12 +93,38 @@ def test_a_judge_asked_for_by_name_is_completed_from_the_datasets_own(store, tmp
                  "--rubric", "Right is 5.", "--judge-scale", "1-5", "--db", str(store.path)]) == 0
     argv = ["--dataset", "qa", "--target", TARGET, "--proposers", PROPOSER, "--metric", "judge", "--judge-scale", "0-10",
             "--rubric", r"Short\nand right."]
-    request = runs.RunRequest("qa", TARGET, (PROPOSER,), metric="judge",
+    request = planning.RunRequest("qa", TARGET, (PROPOSER,), metric="judge",
                               judge=JudgeSettings(None, "Short\nand right.", (0, 10)))
-    planned = runs.plan(store, request)
+    planned = planning.plan(store, request)
     assert planned.config.judge["model"]["model"] == judge  # the dataset's judge model, the run's rubric and scale
     assert (planned.config.judge["rubric"], planned.config.judge["lo"], planned.config.judge["hi"]) == \
         ("Short\nand right.", 0, 10)
     assert optimize.request_from(optimize_args(argv)) == request
     assert _stored_config(store, argv, monkeypatch) == json.loads(json.dumps(planned.config.to_record()))
 
+
+
+def test_runs_stored_under_the_old_names_still_read_and_are_found_again(store, tiny):
+    """One name per concept in code (arena, candidates, max_target_requests, review "unrecorded"); the record keeps
+    the names it always had, so a run stored before reads the same, resumes, and is found again by its config."""
+    from promptlab import runs
+    from promptlab.models import make_spec
+
+    cfg = planning.make_config(tiny, make_spec(TARGET), [make_spec(PROPOSER)], strategy="arena", rounds=1, budget=40,
+                               arena=1, candidates=3, confirm=0)
+    rec = cfg.to_record()
+    # the stored names: what every run stored before this release has
+    assert rec["strategy_params"]["arena_k"] == 1 and rec["strategy_params"]["candidates_per_proposer"] == 3
+    assert rec["budget"]["max_target_calls"] == 40 and "arena" not in rec["strategy_params"]
+    back = planning.RunConfig.from_record(rec)
+    assert back == cfg and back.strategy_params["arena"] == 1 and back.budget["max_target_requests"] == 40
+    strategy, ctx = planning.build(store, back, "check")
+    assert strategy.arena == 1 and strategy.candidates == 3 and ctx.budget.max_target_requests == 40
+    # an old record (no review field, its settings in another key order) is the same run
+    old = dict(rec, strategy_params=dict(reversed(list(rec["strategy_params"].items()))))
+    old.pop("review")
+    assert planning.RunConfig.from_record(old).review == "unrecorded"
+    run_id = runs.create_run(store, planning.RunConfig.from_record(rec))
+    runs.execute(store, run_id)
+    assert store.finished_run_with_config(cfg.to_record()) == run_id
+    assert store.finished_run_with_config(dict(rec, strategy_params=old["strategy_params"])) == run_id

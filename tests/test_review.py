@@ -7,7 +7,7 @@ import pytest
 import fakes
 from conftest import sentiment_dataset
 from test_arena import config_for
-from promptlab import results, review, runs
+from promptlab import planning, results, review, runs
 from promptlab.data import DataError, import_dataset
 from promptlab.errors import PromptlabError
 from promptlab.models import make_spec
@@ -99,11 +99,13 @@ def test_an_automatic_run_records_the_rules_decisions(store, dataset):
 
 
 def test_a_stored_run_without_review_replays_unchanged(store, dataset):
-    """Runs stored before decisions existed read review='none' and yield no decision steps."""
+    """Runs stored before decisions existed read review='unrecorded' (they stored none, or "none") and yield no
+    decision steps."""
     cfg = config_for(dataset, rounds=1).to_record()
     cfg.pop("review")
-    rec = runs.RunConfig.from_record(cfg)
-    assert rec.review == "none"
+    rec = planning.RunConfig.from_record(cfg)
+    assert rec.review == "unrecorded"
+    assert planning.RunConfig.from_record(cfg | {"review": "none"}).review == "unrecorded"
     run_id = runs.create_run(store, rec)
     runs.execute(store, run_id)
     assert not [s for s in store.steps(run_id) if s["kind"] == "decided"]
@@ -162,7 +164,7 @@ def test_reference_dataset_imports_with_its_scoring_and_a_plain_split(store, ref
 def test_an_arena_on_reference_answers_learns_from_low_scores(store, ref_dataset):
     target = make_spec(fakes.script("ref-target", ref_target))
     proposer, seen = recording_proposer("ref-prop")
-    cfg = runs.make_config(ref_dataset, target, [proposer], rounds=1, minibatch_size=4, metric="exact", seed=1,
+    cfg = planning.make_config(ref_dataset, target, [proposer], rounds=1, minibatch_size=4, metric="exact", seed=1,
                            strategy="arena", confirm=0.0)  # 16 rows: too few to hold val back
     assert cfg.metric == "exact" and "Reply with the answer only" not in cfg.meta_prompt
     run_id = runs.create_run(store, cfg)
@@ -190,8 +192,8 @@ def test_an_unlabeled_dataset_is_scored_by_the_judge_and_proposers_see_its_reaso
     judge = make_spec(fakes.script("open-judge", judge_reply))
     proposer, seen = recording_proposer("open-prop")
     with pytest.raises(PromptlabError, match="judge"):
-        runs.make_config(ds, target, [proposer], metric="exact")
-    cfg = runs.make_config(ds, target, [proposer], rounds=1, minibatch_size=4, metric="judge", seed=1,
+        planning.make_config(ds, target, [proposer], metric="exact")
+    cfg = planning.make_config(ds, target, [proposer], rounds=1, minibatch_size=4, metric="judge", seed=1,
                            strategy="arena", confirm=0.0,
                            judge={"model": judge.to_record(), "rubric": "Short answers are best.", "lo": 1, "hi": 5})
     run_id = runs.create_run(store, cfg)
@@ -206,7 +208,7 @@ def test_an_unlabeled_dataset_is_scored_by_the_judge_and_proposers_see_its_reaso
 def test_fewshot_and_gradient_run_on_a_scorer(store, ref_dataset, strategy):
     target = make_spec(fakes.script("ref-target2", ref_target))
     proposer = make_spec(fakes.script("ref-prop2", ref_proposer))
-    cfg = runs.make_config(ref_dataset, target, [proposer], rounds=1, minibatch_size=4, metric="token_f1",
+    cfg = planning.make_config(ref_dataset, target, [proposer], rounds=1, minibatch_size=4, metric="token_f1",
                            strategy=strategy, seed=2)
     run_id = runs.create_run(store, cfg)
     s = runs.execute(store, run_id)
@@ -306,7 +308,7 @@ def test_cli_grade_from_a_file_and_judge_check(tmp_path, capsys):
     from promptlab.store import Store
     from promptlab import grading as G
     from promptlab.data import stored_dataset
-    from promptlab.evaluate import PromptTemplate
+    from promptlab.prompt import PromptTemplate
     from promptlab.models import resolve_model
 
     store = Store(db)
@@ -331,7 +333,7 @@ def test_cli_grade_from_a_file_and_judge_check(tmp_path, capsys):
 
 def test_grades_become_a_score_with_n_and_ci(store, tmp_path):
     from promptlab import grading as G
-    from promptlab.evaluate import PromptTemplate
+    from promptlab.prompt import PromptTemplate
 
     path = tmp_path / "open.csv"
     path.write_text("input\n" + "\n".join(q for q, _ in REF_ROWS) + "\n", encoding="utf-8")

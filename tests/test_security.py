@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, sentiment_dataset
 from openai_stub import Stub
-from promptlab import results, runs
+from promptlab import results
 from promptlab.cli import main
 from promptlab.optimize import prompts as P
 from promptlab.store import Store
@@ -61,7 +61,7 @@ def test_a_key_can_come_from_streamlit_secrets():
         import streamlit as st
 
         import promptlab.dashboard  # noqa: F401 - the dashboard registers st.secrets with secret() on import
-        from promptlab.models import secret
+        from promptlab.calls import secret
 
         st.write(f"found={secret('PROMPTLAB_TEST_SECRET') == 'from-secrets-toml'}")
 
@@ -72,7 +72,7 @@ def test_a_key_can_come_from_streamlit_secrets():
 
 
 def test_only_the_dashboard_imports_streamlit():
-    """One bridge to Streamlit (promptlab/dashboard/); keys reach the library through models.secret's lookup."""
+    """One bridge to Streamlit (promptlab/dashboard/); keys reach the library through calls.secret's lookup."""
     for path in sorted((ROOT / "promptlab").rglob("*.py")):
         if "dashboard" in path.relative_to(ROOT / "promptlab").parts:
             continue

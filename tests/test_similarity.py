@@ -3,9 +3,9 @@ model, offline), and the backend's place in a prompt's identity and a few-shot r
 import numpy as np
 import pytest
 
-from promptlab import results, runs
+from promptlab import planning, results, runs
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate
+from promptlab.prompt import PromptTemplate
 from promptlab.similarity import nearest
 
 POOL = ("The hotel room was filthy and the staff rude", "I adore this lovely place, wonderful stay",
@@ -53,7 +53,7 @@ def test_fewshot_run_with_minilm_similarity_stores_and_shows_it(store, dataset):
     from promptlab.models import make_spec
 
     tgt = make_spec(fakes.script("sim-target", lambda m, p: "positive"), family="qwen", size_b=7)
-    cfg = runs.make_config(dataset, tgt, [], strategy="fewshot", methods=["similar"], similarity="minilm",
+    cfg = planning.make_config(dataset, tgt, [], strategy="fewshot", methods=["similar"], similarity="minilm",
                            rounds=1, minibatch_size=8, seed=3)
     run_id = runs.create_run(store, cfg)
     runs.execute(store, run_id)
@@ -62,4 +62,4 @@ def test_fewshot_run_with_minilm_similarity_stores_and_shows_it(store, dataset):
     assert len(similar) and set(similar["similar_by"]) == {"minilm"}
     assert all("nearest (minilm) of" in s for s in results.leaderboard(store, run_id).query("similar_k > 0")["demos_shown"])
     with pytest.raises(PromptlabError, match="similarity must be tfidf or minilm"):
-        runs.make_config(dataset, tgt, [], strategy="fewshot", similarity="bert")
+        planning.make_config(dataset, tgt, [], strategy="fewshot", similarity="bert")

@@ -6,7 +6,7 @@ import pytest
 import fakes
 from conftest import sentiment_dataset
 import promptlab.evaluate as E
-from promptlab import results, runs
+from promptlab import planning, results, runs
 from promptlab.data import import_dataset
 from promptlab.errors import PromptlabError
 from promptlab.models import make_spec
@@ -53,7 +53,7 @@ def run(store, ds, **kw):
     tgt, _, _, prop = specs()
     kw.setdefault("rounds", 3)
     kw.setdefault("minibatch_size", 8)
-    cfg = runs.make_config(ds, tgt, kw.pop("proposers", [prop]), seed=5, **kw)
+    cfg = planning.make_config(ds, tgt, kw.pop("proposers", [prop]), seed=5, **kw)
     run_id = runs.create_run(store, cfg)
     return run_id, runs.execute(store, run_id)
 
@@ -74,7 +74,7 @@ def test_fewshot_finds_demos_that_cover_the_labels(store, dataset):
 def test_fewshot_similar_demos_differ_per_input(dataset):
     import numpy as np
 
-    from promptlab.evaluate import PromptTemplate
+    from promptlab.prompt import PromptTemplate
     from promptlab.optimize.demos import similar_pool
 
     pool = similar_pool(dataset.split("train"), dataset, 12, np.random.default_rng(0))
@@ -106,7 +106,7 @@ def test_gradient_edits_are_accepted_only_when_val_improves(store, dataset):
 
 
 def test_chain_runs_the_arena_then_fewshot_on_its_winner_within_one_budget(store, dataset):
-    run_id, s = run(store, dataset, strategy="arena,fewshot", budget_calls=700)
+    run_id, s = run(store, dataset, strategy="arena,fewshot", budget=700)
     steps = store.steps(run_id)
     stages = [x for x in steps if x["kind"] == "stage_started"]
     assert [x["strategy"] for x in stages] == ["arena", "fewshot"]
@@ -127,7 +127,7 @@ def test_resumes_after_a_crash_to_the_same_state(store, dataset, tmp_path, monke
 
     ref_store = Store(tmp_path / "ref.duckdb")
     ref_ds = import_dataset(ref_store, tmp_path / "sent.csv")[0]
-    ref_id, ref = run(ref_store, ref_ds, strategy=strategy, budget_calls=600)
+    ref_id, ref = run(ref_store, ref_ds, strategy=strategy, budget=600)
     real = E.complete
     state = {"n": 0}
 
@@ -139,7 +139,7 @@ def test_resumes_after_a_crash_to_the_same_state(store, dataset, tmp_path, monke
 
     monkeypatch.setattr(E, "complete", crashing)
     tgt, _, _, prop = specs()
-    cfg = runs.make_config(dataset, tgt, [prop], seed=5, rounds=3, minibatch_size=8, strategy=strategy, budget_calls=600)
+    cfg = planning.make_config(dataset, tgt, [prop], seed=5, rounds=3, minibatch_size=8, strategy=strategy, budget=600)
     run_id = runs.create_run(store, cfg)
     with pytest.raises(RuntimeError):
         runs.execute(store, run_id)
@@ -156,18 +156,18 @@ def test_resumes_after_a_crash_to_the_same_state(store, dataset, tmp_path, monke
 def test_strategy_choices_are_checked(store, dataset):
     tgt = specs()[0]
     with pytest.raises(PromptlabError, match="use one of arena, fewshot, gradient"):
-        runs.make_config(dataset, tgt, [tgt], strategy="arena,magic")
+        planning.make_config(dataset, tgt, [tgt], strategy="arena,magic")
     with pytest.raises(PromptlabError, match="needs proposer models"):
-        runs.make_config(dataset, tgt, [], strategy="gradient")
+        planning.make_config(dataset, tgt, [], strategy="gradient")
     with pytest.raises(PromptlabError, match="demo selection"):
-        runs.make_config(dataset, tgt, [], strategy="fewshot", methods=["telepathy"])
+        planning.make_config(dataset, tgt, [], strategy="fewshot", methods=["telepathy"])
     with pytest.raises(PromptlabError, match="setting"):
-        runs.make_config(dataset, tgt, [tgt], strategy="arena", max_demos=3)
-    runs.make_config(dataset, tgt, [], strategy="fewshot", max_demos=3, demo_format="search")
+        planning.make_config(dataset, tgt, [tgt], strategy="arena", max_demos=3)
+    planning.make_config(dataset, tgt, [], strategy="fewshot", max_demos=3, demo_format="search")
 
 
 def test_a_candidate_the_budget_cannot_finish_is_marked_over_budget_not_left_half_done(store, dataset):
-    run_id, s = run(store, dataset, strategy="arena,fewshot", budget_calls=120, rounds=2)
+    run_id, s = run(store, dataset, strategy="arena,fewshot", budget=120, rounds=2)
     cands = store.candidates(run_id)
     assert s["status"] == "finished"
     over = cands[cands["status"] == "over budget"]
@@ -188,7 +188,7 @@ def test_live_progress_of_a_finished_run_reports_its_exact_cache_hits(store, dat
 
 
 def test_demos_are_searched_for_the_analysts_own_prompt_even_when_proposals_lead():
-    from promptlab.evaluate import PromptTemplate
+    from promptlab.prompt import PromptTemplate
     from promptlab.optimize.fewshot import _distinct_instructions
     from promptlab.optimize.pool import Pool
 

@@ -44,7 +44,7 @@ def specs():
 def test_study_finds_the_answer_built_into_the_models(store, dataset):
     tgt, same, cross = specs()
     sid, reused = S.create_study(store, dataset, [tgt], [same, cross], seeds=3, mixes=[[same.label, cross.label]],
-                                 rounds=2, budget_calls=None, minibatch_size=8)
+                                 rounds=2, budget=None, minibatch_size=8)
     assert not reused
     cells = {c.proposer: c for c in S.execute_study(store, sid)}
     assert set(cells) == {same.label, cross.label, f"{same.label} + {cross.label}"}
@@ -74,7 +74,7 @@ def test_study_finds_the_answer_built_into_the_models(store, dataset):
     assert len(members) == 9 and set(members["status"]) == {"finished"}
     # asking for the same grid again is the same study: nothing is re-run
     sid2, reused2 = S.create_study(store, dataset, [tgt], [same, cross], seeds=3, mixes=[[same.label, cross.label]],
-                                   rounds=2, budget_calls=None, minibatch_size=8)
+                                   rounds=2, budget=None, minibatch_size=8)
     assert (sid2, reused2) == (sid, True)
 
 
@@ -121,7 +121,7 @@ def test_bad_study_requests_are_refused(store, dataset):
         S.create_study(store, dataset, [tgt], [same, cross], mixes=[["nobody", same.label]])
     # a budget too small to score even the baseline would make runs that finish having done nothing
     with pytest.raises(PromptlabError, match="cannot even score the baseline.*Raise it to at least"):
-        S.create_study(store, dataset, [tgt], [same, cross], budget_calls=5)
+        S.create_study(store, dataset, [tgt], [same, cross], budget=5)
     assert store.list_studies().empty and store.list_runs().empty  # nothing half-written
 
 
@@ -174,7 +174,7 @@ def test_a_request_by_names_is_the_same_study_as_the_resolved_one(store, dataset
     """The CLI and the Runs page ask by name (StudyRequest); resolved, it is the very grid create_study stores."""
     tgt, same, cross = specs()
     sid, reused = S.create_study(store, dataset, [tgt], [same, cross], seeds=2, mixes=[[same.label, cross.label]],
-                                 rounds=2, budget_calls=None, minibatch_size=8)
+                                 rounds=2, budget=None, minibatch_size=8)
     for spec in (tgt, same, cross):
         store.save_model(spec.label, spec.to_record())  # configured by name, as `models add` does
     req = S.StudyRequest(dataset.name, (tgt.label,), (same.label, cross.label), 2, mixes=((same.label, cross.label),),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from promptlab.cost import is_ceiling
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate
+from promptlab.prompt import PromptTemplate
 from promptlab.models import ModelSpec, resolve_model
 from promptlab.scoring.objective import JudgeSettings, parse_scale
 from promptlab.store import Store

@@ -7,7 +7,8 @@ from promptlab.cli.common import (
     OPTIONS, constraint_arg, fmt, judge_args, judge_settings, load_prompt, metric_spec, open_store, print_json,
 )
 from promptlab.cost import Cost
-from promptlab.manual import EvalRequest, score_prompt
+from promptlab.jobs import EvalRequest, run_eval
+from promptlab.progress import Progress
 
 
 def register(sub) -> None:
@@ -36,14 +37,13 @@ def cmd_eval(args) -> int:
     store = open_store(args)
     show_progress = not args.json and sys.stderr.isatty()
 
-    def progress(done: int, total: int) -> None:
-        if show_progress:
-            print(f"\r  {done}/{total} calls", end="", file=sys.stderr, flush=True)
+    progress = Progress(on_change=lambda p: print(f"\r  {p.done}/{p.total} calls", end="", file=sys.stderr,
+                                                  flush=True) if show_progress else None)
 
     request = EvalRequest(
         args.dataset, args.model, None if args.run else load_prompt(args), args.run, args.candidate, args.split,
         metric_spec(args), judge_settings(args), args.limit, args.seed, args.max_tokens)
-    result, summary, stored = score_prompt(store, request, progress)
+    result, summary, stored = run_eval(store, request, progress)
     if show_progress:
         print("\r" + " " * 30 + "\r", end="", file=sys.stderr)
     if not args.json:

@@ -7,7 +7,8 @@ from pathlib import Path
 from promptlab.cli.common import OPTIONS, constraint_arg, metric_spec, model_list, names, open_store, print_json
 from promptlab.data import resolve_dataset
 from promptlab.export import export, filename, stored_prompt
-from promptlab.matrix import MatrixRequest, matrix_lines, score_matrix
+from promptlab.jobs import MatrixRequest, matrix_lines, score_matrix
+from promptlab.progress import Progress
 
 
 def register(sub) -> None:
@@ -50,20 +51,6 @@ def cmd_export(args) -> int:
     return 0
 
 
-class _Progress(dict):
-    """score_matrix's progress dict, drawn on stderr as the calls count up (`show`: a terminal is watching)."""
-
-    def __init__(self, show: bool):
-        super().__init__()
-        self.show = show
-
-    def __setitem__(self, key, value):
-        super().__setitem__(key, value)
-        if self.show and key == "calls":
-            print(f"\r  cell {self.get('cell')}/{self.get('cells')}: {value} new calls", end="", file=sys.stderr,
-                  flush=True)
-
-
 def cmd_matrix(args) -> int:
     """The top prompts of several runs scored by several models on the same test examples."""
     store = open_store(args)
@@ -71,7 +58,8 @@ def cmd_matrix(args) -> int:
                         resolve_dataset(store, args.dataset) if args.dataset else None, args.top, args.split,
                         metric_spec(args))
     show = not args.json and sys.stderr.isatty()
-    result = score_matrix(store, req, _Progress(show))
+    result = score_matrix(store, req, Progress(on_change=lambda p: print(
+        f"\r  {p.note}: {p.done}/{p.total} new calls", end="", file=sys.stderr, flush=True) if show else None))
     if show:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
     if args.json:

@@ -51,69 +51,95 @@ def cmd_grade(args) -> int:
     """Grade a prompt's outputs by hand (interactive, or a CSV of example,grade[,note]); print the score."""
     store = open_store(args)
     batch = _grading_batch(store, args)
-    scale = args.scale
-    lo, hi = G.scale_range(scale)
     if args.grades:
-        table = pd.read_csv(args.grades, dtype=str, keep_default_na=False)
-        missing = {"example", "grade"} - set(table.columns)
-        if missing:
-            raise PromptlabError(f"{args.grades}: needs columns example and grade (and optionally note); missing {', '.join(sorted(missing))}")
-        by_idx = {it.example_idx: it for it in batch.items}
-        parsed = []  # every line is checked before any grade is stored: a bad file changes nothing
-        for i, r in enumerate(table.itertuples(), 2):
-            try:
-                idx = int(r.example)
-            except ValueError:
-                raise PromptlabError(f"{args.grades} line {i}: example '{r.example}' is not a number") from None
-            if idx not in by_idx:
-                raise PromptlabError(f"{args.grades} line {i}: example {idx} is not among the outputs graded here "
-                                     f"(split {args.split}, limit {args.limit}); examples are {sorted(by_idx)[:10]}…")
-            try:
-                grade = G.parse_grade(r.grade, scale)
-            except PromptlabError as exc:
-                raise PromptlabError(f"{args.grades} line {i}: {exc}") from None
-            parsed.append((by_idx[idx], grade, getattr(r, "note", "") or ""))
-        for item, grade, note in parsed:
-            G.record(store, batch, item, grade, scale, note=note, grader=args.grader)
+        _record_grades_file(store, batch, args)
     elif not args.summary:
-        todo = [it for it in batch.items if it.grade is None]
-        keys = "p pass, f fail" if scale == "pass/fail" else f"{lo}-{hi}"
-        print(f"{len(todo)} output(s) to grade ({keys}; add a note after the grade; s skip, q quit)")
-        if not args.blind:
-            print(f"prompt: {(batch.prompt.system + ' ' + batch.prompt.user).strip()[:300]}")
-        for n, it in enumerate(todo, 1):
-            print(f"\n[{n}/{len(todo)}] input: {it.input[:500]}")
-            if it.reference:
-                print(f"reference: {it.reference[:300]}")
-            print(f"output: {it.output[:1000]}")
-            while True:
-                try:
-                    line = input("grade> ").strip()
-                except EOFError:
-                    line = "q"
-                if line in ("q", "quit"):
-                    break
-                if line in ("s", "skip"):
-                    break
-                value, _, note = line.partition(" ")
-                try:
-                    G.record(store, batch, it, G.parse_grade(value, scale), scale, note=note, grader=args.grader,
-                             blind=args.blind)
-                    break
-                except PromptlabError as exc:
-                    print(f"  {exc}")
-            if line in ("q", "quit"):
-                break
-    s = G.summary(store, batch.dataset.id, batch.prompt_id, batch.model_key, scale, batch.pairs)
+        _grade_interactively(store, batch, args)
+    _print_human_score(store, batch, args.json)
+    return 0
+
+
+def _record_grades_file(store, batch, args) -> None:
+    """Store the grades of the CSV args.grades; every line is checked before any grade is stored, so a bad file
+    changes nothing (it raises PromptlabError naming the line)."""
+    for item, grade, note in _read_grades_file(args, batch):
+        G.record(store, batch, item, grade, args.scale, note=note, grader=args.grader)
+
+
+def _read_grades_file(args, batch) -> list[tuple]:
+    """(item, grade, note) per line of the CSV args.grades (columns example, grade, optionally note), each example
+    one of the batch's outputs and each grade on args.scale; raises PromptlabError naming the first bad line."""
+    table = pd.read_csv(args.grades, dtype=str, keep_default_na=False)
+    missing = {"example", "grade"} - set(table.columns)
+    if missing:
+        raise PromptlabError(f"{args.grades}: needs columns example and grade (and optionally note); missing {', '.join(sorted(missing))}")
+    by_idx = {it.example_idx: it for it in batch.items}
+    parsed = []
+    for i, r in enumerate(table.itertuples(), 2):
+        try:
+            idx = int(r.example)
+        except ValueError:
+            raise PromptlabError(f"{args.grades} line {i}: example '{r.example}' is not a number") from None
+        if idx not in by_idx:
+            raise PromptlabError(f"{args.grades} line {i}: example {idx} is not among the outputs graded here "
+                                 f"(split {args.split}, limit {args.limit}); examples are {sorted(by_idx)[:10]}…")
+        try:
+            grade = G.parse_grade(r.grade, args.scale)
+        except PromptlabError as exc:
+            raise PromptlabError(f"{args.grades} line {i}: {exc}") from None
+        parsed.append((by_idx[idx], grade, getattr(r, "note", "") or ""))
+    return parsed
+
+
+def _grade_interactively(store, batch, args) -> None:
+    """Show each output not graded yet and record the grade typed for it; 'q' (or the end of input) stops."""
+    lo, hi = G.scale_range(args.scale)
+    todo = [it for it in batch.items if it.grade is None]
+    keys = "p pass, f fail" if args.scale == "pass/fail" else f"{lo}-{hi}"
+    print(f"{len(todo)} output(s) to grade ({keys}; add a note after the grade; s skip, q quit)")
+    if not args.blind:
+        print(f"prompt: {(batch.prompt.system + ' ' + batch.prompt.user).strip()[:300]}")
+    for n, it in enumerate(todo, 1):
+        print(f"\n[{n}/{len(todo)}] input: {it.input[:500]}")
+        if it.reference:
+            print(f"reference: {it.reference[:300]}")
+        print(f"output: {it.output[:1000]}")
+        if not _ask_grade(store, batch, it, args):
+            break
+
+
+def _ask_grade(store, batch, item, args) -> bool:
+    """Ask until the item's grade is recorded or skipped (True) or the analyst quits (False); a grade off the
+    scale is said and asked again."""
+    while True:
+        try:
+            line = input("grade> ").strip()
+        except EOFError:
+            line = "q"
+        if line in ("q", "quit"):
+            return False
+        if line in ("s", "skip"):
+            return True
+        value, _, note = line.partition(" ")
+        try:
+            G.record(store, batch, item, G.parse_grade(value, args.scale), args.scale, note=note, grader=args.grader,
+                     blind=args.blind)
+            return True
+        except PromptlabError as exc:
+            print(f"  {exc}")
+
+
+def _print_human_score(store, batch, as_json: bool) -> None:
+    """The batch's human score with its CI and n (as JSON with the prompt id when as_json)."""
+    s = G.summary(store, batch.dataset.id, batch.prompt_id, batch.model_key, batch.scale, batch.pairs)
     out = {"prompt_id": batch.prompt_id, **s}
-    if args.json:
+    if as_json:
         print_json(out)
     elif s["n"]:
         print(f"human score {fmt(s['score'])} [{fmt(s['ci'][0])}, {fmt(s['ci'][1])}] n={s['n']} "
               f"(mean grade {s['mean_grade']:.2f} on {s['scale']}, scaled to 0-1)")
     else:
         print("no grades yet")
-    return 0
 
 
 def cmd_judge_check(args) -> int:

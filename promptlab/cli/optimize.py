@@ -1,17 +1,18 @@
-"""`optimize`: a run asked for by name (runs.RunRequest), planned like the Runs page plans it, then followed."""
+"""`optimize`: a run asked for by name (planning.RunRequest), planned like the Runs page plans it, then followed."""
 from __future__ import annotations
 
 import sys
 
 from promptlab import group as G
-from promptlab import runs
+from promptlab import planning, runs
+from promptlab.optimize import registry
 from promptlab.cli.common import (
     OPTIONS, ceilings, constraint_arg, judge_args, judge_settings, metric_spec, names, open_store, read_text_file,
     unescape,
 )
 from promptlab.cli.runs import follow, follow_group
 from promptlab.errors import PromptlabError
-from promptlab.evaluate import PromptTemplate
+from promptlab.prompt import PromptTemplate
 
 
 def register(sub) -> None:
@@ -22,14 +23,14 @@ def register(sub) -> None:
                         "same data, proposers, budget and seed, stored as a group (the best prompt for each model, and "
                         "how each transfers to the others)")
     p.add_argument("--proposers", default="", help="comma-separated proposer models (needed by arena and gradient)")
-    p.add_argument("--strategy", default=runs.DEFAULT_STRATEGY,
-                   help=f"one of {', '.join(runs.STRATEGIES)}, or a chain joined by commas, e.g. arena,fewshot (default "
-                        f"{runs.DEFAULT_STRATEGY}: instructions, then demonstrations for the best of them, then edits, "
+    p.add_argument("--strategy", default=registry.DEFAULT_STRATEGY,
+                   help=f"one of {', '.join(registry.STRATEGIES)}, or a chain joined by commas, e.g. arena,fewshot (default "
+                        f"{registry.DEFAULT_STRATEGY}: instructions, then demonstrations for the best of them, then edits, "
                         "on one budget)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--metric", help="default: accuracy for labels, the dataset's own scoring otherwise")
     constraint_arg(p, cost=True)
-    p.add_argument("--prefer", choices=runs.PREFER, default="score",
+    p.add_argument("--prefer", choices=planning.PREFER, default="score",
                    help="the result: the best confirmed candidate (score), or the one with the fewest prompt tokens "
                         "per call that the held-back examples cannot tell from it and that also beats the baseline "
                         "(cheap)")
@@ -54,7 +55,7 @@ def _setting_args(p) -> None:
     """One flag per strategy setting, from its declaration (name, default, help); values are checked by
     make_config against the same declaration, so the CLI repeats no names, defaults or limits."""
     g = p.add_argument_group("strategy settings (each applies to the strategies that have it)")
-    for name, s in runs.all_settings().items():
+    for name, s in registry.all_settings().items():
         default = s.none if s.default is None and s.none else (",".join(s.default) if isinstance(s.default, tuple) else s.default)
         metavar = "|".join(map(str, s.choices)) if s.choices else s.type.upper()
         g.add_argument(s.cli_flag, dest=name, metavar=metavar, help=f"{s.help} (default {default})")
@@ -66,13 +67,13 @@ def _baselines(args) -> tuple[PromptTemplate, ...]:
     return tuple(PromptTemplate.from_text(unescape(b)) for b in args.baseline or ())
 
 
-def request_from(args) -> runs.RunRequest:
+def request_from(args) -> planning.RunRequest:
     """The run these arguments ask for, by name: files read, escapes honoured, nothing resolved."""
-    return runs.RunRequest(
+    return planning.RunRequest(
         args.dataset, args.target, names(args.proposers), metric=metric_spec(args, ceilings_ok=True), strategy=args.strategy,
         rounds=args.rounds, seed=args.seed, budget=args.budget, patience=args.patience,
         max_proposer_calls=args.max_proposer_calls, max_proposer_tokens=args.max_proposer_tokens,
-        settings={name: getattr(args, name) for name in runs.all_settings() if getattr(args, name, None) is not None},
+        settings={name: getattr(args, name) for name in registry.all_settings() if getattr(args, name, None) is not None},
         baselines=_baselines(args),
         meta_prompt=read_text_file(args.meta_prompt_file, "--meta-prompt-file") if args.meta_prompt_file else None,
         task=unescape(args.task) if args.task else None, judge=judge_settings(args), review=args.review,
@@ -91,7 +92,7 @@ def cmd_optimize(args) -> int:
         print(f"group {group_id}{' (stored: resuming it)' if reused else ''}: {plans[0].dataset.name}, "
               f"{len(plans)} targets, one search each; per search: {plans[0].line}", file=out)
         return follow_group(store, group_id, args)
-    plan = runs.plan(store, request_from(args), budget_name="--budget")
+    plan = planning.plan(store, request_from(args), budget_name="--budget")
     if plan.problem:
         raise PromptlabError(plan.problem)
     out = sys.stderr if args.json else sys.stdout

@@ -12,6 +12,8 @@ from promptlab.errors import PromptlabError
 
 REVIEW_HELP = """decide the round:  k ID keep   d ID discard   e ID edit (then type the new prompt)   a add a prompt
                    r ID re-score on more data   c continue   s stop the search   v view again   q quit (stays paused)"""
+ACTION_KEYS = {"k": "keep", "d": "discard", "e": "edit", "a": "add", "r": "rescore", "c": "continue", "s": "stop"}
+CLOSING = ("continue", "stop")  # the decisions that close a round
 
 
 def register(sub) -> None:
@@ -64,67 +66,93 @@ def cmd_review(args) -> int:
     while True:
         pause = R.paused_at(store, args.run_id)
         if pause is None:
-            rec = store.run_row(args.run_id)
-            if rec["status"] in ("created", "interrupted", "stopped"):
-                follow(store, args.run_id, args, reviewing=True)
-                if store.run_row(args.run_id)["status"] != "paused":
-                    return 0
+            if _follow_to_a_pause(store, args):
                 continue
-            print(f"run {args.run_id} is {rec['status']}: nothing to decide")
-            if rec["status"] == "finished" and not args.json:
-                print_run(store, rec["summary"] or {})
             return 0
-        view = R.round_view(store, args.run_id)
-        _print_round(view)
+        _print_round(R.round_view(store, args.run_id))
         if queue is not None:
-            mine = [d for d in queue if d.get("round", pause.round) == pause.round]
-            if not mine:
-                print(f"the decisions file has nothing for round {pause.round}: the run stays paused")
-                return 0
-            for d in mine:
-                queue.remove(d)
-                _apply(store, args.run_id, d)
-                if d["action"] in ("continue", "stop"):
-                    break
-            if not any(d["action"] in ("continue", "stop") for d in mine):
-                print(f"the decisions file does not close round {pause.round} (continue or stop): the run stays paused")
-                return 0
+            closed = _decide_round_from_file(store, args.run_id, queue, pause.round)
         else:
-            print(REVIEW_HELP)
-            while True:
-                try:
-                    line = input("> ").strip()
-                except EOFError:
-                    print("\nend of input: the run stays paused")
-                    return 0
-                if not line:
-                    continue
-                cmd, _, rest = line.partition(" ")
-                cmd = cmd.lower()
-                try:
-                    if cmd in ("q", "quit"):
-                        print("the run stays paused; continue later with the same command")
-                        return 0
-                    if cmd in ("v", "view"):
-                        _print_round(R.round_view(store, args.run_id))
-                        continue
-                    actions = {"k": "keep", "d": "discard", "e": "edit", "a": "add", "r": "rescore", "c": "continue",
-                               "s": "stop"}
-                    action = actions.get(cmd, cmd)
-                    cid = int(rest.split()[0]) if rest.strip() and action in ("keep", "discard", "edit", "rescore") else None
-                    text = None
-                    if action in ("edit", "add"):
-                        print("type the prompt; end with a line holding only a dot (.)")
-                        lines = []
-                        while (ln := input()) != ".":
-                            lines.append(ln)
-                        text = "\n".join(lines)
-                    _apply(store, args.run_id, {"action": action, "candidate": cid, "text": text})
-                    if action in ("continue", "stop"):
-                        break
-                    print(f"  recorded: {action}{' #' + str(cid) if cid else ''}")
-                except (PromptlabError, ValueError) as exc:
-                    print(f"  {exc}")
+            closed = _decide_round_interactively(store, args.run_id)
+        if not closed:
+            return 0
         follow(store, args.run_id, args, reviewing=True)
         if store.run_row(args.run_id)["status"] != "paused":
             return 0  # finished (its summary is printed), stopped or failed
+
+
+def _follow_to_a_pause(store, args) -> bool:
+    """For a run not paused: whether it has come to a round to decide. A run created, interrupted or stopped is run
+    on until it pauses or ends; any other says its status (and a finished one its summary)."""
+    rec = store.run_row(args.run_id)
+    if rec["status"] in ("created", "interrupted", "stopped"):
+        follow(store, args.run_id, args, reviewing=True)
+        return store.run_row(args.run_id)["status"] == "paused"
+    print(f"run {args.run_id} is {rec['status']}: nothing to decide")
+    if rec["status"] == "finished" and not args.json:
+        print_run(store, rec["summary"] or {})
+    return False
+
+
+def _decide_round_from_file(store, run_id: str, queue: list[dict], round_: int) -> bool:
+    """Apply the queued decisions for this round (those without a round count for it), taking them off the queue,
+    up to and including a continue or stop. Whether the round was closed (else the run stays paused, and says so)."""
+    mine = [d for d in queue if d.get("round", round_) == round_]
+    if not mine:
+        print(f"the decisions file has nothing for round {round_}: the run stays paused")
+        return False
+    for d in mine:
+        queue.remove(d)
+        _apply(store, run_id, d)
+        if d["action"] in CLOSING:
+            return True
+    print(f"the decisions file does not close round {round_} (continue or stop): the run stays paused")
+    return False
+
+
+def _decide_round_interactively(store, run_id: str) -> bool:
+    """Read the analyst's commands (REVIEW_HELP) until the round is closed by continue or stop (True), or left
+    paused by q or the end of input (False). A decision that cannot be taken is said, and the next one read."""
+    print(REVIEW_HELP)
+    while True:
+        try:
+            line = input("> ").strip()
+        except EOFError:
+            print("\nend of input: the run stays paused")
+            return False
+        if not line:
+            continue
+        cmd, _, rest = line.partition(" ")
+        cmd = cmd.lower()
+        if cmd in ("q", "quit"):
+            print("the run stays paused; continue later with the same command")
+            return False
+        try:
+            if cmd in ("v", "view"):
+                _print_round(R.round_view(store, run_id))
+            elif _decide_typed(store, run_id, cmd, rest):
+                return True
+        except (PromptlabError, ValueError) as exc:
+            print(f"  {exc}")
+
+
+def _decide_typed(store, run_id: str, cmd: str, rest: str) -> bool:
+    """Apply one typed decision (a key of ACTION_KEYS or an action's name, then the candidate id where it takes
+    one; edit and add then read the prompt). Whether it closed the round. Raises PromptlabError or ValueError."""
+    action = ACTION_KEYS.get(cmd, cmd)
+    cid = int(rest.split()[0]) if rest.strip() and action in ("keep", "discard", "edit", "rescore") else None
+    text = _read_typed_prompt() if action in ("edit", "add") else None
+    _apply(store, run_id, {"action": action, "candidate": cid, "text": text})
+    if action in CLOSING:
+        return True
+    print(f"  recorded: {action}{' #' + str(cid) if cid else ''}")
+    return False
+
+
+def _read_typed_prompt() -> str:
+    """The lines typed up to one holding only a dot."""
+    print("type the prompt; end with a line holding only a dot (.)")
+    lines = []
+    while (ln := input()) != ".":
+        lines.append(ln)
+    return "\n".join(lines)

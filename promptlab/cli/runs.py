@@ -8,7 +8,7 @@ from promptlab import group as G
 from promptlab import results, runs
 from promptlab.cli.common import OPTIONS, fmt, open_store, print_json
 from promptlab.errors import PromptlabError
-from promptlab.matrix import matrix_lines
+from promptlab.jobs import matrix_lines
 from promptlab.review import paused_at
 
 

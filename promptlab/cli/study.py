@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import sys
 
-from promptlab import runs
-from promptlab import study as S
+from promptlab import runs, study as S
 from promptlab.cli.common import OPTIONS, constraint_arg, metric_spec, names, open_store, print_json
 from promptlab.data import resolve_dataset
 from promptlab.errors import PromptlabError
+from promptlab.optimize import registry
+from promptlab.progress import Progress
 
 
 def register(sub) -> None:
@@ -24,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--metric", default="accuracy")
     constraint_arg(p)
     p.add_argument("--strategy", default="arena",
-                   help=f"one of {', '.join(runs.STRATEGIES)} or a chain (default arena: a study compares proposers, "
+                   help=f"one of {', '.join(registry.STRATEGIES)} or a chain (default arena: a study compares proposers, "
                         "and in the arena everything a run finds is theirs)")
     p.add_argument("--minibatch", type=int)
     p.add_argument("--test-top", type=int)
@@ -73,10 +74,8 @@ def cmd_study(args) -> int:
     else:
         runs.mark_dead_runs(store)  # a study's runs left 'running' by a killed process resume here
 
-        def on_run(i, n, m):
-            print(f"[{i + 1}/{n}] {m.target} <- {m.proposer_set}, seed {m.seed} ({m.run_id})", file=out, flush=True)
-
-        cells = S.execute_study(store, study_id, on_run=on_run)
+        cells = S.execute_study(store, study_id, Progress(on_change=lambda p: print(
+            f"[{p.done + 1}/{p.total}] {p.note}", file=out, flush=True)))
     frame = S.cells_frame(cells)
     pairs = S.head_to_head(store, study_id)
     cols = ["target", "proposer", "relation", "seeds", "gain_mean", "ci_low", "ci_high", "p_value", "n_test"]

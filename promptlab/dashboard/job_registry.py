@@ -10,6 +10,7 @@ from typing import Any, Callable
 import streamlit as st
 
 from promptlab.errors import PromptlabError
+from promptlab.progress import Progress
 
 
 @dataclass
@@ -22,7 +23,7 @@ class Job:
     finished: float | None = None
     result: Any = None
     error: str | None = None
-    progress: dict = field(default_factory=dict)
+    progress: Progress = field(default_factory=Progress)
 
     @property
     def running(self) -> bool:
@@ -65,12 +66,8 @@ def running(prefix: str = "", kind: str | None = None) -> list[str]:
     return [k for k, j in _JOBS.items() if k.startswith(prefix) and (kind is None or j.kind == kind) and j.running]
 
 
-ProgressOf = Callable[[dict], tuple[float, str]]  # a job's progress dict -> (share done, text)
-
-
-def _show_progress(job: Job, progress_of: ProgressOf) -> None:
-    share, text = progress_of(job.progress)
-    st.progress(min(1.0, share), text=text)
+def _show_progress(job: Job, what: str) -> None:
+    st.progress(job.progress.share, text=f"{what}: {job.progress.line()}" if what else job.progress.line())
 
 
 def _outcome(job: Job) -> Any:
@@ -81,15 +78,15 @@ def _outcome(job: Job) -> Any:
     return job.result
 
 
-def job_result(key: str, progress_of: ProgressOf | None = None) -> Any:
+def job_result(key: str, progress: str | None = None) -> Any:
     """For a fragment that polls a worker job: its result once it finished well; None when there is no such job,
-    while it runs (with a progress bar from progress_of, if given), or when it failed (the error shown)."""
+    while it runs (with a progress bar headed `progress`, if given), or when it failed (the error shown)."""
     job = _JOBS.get(key)
     if job is None:
         return None
     if job.running:
-        if progress_of is not None:
-            _show_progress(job, progress_of)
+        if progress is not None:
+            _show_progress(job, progress)
         return None
     return _outcome(job)
 
@@ -105,16 +102,16 @@ def take_result(key: str) -> Any:
 
 
 @st.fragment(run_every=1.5)
-def wait_for(keys: tuple[str, ...], message: str, progress_of: ProgressOf | None = None) -> None:
-    """Shown while worker jobs run (the message, or a progress bar from progress_of); when they end, the whole page
-    reruns to show their result (so a finished result is drawn once, not redrawn by a polling fragment)."""
+def wait_for(keys: tuple[str, ...], message: str, bar: bool = False) -> None:
+    """Shown while worker jobs run (the message, or with `bar` a progress bar headed by it); when they end, the
+    whole page reruns to show their result (so a finished result is drawn once, not redrawn by a polling fragment)."""
     busy = [j for k in keys if (j := _JOBS.get(k)) is not None and j.running]
     if not busy:
         st.rerun()
-    if progress_of is None:
-        st.info(message)
+    if bar:
+        _show_progress(busy[0], message)
     else:
-        _show_progress(busy[0], progress_of)
+        st.info(message)
 
 
 def live_runs() -> set[str]:
@@ -122,7 +119,7 @@ def live_runs() -> set[str]:
     live = set()
     for key, job in _JOBS.items():
         if job.running:
-            live.add(job.progress.get("run_id", key) if job.kind == "study" else key)
+            live.add((job.progress.run_id or key) if job.kind == "study" else key)
     return live
 
 

@@ -9,7 +9,7 @@ DEFAULT_TARGET = "local/qwen2.5-coder-0.5b"
 DEFAULT_PROPOSERS = ["local/qwen2.5-coder-1.5b", "local/smollm2-135m"]  # same family bigger, and another family
 
 
-def setting(key: str, default: Any) -> Any:
+def remembered(key: str, default: Any) -> Any:
     """A value shared across pages; a default of None only reads (so a page that merely looks, such as
     Runs reading the meta-prompt, never blanks a value another page fills in with its own default)."""
     if default is None:
@@ -17,18 +17,18 @@ def setting(key: str, default: Any) -> Any:
     return st.session_state.setdefault(f"promptlab.{key}", default)
 
 
-def set_setting(key: str, value: Any) -> None:
+def remember(key: str, value: Any) -> None:
     st.session_state[f"promptlab.{key}"] = value
 
 
-def prompt_setting_keys(ds) -> tuple[str, str]:
+def remembered_prompt_keys(ds) -> tuple[str, str]:
     """Where the Prompts and proposers page keeps the meta-prompt template (one per kind of task) and the task text (one per
     dataset), for the Runs page to start runs with them."""
     return ("meta_prompt" if ds.has_labels else "meta_prompt_open"), f"task.{ds.name}"
 
 
 def streamlit_secret(name: str) -> Any:
-    """An API key from .streamlit/secrets.toml: the lookup promptlab.models.secret consults after the environment."""
+    """An API key from .streamlit/secrets.toml: the lookup promptlab.calls.secret consults after the environment."""
     try:
         return st.secrets.get(name)
     except Exception:  # noqa: BLE001 - no secrets file, or not inside a Streamlit app

@@ -1,13 +1,33 @@
-"""Widgets the pages share: the run picker, one input per strategy setting, chart downloads, and the error box."""
+"""Widgets the pages share: the sidebar's page names, the run picker, one input per strategy setting, chart downloads,
+and the error box."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from promptlab import charts
 from promptlab.dashboard.readers import runs_table
-from promptlab.dashboard.settings import set_setting, setting
+from promptlab.dashboard.settings import remember, remembered
 from promptlab.errors import PromptlabError
+
+# One name per page, in the sidebar as in each page's title. Streamlit's own list would call the home page "app" (its
+# file's name: the file is fixed) while a pages/ folder is there; st.navigation could rename it, but with a pages/
+# folder Streamlit only switches to it once the home page has run, so a first visit straight to /Runs still said
+# "app". Its list is hidden (client.showSidebarNavigation) and this one drawn instead.
+PAGES = (("app.py", "promptlab"), ("pages/1_Datasets.py", "Datasets"),
+         ("pages/2_Prompts_and_proposers.py", "Prompts and proposers"), ("pages/3_Runs.py", "Runs"),
+         ("pages/4_Results.py", "Results"))
+
+
+def sidebar_nav() -> None:
+    """The sidebar's links to every page, each by its one name. A page run on its own (AppTest, `streamlit run
+    pages/X.py`) has no app around it to link to, and shows none."""
+    for path, label in PAGES:
+        try:
+            st.sidebar.page_link(path, label=label)
+        except StreamlitAPIException:
+            return
 
 
 def error_box(exc: Exception) -> None:
@@ -55,9 +75,9 @@ def pick_run(key: str, empty_message: str) -> tuple[str, pd.DataFrame, dict[str,
     # No status in the label: a keyed selectbox keeps showing a label that changed (streamlit #13788), so a
     # live status here would go stale; the page shows the status next to it instead.
     labels = {r.id: f"{r.id} · {r.dataset} · {pd.Timestamp(r.created_at):%Y-%m-%d %H:%M}" for r in opt.itertuples()}
-    current = setting("run", ids[0])
+    current = remembered("run", ids[0])
     run_id = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0, format_func=labels.get, key=key)
-    set_setting("run", run_id)
+    remember("run", run_id)
     return run_id, opt, labels
 
 

@@ -1,12 +1,16 @@
-"""The long jobs pages hand to worker threads: optimization runs, studies, and scoring a candidate on a split."""
+"""Every long job a page or panel starts, each in a worker thread: optimization runs, studies and groups, their
+analyses, and the scoring jobs (promptlab.jobs, grading, review). Every job reports one `Progress` (job.progress),
+which the pages draw; no page starts a thread of its own."""
 from __future__ import annotations
 
-from promptlab import group, results, runs, study
+from promptlab import grading as G, group, jobs as J, review as R, runs, study
 from promptlab.dashboard.job_registry import Job, jobs, live_runs, start_job
 from promptlab.dashboard.readers import get_store
 from promptlab.data import Dataset
 from promptlab.errors import PromptlabError
 from promptlab.models import ModelSpec
+from promptlab.progress import Progress
+from promptlab.prompt import PromptTemplate
 
 # Scoring from the cache alone takes tens of milliseconds: waiting this long lets the first render show it,
 # while a model call goes on in the worker and the page's fragment polls for it.
@@ -26,12 +30,7 @@ def start_study(study_id: str) -> Job:
     """Execute (or resume) a study's runs in the background, one after another."""
     store = get_store()
 
-    def work(job: Job):
-        def on_run(i, n, member):
-            job.progress.update(run_id=member.run_id, index=i + 1, total=n)
-        return study.execute_study(store, study_id, on_run=on_run, stop=job.stop)
-
-    return start_job(study_id, "study", work)
+    return start_job(study_id, "study", lambda job: study.execute_study(store, study_id, job.progress, stop=job.stop))
 
 
 def start_group(group_id: str) -> Job:
@@ -40,11 +39,9 @@ def start_group(group_id: str) -> Job:
     store = get_store()
 
     def work(job: Job):
-        def on_run(i, n, member):
-            job.progress.update(run_id=member.run_id, index=i + 1, total=n)
-        frame = group.execute_group(store, group_id, on_run=on_run, stop=job.stop)
+        frame = group.execute_group(store, group_id, job.progress, stop=job.stop)
         if not job.stop.is_set() and (frame["status"] == "finished").all():
-            job.progress.pop("run_id", None)
+            job.progress = Progress()  # the searches are done: no run of the group is live any more
             group.matrix(store, group_id, job.progress)
         return frame
 
@@ -79,10 +76,53 @@ def analyze_study(study_id: str) -> str:
 
 
 def score_candidate(run_id: str, cand_id: int, split: str, dataset: Dataset, target: ModelSpec, metric) -> str:
-    """Score a run's candidate on a split in a worker (results.candidate_result, progress as `done`/`total` new
-    calls) and return the job's key: the page shows wait_for while it runs, then take_result. A job not yet shown
-    is kept; once taken, the next view scores again (from the cache, failed calls asked again)."""
+    """Score a run's candidate on a split in a worker (jobs.candidate_result) and return the job's key: the page
+    shows wait_for while it runs, then take_result. A job not yet shown is kept; once taken, the next view scores again (from the cache, failed calls asked again)."""
     store = get_store()
-    return _start_once(f"candidate:{run_id}:{cand_id}:{split}", "candidate", lambda job: results.candidate_result(
-        store, run_id, cand_id, split, target, dataset, metric,
-        on_progress=lambda done, total: job.progress.update(done=done, total=total)), CACHED_WAIT_S)
+    return _start_once(f"candidate:{run_id}:{cand_id}:{split}", "candidate", lambda job: J.candidate_result(
+        store, run_id, cand_id, split, target, dataset, metric, job.progress), CACHED_WAIT_S)
+
+
+# --- the scoring jobs the pages start (promptlab.jobs, grading, review): each under the key its page polls ------
+
+def score_prompts(key: str, spec: ModelSpec, templates: list, dataset: Dataset, split: str, metric_spec: str,
+                  judge: dict | None) -> Job:
+    """Several prompts side by side with one model on the same split (the Prompts and proposers page)."""
+    store = get_store()
+    return start_job(key, "manual", lambda job: J.score_prompts(store, spec, templates, dataset, split, metric_spec,
+                                                                job.progress, judge=judge))
+
+
+def score_elsewhere(key: str, request: J.ElsewhereRequest) -> Job:
+    """A stored prompt on another dataset or model, kept as an eval run (Results: "score it elsewhere")."""
+    store = get_store()
+    return start_job(key, "elsewhere", lambda job: J.score_elsewhere(store, request, job.progress))
+
+
+def score_matrix(key: str, request: J.MatrixRequest) -> Job:
+    """The top prompts of several runs scored by several models (Results: prompts x models)."""
+    store = get_store()
+    return start_job(key, "matrix", lambda job: J.score_matrix(store, request, job.progress))
+
+
+def grade_outputs(key: str, dataset: Dataset, spec: ModelSpec, prompt: PromptTemplate, split: str, limit: int,
+                  scale: str) -> Job:
+    """The outputs to grade by hand (the grading panel)."""
+    store = get_store()
+    return start_job(key, "grade", lambda job: G.outputs(store, dataset, spec, prompt, split=split, limit=limit,
+                                                         scale=scale, progress=job.progress))
+
+
+def check_judge(key: str, dataset: Dataset, spec: ModelSpec, prompt: PromptTemplate, split: str, limit: int,
+                scale: str, judge: ModelSpec, rubric: str) -> Job:
+    """The judge checked against the hand grades. The batch's own calls come from the cache, but a split or count
+    changed since would call the model: so in a worker."""
+    store = get_store()
+    return start_job(key, "calibrate", lambda job: G.calibrate(
+        store, G.outputs(store, dataset, spec, prompt, split=split, limit=limit, scale=scale), judge, rubric, scale))
+
+
+def rescore(run_id: str, cand_id: int) -> Job:
+    """A paused run's candidate scored on train and val together (the review panel)."""
+    store = get_store()
+    return start_job(f"rescore:{run_id}:{cand_id}", "rescore", lambda job: R.rescore(store, run_id, cand_id))

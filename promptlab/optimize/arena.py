@@ -16,35 +16,24 @@ import numpy as np
 import pandas as pd
 
 from promptlab.data import stratified_sample
-from promptlab.evaluate import DEMO_FORMATS, PromptTemplate
+from promptlab.prompt import DEMO_FORMATS, PromptTemplate
 from promptlab.models import ModelSpec
 from promptlab.optimize import prompts as P
 from promptlab.optimize.demos import stratified_demos
 from promptlab.optimize.base import BudgetExhausted, OptimizeContext, RoundStarted, Step
-from promptlab.optimize.pool import Cand, Pool, PoolStrategy, Rounds, take_proposals
+from promptlab.optimize.pool import Cand, Pool, PoolStrategy, ProposerSettings, Rounds, take_proposals
 from promptlab.optimize.settings import setting
 
 
 @dataclass(frozen=True)
-class Arena(PoolStrategy):
+class Arena(ProposerSettings, PoolStrategy):
     """Hyper-parameters of the arena; data, models and budget arrive through `run(ctx)`."""
 
     proposers: tuple[ModelSpec, ...]
     baselines: tuple[PromptTemplate, ...]
-    arena_k: int | None = setting(2, "proposers drawn per round (0: all of them)", type="int", low=0, flag="--arena",
-                                  key="arena", none="all of them", label="Arena: proposers per round (0 = all)")
-    # Several per call: one call that writes four costs little more than one that writes two (the meta-prompt is
-    # most of the tokens), and a small proposer's usable share is low, so more per call means more to race.
-    candidates_per_proposer: int = setting(4, "candidates each proposer writes per round, in one call", type="int",
-                                           low=1, high=8, flag="--candidates", key="candidates",
-                                           label="Candidates per proposer")
+    arena: int | None = setting(2, "proposers drawn per round (0: all of them)", type="int", low=0,
+                                none="all of them", label="Arena: proposers per round (0 = all)")
     temperature: float = setting(1.0, "proposer temperature", type="float", low=0.0, high=2.0, label="Proposer temperature")
-    # Where the data is not in English, proposers are told its language and asked to write in it ("data")
-    # or in English ("english"). Which helps is being measured on the parallel multiemo_medicine_en/_ru pair
-    # (benchmarks/auto_bench.py --language-check); English stays the default until it says otherwise.
-    language: str = setting("english", "where the data is not in English: proposers write instructions in English or "
-                            "in the data's language (off: say nothing about it)", type="choice", choices=("english", "data", "off"),
-                            label="Proposers write in")
     show_rejected: int = setting(6, "candidates that did worse shown to proposers, briefly with their scores, so they "
                                  "are not written again (0: none)", type="int", low=0, high=20,
                                  label="Rejected candidates shown")
@@ -108,7 +97,7 @@ class Arena(PoolStrategy):
         while each proposer plays about equally often.
         """
         n = len(self.proposers)
-        k = n if not self.arena_k or self.arena_k >= n else self.arena_k
+        k = n if not self.arena or self.arena >= n else self.arena
         order = rng.permutation(n)
         picked = sorted(order, key=lambda i: appearances[i])[:k]  # stable: ties keep the random order
         for i in picked:
@@ -117,8 +106,8 @@ class Arena(PoolStrategy):
 
     def projection(self, n_train: int, n_val: int, n_test: int, rounds: int) -> dict:
         """Target and proposer calls the run will request: {min, expected, max} (before the cache)."""
-        k = len(self.proposers) if not self.arena_k else min(self.arena_k, len(self.proposers))
-        cands = k * self.candidates_per_proposer
+        k = len(self.proposers) if not self.arena else min(self.arena, len(self.proposers))
+        cands = k * self.candidates
         mistakes = min(self.mistake_sample, n_train) if self.n_mistakes else 0
         n_starts = len(self.baselines) * (1 if self.demos in (None, "none", 0, "0") else 2)
         base = n_starts * n_val
@@ -166,7 +155,7 @@ class Arena(PoolStrategy):
             # a demo's own example would show up as an easy "success" in the mistake probe
             mistake_pool = ctx.trainset[~ctx.trainset["idx"].isin([d.idx for d in demos])] if demos else ctx.trainset
             try:
-                angles = P.draw_angles(self.candidates_per_proposer, ctx.dataset.kind, angle_rng) if self.angles else ()
+                angles = P.draw_angles(self.candidates, ctx.dataset.kind, angle_rng) if self.angles else ()
                 meta = self._meta_prompt(ctx, rng, rounds.best, pool, mistake_pool, needs_input, lo, hi, with_demos,
                                          angles)
             except BudgetExhausted:
@@ -183,7 +172,7 @@ class Arena(PoolStrategy):
                     params["seed"] = int(rng.integers(0, 2**31 - 1))  # reproducible sampling on llama.cpp
                 reply = ctx.propose(spec, meta, params, sample=f"r{round_}/s{slot}/{spec.model}")
                 round_cands += yield from take_proposals(
-                    ctx, pool, round_, spec, reply, meta, parents, self.candidates_per_proposer, needs_input,
+                    ctx, pool, round_, spec, reply, meta, parents, self.candidates, needs_input,
                     self.max_prompt_chars,
                     lambda text: PromptTemplate.from_text(text).with_demos(*with_demos),
                     rejected=self._rejected_texts(pool), angles=angles,
@@ -197,7 +186,7 @@ class Arena(PoolStrategy):
     @property
     def reply_tokens(self) -> int:
         """max_tokens of a proposer's reply: room for every candidate it is asked for (a cut-off one is lost)."""
-        return max(self.proposer_max_tokens, 100 + 200 * self.candidates_per_proposer)
+        return max(self.proposer_max_tokens, 100 + 200 * self.candidates)
 
     def _meta_prompt(self, ctx, rng, best, pool: Pool, mistake_pool, needs_input, lo, hi, with_demos=((),),
                      angles=()) -> str:
@@ -223,7 +212,7 @@ class Arena(PoolStrategy):
         parts = P.MetaPromptParts(
             task=ctx.task, metric=ctx.metric.describe() + ctx.ceiling_note(), labels=ctx.dataset.labels,
             history=tuple(P.ScoredPrompt(c.text, c.val) for c in _distinct_texts(pool.top(len(pool.cands)))[: self.top_k]),
-            examples=examples, mistakes=mistakes, confusion=confusion, spread=spread, n=self.candidates_per_proposer,
+            examples=examples, mistakes=mistakes, confusion=confusion, spread=spread, n=self.candidates,
             needs_input=needs_input, score_range=(lo, hi), kind=ctx.dataset.kind,
             rejected=tuple(P.ScoredPrompt(c.text, c.val if c.val is not None else c.minibatch) for c in rejected),
             rejected_n=tuple(c.n_scored for c in rejected),

@@ -29,7 +29,7 @@ from promptlab.optimize.settings import setting
 
 @dataclass(frozen=True)
 class Auto(PoolStrategy):
-    """The stages are built by `runs.build` from the run's settings (an Arena, a FewShot, a second Arena that writes
+    """The stages are built by `registry.make_stage` from the run's settings (an Arena, a FewShot, a second Arena that writes
     for the leader's demos, a Gradient; each None when it cannot run: no proposers, or a share of 0)."""
 
     baselines: tuple
@@ -79,7 +79,7 @@ class Auto(PoolStrategy):
     def search(self, ctx: OptimizeContext, pool: Pool) -> Generator[Step, None, tuple[str, int]]:
         plan = self.planned()
         reason, rounds = "rounds", 0
-        budget = ctx.budget.max_target_calls
+        budget = ctx.budget.max_target_requests
         try:
             for i, (role, stage, share) in enumerate(plan):
                 if role == "instructions for the demos" and not pool.best().template.demos:

@@ -16,7 +16,8 @@ import pandas as pd
 from promptlab.cost import describe_ceilings
 from promptlab.calls import cached_complete
 from promptlab.data import Dataset, stratified_order, stratified_sample
-from promptlab.evaluate import EvalResult, PromptTemplate, evaluate
+from promptlab.evaluate import EvalResult, evaluate
+from promptlab.prompt import PromptTemplate
 from promptlab.language import detect_language
 from promptlab.models import Completion, ModelSpec
 from promptlab.scoring import Objective
@@ -213,7 +214,7 @@ class Counters:
 @dataclass
 class Budget:
     max_rounds: int = 5
-    max_target_calls: int | None = None  # the search; final test scoring is outside it
+    max_target_requests: int | None = None  # the search; final test scoring is outside it
     max_proposer_calls: int | None = None
     max_proposer_tokens: int | None = None
     patience: int | None = None  # rounds without improvement before stopping
@@ -243,8 +244,8 @@ class OptimizeContext:
     reserved: int = 0  # target requests the search leaves for the confirmation
     sample_scope: str | None = None  # names the proposers' draws (see RunConfig.samples); default the run id
     # How rounds are decided: "rounds" pauses after each for the analyst; "off" lets the rule decide and
-    # records it; "none" (runs stored before decisions existed) records nothing, so they replay unchanged.
-    review: str = "none"
+    # records it; "unrecorded" (runs stored before decisions existed) records nothing, so they replay unchanged.
+    review: str = "unrecorded"
     # Cost ceilings ({"tokens": 300, "latency": 0.5, "price": 0.2}: promptlab.cost): a candidate whose measured cost
     # per call breaks one is dropped at its first rung, like one the race told apart. "cheap": the result is the
     # cheapest candidate the confirmation cannot tell from the best (RunConfig.cost).
@@ -283,7 +284,7 @@ class OptimizeContext:
         """Whether n more requests fit the budget (less what the confirmation needs) and, with `stage`, the
         current stage's cap. A race already under way finishes with stage=False: a stage's cap decides what
         it may start, and the stages after it get what is left."""
-        cap = None if self.budget.max_target_calls is None else self.budget.max_target_calls - self.reserved
+        cap = None if self.budget.max_target_requests is None else self.budget.max_target_requests - self.reserved
         caps = [c for c in (cap, self.stage_cap if stage else None) if c is not None]
         return not caps or self.counters.target_requests + n <= min(caps)
 
@@ -335,13 +336,3 @@ class Strategy(Protocol):
 
     def run(self, ctx: OptimizeContext) -> Iterator[Step]:
         """Yield frozen steps until done; never raise for one bad candidate or call."""
-
-
-def template_text(prompt: PromptTemplate) -> str:
-    """The one text a proposer sees and writes for a prompt (inverse of PromptTemplate.from_text)."""
-    if prompt.user.strip() == "{input}":
-        return prompt.system
-    if not prompt.system.strip():
-        return prompt.user
-    return f"{prompt.system}\n\n{prompt.user}"
-

@@ -62,7 +62,7 @@ class Chain:
 
     def search(self, ctx: OptimizeContext, pool: Pool) -> Generator[Step, None, tuple[str, int]]:
         reason, rounds = "rounds", 0
-        cap = ctx.budget.max_target_calls
+        cap = ctx.budget.max_target_requests
         try:
             for i, stage in enumerate(self.stages):
                 if cap is not None:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from promptlab.data import Dataset
-from promptlab.evaluate import Demo
+from promptlab.prompt import Demo
 
 
 def to_demo(row, dataset: Dataset) -> Demo:

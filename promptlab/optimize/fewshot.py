@@ -19,7 +19,7 @@ from typing import Generator, ClassVar
 import numpy as np
 import optuna
 
-from promptlab.evaluate import PromptTemplate
+from promptlab.prompt import PromptTemplate
 from promptlab.data import stratified_sample
 from promptlab.models import ModelSpec
 from promptlab.optimize import demos as D

@@ -15,11 +15,11 @@ from typing import Generator, ClassVar
 import numpy as np
 
 from promptlab.data import stratified_sample
-from promptlab.evaluate import PromptTemplate
+from promptlab.prompt import PromptTemplate
 from promptlab.models import ModelSpec
 from promptlab.optimize import prompts as P
 from promptlab.optimize.base import BudgetExhausted, OptimizeContext, RoundStarted, Step
-from promptlab.optimize.pool import Cand, Pool, PoolStrategy, Rounds, take_proposals
+from promptlab.optimize.pool import Cand, Pool, PoolStrategy, ProposerSettings, Rounds, take_proposals
 from promptlab.optimize.settings import setting
 
 
@@ -36,17 +36,11 @@ class Critique(Step):
 
 
 @dataclass(frozen=True)
-class Gradient(PoolStrategy):
+class Gradient(ProposerSettings, PoolStrategy):
     proposers: tuple[ModelSpec, ...]
     baselines: tuple[PromptTemplate, ...]
     critic: ModelSpec | None = setting(None, "the model that critiques the leader's failures", type="model", none="the first proposer", label="Critic")
     editor: ModelSpec | None = setting(None, "the model that rewrites the prompt from the critique", type="model", none="the first proposer", label="Editor")
-    candidates_per_proposer: int = setting(4, "candidates each proposer (the editor) writes per round, in one call",
-                                           type="int", low=1, high=8, flag="--candidates", key="candidates",
-                                           label="Candidates per proposer")
-    language: str = setting("english", "where the data is not in English: the editor writes in English or in the "
-                            "data's language (off: say nothing about it)", type="choice",
-                            choices=("english", "data", "off"), label="Proposers write in")
     error_sample: int = 24  # train examples scored per round to find mistakes
     n_errors: int = 4  # mistakes shown to the critic
     feedback_words: int = 80
@@ -67,7 +61,7 @@ class Gradient(PoolStrategy):
         return self.editor or self.proposers[0]
 
     def projection(self, n_train: int, n_val: int, n_test: int, rounds: int) -> dict:
-        n = self.candidates_per_proposer
+        n = self.candidates
         probe = min(self.error_sample, n_train)
         race = self.race_projection(n_val, n)
         per_round = {"min": race["min"], "expected": probe + race["expected"], "max": probe + race["max"]}
@@ -114,17 +108,17 @@ class Gradient(PoolStrategy):
             round_cands: list[Cand] = []
             reason = None
             if feedback and ctx.can_propose():
-                angles = P.draw_angles(self.candidates_per_proposer, ctx.dataset.kind, angle_rng) if self.angles else ()
-                edit = P.editor_prompt(ctx.task, labels, metric, current.text, feedback, self.candidates_per_proposer,
+                angles = P.draw_angles(self.candidates, ctx.dataset.kind, angle_rng) if self.angles else ()
+                edit = P.editor_prompt(ctx.task, labels, metric, current.text, feedback, self.candidates,
                                        needs_input, P.language_rule(ctx.language, self.language), angles)
                 params = {"temperature": self.temperature,
-                          "max_tokens": max(self.proposer_max_tokens, 100 + 200 * self.candidates_per_proposer)}
+                          "max_tokens": max(self.proposer_max_tokens, 100 + 200 * self.candidates)}
                 if editor.is_local:
                     params["seed"] = int(rng.integers(0, 2**31 - 1))
                 reply = ctx.propose(editor, edit, params, sample=f"r{round_}/editor/{editor.model}")
                 parent = current.template
                 round_cands = yield from take_proposals(
-                    ctx, pool, round_, editor, reply, edit, (current.id,), self.candidates_per_proposer, needs_input,
+                    ctx, pool, round_, editor, reply, edit, (current.id,), self.candidates, needs_input,
                     self.max_prompt_chars,
                     lambda text: PromptTemplate.from_text(text).with_demos(parent.demos, parent.demo_format, parent.similar_k, parent.similar_by),
                     angles=angles,

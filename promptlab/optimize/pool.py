@@ -13,12 +13,13 @@ import numpy as np
 
 from promptlab.cost import broken, cost_of_calls
 from promptlab.scoring import stats as S
-from promptlab.evaluate import PromptTemplate
+from promptlab.prompt import PromptTemplate
 from promptlab.optimize import prompts as P
 from promptlab.optimize.settings import setting
+from promptlab.prompt import template_text
 from promptlab.optimize.base import (
     BudgetExhausted, CandidateProposed, CandidateScored, Confirmed, Decided, OptimizeContext, ProposalMade,
-    ReviewRequested, RoundFinished, RunFinished, RunStarted, Step, TestScored, WinnerChosen, template_text,
+    ReviewRequested, RoundFinished, RunFinished, RunStarted, Step, TestScored, WinnerChosen,
 )
 
 
@@ -244,66 +245,40 @@ class Pool:
         their search order with a one-sided paired test (a fixed sequence: each at `level`, stopping at the
         first that fails, so the chance of shipping a candidate that is not better stays under 1 - level),
         and of those that pass the best confirmation score wins. If none passes, the result is the baseline."""
-        starts = [c for c in self.evaluated if c.round == 0 and c.proposer == "baseline"] or self.evaluated[:1]
-        reference = max(starts, key=lambda c: (_val(c), -c.id))
-        chosen = [c for c in self.top(len(self.cands)) if c.proposer != "baseline" and _val(c) > _val(reference)]
-        chosen = chosen[:finalists]
+        reference, chosen = self._reference_and_finalists(finalists)
         ctx.reserved = 0
         n_conf = len(ctx.confirmset)
         if not chosen:
-            yield WinnerChosen(reference.id, reference.id, False, None, None, None, level, 0, _f(reference.val), None,
-                               "No candidate scored above the baseline in the search, so the result is the baseline.")
+            yield _baseline_kept(reference, level, "No candidate scored above the baseline in the search, so the "
+                                                   "result is the baseline.")
             return reference
-        results = {}
-        for c in [reference, *chosen]:
-            try:
-                res = ctx.score(c.template, ctx.confirmset)
-            except BudgetExhausted:
-                break
-            results[c.id] = res
-            c.confirm = res.score
-            lo, hi = res.ci
-            yield Confirmed(c.id, _f(res.score), (_f(lo), _f(hi)), res.n, _f(c.val))
-        if reference.id not in results:
-            yield WinnerChosen(reference.id, reference.id, False, None, None, None, level, 0, _f(reference.val), None,
-                               "The budget left nothing to confirm a candidate with, so the result is the baseline.")
+        results = yield from _score_on_confirmset(ctx, [reference, *chosen])
+        unpaid = _unpaid_confirmation(reference, chosen[0], results)
+        if unpaid:
+            yield _baseline_kept(reference, level, unpaid)
             return reference
-        passed, first = [], None
-        for c in chosen:
-            if c.id not in results:
-                break
-            cmp = S.compare(ctx.metric, results[reference.id].rows, results[c.id].rows, level, seed=ctx.seed)
-            first = first or (c, cmp)
-            if not cmp.significant:
-                break
-            passed.append((c, cmp))
-        pct = f"{level:.0%}"
-        if passed:  # of those better beyond noise, the best on the held-back examples
-            winner, cmp = max(passed, key=lambda cc: (_f(cc[0].confirm) or -np.inf, -cc[0].id))
-            reading = (f"Candidate #{winner.id} beats the baseline on the {n_conf} held-back val examples by "
-                       f"{cmp.diff:+.3f} ({pct} CI [{cmp.ci_low:+.3f}, {cmp.ci_high:+.3f}]"
-                       + (f", one-sided p = {cmp.p_value:.3g}" if cmp.p_value is not None else "") + "), so it replaces the baseline.")
-        else:
-            best, cmp = first
-            winner = reference
-            reading = (f"No candidate beat the baseline beyond noise on the {n_conf} held-back val examples (the first "
-                       f"finalist, #{best.id}, by {cmp.diff:+.3f}, {pct} CI [{cmp.ci_low:+.3f}, {cmp.ci_high:+.3f}]"
-                       + (f", one-sided p = {cmp.p_value:.3g}" if cmp.p_value is not None else "") + f", not below {1 - level:.2g}), "
-                       "so the result is the baseline.")
+        passed, first = _fixed_sequence(ctx, reference, chosen, results, level)
+        winner, cmp, reading = _confirmation_verdict(reference, passed, first, n_conf, level)
         if passed and ctx.prefer == "cheap":
             cheap = yield from self._cheapest_within_noise(ctx, reference, winner, results, level)
             if cheap is not None:
                 winner, cmp, note = cheap
                 reading = (reading.removesuffix(", so it replaces the baseline.")
                            + f". {note}, so candidate #{winner.id}, the cheaper, replaces the baseline.")
-        if ctx.ceilings and winner is reference and reference.rows is not None:
-            over = broken(cost_of_calls(ctx.store, reference.rows["call_key"]), ctx.ceilings)
-            if over:
-                reading += f" The baseline itself breaks the cost ceiling ({'; '.join(over)}): no candidate within it beat it."
+        if winner is reference:
+            reading += _baseline_over_ceiling(ctx, reference)
         shown = winner if winner is not reference else first[0]
         yield WinnerChosen(winner.id, reference.id, winner is not reference, _f(cmp.diff), (_f(cmp.ci_low), _f(cmp.ci_high)),
                            cmp.p_value, level, n_conf, _f(shown.val), _f(shown.confirm), reading)
         return winner
+
+    def _reference_and_finalists(self, finalists: int) -> tuple[Cand, list[Cand]]:
+        """(the best baseline by search score (the first evaluated candidate when there is none), the best
+        `finalists` other candidates whose search score beats it, best first)."""
+        starts = [c for c in self.evaluated if c.round == 0 and c.proposer == "baseline"] or self.evaluated[:1]
+        reference = max(starts, key=lambda c: (_val(c), -c.id))
+        chosen = [c for c in self.top(len(self.cands)) if c.proposer != "baseline" and _val(c) > _val(reference)]
+        return reference, chosen[:finalists]
 
     def _cheapest_within_noise(self, ctx: OptimizeContext, reference: Cand, best: Cand, results: dict, level: float):
         """With prefer "cheap": the candidate with the fewest prompt tokens per call among those the search could
@@ -447,7 +422,7 @@ class Rounds:
         """Decide the round (the analyst in a semi-automatic run, else the rule), yield the RoundFinished;
         return why the search must stop now (reason, the analyst, or patience), else None."""
         stopped = None
-        if self.ctx.review != "none":
+        if self.ctx.review != "unrecorded":
             stopped = yield from review_round(self.ctx, self.pool, round_, cands)
         improved, self.best = yield from finish_round(self.ctx, self.pool, round_, self.best, cands)
         contender = self.evidence and any(c.val is not None and not c.discarded for c in cands)
@@ -535,6 +510,23 @@ def _record_val_score(ctx: OptimizeContext, cand: Cand, res, minibatch: float | 
 
 
 GATES = ("race", "ci", "mean", "off")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProposerSettings:
+    """The settings of every strategy whose proposers write candidates (the arena's proposers, the gradient's
+    editor), declared once."""
+
+    # Several per call: one call that writes four costs little more than one that writes two (the meta-prompt is
+    # most of the tokens), and a small proposer's usable share is low, so more per call means more to race.
+    candidates: int = setting(4, "candidates each proposer (the gradient's editor) writes per round, in one call",
+                              type="int", low=1, high=8, label="Candidates per proposer")
+    # Where the data is not in English, proposers are told its language and asked to write in it ("data")
+    # or in English ("english"). Which helps is being measured on the parallel multiemo_medicine_en/_ru pair
+    # (benchmarks/auto_bench.py --language-check); English stays the default until it says otherwise.
+    language: str = setting("english", "where the data is not in English: proposers write instructions in English or "
+                            "in the data's language (off: say nothing about it)", type="choice",
+                            choices=("english", "data", "off"), label="Proposers write in")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -660,6 +652,83 @@ def _over_ceiling(ctx: OptimizeContext, cand: Cand, n_scored: int, saved: int) -
     cand.n_scored = n_scored
     return CandidateScored(cand.id, cand.round, _f(cand.minibatch), None, None, 0, "over ceiling", calls_saved=saved,
                            target_requests=ctx.counters.target_requests, n_scored=n_scored)
+
+
+def _baseline_kept(reference: Cand, level: float, reading: str) -> WinnerChosen:
+    """The step saying the baseline stays the result before any finalist was compared with it."""
+    return WinnerChosen(reference.id, reference.id, False, None, None, None, level, 0, _f(reference.val), None, reading)
+
+
+def _unpaid_confirmation(reference: Cand, first: Cand, results: dict) -> str | None:
+    """Why the baseline stays the result when the budget ran out before the first finalist could be compared with
+    it (the baseline, or the first finalist, was not scored on the held-back examples), else None."""
+    if reference.id not in results:
+        return "The budget left nothing to confirm a candidate with, so the result is the baseline."
+    if first.id not in results:
+        return (f"The budget paid for confirming the baseline but could not pay for confirming finalist #{first.id} "
+                "on the held-back examples, so the result is the baseline.")
+    return None
+
+
+def _score_on_confirmset(ctx: OptimizeContext, cands: list[Cand]) -> Generator[Confirmed, None, dict]:
+    """Score the candidates in order on the held-back examples, each recording its confirmation score, until the
+    budget runs out. Returns {candidate id: its EvalResult} for those scored."""
+    results = {}
+    for c in cands:
+        try:
+            res = ctx.score(c.template, ctx.confirmset)
+        except BudgetExhausted:
+            break
+        results[c.id] = res
+        c.confirm = res.score
+        lo, hi = res.ci
+        yield Confirmed(c.id, _f(res.score), (_f(lo), _f(hi)), res.n, _f(c.val))
+    return results
+
+
+def _fixed_sequence(ctx: OptimizeContext, reference: Cand, chosen: list[Cand], results: dict, level: float):
+    """The finalists' one-sided paired tests against the reference on the held-back examples, in order, stopping
+    at the first that fails (or was not scored). Returns (the (cand, comparison) pairs that passed, the first
+    finalist's pair, or None when it was not scored)."""
+    passed, first = [], None
+    for c in chosen:
+        if c.id not in results:
+            break
+        cmp = S.compare(ctx.metric, results[reference.id].rows, results[c.id].rows, level, seed=ctx.seed)
+        first = first or (c, cmp)
+        if not cmp.significant:
+            break
+        passed.append((c, cmp))
+    return passed, first
+
+
+def _confirmation_verdict(reference: Cand, passed: list, first: tuple, n_conf: int, level: float):
+    """(the winner, its comparison with the reference, the sentence saying why): of the finalists that passed, the
+    best on the held-back examples; when none did, the reference, read against the first finalist's test."""
+    pct = f"{level:.0%}"
+    if passed:  # of those better beyond noise, the best on the held-back examples
+        winner, cmp = max(passed, key=lambda cc: (_f(cc[0].confirm) or -np.inf, -cc[0].id))
+        return winner, cmp, (f"Candidate #{winner.id} beats the baseline on the {n_conf} held-back val examples by "
+                             f"{cmp.diff:+.3f} ({pct} CI [{cmp.ci_low:+.3f}, {cmp.ci_high:+.3f}]" + _p_text(cmp)
+                             + "), so it replaces the baseline.")
+    best, cmp = first
+    return reference, cmp, (f"No candidate beat the baseline beyond noise on the {n_conf} held-back val examples (the "
+                            f"first finalist, #{best.id}, by {cmp.diff:+.3f}, {pct} CI [{cmp.ci_low:+.3f}, "
+                            f"{cmp.ci_high:+.3f}]" + _p_text(cmp) + f", not below {1 - level:.2g}), "
+                            "so the result is the baseline.")
+
+
+def _p_text(cmp) -> str:
+    """', one-sided p = …' for a comparison with a p-value, else nothing."""
+    return f", one-sided p = {cmp.p_value:.3g}" if cmp.p_value is not None else ""
+
+
+def _baseline_over_ceiling(ctx: OptimizeContext, reference: Cand) -> str:
+    """A sentence to add when the baseline that stays the result itself breaks the cost ceilings, else nothing."""
+    if not ctx.ceilings or reference.rows is None:
+        return ""
+    over = broken(cost_of_calls(ctx.store, reference.rows["call_key"]), ctx.ceilings)
+    return f" The baseline itself breaks the cost ceiling ({'; '.join(over)}): no candidate within it beat it." if over else ""
 
 
 def _val(c: Cand) -> float:

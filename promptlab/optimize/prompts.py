@@ -11,6 +11,7 @@ import string
 from dataclasses import dataclass, field
 
 from promptlab.language import language_name
+from promptlab.prompt import PLACEHOLDER
 from promptlab.text import fence, normalize_label
 
 DEFAULT_META_PROMPT = """You are an expert prompt engineer. Your job is to write the instruction that makes a small language model label texts correctly.
@@ -402,12 +403,11 @@ def clean_proposal(text: str, labels: tuple[str, ...] = ()) -> tuple[str, list[s
             lab = by_norm.get(normalize_prompt(match.group(1)))
             return lab if lab is not None else match.group(0)
 
-        fixed = _PLACEHOLDER.sub(unbrace, out)
+        fixed = PLACEHOLDER.sub(unbrace, out)
         if fixed != out:
             repairs.append("unbraced_labels")
             out = fixed
     return out, repairs
-_PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][\w \-]*)\}(?!\})")
 
 
 def copies_angle(text: str, angles) -> bool:
@@ -434,7 +434,7 @@ def screen(text: str, seen: set[str], needs_input: bool, allowed_fields: set[str
         return "leaks_format"
     if SKELETON_MEANING in text or "(what it means)" in text:
         return "copied_skeleton"
-    names = {m.group(1) for m in _PLACEHOLDER.finditer(text)}
+    names = {m.group(1) for m in PLACEHOLDER.finditer(text)}
     if names - allowed_fields:
         return "bad_placeholder"
     if needs_input and not (names & (allowed_fields - {"labels"})):

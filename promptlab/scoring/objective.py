@@ -13,7 +13,7 @@ from promptlab.models import resolve_model, spec_from_record
 from promptlab.scoring.base import Objective, ScoringError
 from promptlab.scoring.judge import Judge, JudgeError, JudgeScore
 from promptlab.scoring.labels import GLOBAL_METRICS, LABEL_METRICS, parse_metric
-from promptlab.scoring.scorers import DEFAULT as SCORER_DEFAULT, KINDS as SCORER_KINDS, ReferenceScore, ScorerError, \
+from promptlab.scoring.scorers import DEFAULT as SCORER_DEFAULT, SCORER_KINDS, ReferenceScore, ScorerError, \
     parse_scorer
 
 DEFAULT_RUBRIC = ("5: the answer is correct, complete and concise. 3: partly correct or padded with extra text. "

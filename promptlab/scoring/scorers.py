@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from promptlab.scoring.base import MeanScore, Reading, ScoringError
 
-KINDS = ("exact", "normalized", "contains", "regex", "numeric", "token_f1", "json")
+SCORER_KINDS = ("exact", "normalized", "contains", "regex", "numeric", "token_f1", "json")
 BINARY = {"exact", "normalized", "contains", "regex", "numeric", "json"}  # each reply scores 0 or 1
 DEFAULT = "normalized"
 
@@ -172,8 +172,8 @@ def parse_scorer(spec: str) -> Scorer:
     kind, _, arg = spec.partition(":")
     kind = kind.strip().lower()
     arg = arg if arg else None
-    if kind not in KINDS:
-        raise ScorerError(f"unknown scorer '{spec}': use one of {', '.join(KINDS)} (e.g. numeric:0.01, json:answer.city)")
+    if kind not in SCORER_KINDS:
+        raise ScorerError(f"unknown scorer '{spec}': use one of {', '.join(SCORER_KINDS)} (e.g. numeric:0.01, json:answer.city)")
     if kind in ("exact", "normalized", "contains", "token_f1") and arg:
         raise ScorerError(f"scorer '{kind}' takes no argument (got '{arg}')")
     if kind == "numeric" and arg:

@@ -164,6 +164,22 @@ class Comparison:
         return self.lower > 0
 
 
+def paired_mean_ci(ref: Sequence[float], cand: Sequence[float], level: float = 0.95, n_boot: int = 1000,
+                   seed: int = 0) -> tuple[float, float]:
+    """Two-sided percentile bootstrap CI at `level` of mean(cand) - mean(ref), per-example scores of the same
+    examples resampled together (paired). The benchmarks' CIs and `compare`'s for mean objectives."""
+    d = np.asarray(cand, dtype=float) - np.asarray(ref, dtype=float)
+    if not len(d):
+        return float("nan"), float("nan")
+    boots = _paired_boots(d, n_boot, np.random.default_rng(seed))
+    alpha = (1 - level) / 2
+    return float(np.quantile(boots, alpha)), float(np.quantile(boots, 1 - alpha))
+
+
+def _paired_boots(d: np.ndarray, n_boot: int, rng) -> np.ndarray:
+    return d[rng.integers(0, len(d), (n_boot, len(d)))].mean(axis=1)
+
+
 def compare(metric: Objective, ref_rows, cand_rows, level: float = 0.95, n_boot: int = 1000, seed: int = 0) -> Comparison:
     """Paired comparison of two evaluations of the same examples: cand - ref, a two-sided percentile bootstrap
     CI at `level` over examples (for reading), its one-sided lower bound, and the one-sided paired sign-flip
@@ -178,7 +194,7 @@ def compare(metric: Objective, ref_rows, cand_rows, level: float = 0.95, n_boot:
     if ea is not None:
         d = eb - ea
         p = sign_flip_p(d, seed=seed, alternative="greater") if len(d) else None
-        boots = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(axis=1) if len(d) else np.array([np.nan])
+        boots = _paired_boots(d, n_boot, rng) if len(d) else np.array([np.nan])
     else:
         p = None
         boots = np.asarray([metric.value(b.iloc[ix]) - metric.value(a.iloc[ix])
