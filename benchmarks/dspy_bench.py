@@ -48,7 +48,7 @@ import dspy.clients.execution as _execution  # noqa: E402
 HERE = Path(__file__).resolve().parent
 TARGET_ALIAS = "qwen2.5-coder-0.5b"
 PROPOSER_ALIAS = "qwen2.5-coder-1.5b"
-BASELINE = "Classify the text. Answer with one of these labels: {labels}."  # promptlab.runs.DEFAULT_BASELINE
+BASELINE = "Classify the text. Answer with one of these labels: {labels}."  # promptlab.planning.DEFAULT_BASELINE
 
 RESULT_SCHEMA = """
 {"meta": {"dspy", "litellm", "gepa", "python", "command", "target_model", "proposer_model", "target_base",

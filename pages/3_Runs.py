@@ -138,7 +138,8 @@ with st.expander("Start a study: same-family versus cross-family proposers, over
     s_budget = s5.number_input("Budget per run: target calls", 50, 1_000_000, 400, step=50, key="study.budget")
     # The short form as for a run; the rest behind a toggle (an expander cannot hold another expander).
     s_mix, s_strategy = False, "arena"
-    if st.toggle("Advanced: the strategy, and all proposers together as one more arm", key="study.advanced"):
+    if st.toggle("Advanced: the strategy, and all proposers together as one more arm", key="study.advanced",
+                 help="Off: the arena, each proposer alone."):
         s6, s7 = st.columns(2)
         s_strategy = s6.selectbox("Strategy", ["arena", "arena,fewshot", "gradient"], key="study.strategy")
         s_mix = s7.checkbox("Also all proposers together", key="study.mix")

@@ -124,7 +124,7 @@ else:
     if (g_frame["status"] == "finished").all():
         g_key = ui.group_matrix(group_id)
         if ui.jobs()[g_key].running:  # off-diagonal cells not yet in the cache are being scored, in the worker
-            ui.wait_for((g_key,), "Scoring each model's prompt on the other models…")
+            ui.wait_for((g_key,), "Scoring each model's prompt on the other models", bar=True)
         elif (g_mat := ui.job_result(g_key)) is not None:
             fig_g = charts.matrix_heatmap(g_mat.cells, g_mat.metric, "Each model's prompt on every model")
             st.plotly_chart(fig_g, width="stretch", key="results.group.matrix")

@@ -23,7 +23,7 @@ from promptlab.models import Completion, ModelSpec, RetryPolicy, request_key, re
 from promptlab.store import Store
 
 # litellm takes 2.5-3.5 s to import. Reading datasets, runs and results never calls a model, so it is imported on the
-# first call instead (`import promptlab.data` 0.3 s, `promptlab runs list` without the wait); `_lib()` then sets it up
+# first call instead (`import promptlab.data` ~1 s instead of ~4, `promptlab runs list` likewise); `_lib()` then sets it up
 # once and installs the registered custom providers.
 _LIB = None
 _LIB_LOCK = threading.Lock()
@@ -31,12 +31,17 @@ ProviderFn = Callable[[str, list[dict], dict], dict]
 _PROVIDERS: dict[str, ProviderFn] = {}
 
 
+# Set on import, not on first use: a script that imports promptlab and then litellm itself never fetches it either.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at import
+
+
 def _lib():
     """litellm, imported and configured on first use (thread-safe; once per process)."""
     global _LIB
+    if _LIB is not None:
+        return _LIB
     with _LIB_LOCK:
         if _LIB is None:
-            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price map at import
             import litellm  # heavy (2.5-3.5 s): loaded by the first model call, see above
 
             litellm.telemetry = False

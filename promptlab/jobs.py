@@ -84,7 +84,7 @@ def score_prompts(store: Store, spec: ModelSpec, templates: list[PromptTemplate]
     progress = progress if progress is not None else Progress()
     results = []
     for i, t in enumerate(templates, 1):
-        progress.update(note=f"prompt {i} of {len(templates)} on {len(examples)} examples")
+        progress.begin(i, len(templates), f"prompt {i} of {len(templates)} on {len(examples)} examples")
         results.append(evaluate(store, spec, t, dataset, examples, metric, split=split, progress=progress))
     return PromptScores(tuple(results))
 
@@ -299,7 +299,7 @@ def score_matrix(store: Store, req: MatrixRequest, progress: Progress | None = N
     rows = []
     for sp in prompts:
         for model in models:
-            progress.update(note=f"cell {len(rows) + 1} of {cells} on {len(examples)} examples")
+            progress.begin(len(rows) + 1, cells, f"cell {len(rows) + 1} of {cells} on {len(examples)} examples")
             # the run's own max_tokens where the prompt meets its own model on its own data: its test calls, cached
             mt = sp.params.get("max_tokens") if (same_model(model, sp.target) and same) else None
             res = evaluate(store, model, sp.template, ds, examples, metric, split=req.split, max_tokens=mt,

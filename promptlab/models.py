@@ -1,6 +1,6 @@
 """What a model is: specs (a litellm model string, endpoints, family, size, params), family inference, the request
 record that keys the call cache, and a configured model by name. Nothing here calls a model or imports litellm, so
-reading datasets, scoring and results stays fast; `calls.py` makes the calls.
+reading datasets, runs and results never waits for litellm to load; `calls.py` makes the calls.
 """
 from __future__ import annotations
 

@@ -60,6 +60,7 @@ CONFIG_VERSION = 3
 # had their code names.)
 STORED_AS = {"strategy_params": {"arena": "arena_k", "candidates": "candidates_per_proposer"},
              "budget": {"max_target_requests": "max_target_calls"}}
+OLD_KEYWORDS = {"budget_calls": "budget", "arena_k": "arena", "candidates_per_proposer": "candidates"}  # for the hint
 PREFER = ("score", "cheap")  # which confirmed candidate is the result: the best, or the cheapest within noise of it
 
 
@@ -208,18 +209,20 @@ def _strategy_params(strategy: str, given: dict) -> dict:
     knobs = set().union(*(cls.__dataclass_fields__ for cls in strategy_classes(strategy))) - STRUCTURAL
     unknown = set(given) - set(settings) - knobs
     if unknown:
-        raise PromptlabError(f"unknown {'/'.join(names)} setting(s): {', '.join(sorted(unknown))}")
+        renamed = [f"{k} is now {OLD_KEYWORDS[k]}" for k in sorted(unknown) if k in OLD_KEYWORDS]
+        raise PromptlabError(f"unknown {'/'.join(names)} setting(s): {', '.join(sorted(unknown))}"
+                             + (f" ({'; '.join(renamed)})" if renamed else ""))
     params = {k: (list(v.default) if isinstance(v.default, tuple) else v.default) for k, v in settings.items()
               if v.type != "model"}
     for key, value in given.items():
+        if value is None and key in settings and not settings[key].none:
+            continue  # not given: the default stays (as `plan` leaves out what the request does not set)
         value = settings[key].check(value) if key in settings else value
         if isinstance(value, ModelSpec):
             value = value.to_record()
         params[key] = value
     if params.get("arena") == 0:
         params["arena"] = None  # 0: every proposer, every round
-    if "auto" in names and sum(params[k] for k in SHARES) <= 0:
-        raise PromptlabError("auto needs a share above 0 for at least one stage (instructions, demos or edits)")
     return params
 
 
@@ -236,6 +239,8 @@ def _check_against_data(dataset: Dataset, names: list[str], params: dict, has_pr
         # stage searches demo sets on its own, and a fixed set would be dropped without a word.
         raise PromptlabError("--demos attaches demos to proposed instructions, and this run has no proposers: drop "
                              "--demos (the demonstration stage searches demo sets itself) or add --proposers")
+    if "auto" in names and sum(params[k] for k in SHARES) <= 0:
+        raise PromptlabError("auto needs a share above 0 for at least one stage (instructions, demos or edits)")
     if prefer == "cheap" and not params["confirm"] > 0:
         raise PromptlabError("--prefer cheap picks among candidates the confirmation cannot tell apart: it needs "
                              "--confirm above 0")
@@ -248,6 +253,8 @@ def _check_against_data(dataset: Dataset, names: list[str], params: dict, has_pr
 
 
 def build(store: Store, config: RunConfig, run_id: str) -> tuple[object, OptimizeContext]:
+    """The strategy and the context a stored config describes (runs stored by earlier versions with the defaults they
+    ran with): what `runs.execute` drives and `projection` counts."""
     dataset = stored_dataset(store, config.dataset_id)
     target = spec_from_record(config.target)
     common = {

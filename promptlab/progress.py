@@ -19,13 +19,27 @@ class Progress:
     unit: str = "new calls"
     run_id: str | None = None
     on_change: Callable[["Progress"], None] | None = None
+    # A job of several parts (prompts side by side, matrix cells) learns each part's calls only when the part
+    # starts: part `part` of `parts` began at (done, total) = `began`, so the share never runs backwards.
+    part: int = 0
+    parts: int = 0
+    began: tuple[int, int] = (0, 0)
 
     @property
     def share(self) -> float:
-        return min(1.0, self.done / self.total) if self.total else 0.0
+        """How much is done, 0 to 1: done / total, or within a job of parts, the parts done plus this one's share."""
+        if not self.parts:
+            return min(1.0, self.done / self.total) if self.total else 0.0
+        done, total = self.done - self.began[0], self.total - self.began[1]
+        return min(1.0, (self.part - 1 + (done / total if total else 0.0)) / self.parts)
+
+    def begin(self, part: int, parts: int, note: str) -> None:
+        """Part `part` (from 1) of `parts` starts; its calls are counted from here."""
+        self.part, self.parts, self.began, self.note = part, parts, (self.done, self.total), note
+        self._changed()
 
     def line(self) -> str:
-        """The progress in words: '<note>: 3 of 12 new calls'. New calls only: cached ones are free and instant."""
+        """The progress in words: '<note>: 3 of 12 new calls' (or runs: see `unit`)."""
         count = f"{self.done} of {self.total} {self.unit}" if self.total else ""
         return ": ".join(p for p in (self.note, count) if p) or "starting…"
 

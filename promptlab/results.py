@@ -351,7 +351,7 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         **_call_fields(store, run_id, counters or _stored_counters(rec)),
         "projection": started.get("projection"),
         "proposers": attribution(store, run_id, steps),
-        "review": rec["config"].get("review") or "unrecorded",
+        "review": RunConfig.from_record(rec["config"]).review,
         "decisions": _decision_counts(steps),
         "result": _result(steps),
         "stages": stage_report(steps, rec["config"].get("strategy", "")),

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from promptlab import jobs, planning, results, runs
+from promptlab.optimize import registry
 from promptlab.progress import Progress
 from promptlab.data import Dataset, resolve_dataset, stored_dataset
 from promptlab.errors import PromptlabError
@@ -127,11 +128,13 @@ def create_study(store: Store, dataset: Dataset, targets: list[ModelSpec], propo
     sets = proposer_sets(proposers, mixes)
     members = []
     for target in targets:
+        # arena 0: every proposer of the set writes every round (one alone, or all of a mix), where the strategy
+        # draws proposers at all (gradient has no arena)
+        every = {"arena": 0} if "arena" in registry.strategy_settings(strategy) else {}
         for label, specs in sets:
             for seed in range(seeds):
-                # arena 0: every proposer of the set writes every round (one alone, or all of a mix)
-                cfg = planning.make_config(dataset, target, specs, metric=metric, seed=seed, arena=0, candidates=candidates,
-                                           rounds=rounds, budget=budget, strategy=strategy, **strategy_params)
+                cfg = planning.make_config(dataset, target, specs, metric=metric, seed=seed, candidates=candidates,
+                                           rounds=rounds, budget=budget, strategy=strategy, **every, **strategy_params)
                 members.append({"config": cfg.to_record(), "target": target.label, "proposer_set": label, "seed": seed})
     plan = {"dataset_id": dataset.id, "targets": [t.to_record() for t in targets],
             "proposers": [p.to_record() for p in proposers], "mixes": [list(m) for m in mixes or []], "seeds": seeds,
@@ -172,6 +175,8 @@ def run_members(store: Store, study_id: str, progress: Progress | None = None, s
             progress.update(done=i, total=len(members), run_id=m.run_id,
                             note=f"{m.target} <- {m.proposer_set}, seed {m.seed} ({m.run_id})")
         runs.execute(store, m.run_id, stop=stop)
+    if progress is not None:
+        progress.run_id = None  # no member is being executed any more (the analysis that follows is not a run)
 
 
 def _members(store: Store, study_id: str) -> pd.DataFrame:

@@ -216,3 +216,18 @@ def test_identical_inputs_are_called_once(store, tmp_path):
     name = fakes.script("kw3", keyword_model)
     result = evaluate(store, make_spec(name), PromptTemplate.from_text("x"), ds, ds.frame, parse_metric("accuracy", ds.labels))
     assert result.calls == 3 and fakes.count("kw3") == 3 and result.n == 11
+
+
+def test_a_job_of_parts_never_runs_its_progress_backwards():
+    """Prompts side by side, matrix cells: each part learns its calls when it starts, and the bar only moves on."""
+    p, shares = Progress(), []
+    for part, calls in enumerate((85, 0, 85), 1):
+        p.begin(part, 3, f"prompt {part} of 3")
+        shares.append(p.share)
+        p.expect(calls)
+        for _ in range(calls):
+            p.tick()
+            shares.append(p.share)
+        shares.append(p.share)
+    assert shares == sorted(shares) and shares[0] == 0.0 and shares[-1] == 1.0
+    assert p.line() == "prompt 3 of 3: 170 of 170 new calls"

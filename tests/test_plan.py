@@ -128,3 +128,32 @@ def test_runs_stored_under_the_old_names_still_read_and_are_found_again(store, t
     runs.execute(store, run_id)
     assert store.finished_run_with_config(cfg.to_record()) == run_id
     assert store.finished_run_with_config(dict(rec, strategy_params=old["strategy_params"])) == run_id
+
+
+def test_records_stored_before_the_names_were_unified_are_the_records_stored_now(store, tiny):
+    """Frozen records of d9bc65f (tests/data/run_configs_d9bc65f.json): today's make_config with the new names
+    stores the same records (as values; only the key order of the settings moved), they read back to the same
+    configs, and a group of them hashes the same (group.create_group sorts keys), so old runs, benchmark runs and
+    groups are all found again."""
+    import hashlib
+    from pathlib import Path
+
+    from promptlab.models import make_spec
+
+    frozen = json.loads((Path(__file__).parent / "data" / "run_configs_d9bc65f.json").read_text(encoding="utf-8"))
+    t, p = make_spec("fake/plan-target"), [make_spec("fake/plan-prop")]
+    now = {
+        "arena": planning.make_config(tiny, t, p, strategy="arena", rounds=1, budget=40, arena=1, candidates=3,
+                                      confirm=0),
+        "auto": planning.make_config(tiny, t, p, rounds=2, budget=300),
+        "gradient": planning.make_config(tiny, t, p, strategy="gradient", rounds=2, budget=200, candidates=2),
+    }
+    for name, cfg in now.items():
+        assert tiny.id == frozen[name]["dataset_id"]
+        assert cfg.to_record() == frozen[name], name
+        assert planning.RunConfig.from_record(frozen[name]) == cfg, name
+        digest = [hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest() for r in (cfg.to_record(),
+                                                                                                frozen[name])]
+        assert digest[0] == digest[1], name
+    with pytest.raises(PromptlabError, match="budget_calls is now budget"):
+        planning.make_config(tiny, t, p, budget_calls=300)

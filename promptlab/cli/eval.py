@@ -45,7 +45,7 @@ def cmd_eval(args) -> int:
         metric_spec(args), judge_settings(args), args.limit, args.seed, args.max_tokens)
     result, summary, stored = run_eval(store, request, progress)
     if show_progress:
-        print("\r" + " " * 30 + "\r", end="", file=sys.stderr)
+        print("\r\x1b[2K", end="", file=sys.stderr)  # the progress line, cleared
     if not args.json:
         if stored is not None:
             which = f"candidate #{stored.cand_id}" if stored.cand_id is not None else "its prompt"

@@ -61,7 +61,7 @@ def cmd_matrix(args) -> int:
     result = score_matrix(store, req, Progress(on_change=lambda p: print(
         f"\r  {p.note}: {p.done}/{p.total} new calls", end="", file=sys.stderr, flush=True) if show else None))
     if show:
-        print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
+        print("\r\x1b[2K", end="", file=sys.stderr)  # the progress line, cleared
     if args.json:
         print_json({"dataset": result.dataset, "metric": result.metric, "split": result.split, "notes": result.notes,
                     "cells": result.cells.to_dict("records"), "transfer": result.transfer.to_dict("records")})

@@ -84,7 +84,7 @@ def _fetched_batch(job_key: str, scale: str):
     if job is None:
         return None
     if job.running:
-        wait_for((job_key,), "Producing the outputs (calls already cached are free)…")
+        wait_for((job_key,), "Producing the outputs (calls already cached are free)", bar=True)
         return None
     if job.error:
         st.error(job.error)

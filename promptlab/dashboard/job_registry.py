@@ -78,15 +78,15 @@ def _outcome(job: Job) -> Any:
     return job.result
 
 
-def job_result(key: str, progress: str | None = None) -> Any:
+def job_result(key: str, heading: str | None = None) -> Any:
     """For a fragment that polls a worker job: its result once it finished well; None when there is no such job,
-    while it runs (with a progress bar headed `progress`, if given), or when it failed (the error shown)."""
+    while it runs (with a progress bar under `heading`, if given), or when it failed (the error shown)."""
     job = _JOBS.get(key)
     if job is None:
         return None
     if job.running:
-        if progress is not None:
-            _show_progress(job, progress)
+        if heading is not None:
+            _show_progress(job, heading)
         return None
     return _outcome(job)
 

@@ -1,6 +1,7 @@
 """Every long job a page or panel starts, each in a worker thread: optimization runs, studies and groups, their
-analyses, and the scoring jobs (promptlab.jobs, grading, review). Every job reports one `Progress` (job.progress),
-which the pages draw; no page starts a thread of its own."""
+analyses, and the scoring jobs (promptlab.jobs, grading, review); no page starts a thread of its own. Each job has one
+`Progress` (job.progress): the scoring jobs count their new calls in it (pages draw it as a bar), a study or group
+names the run it is executing (so that run counts as live); a run's own progress is read from the store."""
 from __future__ import annotations
 
 from promptlab import grading as G, group, jobs as J, review as R, runs, study
@@ -41,7 +42,7 @@ def start_group(group_id: str) -> Job:
     def work(job: Job):
         frame = group.execute_group(store, group_id, job.progress, stop=job.stop)
         if not job.stop.is_set() and (frame["status"] == "finished").all():
-            job.progress = Progress()  # the searches are done: no run of the group is live any more
+            job.progress = Progress()  # the searches are done: now the matrix's calls
             group.matrix(store, group_id, job.progress)
         return frame
 

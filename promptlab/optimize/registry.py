@@ -70,14 +70,14 @@ def strategy_names(strategy: str) -> list[str]:
     return names
 
 
-def make_stage(name: str, common: dict, params: dict, **extra):
+def make_stage(name: str, common: dict, params: dict):
     """One strategy from a run's settings; auto gets its stages built the same way."""
     def make(cls, **more):
         fields = cls.__dataclass_fields__
         return cls(**{k: v for k, v in {**common, **params, **more}.items() if k in fields})
 
     if name != "auto":
-        return make(STRATEGIES[name], **extra)
+        return make(STRATEGIES[name])
     auto = make(Auto)
     has_proposers = bool(common["proposers"])
     proposing = {"patience": auto.stage_patience}
