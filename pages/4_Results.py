@@ -19,7 +19,7 @@ run_id, opt, labels = ui.pick_run("results.run", "No optimization runs yet: star
 ids = opt["id"].tolist()
 summary = results.summarize(store, run_id)
 cands = store.candidates(run_id)
-st.caption(f"Status: **{summary['status']}**" + (f" ({summary['reason']})" if summary.get("reason") else "")
+st.caption(f"Status: **{summary['status']}**" + (f" ({why})" if (why := results.stop_reason(summary)) else "")
            + f" · target {summary['target']} · metric {summary['metric']} · seed {summary['seed']}")
 
 

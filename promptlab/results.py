@@ -450,6 +450,17 @@ def side_by_side(summaries: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([{k: s[k] for k in _SIDE_BY_SIDE} for s in summaries])
 
 
+# Why a search ended, in words (a run's stored stop reason is the short key).
+STOP_REASONS = {"rounds": "every round ran", "budget": "the budget was spent", "patience": "no progress for its patience",
+                "proposer budget": "the proposer budget was spent", "analyst stopped": "stopped by the analyst"}
+
+
+def stop_reason(summary: dict) -> str | None:
+    """Why the run's search ended, in words, or None (a run still going, or stored without a reason)."""
+    reason = summary.get("reason")
+    return STOP_REASONS.get(reason, reason) if reason else None
+
+
 def result_line(summary: dict) -> str | None:
     """How the result was chosen, in words (the CLI, the Results page and the report), or None for runs
     stored before confirmation existed."""

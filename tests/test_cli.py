@@ -140,3 +140,12 @@ def test_import_with_a_separate_test_file_keeps_it_as_the_test_split(tmp_path):
     assert info["own_split"] and info["splits"]["test"] == 8 and info["splits"]["train"] + info["splits"]["val"] == 20
     code, out, err = run_cli("datasets", "show", "main", db=db)
     assert "test 8 (the data's own" in out
+
+
+def test_why_a_search_ended_reads_in_words():
+    from promptlab import results
+
+    assert results.stop_reason({"reason": "rounds"}) == "every round ran"
+    assert results.stop_reason({"reason": "budget"}) == "the budget was spent"
+    assert results.stop_reason({"reason": "something new"}) == "something new"  # an unknown key shows as it is
+    assert results.stop_reason({"reason": None}) is None and results.stop_reason({}) is None

@@ -198,7 +198,8 @@ def step_line(step) -> str | None:
 
 
 def print_run(store, s: dict) -> None:
-    print(f"\nrun {s['run_id']} ({s['status']}{', ' + s['reason'] if s.get('reason') else ''}): {s['dataset']}, "
+    why = results.stop_reason(s)
+    print(f"\nrun {s['run_id']} ({s['status']}{', ' + why if why else ''}): {s['dataset']}, "
           f"target {s['target']}, metric {s['metric']}, seed {s['seed']}")
     print(f"baseline  val {fmt(s['baseline_val'])}  test {fmt(s['baseline_test'])}")
     print(f"result #{s['best_id']} ({s['best_proposer']})  val {fmt(s['best_val'])}  test {fmt(s['best_test'])}"
