@@ -131,7 +131,7 @@ else:
             ui.chart_exports(fig_g, f"{group_id}-matrix", "results.group.matrix")
             for line in jobs.matrix_lines(g_mat):
                 st.markdown(f"- {line}")
-            st.download_button("Markdown report of the group", G.markdown_report(store, group_id, g_mat),
+            st.download_button("Markdown report of the group", G.markdown_report(store, group_id, g_mat, g_frame),
                                file_name=f"{group_id}-report.md", mime="text/markdown", key="results.group.report")
     else:
         st.caption("The prompts x models matrix appears when every search of the group has finished.")

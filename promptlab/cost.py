@@ -15,6 +15,7 @@ import statistics
 from dataclasses import asdict, dataclass
 
 from promptlab.errors import PromptlabError
+from promptlab.text import number_or_none
 
 
 class CeilingError(PromptlabError):
@@ -52,20 +53,16 @@ class Cost:
 
 
 def _num(x: float | None) -> str:
-    return "?" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0f}"
-
-
-def _opt(x) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+    return "?" if number_or_none(x) is None else f"{x:.0f}"
 
 
 def from_row(row) -> Cost:
     """A Cost from one row of Store.prompt_costs."""
     calls = int(row["calls"])
     priced = int(row["priced"])
-    price = _opt(row["price"])
-    return Cost(calls=calls, prompt_tokens=_opt(row["prompt_tokens"]), completion_tokens=_opt(row["completion_tokens"]),
-                latency_s=_opt(row["latency_s"]),
+    price = number_or_none(row["price"])
+    return Cost(calls=calls, prompt_tokens=number_or_none(row["prompt_tokens"]), completion_tokens=number_or_none(row["completion_tokens"]),
+                latency_s=number_or_none(row["latency_s"]),
                 price_per_1k=price * 1000 if price is not None and priced == calls and calls else None)
 
 

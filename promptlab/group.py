@@ -24,6 +24,7 @@ from promptlab.models import spec_from_record
 from promptlab.scoring import stats as S
 from promptlab.store import Store
 from promptlab.study import run_members
+from promptlab.text import number_or_none
 
 
 def plan_group(store: Store, request: planning.RunRequest, targets: list[str]) -> list[planning.Plan]:
@@ -137,25 +138,30 @@ def group_lines(store: Store, group_id: str, frame: pd.DataFrame | None = None) 
         if r.status != "finished":
             lines.append(f"{r.model}: {r.run} {r.status}")
             continue
-        gain = ("" if r.gain is None else f", {r.gain:+.3f} over its baseline"
-                + (f" [{r.gain_ci_low:+.3f}, {r.gain_ci_high:+.3f}]" if r.gain_ci_low is not None and r.gain_ci_low == r.gain_ci_low else ""))
+        gain = "" if r.gain is None else f", {r.gain:+.3f} over its baseline{_gain_ci(r)}"
         cost = "" if r.tokens_in is None else f"; {r.tokens_in:.0f} tokens in, {r.latency_s:.2f} s per call"
-        ci = f" [{r.test_ci_low:.3f}, {r.test_ci_high:.3f}]" if r.test_ci_low is not None and r.test_ci_low == r.test_ci_low else ""
+        ci = f" [{r.test_ci_low:.3f}, {r.test_ci_high:.3f}]" if number_or_none(r.test_ci_low) is not None else ""
         lines.append(f"{r.model}: test {r.test:.3f}{ci} (n={r.n_test}){gain}, by {r.result_by} ({r.run}){cost}")
     return lines
 
 
-def markdown_report(store: Store, group_id: str, mat: MatrixResult | None = None) -> str:
-    """The group as Markdown for a team review: one row per model, then the matrix in words."""
-    frame = view(store, group_id)
+def _gain_ci(r) -> str:
+    """' [-0.021, +0.200]': a view row's paired CI of its gain, or '' where there is none (the result is the baseline)."""
+    return f" [{r.gain_ci_low:+.3f}, {r.gain_ci_high:+.3f}]" if number_or_none(r.gain_ci_low) is not None else ""
+
+
+def markdown_report(store: Store, group_id: str, mat: MatrixResult | None = None,
+                    frame: pd.DataFrame | None = None) -> str:
+    """The group as Markdown for a team review: one row per model, then the matrix in words. `frame`: the group's
+    view, if read already (it summarizes every member and bootstraps each gain)."""
+    frame = view(store, group_id) if frame is None else frame
     f = lambda x: "—" if x is None or x != x else f"{x:.3f}"  # noqa: E731 - a table's one number format
     lines = [f"# promptlab group {group_id}: the best prompt for each model", "",
              "| model | test [95% CI] | n | gain over its baseline [95% paired CI] | tokens in per call | latency per call | result by |",
              "|---|---|---|---|---|---|---|"]
     for r in frame.itertuples():
         ci = f" [{f(r.test_ci_low)}, {f(r.test_ci_high)}]" if r.test is not None else ""
-        gain = "—" if r.gain is None else f"{r.gain:+.3f}" + (
-            f" [{r.gain_ci_low:+.3f}, {r.gain_ci_high:+.3f}]" if r.gain_ci_low is not None and r.gain_ci_low == r.gain_ci_low else "")
+        gain = "—" if r.gain is None else f"{r.gain:+.3f}{_gain_ci(r)}"
         tokens = "—" if r.tokens_in is None else f"{r.tokens_in:.0f}"
         latency = "—" if r.latency_s is None else f"{r.latency_s:.2f} s"
         lines.append(f"| {r.model} | {f(r.test)}{ci} | {r.n_test or '—'} | {gain} | {tokens} | {latency} | "

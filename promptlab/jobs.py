@@ -137,20 +137,29 @@ class EvalRequest:
 
 
 def run_eval(store: Store, req: EvalRequest, progress: Progress | None = None) -> tuple[EvalResult, dict, StoredPrompt | None]:
-    """The job behind `promptlab eval`, kept as an eval run: its result, its summary (with `notes`), and the stored
-    prompt it scored (None for a written one)."""
-    if req.run_id:
-        other = resolve_dataset(store, req.dataset) if req.dataset else None
-        # the stored prompt's own dataset is needed here only to complete a judge asked for (score_elsewhere reads it)
-        dataset = other or (stored_prompt(store, req.run_id, req.cand_id).dataset if req.judge else None)
-        model = resolve_model(req.model, store) if req.model else None
-        summary = score_elsewhere(store, ElsewhereRequest(
-            req.run_id, req.cand_id, other, model, req.split, req.metric, judge_record(req.judge, dataset), req.limit,
-            req.seed, req.max_tokens), progress)
-        result, stored = summary.pop("result"), summary.pop("stored")
-        summary.pop("line")
-        summary["per_call"] = cost_of_calls(store, result.rows["call_key"]).to_record()
-        return result, summary, stored
+    """The job behind `promptlab eval`, kept as an eval run: its result, its summary (with `notes`, and `per_call`:
+    what a call cost), and the stored prompt it scored (None for a written one)."""
+    result, summary, stored = (_eval_stored if req.run_id else _eval_written)(store, req, progress)
+    summary["per_call"] = cost_of_calls(store, result.rows["call_key"]).to_record()
+    return result, summary, stored
+
+
+def _eval_stored(store: Store, req: EvalRequest, progress: Progress | None) -> tuple[EvalResult, dict, StoredPrompt]:
+    """A stored prompt (`req.run_id`, `req.cand_id`) scored as asked, on its own dataset and target by default."""
+    other = resolve_dataset(store, req.dataset) if req.dataset else None
+    # the stored prompt's own dataset is needed here only to complete a judge asked for (score_elsewhere reads it)
+    dataset = other or (stored_prompt(store, req.run_id, req.cand_id).dataset if req.judge else None)
+    model = resolve_model(req.model, store) if req.model else None
+    summary = score_elsewhere(store, ElsewhereRequest(
+        req.run_id, req.cand_id, other, model, req.split, req.metric, judge_record(req.judge, dataset), req.limit,
+        req.seed, req.max_tokens), progress)
+    result, stored = summary.pop("result"), summary.pop("stored")
+    summary.pop("line")
+    return result, summary, stored
+
+
+def _eval_written(store: Store, req: EvalRequest, progress: Progress | None) -> tuple[EvalResult, dict, None]:
+    """A prompt written out (`req.prompt`) scored with `req.model` on `req.dataset`."""
     if req.cand_id is not None:
         raise PromptlabError("--candidate picks a prompt of a stored run: give --run RUN with it")
     if not req.dataset or not req.model or req.prompt is None:
@@ -161,9 +170,8 @@ def run_eval(store: Store, req: EvalRequest, progress: Progress | None = None) -
     req.prompt.check(dataset.input_cols)
     metric = parse_objective(req.metric, dataset, judge_record(req.judge, dataset), store)
     result, summary = record_eval(store, spec, req.prompt, dataset, metric, split=req.split, seed=req.seed,
-                               limit=req.limit, max_tokens=req.max_tokens, progress=progress)
+                                  limit=req.limit, max_tokens=req.max_tokens, progress=progress)
     summary["notes"] = []
-    summary["per_call"] = cost_of_calls(store, result.rows["call_key"]).to_record()
     return result, summary, None
 
 

@@ -40,6 +40,12 @@ def format_ci(ci) -> str:
     return f"[{format_score(lo)}, {format_score(hi)}]"
 
 
+def number_or_none(x) -> float | None:
+    """A number as a float; None for a missing or undefined (NaN) value."""
+    return None if x is None or x != x else float(x)
+
+
 def json_number(x) -> float | None:
     """A number for JSON and the store: rounded to 6 places; None for a missing or undefined (NaN) value."""
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
+    v = number_or_none(x)
+    return None if v is None else round(v, 6)

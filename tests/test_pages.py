@@ -132,14 +132,21 @@ def test_manual_search_side_by_side(db):
     assert any("Examples where the prompts disagree" in m.value for m in at.markdown)
 
 
+def _run_form(at: AppTest, target: str, rounds: int, strategy: str | None = None) -> AppTest:
+    """The Runs page's short form (and its rounds, under Advanced): the fake proposer, no budget cap."""
+    at.selectbox(key="runs.target").set_value(target)
+    at.multiselect(key="runs.proposers").set_value(["fake-prop"])
+    if strategy:
+        at.selectbox(key="runs.strategy").set_value(strategy)
+    at.number_input(key="runs.rounds").set_value(rounds)
+    at.number_input(key="runs.budget").set_value(0)
+    return at
+
+
 def test_start_a_run_with_fake_models_and_see_it_finish(db):
     at = page("3_Runs.py").run()
     assert not at.exception
-    at.selectbox(key="runs.target").set_value("fake-target")
-    at.multiselect(key="runs.proposers").set_value(["fake-prop"])
-    at.number_input(key="runs.rounds").set_value(2)
-    at.number_input(key="runs.budget").set_value(0)
-    at.run()
+    _run_form(at, "fake-target", 2).run()
     assert any("Projected:" in i.value for i in at.info)
     at.button(key="runs.start").click().run()
     assert not at.exception
@@ -191,12 +198,7 @@ def test_results_scores_the_picked_prompt_in_a_worker_and_shows_it_when_done(tmp
     db = fake_models_db(tmp_path / "worker.duckdb", monkeypatch, flaky_target=flaky_target)
     at = page("3_Runs.py").run()
     flaky["text"] = stored_dataset(Store(db), "support_tickets").split("val")["text"].iloc[0]
-    at.selectbox(key="runs.target").set_value("flaky-target")
-    at.multiselect(key="runs.proposers").set_value(["fake-prop"])
-    at.selectbox(key="runs.strategy").set_value("arena")
-    at.number_input(key="runs.rounds").set_value(1)
-    at.number_input(key="runs.budget").set_value(0)
-    at.run()
+    _run_form(at, "flaky-target", 1, "arena").run()
     at.button(key="runs.start").click().run()
     store = Store(db)
     _wait(at, lambda a: store.list_runs()["status"].iloc[0] == "finished", timeout=120)
@@ -220,11 +222,7 @@ def test_results_scores_the_picked_prompt_in_a_worker_and_shows_it_when_done(tmp
 def test_start_a_chained_run_from_the_runs_page_and_read_it_on_results(db):
     """arena,fewshot chosen in the dashboard: both stages run, few-shot candidates show on Results."""
     at = page("3_Runs.py").run()
-    at.selectbox(key="runs.target").set_value("fake-target")
-    at.multiselect(key="runs.proposers").set_value(["fake-prop"])
-    at.number_input(key="runs.rounds").set_value(1)
-    at.number_input(key="runs.budget").set_value(0)
-    at.selectbox(key="runs.strategy").set_value("arena,fewshot").run()
+    _run_form(at, "fake-target", 1, "arena,fewshot").run()
     assert not at.exception
     at.text_input(key="runs.floor.support_tickets").set_value("precision:billing")
     at.number_input(key="runs.floor_at.support_tickets").set_value(0.1).run()
@@ -311,12 +309,8 @@ def test_a_cost_ceiling_on_the_runs_page_is_stored_and_a_bad_one_explained(db):
 def test_the_best_prompt_for_each_model_from_the_runs_page_read_on_results(tmp_path, monkeypatch):
     db = fake_models_db(tmp_path / "group.duckdb", monkeypatch, other_target=lambda m, p: "billing")
     at = page("3_Runs.py").run()
-    at.selectbox(key="runs.target").set_value("fake-target")
+    _run_form(at, "fake-target", 1, "arena")
     at.multiselect(key="runs.more_targets").set_value(["other-target"])
-    at.multiselect(key="runs.proposers").set_value(["fake-prop"])
-    at.selectbox(key="runs.strategy").set_value("arena")
-    at.number_input(key="runs.rounds").set_value(1)
-    at.number_input(key="runs.budget").set_value(0)
     at.run()
     assert any("One search for each of 2 models" in i.value for i in at.info)
     at.button(key="runs.start").click().run()

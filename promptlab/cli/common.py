@@ -5,10 +5,14 @@ import argparse
 import json
 import math
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from promptlab.cost import is_ceiling
 from promptlab.errors import PromptlabError
+from promptlab.progress import Progress
 from promptlab.prompt import PromptTemplate
 from promptlab.models import ModelSpec, resolve_model
 from promptlab.scoring.objective import JudgeSettings, parse_scale
@@ -130,3 +134,14 @@ def judge_settings(args) -> JudgeSettings | None:
     if not (getattr(args, "judge", None) or getattr(args, "rubric", None)):
         return None
     return JudgeSettings(args.judge, rubric(args.rubric), scale(args.judge_scale) if args.judge_scale else None)
+
+
+@contextmanager
+def terminal_progress(show: bool) -> Iterator[Progress]:
+    """A job's Progress, drawn as one line on stderr while a terminal watches (`show`), and cleared when it ends."""
+    draw = (lambda p: print(f"\r  {p.line()}", end="", file=sys.stderr, flush=True)) if show else None
+    try:
+        yield Progress(on_change=draw)
+    finally:
+        if show:
+            print("\r\x1b[2K", end="", file=sys.stderr)  # the progress line, cleared

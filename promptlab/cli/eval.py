@@ -5,10 +5,10 @@ import sys
 
 from promptlab.cli.common import (
     OPTIONS, constraint_arg, fmt, judge_args, judge_settings, load_prompt, metric_spec, open_store, print_json,
+    terminal_progress,
 )
 from promptlab.cost import Cost
 from promptlab.jobs import EvalRequest, run_eval
-from promptlab.progress import Progress
 
 
 def register(sub) -> None:
@@ -35,17 +35,11 @@ def register(sub) -> None:
 
 def cmd_eval(args) -> int:
     store = open_store(args)
-    show_progress = not args.json and sys.stderr.isatty()
-
-    progress = Progress(on_change=lambda p: print(f"\r  {p.done}/{p.total} calls", end="", file=sys.stderr,
-                                                  flush=True) if show_progress else None)
-
     request = EvalRequest(
         args.dataset, args.model, None if args.run else load_prompt(args), args.run, args.candidate, args.split,
         metric_spec(args), judge_settings(args), args.limit, args.seed, args.max_tokens)
-    result, summary, stored = run_eval(store, request, progress)
-    if show_progress:
-        print("\r\x1b[2K", end="", file=sys.stderr)  # the progress line, cleared
+    with terminal_progress(not args.json and sys.stderr.isatty()) as progress:
+        result, summary, stored = run_eval(store, request, progress)
     if not args.json:
         if stored is not None:
             which = f"candidate #{stored.cand_id}" if stored.cand_id is not None else "its prompt"

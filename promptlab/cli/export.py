@@ -4,11 +4,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from promptlab.cli.common import OPTIONS, constraint_arg, metric_spec, model_list, names, open_store, print_json
+from promptlab.cli.common import (OPTIONS, constraint_arg, metric_spec, model_list, names, open_store, print_json,
+                                  terminal_progress)
 from promptlab.data import resolve_dataset
 from promptlab.export import export, filename, stored_prompt
 from promptlab.jobs import MatrixRequest, matrix_lines, score_matrix
-from promptlab.progress import Progress
 
 
 def register(sub) -> None:
@@ -57,11 +57,8 @@ def cmd_matrix(args) -> int:
     req = MatrixRequest(names(args.runs), tuple(model_list(store, args.models)),
                         resolve_dataset(store, args.dataset) if args.dataset else None, args.top, args.split,
                         metric_spec(args))
-    show = not args.json and sys.stderr.isatty()
-    result = score_matrix(store, req, Progress(on_change=lambda p: print(
-        f"\r  {p.note}: {p.done}/{p.total} new calls", end="", file=sys.stderr, flush=True) if show else None))
-    if show:
-        print("\r\x1b[2K", end="", file=sys.stderr)  # the progress line, cleared
+    with terminal_progress(not args.json and sys.stderr.isatty()) as progress:
+        result = score_matrix(store, req, progress)
     if args.json:
         print_json({"dataset": result.dataset, "metric": result.metric, "split": result.split, "notes": result.notes,
                     "cells": result.cells.to_dict("records"), "transfer": result.transfer.to_dict("records")})

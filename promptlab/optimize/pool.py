@@ -12,11 +12,11 @@ from typing import Generator, Iterator
 import numpy as np
 
 from promptlab.cost import broken, cost_of_calls
+from promptlab.prompt import PromptTemplate, template_text
 from promptlab.scoring import stats as S
-from promptlab.prompt import PromptTemplate
+from promptlab.text import number_or_none as _f  # short: every number a step records passes through it
 from promptlab.optimize import prompts as P
 from promptlab.optimize.settings import setting
-from promptlab.prompt import template_text
 from promptlab.optimize.base import (
     BudgetExhausted, CandidateProposed, CandidateScored, Confirmed, Decided, OptimizeContext, ProposalMade,
     ReviewRequested, RoundFinished, RunFinished, RunStarted, Step, TestScored, WinnerChosen,
@@ -733,10 +733,6 @@ def _baseline_over_ceiling(ctx: OptimizeContext, reference: Cand) -> str:
 
 def _val(c: Cand) -> float:
     return -np.inf if c.val is None or c.val != c.val else c.val
-
-
-def _f(x) -> float | None:
-    return None if x is None or x != x else float(x)
 
 
 def _ci(res) -> tuple[float, float]:
