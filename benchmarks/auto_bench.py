@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from arena_bench import find_or_run  # noqa: E402
-from common import machine, write_section  # noqa: E402
+from common import machine, write_section, zoo_args  # noqa: E402
 
 from promptlab import jobs, planning  # noqa: E402
 from promptlab.data import import_dataset  # noqa: E402
@@ -234,10 +234,7 @@ def write(docs: list[dict]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
-    ap.add_argument("--target", default="local/qwen2.5-coder-0.5b")
-    ap.add_argument("--proposers", default="local/qwen2.5-coder-1.5b,local/qwen2.5-coder-0.5b,local/smollm2-135m")
-    ap.add_argument("--critic", default="local/qwen2.5-coder-1.5b")
+    zoo_args(ap, ROOT.parent / "shared" / "datasets")
     ap.add_argument("--strategies", default="auto,auto-hand,fewshot,arena,gradient")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--budget", type=int, default=800)

@@ -20,6 +20,14 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu or platform.processor()}, Python {platform.python_version()}"
 
 
+def zoo_args(ap, data_dir: Path) -> None:
+    """The arguments every zoo benchmark takes: where the task files are, the target, the proposers and the critic."""
+    ap.add_argument("--data-dir", default=str(data_dir))
+    ap.add_argument("--target", default="local/qwen2.5-coder-0.5b")
+    ap.add_argument("--proposers", default="local/qwen2.5-coder-1.5b,local/qwen2.5-coder-0.5b,local/smollm2-135m")
+    ap.add_argument("--critic", default="local/qwen2.5-coder-1.5b")
+
+
 def write_section(name: str, body: str) -> None:
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"

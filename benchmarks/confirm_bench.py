@@ -1,21 +1,48 @@
-"""How strong the confirmation can be: false-ship rate and power of the designs a run could use, by simulation
-and on the shared tasks' real answers.
+"""Which confirmation to ship with: the design whose shipped results gain the most on average, among those that keep
+the harm bound, by simulation and on the shared tasks' real answers.
 
-    python benchmarks/confirm_bench.py                       # simulation only (seconds)
-    python benchmarks/confirm_bench.py --real A.duckdb,B.duckdb   # and resampling of benchmark runs' test answers
+    python benchmarks/confirm_bench.py                              # simulation and exact tables only (seconds)
+    python benchmarks/confirm_bench.py --real A.duckdb,B.duckdb     # and resampling of benchmark runs' test answers
+    python benchmarks/confirm_bench.py --val-sizes 140,100 --reps 4000 --shares 0.3,0.4,0.5,0.6,0.7 --finalists 1,2
 
-A run holds back a share of val; at the end the best few candidates by search score (the finalists) are
-scored there with the baseline and tested against it, one-sided and paired, in search order, stopping at the
-first that fails; of those that pass, the best on the held-back examples replaces the baseline. A *false ship*
-is a result that replaces the baseline without being truly better (true gain <= 0); *power* is the chance that
-a candidate truly better by +0.10 is shipped.
+A search holds back a share of val (n_confirm = round(n_val * share); the search sees the other n_search). At the
+end its finalists (the best 1 or 2 by search score, only those that beat the start there) are scored on the held-back
+examples with the start and tested one-sided and paired, in search order at the full level, stopping at the first
+that fails; of those that pass, the best on the held-back examples replaces the start. A finalist passes when it
+scored higher than the start there (observed difference > 0) and its rule's test rejects at 5%:
 
-The simulation draws, per replicate, a baseline's answers on the val split of a 400-row file (140 examples,
-the default split) and K candidates' answers that differ from the baseline's on a share `discordance` of the
-examples, with true gains as the scenario says; racing is not modelled (every candidate reads all of the
-search part), which makes the search's pick as good as it can be. The real-data part takes pairs (the
-baseline and a candidate) scored on the same test examples in benchmark runs, treats those answers as the
-population, and draws confirmation sets from it: how often would this design have shipped that candidate?
+- "sign": the exact sign test (McNemar) of "not better" (margin 0), the rule before;
+- "harm 0.02": Tango's exact unconditional test of "worse than the start by 0.02 or more" (`stats.harm_table`). It
+  bounds the harm that matters: a prompt truly worse by 0.02 or more ships in at most 5% of searches, while
+  shipping an equally good prompt does no harm.
+
+A design is a rule, a share held back and a number of finalists. The chosen design maximizes the mean true gain of
+what ships (0 when the start stays), averaged over the scenarios "one +0.10" and "one +0.05" and both
+discordances, among the designs whose harm rate is <= 0.05 in every scenario, at each val size; the default is a
+design best or within 0.002 of best at every val size (of several, the fewest finalists, then the highest total).
+Measured per design, scenario, discordance and val size:
+
+- harm rate: P(a candidate truly worse than the start by 0.02 or more ships);
+- false ship: P(a candidate not truly better ships), the measure before;
+- power: P(a candidate truly better by +0.10 ships) ("—" where the scenario has none);
+- mean true gain of what ships, per search.
+
+Simulation: per replicate, a start's answers on val (140 examples: a 400-row file under the default 30/35/35 split;
+100: DSPy's 50/100/200 split; --val-sizes) and K candidates' answers that differ from the start's on a share
+`discordance` of the examples, with true gains as the scenario says; racing is not modelled (every candidate reads
+all of the search part), which makes the search's pick as good as it can be. Every design reads the same replicates
+(common random numbers), so the differences between designs are not noise between draws.
+
+Exact (no simulation): the chance that one test passes a finalist truly at -0.02, at every n_confirm, and the
+simplification step's acceptance rate: a variant V of the shipped result W is accepted when Tango's test of "V worse
+than W by m or more" rejects at 5%, whatever the sign of the observed difference, against "cannot tell them apart"
+(a two-sided sign test that does not reject).
+
+Real pairs (--real): pairs (a run's start and a candidate) scored on the same test examples in benchmark runs; their
+answers are the population, and confirmation sets of n_confirm examples are drawn from them (the confirmation
+alone: one finalist, no search): per val size, rule and share, the harm rate over pairs whose test gain is
+<= -0.02, the ship rate over pairs better by >= 0.10, and the mean test gain shipped over all pairs. Stores that do
+not exist (yet) are skipped with a one-line message.
 
 Writes the "confirmation" section of benchmarks/RESULTS.md and benchmarks/confirm_results.json.
 """
@@ -25,9 +52,12 @@ import argparse
 import json
 import shlex
 import sys
+import time
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from scipy.special import gammaln, xlogy
 from scipy.stats import binom
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,24 +65,46 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import machine, write_section  # noqa: E402
+from promptlab.scoring.stats import harm_table  # noqa: E402
 
 OUT_JSON = ROOT / "benchmarks" / "confirm_results.json"
-N_VAL = 140  # the val split of a 400-row file under the default split (0.3 / 0.35 / 0.35)
+HARM = 0.02  # the harm margin: truly worse than the start by this much or more is harm
+EPS = 1e-9  # true gains are set from decimals: compare with a tolerance
+OLD_DEFAULT = ("sign", 0.6, 1)
+GOAL_SCENARIOS = ("one +0.10", "one +0.05")  # where the mean true gain shipped chooses the design
+WITHIN = 0.002  # a design this close to the best mean gain at every val size counts as best
 
 
-def sign_p(wins: np.ndarray, losses: np.ndarray, mid: bool = False) -> np.ndarray:
-    """One-sided p-value of the paired sign test (exact McNemar): P(X >= wins) for X ~ Bin(wins + losses, 1/2);
-    `mid`: the mid-p version, P(X > wins) + P(X = wins) / 2."""
-    m = wins + losses
-    upper = binom.sf(wins - 1, m, 0.5)
-    if mid:
-        upper = upper - 0.5 * binom.pmf(wins, m, 0.5)
-    return np.where(m > 0, upper, 1.0)
+def rule_margin(rule: str) -> float:
+    return 0.0 if rule == "sign" else float(rule.split()[1])
+
+
+@lru_cache(maxsize=None)
+def p_table(n: int, margin: float) -> np.ndarray:
+    """p[wins, losses] of the rule's one-sided test for every outcome of n paired examples, so the simulation looks
+    p-values up instead of testing replicate by replicate. margin 0: the exact sign test, P(X >= wins) for
+    X ~ Bin(wins + losses, 1/2), what `stats.harm_p` computes at margin 0."""
+    if margin > 0:
+        return np.nan_to_num(harm_table(n, round(float(margin), 6)), nan=1.0)
+    w, l = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    return np.where(w + l > 0, binom.sf(w - 1, w + l, 0.5), 1.0)
+
+
+def trinomial(n: int, p_win: float, p_loss: float) -> np.ndarray:
+    """P[wins, losses] of n paired examples where only the candidate is right with probability p_win and only the
+    reference with p_loss (0 where wins + losses > n): the exact tables need no simulation."""
+    w, l = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    rest = n - w - l
+    ok = rest >= 0
+    rest = np.where(ok, rest, 0)
+    logp = (gammaln(n + 1) - gammaln(w + 1) - gammaln(l + 1) - gammaln(rest + 1)
+            + xlogy(w, p_win) + xlogy(l, p_loss) + xlogy(rest, 1 - p_win - p_loss))
+    return np.where(ok, np.exp(logp), 0.0)
 
 
 def candidate_answers(rng, base: np.ndarray, gains: np.ndarray, discordance: float) -> np.ndarray:
-    """Correctness (R, K, n) of K candidates whose answers differ from the baseline's (R, n) on about a share
-    `discordance` of the examples, with a true gain `gains` (K,): a wrong baseline answer is made right with
+    """Correctness (R, K, n) of K candidates whose answers differ from the start's (R, n) on about a share
+    `discordance` of the examples, with a true gain `gains` (K,): a wrong start answer is made right with
     probability (d + g) / 2 / P(wrong), a right one wrong with (d - g) / 2 / P(right)."""
     p = base.mean()
     up = np.clip((discordance + gains) / 2 / max(1 - p, 1e-9), 0, 1)[None, :, None]
@@ -62,67 +114,150 @@ def candidate_answers(rng, base: np.ndarray, gains: np.ndarray, discordance: flo
     return np.where(b == 1, (u >= down).astype(np.int8), (u < up).astype(np.int8))
 
 
-def simulate(rng, *, share: float, finalists: int, level: float, mid: bool, gains: np.ndarray, discordance: float,
-             reps: int, procedure: str = "sequence", p_base: float = 0.5, n_val: int = N_VAL) -> dict:
-    """One design under one scenario: how often a truly-not-better candidate ships, how often one at least
-    +0.10 better ships, and the mean true gain of the result (0 when the baseline stays). `procedure`:
-    "sequence" tests the finalists in search order at the full level, stopping at the first that fails;
-    "bonferroni" tests each at (1 - level) / finalists."""
-    n_conf = int(round(n_val * share))
-    n_search = n_val - n_conf
-    shipped_false = shipped_good = 0
-    gain_sum = 0.0
-    chunk = 2000
-    for start in range(0, reps, chunk):
-        r = min(chunk, reps - start)
-        base = (rng.random((r, n_val)) < p_base).astype(np.int8)
-        cand = candidate_answers(rng, base, gains, discordance)
-        search = cand[:, :, :n_search].mean(axis=2) - base[:, None, :n_search].mean(axis=2)
-        # finalists: the best few by search score that beat the baseline there (ties at random)
-        order = np.argsort(-(search + rng.random(search.shape) * 1e-6), axis=1)[:, :finalists]
-        diff = cand[:, :, n_search:] - base[:, None, n_search:]
-        wins = (diff > 0).sum(axis=2)
-        losses = (diff < 0).sum(axis=2)
-        p = sign_p(wins, losses, mid)
-        conf_gain = diff.mean(axis=2)
-        for i in range(r):
-            passed = []
-            alpha = (1 - level) / (finalists if procedure == "bonferroni" else 1)
-            for k in order[i]:
-                if search[i, k] <= 0:
-                    break
-                if conf_gain[i, k] > 0 and p[i, k] < alpha:
-                    passed.append(k)
-                elif procedure == "sequence":
-                    break
-            if passed:
-                k = max(passed, key=lambda j: conf_gain[i, j])
-                g = gains[k]
-                shipped_false += g <= 0
-                shipped_good += g >= 0.1 - 1e-9
-                gain_sum += g
-    return {"share": share, "n_search": n_search, "n_confirm": n_conf, "finalists": finalists, "level": level,
-            "test": ("mid-p sign" if mid else "exact sign") + (", Bonferroni" if procedure == "bonferroni" and finalists > 1 else ""),
-            "false_ship": shipped_false / reps,
-            "power": shipped_good / reps, "mean_gain": gain_sum / reps}
+def _worse_or_equal(k: int) -> np.ndarray:
+    return -np.abs(np.linspace(0.0, 0.12, k))
 
 
 SCENARIOS = {
-    # every candidate exactly as good as the baseline but answering differently: the least favourable null
+    # every candidate exactly as good as the start but answering differently: the least favourable for "false ship"
     "null": lambda k: np.zeros(k),
+    # every candidate truly worse by exactly the margin: the least favourable for the harm bound
+    "at the harm margin": lambda k: np.full(k, -HARM),
     # what searches mostly produce: candidates a little worse, some as good
-    "worse or equal": lambda k: -np.abs(np.linspace(0.0, 0.12, k)),
-    # one candidate truly +0.10, the rest as in "worse or equal"
-    "one +0.10": lambda k: np.concatenate([[0.10], -np.abs(np.linspace(0.0, 0.12, k - 1))]),
+    "worse or equal": _worse_or_equal,
+    # one candidate truly +0.10 (or +0.05), the rest as in "worse or equal": the search has to find it
+    "one +0.10": lambda k: np.concatenate([[0.10], _worse_or_equal(k - 1)]),
+    "one +0.05": lambda k: np.concatenate([[0.05], _worse_or_equal(k - 1)]),
     # the confirmation alone: the one finalist is truly +0.10
     "+0.10 alone": lambda k: np.array([0.10]),
 }
 
 
+def shipped(search, wins, losses, conf_gain, order, table, finalists: int, alpha: float) -> np.ndarray:
+    """Index (R,) of the candidate that replaces the start in each replicate, -1 where the start stays. Finalists in
+    search order, each tested only if it beat the start on the search part and the one before it passed (a fixed
+    sequence at the full level keeps the chance of any wrong ship at the level); the best on the held-back part
+    of those that pass ships."""
+    rows = np.arange(len(order))
+    out = np.full(len(order), -1)
+    best_gain = np.full(len(order), -np.inf)
+    going = np.ones(len(order), dtype=bool)
+    for j in range(min(finalists, order.shape[1])):
+        k = order[:, j]
+        g = conf_gain[rows, k]
+        ok = going & (search[rows, k] > 0) & (g > 0) & (table[wins[rows, k], losses[rows, k]] < alpha)
+        better = ok & (g > best_gain)  # ties keep the earlier finalist
+        out = np.where(better, k, out)
+        best_gain = np.where(better, g, best_gain)
+        going = ok
+    return out
+
+
+def _chunk_ships(rng, base, cand, designs, alpha) -> dict:
+    """Shipped index per replicate of one chunk, for every design (rule, share, finalists) on the same answers."""
+    n_val = base.shape[1]
+    out = {}
+    for share in sorted({s for _, s, _ in designs}):
+        n_conf = int(round(n_val * share))
+        n_search = n_val - n_conf
+        search = cand[:, :, :n_search].mean(axis=2) - base[:, None, :n_search].mean(axis=2)
+        # finalists: the best few by search score (ties at random)
+        order = np.argsort(-(search + rng.random(search.shape) * 1e-6), axis=1)[:, :max(f for *_, f in designs)]
+        diff = cand[:, :, n_search:] - base[:, None, n_search:]
+        wins, losses = (diff > 0).sum(axis=2), (diff < 0).sum(axis=2)
+        conf_gain = diff.mean(axis=2)
+        for rule, s, f in designs:
+            if s == share:
+                table = p_table(n_conf, rule_margin(rule))
+                out[(rule, s, f)] = shipped(search, wins, losses, conf_gain, order, table, f, alpha)
+    return out
+
+
+def outcome(ship: np.ndarray, gains: np.ndarray) -> dict:
+    """The design's figures from the shipped index of every replicate."""
+    did = ship >= 0
+    g = np.where(did, gains[np.maximum(ship, 0)], 0.0)
+    has_good = bool((gains >= 0.1 - EPS).any())
+    return {"harm": float((did & (g <= -HARM + EPS)).mean()), "false_ship": float((did & (g <= EPS)).mean()),
+            "power": float((did & (g >= 0.1 - EPS)).mean()) if has_good else None,
+            "ships": float(did.mean()), "mean_gain": float(g.mean())}
+
+
+def simulate(rng, *, n_val: int, gains: np.ndarray, discordance: float, designs: list[tuple], reps: int,
+             level: float = 0.95, p_start: float = 0.5, chunk: int = 2000) -> list[dict]:
+    """Every design under one scenario, discordance and val size, on the same replicates."""
+    ships = {d: [] for d in designs}
+    for first in range(0, reps, chunk):
+        r = min(chunk, reps - first)
+        base = (rng.random((r, n_val)) < p_start).astype(np.int8)
+        cand = candidate_answers(rng, base, gains, discordance)
+        for d, s in _chunk_ships(rng, base, cand, designs, 1 - level).items():
+            ships[d].append(s)
+    rows = []
+    for rule, share, f in designs:
+        n_conf = int(round(n_val * share))
+        rows.append({"n_val": n_val, "discordance": discordance, "rule": rule, "share": share, "finalists": f,
+                     "n_search": n_val - n_conf, "n_confirm": n_conf}
+                    | outcome(np.concatenate(ships[(rule, share, f)]), gains))
+    return rows
+
+
+# --- exact tables -------------------------------------------------------------------------------------
+
+def harm_level(n: int, margin: float, discordance: float, level: float = 0.95) -> float:
+    """Exact chance that one test passes a candidate truly worse than the start by exactly `margin` (observed
+    difference > 0 and p below the level) when a share `discordance` of the answers differ."""
+    table = p_table(n, margin)
+    prob = trinomial(n, (discordance - margin) / 2, (discordance + margin) / 2)
+    w, l = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    return float(prob[(w > l) & (table < 1 - level)].sum())
+
+
+def exact_harm_levels(n_confirms: list[int], discordances: list[float], level: float) -> list[dict]:
+    """The harm bound checked without simulation: per n_confirm, the level at the scenarios' discordances, the worst
+    over any discordance below 1 (a grid from just above the margin to 0.995), and at discordance 1 (every answer
+    differs: the edge of `harm_table`'s grid, apart because it is no search's case)."""
+    grid = np.concatenate([HARM + np.geomspace(1e-4, 0.05, 30), np.linspace(0.07, 0.995, 186)])
+    out = []
+    for n in n_confirms:
+        at = {str(d): harm_level(n, HARM, d, level) for d in discordances}
+        worst = [harm_level(n, HARM, d, level) for d in grid]
+        out.append({"n_confirm": n, "at_discordance": at, "worst": max(worst),
+                    "worst_discordance": float(grid[int(np.argmax(worst))]),
+                    "all_differ": harm_level(n, HARM, 1.0, level)})
+    return out
+
+
+def simplification(level: float = 0.95) -> list[dict]:
+    """The step after the decision: how often a variant V truly `diff` worse than the shipped W (V-vs-W answers
+    differing on a share `discordance`) is accepted, by the non-inferiority test at margin m and by "cannot tell
+    them apart" (two-sided exact sign test p >= 1 - level). Exact trinomial sums."""
+    out = []
+    for n in (60, 84):
+        w, l = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+        m_ = w + l
+        two_sided = np.where(m_ > 0, np.minimum(1.0, 2 * np.minimum(binom.sf(w - 1, m_, 0.5), binom.cdf(w, m_, 0.5))),
+                             1.0)
+        for d in (0.05, 0.1, 0.2):
+            for diff in (0.0, -0.02, -0.05, -0.08):
+                row = {"n_confirm": n, "discordance": d, "diff": diff}
+                if -diff > d + EPS:  # V cannot be worse by more than the share of answers that differ
+                    out.append(row | {"possible": False})
+                    continue
+                prob = trinomial(n, max((d + diff) / 2, 0.0), (d - diff) / 2)
+                row |= {"possible": True, "not_told_apart": float(prob[two_sided >= 1 - level].sum())}
+                for m in (0.03, 0.05):
+                    row[f"accept_m{m}"] = float(prob[p_table(n, m) < 1 - level].sum())
+                out.append(row)
+    return out
+
+
+# --- real pairs ---------------------------------------------------------------------------------------
+
 def real_pairs(db: str) -> list[dict]:
-    """(run, candidate, baseline answers, candidate answers) on the same test examples, from the finished runs of
-    a benchmark store: every candidate a run scored on test, against that run's first baseline (from the cache:
-    the runs scored them)."""
+    """(run, candidate, start answers, candidate answers) on the same test examples, from the finished runs of a
+    benchmark store: every candidate a run scored on test, against that run's first baseline (the start; from the
+    cache: the runs scored them)."""
     from promptlab import jobs, results
     from promptlab.store import Store
 
@@ -154,118 +289,391 @@ def real_pairs(db: str) -> list[dict]:
     return out
 
 
-def real_rates(pairs: list[dict], rng, *, share: float, level: float, mid: bool, reps: int = 2000) -> dict:
-    """For each real pair, how often a confirmation on n_confirm examples drawn from its answers would ship the
-    candidate; pooled over pairs whose observed gain is <= 0 (false ships) and >= +0.10 (power)."""
-    n_conf = int(round(N_VAL * share))
-    false, good = [], []
-    for pair in pairs:
-        d = pair["cand"] - pair["base"]
-        gain = d.mean()
-        idx = rng.integers(0, len(d), (reps, n_conf))
-        dd = d[idx]
-        wins, losses = (dd > 0).sum(axis=1), (dd < 0).sum(axis=1)
-        ship = (dd.mean(axis=1) > 0) & (sign_p(wins, losses, mid) < 1 - level)
-        if gain <= 0:
-            false.append(ship.mean())
-        elif gain >= 0.1:
-            good.append(ship.mean())
-    return {"share": share, "n_confirm": n_conf, "level": level, "test": "mid-p sign" if mid else "exact sign",
-            "pairs_not_better": len(false), "false_ship": float(np.mean(false)) if false else None,
-            "pairs_better_by_0.10": len(good), "power": float(np.mean(good)) if good else None}
+def load_real(arg: str) -> tuple[list[dict], list[str]]:
+    """(the pairs of the stores that exist, the stores that do not); a missing store gets one line and is not
+    opened (opening it would create an empty one)."""
+    pairs, missing = [], []
+    for db in filter(None, (s.strip() for s in arg.split(","))):
+        if not Path(db).is_file():
+            print(f"confirm_bench: {db} does not exist (its benchmark runs have not been run yet); skipped",
+                  file=sys.stderr)
+            missing.append(db)
+            continue
+        pairs += real_pairs(db)
+    return pairs, missing
+
+
+def real_rates(pairs: list[dict], rng, *, n_val: int, shares: list[float], rules: list[str], level: float,
+               reps: int = 2000) -> list[dict]:
+    """Per share and rule, how often a confirmation on n_confirm examples drawn from each real pair's answers would
+    ship its candidate: the harm rate over pairs worse by 0.02 or more on test, the ship rate over pairs better by
+    0.10 or more, and the mean test gain shipped over all pairs (a pair's test gain counts as its true gain)."""
+    out = []
+    for share in shares:
+        n_conf = int(round(n_val * share))
+        rates = {rule: [] for rule in rules}
+        gains = []
+        for pair in pairs:
+            d = pair["cand"] - pair["base"]
+            gains.append(float(d.mean()))
+            dd = d[rng.integers(0, len(d), (reps, n_conf))]  # the same draws for every rule
+            wins, losses = (dd > 0.5).sum(axis=1), (dd < -0.5).sum(axis=1)
+            for rule in rules:
+                ok = (dd.mean(axis=1) > 0) & (p_table(n_conf, rule_margin(rule))[wins, losses] < 1 - level)
+                rates[rule].append(float(ok.mean()))
+        g = np.asarray(gains)
+        for rule in rules:
+            r = np.asarray(rates[rule])
+            harm, good = g <= -HARM + EPS, g >= 0.1 - EPS
+            out.append({"n_val": n_val, "share": share, "n_confirm": n_conf, "rule": rule, "pairs": len(g),
+                        "pairs_harmful": int(harm.sum()), "harm": float(r[harm].mean()) if harm.any() else None,
+                        "pairs_better_by_0.10": int(good.sum()), "power": float(r[good].mean()) if good.any() else None,
+                        "mean_gain": float((r * g).mean()) if len(g) else None})
+    return out
+
+
+# --- choosing the design ------------------------------------------------------------------------------
+
+def _cells(rows: list[dict], n_val: int, design: tuple, scenario: str | None = None) -> list[dict]:
+    rule, share, f = design
+    return [r for r in rows if r["n_val"] == n_val and r["rule"] == rule and r["share"] == share
+            and r["finalists"] == f and (scenario is None or r["scenario"] == scenario)]
+
+
+def summary(rows: list[dict], n_val: int, design: tuple) -> dict:
+    """One design at one val size: worst harm and false ship over every scenario and discordance, power and mean
+    gain per discordance where it matters, and the score the choice maximizes (mean gain over GOAL_SCENARIOS and
+    the discordances)."""
+    cells = _cells(rows, n_val, design)
+    by = {(r["scenario"], r["discordance"]): r for r in cells}
+    discs = sorted({r["discordance"] for r in cells})
+    worst = max(cells, key=lambda r: r["harm"])
+
+    def per_d(scenario, key):
+        return [by[(scenario, d)][key] if (scenario, d) in by else None for d in discs]
+    goal = [by[(s, d)]["mean_gain"] for s in GOAL_SCENARIOS for d in discs if (s, d) in by]
+    return {"design": design, "n_confirm": cells[0]["n_confirm"], "discordances": discs, "harm": worst["harm"],
+            "harm_at": (worst["scenario"], worst["discordance"]),
+            "false_ship": max(r["false_ship"] for r in cells),
+            "harm_d": [max(r["harm"] for r in cells if r["discordance"] == d) for d in discs],
+            "false_d": [max(r["false_ship"] for r in cells if r["discordance"] == d) for d in discs],
+            "power": per_d("one +0.10", "power"), "power_alone": per_d("+0.10 alone", "power"),
+            "gain_10": per_d("one +0.10", "mean_gain"), "gain_05": per_d("one +0.05", "mean_gain"),
+            "gain_worse": per_d("worse or equal", "mean_gain"), "score": float(np.mean(goal))}
+
+
+def choose(rows: list[dict], val_sizes: list[int], designs: list[tuple], max_harm: float = 0.05) -> dict:
+    """The best design at each val size (highest score among those whose harm rate is <= max_harm everywhere), and
+    one default: of the designs within WITHIN of the best at every val size, the one with the fewest finalists (a
+    second finalist is scored on the held-back examples too, for a gain within noise), then the highest total score;
+    else the feasible design whose largest shortfall is smallest."""
+    s = {(v, d): summary(rows, v, d) for v in val_sizes for d in designs}
+    feasible = [d for d in designs if all(s[(v, d)]["harm"] <= max_harm for v in val_sizes)]
+    best = {}
+    for v in val_sizes:
+        here = [d for d in designs if s[(v, d)]["harm"] <= max_harm]
+        best[v] = max(here, key=lambda d: s[(v, d)]["score"]) if here else None
+    if not feasible:
+        return {"best": best, "default": None, "close": [], "shortfall": {}, "summaries": s}
+
+    def shortfall(d):
+        return {v: s[(v, best[v])]["score"] - s[(v, d)]["score"] for v in val_sizes}
+    close = [d for d in feasible if max(shortfall(d).values()) <= WITHIN]
+    close.sort(key=lambda d: (d[2], -sum(s[(v, d)]["score"] for v in val_sizes)))
+    if close:
+        default = close[0]
+    else:
+        default = min(feasible, key=lambda d: max(shortfall(d).values()))
+    return {"best": best, "default": default, "close": close, "shortfall": shortfall(default), "summaries": s}
+
+
+# --- the report ---------------------------------------------------------------------------------------
+
+def name(design: tuple) -> str:
+    rule, share, f = design
+    return f"{rule}, {share} held back, {f} finalist{'s' if f > 1 else ''}"
+
+
+def _pair(values: list, fmt: str) -> str:
+    return " / ".join("—" if v is None else format(v, fmt) for v in values)
+
+
+def figures(s: dict) -> str:
+    """A design's figures in one phrase (the slashes run over the discordances)."""
+    return (f"harm at most {s['harm']:.3f}, false ship at most {s['false_ship']:.3f}; power {_pair(s['power'], '.2f')}"
+            f" and mean gain {_pair(s['gain_10'], '+.3f')} in 'one +0.10', mean gain {_pair(s['gain_05'], '+.3f')} in "
+            f"'one +0.05'")
+
+
+def reading(rows: list[dict], choice: dict, val_sizes: list[int], exact: list[dict], simp: list[dict]) -> list[str]:
+    """The tables in a few sentences: the chosen design per val size next to the old default, which design to make
+    the default and why, where harm goes above 0.05 (if anywhere), and what the exact tables say."""
+    s, d = choice["summaries"], choice["default"]
+    discs = next(iter(s.values()))["discordances"]
+    out = [f"Figures \"a / b\" are at {' / '.join(f'{x:.0%}' for x in discs)} of answers differing from the start's. "
+           "Mean gain: the mean true gain of what ships per search (0 when the start stays). The score: the mean "
+           f"gain averaged over {' and '.join(repr(g) for g in GOAL_SCENARIOS)} and both discordances; the choice "
+           "maximizes it among the designs whose harm rate is <= 0.05 in every scenario.", ""]
+    for v in val_sizes:
+        b = choice["best"][v]
+        shown = d or b  # the one default where there is one: the line is what the default would do at this size
+        line = f"- **val {v}**: " + (f"the chosen design ({name(shown)}, n_confirm {s[(v, shown)]['n_confirm']}): "
+                                      f"{figures(s[(v, shown)])}" if shown else "no design keeps the harm rate <= 0.05")
+        if (v, OLD_DEFAULT) in s:
+            line += f"; against the old default ({name(OLD_DEFAULT)}): {figures(s[(v, OLD_DEFAULT)])}"
+        if b and shown != b and s[(v, b)]["score"] - s[(v, shown)]["score"] >= 5e-5:
+            line += (f". The highest score here: {name(b)}, {s[(v, b)]['score']:+.4f} against "
+                     f"{s[(v, shown)]['score']:+.4f}")
+        out.append(line + ".")
+    if d:
+        fall = ", ".join(f"{x:.4f} below the best at val {v}" if x >= 5e-5 else f"level with the best at val {v}"
+                         for v, x in choice["shortfall"].items())
+        out.append(f"- **Default: {name(d)}** (score {fall}). "
+                   + (f"Within {WITHIN} of the best at every val size: {_grouped(choice['close'])}; of those the "
+                      "fewest finalists, then the highest total score." if choice["close"] else
+                      f"No design is within {WITHIN} of the best at every val size; this one falls short least."))
+    out += [_harm_line(rows, exact), _exact_line(exact), *_shape_lines(s, val_sizes), _simplification_line(simp)]
+    return out
+
+
+def _grouped(designs: list[tuple]) -> str:
+    """Designs in few words: the shares of each rule and number of finalists."""
+    keys = sorted({(r, f) for r, _, f in designs}, key=lambda k: (rule_margin(k[0]), k[1]))
+    return "; ".join(f"{r}, {f} finalist{'s' if f > 1 else ''}, at "
+                     + ", ".join(str(s) for s in sorted(x[1] for x in designs if (x[0], x[2]) == (r, f))) + " held back"
+                     for r, f in keys)
+
+
+def _harm_line(rows: list[dict], exact: list[dict]) -> str:
+    """Every cell whose simulated harm rate is above 0.05 (those designs are left out of the choice), each with the
+    exact level of one test at its n_confirm and discordance, which tells a real excess from Monte Carlo noise."""
+    level = {(e["n_confirm"], float(d)): x for e in exact for d, x in e["at_discordance"].items()}
+    over = [r for r in rows if r["harm"] > 0.05]
+    harm_rule = [r for r in rows if r["rule"] != "sign"]
+    top = max(harm_rule, key=lambda r: r["harm"]) if harm_rule else None
+    where = (f" (the highest for the harm rule: {top['harm']:.3f}, val {top['n_val']}, '{top['scenario']}', "
+             f"{top['discordance']:.0%} differing, {name((top['rule'], top['share'], top['finalists']))})"
+             if top else "")
+    if not over:
+        return f"- Simulated harm rate above 0.05: in no cell{where}."
+    cells = "; ".join(f"{r['harm']:.3f} at val {r['n_val']}, '{r['scenario']}', {r['discordance']:.0%} differing, "
+                      f"{name((r['rule'], r['share'], r['finalists']))} (exact level of one test there: "
+                      f"{_fmt(level.get((r['n_confirm'], r['discordance'])), '.4f')})" for r in over)
+    return (f"- **Simulated harm rate above 0.05** in {len(over)} cell{'s' if len(over) > 1 else ''}, left out of "
+            f"the choice: {cells}{where}.")
+
+
+def _exact_line(exact: list[dict]) -> str:
+    w = max(exact, key=lambda e: e["worst"])
+    edge = max(exact, key=lambda e: e["all_differ"])
+    discs = list(w["at_discordance"])
+    at = " / ".join(f"{max(e['at_discordance'][d] for e in exact):.4f}" for d in discs)
+    return (f"- Exact (no simulation): one harm-rule test passes a finalist truly at -{HARM} with probability at most "
+            f"{w['worst']:.4f} over every n_confirm here ({', '.join(str(e['n_confirm']) for e in exact)}) and any "
+            f"discordance below 1 (the highest at n_confirm {w['n_confirm']}, {w['worst_discordance']:.1%} "
+            f"differing); at most {at} at the scenarios' discordances. Where every answer differs (discordance 1, "
+            f"the edge of `harm_table`'s grid, no search's case) it reaches {edge['all_differ']:.4f} "
+            f"(n_confirm {edge['n_confirm']}). The simulated rates differ from these by the search's filter (a "
+            "finalist must beat the start on the search part) and Monte Carlo noise.")
+
+
+def _shape_lines(s: dict, val_sizes: list[int]) -> list[str]:
+    """What a second finalist and the share held back do to the score, over every design."""
+    designs = sorted({d for _, d in s})
+    rules = sorted({d[0] for d in designs}, key=rule_margin)
+    delta = [s[(v, (r, sh, 2))]["score"] - s[(v, (r, sh, 1))]["score"] for v in val_sizes for r, sh, f in designs
+             if f == 1 and (v, (r, sh, 2)) in s]
+    out = []
+    if delta:
+        out.append(f"- A second finalist changes the score by {min(delta):+.4f} to {max(delta):+.4f} (over rules, "
+                   "shares and val sizes).")
+    parts = []
+    for v in val_sizes:
+        for r in rules:
+            one = [d for d in designs if d[0] == r and d[2] == 1]
+            if one:
+                top = max(one, key=lambda d: s[(v, d)]["score"])
+                parts.append(f"val {v}, {r}: {top[1]} ({s[(v, top)]['score']:+.4f})")
+    if parts:
+        out.append("- The share held back with the highest score (1 finalist, harm bound not applied): "
+                   + "; ".join(parts) + ".")
+    return out
+
+
+def _simplification_line(simp: list[dict]) -> str:
+    ok = [r for r in simp if r["possible"]]
+    drop = [r for r in ok if abs(r["diff"] + 0.08) < EPS]
+    same = [r for r in ok if r["diff"] == 0]
+    if not drop or not same:
+        return "- Simplification: no cell."
+    return (f"- Simplification (exact): a variant truly 0.08 worse than the shipped result is accepted in at most "
+            f"{max(r['accept_m0.05'] for r in drop):.3f} (m 0.05) / {max(r['accept_m0.03'] for r in drop):.3f} "
+            f"(m 0.03) of cases, where \"cannot tell them apart\" accepts it in up to "
+            f"{max(r['not_told_apart'] for r in drop):.3f}; an equally good variant is accepted in "
+            f"{min(r['accept_m0.05'] for r in same):.2f} to {max(r['accept_m0.05'] for r in same):.2f} (m 0.05), "
+            f"{min(r['accept_m0.03'] for r in same):.2f} to {max(r['accept_m0.03'] for r in same):.2f} (m 0.03).")
+
+
+def _fmt(x, spec: str) -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def design_table(choice: dict, val_sizes: list[int]) -> list[str]:
+    """One row per val size, discordance and design: the worst harm and false ship over the scenarios, power and
+    mean gain where they matter."""
+    s = choice["summaries"]
+    lines = ["| val | differing | rule | held back | n confirm | finalists | harm (worst scenario) | "
+             "false ship (worst) | power, one +0.10 | power, +0.10 alone | mean gain, one +0.10 | "
+             "mean gain, one +0.05 | mean gain, worse or equal |", "|---" * 13 + "|"]
+    marks = {choice["default"]: " **(default)**", OLD_DEFAULT: " (old default)"}
+    for v in val_sizes:
+        designs = sorted({x for w, x in s if w == v}, key=lambda x: (rule_margin(x[0]), x[1], x[2]))
+        for i, d in enumerate(s[(v, designs[0])]["discordances"]):
+            for design in designs:
+                x = s[(v, design)]
+                lines.append(f"| {v} | {d} | {design[0]}{marks.get(design, '')} | {design[1]} | {x['n_confirm']} | "
+                             f"{design[2]} | {x['harm_d'][i]:.3f} | {x['false_d'][i]:.3f} | "
+                             f"{_fmt(x['power'][i], '.3f')} | {_fmt(x['power_alone'][i], '.3f')} | "
+                             f"{_fmt(x['gain_10'][i], '+.4f')} | {_fmt(x['gain_05'][i], '+.4f')} | "
+                             f"{_fmt(x['gain_worse'][i], '+.4f')} |")
+    return lines
+
+
+def exact_table(exact: list[dict]) -> list[str]:
+    discs = list(exact[0]["at_discordance"]) if exact else []
+    lines = ["| n confirm | " + " | ".join(f"{float(d):.0%} differing" for d in discs)
+             + " | worst, any discordance < 1 | at | every answer differs |", "|---" * (len(discs) + 4) + "|"]
+    for e in exact:
+        lines.append(f"| {e['n_confirm']} | " + " | ".join(f"{e['at_discordance'][d]:.4f}" for d in discs)
+                     + f" | {e['worst']:.4f} | {e['worst_discordance']:.1%} | {e['all_differ']:.4f} |")
+    return lines
+
+
+def simplification_table(simp: list[dict]) -> list[str]:
+    lines = ["| n confirm | V-vs-W differing | true V − W | accepted, m 0.03 | accepted, m 0.05 | "
+             "not told apart (two-sided sign p >= 0.05) |", "|---|---|---|---|---|---|"]
+    for r in simp:
+        cells = ([f"{r['accept_m0.03']:.3f}", f"{r['accept_m0.05']:.3f}", f"{r['not_told_apart']:.3f}"]
+                 if r["possible"] else ["impossible (larger than the share differing)", "", ""])
+        lines.append(f"| {r['n_confirm']} | {r['discordance']} | {r['diff']:+.2f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def real_table(real: list[dict]) -> list[str]:
+    lines = ["| val | held back | n confirm | rule | pairs | pairs worse by >= 0.02 | harm rate | "
+             "pairs better by >= 0.10 | ships them | mean test gain shipped (all pairs) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in real:
+        lines.append(f"| {r['n_val']} | {r['share']} | {r['n_confirm']} | {r['rule']} | {r['pairs']} | "
+                     f"{r['pairs_harmful']} | {_fmt(r['harm'], '.3f')} | {r['pairs_better_by_0.10']} | "
+                     f"{_fmt(r['power'], '.3f')} | {_fmt(r['mean_gain'], '+.4f')} |")
+    return lines
+
+
+def full_table(rows: list[dict]) -> list[str]:
+    lines = ["| val | differing | scenario | rule | held back | n confirm | finalists | harm | false ship | "
+             "power (+0.10 shipped) | mean true gain shipped |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['n_val']} | {r['discordance']} | {r['scenario']} | {r['rule']} | {r['share']} | "
+                     f"{r['n_confirm']} | {r['finalists']} | {r['harm']:.3f} | {r['false_ship']:.3f} | "
+                     f"{_fmt(r['power'], '.3f')} | {r['mean_gain']:+.4f} |")
+    return lines
+
+
+def write(args, argv, rows, choice, exact, simp, real, notes: list[str], seconds: float) -> list[str]:
+    """The RESULTS.md section and the JSON; returns the reading lines (main prints them)."""
+    vals = [int(v) for v in args.val_sizes.split(",")]
+    command = "python benchmarks/confirm_bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    read = reading(rows, choice, vals, exact, simp)
+    se = (0.05 * 0.95 / args.reps) ** 0.5
+    lines = ["## The confirmation: which design ships the most gain within the harm bound", "",
+             f"Command: `{command.strip()}`  ",
+             f"Machine: {machine()}. Run time {seconds:.0f} s. Val sizes {', '.join(map(str, vals))} (140: a 400-row "
+             "file under the default 30/35/35 split; 100: DSPy's 50/100/200 split), each split into the search part "
+             f"and the held-back part (n_confirm = round(val × share)). {args.candidates} candidates per search, "
+             f"{args.reps} replicates per cell (the same replicates for every design), start accuracy 0.5, tests "
+             f"one-sided at {1 - args.level:.0%}. Rules: *sign* = the exact sign test (McNemar) of \"not better\"; "
+             f"*harm {HARM}* = Tango's exact unconditional test of \"worse than the start by {HARM} or "
+             "more\"; both ship only a finalist that also scored higher than the start on the held-back part. With 2 "
+             "finalists they are tested in search order, stopping at the first that fails, and the best of those "
+             f"that pass ships. *Harm*: a candidate truly worse by {HARM} or more ships; *false ship*: one not truly "
+             f"better ships. Monte Carlo standard error of a rate near 0.05: ±{se:.4f}.", "",
+             "Reading:", "", *read, ""]
+    lines += ["### Designs (worst harm and false ship over the scenarios at that discordance)", "",
+              *design_table(choice, vals), "",
+              f"### The harm rule's level, exact: one test of a finalist truly at -{HARM} passes", "",
+              *exact_table(exact), "",
+              "### The simplification step: a variant V of the shipped result W accepted when the test of \"V worse "
+              "than W by m or more\" rejects at 5% (exact)", "", *simplification_table(simp), ""]
+    if real:
+        lines += ["### Real pairs: confirmation sets resampled from benchmark runs' test answers", "",
+                  *real_table(real), ""]
+    lines += ["Real pairs: " + " ".join(notes), ""] if notes else []
+    lines += ["<details><summary>Every cell (val × discordance × scenario × design)</summary>", "",
+              *full_table(rows), "", "</details>"]
+    write_section("confirmation", "\n".join(lines))
+    json_choice = {"default": choice["default"], "within_0.002_everywhere": choice["close"],
+                   "shortfall": {str(v): x for v, x in choice["shortfall"].items()},
+                   "best": {str(v): d for v, d in choice["best"].items()},
+                   "summaries": [{"n_val": v} | x for (v, _), x in choice["summaries"].items()]}
+    OUT_JSON.write_text(json.dumps({"settings": vars(args), "seconds": seconds, "choice": json_choice,
+                                    "simulation": rows, "exact_harm_level": exact, "simplification": simp,
+                                    "real": real}, indent=1))
+    return read
+
+
+def run_simulation(args, rng, designs: list[tuple]) -> list[dict]:
+    rows = []
+    for n_val in (int(v) for v in args.val_sizes.split(",")):
+        for d in (float(x) for x in args.discordance.split(",")):
+            for scenario, make in SCENARIOS.items():
+                t0 = time.time()
+                for row in simulate(rng, n_val=n_val, gains=make(args.candidates), discordance=d, designs=designs,
+                                    reps=args.reps, level=args.level):
+                    rows.append(row | {"scenario": scenario})
+                print(f"val {n_val}, {d:.0%} differing, {scenario}: {time.time() - t0:.1f} s", flush=True)
+    return rows
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--reps", type=int, default=4000)
+    ap.add_argument("--reps", type=int, default=4000, help="replicates per scenario, discordance and val size")
     ap.add_argument("--candidates", type=int, default=20, help="candidates a search scores (K)")
-    ap.add_argument("--discordance", default="0.15,0.3", help="shares of answers that differ from the baseline's")
-    ap.add_argument("--shares", default="0.3,0.4,0.5,0.6,0.7")
-    ap.add_argument("--finalists", default="1,2,3")
+    ap.add_argument("--discordance", default="0.15,0.3", help="shares of answers that differ from the start's")
+    ap.add_argument("--val-sizes", default="140,100", help="val examples (held back + search)")
+    ap.add_argument("--shares", default="0.3,0.4,0.5,0.6,0.7", help="shares of val held back for the confirmation")
+    ap.add_argument("--finalists", default="1,2")
     ap.add_argument("--level", type=float, default=0.95)
     ap.add_argument("--real", help="benchmark stores (auto_bench-<target>.duckdb, comma-separated) whose runs' test "
-                                   "answers to resample")
+                                   "answers to resample; missing ones are skipped")
+    ap.add_argument("--real-reps", type=int, default=2000, help="resampled confirmation sets per real pair")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    t0 = time.time()
     rng = np.random.default_rng(args.seed)
+    rules = ["sign", f"harm {HARM:g}"]
     shares = [float(x) for x in args.shares.split(",")]
-    finals = [int(x) for x in args.finalists.split(",")]
-    discs = [float(x) for x in args.discordance.split(",")]
-    rows = []
-    for d in discs:
-        for name, make in SCENARIOS.items():
-            gains = make(args.candidates)
-            for share in shares:
-                for f in finals if len(gains) > 1 else [1]:
-                    for mid, procedure in ((False, "sequence"), (True, "sequence"), (False, "bonferroni")):
-                        if procedure == "bonferroni" and f == 1:
-                            continue
-                        row = simulate(rng, share=share, finalists=f, level=args.level, mid=mid, gains=gains,
-                                       discordance=d, reps=args.reps, procedure=procedure)
-                        row |= {"scenario": name, "discordance": d}
-                        rows.append(row)
-                        print(f"d={d} {name:<15} share {share} finalists {f} {row['test']:<10}: false ship "
-                              f"{row['false_ship']:.3f}, power {row['power']:.3f}, mean gain {row['mean_gain']:+.4f}",
-                              flush=True)
-    real = []
+    vals = [int(v) for v in args.val_sizes.split(",")]
+    designs = [(r, s, int(f)) for r in rules for s in shares for f in args.finalists.split(",")]
+    rows = run_simulation(args, rng, designs)
+    choice = choose(rows, vals, designs)
+    n_confirms = sorted({int(round(v * s)) for v in vals for s in shares})
+    exact = exact_harm_levels(n_confirms, [float(x) for x in args.discordance.split(",")], args.level)
+    simp = simplification(args.level)
+    real, notes = [], []
     if args.real:
-        pairs = [pair for db in args.real.split(",") for pair in real_pairs(db)]
-        for share in shares:
-            for mid in (False, True):
-                real.append(real_rates(pairs, rng, share=share, level=args.level, mid=mid))
-    write(args, argv, rows, real)
+        pairs, missing = load_real(args.real)
+        if missing:
+            notes.append(f"skipped {', '.join(f'`{m}`' for m in missing)}: not there yet (its benchmark runs have not "
+                         "been run).")
+        if not pairs:
+            notes.append("none to resample (no finished run with test answers in the stores given).")
+        for v in vals if pairs else []:
+            real += real_rates(pairs, rng, n_val=v, shares=shares, rules=rules, level=args.level, reps=args.real_reps)
+    read = write(args, argv, rows, choice, exact, simp, real, notes, time.time() - t0)
+    print("\n".join(read))
+    print(f"({time.time() - t0:.0f} s)")
     return 0
-
-
-def reading(rows: list[dict]) -> list[str]:
-    """The design table in a few sentences: each design's worst false-ship rate over the scenarios, and its power
-    where one candidate is truly +0.10 (the search has to find it and the confirmation to pass it)."""
-    def cell(share, finalists, test, scenario, d):
-        return next((r for r in rows if r["share"] == share and r["finalists"] == finalists and r["test"] == test
-                     and r["scenario"] == scenario and r["discordance"] == d), None)
-
-    out = []
-    for d in sorted({r["discordance"] for r in rows}):
-        parts = []
-        for share, finalists, test, name in ((0.6, 1, "exact sign", "the default (60% held back, 1 finalist, exact sign test)"),
-                                             (0.5, 2, "exact sign", "the design before (50%, 2 finalists)"),
-                                             (0.6, 1, "mid-p sign", "the mid-p sign test (rejected)")):
-            worst = [r["false_ship"] for r in rows if r["share"] == share and r["finalists"] == finalists
-                     and r["test"] == test and r["discordance"] == d]
-            power = cell(share, finalists, test, "one +0.10", d)
-            if worst and power:
-                parts.append(f"{name}: false ship at most {max(worst):.3f}, power {power['power']:.2f}")
-        if parts:
-            out.append(f"- {d:.0%} of answers differ from the baseline's: " + "; ".join(parts) + ".")
-    return out
-
-
-def write(args, argv, rows: list[dict], real: list[dict]) -> None:
-    command = "python benchmarks/confirm_bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    lines = ["## The confirmation: false ships and power, by design", "",
-             f"Command: `{command.strip()}`  ",
-             f"Machine: {machine()}. Val of a 400-row file under the default split: {N_VAL} examples, split into the "
-             f"search part and the held-back part by the share. {args.candidates} candidates per search, {args.reps} "
-             f"replicates per cell, one-sided level {args.level}. Baseline accuracy 0.5.", "",
-             "Reading (false ship: a result that is not truly better replaces the baseline, worst case over the "
-             "scenarios; power: a search with one truly +0.10 candidate ships it):", "", *reading(rows), "",
-             "| discordance | scenario | held back | n confirm | finalists | test | false ship | power (+0.10 shipped) | mean true gain shipped |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['discordance']} | {r['scenario']} | {r['share']} | {r['n_confirm']} | {r['finalists']} | "
-                     f"{r['test']} | {r['false_ship']:.3f} | {r['power']:.3f} | {r['mean_gain']:+.4f} |")
-    if real:
-        lines += ["", "On the shared tasks (real answers: pairs of a run's baseline and a candidate on the same test "
-                  "examples, resampled as confirmation sets):", "",
-                  "| held back | n confirm | test | pairs not better | false ship | pairs better by >= 0.10 | power |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in real:
-            fs = "—" if r["false_ship"] is None else f"{r['false_ship']:.3f}"
-            pw = "—" if r["power"] is None else f"{r['power']:.3f}"
-            lines.append(f"| {r['share']} | {r['n_confirm']} | {r['test']} | {r['pairs_not_better']} | {fs} | "
-                         f"{r['pairs_better_by_0.10']} | {pw} |")
-    write_section("confirmation", "\n".join(lines))
-    OUT_JSON.write_text(json.dumps({"simulation": rows, "real": real}, indent=1))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from arena_bench import find_or_run, machine, task_dataset, write_section  # noqa: E402
+from common import zoo_args  # noqa: E402
 
 from promptlab import jobs, planning  # noqa: E402
 from promptlab.scoring.labels import parse_metric  # noqa: E402
@@ -67,10 +68,7 @@ def write_table(args, argv, rows, complete: bool) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
-    ap.add_argument("--target", default="local/qwen2.5-coder-0.5b")
-    ap.add_argument("--proposers", default="local/qwen2.5-coder-1.5b,local/qwen2.5-coder-0.5b,local/smollm2-135m")
-    ap.add_argument("--critic", default="local/qwen2.5-coder-1.5b")
+    zoo_args(ap, ROOT.parent / "shared" / "datasets")
     ap.add_argument("--editor", default="local/qwen2.5-coder-1.5b")
     ap.add_argument("--strategies", nargs="+", default=["arena", "fewshot", "gradient", "arena,fewshot"])
     ap.add_argument("--rounds", type=int, default=3)

@@ -81,10 +81,11 @@ with st.container(border=True):
             help="tokens: mean prompt tokens per call (demonstrations included); latency: median seconds per call; "
                  "price: dollars per 1,000 calls (models in litellm's cost map). A candidate that costs more is dropped "
                  "at its first rung; proposers are told the ceiling.")
-        prefer_cheap = k2.checkbox(
-            "Prefer the cheapest candidate the held-back examples cannot tell from the best", key="runs.prefer_cheap",
-            help="The result is then the candidate with the fewest prompt tokens per call among those the search could "
-                 "not tell from the best, if it also beats the baseline on the held-back examples.")
+        keep_whole = k2.checkbox(
+            "Ship the decided result as it is (do not simplify it)", key="runs.prefer_score",
+            help="By default, after the decision the result's parts are tried away (fixed demos for per-input ones, your "
+                 "instruction, fewer demos, a cheaper contender) and the simplest, cheapest variant that the held-back "
+                 "examples show no worse than it ships. Tick this to ship the decided result unsimplified.")
         review_mode = st.checkbox(
             "Pause after each round for my review (semi-automatic)", key="runs.review",
             help="After every round the run waits: keep or discard the new candidates, edit one, add your own, "
@@ -103,7 +104,7 @@ with st.container(border=True):
                        else tuple(PromptTemplate(s, u) for _, s, u in saved)),
             meta_prompt=ui.remembered(meta_key, None), task=ui.remembered(task_key, None), review=review_mode,
             ceilings=tuple(c.strip() for c in ceiling_text.split(",") if c.strip()),
-            prefer="cheap" if prefer_cheap else "score",
+            prefer="score" if keep_whole else planning.DEFAULT_PREFER,
         )
         plan = planning.plan(store, request)
         group_plans = G.plan_group(store, request, [target, *more_targets]) if more_targets else None

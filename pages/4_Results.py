@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from promptlab import charts, export, jobs, results, review
+from promptlab import charts, export, jobs, results, review, runs
 from promptlab import group as G
 from promptlab import dashboard as ui
 from promptlab import study as S
@@ -35,8 +35,26 @@ c3.metric("n (val / test)", f"{summary['n_val']} / {summary['n_test']}")
 c4.metric("Rounds · candidates", f"{summary['rounds']} · {summary['candidates']}")
 if result := results.result_line(summary):
     (st.success if summary["result"]["replaced_baseline"] else st.info)(result)
+for line in results.simplified_lines(summary):
+    st.caption(line)
+if leader := results.leader_line(summary):
+    lead = st.container(border=True)
+    lead.markdown(leader.split(" To ship it anyway")[0])
+    chosen = summary.get("chosen")
+    label = "Back to the decision's result" if chosen else f"Ship #{summary['result']['leader_id']} instead"
+    if lead.button(label, key=f"results.choose.{run_id}", type="secondary" if chosen else "primary"):
+        try:
+            runs.choose_result(store, run_id, None if chosen else int(summary["result"]["leader_id"]),
+                               note="" if chosen else "chosen on the Results page")
+            st.rerun()
+        except PromptlabError as exc:
+            ui.error_box(exc)
 if cost := results.cost_line(summary):
     st.caption(cost + ".")
+if parts := results.parts_lines(summary):
+    with st.expander("What each part of the result adds (test, with its cost per call)", expanded=True):
+        for line in parts:
+            st.markdown(f"- {line}")
 if calls := results.calls_line(summary):
     st.caption(calls[0].upper() + calls[1:] + ".")
 if fails := results.failures_line(summary):
@@ -45,7 +63,10 @@ if len(summary.get("stages") or []) > 1 or any(x["proposer_calls"] for x in summ
     with st.expander("Where the calls went, stage by stage"):
         st.dataframe(results.stage_table(summary["stages"]), hide_index=True, width="stretch")
         st.caption("Asked: prompts the meta-prompts asked for; written: prompts found in the replies; usable: those "
-                   "that passed the screen and were raced. Leader: the best search-val score when the stage ended.")
+                   "that passed the screen and were raced (a prompt that copied a train or val input word for word is "
+                   "dropped); never scored: candidates the stage made that no example ever scored (a round starts "
+                   "only when its share can race what it asks for). Leader: the best search-val score when the stage "
+                   "ended.")
 
 # --- trajectories ----------------------------------------------------------------------------------
 st.subheader("Score trajectories per model family")

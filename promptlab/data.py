@@ -8,6 +8,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import re
 from collections import Counter
@@ -885,6 +886,25 @@ def holdout_split(frame: pd.DataFrame, share: float, seed: int = 0, by_label: bo
     else:
         held = frame.iloc[np.sort(np.random.default_rng([seed, 11]).permutation(len(frame))[:n])]
     return frame.drop(held.index), held
+
+
+def proportional_subset(frame: pd.DataFrame, like: pd.DataFrame, cap: int | None = None, seed: int = 0,
+                        by_label: bool = True) -> pd.DataFrame:
+    """The largest subset of `frame` (at most `cap` rows) whose label shares are those of `like`, drawn in a seeded
+    order: rows added to a sample keep its label mix (a label missing from `frame` leaves no room for any). Without
+    labels: up to `cap` rows in a seeded order."""
+    order = frame.iloc[np.random.default_rng([seed, 13]).permutation(len(frame))]
+    if not by_label or frame.empty or like.empty:
+        return order if cap is None else order.iloc[:cap]
+    shares = like["label_norm"].value_counts(normalize=True)
+    have = frame["label_norm"].value_counts()
+    n = min(int(have.get(lab, 0) / share + 1e-9) for lab, share in shares.items())
+    n = n if cap is None else min(n, cap)
+    take = {lab: int(math.floor(n * share + 1e-9)) for lab, share in shares.items()}
+    if not sum(take.values()):
+        return frame.iloc[:0]
+    picked = [order[order["label_norm"] == lab].iloc[:k] for lab, k in take.items() if k]
+    return pd.concat(picked).sort_index()
 
 
 # --- persistence (SQL lives in store.py) -----------------------------------------------------------

@@ -80,7 +80,7 @@ def stored_prompt(store: Store, run_id: str, cand_id: int | None = None) -> Stor
     cands = store.candidates(run_id)
     if cands.empty:
         raise PromptlabError(f"run '{run_id}' has no candidates yet: nothing to export")
-    best = best_candidate(store.steps(run_id), cands)
+    best = best_candidate(store.steps(run_id), cands, rec.get("chosen"))
     best_id = int(best.iloc[0]["id"]) if not best.empty else None
     if cand_id is None:
         if best_id is None:

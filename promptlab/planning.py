@@ -5,7 +5,6 @@ a run's proposers would see. (Driving a run: runs.py.)
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
@@ -24,6 +23,7 @@ from promptlab.optimize.registry import (
 from promptlab.prompt import PromptTemplate, template_text
 from promptlab.scoring import Objective
 from promptlab.scoring.objective import JudgeSettings, judge_record, parse_objective
+from promptlab.scoring.stats import smallest_shippable_gain
 from promptlab.store import Store
 
 DEFAULT_BASELINE = "Classify the text. Answer with one of these labels: {labels}."
@@ -49,10 +49,15 @@ def default_task(dataset: Dataset) -> str:
 # Runs stored before racing and confirmation (config version 1) replay with the defaults they ran with.
 # Runs stored before version 3 replay without the instructions-for-demos stage, the evidence-based patience, the
 # few-shot factorial start and the proposers' angles, as they ran.
-V2_DEFAULTS = {"demo_instructions_share": 0.0, "evidence": False, "factorial_start": False, "angles": False}
+# Runs stored before version 4 replay with the decision that tested "not better" on held-back val alone, without the
+# simplification of the result or its parts on test, and with the search that neither raced every proposal nor
+# dropped copied inputs nor kept a prompt's own demos out of its probes, as they ran.
+V3_DEFAULTS = {"harm_margin": 0.0, "raced_patience": False, "copy_screen": False, "demos_apart": False,
+               "decide_on_unseen": False, "test_parts": False, "simplify_reserve": 0}
+V2_DEFAULTS = {"demo_instructions_share": 0.0, "evidence": False, "factorial_start": False, "angles": False} | V3_DEFAULTS
 LEGACY_DEFAULTS = {"gate": "ci", "gate_level": 0.8, "minibatch_size": 24, "confirm": 0.0, "show_rejected": 0,
                    "language": "off", "trials_per_round": 4} | V2_DEFAULTS
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 # The names a run's record keeps for concepts renamed since (code name -> stored name). The record is the contract:
 # a stored run, a benchmark's finished run and a group (by the hash of its members' records) are found again by their
 # records, so the record keeps the names it always had, and only RunConfig's to_record / from_record translate. (The budget counts target
@@ -61,7 +66,13 @@ CONFIG_VERSION = 3
 STORED_AS = {"strategy_params": {"arena": "arena_k", "candidates": "candidates_per_proposer"},
              "budget": {"max_target_requests": "max_target_calls"}}
 OLD_KEYWORDS = {"budget_calls": "budget", "arena_k": "arena", "candidates_per_proposer": "candidates"}  # for the hint
-PREFER = ("score", "cheap")  # which confirmed candidate is the result: the best, or the cheapest within noise of it
+# What ships after the decision: "simple" (the default) the simplest, cheapest variant of the decided result that is no
+# worse than it beyond the simplification margin; "score" the decided result unsimplified. "cheap" names the rule
+# of runs stored before the simplification (the cheapest candidate the held-back examples cannot tell from the best);
+# asked for now, it means "simple".
+PREFER = ("simple", "score")
+DEFAULT_PREFER = "simple"
+PREFER_ALIASES = {"cheap": "simple"}
 
 
 @dataclass(frozen=True)
@@ -90,11 +101,12 @@ class RunConfig:
     # Runs stored before decisions existed read as "unrecorded" (stored then as "none", or not at all) and replay
     # exactly as they ran.
     review: str = "off"
-    # What a call may cost and which result to prefer: {"ceilings": {"tokens": 300, ...}, "prefer": "cheap"}
+    # What a call may cost and which result to prefer: {"ceilings": {"tokens": 300, ...}, "prefer": "score"}
     # (promptlab.cost). Empty (and left out of the record, so configs stored before it still match) by default.
     cost: dict = field(default_factory=dict)
-    # 2: racing, confirmation on held-back val, rejected candidates shown. Runs stored before read as 1 and
-    # replay with LEGACY_DEFAULTS.
+    # 2: racing, confirmation on held-back val, rejected candidates shown (runs stored before read as 1 and replay with
+    # LEGACY_DEFAULTS); 3: the instruction search of issue 24; 4: the decision, the simplification and the honest
+    # probes of issue 31 (see V3_DEFAULTS).
     version: int = CONFIG_VERSION
 
     def to_record(self) -> dict:
@@ -141,7 +153,7 @@ def make_config(
     review: str = "off",
     store: Store | None = None,
     ceilings: list[str] | dict | None = None,
-    prefer: str = "score",
+    prefer: str = DEFAULT_PREFER,
     **strategy_params,
 ) -> RunConfig:
     """Validate user choices into a RunConfig; every mistake is a PromptlabError naming the fix.
@@ -149,8 +161,9 @@ def make_config(
     `metric`: a label metric for labeled datasets; a scorer or "judge" for the others. `judge`: the
     judge record ({model: name or spec record, rubric, lo, hi}); without one the dataset's own is used.
     `review`: "rounds" pauses after every round for the analyst's decisions. `ceilings`: cost ceilings
-    ("tokens<=300", "latency<=0.5", "price<=0.2", or a dict of them) no candidate may break; `prefer`: "score" (the
-    best confirmed candidate is the result) or "cheap" (the cheapest the confirmation cannot tell from it).
+    ("tokens<=300", "latency<=0.5", "price<=0.2", or a dict of them) no candidate may break; `prefer`: "simple" (the
+    simplest, cheapest variant of the decided result no worse than it beyond a margin ships) or "score" (the decided
+    result ships as it is).
     `strategy_params`: the strategy's settings (see `strategy_settings`), each checked by its own declaration."""
     names = strategy_names(strategy)
     cost = _cost_choice(ceilings, prefer)
@@ -190,13 +203,14 @@ def _check_choices(names: list[str], has_proposers: bool, review: str, rounds: i
 
 def _cost_choice(ceilings: list[str] | dict | None, prefer: str) -> dict:
     """The run's cost record: its checked ceilings and which result it prefers (empty when neither is asked)."""
+    prefer = PREFER_ALIASES.get(prefer, prefer)
     if prefer not in PREFER:
         raise PromptlabError(f"prefer must be {' or '.join(PREFER)}, not {prefer!r}")
     try:
         ceilings = dict(ceilings) if isinstance(ceilings, dict) else parse_ceilings(ceilings or [])
     except CeilingError as exc:
         raise PromptlabError(str(exc)) from None
-    return ({"ceilings": ceilings} if ceilings else {}) | ({"prefer": prefer} if prefer != "score" else {})
+    return ({"ceilings": ceilings} if ceilings else {}) | ({"prefer": prefer} if prefer != DEFAULT_PREFER else {})
 
 
 def _strategy_params(strategy: str, given: dict) -> dict:
@@ -241,9 +255,6 @@ def _check_against_data(dataset: Dataset, names: list[str], params: dict, has_pr
                              "--demos (the demonstration stage searches demo sets itself) or add --proposers")
     if "auto" in names and sum(params[k] for k in SHARES) <= 0:
         raise PromptlabError("auto needs a share above 0 for at least one stage (instructions, demos or edits)")
-    if prefer == "cheap" and not params["confirm"] > 0:
-        raise PromptlabError("--prefer cheap picks among candidates the confirmation cannot tell apart: it needs "
-                             "--confirm above 0")
     if params["confirm"] > 0:  # every declared setting is in params, defaults included
         n_val = len(dataset.split("val"))
         held = int(round(n_val * params["confirm"]))
@@ -262,7 +273,7 @@ def build(store: Store, config: RunConfig, run_id: str) -> tuple[object, Optimiz
         "baselines": tuple(PromptTemplate.from_record(b) for b in config.baselines),
         "meta_prompt": config.meta_prompt,
     }
-    params = dict(LEGACY_DEFAULTS) if config.version < 2 else dict(V2_DEFAULTS) if config.version < 3 else {}
+    params = dict({1: LEGACY_DEFAULTS, 2: V2_DEFAULTS, 3: V3_DEFAULTS}.get(config.version, {}))
     params.update(config.strategy_params)
     settings = all_settings()
     for key, value in list(params.items()):
@@ -284,7 +295,8 @@ def build(store: Store, config: RunConfig, run_id: str) -> tuple[object, Optimiz
         task=config.task, max_tokens=config.max_tokens,
         sample_scope=f"seed-{config.seed}" if config.samples == "seed" else run_id, review=config.review,
         confirmset=confirmset, ceilings=dict(config.cost.get("ceilings") or {}),
-        prefer=config.cost.get("prefer", "score"),
+        prefer=config.cost.get("prefer", DEFAULT_PREFER if config.version >= 4 else "score"),
+        demos_apart=strategy.decision.demos_apart,
     )
     return strategy, ctx
 
@@ -295,8 +307,8 @@ def projection(store: Store, config: RunConfig) -> dict:
     n_val, n_confirm = len(ctx.valset), len(ctx.confirmset)
     proj = strategy.projection(len(ctx.trainset), n_val, len(ctx.testset), ctx.budget.max_rounds) | {
         "budget": ctx.budget.max_target_requests, "n_val_search": n_val, "n_confirm": n_confirm,
-        "confirm_calls": strategy.confirm_reserve(n_confirm) if n_confirm else 0,
-        "confidence": strategy.confidence,
+        "confirm_calls": strategy.confirm_reserve(n_confirm, ctx.prefer) if n_confirm else 0,
+        "confidence": strategy.confidence, "harm_margin": strategy.decision.harm_margin, "prefer": ctx.prefer,
     }
     gate = strategy.gate_config
     if proj.get("candidates") and gate.kind != "off":
@@ -322,10 +334,9 @@ def projection_line(proj: dict) -> str:
             line += (f", so the budget tries ~{proj['candidates_in_budget']} candidates where scoring each on all of "
                      f"val would try {proj['candidates_full_val']}")
     if proj.get("n_confirm"):
-        # The smallest gain the one-sided paired sign test at `confidence` can confirm on n examples, even with
-        # every changed answer in the candidate's favour: 0.5**(g n) < 1 - confidence, so g > log2(1/(1-c)) / n.
-        floor = math.log2(1 / (1 - proj["confidence"])) / proj["n_confirm"]
-        line += (f"; {proj['n_confirm']} val examples are held back to confirm the finalists "
+        floor = smallest_shippable_gain(proj["n_confirm"], proj.get("harm_margin", 0.0), proj["confidence"])
+        simplify = " and to simplify the result" if proj.get("prefer") == "simple" else ""
+        line += (f"; {proj['n_confirm']} val examples are held back to confirm the finalists{simplify} "
                  f"(up to {proj['confirm_calls']} calls, inside the budget), so only a gain of at least "
                  f"~{min(1.0, floor):.2f} can replace the baseline" + (" (add rows, or lower --confirm)" if floor > 0.25 else ""))
     return line + "; calls already in the cache are free"
@@ -336,7 +347,7 @@ def budget_problem(proj: dict, flag: str = "the budget") -> str | None:
     need = proj["baseline_calls"] + proj["confirm_calls"]
     if proj["budget"] is not None and proj["budget"] < need:
         held = (f" and hold back {proj['confirm_calls']} for confirming the finalists on the held-back val examples"
-                if proj["confirm_calls"] else "")
+                + (" and simplifying the result" if proj.get("prefer") == "simple" else "") if proj["confirm_calls"] else "")
         return (f"{flag} of {proj['budget']} target calls cannot even score the baseline(s) on the val split "
                 f"({proj['baseline_calls']} calls){held}. Raise it to at least "
                 f"{max(need + 1, proj['target_search']['min'])}" + (", or lower --confirm." if held else "."))
@@ -365,7 +376,7 @@ class RunRequest:
     judge: JudgeSettings | None = None
     review: bool = False  # pause after every round for the analyst's decisions
     ceilings: tuple[str, ...] = ()  # cost ceilings, e.g. ("tokens<=300",)
-    prefer: str = "score"  # or "cheap": the cheapest candidate the confirmation cannot tell from the best
+    prefer: str = DEFAULT_PREFER  # or "score": the decided result, unsimplified
 
 
 @dataclass(frozen=True)

@@ -106,11 +106,15 @@ class PromptTemplate:
                               similar_by if similar_k else "tfidf")
 
     def demos_for(self, text: str) -> tuple[Demo, ...]:
-        """The demos shown with one input: all of them, or its similar_k nearest in the pool."""
-        if not self.similar_k or len(self.demos) <= self.similar_k:
+        """The demos shown with one input: all of them, or its similar_k nearest in the pool. Never the input itself:
+        a pool demo with the input's own text is left out, so an example of the pool (a train row the search probes
+        for failures) is not shown its own answer, and a duplicate of a val or test input cannot answer it."""
+        if not self.similar_k:
             return self.demos
+        if sum(d.text != text for d in self.demos) <= self.similar_k:
+            return tuple(d for d in self.demos if d.text != text)
         return tuple(self.demos[i] for i in nearest(tuple(d.text for d in self.demos), text, self.similar_k,
-                                                    self.similar_by))
+                                                    self.similar_by, skip_same=True))
 
     @classmethod
     def from_text(cls, text: str, system: str | None = None) -> "PromptTemplate":

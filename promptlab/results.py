@@ -17,8 +17,14 @@ from promptlab.models import ModelSpec, relation, spec_from_record
 from promptlab.optimize.base import Counters
 from promptlab.planning import RunConfig
 from promptlab.scoring import Objective, parse_objective
+from promptlab.scoring import stats as S
 from promptlab.store import Store
 from promptlab.text import format_score
+
+
+# The families of candidates made after the search, by the decision (confirmation.py): variants of the result tried on
+# the held-back examples, and the result's parts scored on test. They are shown with the others but are not proposals.
+AFTER_DECISION = ("simplify", "part")
 
 
 def run_setup(store: Store, run_id: str) -> tuple[Dataset, ModelSpec, Objective]:
@@ -162,7 +168,8 @@ def attribution(store: Store, run_id: str, steps: list[dict] | None = None) -> l
         out[label] = {"model": label, "family": p.get("family", "unknown"), "calls": 0, "candidates": 0,
                       "valid": 0, "valid_rate": None, "best_val": None, "wins": 0, "errors": 0, "dropped": {}}
     # Strategies that choose rather than write (few-shot: "fewshot/<method>") have candidates but no calls.
-    for label, family in cands.loc[cands["proposer"] != "baseline", ["proposer", "family"]].drop_duplicates().itertuples(index=False):
+    searched = cands[(cands["proposer"] != "baseline") & ~cands["family"].isin(AFTER_DECISION)]
+    for label, family in searched[["proposer", "family"]].drop_duplicates().itertuples(index=False):
         if label not in out and not any(s["kind"] == "proposal_made" and s["proposer"] == label for s in steps):
             k = int((cands["proposer"] == label).sum())
             out[label] = {"model": label, "family": family, "calls": 0, "candidates": k, "valid": k, "valid_rate": None,
@@ -213,6 +220,9 @@ def _stage_tallies(steps: list[dict], strategy: str) -> tuple[list[dict], int]:
     staged = any(x["kind"] == "stage_started" for x in steps)
     for x in steps:
         kind = x["kind"]
+        if kind == "stage_ended" and stages:
+            stages[-1]["ended"] = x.get("reason")
+            continue
         if kind in ("stage_started", "confirmed", "winner_chosen", "test_scored"):
             if stages:
                 stages[-1].setdefault("end", calls)
@@ -235,23 +245,29 @@ def _stage_tallies(steps: list[dict], strategy: str) -> tuple[list[dict], int]:
 
 def _new_stage(name: str, role: str, calls: int) -> dict:
     """An empty tally for a stage that starts after `calls` target requests, named by its role, else its strategy."""
-    return {"stage": role or name, "strategy": name, "start": calls, "ids": set(), "proposer_calls": 0,
-            "asked": 0, "written": 0, "usable": 0, "leader_after": None}
+    return {"stage": role or name, "strategy": name, "start": calls, "ids": set(), "proposed": set(), "raced": set(),
+            "proposer_calls": 0, "asked": 0, "written": 0, "usable": 0, "copied": 0, "leader_after": None}
 
 
 def _tally(st: dict, x: dict, calls: int) -> int:
     """Count one step of a stage's work into its tally `st`; returns the target requests counted after it."""
     kind = x["kind"]
-    if kind == "candidate_scored":
+    if kind == "candidate_proposed":
+        st["proposed"].add(x["candidate_id"])
+    elif kind == "candidate_scored":
         calls = x.get("target_requests") or calls
         st["ids"].add(x["candidate_id"])
+        if (x.get("n_scored") or 0) > 0 or x.get("status") == "evaluated":
+            st["raced"].add(x["candidate_id"])
         st.setdefault("rounds", set()).add(x.get("round"))
     elif kind == "proposal_made":
         st["proposer_calls"] += 1
         st["usable"] += len(x.get("accepted") or ())
         dropped = x.get("dropped") or {}
         st["written"] += len(x.get("accepted") or ()) + sum(v for k, v in dropped.items() if k != "no_tags")
-        st["asked"] += _asked(x.get("meta_prompt") or "")
+        st["copied"] += dropped.get("copies_input", 0)
+        # recorded since config version 4; before, read from the meta-prompt's wording
+        st["asked"] += x["asked"] if x.get("asked") is not None else _asked(x.get("meta_prompt") or "")
     elif kind == "critique":
         st["proposer_calls"] += 1
     elif kind == "round_finished":
@@ -266,7 +282,9 @@ def _stage_row(st: dict, calls: int, winner: int | None) -> dict:
     rounds = st.get("rounds") or {0}
     return {"stage": st["stage"], "strategy": st["strategy"], "calls": end - st["start"],
             "candidates": len(st["ids"]), "proposer_calls": st["proposer_calls"], "asked": st["asked"],
-            "written": st["written"], "usable": st["usable"], "leader_after": st["leader_after"],
+            "written": st["written"], "usable": st["usable"], "copied": st["copied"],
+            "never_scored": len(st["proposed"] - st["raced"]), "leader_after": st["leader_after"],
+            "ended": STOP_REASONS.get(st.get("ended"), st.get("ended")),  # why it handed over (recorded since v4)
             "result_from_here": winner in st["ids"],
             # where it lies on a trajectory chart's axes: target requests, and rounds
             "span_requests": (st["start"], end), "span_rounds": (min(rounds), max(rounds))}
@@ -292,9 +310,12 @@ def stage_table(stages: list[dict]) -> pd.DataFrame:
     if frame.empty:
         return frame
     frame["result"] = frame["result_from_here"].map({True: "from here", False: ""})
-    return frame[["stage", "calls", "candidates", "proposer_calls", "asked", "written", "usable", "leader_after",
-                  "result"]].rename(columns={"calls": "target calls", "proposer_calls": "proposer calls",
-                                             "leader_after": "leader after"})
+    for col, empty in (("copied", 0), ("never_scored", 0), ("ended", None)):  # reports stored before they were kept
+        frame[col] = frame[col] if col in frame else empty
+    return frame[["stage", "calls", "candidates", "proposer_calls", "asked", "written", "usable", "copied",
+                  "never_scored", "leader_after", "ended", "result"]].rename(
+        columns={"calls": "target calls", "proposer_calls": "proposer calls", "copied": "dropped: copied an input",
+                 "never_scored": "never scored", "leader_after": "leader after", "ended": "why it ended"})
 
 
 def stages_line(stages: list[dict]) -> str | None:
@@ -304,16 +325,22 @@ def stages_line(stages: list[dict]) -> str | None:
     parts = []
     for st in stages:
         props = (f", {st['proposer_calls']} proposer calls, {st['usable']} usable of {st['written']} written"
+                 + (f" ({st['copied']} dropped for copying an input)" if st.get("copied") else "")
                  if st["proposer_calls"] else "")
+        props += f", {st['never_scored']} never scored" if st.get("never_scored") else ""
         lead = f", leader {st['leader_after']:.3f} after it" if st["leader_after"] is not None else ""
         parts.append(f"{st['stage']}: {st['calls']} target calls, {st['candidates']} candidates{props}{lead}"
+                     + (f", ended: {st['ended']}" if st.get("ended") else "")
                      + (" (the result came from here)" if st["result_from_here"] else ""))
     return "stages — " + "; ".join(parts)
 
 
-def best_candidate(steps: list[dict], cands: pd.DataFrame) -> pd.DataFrame:
-    """The run's result as a one-row frame: the candidate its finish named, or (a run still going or stopped)
-    the best on val so far; empty when nothing is scored."""
+def best_candidate(steps: list[dict], cands: pd.DataFrame, chosen: dict | None = None) -> pd.DataFrame:
+    """The run's result as a one-row frame: the candidate the analyst chose over the decision (`chosen`, the run's
+    stored choice), else the one its finish named, or (a run still going or stopped) the best on val so far; empty
+    when nothing is scored."""
+    if chosen and chosen.get("candidate_id") in set(cands["id"]):
+        return cands[cands["id"] == chosen["candidate_id"]]
     finished = next((s for s in reversed(steps) if s["kind"] == "run_finished"), None)
     if finished is not None and finished.get("best_id"):
         return cands[cands["id"] == finished["best_id"]]
@@ -331,7 +358,7 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
     cands = store.candidates(run_id)
     base = cands[cands["proposer"] == "baseline"].head(1)
     finished = next((s for s in reversed(steps) if s["kind"] == "run_finished"), None)
-    best = best_candidate(steps, cands)
+    best = best_candidate(steps, cands, rec.get("chosen"))
     started = next((s for s in steps if s["kind"] == "run_started"), {})
     return {
         "run_id": run_id,
@@ -345,7 +372,7 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         "n_val": started.get("n_val"),
         "n_test": started.get("n_test"),
         "rounds": max([s["round"] for s in steps if s["kind"] == "round_finished"], default=0),
-        "candidates": int((cands["proposer"] != "baseline").sum()),
+        "candidates": int(((cands["proposer"] != "baseline") & ~cands["family"].isin(AFTER_DECISION)).sum()),
         "gated": int((cands["status"] == "gated").sum()),
         "calls_saved_by_gate": int(sum(s.get("calls_saved", 0) for s in steps if s["kind"] == "candidate_scored")),
         **_call_fields(store, run_id, counters or _stored_counters(rec)),
@@ -354,6 +381,11 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         "review": RunConfig.from_record(rec["config"]).review,
         "decisions": _decision_counts(steps),
         "result": _result(steps),
+        "decided_id": finished.get("best_id") if finished else None,  # the decision's result (before any choice)
+        "chosen": rec.get("chosen"),
+        "simplified": [{k: x.get(k) for k in ("candidate_id", "of_id", "change", "accepted", "reading", "cost")}
+                       for x in steps if x["kind"] == "simplified"],
+        "parts": result_parts(store, run_id, steps, cands),
         "stages": stage_report(steps, rec["config"].get("strategy", "")),
         "costs": _result_costs(store, run_id, cands, base, best),
     }
@@ -438,6 +470,13 @@ def cost_line(summary: dict) -> str | None:
         return None
     if summary.get("best_id") is not None and summary.get("best_proposer") == "baseline":
         parts = parts[:1]  # the result is the baseline
+    elif len(parts) == 2:
+        mine, theirs = Cost.from_record(c["result"]), Cost.from_record(c["baseline"])
+        ratios = [f"{a / b:.1f}x the baseline's {what}" for a, b, what in
+                  ((mine.prompt_tokens, theirs.prompt_tokens, "tokens"), (mine.latency_s, theirs.latency_s, "latency"))
+                  if a is not None and b]
+        if ratios:
+            parts[-1] += f" ({', '.join(ratios)})"
     return f"Cost per call ({c.get('split', 'val')}): " + "; ".join(parts)
 
 
@@ -452,7 +491,9 @@ def side_by_side(summaries: list[dict]) -> pd.DataFrame:
 
 # Why a search ended, in words (a run's stored stop reason is the short key).
 STOP_REASONS = {"rounds": "every round ran", "budget": "the budget was spent", "patience": "no progress for its patience",
-                "proposer budget": "the proposer budget was spent", "analyst stopped": "stopped by the analyst"}
+                "proposer budget": "the proposer budget was spent", "analyst stopped": "stopped by the analyst",
+                "share spent": "its share could not race another round's proposals",
+                "no errors": "the leader made no mistake on the train rows probed"}
 
 
 def stop_reason(summary: dict) -> str | None:
@@ -483,7 +524,86 @@ def _result(steps: list[dict]) -> dict | None:
     search, confirm = w.get("search_score"), w.get("confirm_score")
     gap = None if search is None or confirm is None else round(search - confirm, 6)
     return {k: w.get(k) for k in ("winner_id", "reference_id", "replaced_baseline", "diff", "ci", "p_value", "level",
-                                  "n_confirm", "search_score", "confirm_score", "reading")} | {"gap": gap}
+                                  "n_confirm", "search_score", "confirm_score", "reading", "leader_id", "margin",
+                                  "n_from_train")} | {"gap": gap}
+
+
+def leader_line(summary: dict) -> str | None:
+    """When the decision kept the start although the search's leader scored higher on the held-back examples: so,
+    with the leader's held-back gain and CI, and how to ship it anyway; when the analyst chose the result, so. Else
+    None."""
+    r, chosen = summary.get("result") or {}, summary.get("chosen")
+    if chosen:
+        return (f"The analyst chose #{chosen['candidate_id']} as the result over the decision's #{summary.get('decided_id')}"
+                + (f" ({chosen['note']})" if chosen.get("note") else "") + ".")
+    if not r or r.get("replaced_baseline") or not r.get("leader_id") or not (r.get("diff") or 0) > 0:
+        return None
+    lo, hi = r.get("ci") or (None, None)
+    ci = f", {r['level']:.0%} CI [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else ""
+    return (f"The baseline stays the result, although the search's leader #{r['leader_id']} scored {r['diff']:+.3f} over "
+            f"it on the {r['n_confirm']} held-back examples{ci}: the evidence does not rule out that it is worse by "
+            f"{r.get('margin') or 0:g} or more. To ship it anyway: `promptlab runs choose {summary['run_id']} "
+            f"{r['leader_id']}` (or 'Ship #{r['leader_id']} instead' on the Results page).")
+
+
+def simplified_lines(summary: dict) -> list[str]:
+    """What the simplification tried after the decision, one line per variant (the stored readings)."""
+    return [x["reading"] for x in summary.get("simplified") or [] if x.get("reading")]
+
+
+PART_NAMES = {"result": "the result", "instruction_alone": "its instruction alone, without demos",
+              "start_with_demos": "the baseline's instruction with the result's demos", "start": "the baseline"}
+
+
+def result_parts(store: Store, run_id: str, steps: list[dict], cands: pd.DataFrame) -> list[dict]:
+    """What each part of the result adds, on test: the result, its instruction alone, the baseline's instruction with
+    its demos, and the baseline, each with its test score, its difference from the result (paired, 95% CI) and its
+    cost per call on test. [] for runs stored before it, or when the result has no parts (no demos)."""
+    step = next((x for x in reversed(steps) if x["kind"] == "result_parts"), None)
+    setup = _rows_setup(store, run_id) if step else None
+    if step is None or setup is None:
+        return []
+    ds, metric, key, split_seed = setup
+    roles = {"result": step["result_id"], "instruction_alone": step.get("instruction_alone"),
+             "start_with_demos": step.get("start_with_demos"), "start": step["start_id"]}
+    roles = {role: cid for role, cid in roles.items() if cid is not None and cid in set(cands["id"])}
+    picked = cands.set_index("id").loc[list(dict.fromkeys(roles.values()))].reset_index()
+    measured = dict(zip(picked["id"], candidate_costs(store, run_id, picked, "test", setup)))
+    test_idx = ds.split("test", split_seed)["idx"].tolist()
+    rows = {cid: stored_rows(store, pid, key, ds, test_idx) for cid, pid in zip(picked["id"], picked["prompt_id"])}
+    out = []
+    for role, cid in roles.items():
+        cmp = S.compare(metric, rows[cid], rows[roles["result"]]) if role != "result" and len(rows[cid]) else None
+        cost = measured[cid]
+        out.append({"part": PART_NAMES[role], "role": role, "id": int(cid), "test": metric.value(rows[cid]) if len(rows[cid]) else None,
+                    "n": len(rows[cid]), "result_minus_it": None if cmp is None else cmp.diff,
+                    "ci": None if cmp is None else [cmp.ci_low, cmp.ci_high],
+                    "tokens_in": cost.prompt_tokens, "latency_s": cost.latency_s})
+    return out
+
+
+def parts_lines(summary: dict) -> list[str]:
+    """What each part of the result adds on test, in words, each with its cost per call."""
+    parts = {p["role"]: p for p in summary.get("parts") or []}
+    res = parts.get("result")
+    if not res:
+        return []
+    out, shown = [], set()
+    for role, what in (("start_with_demos", "The instruction adds"), ("instruction_alone", "The demos add"),
+                       ("start", "The whole result adds")):
+        p = parts.get(role)
+        if p and p["result_minus_it"] is not None and p["id"] not in shown:
+            shown.add(p["id"])
+            lo, hi = p["ci"]
+            out.append(f"{what} {p['result_minus_it']:+.3f} on test (95% CI [{lo:+.3f}, {hi:+.3f}], n={p['n']}): "
+                       f"#{res['id']} {format_score(res['test'])} against {PART_NAMES[role]} (#{p['id']}) "
+                       f"{format_score(p['test'])}; {_per_call(res)} per call against {_per_call(p)}.")
+    return out
+
+
+def _per_call(part: dict) -> str:
+    tokens = "?" if part.get("tokens_in") is None else f"{part['tokens_in']:.0f} tokens"
+    return tokens + ("" if part.get("latency_s") is None else f", {part['latency_s']:.2f} s")
 
 
 def _decision_counts(steps: list[dict]) -> dict:
@@ -660,7 +780,10 @@ def _report_result(s: dict, base: pd.DataFrame, best: pd.DataFrame) -> list[str]
         f"| result (#{s['best_id']}, {s['best_proposer']}) | {f(s['best_val'])}{_ci_text(best, 'val')} | {f(s['best_test'])}{_ci_text(best, 'test')} |",
         "",
         *([result_line(s), ""] if result_line(s) else []),
+        *[f"- {line}" for line in simplified_lines(s)], *([""] if simplified_lines(s) else []),
+        *([leader, ""] if (leader := leader_line(s)) else []),
         *([cost, ""] if (cost := cost_line(s)) else []),
+        *(["What each part of the result adds:", "", *[f"- {line}" for line in parts], ""] if (parts := parts_lines(s)) else []),
         "Result prompt:",
         "",
         "```text",

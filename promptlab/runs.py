@@ -11,6 +11,7 @@ import math
 import os
 import threading
 import uuid
+from datetime import datetime, timezone
 
 from promptlab.errors import PromptlabError
 from promptlab.optimize.base import CandidateProposed, CandidateScored, Confirmed, Decided, Step, TestScored
@@ -118,6 +119,36 @@ def execute(store: Store, run_id: str, stop: threading.Event | None = None, on_s
         raise
     summary = summarize(store, run_id, ctx.counters) | {"status": status}
     store.finish_run(run_id, status, summary)
+    return summary
+
+
+def choose_result(store: Store, run_id: str, candidate_id: int | None, note: str = "") -> dict:
+    """The analyst ships another candidate than the decision chose (the search's leader the decision kept the
+    baseline over, say), or, with None, goes back to the decision's result. The choice is recorded with the run (the
+    decision's own steps stay as they ran) and every reader of the result (Results, `runs show`, the report, exports)
+    follows it. Returns the run's summary."""
+    rec = store.run_row(run_id)
+    if rec is None:
+        raise PromptlabError(f"no run '{run_id}' (see `runs list`)")
+    if rec["kind"] != "optimize" or rec["status"] != "finished":
+        raise PromptlabError(f"run {run_id} is {rec['status']}: choose its result once it has finished "
+                             "(`runs resume` finishes it)")
+    if candidate_id is not None:
+        cands = store.candidates(run_id)
+        row = cands[cands["id"] == candidate_id]
+        if row.empty:
+            raise PromptlabError(f"run {run_id} has no candidate #{candidate_id} (see `runs show {run_id}`)")
+        if row["val_score"].isna().all() and row["confirm_score"].isna().all():
+            raise PromptlabError(f"candidate #{candidate_id} was never scored on val: choose one the search scored "
+                                 "(the leaderboard in `runs show` lists them)")
+        decided = next((s["best_id"] for s in reversed(store.steps(run_id)) if s["kind"] == "run_finished"), None)
+        if candidate_id == decided:
+            candidate_id = None  # the decision's own result: nothing to override
+    choice = None if candidate_id is None else {"candidate_id": int(candidate_id), "note": note,
+                                                "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    store.choose_result(run_id, choice)
+    summary = summarize(store, run_id)
+    store.finish_run(run_id, rec["status"], summary)
     return summary
 
 

@@ -83,12 +83,14 @@ def _minilm_query(text: str) -> np.ndarray:
     return _embed([text])[0]
 
 
-def nearest(pool: tuple[str, ...], text: str, k: int, by: str = "tfidf") -> list[int]:
+def nearest(pool: tuple[str, ...], text: str, k: int, by: str = "tfidf", skip_same: bool = False) -> list[int]:
     """Indices of the k pool texts most similar to `text`, most similar last (closest to the input
-    when rendered as turns); ties broken by pool order. Deterministic."""
+    when rendered as turns); ties broken by pool order. Deterministic. `skip_same`: pool texts equal to
+    `text` are never picked (the pool is fitted whole, so its cached index serves every input)."""
     if by not in BACKENDS:
         raise PromptlabError(f"unknown similarity '{by}': choose one of {', '.join(BACKENDS)}")
     with _lock:  # the cached fits and the embedding model are shared across evaluation threads
         sims = _minilm_pool(pool) @ _minilm_query(text) if by == "minilm" else _tfidf_sims(pool, text)
-    order = sorted(range(len(pool)), key=lambda i: (-sims[i], i))[:k]
+    candidates = [i for i in range(len(pool)) if not (skip_same and pool[i] == text)]
+    order = sorted(candidates, key=lambda i: (-sims[i], i))[:k]
     return list(reversed(order))

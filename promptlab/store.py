@@ -227,6 +227,8 @@ MIGRATIONS: list[str] = [
     """,
     # the data's own split (a split column or a test file); NULL: promptlab's seeded split
     "ALTER TABLE examples ADD COLUMN split VARCHAR;",
+    # the analyst's choice of a run's result over the decision's ({"candidate_id", "note", "at"}); NULL: the decision's
+    "ALTER TABLE runs ADD COLUMN chosen JSON;",
 ]
 
 
@@ -800,7 +802,7 @@ class Store:
     def run_row(self, run_id: str) -> dict | None:
         with self.transaction() as con:
             cur = con.execute(
-                "SELECT id, kind, dataset_id, status, config, summary, error, pid, host, created_at, updated_at"
+                "SELECT id, kind, dataset_id, status, config, summary, error, pid, host, created_at, updated_at, chosen"
                 " FROM runs WHERE id = ?", [run_id],
             )
             row = cur.fetchone()
@@ -810,7 +812,14 @@ class Store:
         rec = dict(zip(cols, row))
         rec["config"] = json.loads(rec["config"])
         rec["summary"] = json.loads(rec["summary"]) if rec["summary"] else None
+        rec["chosen"] = json.loads(rec["chosen"]) if rec["chosen"] else None
         return rec
+
+    def choose_result(self, run_id: str, choice: dict | None) -> None:
+        """Record the analyst's choice of the run's result ({"candidate_id", "note", "at"}), or clear it (None)."""
+        with self.transaction() as con:
+            con.execute("UPDATE runs SET chosen = ?, updated_at = current_timestamp WHERE id = ?",
+                        [json.dumps(choice) if choice else None, run_id])
 
     def set_run_status(self, run_id: str, status: str, error: str | None = None) -> None:
         with self.transaction() as con:

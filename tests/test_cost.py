@@ -14,6 +14,7 @@ from promptlab.models import make_spec
 
 LONG = "LONGMAGIC: label the sentiment. " + " ".join(["Read the whole text with care before you answer."] * 5)
 SHORT = "SHORTMAGIC: label it."
+SAME = "SAMEMAGIC: label it."
 HALF = "HALF: label it."
 
 
@@ -24,7 +25,7 @@ def target(messages, params):
     text = messages[-1]["content"]
     truth = "positive" if "great" in text else ("negative" if "awful" in text else "neutral")
     odd = int(hashlib.sha256(text.encode()).hexdigest(), 16) % 2
-    if "LONGMAGIC" in system:
+    if "LONGMAGIC" in system or "SAMEMAGIC" in system:  # SAMEMAGIC: LONGMAGIC's answers, for a tenth of the tokens
         return truth if truth != "neutral" or odd else "positive"
     if "SHORTMAGIC" in system:
         return truth if truth != "neutral" or not odd else "positive"
@@ -94,19 +95,28 @@ def test_a_cost_ceiling_is_respected_by_the_result(store, dataset):
     assert "cost" not in store.run_row(free_id)["config"]  # configs without one read as before
 
 
-def test_the_cheapest_within_noise_is_chosen_only_when_the_confirmation_cannot_separate_them(store, dataset):
-    run_id, s = run(store, dataset, proposer(SHORT), "cost-short", prefer="cheap")
+def test_a_cheaper_contender_ships_only_when_the_held_back_examples_show_it_no_worse(store, tmp_path):
+    """After the decision, the cheapest candidate the search could not tell from the result is tried on the held-back
+    examples: it ships (by default) when a non-inferiority test shows it no worse than the result by the margin, and
+    "cannot tell them apart" is not enough. 400 rows: 70 held-back examples, enough to show identical answers are
+    no worse by 0.05."""
+    ds = sentiment_dataset(store, tmp_path, neutral=340)
+    run_id, s = run(store, ds, proposer(SAME), "cost-same")
     r = s["result"]
-    assert s["best_prompt"] == SHORT and r["replaced_baseline"]
-    assert "cannot tell it from" in r["reading"] and "the cheaper, replaces the baseline" in r["reading"]
-    cands = store.candidates(run_id).set_index("text")
-    assert cands.loc[LONG, "confirm_score"] is not None and cands.loc[SHORT, "confirm_score"] is not None
-    # the same search preferring the score keeps the first of the two equals, the long one
-    _, best = run(store, dataset, proposer(SHORT), "cost-short", prefer="score")
-    assert best["best_prompt"] == LONG
-    # a cheaper candidate that is clearly worse is not chosen
-    _, worse = run(store, dataset, proposer(HALF), "cost-half", prefer="cheap")
-    assert worse["best_prompt"] == LONG and "cheaper" not in worse["result"]["reading"]
+    assert r["replaced_baseline"] and s["best_prompt"] == SAME and r["winner_id"] != s["best_id"]
+    tried = {x["change"]: x for x in s["simplified"]}
+    assert tried["cheaper contender"]["accepted"] and f"replaces #{r['winner_id']}" in tried["cheaper contender"]["reading"]
+    assert Cost.from_record(s["costs"]["result"]).prompt_tokens < 20
+    # preferring the score keeps the decided result, the long one
+    _, best = run(store, ds, proposer(SAME), "cost-same", prefer="score")
+    assert best["best_prompt"] == LONG and not best["simplified"]
+    # as accurate but answering differently (half the neutrals each): the test cannot show it no worse, it stays out
+    _, other = run(store, ds, proposer(SHORT), "cost-short")
+    assert other["best_prompt"] == LONG
+    assert all(not x["accepted"] for x in other["simplified"])
+    # a cheaper candidate that is clearly worse does not ship
+    _, worse = run(store, ds, proposer(HALF), "cost-half")
+    assert worse["best_prompt"] == LONG and all(not x["accepted"] for x in worse["simplified"])
 
 
 def test_ceilings_are_checked_with_a_message_that_says_how_to_write_them(store, dataset):
@@ -120,5 +130,7 @@ def test_ceilings_are_checked_with_a_message_that_says_how_to_write_them(store, 
     tgt = make_spec(fakes.script("cost-target", target))
     with pytest.raises(PromptlabError, match="MEASURE<=VALUE"):
         planning.make_config(dataset, tgt, [tgt], ceilings=["tokens=>3"])
-    with pytest.raises(PromptlabError, match="needs --confirm above 0"):
-        planning.make_config(dataset, tgt, [tgt], prefer="cheap", confirm=0)
+    assert "prefer" not in planning.make_config(dataset, tgt, [tgt], prefer="cheap").cost  # read as the default, simple
+    assert planning.make_config(dataset, tgt, [tgt], prefer="score").cost == {"prefer": "score"}
+    with pytest.raises(PromptlabError, match="prefer must be simple or score"):
+        planning.make_config(dataset, tgt, [tgt], prefer="fastest")

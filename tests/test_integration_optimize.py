@@ -101,6 +101,8 @@ def test_auto_with_real_local_models(tmp_path):
     assert s["status"] == "finished" and s["baseline_test"] is not None and s["best_test"] is not None
     assert "stage 1: instructions (arena)" in log and "stage 2: demos (fewshot)" in log and "held back to confirm" in log
     held = int(re.search(r"(\d+) val examples are held back", log).group(1))
-    assert abs(held - 0.6 * (s["n_val"] + held)) <= 1  # 60% of val held back, no search step reads it
-    assert s["result"]["reading"] in log and s["result"]["n_confirm"] in (0, held)  # 0: nothing beat the baseline
-    assert s["best_id"] == s["result"]["winner_id"]
+    assert abs(held - 0.5 * (s["n_val"] + held)) <= 1  # half of val held back, no search step reads it
+    r = s["result"]  # n_confirm 0: nothing beat the baseline; else the held-back val and the unseen train rows
+    assert r["reading"] in log and r["n_confirm"] in (0, held + (r.get("n_from_train") or 0))
+    kept = [x["candidate_id"] for x in s["simplified"] if x["accepted"]]
+    assert s["best_id"] == (kept[-1] if kept else r["winner_id"])  # the decided result, or its simplest variant

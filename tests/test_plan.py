@@ -132,9 +132,9 @@ def test_runs_stored_under_the_old_names_still_read_and_are_found_again(store, t
 
 def test_records_stored_before_the_names_were_unified_are_the_records_stored_now(store, tiny):
     """Frozen records of d9bc65f (tests/data/run_configs_d9bc65f.json): today's make_config with the new names
-    stores the same records (as values; only the key order of the settings moved), they read back to the same
-    configs, and a group of them hashes the same (group.create_group sorts keys), so old runs, benchmark runs and
-    groups are all found again."""
+    stores the same records but for what config version 4 changed (as values; only the key order of the settings
+    moved), they read back to the same configs, and a stored record writes back the same record and hashes the same
+    (group.create_group sorts keys), so old runs, benchmark runs and groups are all found again."""
     import hashlib
     from pathlib import Path
 
@@ -150,9 +150,16 @@ def test_records_stored_before_the_names_were_unified_are_the_records_stored_now
     }
     for name, cfg in now.items():
         assert tiny.id == frozen[name]["dataset_id"]
-        assert cfg.to_record() == frozen[name], name
-        assert planning.RunConfig.from_record(frozen[name]) == cfg, name
-        digest = [hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest() for r in (cfg.to_record(),
+        # config version 4 (issue 31) changed these and nothing else: the decision's new settings and its share held
+        # back, and the default meta-prompt's wording (never copy an example); the names are those stored before
+        v4 = {"harm_margin": 0.02, "simplify_margin": 0.05} | ({"confirm": 0.5} if name != "arena" else {})
+        expected = dict(frozen[name], version=4, meta_prompt=cfg.meta_prompt,
+                        strategy_params=frozen[name]["strategy_params"] | v4)
+        assert cfg.to_record() == expected, name
+        assert planning.RunConfig.from_record(expected) == cfg, name
+        old = planning.RunConfig.from_record(frozen[name])  # a stored v3 record reads back and writes the same record
+        assert old.version == 3 and old.to_record() == frozen[name], name
+        digest = [hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest() for r in (old.to_record(),
                                                                                                 frozen[name])]
         assert digest[0] == digest[1], name
     with pytest.raises(PromptlabError, match="budget_calls is now budget"):

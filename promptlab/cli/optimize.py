@@ -30,10 +30,11 @@ def register(sub) -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--metric", help="default: accuracy for labels, the dataset's own scoring otherwise")
     constraint_arg(p, cost=True)
-    p.add_argument("--prefer", choices=planning.PREFER, default="score",
-                   help="the result: the best confirmed candidate (score), or the one with the fewest prompt tokens "
-                        "per call that the held-back examples cannot tell from it and that also beats the baseline "
-                        "(cheap)")
+    p.add_argument("--prefer", choices=(*planning.PREFER, *planning.PREFER_ALIASES), default=planning.DEFAULT_PREFER,
+                   help="what ships after the decision: simple (the default) tries the result's parts away (fixed demos "
+                        "for per-input ones, the baseline's instruction, fewer demos) and ships the simplest, cheapest "
+                        "variant the held-back examples show no worse than it beyond the simplification margin; score "
+                        "ships the decided result as it is (cheap: the same as simple)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", type=int, help="max target calls for the search (test scoring is extra)")
     p.add_argument("--max-proposer-calls", type=int)

@@ -22,6 +22,14 @@ def register(sub) -> None:
     p = rn.add_parser("resume", parents=[OPTIONS], help="finish an interrupted run without repeating calls")
     p.add_argument("run_id")
     p.set_defaults(func=cmd_runs_resume)
+    p = rn.add_parser("choose", parents=[OPTIONS],
+                      help="ship another candidate than the decision chose (the search's leader the decision kept the "
+                           "baseline over, say); every reader of the result and every export follows")
+    p.add_argument("run_id")
+    p.add_argument("candidate", type=int, nargs="?", help="the candidate's id (see runs show); leave it out with --undo")
+    p.add_argument("--note", default="", help="why, kept with the choice")
+    p.add_argument("--undo", action="store_true", help="go back to the decision's own result")
+    p.set_defaults(func=cmd_runs_choose)
 
 
 def cmd_runs_list(args) -> int:
@@ -120,6 +128,20 @@ def cmd_runs_show(args) -> int:
     return 0
 
 
+def cmd_runs_choose(args) -> int:
+    if args.undo == (args.candidate is not None):
+        raise PromptlabError("give a candidate id (runs choose RUN ID), or --undo to go back to the decision's result")
+    store = open_store(args)
+    summary = runs.choose_result(store, args.run_id, None if args.undo else args.candidate, args.note)
+    if args.json:
+        print_json(summary)
+        return 0
+    print(results.leader_line(summary) or f"The result of {args.run_id} is the decision's again: #{summary['best_id']}.")
+    print(f"result #{summary['best_id']} ({summary['best_proposer']})  val {fmt(summary['best_val'])}  "
+          f"test {fmt(summary['best_test'])}")
+    return 0
+
+
 def cmd_runs_resume(args) -> int:
     store = open_store(args)
     if G.is_group(args.run_id):
@@ -184,8 +206,8 @@ def step_line(step) -> str | None:
     if k == "confirmed":
         ci = step.confirm_ci or (None, None)
         return (f"confirm #{step.candidate_id}: {fmt(step.confirm_score)} [{fmt(ci[0])}, {fmt(ci[1])}] on "
-                f"{step.n_confirm} held-back val examples (search score {fmt(step.search_score)})")
-    if k == "winner_chosen":
+                f"{step.n_confirm} held-back examples (search score {fmt(step.search_score)})")
+    if k in ("winner_chosen", "simplified"):
         return step.reading
     if k == "test_scored":
         return f"test #{step.candidate_id}: {fmt(step.test_score)} [{fmt(step.test_ci[0])}, {fmt(step.test_ci[1])}] n={step.n_test}"
@@ -204,10 +226,10 @@ def print_run(store, s: dict) -> None:
     print(f"baseline  val {fmt(s['baseline_val'])}  test {fmt(s['baseline_test'])}")
     print(f"result #{s['best_id']} ({s['best_proposer']})  val {fmt(s['best_val'])}  test {fmt(s['best_test'])}"
           f"  (val n={s['n_val']}, test n={s['n_test']})")
-    if line := results.result_line(s):
-        print(line)
-    if line := results.cost_line(s):
-        print(line)
+    for line in [results.result_line(s), *results.simplified_lines(s), results.leader_line(s), results.cost_line(s),
+                 *results.parts_lines(s)]:
+        if line:
+            print(line)
     print("result prompt:\n  " + (s["best_prompt"] or "").replace("\n", "\n  "))
     board = results.leaderboard(store, s["run_id"])
     print("\nleaderboard (val; test where scored; tokens in and median latency per call on val)")

@@ -62,7 +62,7 @@ class Arena(ProposerSettings, PoolStrategy):
         if self.demos in (None, "none", 0, "0"):
             return ()
         k = None if self.demos == "per-label" else int(self.demos)
-        return stratified_demos(ctx.trainset, ctx.dataset, k, np.random.default_rng([ctx.seed, 2]))
+        return stratified_demos(ctx.demo_rows, ctx.dataset, k, np.random.default_rng([ctx.seed, 2]))
 
     @property
     def fixed_format(self) -> str:
@@ -144,16 +144,18 @@ class Arena(ProposerSettings, PoolStrategy):
         needs_input = any(b.user.strip() != "{input}" for b in self.baselines)  # the text sits inside the prompt
         lo, hi = ctx.metric.range
         fixed = self.demo_set(ctx)
-        rounds = Rounds(ctx, pool, self.patience, self.evidence)
+        inputs = ctx.input_index() if self.copy_screen else None
+        rounds = Rounds(ctx, pool, self.patience, self.evidence, self.candidates if self.raced_patience else 0)
         for round_ in rounds:
             if not ctx.can_propose():
                 return "proposer budget", rounds.done
+            with_demos = _demos_of(rounds.best.template) if self.leader_demos else (fixed, self.fixed_format, 0, "tfidf")
+            mistake_pool = self._mistake_pool(ctx, rounds.best, with_demos)
+            short = self._cannot_race(ctx, rounds.best, mistake_pool) if self.raced_patience else None
+            if short:
+                return short, rounds.done
             drawn = [self.proposers[i] for i in self.draw(draw_rng, appearances)]
             yield RoundStarted(round_, tuple(p.label for p in drawn))
-            with_demos = _demos_of(rounds.best.template) if self.leader_demos else (fixed, self.fixed_format, 0, "tfidf")
-            demos = with_demos[0]
-            # a demo's own example would show up as an easy "success" in the mistake probe
-            mistake_pool = ctx.trainset[~ctx.trainset["idx"].isin([d.idx for d in demos])] if demos else ctx.trainset
             try:
                 angles = P.draw_angles(self.candidates, ctx.dataset.kind, angle_rng) if self.angles else ()
                 meta = self._meta_prompt(ctx, rng, rounds.best, pool, mistake_pool, needs_input, lo, hi, with_demos,
@@ -161,6 +163,7 @@ class Arena(ProposerSettings, PoolStrategy):
             except BudgetExhausted:
                 return "budget", rounds.done
             round_cands: list[Cand] = []
+            repeats = 0
             parents = tuple(c.id for c in pool.top(self.top_k))
             reason = None
             for slot, spec in enumerate(drawn):
@@ -171,17 +174,40 @@ class Arena(ProposerSettings, PoolStrategy):
                 if spec.is_local:
                     params["seed"] = int(rng.integers(0, 2**31 - 1))  # reproducible sampling on llama.cpp
                 reply = ctx.propose(spec, meta, params, sample=f"r{round_}/s{slot}/{spec.model}")
-                round_cands += yield from take_proposals(
+                kept, repeated = yield from take_proposals(
                     ctx, pool, round_, spec, reply, meta, parents, self.candidates, needs_input,
                     self.max_prompt_chars,
                     lambda text: PromptTemplate.from_text(text).with_demos(*with_demos),
-                    rejected=self._rejected_texts(pool), angles=angles,
+                    rejected=self._rejected_texts(pool), angles=angles, inputs=inputs,
                 )
+                round_cands += kept
+                repeats += repeated
             reason = (yield from rounds.score(round_cands, self.gate_config)) or reason
-            stop = yield from rounds.end(round_, round_cands, reason)
+            stop = yield from rounds.end(round_, round_cands, reason, repeats)
             if stop:
                 return stop, rounds.done
         return "rounds", rounds.done
+
+    def _mistake_pool(self, ctx: OptimizeContext, best: Cand, with_demos: tuple) -> pd.DataFrame:
+        """Train rows the best prompt's mistakes are read from: none of its own demos, nor of the demos the round's
+        instructions will ship with (a demo's own example shows up as an easy "success")."""
+        if ctx.demos_apart:
+            return ctx.probe_rows(best.template, PromptTemplate().with_demos(*with_demos))
+        demos = with_demos[0]
+        return ctx.trainset[~ctx.trainset["idx"].isin([d.idx for d in demos])] if demos else ctx.trainset
+
+    def _cannot_race(self, ctx: OptimizeContext, best: Cand, mistake_pool: pd.DataFrame) -> str | None:
+        """Why a round must not start: the budget left cannot race every proposal it would ask for to the race's first
+        rung (with the mistake probe before it), so its proposals would be written and never scored. "budget" when the
+        run's budget is short, "share spent" when the stage's share is; None when the round fits."""
+        k = len(self.proposers) if not self.arena else min(self.arena, len(self.proposers))
+        need = k * self.candidates * ctx.first_rung(self.minibatch_size)
+        if self.n_mistakes and len(mistake_pool):
+            probe = stratified_sample(mistake_pool, self.mistake_sample, seed=ctx.seed)
+            need += len(ctx.new_requests(best.template, probe))
+        if not ctx.can_score(need, stage=False):
+            return "budget"
+        return None if ctx.can_score(need) else "share spent"
 
     @property
     def reply_tokens(self) -> int:
@@ -199,6 +225,7 @@ class Arena(ProposerSettings, PoolStrategy):
             rest = shuffled.drop(per_label.index).head(max(0, self.n_examples - len(per_label)))
             sample = per_label if len(per_label) >= self.n_examples else pd.concat([per_label, rest])
             examples = tuple(zip(sample["text"], sample["label"]))
+            ctx.show(sample)
         mistakes, confusion, spread = (), "", ""
         if self.n_mistakes and len(mistake_pool):
             probe = stratified_sample(mistake_pool, self.mistake_sample, seed=ctx.seed)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Generator, ClassVar
 
 from promptlab.optimize.base import OptimizeContext, Step
-from promptlab.optimize.chain import StageStarted
+from promptlab.optimize.chain import StageEnded, StageStarted
 from promptlab.optimize.pool import Pool, PoolStrategy
 from promptlab.optimize.settings import setting
 
@@ -94,6 +94,8 @@ class Auto(PoolStrategy):
                 yield StageStarted(i + 1, stage.name, ctx.stage_cap, role)
                 reason, r = yield from stage.search(ctx, pool)
                 rounds += r
+                if self.raced_patience:
+                    yield StageEnded(i + 1, reason)
                 if reason == "analyst stopped":
                     break
         finally:

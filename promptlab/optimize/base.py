@@ -17,6 +17,7 @@ from promptlab.cost import describe_ceilings
 from promptlab.calls import cached_complete
 from promptlab.data import Dataset, stratified_order, stratified_sample
 from promptlab.evaluate import EvalResult, evaluate
+from promptlab.optimize import prompts as P
 from promptlab.prompt import PromptTemplate
 from promptlab.language import detect_language
 from promptlab.models import Completion, ModelSpec
@@ -86,6 +87,7 @@ class ProposalMade(Step):
     dropped: dict = field(default_factory=dict)  # reason -> count
     repaired: dict = field(default_factory=dict)  # repair -> count (kept candidates fixed in harmless ways)
     cached: bool = False
+    asked: int | None = None  # prompts the call asked for (None: stored before it was recorded)
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,9 @@ class WinnerChosen(Step):
     search_score: float | None
     confirm_score: float | None
     reading: str
+    leader_id: int | None = None  # the first finalist: the search's leader the baseline was tested against
+    margin: float = 0.0  # the harm margin of the test (0: "not better", as runs stored before it tested)
+    n_from_train: int = 0  # of n_confirm, train rows no search step read (the rest: held-back val)
 
 
 @dataclass(frozen=True)
@@ -251,8 +256,14 @@ class OptimizeContext:
     # cheapest candidate the confirmation cannot tell from the best (RunConfig.cost).
     ceilings: dict = field(default_factory=dict)
     prefer: str = "score"
+    # No example judges itself (config version >= 4): demos come only from train rows whose input is not also a val or
+    # test input, and a prompt's failures are probed only on rows that are not among its own demos. Runs stored before
+    # replay as they ran.
+    demos_apart: bool = False
     _requested: dict = field(default_factory=dict, repr=False)  # prompt id -> example idx already asked for
     _memo: dict = field(default_factory=dict, repr=False)
+    # every example idx a search step read or showed (scored, shown to a proposer): what the decision may not use
+    seen: set = field(default_factory=set, repr=False)
 
     def ceiling_note(self) -> str:
         """What proposers are told of the cost ceilings: '' without any."""
@@ -269,6 +280,45 @@ class OptimizeContext:
         if "_race_order" not in self._memo:
             self._memo["_race_order"] = stratified_order(self.valset, self.seed, self.dataset.has_labels)
         return self._memo["_race_order"]
+
+    @property
+    def demo_rows(self) -> pd.DataFrame:
+        """The train rows demonstrations may be drawn from: with `demos_apart`, not one whose input text is also a val
+        or test input (a duplicate would show that example its own answer)."""
+        if not self.demos_apart:
+            return self.trainset
+        if "_demo_rows" not in self._memo:
+            held = set(self.valset["text"]) | set(self.testset["text"])
+            if len(self.confirmset):
+                held |= set(self.confirmset["text"])
+            self._memo["_demo_rows"] = self.trainset[~self.trainset["text"].isin(held)]
+        return self._memo["_demo_rows"]
+
+    def probe_rows(self, *templates: PromptTemplate) -> pd.DataFrame:
+        """The train rows on which the failures of these prompts may be probed (the mistakes shown to proposers and the
+        critic): with `demos_apart`, none of their fixed demos. (A pool prompt never shows an input itself: see
+        PromptTemplate.demos_for.)"""
+        if not self.demos_apart:
+            return self.trainset
+        own = {d.idx for t in templates if not t.similar_k for d in t.demos}
+        return self.trainset[~self.trainset["idx"].isin(own)]
+
+    def input_index(self):
+        """The inputs a proposal must not copy (train and val, the held-back part included), built once per run."""
+        if "_inputs" not in self._memo:
+            texts = list(self.trainset["text"]) + list(self.valset["text"])
+            if len(self.confirmset):
+                texts += list(self.confirmset["text"])
+            self._memo["_inputs"] = P.input_index(texts)
+        return self._memo["_inputs"]
+
+    def first_rung(self, minibatch_size: int) -> int:
+        """Examples a candidate's race reads first: what the smallest useful score of a new proposal costs."""
+        return min(minibatch_size, len(self.valset))
+
+    def show(self, examples: pd.DataFrame) -> None:
+        """Record rows a search step showed (to a proposer, say) without scoring them: the decision does not use them."""
+        self.seen.update(int(i) for i in examples["idx"])
 
     @property
     def language(self) -> str:
@@ -301,6 +351,7 @@ class OptimizeContext:
             max_tokens=self.max_tokens, run_id=self.run_id,
         )
         self._requested.setdefault(prompt.id, set()).update(fresh)
+        self.seen.update(fresh)
         if budgeted:
             self.counters.target_requests += len(fresh)
         self.counters.target_calls += result.calls

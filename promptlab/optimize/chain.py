@@ -21,6 +21,16 @@ class StageStarted(Step):
 
 
 @dataclass(frozen=True)
+class StageEnded(Step):
+    """Why a stage handed over (config version >= 4): its rounds ran, its share could not race another round, patience,
+    the budget, ... (the stage's stop reason, as results.STOP_REASONS words it)."""
+
+    kind = "stage_ended"
+    stage: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Chain:
     stages: tuple
 
@@ -44,8 +54,13 @@ class Chain:
     def confidence(self) -> float:
         return self.stages[0].confidence
 
-    def confirm_reserve(self, n_confirm: int) -> int:
-        return self.stages[0].confirm_reserve(n_confirm)
+    def confirm_reserve(self, n_confirm: int, prefer: str = "score") -> int:
+        return self.stages[0].confirm_reserve(n_confirm, prefer)
+
+    @property
+    def decision(self):
+        """Whose settings the decision at the end reads (confirmation.decide): the first stage's."""
+        return self.stages[0]
 
     def starts(self, ctx: OptimizeContext):
         return self.stages[0].starts(ctx)
@@ -71,6 +86,8 @@ class Chain:
                 yield StageStarted(i + 1, stage.name, ctx.stage_cap)
                 reason, r = yield from stage.search(ctx, pool)
                 rounds += r
+                if self.decision.raced_patience:
+                    yield StageEnded(i + 1, reason)
         finally:
             ctx.stage_cap = None
         return reason, rounds

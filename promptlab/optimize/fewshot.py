@@ -98,10 +98,17 @@ class FewShot(PoolStrategy):
         correct_cache: dict[int, object] = {}
         rounds = Rounds(ctx, pool, self.patience, self.evidence)
         for round_ in rounds:
+            short = self._cannot_race(ctx, methods, len(instructions), correct_cache) if self.raced_patience else None
+            if short:  # a trial the budget cannot score on its first rung would only be drawn and dropped
+                return short, rounds.done
             yield RoundStarted(round_, ("fewshot",))
             round_cands: list[Cand] = []
             reason = None
             for _ in range(self.trials_per_round):
+                short = self._cannot_race(ctx, methods, len(instructions), correct_cache) if self.raced_patience else None
+                if short:
+                    reason = short
+                    break
                 try:
                     for _attempt in range(4):  # a repeat is told its known value at once, then asked again
                         trial, template, method = self._ask(ctx, study, instructions, methods, sizes, formats,
@@ -133,6 +140,16 @@ class FewShot(PoolStrategy):
                 return stop, rounds.done
         return "rounds", rounds.done
 
+    def _cannot_race(self, ctx: OptimizeContext, methods, n_instructions: int, correct_cache: dict) -> str | None:
+        """"budget" or "share spent" when what is left cannot score one more trial on the race's first rung (with the
+        bootstrapping probe a trial may still need first), else None."""
+        need = ctx.first_rung(self.minibatch_size)
+        if "bootstrapped" in methods and len(correct_cache) < n_instructions:
+            need += min(self.bootstrap_sample, len(ctx.trainset))
+        if not ctx.can_score(need, stage=False):
+            return "budget"
+        return None if ctx.can_score(need) else "share spent"
+
     def _ask(self, ctx, study, instructions, methods, sizes, formats, correct_cache):
         trial = study.ask()
         i = trial.suggest_categorical("instruction", list(range(len(instructions))))
@@ -142,13 +159,16 @@ class FewShot(PoolStrategy):
         fmt = trial.suggest_categorical("format", formats)
         rng = np.random.default_rng([ctx.seed, 3, methods.index(method), k, draw])
         base = instructions[i]
+        rows = ctx.demo_rows
         if method == "random":
-            demos = D.random_demos(ctx.trainset, ctx.dataset, k, rng)
+            demos = D.random_demos(rows, ctx.dataset, k, rng)
         elif method == "stratified":
-            demos = D.stratified_demos(ctx.trainset, ctx.dataset, k, rng)
+            demos = D.stratified_demos(rows, ctx.dataset, k, rng)
         elif method == "bootstrapped":
-            if i not in correct_cache:  # once per instruction: its correct answers on a train sample
-                probe = stratified_sample(ctx.trainset, self.bootstrap_sample, seed=ctx.seed)
+            if i not in correct_cache and rows.empty:  # every train input is also a val or test input: no demos
+                correct_cache[i] = rows
+            if i not in correct_cache:  # once per instruction (its demos stripped): its correct answers on a train sample
+                probe = stratified_sample(rows, self.bootstrap_sample, seed=ctx.seed)
                 res = ctx.score(base, probe)
                 good = res.rows[res.rows["correct"]]
                 picked = probe[probe["idx"].isin(good["example_idx"])]
@@ -157,7 +177,7 @@ class FewShot(PoolStrategy):
                 correct_cache[i] = picked
             demos = D.bootstrapped_demos(correct_cache[i], ctx.dataset, k, rng)
         elif method == "similar":
-            pool_demos = D.similar_pool(ctx.trainset, ctx.dataset, self.similar_pool_size, rng)
+            pool_demos = D.similar_pool(rows, ctx.dataset, self.similar_pool_size, rng)
             return trial, (base.with_demos(pool_demos, fmt, similar_k=k, similar_by=self.similarity) if pool_demos else None), method
         else:
             raise ValueError(f"unknown demo selection method '{method}'")

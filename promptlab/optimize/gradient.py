@@ -79,14 +79,23 @@ class Gradient(ProposerSettings, PoolStrategy):
         angle_rng = np.random.default_rng([ctx.seed, 6])  # its own stream, so runs without angles replay
         needs_input = any(b.user.strip() != "{input}" for b in self.baselines)
         critic, editor = self.critic_spec, self.editor_spec
-        rounds = Rounds(ctx, pool, self.patience, self.evidence)
+        inputs = ctx.input_index() if self.copy_screen else None
+        rounds = Rounds(ctx, pool, self.patience, self.evidence, self.candidates if self.raced_patience else 0)
         for round_ in rounds:
             if not ctx.can_propose():
                 return "proposer budget", rounds.done
-            yield RoundStarted(round_, (critic.label, editor.label))
             current = rounds.best
+            probe_seed = int(rng.integers(0, 2**31 - 1))
+            # failures are read only on rows that are not the prompt's own demos (they would answer themselves)
+            probe = stratified_sample(ctx.probe_rows(current.template), self.error_sample, seed=probe_seed)
+            if self.raced_patience:
+                need = len(ctx.new_requests(current.template, probe)) + self.candidates * ctx.first_rung(self.minibatch_size)
+                if not ctx.can_score(need, stage=False):
+                    return "budget", rounds.done
+                if not ctx.can_score(need):
+                    return "share spent", rounds.done
+            yield RoundStarted(round_, (critic.label, editor.label))
             try:
-                probe = stratified_sample(ctx.trainset, self.error_sample, seed=int(rng.integers(0, 2**31 - 1)))
                 res = ctx.score(current.template, probe)
             except BudgetExhausted:
                 return "budget", rounds.done
@@ -106,26 +115,28 @@ class Gradient(ProposerSettings, PoolStrategy):
             feedback = P.bound_feedback(reply.text if reply.ok else "", self.max_feedback_chars)
             yield Critique(round_, critic.label, current.id, len(wrong), feedback, ask, reply.error)
             round_cands: list[Cand] = []
+            repeats = 0
             reason = None
             if feedback and ctx.can_propose():
                 angles = P.draw_angles(self.candidates, ctx.dataset.kind, angle_rng) if self.angles else ()
                 edit = P.editor_prompt(ctx.task, labels, metric, current.text, feedback, self.candidates,
-                                       needs_input, P.language_rule(ctx.language, self.language), angles)
+                                       needs_input, P.language_rule(ctx.language, self.language), angles,
+                                       no_copy=self.copy_screen)
                 params = {"temperature": self.temperature,
                           "max_tokens": max(self.proposer_max_tokens, 100 + 200 * self.candidates)}
                 if editor.is_local:
                     params["seed"] = int(rng.integers(0, 2**31 - 1))
                 reply = ctx.propose(editor, edit, params, sample=f"r{round_}/editor/{editor.model}")
                 parent = current.template
-                round_cands = yield from take_proposals(
+                round_cands, repeats = yield from take_proposals(
                     ctx, pool, round_, editor, reply, edit, (current.id,), self.candidates, needs_input,
                     self.max_prompt_chars,
                     lambda text: PromptTemplate.from_text(text).with_demos(parent.demos, parent.demo_format, parent.similar_k, parent.similar_by),
-                    angles=angles,
+                    angles=angles, inputs=inputs,
                 )
                 reason = yield from rounds.score(round_cands, self.gate_config)
             # Accepted only when val improves: the pool's best moves only on a strictly higher val score.
-            stop = yield from rounds.end(round_, round_cands, reason)
+            stop = yield from rounds.end(round_, round_cands, reason, repeats)
             if stop:
                 return stop, rounds.done
         return "rounds", rounds.done

@@ -30,7 +30,7 @@ The model must reply with one of those labels. We measure {metric}.
 
 {rejected}{errors}{confusion}## What to write
 Write {n} new instructions that would score higher than every instruction above, each different from all of them.{angles}
-Small models follow short, concrete instructions best: one line per label saying what it means, a hint against the mistakes shown (if any), and a last line "Answer with the label name only." A short example per label, copied from the training examples above, often helps too.
+Small models follow short, concrete instructions best: one line per label saying what it means in general words, a hint against the mistakes shown (if any), and a last line "Answer with the label name only." Never copy a text from the examples or mistakes above into an instruction: solved examples are chosen and sent separately, and an instruction that repeats one is dropped.
 {input_rule}{demos}{language}
 Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags, shaped like this:
 {format}
@@ -52,7 +52,7 @@ We measure {metric}.
 
 {rejected}{errors}## What to write
 Write {n} new instructions that would score higher than every instruction above, each different from all of them.{angles}
-Small models follow short, concrete instructions best: say exactly what to answer, in what form and how long, and add a hint against the low-scoring answers shown (if any). A short example answer, copied from the training examples above, often helps too.
+Small models follow short, concrete instructions best: say exactly what to answer, in what form and how long, and add a hint against the low-scoring answers shown (if any). Never copy an input from the examples above into an instruction: solved examples are chosen and sent separately, and an instruction that repeats one is dropped.
 {input_rule}{demos}{language}
 Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags, shaped like this:
 {format}
@@ -424,6 +424,50 @@ def copies_angle(text: str, angles) -> bool:
     return any(len(words & set(re.findall(r"\w+", a.casefold()))) >= 0.8 * len(words) for a in angles)
 
 
+# A proposal that carries a train or val input word for word is not an instruction but a copied example (seen: one
+# train review pasted as the "definition" of three labels), and one carrying a val input would be judged on its own
+# answer. Eight words in a row is longer than any phrase two texts share by chance and shorter than any copied
+# sentence; an input of four to seven words counts whole.
+COPY_RUN = 8
+COPY_WHOLE = 4
+_WORD = re.compile(r"\w+", re.U)
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(_WORD.findall(text.casefold()))
+
+
+@dataclass(frozen=True)
+class InputIndex:
+    """The word runs of a dataset's inputs that a proposal must not contain (see copies_input)."""
+
+    runs: frozenset  # every COPY_RUN-word run of every input
+    whole: frozenset  # inputs of COPY_WHOLE to COPY_RUN - 1 words, whole
+
+
+def input_index(texts) -> InputIndex:
+    runs, whole = set(), set()
+    for text in texts:
+        words = _words(str(text))
+        if len(words) >= COPY_RUN:
+            runs.update(words[i:i + COPY_RUN] for i in range(len(words) - COPY_RUN + 1))
+        elif len(words) >= COPY_WHOLE:
+            whole.add(words)
+    return InputIndex(frozenset(runs), frozenset(whole))
+
+
+def copies_input(text: str, index: InputIndex | None) -> bool:
+    """Whether a proposal contains an input of the data word for word: a run of COPY_RUN of its words, or the whole of
+    a shorter one (case and punctuation ignored)."""
+    if index is None:
+        return False
+    words = _words(text)
+    if any(words[i:i + COPY_RUN] in index.runs for i in range(len(words) - COPY_RUN + 1)):
+        return True
+    return any(words[i:i + k] in index.whole for k in range(COPY_WHOLE, COPY_RUN)
+               for i in range(len(words) - k + 1)) if index.whole else False
+
+
 def screen(text: str, seen: set[str], needs_input: bool, allowed_fields: set[str], max_chars: int) -> str | None:
     """Why a proposed text is dropped, or None if it is kept. `seen` holds normalized texts so far."""
     if not text.strip():
@@ -477,7 +521,7 @@ Labels: {labels}. We measure {metric}.
 {feedback}
 
 ## What to write
-Write {n} improved versions of the instruction that act on the feedback. Keep what works; one line per label saying what it means; end with "Answer with the label name only."{angles}
+Write {n} improved versions of the instruction that act on the feedback. Keep what works; one line per label saying what it means; end with "Answer with the label name only." Never copy a text from the mistakes into an instruction.{angles}
 {input_rule}{language}
 Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags."""
 
@@ -498,10 +542,12 @@ def critic_prompt(task: str, labels, metric: str, prompt: str, mistakes, spread:
 
 
 def editor_prompt(task: str, labels, metric: str, prompt: str, feedback: str, n: int, needs_input: bool,
-                  language: str = "", angles=()) -> str:
+                  language: str = "", angles=(), no_copy: bool = True) -> str:
+    """The editor's request. `no_copy=False`: the wording of runs stored before copied inputs were dropped."""
     input_rule = ("Keep the placeholder {input} in each instruction exactly where the text must go." if needs_input
                   else "Do not include any text to label: it is sent separately after the instruction.")
-    out = EDITOR_PROMPT.format(task=task.strip(), labels=", ".join(labels), metric=metric, prompt=fence(prompt, 4000),
+    template = EDITOR_PROMPT if no_copy else EDITOR_PROMPT.replace(" Never copy a text from the mistakes into an instruction.", "")
+    out = template.format(task=task.strip(), labels=", ".join(labels), metric=metric, prompt=fence(prompt, 4000),
                                feedback=fence(feedback, 2000), n=n, input_rule=input_rule, language=language,
                                angles=render_angles(angles, "labels" if labels else "open"))
     return out if labels else _open_task(out)

@@ -16,12 +16,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import product
 from typing import Sequence
 
 import numpy as np
 from scipy.optimize import brentq
-from scipy.stats import binomtest, norm
+from scipy.special import gammaln
+from scipy.stats import binomtest, norm, t as student_t
 
 from promptlab.scoring.base import Objective
 from promptlab.scoring.labels import Metric
@@ -151,17 +153,29 @@ class Comparison:
     n: int
     level: float
     lower: float = float("nan")  # the one-sided lower confidence bound of diff at `level`
+    # The test's null hypothesis is "cand is worse than ref by `margin` or more" (0: "cand is not better"); p_value
+    # is for that hypothesis. See `harm_compare`.
+    margin: float = 0.0
 
     @property
     def significant(self) -> bool:
-        """Better beyond noise at `level`: a positive difference whose one-sided paired test rejects "not
-        better" at 1 - level (or, without a test, whose one-sided lower bound is above 0). One-sided because
-        the question is directional: the chance of calling a candidate better when it is not stays 1 - level."""
+        """A positive difference whose one-sided paired test rejects its null hypothesis at 1 - level: "not better"
+        with margin 0, "worse by the margin or more" with a margin (or, without a test, whose one-sided lower bound
+        is above -margin). One-sided because the question is directional: the chance of passing a candidate the null
+        hypothesis describes stays under 1 - level."""
         if not self.diff > 0:
             return False
         if self.p_value is not None:
             return self.p_value < 1 - self.level
-        return self.lower > 0
+        return self.lower > -self.margin
+
+    @property
+    def noninferior(self) -> bool:
+        """Shown no worse than ref by `margin` or more at `level`, whatever the sign of the difference (the
+        simplification's test against the result: a variant may score a little lower and still pass)."""
+        if self.p_value is not None:
+            return self.p_value < 1 - self.level
+        return self.lower > -self.margin
 
 
 def paired_mean_ci(ref: Sequence[float], cand: Sequence[float], level: float = 0.95, n_boot: int = 1000,
@@ -204,6 +218,111 @@ def compare(metric: Objective, ref_rows, cand_rows, level: float = 0.95, n_boot:
     lo, hi = (np.quantile(boots, [alpha, 1 - alpha]) if len(boots) else (np.nan, np.nan))
     lower = float(np.quantile(boots, 1 - level)) if len(boots) else float("nan")
     return Comparison(round(float(diff), 12) + 0.0, float(lo), float(hi), p, n, level, lower)
+
+
+# --- the harm test: is a candidate shown not worse than the reference by `margin` or more? ---------------
+#
+# The confirmation ships a candidate when the held-back examples show it is not worse than the start by the harm
+# margin or more (and it scored higher there): shipping a prompt exactly as good as the start does the analyst no
+# harm, so the test bounds the harm that matters (truly worse by the margin) instead of "not better", and gains the
+# power that "not better" spends on a nearly harmless error (benchmarks/confirm_bench.py). For answers right or wrong
+# the per-example difference is -1, 0 or +1 (a trinomial); with a margin the sign test no longer applies (the null
+# then depends on how many answers differ), so the test is Tango's score statistic (Tango 1998, the standard test of
+# non-inferiority for paired proportions) with its exact unconditional p-value: the largest tail probability over
+# every share of differing answers the null allows, so its level holds at any discordance, small samples included.
+
+EXACT_HARM_MAX_N = 600  # above this the normal approximation of Tango's statistic is used (and is accurate)
+
+
+def tango_z(wins, losses, n: int, margin: float):
+    """Tango's score statistic for H0: P(cand right, ref wrong) - P(ref right, cand wrong) = -margin, at `wins`
+    examples where only the candidate is right and `losses` where only the reference is, out of n (arrays welcome).
+    Large when the candidate is better than the null says."""
+    b, c = np.asarray(wins, dtype=float), np.asarray(losses, dtype=float)
+    d = -float(margin)
+    a_ = 2.0 * n
+    b_ = -b - c + (2.0 * n - b + c) * d
+    c_ = -c * d * (1.0 - d)
+    q = (-b_ + np.sqrt(np.maximum(b_ * b_ - 4.0 * a_ * c_, 0.0))) / (2.0 * a_)  # restricted MLE of P(only ref right)
+    var = n * (2.0 * q + d * (1.0 - d))
+    num = b - c - n * d
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(var > 1e-15, num / np.sqrt(np.maximum(var, 1e-300)), np.sign(num) * np.inf)
+    return z
+
+
+@lru_cache(maxsize=32)
+def harm_table(n: int, margin: float) -> np.ndarray:
+    """p[wins, losses]: the exact unconditional one-sided p-value of Tango's test of H0 "worse by `margin` or more"
+    for every outcome of n paired examples (NaN where wins + losses > n). The sup over the nuisance (the share of
+    examples where only the reference is right) is taken on a fine grid, denser where discordance is low."""
+    b, c = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    ok = (b + c) <= n
+    bs, cs = b[ok], c[ok]
+    z = tango_z(bs, cs, n, margin)
+    order = np.argsort(-z, kind="stable")
+    z_desc = z[order]
+    # each outcome's tail: every outcome whose statistic is at least its own (ties included)
+    last = np.searchsorted(-z_desc, -z + 1e-9, side="right") - 1
+    lo, hi = margin, (1.0 + margin) / 2.0
+    grid = np.unique(np.concatenate([np.linspace(lo, hi, 160), lo + np.geomspace(1e-4, max(hi - lo, 2e-4), 80)]))
+    grid = grid[(grid >= lo) & (grid <= hi)]  # the ends included: every answer differing is a case like any other
+    logfact = gammaln(np.arange(n + 1) + 1.0)  # log k!
+    coef = logfact[n] - logfact[bs] - logfact[cs] - logfact[n - bs - cs]
+    worst = np.zeros(len(bs))
+    for q in grid:  # q: P(only ref right); P(only cand right) = q - margin under H0
+        pb, pc = q - margin, q
+        pe = 1.0 - pb - pc
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logp = coef + np.where(bs > 0, bs * np.log(max(pb, 1e-300)), 0.0) + cs * np.log(pc) \
+                + np.where(n - bs - cs > 0, (n - bs - cs) * np.log(max(pe, 1e-300)), 0.0)
+        tail = np.cumsum(np.exp(logp)[order])
+        worst = np.maximum(worst, tail[last])
+    out = np.full((n + 1, n + 1), np.nan)
+    out[bs, cs] = np.minimum(worst, 1.0)
+    return out
+
+
+def harm_p(wins: int, losses: int, n: int, margin: float) -> float:
+    """One-sided p-value of H0 "the candidate is worse than the reference by `margin` or more" (paired, answers right
+    or wrong). margin 0: the exact sign test (McNemar), as the confirmation used before the harm margin existed."""
+    if margin <= 0:
+        return float(binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue) if wins + losses else 1.0
+    if n <= EXACT_HARM_MAX_N:
+        return float(harm_table(n, round(float(margin), 6))[wins, losses])
+    return float(norm.sf(tango_z(wins, losses, n, margin)))
+
+
+def smallest_shippable_gain(n: int, margin: float, level: float = 0.95) -> float:
+    """The smallest gain the decision's test can pass on n examples, even with every changed answer in the
+    candidate's favour (wins w, losses 0): min w / n with p(w, 0) < 1 - level. 1.0 when none can."""
+    for wins in range(1, n + 1):
+        if harm_p(wins, 0, n, margin) < 1 - level:
+            return wins / n
+    return 1.0
+
+
+def harm_compare(metric: Objective, ref_rows, cand_rows, margin: float, level: float = 0.95, n_boot: int = 1000,
+                 seed: int = 0) -> Comparison:
+    """`compare`, but testing H0 "cand is worse than ref by `margin` or more" (p_value and `lower` refer to it):
+    Tango's exact test for answers right or wrong, a one-sided t test on per-example scores that are fractions, and
+    the bootstrap lower bound for objectives that are not a mean over examples. margin 0 is `compare` itself."""
+    if margin <= 0:
+        return compare(metric, ref_rows, cand_rows, level, n_boot, seed)
+    base = compare(metric, ref_rows, cand_rows, level, n_boot, seed)
+    a, b = _aligned(ref_rows, cand_rows)
+    ea, eb = metric.per_example(a), metric.per_example(b)
+    p = None
+    if ea is not None and len(ea):
+        d = np.asarray(eb, dtype=float) - np.asarray(ea, dtype=float)
+        if np.all(np.isin(np.round(d, 9), (-1.0, 0.0, 1.0))):
+            p = harm_p(int((d > 0.5).sum()), int((d < -0.5).sum()), len(d), margin)
+        else:
+            sd = float(d.std(ddof=1)) if len(d) > 1 else 0.0
+            shifted = float(d.mean()) + margin
+            p = (float(student_t.sf(shifted / (sd / np.sqrt(len(d))), len(d) - 1)) if sd > 0
+                 else (0.0 if shifted > 0 else 1.0))
+    return Comparison(base.diff, base.ci_low, base.ci_high, p, base.n, level, base.lower, margin)
 
 
 def holm(p_values: Sequence[float | None]) -> list[float | None]:
