@@ -53,7 +53,8 @@ def default_task(dataset: Dataset) -> str:
 # simplification of the result or its parts on test, and with the search that neither raced every proposal nor
 # dropped copied inputs nor kept a prompt's own demos out of its probes, as they ran.
 V3_DEFAULTS = {"harm_margin": 0.0, "raced_patience": False, "copy_screen": False, "demos_apart": False,
-               "decide_on_unseen": False, "test_parts": False, "simplify_reserve": 0}
+               "decide_on_unseen": False, "second_look": False, "test_parts": False,
+               "simplify_reserve": 0}
 V2_DEFAULTS = {"demo_instructions_share": 0.0, "evidence": False, "factorial_start": False, "angles": False} | V3_DEFAULTS
 LEGACY_DEFAULTS = {"gate": "ci", "gate_level": 0.8, "minibatch_size": 24, "confirm": 0.0, "show_rejected": 0,
                    "language": "off", "trials_per_round": 4} | V2_DEFAULTS

@@ -525,7 +525,7 @@ def _result(steps: list[dict]) -> dict | None:
     gap = None if search is None or confirm is None else round(search - confirm, 6)
     return {k: w.get(k) for k in ("winner_id", "reference_id", "replaced_baseline", "diff", "ci", "p_value", "level",
                                   "n_confirm", "search_score", "confirm_score", "reading", "leader_id", "margin",
-                                  "n_from_train")} | {"gap": gap}
+                                  "n_from_train")} | {"gap": gap, "looks": w.get("looks", 1)}
 
 
 def leader_line(summary: dict) -> str | None:
@@ -539,7 +539,7 @@ def leader_line(summary: dict) -> str | None:
     if not r or r.get("replaced_baseline") or not r.get("leader_id") or not (r.get("diff") or 0) > 0:
         return None
     lo, hi = r.get("ci") or (None, None)
-    ci = f", {r['level']:.0%} CI [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else ""
+    ci = f", {S.level_text(r['level'])} CI [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else ""
     return (f"The baseline stays the result, although the search's leader #{r['leader_id']} scored {r['diff']:+.3f} over "
             f"it on the {r['n_confirm']} held-back examples{ci}: the evidence does not rule out that it is worse by "
             f"{r.get('margin') or 0:g} or more. To ship it anyway: `promptlab runs choose {summary['run_id']} "

@@ -160,6 +160,42 @@ def test_the_decision_reads_train_rows_no_search_step_saw_kept_to_the_label_mix(
     assert "train rows no search step read" in r["reading"]
 
 
+def _tweak_target(wrong_every: int):
+    """Right except on examples numbered 0 mod 20; with 'TWEAK' in its instruction, right except on those numbered 10
+    mod `wrong_every` instead: a small gain whose size the modulus sets."""
+    def answer(messages, params):
+        system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+        truth, k = _truth(messages[-1]["content"]), _number(messages[-1]["content"])
+        wrong = k % wrong_every == 10 if "TWEAK" in system else k % 20 == 0
+        return ("negative" if truth != "negative" else "positive") if wrong else truth
+    return answer
+
+
+def _tweak_run(store, ds, wrong_every: int, budget: int):
+    tgt = make_spec(fakes.script(f"tweak-target-{wrong_every}", _tweak_target(wrong_every)))
+    prop = make_spec(fakes.script("tweak-prop", lambda m, p: "<prompt>TWEAK: label it.</prompt>"))
+    cfg = planning.make_config(ds, tgt, [prop], seed=3, strategy="arena", rounds=1, candidates=1, minibatch_size=6,
+                               budget=budget)
+    return runs.execute(store, runs.create_run(store, cfg))["result"]
+
+
+def test_a_failed_first_look_is_tested_again_on_the_rows_the_simplification_held_back(store, tmp_path):
+    """When the budget held back for the simplification could pay for a second look at more unseen train rows (known
+    before the first look), each look tests at half the level. A leader that leads but fails the first look is tested
+    again on all the examples; one that passes the first look takes no second; with the budget to read every unseen row
+    at once there is one look at the full level."""
+    ds = sentiment_dataset(store, tmp_path, neutral=540)  # 600 rows
+    again = _tweak_run(store, ds, 28, 900)  # a tiny gain: fails both looks
+    assert again["looks"] == 2 and again["level"] == 0.975 and not again["replaced_baseline"] and again["diff"] > 0
+    assert "after a second look" in again["reading"] and "not below 0.025" in again["reading"]
+    first = _tweak_run(store, ds, 30, 900)  # a clearer one: passes the first look
+    assert first["looks"] == 1 and first["level"] == 0.975 and first["replaced_baseline"]
+    assert again["n_confirm"] > first["n_confirm"]  # the second look read more rows (the same search, the same first)
+    assert "97.5% CI" in first["reading"]
+    once = _tweak_run(store, ds, 30, 1000)  # the first look reads all it can: one look, the full level
+    assert once["looks"] == 1 and once["level"] == 0.95 and once["replaced_baseline"]
+
+
 def _held_back(store, run_id):
     cfg = planning.RunConfig.from_record(store.run_row(run_id)["config"])
     return len(planning.build(store, cfg, "probe")[1].confirmset)

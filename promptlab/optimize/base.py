@@ -181,6 +181,7 @@ class WinnerChosen(Step):
     leader_id: int | None = None  # the first finalist: the search's leader the baseline was tested against
     margin: float = 0.0  # the harm margin of the test (0: "not better", as runs stored before it tested)
     n_from_train: int = 0  # of n_confirm, train rows no search step read (the rest: held-back val)
+    looks: int = 1  # 2: the test ran again on more unseen train rows after the first look failed (each at half the level)
 
 
 @dataclass(frozen=True)

@@ -510,6 +510,10 @@ class PoolStrategy:
     demos_apart: bool = True
     # the decision also reads the train rows no search step read or showed (confirmation.decision_set);
     decide_on_unseen: bool = True
+    # a second look: when the first test fails and the budget the simplification held back can pay for more unseen
+    # train rows, the finalists are tested again on all the examples, each look at half the level (Bonferroni: the
+    # harm bound holds over both). Decided before the first look from the rows and budget left, never from its answers.
+    second_look: bool = True
     # the result's parts (its instruction alone, the start's instruction with its demos) are scored on test with it.
     test_parts: bool = True
     # variants of the result the budget holds back room for, to simplify it after the decision (prefer "simple").

@@ -370,3 +370,8 @@ def power_line(n: int, seeds: int, **assumptions) -> str:
             f"(80% power at 95%, two-sided; assuming about {d:.0%} of answers change between prompts and a "
             f"seed-to-seed spread of {sd:.2f} in the gain). More test examples shrink the first term, more seeds the "
             "second.")
+
+
+def level_text(level: float) -> str:
+    """'95%', or '97.5%' for a level that is not a whole percent (a decision's second look tests at half the level)."""
+    return f"{level:.0%}" if abs(level * 100 - round(level * 100)) < 1e-9 else f"{level:.1%}"
