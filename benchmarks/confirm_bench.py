@@ -14,7 +14,14 @@ scored higher than the start there (observed difference > 0) and its rule's test
 - "sign": the exact sign test (McNemar) of "not better" (margin 0), the rule before;
 - "harm 0.02": Tango's exact unconditional test of "worse than the start by 0.02 or more" (`stats.harm_table`). It
   bounds the harm that matters: a prompt truly worse by 0.02 or more ships in at most 5% of searches, while
-  shipping an equally good prompt does no harm.
+  shipping an equally good prompt does no harm;
+- "harm 0.02, 2 looks" (and "(n2 = 0.5 n1)", --two-looks): the same test with a second look, as
+  `promptlab.optimize.confirmation.decide` takes it when the budget held back for the simplification could pay for
+  more unseen train rows (known before the first look): each look tests at half the level (2.5%, Bonferroni); when
+  no finalist passes the first look on the n1 held-back examples and the first finalist scored higher than the start
+  there, the finalists and the start are scored on n2 fresh examples (n2 = n1, or n1 / 2) and the sequence is tested
+  again on all n1 + n2. The second look's examples are not counted against the design (in the product they are the
+  rows the simplification would have used).
 
 A design is a rule, a share held back and a number of finalists. The chosen design maximizes the mean true gain of
 what ships (0 when the start stays), averaged over the scenarios "one +0.10" and "one +0.05" and both
@@ -25,24 +32,28 @@ Measured per design, scenario, discordance and val size:
 - harm rate: P(a candidate truly worse than the start by 0.02 or more ships);
 - false ship: P(a candidate not truly better ships), the measure before;
 - power: P(a candidate truly better by +0.10 ships) ("—" where the scenario has none);
-- mean true gain of what ships, per search.
+- mean true gain of what ships, per search;
+- second look: P(the second look is taken) (two-look rules).
 
 Simulation: per replicate, a start's answers on val (140 examples: a 400-row file under the default 30/35/35 split;
 100: DSPy's 50/100/200 split; --val-sizes) and K candidates' answers that differ from the start's on a share
 `discordance` of the examples, with true gains as the scenario says; racing is not modelled (every candidate reads
 all of the search part), which makes the search's pick as good as it can be. Every design reads the same replicates
-(common random numbers), so the differences between designs are not noise between draws.
+(common random numbers), so the differences between designs are not noise between draws; a second look's fresh
+examples come from a stream of their own, so adding two-look designs leaves the others' figures as they were.
 
-Exact (no simulation): the chance that one test passes a finalist truly at -0.02, at every n_confirm, and the
+Exact (no simulation): the chance that one test passes a finalist truly at -0.02, at every n_confirm (and 50, 70,
+80: the real runs' n ~ 80), the chance that the two-look rule ships it at look 1 or look 2 (the first look's
+outcomes that lead without passing, convolved with the second's), at the same n1, and the
 simplification step's acceptance rate: a variant V of the shipped result W is accepted when Tango's test of "V worse
 than W by m or more" rejects at 5%, whatever the sign of the observed difference, against "cannot tell them apart"
 (a two-sided sign test that does not reject).
 
 Real pairs (--real): pairs (a run's start and a candidate) scored on the same test examples in benchmark runs; their
 answers are the population, and confirmation sets of n_confirm examples are drawn from them (the confirmation
-alone: one finalist, no search): per val size, rule and share, the harm rate over pairs whose test gain is
-<= -0.02, the ship rate over pairs better by >= 0.10, and the mean test gain shipped over all pairs. Stores that do
-not exist (yet) are skipped with a one-line message.
+alone: one finalist, no search; a second look draws its n2 examples from them too): per val size, rule and share,
+the harm rate over pairs whose test gain is <= -0.02, the ship rate over pairs better by >= 0.10, and the mean test
+gain shipped over all pairs. Stores that do not exist (yet) are skipped with a one-line message.
 
 Writes the "confirmation" section of benchmarks/RESULTS.md and benchmarks/confirm_results.json.
 """
@@ -57,6 +68,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from scipy.signal import fftconvolve
 from scipy.special import gammaln, xlogy
 from scipy.stats import binom
 
@@ -73,10 +85,27 @@ EPS = 1e-9  # true gains are set from decimals: compare with a tolerance
 OLD_DEFAULT = ("sign", 0.6, 1)
 GOAL_SCENARIOS = ("one +0.10", "one +0.05")  # where the mean true gain shipped chooses the design
 WITHIN = 0.002  # a design this close to the best mean gain at every val size counts as best
+EXACT_N = (50, 70, 80)  # n_confirm of the exact tables besides the simulated ones (the real runs' first look: ~80)
 
 
 def rule_margin(rule: str) -> float:
-    return 0.0 if rule == "sign" else float(rule.split()[1])
+    return 0.0 if rule == "sign" else float(rule.split(",")[0].split()[1])
+
+
+def two_look_rule(second: float) -> str:
+    """The name of the harm rule with a second look of n2 = second * n1 examples."""
+    return f"harm {HARM:g}, 2 looks" + ("" if second == 1 else f" (n2 = {second:g} n1)")
+
+
+def second_share(rule: str) -> float:
+    """n2 / n1 of the rule's second look; 0 for a rule of one look."""
+    if "2 looks" not in rule:
+        return 0.0
+    return float(rule.split("n2 = ")[1].split()[0]) if "n2 = " in rule else 1.0
+
+
+def rule_key(rule: str) -> tuple[float, float]:
+    return rule_margin(rule), second_share(rule)
 
 
 @lru_cache(maxsize=None)
@@ -153,78 +182,135 @@ def shipped(search, wins, losses, conf_gain, order, table, finalists: int, alpha
     return out
 
 
-def _chunk_ships(rng, base, cand, designs, alpha) -> dict:
-    """Shipped index per replicate of one chunk, for every design (rule, share, finalists) on the same answers."""
-    n_val = base.shape[1]
-    out = {}
+def decision(search, order, first: tuple, second: tuple | None, rule: str, finalists: int, alpha: float
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(the index (R,) of the candidate that ships under the rule, -1 where the start stays; where the second look was
+    taken (R,)). `first`, `second`: (n, wins (R, K), losses (R, K)) of every candidate on the first look's examples
+    and on the second look's fresh ones (None: one look). With two looks each tests at alpha / 2 (Bonferroni, as
+    `confirmation.decide`): when no finalist passes the first and the first finalist scored higher than the start
+    there, the sequence is tested again on all n1 + n2 examples."""
+    margin = rule_margin(rule)
+    alpha /= 2 if second else 1
+    n, wins, losses = first
+    ship = shipped(search, wins, losses, (wins - losses) / n, order, p_table(n, margin), finalists, alpha)
+    if second is None:
+        return ship, np.zeros(len(ship), dtype=bool)
+    rows, lead = np.arange(len(order)), order[:, 0]
+    again = (ship < 0) & (search[rows, lead] > 0) & (wins[rows, lead] > losses[rows, lead])
+    n, wins, losses = n + second[0], wins + second[1], losses + second[2]
+    ship2 = shipped(search, wins, losses, (wins - losses) / n, order, p_table(n, margin), finalists, alpha)
+    return np.where(again, ship2, ship), again
+
+
+def _wins_losses(cand: np.ndarray, base: np.ndarray, lo: int, hi: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(n, wins, losses (R, K)) of the candidates against the start on the examples lo:hi."""
+    diff = cand[:, :, lo:hi] - base[:, None, lo:hi]
+    return hi - lo, (diff > 0).sum(axis=2), (diff < 0).sum(axis=2)
+
+
+def _chunk_ships(rng, base, cand, n_val: int, designs, alpha) -> dict:
+    """(shipped index, second look taken) per replicate of one chunk, for every design (rule, share, finalists) on
+    the same answers: the first n_val columns are val, the rest the second look's fresh examples."""
+    out, seconds = {}, {}
     for share in sorted({s for _, s, _ in designs}):
         n_conf = int(round(n_val * share))
         n_search = n_val - n_conf
         search = cand[:, :, :n_search].mean(axis=2) - base[:, None, :n_search].mean(axis=2)
         # finalists: the best few by search score (ties at random)
         order = np.argsort(-(search + rng.random(search.shape) * 1e-6), axis=1)[:, :max(f for *_, f in designs)]
-        diff = cand[:, :, n_search:] - base[:, None, n_search:]
-        wins, losses = (diff > 0).sum(axis=2), (diff < 0).sum(axis=2)
-        conf_gain = diff.mean(axis=2)
+        first = _wins_losses(cand, base, n_search, n_val)
         for rule, s, f in designs:
             if s == share:
-                table = p_table(n_conf, rule_margin(rule))
-                out[(rule, s, f)] = shipped(search, wins, losses, conf_gain, order, table, f, alpha)
+                n2 = int(round(n_conf * second_share(rule)))
+                if n2 and n2 not in seconds:
+                    seconds[n2] = _wins_losses(cand, base, n_val, n_val + n2)
+                out[(rule, s, f)] = decision(search, order, first, seconds.get(n2), rule, f, alpha)
     return out
 
 
-def outcome(ship: np.ndarray, gains: np.ndarray) -> dict:
-    """The design's figures from the shipped index of every replicate."""
+def outcome(ship: np.ndarray, looked: np.ndarray, gains: np.ndarray) -> dict:
+    """The design's figures from the shipped index of every replicate (and where it took a second look)."""
     did = ship >= 0
     g = np.where(did, gains[np.maximum(ship, 0)], 0.0)
     has_good = bool((gains >= 0.1 - EPS).any())
     return {"harm": float((did & (g <= -HARM + EPS)).mean()), "false_ship": float((did & (g <= EPS)).mean()),
             "power": float((did & (g >= 0.1 - EPS)).mean()) if has_good else None,
-            "ships": float(did.mean()), "mean_gain": float(g.mean())}
+            "ships": float(did.mean()), "mean_gain": float(g.mean()), "second_look": float(looked.mean())}
+
+
+def _n_second(n_val: int, design: tuple) -> int:
+    return int(round(int(round(n_val * design[1])) * second_share(design[0])))
 
 
 def simulate(rng, *, n_val: int, gains: np.ndarray, discordance: float, designs: list[tuple], reps: int,
              level: float = 0.95, p_start: float = 0.5, chunk: int = 2000) -> list[dict]:
-    """Every design under one scenario, discordance and val size, on the same replicates."""
+    """Every design under one scenario, discordance and val size, on the same replicates. The second looks' fresh
+    examples (as many as the largest n2) are drawn from a stream spawned off `rng`, which leaves its own draws as
+    they would be without them."""
+    fresh = rng.spawn(1)[0]
+    n_more = max(_n_second(n_val, d) for d in designs)
     ships = {d: [] for d in designs}
     for first in range(0, reps, chunk):
         r = min(chunk, reps - first)
         base = (rng.random((r, n_val)) < p_start).astype(np.int8)
         cand = candidate_answers(rng, base, gains, discordance)
-        for d, s in _chunk_ships(rng, base, cand, designs, 1 - level).items():
+        if n_more:
+            more = (fresh.random((r, n_more)) < p_start).astype(np.int8)
+            base, cand = (np.concatenate([base, more], axis=1),
+                          np.concatenate([cand, candidate_answers(fresh, more, gains, discordance)], axis=2))
+        for d, s in _chunk_ships(rng, base, cand, n_val, designs, 1 - level).items():
             ships[d].append(s)
     rows = []
     for rule, share, f in designs:
         n_conf = int(round(n_val * share))
+        ship, looked = (np.concatenate(x) for x in zip(*ships[(rule, share, f)]))
         rows.append({"n_val": n_val, "discordance": discordance, "rule": rule, "share": share, "finalists": f,
-                     "n_search": n_val - n_conf, "n_confirm": n_conf}
-                    | outcome(np.concatenate(ships[(rule, share, f)]), gains))
+                     "n_search": n_val - n_conf, "n_confirm": n_conf, "n_second": _n_second(n_val, (rule, share, f))}
+                    | outcome(ship, looked, gains))
     return rows
 
 
 # --- exact tables -------------------------------------------------------------------------------------
 
-def harm_level(n: int, margin: float, discordance: float, level: float = 0.95) -> float:
-    """Exact chance that one test passes a candidate truly worse than the start by exactly `margin` (observed
-    difference > 0 and p below the level) when a share `discordance` of the answers differ."""
-    table = p_table(n, margin)
-    prob = trinomial(n, (discordance - margin) / 2, (discordance + margin) / 2)
+def _passes(n: int, margin: float, alpha: float) -> np.ndarray:
+    """[wins, losses] of n paired examples where the test passes: observed difference > 0 and p below alpha."""
     w, l = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
-    return float(prob[(w > l) & (table < 1 - level)].sum())
+    return (w > l) & (p_table(n, margin) < alpha)
 
 
-def exact_harm_levels(n_confirms: list[int], discordances: list[float], level: float) -> list[dict]:
-    """The harm bound checked without simulation: per n_confirm, the level at the scenarios' discordances, the worst
-    over any discordance below 1 (a grid from just above the margin to 0.995), and at discordance 1 (every answer
-    differs: the edge of `harm_table`'s grid, apart because it is no search's case)."""
+def harm_level(n: int, margin: float, discordance: float, level: float = 0.95, n2: int = 0) -> float:
+    """Exact chance that a candidate truly worse than the start by exactly `margin` ships when a share `discordance`
+    of the answers differ: one test at the level on n examples, or (n2 > 0) two looks at half the level each, the
+    second on n + n2 examples, taken when the first fails with the candidate ahead (the first look's outcomes that
+    lead without passing convolved with the n2 fresh examples' outcomes)."""
+    alpha = (1 - level) / (2 if n2 else 1)
+    p_win, p_loss = (discordance - margin) / 2, (discordance + margin) / 2
+    prob = trinomial(n, p_win, p_loss)
+    first = _passes(n, margin, alpha)
+    out = float(prob[first].sum())
+    if n2:
+        w, l = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+        going = np.where(~first & (w > l), prob, 0.0)
+        both = np.clip(fftconvolve(going, trinomial(n2, p_win, p_loss)), 0.0, None)  # P[wins, losses] of n + n2
+        out += float(both[_passes(n + n2, margin, alpha)].sum())
+    return out
+
+
+def exact_harm_levels(n_confirms: list[int], discordances: list[float], level: float, second: float = 0.0
+                      ) -> list[dict]:
+    """The harm bound checked without simulation: per n_confirm (n1 of two looks with n2 = second * n1 when second >
+    0), the level at the scenarios' discordances, the worst over any discordance below 1 (a grid from just above the
+    margin to 0.995), and at discordance 1 (every answer differs: the edge of `harm_table`'s grid, apart because it is
+    no search's case)."""
     grid = np.concatenate([HARM + np.geomspace(1e-4, 0.05, 30), np.linspace(0.07, 0.995, 186)])
     out = []
     for n in n_confirms:
-        at = {str(d): harm_level(n, HARM, d, level) for d in discordances}
-        worst = [harm_level(n, HARM, d, level) for d in grid]
-        out.append({"n_confirm": n, "at_discordance": at, "worst": max(worst),
+        n2 = int(round(n * second))
+        at = {str(d): harm_level(n, HARM, d, level, n2) for d in discordances}
+        worst = [harm_level(n, HARM, d, level, n2) for d in grid]
+        out.append({"n_confirm": n, "second": second, "n_second": n2, "at_discordance": at, "worst": max(worst),
                     "worst_discordance": float(grid[int(np.argmax(worst))]),
-                    "all_differ": harm_level(n, HARM, 1.0, level)})
+                    "all_differ": harm_level(n, HARM, 1.0, level, n2)})
     return out
 
 
@@ -307,26 +393,32 @@ def real_rates(pairs: list[dict], rng, *, n_val: int, shares: list[float], rules
                reps: int = 2000) -> list[dict]:
     """Per share and rule, how often a confirmation on n_confirm examples drawn from each real pair's answers would
     ship its candidate: the harm rate over pairs worse by 0.02 or more on test, the ship rate over pairs better by
-    0.10 or more, and the mean test gain shipped over all pairs (a pair's test gain counts as its true gain)."""
+    0.10 or more, and the mean test gain shipped over all pairs (a pair's test gain counts as its true gain). A
+    second look draws its n2 examples from the pair's answers too."""
     out = []
+    one = np.ones((reps, 1)), np.zeros((reps, 1), dtype=int)  # one finalist, ahead in its (absent) search
     for share in shares:
         n_conf = int(round(n_val * share))
+        n2s = {rule: int(round(n_conf * second_share(rule))) for rule in rules}
         rates = {rule: [] for rule in rules}
         gains = []
         for pair in pairs:
             d = pair["cand"] - pair["base"]
             gains.append(float(d.mean()))
-            dd = d[rng.integers(0, len(d), (reps, n_conf))]  # the same draws for every rule
-            wins, losses = (dd > 0.5).sum(axis=1), (dd < -0.5).sum(axis=1)
+            n_all = n_conf + max(n2s.values())
+            dd = d[rng.integers(0, len(d), (reps, 1, n_all))]  # the same draws for every rule
+            start = np.zeros((reps, n_all))  # dd is already the difference from the start
             for rule in rules:
-                ok = (dd.mean(axis=1) > 0) & (p_table(n_conf, rule_margin(rule))[wins, losses] < 1 - level)
-                rates[rule].append(float(ok.mean()))
+                second = _wins_losses(dd, start, n_conf, n_conf + n2s[rule]) if n2s[rule] else None
+                ship, _ = decision(*one, _wins_losses(dd, start, 0, n_conf), second, rule, 1, 1 - level)
+                rates[rule].append(float((ship >= 0).mean()))
         g = np.asarray(gains)
         for rule in rules:
             r = np.asarray(rates[rule])
             harm, good = g <= -HARM + EPS, g >= 0.1 - EPS
-            out.append({"n_val": n_val, "share": share, "n_confirm": n_conf, "rule": rule, "pairs": len(g),
-                        "pairs_harmful": int(harm.sum()), "harm": float(r[harm].mean()) if harm.any() else None,
+            out.append({"n_val": n_val, "share": share, "n_confirm": n_conf, "n_second": n2s[rule], "rule": rule,
+                        "pairs": len(g), "pairs_harmful": int(harm.sum()),
+                        "harm": float(r[harm].mean()) if harm.any() else None,
                         "pairs_better_by_0.10": int(good.sum()), "power": float(r[good].mean()) if good.any() else None,
                         "mean_gain": float((r * g).mean()) if len(g) else None})
     return out
@@ -352,14 +444,16 @@ def summary(rows: list[dict], n_val: int, design: tuple) -> dict:
     def per_d(scenario, key):
         return [by[(scenario, d)][key] if (scenario, d) in by else None for d in discs]
     goal = [by[(s, d)]["mean_gain"] for s in GOAL_SCENARIOS for d in discs if (s, d) in by]
-    return {"design": design, "n_confirm": cells[0]["n_confirm"], "discordances": discs, "harm": worst["harm"],
+    return {"design": design, "n_confirm": cells[0]["n_confirm"], "n_second": cells[0]["n_second"],
+            "discordances": discs, "harm": worst["harm"],
             "harm_at": (worst["scenario"], worst["discordance"]),
             "false_ship": max(r["false_ship"] for r in cells),
             "harm_d": [max(r["harm"] for r in cells if r["discordance"] == d) for d in discs],
             "false_d": [max(r["false_ship"] for r in cells if r["discordance"] == d) for d in discs],
             "power": per_d("one +0.10", "power"), "power_alone": per_d("+0.10 alone", "power"),
             "gain_10": per_d("one +0.10", "mean_gain"), "gain_05": per_d("one +0.05", "mean_gain"),
-            "gain_worse": per_d("worse or equal", "mean_gain"), "score": float(np.mean(goal))}
+            "gain_worse": per_d("worse or equal", "mean_gain"), "second_look": per_d("one +0.10", "second_look"),
+            "score": float(np.mean(goal))}
 
 
 def choose(rows: list[dict], val_sizes: list[int], designs: list[tuple], max_harm: float = 0.05) -> dict:
@@ -394,6 +488,11 @@ def name(design: tuple) -> str:
     return f"{rule}, {share} held back, {f} finalist{'s' if f > 1 else ''}"
 
 
+def _n_text(r: dict) -> str:
+    """n_confirm, or 'n1 + n2' with a second look."""
+    return f"{r['n_confirm']} + {r['n_second']}" if r.get("n_second") else str(r["n_confirm"])
+
+
 def _pair(values: list, fmt: str) -> str:
     return " / ".join("—" if v is None else format(v, fmt) for v in values)
 
@@ -405,9 +504,11 @@ def figures(s: dict) -> str:
             f"'one +0.05'")
 
 
-def reading(rows: list[dict], choice: dict, val_sizes: list[int], exact: list[dict], simp: list[dict]) -> list[str]:
+def reading(rows: list[dict], choice: dict, val_sizes: list[int], exact: list[dict], exact2: list[dict],
+            simp: list[dict]) -> list[str]:
     """The tables in a few sentences: the chosen design per val size next to the old default, which design to make
-    the default and why, where harm goes above 0.05 (if anywhere), and what the exact tables say."""
+    the default and why, two looks against one, where harm goes above 0.05 (if anywhere), and what the exact tables
+    (`exact`: one look; `exact2`: two looks) say."""
     s, d = choice["summaries"], choice["default"]
     discs = next(iter(s.values()))["discordances"]
     out = [f"Figures \"a / b\" are at {' / '.join(f'{x:.0%}' for x in discs)} of answers differing from the start's. "
@@ -417,7 +518,7 @@ def reading(rows: list[dict], choice: dict, val_sizes: list[int], exact: list[di
     for v in val_sizes:
         b = choice["best"][v]
         shown = d or b  # the one default where there is one: the line is what the default would do at this size
-        line = f"- **val {v}**: " + (f"the chosen design ({name(shown)}, n_confirm {s[(v, shown)]['n_confirm']}): "
+        line = f"- **val {v}**: " + (f"the chosen design ({name(shown)}, n_confirm {_n_text(s[(v, shown)])}): "
                                       f"{figures(s[(v, shown)])}" if shown else "no design keeps the harm rate <= 0.05")
         if (v, OLD_DEFAULT) in s:
             line += f"; against the old default ({name(OLD_DEFAULT)}): {figures(s[(v, OLD_DEFAULT)])}"
@@ -432,13 +533,48 @@ def reading(rows: list[dict], choice: dict, val_sizes: list[int], exact: list[di
                    + (f"Within {WITHIN} of the best at every val size: {_grouped(choice['close'])}; of those the "
                       "fewest finalists, then the highest total score." if choice["close"] else
                       f"No design is within {WITHIN} of the best at every val size; this one falls short least."))
-    out += [_harm_line(rows, exact), _exact_line(exact), *_shape_lines(s, val_sizes), _simplification_line(simp)]
+    out += _looks_lines(s, d, val_sizes)
+    out += [_harm_line(rows, exact + exact2),
+            _exact_line(exact, "one harm-rule test passes") + " The simulated rates differ from these by the search's "
+            "filter (a finalist must beat the start on the search part) and Monte Carlo noise.",
+            *(_exact_line([e for e in exact2 if e["second"] == x], f"two looks ({_n2_text(x)}, each at half the "
+                          "level) ship") for x in sorted({e["second"] for e in exact2}, reverse=True)),
+            *_shape_lines(s, val_sizes), _simplification_line(simp)]
+    return out
+
+
+def _n2_text(second: float) -> str:
+    return "n2 = n1" if second == 1 else f"n2 = {second:g} n1"
+
+
+def _looks_lines(s: dict, default: tuple | None, val_sizes: list[int]) -> list[str]:
+    """Each two-look rule against one look, at the default's share and number of finalists (0.5 and 1 without
+    one): power and mean gain, the score, the harm and false-ship bounds, how often the second look is taken."""
+    share, f = default[1:] if default else (0.5, 1)
+    one = (f"harm {HARM:g}", share, f)
+    out = []
+    for v in val_sizes:
+        if (v, one) not in s:
+            continue
+        a = s[(v, one)]
+        for rule in sorted({r for w, (r, *_) in s if w == v and second_share(r)}, key=rule_key, reverse=True):
+            if (v, (rule, share, f)) not in s:
+                continue
+            b = s[(v, (rule, share, f))]
+            out.append(f"- **val {v}, two looks** ({name((rule, share, f))}, n {_n_text(b)}) against one ("
+                       f"n {_n_text(a)}): power {_pair(b['power'], '.2f')} against {_pair(a['power'], '.2f')} and "
+                       f"mean gain {_pair(b['gain_10'], '+.3f')} against {_pair(a['gain_10'], '+.3f')} in 'one +0.10'"
+                       f", mean gain {_pair(b['gain_05'], '+.3f')} against {_pair(a['gain_05'], '+.3f')} in "
+                       f"'one +0.05' (score {b['score']:+.4f} against {a['score']:+.4f}); harm at most "
+                       f"{b['harm']:.3f} against {a['harm']:.3f}, false ship at most {b['false_ship']:.3f} against "
+                       f"{a['false_ship']:.3f}; the second look taken in {_pair(b['second_look'], '.0%')} of "
+                       "searches in 'one +0.10'.")
     return out
 
 
 def _grouped(designs: list[tuple]) -> str:
     """Designs in few words: the shares of each rule and number of finalists."""
-    keys = sorted({(r, f) for r, _, f in designs}, key=lambda k: (rule_margin(k[0]), k[1]))
+    keys = sorted({(r, f) for r, _, f in designs}, key=lambda k: (rule_key(k[0]), k[1]))
     return "; ".join(f"{r}, {f} finalist{'s' if f > 1 else ''}, at "
                      + ", ".join(str(s) for s in sorted(x[1] for x in designs if (x[0], x[2]) == (r, f))) + " held back"
                      for r, f in keys)
@@ -446,41 +582,45 @@ def _grouped(designs: list[tuple]) -> str:
 
 def _harm_line(rows: list[dict], exact: list[dict]) -> str:
     """Every cell whose simulated harm rate is above 0.05 (those designs are left out of the choice), each with the
-    exact level of one test at its n_confirm and discordance, which tells a real excess from Monte Carlo noise."""
-    level = {(e["n_confirm"], float(d)): x for e in exact for d, x in e["at_discordance"].items()}
+    exact level of its rule (one look or two) at its n_confirm and discordance, which tells a real excess from Monte
+    Carlo noise; and the highest cell of each harm rule."""
+    level = {(e["n_confirm"], e["n_second"], float(d)): x for e in exact for d, x in e["at_discordance"].items()}
     over = [r for r in rows if r["harm"] > 0.05]
-    harm_rule = [r for r in rows if r["rule"] != "sign"]
-    top = max(harm_rule, key=lambda r: r["harm"]) if harm_rule else None
-    where = (f" (the highest for the harm rule: {top['harm']:.3f}, val {top['n_val']}, '{top['scenario']}', "
-             f"{top['discordance']:.0%} differing, {name((top['rule'], top['share'], top['finalists']))})"
-             if top else "")
+    tops = [max((r for r in rows if r["rule"] == rule), key=lambda r: r["harm"])
+            for rule in sorted({r["rule"] for r in rows if r["rule"] != "sign"}, key=rule_key)]
+    where = (" (the highest: " + "; ".join(f"{t['rule']}: {t['harm']:.3f}, val {t['n_val']}, '{t['scenario']}', "
+                                           f"{t['discordance']:.0%} differing, {t['share']} held back, "
+                                           f"{t['finalists']} finalist{'s' if t['finalists'] > 1 else ''}"
+                                           for t in tops) + ")" if tops else "")
     if not over:
         return f"- Simulated harm rate above 0.05: in no cell{where}."
     cells = "; ".join(f"{r['harm']:.3f} at val {r['n_val']}, '{r['scenario']}', {r['discordance']:.0%} differing, "
-                      f"{name((r['rule'], r['share'], r['finalists']))} (exact level of one test there: "
-                      f"{_fmt(level.get((r['n_confirm'], r['discordance'])), '.4f')})" for r in over)
+                      f"{name((r['rule'], r['share'], r['finalists']))} (exact level of its rule there: "
+                      f"{_fmt(level.get((r['n_confirm'], r['n_second'], r['discordance'])), '.4f')})" for r in over)
     return (f"- **Simulated harm rate above 0.05** in {len(over)} cell{'s' if len(over) > 1 else ''}, left out of "
             f"the choice: {cells}{where}.")
 
 
-def _exact_line(exact: list[dict]) -> str:
+def _exact_line(exact: list[dict], what: str) -> str:
+    """What an exact table says: the worst level over its n_confirm (n1) and discordances, the level at the
+    scenarios' discordances (also at EXACT_N apart), and where every answer differs."""
     w = max(exact, key=lambda e: e["worst"])
     edge = max(exact, key=lambda e: e["all_differ"])
     discs = list(w["at_discordance"])
     at = " / ".join(f"{max(e['at_discordance'][d] for e in exact):.4f}" for d in discs)
-    return (f"- Exact (no simulation): one harm-rule test passes a finalist truly at -{HARM} with probability at most "
-            f"{w['worst']:.4f} over every n_confirm here ({', '.join(str(e['n_confirm']) for e in exact)}) and any "
-            f"discordance below 1 (the highest at n_confirm {w['n_confirm']}, {w['worst_discordance']:.1%} "
-            f"differing); at most {at} at the scenarios' discordances. Where every answer differs (discordance 1, "
-            f"the edge of `harm_table`'s grid, no search's case) it reaches {edge['all_differ']:.4f} "
-            f"(n_confirm {edge['n_confirm']}). The simulated rates differ from these by the search's filter (a "
-            "finalist must beat the start on the search part) and Monte Carlo noise.")
+    named = "; ".join(f"n {_n_text(e)}: " + " / ".join(f"{e['at_discordance'][d]:.4f}" for d in discs)
+                      for e in exact if e["n_confirm"] in EXACT_N)
+    return (f"- Exact (no simulation): {what} a finalist truly at -{HARM} with probability at most {w['worst']:.4f} "
+            f"over every n_confirm here ({', '.join(str(e['n_confirm']) for e in exact)}) and any discordance below "
+            f"1 (the highest at n {_n_text(w)}, {w['worst_discordance']:.1%} differing); at most {at} at the "
+            f"scenarios' discordances ({named}). Where every answer differs (discordance 1, the edge of "
+            f"`harm_table`'s grid, no search's case) it reaches {edge['all_differ']:.4f} (n {_n_text(edge)}).")
 
 
 def _shape_lines(s: dict, val_sizes: list[int]) -> list[str]:
     """What a second finalist and the share held back do to the score, over every design."""
     designs = sorted({d for _, d in s})
-    rules = sorted({d[0] for d in designs}, key=rule_margin)
+    rules = sorted({d[0] for d in designs}, key=rule_key)
     delta = [s[(v, (r, sh, 2))]["score"] - s[(v, (r, sh, 1))]["score"] for v in val_sizes for r, sh, f in designs
              if f == 1 and (v, (r, sh, 2)) in s]
     out = []
@@ -520,31 +660,33 @@ def _fmt(x, spec: str) -> str:
 
 def design_table(choice: dict, val_sizes: list[int]) -> list[str]:
     """One row per val size, discordance and design: the worst harm and false ship over the scenarios, power and
-    mean gain where they matter."""
+    mean gain where they matter, how often a second look is taken."""
     s = choice["summaries"]
     lines = ["| val | differing | rule | held back | n confirm | finalists | harm (worst scenario) | "
              "false ship (worst) | power, one +0.10 | power, +0.10 alone | mean gain, one +0.10 | "
-             "mean gain, one +0.05 | mean gain, worse or equal |", "|---" * 13 + "|"]
+             "mean gain, one +0.05 | mean gain, worse or equal | second look, one +0.10 |", "|---" * 14 + "|"]
     marks = {choice["default"]: " **(default)**", OLD_DEFAULT: " (old default)"}
     for v in val_sizes:
-        designs = sorted({x for w, x in s if w == v}, key=lambda x: (rule_margin(x[0]), x[1], x[2]))
+        designs = sorted({x for w, x in s if w == v}, key=lambda x: (rule_key(x[0]), x[1], x[2]))
         for i, d in enumerate(s[(v, designs[0])]["discordances"]):
             for design in designs:
                 x = s[(v, design)]
-                lines.append(f"| {v} | {d} | {design[0]}{marks.get(design, '')} | {design[1]} | {x['n_confirm']} | "
+                lines.append(f"| {v} | {d} | {design[0]}{marks.get(design, '')} | {design[1]} | {_n_text(x)} | "
                              f"{design[2]} | {x['harm_d'][i]:.3f} | {x['false_d'][i]:.3f} | "
                              f"{_fmt(x['power'][i], '.3f')} | {_fmt(x['power_alone'][i], '.3f')} | "
                              f"{_fmt(x['gain_10'][i], '+.4f')} | {_fmt(x['gain_05'][i], '+.4f')} | "
-                             f"{_fmt(x['gain_worse'][i], '+.4f')} |")
+                             f"{_fmt(x['gain_worse'][i], '+.4f')} | "
+                             f"{_fmt(x['second_look'][i] if x['n_second'] else None, '.3f')} |")
     return lines
 
 
 def exact_table(exact: list[dict]) -> list[str]:
     discs = list(exact[0]["at_discordance"]) if exact else []
-    lines = ["| n confirm | " + " | ".join(f"{float(d):.0%} differing" for d in discs)
+    lines = [f"| {'n1 + n2' if exact and exact[0]['n_second'] else 'n confirm'} | "
+             + " | ".join(f"{float(d):.0%} differing" for d in discs)
              + " | worst, any discordance < 1 | at | every answer differs |", "|---" * (len(discs) + 4) + "|"]
     for e in exact:
-        lines.append(f"| {e['n_confirm']} | " + " | ".join(f"{e['at_discordance'][d]:.4f}" for d in discs)
+        lines.append(f"| {_n_text(e)} | " + " | ".join(f"{e['at_discordance'][d]:.4f}" for d in discs)
                      + f" | {e['worst']:.4f} | {e['worst_discordance']:.1%} | {e['all_differ']:.4f} |")
     return lines
 
@@ -564,7 +706,7 @@ def real_table(real: list[dict]) -> list[str]:
              "pairs better by >= 0.10 | ships them | mean test gain shipped (all pairs) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in real:
-        lines.append(f"| {r['n_val']} | {r['share']} | {r['n_confirm']} | {r['rule']} | {r['pairs']} | "
+        lines.append(f"| {r['n_val']} | {r['share']} | {_n_text(r)} | {r['rule']} | {r['pairs']} | "
                      f"{r['pairs_harmful']} | {_fmt(r['harm'], '.3f')} | {r['pairs_better_by_0.10']} | "
                      f"{_fmt(r['power'], '.3f')} | {_fmt(r['mean_gain'], '+.4f')} |")
     return lines
@@ -572,19 +714,20 @@ def real_table(real: list[dict]) -> list[str]:
 
 def full_table(rows: list[dict]) -> list[str]:
     lines = ["| val | differing | scenario | rule | held back | n confirm | finalists | harm | false ship | "
-             "power (+0.10 shipped) | mean true gain shipped |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "power (+0.10 shipped) | mean true gain shipped | second look |", "|---" * 12 + "|"]
     for r in rows:
         lines.append(f"| {r['n_val']} | {r['discordance']} | {r['scenario']} | {r['rule']} | {r['share']} | "
-                     f"{r['n_confirm']} | {r['finalists']} | {r['harm']:.3f} | {r['false_ship']:.3f} | "
-                     f"{_fmt(r['power'], '.3f')} | {r['mean_gain']:+.4f} |")
+                     f"{_n_text(r)} | {r['finalists']} | {r['harm']:.3f} | {r['false_ship']:.3f} | "
+                     f"{_fmt(r['power'], '.3f')} | {r['mean_gain']:+.4f} | "
+                     f"{_fmt(r['second_look'] if r['n_second'] else None, '.3f')} |")
     return lines
 
 
-def write(args, argv, rows, choice, exact, simp, real, notes: list[str], seconds: float) -> list[str]:
+def write(args, argv, rows, choice, exact, exact2, simp, real, notes: list[str], seconds: float) -> list[str]:
     """The RESULTS.md section and the JSON; returns the reading lines (main prints them)."""
     vals = [int(v) for v in args.val_sizes.split(",")]
     command = "python benchmarks/confirm_bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    read = reading(rows, choice, vals, exact, simp)
+    read = reading(rows, choice, vals, exact, exact2, simp)
     se = (0.05 * 0.95 / args.reps) ** 0.5
     lines = ["## The confirmation: which design ships the most gain within the harm bound", "",
              f"Command: `{command.strip()}`  ",
@@ -596,13 +739,20 @@ def write(args, argv, rows, choice, exact, simp, real, notes: list[str], seconds
              f"*harm {HARM}* = Tango's exact unconditional test of \"worse than the start by {HARM} or "
              "more\"; both ship only a finalist that also scored higher than the start on the held-back part. With 2 "
              "finalists they are tested in search order, stopping at the first that fails, and the best of those "
-             f"that pass ships. *Harm*: a candidate truly worse by {HARM} or more ships; *false ship*: one not truly "
+             f"that pass ships. *harm {HARM}, 2 looks*: the same test with a second look (as "
+             "`confirmation.decide` takes it when the budget allows), each look at half the level: when no finalist "
+             "passes on the n1 held-back examples and the first scored higher than the start there, they are scored "
+             "on n2 fresh examples (n2 = n1, or the share of n1 the rule names) and tested again on all n1 + n2 (n "
+             "confirm: n1 + n2; the fresh examples are not taken from val, and *second look* is the share of searches "
+             f"that take it). *Harm*: a candidate truly worse by {HARM} or more ships; *false ship*: one not truly "
              f"better ships. Monte Carlo standard error of a rate near 0.05: ±{se:.4f}.", "",
              "Reading:", "", *read, ""]
     lines += ["### Designs (worst harm and false ship over the scenarios at that discordance)", "",
               *design_table(choice, vals), "",
               f"### The harm rule's level, exact: one test of a finalist truly at -{HARM} passes", "",
               *exact_table(exact), "",
+              f"### The two-look rule's level, exact: a finalist truly at -{HARM} ships at look 1 or look 2 (each at "
+              f"{(1 - args.level) / 2:.1%})", "", *exact_table(exact2), "",
               "### The simplification step: a variant V of the shipped result W accepted when the test of \"V worse "
               "than W by m or more\" rejects at 5% (exact)", "", *simplification_table(simp), ""]
     if real:
@@ -617,7 +767,8 @@ def write(args, argv, rows, choice, exact, simp, real, notes: list[str], seconds
                    "best": {str(v): d for v, d in choice["best"].items()},
                    "summaries": [{"n_val": v} | x for (v, _), x in choice["summaries"].items()]}
     OUT_JSON.write_text(json.dumps({"settings": vars(args), "seconds": seconds, "choice": json_choice,
-                                    "simulation": rows, "exact_harm_level": exact, "simplification": simp,
+                                    "simulation": rows, "exact_harm_level": exact,
+                                    "exact_harm_level_two_looks": exact2, "simplification": simp,
                                     "real": real}, indent=1))
     return read
 
@@ -644,6 +795,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shares", default="0.3,0.4,0.5,0.6,0.7", help="shares of val held back for the confirmation")
     ap.add_argument("--finalists", default="1,2")
     ap.add_argument("--level", type=float, default=0.95)
+    ap.add_argument("--two-looks", default="1,0.5", help="n2 / n1 of the two-look rules' second looks (empty: none)")
     ap.add_argument("--real", help="benchmark stores (auto_bench-<target>.duckdb, comma-separated) whose runs' test "
                                    "answers to resample; missing ones are skipped")
     ap.add_argument("--real-reps", type=int, default=2000, help="resampled confirmation sets per real pair")
@@ -651,14 +803,17 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     t0 = time.time()
     rng = np.random.default_rng(args.seed)
-    rules = ["sign", f"harm {HARM:g}"]
+    seconds = [float(x) for x in args.two_looks.split(",") if x.strip()]
+    rules = ["sign", f"harm {HARM:g}", *(two_look_rule(x) for x in seconds)]
     shares = [float(x) for x in args.shares.split(",")]
     vals = [int(v) for v in args.val_sizes.split(",")]
     designs = [(r, s, int(f)) for r in rules for s in shares for f in args.finalists.split(",")]
     rows = run_simulation(args, rng, designs)
     choice = choose(rows, vals, designs)
-    n_confirms = sorted({int(round(v * s)) for v in vals for s in shares})
-    exact = exact_harm_levels(n_confirms, [float(x) for x in args.discordance.split(",")], args.level)
+    n_confirms = sorted({int(round(v * s)) for v in vals for s in shares} | set(EXACT_N))
+    discs = [float(x) for x in args.discordance.split(",")]
+    exact = exact_harm_levels(n_confirms, discs, args.level)
+    exact2 = [e for x in seconds for e in exact_harm_levels(n_confirms, discs, args.level, x)]
     simp = simplification(args.level)
     real, notes = [], []
     if args.real:
@@ -670,7 +825,7 @@ def main(argv=None) -> int:
             notes.append("none to resample (no finished run with test answers in the stores given).")
         for v in vals if pairs else []:
             real += real_rates(pairs, rng, n_val=v, shares=shares, rules=rules, level=args.level, reps=args.real_reps)
-    read = write(args, argv, rows, choice, exact, simp, real, notes, time.time() - t0)
+    read = write(args, argv, rows, choice, exact, exact2, simp, real, notes, time.time() - t0)
     print("\n".join(read))
     print(f"({time.time() - t0:.0f} s)")
     return 0
