@@ -367,10 +367,18 @@ def cheaper_contender(ctx: OptimizeContext, pool: "Pool", current: "Cand", start
     return min(rivals)[-1] if rivals else None
 
 
+# Latency differences below this many seconds per call are noise, not cost: a local call's latency varies by more
+# than that between runs, and a scripted model's is all noise (a killed run resumed must choose as it would have).
+LATENCY_SLACK_S = 0.05
+
+
 def _cheaper(a: Cost, b: Cost) -> bool:
-    """Whether `a` costs clearly less per call than `b`: 10% fewer prompt tokens, or 10% less median latency."""
-    return any(x is not None and y and x < 0.9 * y for x, y in ((a.prompt_tokens, b.prompt_tokens),
-                                                                 (a.latency_s, b.latency_s)))
+    """Whether `a` costs clearly less per call than `b`: 10% fewer prompt tokens, or 10% (and LATENCY_SLACK_S) less
+    median latency."""
+    fewer = a.prompt_tokens is not None and b.prompt_tokens and a.prompt_tokens < 0.9 * b.prompt_tokens
+    faster = (a.latency_s is not None and b.latency_s is not None
+              and a.latency_s < 0.9 * b.latency_s and b.latency_s - a.latency_s > LATENCY_SLACK_S)
+    return bool(fewer or faster)
 
 
 def typical_demos(template: PromptTemplate, ctx: OptimizeContext) -> tuple:
@@ -427,10 +435,10 @@ def _judge_variant(ctx: OptimizeContext, cand: "Cand", current: "Cand", start: "
 
 def costs_no_more(mine: Cost, theirs: Cost) -> bool:
     """Whether a variant costs no more per call than the prompt it simplifies: prompt tokens at most 10% more, and
-    median latency at most 10% more (latency is measured, so it carries a little noise)."""
-    def within(a, b):
-        return a is None or b is None or a <= 1.1 * b + 1e-9
-    return within(mine.prompt_tokens, theirs.prompt_tokens) and within(mine.latency_s, theirs.latency_s)
+    median latency at most 10% (or LATENCY_SLACK_S) more (latency is measured, so it carries a little noise)."""
+    def within(a, b, slack=0.0):
+        return a is None or b is None or a <= max(1.1 * b, b + slack) + 1e-9
+    return within(mine.prompt_tokens, theirs.prompt_tokens) and within(mine.latency_s, theirs.latency_s, LATENCY_SLACK_S)
 
 
 def _cmp_record(cmp) -> dict:
@@ -440,7 +448,7 @@ def _cmp_record(cmp) -> dict:
 def _variant_reading(cand, current, result, change, vs_start, vs_result, mine: Cost, theirs: Cost, accepted: bool,
                      cheaper: bool, level: float) -> str:
     """One sentence: what was tried, how it compared, and whether it ships."""
-    pct = f"{level:.0%}"
+    pct = S.level_text(level)
     head = (f"{change[0].upper() + change[1:]} (#{cand.id}): {vs_result.diff:+.3f} against #{result.id} on the same "
             f"{vs_result.n} examples ({pct} CI [{vs_result.ci_low:+.3f}, {vs_result.ci_high:+.3f}]), "
             f"{vs_start.diff:+.3f} against the baseline; {_cost_words(mine)} per call against {_cost_words(theirs)}")

@@ -74,6 +74,33 @@ class Gradient(ProposerSettings, PoolStrategy):
             "candidates": rounds * n,
         }
 
+    def _short_of(self, ctx: OptimizeContext, current: Cand, probe) -> str | None:
+        """Why a round cannot start (the budget, or the stage's share, cannot pay for probing the leader and racing
+        every edit asked for to its first rung), else None. Runs stored before version 4 did not ask."""
+        if not self.raced_patience:
+            return None
+        need = len(ctx.new_requests(current.template, probe)) + self.candidates * ctx.first_rung(self.minibatch_size)
+        if not ctx.can_score(need, stage=False):
+            return "budget"
+        return None if ctx.can_score(need) else "share spent"
+
+    def _critique(self, ctx: OptimizeContext, round_: int, current: Cand, res, n_wrong: int, rng
+                  ) -> Generator[Step, None, str]:
+        """Ask the critic about the leader's mistakes on the probe; yields the Critique, returns its bounded feedback."""
+        critic = self.critic_spec
+        mistakes = P.low_scoring(res, self.n_errors, rng)
+        spread = (P.answer_spread(res.rows["gold"].tolist(), res.rows["pred"].tolist(), ctx.dataset.labels)
+                  if ctx.dataset.has_labels else "")
+        metric = ctx.metric.describe() + ctx.ceiling_note()
+        ask = P.critic_prompt(ctx.task, ctx.dataset.labels, metric, current.text, mistakes, spread, self.feedback_words)
+        params = {"temperature": self.temperature, "max_tokens": min(self.proposer_max_tokens, 2 * self.feedback_words + 40)}
+        if critic.is_local:
+            params["seed"] = int(rng.integers(0, 2**31 - 1))
+        reply = ctx.propose(critic, ask, params, sample=f"r{round_}/critic/{critic.model}")
+        feedback = P.bound_feedback(reply.text if reply.ok else "", self.max_feedback_chars)
+        yield Critique(round_, critic.label, current.id, n_wrong, feedback, ask, reply.error)
+        return feedback
+
     def search(self, ctx: OptimizeContext, pool: Pool) -> Generator[Step, None, tuple[str, int]]:
         rng = np.random.default_rng([ctx.seed, 4])
         angle_rng = np.random.default_rng([ctx.seed, 6])  # its own stream, so runs without angles replay
@@ -88,12 +115,9 @@ class Gradient(ProposerSettings, PoolStrategy):
             probe_seed = int(rng.integers(0, 2**31 - 1))
             # failures are read only on rows that are not the prompt's own demos (they would answer themselves)
             probe = stratified_sample(ctx.probe_rows(current.template), self.error_sample, seed=probe_seed)
-            if self.raced_patience:
-                need = len(ctx.new_requests(current.template, probe)) + self.candidates * ctx.first_rung(self.minibatch_size)
-                if not ctx.can_score(need, stage=False):
-                    return "budget", rounds.done
-                if not ctx.can_score(need):
-                    return "share spent", rounds.done
+            short = self._short_of(ctx, current, probe)
+            if short:
+                return short, rounds.done
             yield RoundStarted(round_, (critic.label, editor.label))
             try:
                 res = ctx.score(current.template, probe)
@@ -103,17 +127,8 @@ class Gradient(ProposerSettings, PoolStrategy):
             if wrong.empty:
                 yield from rounds.end(round_, [])
                 return "no errors", rounds.done
-            mistakes = P.low_scoring(res, self.n_errors, rng)
-            spread = (P.answer_spread(res.rows["gold"].tolist(), res.rows["pred"].tolist(), ctx.dataset.labels)
-                      if ctx.dataset.has_labels else "")
+            feedback = yield from self._critique(ctx, round_, current, res, len(wrong), rng)
             labels, metric = ctx.dataset.labels, ctx.metric.describe() + ctx.ceiling_note()
-            ask = P.critic_prompt(ctx.task, labels, metric, current.text, mistakes, spread, self.feedback_words)
-            params = {"temperature": self.temperature, "max_tokens": min(self.proposer_max_tokens, 2 * self.feedback_words + 40)}
-            if critic.is_local:
-                params["seed"] = int(rng.integers(0, 2**31 - 1))
-            reply = ctx.propose(critic, ask, params, sample=f"r{round_}/critic/{critic.model}")
-            feedback = P.bound_feedback(reply.text if reply.ok else "", self.max_feedback_chars)
-            yield Critique(round_, critic.label, current.id, len(wrong), feedback, ask, reply.error)
             round_cands: list[Cand] = []
             repeats = 0
             reason = None
