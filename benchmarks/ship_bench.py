@@ -122,11 +122,19 @@ def summarize_run(store, run_id: str, s: dict, wall: float, ds, target, metric, 
 
 
 def _head() -> str:
+    """The commit this process's code was read from (taken once, at import: later commits do not change what runs)."""
+    return _HEAD
+
+
+def _read_head() -> str:
     try:
         return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "?"
+
+
+_HEAD = _read_head()
 
 
 def commit(path: Path, message: str) -> None:

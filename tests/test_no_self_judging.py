@@ -74,6 +74,10 @@ def test_failures_are_probed_only_on_rows_that_are_not_the_prompts_own_demos(sto
     rows = ctx.probe_rows(fixed)
     assert not set(rows["idx"]) & {d.idx for d in demos} and len(rows) == len(ctx.trainset) - 6
     assert len(ctx.probe_rows(fixed.with_demos(demos, similar_k=2))) == len(ctx.trainset)
+    # a demo whose input another train row repeats: that row is no probe either (it would be shown its own answer)
+    other = ctx.trainset[~ctx.trainset["idx"].isin({d.idx for d in demos})].iloc[0]
+    twin = PromptTemplate("Label it.").with_demos((Demo(other["text"], other["label"], idx=-1),))
+    assert other["idx"] not in set(ctx.probe_rows(twin)["idx"])
     from promptlab.optimize.pool import Cand
     best = Cand(1, 0, "Label it.", fixed, "baseline")
     arena = Arena(proposers=(tgt,), baselines=(fixed,))

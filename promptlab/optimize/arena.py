@@ -219,8 +219,9 @@ class Arena(ProposerSettings, PoolStrategy):
         examples = ()
         if self.n_examples:
             # One per label first (capped), so a proposer can put a demonstration of each label in its prompt.
-            order = rng.permutation(len(ctx.trainset))
-            shuffled = ctx.trainset.iloc[order]
+            rows = ctx.demo_rows  # with demos_apart, no train row whose input is also a val or test input
+            order = rng.permutation(len(rows))
+            shuffled = rows.iloc[order]
             per_label = shuffled.drop_duplicates("label_norm").head(max(self.n_examples, 8))
             rest = shuffled.drop(per_label.index).head(max(0, self.n_examples - len(per_label)))
             sample = per_label if len(per_label) >= self.n_examples else pd.concat([per_label, rest])

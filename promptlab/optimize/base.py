@@ -297,12 +297,13 @@ class OptimizeContext:
 
     def probe_rows(self, *templates: PromptTemplate) -> pd.DataFrame:
         """The train rows on which the failures of these prompts may be probed (the mistakes shown to proposers and the
-        critic): with `demos_apart`, none of their fixed demos. (A pool prompt never shows an input itself: see
+        critic): with `demos_apart`, none of their fixed demos, nor a row with a demo's input. (A pool prompt never shows an input itself: see
         PromptTemplate.demos_for.)"""
         if not self.demos_apart:
             return self.trainset
-        own = {d.idx for t in templates if not t.similar_k for d in t.demos}
-        return self.trainset[~self.trainset["idx"].isin(own)]
+        own = [d for t in templates if not t.similar_k for d in t.demos]
+        rows = self.trainset
+        return rows[~rows["idx"].isin({d.idx for d in own}) & ~rows["text"].isin({d.text for d in own})]
 
     def input_index(self):
         """The inputs a proposal must not copy (train and val, the held-back part included), built once per run."""

@@ -142,8 +142,7 @@ def second_look_rows(ctx: OptimizeContext, pool: "Pool", first: pd.DataFrame, pr
     if ctx.budget.max_target_requests is None:
         return first.iloc[:0]  # no budget: the first look already read every unseen row
     room = ctx.budget.max_target_requests - ctx.counters.target_requests - prompts * len(first)
-    used = set(ctx.seen) | {d.idx for c in pool.cands for d in c.template.demos} | set(first["idx"])
-    fresh = ctx.demo_rows[~ctx.demo_rows["idx"].isin(used)]
+    fresh = _fresh_rows(ctx, pool, first)
     more = proportional_subset(fresh, pd.concat([ctx.valset, ctx.confirmset]), max(0, room // max(1, prompts)),
                                seed=ctx.seed + 1, by_label=ctx.dataset.has_labels)
     return more if 3 * len(more) >= len(first) else first.iloc[:0]
@@ -171,8 +170,7 @@ def decision_set(ctx: OptimizeContext, pool: "Pool", prompts: int, unseen: bool)
     held = ctx.confirmset
     if not unseen:
         return held, 0
-    used = set(ctx.seen) | {d.idx for c in pool.cands for d in c.template.demos}
-    fresh = ctx.demo_rows[~ctx.demo_rows["idx"].isin(used)]
+    fresh = _fresh_rows(ctx, pool)
     cap = None
     if ctx.budget.max_target_requests is not None:
         room = ctx.budget.max_target_requests - ctx.counters.target_requests - prompts * len(held)
@@ -180,6 +178,19 @@ def decision_set(ctx: OptimizeContext, pool: "Pool", prompts: int, unseen: bool)
     mix = pd.concat([ctx.valset, held])
     extra = proportional_subset(fresh, mix, cap, seed=ctx.seed, by_label=ctx.dataset.has_labels)
     return pd.concat([held, extra]), len(extra)
+
+
+def _fresh_rows(ctx: OptimizeContext, pool: "Pool", taken: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The train rows no search step read or showed and no candidate carries as a demo (nor any of `taken`), checked by
+    row and by input text (a duplicate of a shown or demo input would answer itself, or reuse a search call)."""
+    demos = [d for c in pool.cands for d in c.template.demos]
+    used = set(ctx.seen) | {d.idx for d in demos}
+    texts = set(ctx.trainset.loc[ctx.trainset["idx"].isin(used), "text"]) | {d.text for d in demos}
+    if taken is not None:
+        used |= set(taken["idx"])
+        texts |= set(taken["text"])
+    rows = ctx.demo_rows
+    return rows[~rows["idx"].isin(used) & ~rows["text"].isin(texts)]
 
 
 def score_on(ctx: OptimizeContext, cands: list["Cand"], examples: pd.DataFrame) -> Generator[Confirmed, None, dict]:
