@@ -195,9 +195,17 @@ def _cost(c: dict) -> str:
     return f"{'?' if t is None else f'{t:.0f}'} tok, {'?' if lat is None else f'{lat:.2f}'} s"
 
 
-def _ratio(doc: dict) -> str:
-    a, b = doc["cost"]["shipped"].get("latency_s"), doc["cost"]["start"].get("latency_s")
+def _ratio(doc: dict, against: str = "start") -> str:
+    a, b = doc["cost"]["shipped"].get("latency_s"), doc["cost"][against].get("latency_s")
     return f"{a / b:.1f}x" if a and b else "—"
+
+
+def _simpler(doc: dict) -> str:
+    """'decided → shipped' median latency per call, where the simplification changed what ships."""
+    if doc["ids"]["shipped"] == doc["ids"]["decided"]:
+        return "—"
+    a, b = doc["cost"]["decided"].get("latency_s"), doc["cost"]["shipped"].get("latency_s")
+    return f"{a:.2f} s → {b:.2f} s ({_ratio(doc, 'decided')})" if a and b else "—"
 
 
 def _decision(doc: dict) -> str:
@@ -250,7 +258,7 @@ def table(target: str, docs: list[dict]) -> list[str]:
             + f" | {_ci(gain(d, 'start', 'shipped'))} | {leader:.3f} | {_ci(gain(d, 'leader', 'shipped'))} | "
             + (f"{prior['test']:.3f}" if prior else "—")
             + f" | {_decision(d)} | {_simplified(d)} | {_cost(d['cost']['shipped'])} ({_cost(d['cost']['start'])}) | "
-              f"{_ratio(d)} | {_stages(d)} | {d['wall_s']:.0f} s |")
+              f"{_ratio(d)} | {_simpler(d)} | {_stages(d)} | {d['wall_s']:.0f} s |")
     return lines
 
 
@@ -264,7 +272,7 @@ def verdicts(docs: list[dict]) -> list[str]:
     no_edits = [f"{d['task']} ({d['start']}: {st.get('ended') or 'no reason recorded'})" for d, st in edits
                 if st is not None and not st["candidates"]]
     simpler = [d for d in docs if any(x["accepted"] for x in d.get("simplified") or [])]
-    faster = [f"{d['task']} ({d['start']}, {_ratio(d)} the start's latency)" for d in simpler]
+    faster = [f"{d['task']} ({d['start']}: latency per call {_simpler(d)}, {_ratio(d)} the start's)" for d in simpler]
     return [
         f"What ships is within noise of or above the search's leader on {len(docs) - len(below_leader)} of {len(docs)} "
         f"runs" + (f"; below it on {', '.join(below_leader)}" if below_leader else "") + ".",
