@@ -310,6 +310,7 @@ def projection(store: Store, config: RunConfig) -> dict:
         "budget": ctx.budget.max_target_requests, "n_val_search": n_val, "n_confirm": n_confirm,
         "confirm_calls": strategy.confirm_reserve(n_confirm, ctx.prefer) if n_confirm else 0,
         "confidence": strategy.confidence, "harm_margin": strategy.decision.harm_margin, "prefer": ctx.prefer,
+        "second_look": bool(strategy.decision.second_look and ctx.prefer == "simple"),
     }
     gate = strategy.gate_config
     if proj.get("candidates") and gate.kind != "off":
@@ -340,6 +341,11 @@ def projection_line(proj: dict) -> str:
         line += (f"; {proj['n_confirm']} val examples are held back to confirm the finalists{simplify} "
                  f"(up to {proj['confirm_calls']} calls, inside the budget), so only a gain of at least "
                  f"~{min(1.0, floor):.2f} can replace the baseline" + (" (add rows, or lower --confirm)" if floor > 0.25 else ""))
+        if proj.get("second_look"):
+            half = 1 - (1 - proj["confidence"]) / 2
+            first = smallest_shippable_gain(proj["n_confirm"], proj.get("harm_margin", 0.0), half)
+            line += (f" (~{min(1.0, first):.2f} at the first of two looks, each at half the level, when the budget "
+                     "held back for the simplification can pay for a second look at unseen train rows)")
     return line + "; calls already in the cache are free"
 
 
