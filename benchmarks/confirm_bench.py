@@ -3,6 +3,7 @@ the harm bound, by simulation and on the shared tasks' real answers.
 
     python benchmarks/confirm_bench.py                              # simulation and exact tables only (seconds)
     python benchmarks/confirm_bench.py --real A.duckdb,B.duckdb     # and resampling of benchmark runs' test answers
+    python benchmarks/confirm_bench.py --real-summaries             # the same from ship_bench's summaries (ship_runs/)
     python benchmarks/confirm_bench.py --val-sizes 140,100 --reps 4000 --shares 0.3,0.4,0.5,0.6,0.7 --finalists 1,2
 
 A search holds back a share of val (n_confirm = round(n_val * share); the search sees the other n_search). At the
@@ -53,7 +54,11 @@ Real pairs (--real): pairs (a run's start and a candidate) scored on the same te
 answers are the population, and confirmation sets of n_confirm examples are drawn from them (the confirmation
 alone: one finalist, no search; a second look draws its n2 examples from them too): per val size, rule and share,
 the harm rate over pairs whose test gain is <= -0.02, the ship rate over pairs better by >= 0.10, and the mean test
-gain shipped over all pairs. Stores that do not exist (yet) are skipped with a one-line message.
+gain shipped over all pairs, and per pair its test gain and ship rate at the default design's share. Stores that do
+not exist (yet) are skipped with a one-line message. --real-summaries takes the pairs from ship_bench's committed
+summaries instead of (or besides) stores: benchmarks/ship_runs/<target>/<task>__<start>.json (files or folders,
+comma-separated; default: every summary there), each run's (start, leader) test answers, skipped where the leader's
+answers are the start's.
 
 Writes the "confirmation" section of benchmarks/RESULTS.md and benchmarks/confirm_results.json.
 """
@@ -80,6 +85,7 @@ from common import machine, write_section  # noqa: E402
 from promptlab.scoring.stats import harm_table  # noqa: E402
 
 OUT_JSON = ROOT / "benchmarks" / "confirm_results.json"
+SHIP_RUNS = ROOT / "benchmarks" / "ship_runs"  # ship_bench's per-run summaries: <target>/<task>__<start>.json
 HARM = 0.02  # the harm margin: truly worse than the start by this much or more is harm
 EPS = 1e-9  # true gains are set from decimals: compare with a tolerance
 OLD_DEFAULT = ("sign", 0.6, 1)
@@ -389,6 +395,47 @@ def load_real(arg: str) -> tuple[list[dict], list[str]]:
     return pairs, missing
 
 
+def summary_pair(path: Path) -> dict | None:
+    """A ship_bench summary's (start, leader) pair on their shared test examples (doc["answers"][role]: example idx
+    -> 0/1), with where it came from; None when the leader's answers are the start's or they share < 50 examples."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    answers = doc.get("answers") or {}
+    start, leader = answers.get("start") or {}, answers.get("leader") or {}
+    shared = sorted(set(start) & set(leader), key=int)
+    if start == leader or len(shared) < 50:
+        return None
+    return {"run": doc.get("run_id"), "candidate": "leader", "base": np.array([start[k] for k in shared], float),
+            "cand": np.array([leader[k] for k in shared], float), "task": doc.get("task"),
+            "start": doc.get("start"), "code": doc.get("code"), "source": _rel(path)}
+
+
+def _rel(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def load_summaries(arg: str) -> tuple[list[dict], list[str]]:
+    """(the (start, leader) pairs of the ship_bench summaries named: files, or folders read recursively; one
+    sentence on where they came from for the report)."""
+    paths = []
+    for item in filter(None, (x.strip() for x in arg.split(","))):
+        item = Path(item)
+        paths += sorted(item.rglob("*.json")) if item.is_dir() else [item] if item.is_file() else []
+        if not item.exists():
+            print(f"confirm_bench: {item} does not exist; skipped", file=sys.stderr)
+    pairs = [x for x in map(summary_pair, paths) if x]
+    listed = "; ".join(f"`{x['source']}` ({x['run']}, code {x['code']})" for x in pairs)
+    note = (f"from {len(paths)} ship_bench summar{'y' if len(paths) == 1 else 'ies'} (`--real-summaries`), "
+            f"{len(pairs)} (start, leader) pair{'' if len(pairs) == 1 else 's'} on their test answers"
+            + (f", {len(paths) - len(pairs)} skipped (the leader was the start)" if len(paths) > len(pairs) else "")
+            + (f": {listed}." if pairs else "."))
+    return pairs, [note]
+
+
+def pair_label(pair: dict) -> str:
+    return f"{pair['task']} ({pair['start']} start)" if pair.get("task") else f"{pair['run']} #{pair['candidate']}"
+
+
 def real_rates(pairs: list[dict], rng, *, n_val: int, shares: list[float], rules: list[str], level: float,
                reps: int = 2000) -> list[dict]:
     """Per share and rule, how often a confirmation on n_confirm examples drawn from each real pair's answers would
@@ -420,7 +467,9 @@ def real_rates(pairs: list[dict], rng, *, n_val: int, shares: list[float], rules
                         "pairs": len(g), "pairs_harmful": int(harm.sum()),
                         "harm": float(r[harm].mean()) if harm.any() else None,
                         "pairs_better_by_0.10": int(good.sum()), "power": float(r[good].mean()) if good.any() else None,
-                        "mean_gain": float((r * g).mean()) if len(g) else None})
+                        "mean_gain": float((r * g).mean()) if len(g) else None,
+                        "per_pair": [{"pair": pair_label(p), "n_test": len(p["base"]), "gain": float(x), "ship": float(y)}
+                                     for p, x, y in zip(pairs, g, r)]})
     return out
 
 
@@ -712,6 +761,26 @@ def real_table(real: list[dict]) -> list[str]:
     return lines
 
 
+def real_pair_lines(real: list[dict], share: float) -> tuple[list[str], list[str]]:
+    """Per real pair at one share: the table (one row per val size and pair, a column per rule) and one line per
+    val size and pair for the console."""
+    here = [r for r in real if abs(r["share"] - share) < EPS]
+    rules = list(dict.fromkeys(r["rule"] for r in here))
+    table = ["| val | pair | test examples | test gain | " + " | ".join(
+        f"ships: {rule} (n {_n_text(next(r for r in here if r['rule'] == rule))})" for rule in rules) + " |",
+        "|---" * (4 + len(rules)) + "|"] if here else []
+    printed = []
+    for v in dict.fromkeys(r["n_val"] for r in here):
+        rows = {r["rule"]: r for r in here if r["n_val"] == v}
+        for i, p in enumerate(rows[rules[0]]["per_pair"]):
+            ships = [rows[rule]["per_pair"][i]["ship"] for rule in rules]
+            table.append(f"| {v} | {p['pair']} | {p['n_test']} | {p['gain']:+.3f} | "
+                         + " | ".join(f"{x:.3f}" for x in ships) + " |")
+            printed.append(f"val {v}, {share} held back, {p['pair']}: test gain {p['gain']:+.3f}; ships "
+                           + ", ".join(f"{x:.3f} ({rule})" for rule, x in zip(rules, ships)))
+    return table, printed
+
+
 def full_table(rows: list[dict]) -> list[str]:
     lines = ["| val | differing | scenario | rule | held back | n confirm | finalists | harm | false ship | "
              "power (+0.10 shipped) | mean true gain shipped | second look |", "|---" * 12 + "|"]
@@ -723,7 +792,8 @@ def full_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def write(args, argv, rows, choice, exact, exact2, simp, real, notes: list[str], seconds: float) -> list[str]:
+def write(args, argv, rows, choice, exact, exact2, simp, real, notes: list[str], seconds: float,
+          per_pair: list[str] = ()) -> list[str]:
     """The RESULTS.md section and the JSON; returns the reading lines (main prints them)."""
     vals = [int(v) for v in args.val_sizes.split(",")]
     command = "python benchmarks/confirm_bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -758,6 +828,10 @@ def write(args, argv, rows, choice, exact, exact2, simp, real, notes: list[str],
     if real:
         lines += ["### Real pairs: confirmation sets resampled from benchmark runs' test answers", "",
                   *real_table(real), ""]
+    if per_pair:
+        share = choice["default"][1] if choice["default"] else 0.5
+        lines += [f"### Real pairs one by one, {share} held back (the default's share): test gain and how often a "
+                  "confirmation ships the candidate", "", *per_pair, ""]
     lines += ["Real pairs: " + " ".join(notes), ""] if notes else []
     lines += ["<details><summary>Every cell (val × discordance × scenario × design)</summary>", "",
               *full_table(rows), "", "</details>"]
@@ -798,6 +872,9 @@ def main(argv=None) -> int:
     ap.add_argument("--two-looks", default="1,0.5", help="n2 / n1 of the two-look rules' second looks (empty: none)")
     ap.add_argument("--real", help="benchmark stores (auto_bench-<target>.duckdb, comma-separated) whose runs' test "
                                    "answers to resample; missing ones are skipped")
+    ap.add_argument("--real-summaries", nargs="?", const=str(SHIP_RUNS),
+                    help="ship_bench summaries (files or folders, comma-separated; alone: every summary under "
+                         "benchmarks/ship_runs/) whose runs' (start, leader) test answers to resample")
     ap.add_argument("--real-reps", type=int, default=2000, help="resampled confirmation sets per real pair")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -816,17 +893,23 @@ def main(argv=None) -> int:
     exact2 = [e for x in seconds for e in exact_harm_levels(n_confirms, discs, args.level, x)]
     simp = simplification(args.level)
     real, notes = [], []
+    pairs, per_pair, printed = [], [], []
     if args.real:
         pairs, missing = load_real(args.real)
         if missing:
             notes.append(f"skipped {', '.join(f'`{m}`' for m in missing)}: not there yet (its benchmark runs have not "
                          "been run).")
-        if not pairs:
-            notes.append("none to resample (no finished run with test answers in the stores given).")
-        for v in vals if pairs else []:
-            real += real_rates(pairs, rng, n_val=v, shares=shares, rules=rules, level=args.level, reps=args.real_reps)
-    read = write(args, argv, rows, choice, exact, exact2, simp, real, notes, time.time() - t0)
-    print("\n".join(read))
+    if args.real_summaries:
+        more, said = load_summaries(args.real_summaries)
+        pairs, notes = pairs + more, notes + said
+    if (args.real or args.real_summaries) and not pairs:
+        notes.append("none to resample (no finished run with test answers in the sources given).")
+    for v in vals if pairs else []:
+        real += real_rates(pairs, rng, n_val=v, shares=shares, rules=rules, level=args.level, reps=args.real_reps)
+    if real:
+        per_pair, printed = real_pair_lines(real, choice["default"][1] if choice["default"] else 0.5)
+    read = write(args, argv, rows, choice, exact, exact2, simp, real, notes, time.time() - t0, per_pair)
+    print("\n".join(read + notes + printed))
     print(f"({time.time() - t0:.0f} s)")
     return 0
 
