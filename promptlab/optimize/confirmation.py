@@ -93,28 +93,24 @@ def decide(ctx: OptimizeContext, pool: "Pool", strategy) -> Generator[Step, None
     examples, from_train = decision_set(ctx, pool, 1 + len(chosen) + (strategy.simplify_reserve if simplifying else 0),
                                         strategy.decide_on_unseen)
     more = second_look_rows(ctx, pool, examples, 1 + len(chosen)) if strategy.second_look else examples.iloc[:0]
-    looks = 2 if len(more) else 1
-    level = 1 - (1 - level) / looks  # each look at half the level: the harm bound holds over both
+    level = 1 - (1 - level) / (2 if len(more) else 1)  # each of two looks at half the level: the bound holds over both
     results = yield from score_on(ctx, [reference, *chosen], examples)
     unpaid = _unpaid_confirmation(reference, chosen[0], results)
     if unpaid:
         yield _baseline_kept(reference, level, unpaid)
         return reference
     passed, first = _fixed_sequence(ctx, reference, chosen, results, level, margin)
-    if looks == 2 and not passed and first is not None and first[1].diff > 0:
+    looks = 1
+    if len(more) and not passed and first is not None and first[1].diff > 0:
         # the first look failed while the leader leads: the rows the simplification would have used decide again
         extra = yield from score_on(ctx, [reference, *chosen], more)
         if all(c.id in extra for c in (reference, chosen[0])):
-            results = _joined(results, extra)
+            looks, results = 2, _joined(results, extra)
             examples, from_train = pd.concat([examples, more]), from_train + len(more)
             for c in (reference, *chosen):
                 if c.id in results:
                     c.confirm = results[c.id].score
             passed, first = _fixed_sequence(ctx, reference, chosen, results, level, margin)
-        else:
-            looks = 1
-    else:
-        looks = 1
     where = _where(len(examples), from_train) + (" after a second look" if looks == 2 else "")
     winner, cmp, reading = _verdict(reference, passed, first, where, level, margin)
     if passed and ctx.prefer == "cheap":  # runs stored before the simplification
@@ -141,11 +137,20 @@ def second_look_rows(ctx: OptimizeContext, pool: "Pool", first: pd.DataFrame, pr
     of the first). Known before the first look's answers, so the choice of one or two looks cannot bias the test."""
     if ctx.budget.max_target_requests is None:
         return first.iloc[:0]  # no budget: the first look already read every unseen row
-    room = ctx.budget.max_target_requests - ctx.counters.target_requests - prompts * len(first)
-    fresh = _fresh_rows(ctx, pool, first)
-    more = proportional_subset(fresh, pd.concat([ctx.valset, ctx.confirmset]), max(0, room // max(1, prompts)),
-                               seed=ctx.seed + 1, by_label=ctx.dataset.has_labels)
+    more = _unseen_sample(ctx, pool, first, prompts, ctx.seed + 1, taken=first)
     return more if 3 * len(more) >= len(first) else first.iloc[:0]
+
+
+def _unseen_sample(ctx: OptimizeContext, pool: "Pool", scored: pd.DataFrame, prompts: int, seed: int,
+                   taken: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Unseen train rows (`_fresh_rows`, less `taken`) kept to val's label mix: as many as the budget left pays for
+    once `prompts` prompts are scored on `scored` and on each of them (all of them without a budget)."""
+    cap = None
+    if ctx.budget.max_target_requests is not None:
+        room = ctx.budget.max_target_requests - ctx.counters.target_requests - prompts * len(scored)
+        cap = max(0, room // max(1, prompts))
+    return proportional_subset(_fresh_rows(ctx, pool, taken), pd.concat([ctx.valset, ctx.confirmset]), cap, seed=seed,
+                               by_label=ctx.dataset.has_labels)
 
 
 def _joined(first: dict, second: dict) -> dict:
@@ -170,13 +175,7 @@ def decision_set(ctx: OptimizeContext, pool: "Pool", prompts: int, unseen: bool)
     held = ctx.confirmset
     if not unseen:
         return held, 0
-    fresh = _fresh_rows(ctx, pool)
-    cap = None
-    if ctx.budget.max_target_requests is not None:
-        room = ctx.budget.max_target_requests - ctx.counters.target_requests - prompts * len(held)
-        cap = max(0, room // max(1, prompts))
-    mix = pd.concat([ctx.valset, held])
-    extra = proportional_subset(fresh, mix, cap, seed=ctx.seed, by_label=ctx.dataset.has_labels)
+    extra = _unseen_sample(ctx, pool, held, prompts, ctx.seed)
     return pd.concat([held, extra]), len(extra)
 
 
