@@ -91,7 +91,7 @@ def leader_of(s: dict, cands: pd.DataFrame) -> int:
     if leader:
         return int(leader)
     own = cands[~cands["family"].isin(results.AFTER_DECISION) & cands["val_score"].notna()]
-    return int(own.sort_values(["val_score", "id"], ascending=[False, True]).iloc[0]["id"])
+    return int(own.reset_index(drop=True).sort_values(["val_score", "id"], ascending=[False, True]).iloc[0]["id"])
 
 
 def summarize_run(store, run_id: str, s: dict, wall: float, ds, target, metric, key: str, start: str) -> dict:
