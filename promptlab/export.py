@@ -196,7 +196,8 @@ def _model(sp: StoredPrompt) -> dict:
         key = spec.model.split("/", 1)[1]
         # In promptlab a zoo model runs in-process; outside it, serve it and call it as an OpenAI-compatible model.
         out.update(model=f"openai/{key}", api_base="http://127.0.0.1:8000/v1",
-                   serve=" ".join(server_command(key, 8000, assemble=False)).replace(" --verbose False", ""))
+                   serve=" ".join(["python", *server_command(key, 8000, assemble=False)[1:]]).replace(
+                       " --verbose False", ""))  # the user's python (with llama-cpp-python[server]), not ours
     return out
 
 
