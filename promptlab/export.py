@@ -39,6 +39,8 @@ from promptlab.prompt import PromptTemplate
 from promptlab.models import ModelSpec, spec_from_record
 from promptlab.results import best_candidate
 from promptlab.scoring import reading
+from promptlab.scoring.objective import default_spec
+from promptlab.scoring.scorers import BINARY, parse_scorer
 from promptlab.serve import server_command
 from promptlab.store import Store
 
@@ -380,9 +382,34 @@ def get_assert(output, context):
 ''')
 
 
+_SCORER_ASSERTION = string.Template('''r"""promptfoo's assertion, written by `promptlab export --format promptfoo`: each reply scored against its reference
+answer by promptlab's own scorer ($spec: $describe), so the mean of the tests' scores is promptlab's score. It needs
+promptlab installed (pip install promptlab) in the Python that runs it (PROMPTFOO_PYTHON).
+"""
+from promptlab.scoring.scorers import parse_scorer
+
+SCORER = parse_scorer($spec_literal)
+
+
+def get_assert(output, context):
+    score = SCORER.score(output, context["vars"]["reference"])
+    return {"pass": score >= $pass_at, "score": score, "reason": f"$spec: {score:.3f}"}
+''')
+
+
+def _scorer_spec(sp: StoredPrompt) -> str | None:
+    """The reference scorer the prompt was scored with (None: an LLM judge, which promptfoo cannot repeat here)."""
+    spec = sp.metric or default_spec(sp.dataset)
+    return None if spec.strip().lower() == "judge" else spec
+
+
 def reading_file(sp: StoredPrompt) -> str:
     """promptlab's reading of a reply (scoring/reading.py, a leaf of the standard library), copied whole, with
     promptfoo's `get_assert` for this dataset's labels: the pass rate is promptlab's accuracy on the same replies."""
+    if sp.dataset.kind != "labels":
+        scorer = parse_scorer(_scorer_spec(sp))
+        return _SCORER_ASSERTION.substitute(spec=scorer.spec, spec_literal=repr(scorer.spec), describe=scorer.describe(),
+                                            pass_at="1.0" if scorer.kind in BINARY else "0.5")
     source = Path(reading.__file__).read_text(encoding="utf-8")
     head = f"# Copied from promptlab {__version__} (promptlab/scoring/reading.py) by `promptlab export`.\n"
     return head + source + _ASSERTION.substitute(labels=repr(tuple(sp.dataset.labels)))
@@ -414,10 +441,8 @@ def _promptfoo_tests(sp: StoredPrompt) -> list[dict]:
     tests = []
     for fields, text, label in zip(*(sp.dataset.split("test", sp.split_seed)[c] for c in ("fields", "text", "label"))):
         case = {"vars": {"input": text} if len(cols) == 1 else {c: fields[c] for c in cols}}
-        if sp.dataset.kind == "labels":
-            case["vars"]["expected"] = label
-        elif sp.dataset.kind == "reference":
-            case["assert"] = [{"type": "similar", "value": label, "threshold": 0.8}]
+        if sp.dataset.kind != "unlabeled":
+            case["vars"]["expected" if sp.dataset.kind == "labels" else "reference"] = label
         tests.append(case)
     return tests
 
@@ -431,10 +456,17 @@ def _promptfoo_head(sp: StoredPrompt, m: dict, n: int) -> str:
     if sp.dataset.kind == "labels":
         lines.append(f"A test passes when its reply reads as its label, read by promptlab's own code ({READING_FILE}):"
                      " the pass rate is promptlab's accuracy on the same replies.")
+    elif _checked(sp):
+        lines.append(f"Each test is scored against its reference answer by promptlab's own scorer ({READING_FILE}): "
+                     "the mean of the tests' scores is promptlab's score (for a 0-or-1 scorer, the pass rate).")
+    else:
+        lines.append("promptlab scored its replies with an LLM judge or by hand: the tests carry no assertion (promptfoo's "
+                     "llm-rubric with the same rubric would grade them).")
     lines += ["", f"Run it (tested with promptfoo {PROMPTFOO_VERSION} on Node 20):"]
     if m.get("serve"):
         lines.append(f"  {m['serve']}   # serve the model first")
-    python = "a Python with promptlab installed (pip install promptlab)" if sp.template.similar_k else "Python 3.11+"
+    needs_promptlab = sp.template.similar_k or (sp.dataset.kind != "labels" and _checked(sp))
+    python = "a Python with promptlab installed (pip install promptlab)" if needs_promptlab else "Python 3.11+"
     lines += [f"  PROMPTFOO_PYTHON=python3 npx promptfoo@{PROMPTFOO_VERSION} eval -c {PROMPTFOO_CONFIG} --no-cache",
               f"PROMPTFOO_PYTHON is {python}: {PROMPT_FILE} writes each test's messages as promptlab sent them"
               + (", its demos the pool's nearest to the input by promptlab's similarity." if sp.template.similar_k
@@ -471,7 +503,7 @@ def as_promptfoo(sp: StoredPrompt) -> str:
         "prompts": [f"file://{PROMPT_FILE}:promptfoo_messages"],
         "providers": [_promptfoo_provider(m, sp.params)],
     }
-    if sp.dataset.kind == "labels":
+    if _checked(sp):
         doc["defaultTest"] = {"assert": [{"type": "python", "value": f"file://{READING_FILE}:get_assert"}]}
     doc["tests"] = tests
     return _promptfoo_head(sp, m, len(tests)) + yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, width=120)
@@ -480,9 +512,14 @@ def as_promptfoo(sp: StoredPrompt) -> str:
 def promptfoo_files(sp: StoredPrompt) -> dict[str, str]:
     """The promptfoo export as the folder it runs from: the config, the prompt function, the label reading."""
     files = {PROMPTFOO_CONFIG: as_promptfoo(sp), PROMPT_FILE: as_python(sp, PROMPT_FILE)}
-    if sp.dataset.kind == "labels":
+    if _checked(sp):
         files[READING_FILE] = reading_file(sp)
     return files
+
+
+def _checked(sp: StoredPrompt) -> bool:
+    """Whether promptfoo can score the replies as promptlab did: labels, or reference answers and a scorer."""
+    return sp.dataset.kind == "labels" or (sp.dataset.kind == "reference" and _scorer_spec(sp) is not None)
 
 
 def files(sp: StoredPrompt, fmt: str) -> dict[str, str]:

@@ -4,7 +4,7 @@ llama.cpp server, on the test rows promptlab scored through the same server. Und
 promptlab's reply, and so each score is promptlab's score, exactly.
 
 Covered: a prompt with fixed demos, one with demos chosen per input, labels with a space and regex characters in
-them, and inputs with quotes, a newline and Nunjucks braces."""
+them, inputs with quotes, a newline and Nunjucks braces, and reference answers scored by a reference scorer."""
 import json
 import os
 import subprocess
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from openai_stub import Stub
 from promptlab import serve
 from promptlab.data import import_dataset
 from promptlab.evaluate import evaluate
@@ -22,6 +23,7 @@ from promptlab.jobs import record_eval
 from promptlab.models import make_spec
 from promptlab.prompt import Demo, PromptTemplate
 from promptlab.scoring.labels import parse_metric
+from promptlab.scoring.objective import parse_objective
 from promptlab.store import Store
 
 PROMPTFOO = Path(os.environ.get("PROMPTFOO_BIN") or ROOT / ".venv" / "promptfoo" / "node_modules" / ".bin" / "promptfoo")
@@ -130,3 +132,27 @@ def _promptlab_replies(store, sp) -> dict[str, str]:
                    max_tokens=sp.params["max_tokens"], save=False)
     assert res.calls == 0 and res.cached == len(test), "promptlab's replies come from its store"
     return dict(zip(res.rows["text"], res.rows["reply"]))
+
+
+def last_words(body: dict) -> str:
+    """A reply that overlaps its reference in part: the last three words of the input."""
+    return " ".join(body["messages"][-1]["content"].replace("'", " ").split()[-3:])
+
+
+@pytest.mark.skipif(not PROMPTFOO.exists(), reason="promptfoo is not installed: `make promptfoo` (make test does it)")
+def test_a_reference_scorer_travels_too_and_promptfoos_mean_score_is_promptlabs(tmp_path, store):
+    """Reference answers: each test is scored by promptlab's own scorer, so the mean of promptfoo's test scores is
+    promptlab's token-F1 score (the replies come from a scripted OpenAI-compatible server)."""
+    ds = import_dataset(store, ROOT / "data" / "short_answers.csv", kind="reference")[0]
+    assert ds.kind == "reference"
+    with Stub(last_words, delay_s=0.0) as stub:
+        spec = make_spec("openai/stub-target", api_base=stub.base)
+        _, summary = record_eval(store, spec, PromptTemplate("Answer briefly.", "{input}"), ds,
+                                 parse_objective("token_f1", ds), split="test")
+        sp = stored_prompt(store, summary["run_id"])
+        assert 0 < sp.score < 1  # partial overlaps: a mean, not a pass rate
+        for fname, content in files(sp, "promptfoo").items():
+            (tmp_path / fname).write_text(content, encoding="utf-8")
+        got = run_promptfoo(tmp_path)
+    assert len(got) == summary["n"]
+    assert sum(r["score"] for r in got) / len(got) == pytest.approx(sp.score, abs=1e-6)
