@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test browser bench bench-dspy bench-report
+.PHONY: install run test browser promptfoo bench bench-dspy bench-report
 
 # llama.cpp is compiled for the x86-64 features this CPU has, named one by one, not with -march=native: on Intel
 # CPUs with AMX, in a VM that does not grant the tile state (this workplace's machines), a native build's AMX
@@ -36,7 +36,22 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "the browser test needs chromium: sudo apt-get install chromium"; fi; }
 
-test: $(STAMP) browser
+# promptfoo itself, pinned, for the test that runs a promptfoo export with it (tests/test_export_tools.py; the version
+# is promptlab.export.PROMPTFOO_VERSION: newer releases need Node 22). --ignore-scripts: its install scripts would
+# download a browser and call home; better-sqlite3, where promptfoo keeps its results, is then compiled here.
+PROMPTFOO_DIR := $(VENV)/promptfoo
+PROMPTFOO_STAMP := $(PROMPTFOO_DIR)/.installed
+
+$(PROMPTFOO_STAMP):
+	@command -v npm >/dev/null 2>&1 || { echo "the promptfoo export test needs Node.js 20 and npm (apt-get install nodejs npm)"; exit 1; }
+	mkdir -p $(PROMPTFOO_DIR)
+	cd $(PROMPTFOO_DIR) && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install promptfoo@0.118.0 --ignore-scripts --no-audit --no-fund
+	cd $(PROMPTFOO_DIR) && npm_config_build_from_source=true npm rebuild better-sqlite3
+	touch $(PROMPTFOO_STAMP)
+
+promptfoo: $(PROMPTFOO_STAMP)
+
+test: $(STAMP) browser promptfoo
 	$(PY) -m pytest
 
 # The benchmark table of benchmarks/RESULTS.md ("auto"): DSPy's optimizers first (their own venv, against two

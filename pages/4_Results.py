@@ -240,10 +240,10 @@ try:
     stored = export.stored_prompt(store, run_id, int(pick))
     cols = st.columns(4)
     for col, (fmt, what) in zip(cols, [("text", "Text"), ("messages", "Chat messages (JSON)"),
-                                       ("python", "Python script (litellm)"), ("promptfoo", "promptfoo config")]):
+                                       ("python", "Python script (litellm)"), ("promptfoo", "promptfoo folder (zip)")]):
         try:
-            col.download_button(what, export.export(stored, fmt), file_name=export.filename(stored, fmt),
-                                key=f"results.export.{fmt}", width="stretch")
+            name, data = export.download(stored, fmt)
+            col.download_button(what, data, file_name=name, key=f"results.export.{fmt}", width="stretch")
         except PromptlabError as exc:
             col.caption(str(exc))
 except PromptlabError as exc:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from promptlab.errors import PromptlabError
 from promptlab.scoring.objective import check_scoring
-from promptlab.text import normalize_label
+from promptlab.scoring.reading import normalize_label
 
 INPUT_NAMES = ("input", "text", "sentence", "question", "content", "message", "review", "query", "prompt",
                "текст", "вопрос", "сообщение", "отзыв", "предложение", "ввод")

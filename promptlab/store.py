@@ -25,7 +25,8 @@ import pandas as pd
 
 from promptlab.errors import PromptlabError
 
-DEFAULT_DB = Path(__file__).resolve().parent.parent / "data" / "promptlab.duckdb"
+CLONE = Path(__file__).resolve().parent.parent  # the checkout, when promptlab runs from one (app.py beside it)
+DEFAULT_DB = CLONE / "data" / "promptlab.duckdb"
 LOCK_WAIT_S = 60.0
 
 
@@ -34,7 +35,14 @@ class StoreError(PromptlabError):
 
 
 def default_db_path() -> Path:
-    return Path(os.environ.get("PROMPTLAB_DB") or DEFAULT_DB)
+    """$PROMPTLAB_DB; else data/promptlab.duckdb in a checkout (beside the dashboard's app.py); else, for an installed
+    package, the user's data folder (~/.local/share/promptlab/promptlab.duckdb), never inside site-packages."""
+    if os.environ.get("PROMPTLAB_DB"):
+        return Path(os.environ["PROMPTLAB_DB"])
+    if (CLONE / "app.py").is_file():
+        return DEFAULT_DB
+    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return data_home / "promptlab" / "promptlab.duckdb"
 
 
 # Ordered: migration i brings the schema from version i to i + 1. Never edit one that has shipped.

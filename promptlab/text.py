@@ -1,20 +1,14 @@
-"""Small text helpers many modules need (label matching form, fencing dataset text, showing a score): a leaf
+"""Small text helpers many modules need (fencing dataset text, showing a score): a leaf
 module, imported by the heavy ones and importing none of them, so imports point one way."""
 from __future__ import annotations
 
 import math
 import re
-import unicodedata
 
 MAX_FIELD_CHARS = 400
 
 _TAG_LIKE = re.compile(r"<\s*/?\s*(prompt|example|mistake|instruction|input|answer|reference)\b[^>]*>", re.I)
 _HEADING_LINE = re.compile(r"(?m)^([ \t]*)(#+)")
-
-
-def normalize_label(value: str) -> str:
-    """The form labels are matched in: Unicode-normalized, trimmed, whitespace collapsed, case-folded."""
-    return " ".join(unicodedata.normalize("NFKC", str(value)).split()).casefold()
 
 
 def fence(text: str, limit: int = MAX_FIELD_CHARS) -> str:

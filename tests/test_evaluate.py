@@ -103,7 +103,7 @@ def test_real_zoo_replies_map_as_a_careful_grader_reads_them(case):
     """Replies collected from the zoo models, each graded by hand (tests/data/zoo_replies.jsonl)."""
     got, how = parse_label(case["reply"], tuple(case["labels"]))
     expected = case["expected"]
-    from promptlab.text import normalize_label
+    from promptlab.scoring.reading import normalize_label
 
     assert got == (normalize_label(expected) if expected is not None else None), (case["reply"], how, case.get("why"))
 

@@ -16,7 +16,7 @@ from openai_stub import Stub
 from promptlab import planning, results, runs
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import evaluate
-from promptlab.export import export, stored_prompt
+from promptlab.export import export, files, stored_prompt
 from promptlab.scoring.labels import parse_metric
 from promptlab.models import make_spec
 from promptlab.store import Store
@@ -89,7 +89,8 @@ def test_messages_text_and_promptfoo_carry_the_prompt_and_never_a_key(tmp_path, 
     cand = with_demos(store, run_id, similar=False)
     sp = stored_prompt(store, run_id, cand)
     outs = {fmt: export(sp, fmt) for fmt in ("text", "messages", "python", "promptfoo")}
-    assert not any("sk-secret-123" in o for o in outs.values())
+    folder = files(sp, "promptfoo")
+    assert not any("sk-secret-123" in o for o in [*outs.values(), *folder.values()])
 
     doc = json.loads(outs["messages"])
     msgs = doc["messages"]
@@ -104,12 +105,20 @@ def test_messages_text_and_promptfoo_carry_the_prompt_and_never_a_key(tmp_path, 
     assert all(d.text in outs["text"] for d in demos) and sp.template.system in outs["text"]
 
     pf = yaml.safe_load(outs["promptfoo"])
+    assert sorted(folder) == ["promptfooconfig.yaml", "promptlab_prompt.py", "promptlab_reading.py"]
+    assert folder["promptfooconfig.yaml"] == outs["promptfoo"] and "def promptfoo_messages" in folder["promptlab_prompt.py"]
     test = ds.split("test")
     assert len(pf["tests"]) == len(test)
     assert [t["vars"]["expected"] for t in pf["tests"]] == test["label"].tolist()
-    assert pf["providers"][0]["id"] == "openai:chat:stub-target"
-    assert pf["providers"][0]["config"]["apiBaseUrl"] == stub.base and pf["providers"][0]["config"]["apiKeyEnvar"] == "STUB_KEY"
-    assert json.loads(pf["prompts"][0])[-1]["content"] == "{{input}}"
+    assert [t["vars"]["input"] for t in pf["tests"]] == test["text"].tolist()  # sent as they are: templating is off
+    assert pf["env"]["PROMPTFOO_DISABLE_TEMPLATING"] == "true"
+    provider = pf["providers"][0]
+    assert provider["id"] == "openai:chat:stub-target"
+    assert provider["config"]["apiBaseUrl"] == stub.base and provider["config"]["apiKeyEnvar"] == "STUB_KEY"
+    # promptfoo 0.118 drops a falsy temperature from the request; passthrough is sent as written
+    assert provider["config"]["passthrough"]["temperature"] == 0.0
+    assert pf["prompts"] == ["file://promptlab_prompt.py:promptfoo_messages"]
+    assert pf["defaultTest"]["assert"] == [{"type": "python", "value": "file://promptlab_reading.py:get_assert"}]
 
     # the result by default; a candidate that is not there is named with the ones that are
     assert stored_prompt(store, run_id).is_result
@@ -155,6 +164,13 @@ def test_eval_scores_a_stored_prompt_from_the_cache_and_on_another_dataset(tmp_p
 
     code, out, err = run_cli("export", run_id, "--format", "python", "--out", str(tmp_path), db=db)
     assert code == 0 and (tmp_path / f"promptlab-{run_id}-cand{result['best_id']}.py").is_file(), err
+    # promptfoo's export is a folder: without --out it says so, with --out it writes the three files whole
+    code, out, err = run_cli("export", run_id, "--format", "promptfoo", db=db)
+    assert code != 0 and "is a folder of 3 files" in err and "--out" in err and "Traceback" not in err
+    code, out, err = run_cli("export", run_id, "--format", "promptfoo", "--out", str(tmp_path / "pf"), db=db)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "pf").iterdir()) == ["promptfooconfig.yaml", "promptlab_prompt.py",
+                                                                   "promptlab_reading.py"]
 
     code, out, err = run_cli("eval", "--candidate", "2", "--dataset", "x", "--prompt", "hi", db=db)
     assert code != 0 and "--candidate picks a prompt of a stored run" in err and "Traceback" not in err

@@ -166,7 +166,7 @@ def test_start_a_run_with_fake_models_and_see_it_finish(db):
 
     # the prompt leaves as code, and is scored again elsewhere by a worker (here: its own data, from the cache)
     labels = {b.label for b in res.get("download_button")}
-    assert {"Text", "Chat messages (JSON)", "Python script (litellm)", "promptfoo config"} <= labels
+    assert {"Text", "Chat messages (JSON)", "Python script (litellm)", "promptfoo folder (zip)"} <= labels
     res.selectbox(key="results.elsewhere.split").set_value("val")
     res.button(key="results.elsewhere.go").click().run()
     assert not res.exception

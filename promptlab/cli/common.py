@@ -24,7 +24,8 @@ def _shared_options() -> argparse.ArgumentParser:
     # Both the top parser and each command take these; SUPPRESS keeps a command's default from overwriting a flag
     # given before the command (main() fills in the defaults).
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument("--db", default=argparse.SUPPRESS, help="DuckDB file (default: $PROMPTLAB_DB or data/promptlab.duckdb)")
+    options.add_argument("--db", default=argparse.SUPPRESS, help="DuckDB file (default: $PROMPTLAB_DB, else data/promptlab.duckdb in a clone, "
+                         "~/.local/share/promptlab/promptlab.duckdb when installed)")
     options.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     options.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="end with one JSON line")
     return options

@@ -7,7 +7,8 @@ from pathlib import Path
 from promptlab.cli.common import (OPTIONS, constraint_arg, metric_spec, model_list, names, open_store, print_json,
                                   terminal_progress)
 from promptlab.data import resolve_dataset
-from promptlab.export import export, filename, stored_prompt
+from promptlab.errors import PromptlabError
+from promptlab.export import files, filename, stored_prompt
 from promptlab.jobs import MatrixRequest, matrix_lines, score_matrix
 
 
@@ -18,8 +19,10 @@ def register(sub) -> None:
     p.add_argument("--candidate", type=int, help="this candidate instead of the run's result")
     p.add_argument("--format", default="messages", choices=["text", "messages", "python", "promptfoo"],
                    help="text: to read; messages: JSON messages template and parameters; python: a runnable litellm "
-                        "script; promptfoo: a promptfoo config with the test split as tests (default: messages)")
-    p.add_argument("--out", help="write to this file (or into this folder) instead of printing")
+                        "script; promptfoo: a folder promptfoo runs, the test split as tests, with promptlab's score "
+                        "(default: messages)")
+    p.add_argument("--out", help="write to this file (or into this folder) instead of printing; promptfoo: the folder "
+                                 "to write its files into (made if missing)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("matrix", parents=[OPTIONS], help="the top prompts of several runs scored by several models on "
@@ -35,20 +38,34 @@ def register(sub) -> None:
 
 
 def cmd_export(args) -> int:
-    """A stored prompt as text, chat messages, a runnable litellm script or a promptfoo config."""
+    """A stored prompt as text, chat messages, a runnable litellm script or a folder promptfoo runs."""
     sp = stored_prompt(open_store(args), args.run, args.candidate)
-    out = export(sp, args.format)
+    out = files(sp, args.format)
+    if len(out) > 1:  # promptfoo's folder: the config and the two Python files it calls
+        if not args.out:
+            raise PromptlabError(f"the {args.format} export is a folder of {len(out)} files ({', '.join(out)}): add "
+                                 f"--out DIR, e.g. --out {filename(sp, args.format)}")
+        folder = Path(args.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in out.items():
+            _write_whole(folder / name, content)
+        print(f"wrote {folder}/: {', '.join(out)} (its first lines say how to run it)", file=sys.stderr)
+        return 0
+    (name, content), = out.items()
     if args.out:
         path = Path(args.out)
-        if path.is_dir():
-            path = path / filename(sp, args.format)
-        tmp = path.with_name(path.name + ".part")  # nothing half-written: the file appears whole or not at all
-        tmp.write_text(out, encoding="utf-8")
-        tmp.replace(path)
-        print(f"wrote {path}", file=sys.stderr)
+        _write_whole(path / name if path.is_dir() else path, content)
+        print(f"wrote {path / name if path.is_dir() else path}", file=sys.stderr)
     else:
-        sys.stdout.write(out)
+        sys.stdout.write(content)
     return 0
+
+
+def _write_whole(path: Path, content: str) -> None:
+    """Nothing half-written: the file appears whole or not at all."""
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(content, encoding="utf-8")
+    tmp.replace(path)
 
 
 def cmd_matrix(args) -> int:

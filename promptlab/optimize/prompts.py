@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from promptlab.language import language_name
 from promptlab.prompt import PLACEHOLDER
-from promptlab.text import fence, normalize_label
+from promptlab.scoring.reading import normalize_label
+from promptlab.text import fence
 
 DEFAULT_META_PROMPT = """You are an expert prompt engineer. Your job is to write the instruction that makes a small language model label texts correctly.
 
