@@ -1,9 +1,12 @@
 """promptlab as a package: `pip install .` into a fresh venv gives `import promptlab`, the `promptlab` command (the
 same CLI as `python -m promptlab`) and a store of its own outside site-packages; an exported script runs there
-without a clone, its demos per input picked by the installed package; `pip install -e .` points at the clone.
+without a clone, its demos per input picked by the installed package; `pip install -e .` points at its source tree.
+The installs run from a copy of the package's sources: setuptools writes build/ and promptlab.egg-info beside
+pyproject.toml, and the checkout must stay as git has it.
 The pins in pyproject.toml are requirements.txt's."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -52,7 +55,11 @@ def test_pip_install_gives_the_promptlab_command_and_runs_an_export_without_a_cl
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PROMPTLAB_DB", "VIRTUAL_ENV")}
     env |= {"HOME": str(home), "XDG_DATA_HOME": str(home / "data"), "PIP_CACHE_DIR": os.environ.get(
         "PIP_CACHE_DIR", os.path.expanduser("~/.cache/pip")), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    _run([str(py), "-m", "pip", "install", "-q", str(ROOT)], env=env, cwd=tmp_path)
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "promptlab", src / "promptlab", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    _run([str(py), "-m", "pip", "install", "-q", str(src)], env=env, cwd=tmp_path)
 
     outside = tmp_path / "elsewhere"  # no clone in sight: the installed package alone
     outside.mkdir()
@@ -83,8 +90,8 @@ def test_pip_install_gives_the_promptlab_command_and_runs_an_export_without_a_cl
                 assert got.strip() == reply
             assert "promptlab_prompt.py" in files(sp, "promptfoo")
 
-    # editable: the same command, its code the clone's
-    _run([str(py), "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT)], env=env, cwd=tmp_path)
+    # editable: the same command, its code the source tree's
+    _run([str(py), "-m", "pip", "install", "-q", "--no-deps", "-e", str(src)], env=env, cwd=tmp_path)
     where = _run([str(py), "-c", "import promptlab; print(promptlab.__file__)"], env=env, cwd=outside)
-    assert where.strip() == str(ROOT / "promptlab" / "__init__.py")
+    assert where.strip() == str(src / "promptlab" / "__init__.py")
     assert "optimize" in _run([str(cli), "--help"], env=env, cwd=outside)

@@ -1,3 +1,0 @@
-"""promptlab: find the best prompt for an LLM on a labeled dataset, by hand and automatically."""
-
-__version__ = "0.1.0"

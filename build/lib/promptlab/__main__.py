@@ -1,5 +1,0 @@
-import sys
-
-from promptlab.cli import main
-
-sys.exit(main())

@@ -1,5 +1,0 @@
-"""The one exception type users see: a message that says what is wrong and how to fix it."""
-
-
-class PromptlabError(Exception):
-    """An error caused by input or setup, with a message fit to show a user as is (no traceback)."""
