@@ -94,8 +94,8 @@ def stored_prompt(store: Store, run_id: str, cand_id: int | None = None) -> Stor
         params = dataset_params(target, dataset, max_tokens)
         cost = costs(store, [template.id], model_key(target, params), dataset.id)[template.id]
         summary = rec["summary"] or {}
-        scored = _score_of(summary.get("metric") or config.get("metric"), config.get("split", "test"), summary.get("n"),
-                           config.get("limit"))
+        scored = _score_of(summary.get("metric") or config.get("metric") or default_spec(dataset),
+                           config.get("split", "test"), summary.get("n"), config.get("limit"))
         return StoredPrompt(run_id, None, template, target, params, dataset, seed, True, config.get("metric"),
                             config.get("judge"), cost, config.get("split", "its examples"), summary.get("score"), scored)
     cands = store.candidates(run_id)
@@ -114,21 +114,21 @@ def stored_prompt(store: Store, run_id: str, cand_id: int | None = None) -> Stor
     template = PromptTemplate.from_record(known.loc[cand_id].to_dict())
     target = spec_from_record(config["target"])
     params = dataset_params(target, dataset, config.get("max_tokens"))
-    split = "test" if pd.notna(known.loc[cand_id, "test_score"]) else "val"
-    idx = dataset.split(split, config.get("split_seed"))["idx"]
-    cost = costs(store, [template.id], model_key(target, params), dataset.id, idx)[template.id]
     test_score = known.loc[cand_id, "test_score"]
-    n_test = len(dataset.split("test", config.get("split_seed")))
+    split = "test" if pd.notna(test_score) else "val"
+    test_idx = dataset.split("test", config.get("split_seed"))["idx"]
+    idx = test_idx if split == "test" else dataset.split(split, config.get("split_seed"))["idx"]
+    cost = costs(store, [template.id], model_key(target, params), dataset.id, idx)[template.id]
     return StoredPrompt(run_id, int(cand_id), template, target, params, dataset, config.get("split_seed"),
                         cand_id == best_id, config.get("metric"), config.get("judge"), cost, split,
                         float(test_score) if pd.notna(test_score) else None,
-                        _score_of(config.get("metric"), "test", n_test, None))
+                        _score_of(config.get("metric") or default_spec(dataset), "test", len(test_idx), None))
 
 
-def _score_of(metric: str | None, split: str, n: int | None, limit: int | None) -> str:
+def _score_of(metric: str, split: str, n: int | None, limit: int | None) -> str:
     """'accuracy on the test split (200 examples)': what a stored score is of."""
     where = f"a sample of {n} of the {split} split" if limit else f"the {split} split" + (f" ({n} examples)" if n else "")
-    return f"{metric or 'accuracy'} on {where}"
+    return f"{metric} on {where}"
 
 
 def same_model(a: ModelSpec, b: ModelSpec) -> bool:
@@ -393,7 +393,7 @@ SCORER = parse_scorer($spec_literal)
 
 def get_assert(output, context):
     score = SCORER.score(output, context["vars"]["reference"])
-    return {"pass": score >= $pass_at, "score": score, "reason": f"$spec: {score:.3f}"}
+    return {"pass": score >= $pass_at, "score": score, "reason": f"{SCORER.spec}: {score:.3f}"}
 ''')
 
 
@@ -492,8 +492,9 @@ def _comment(line: str) -> str:
 
 
 def as_promptfoo(sp: StoredPrompt) -> str:
-    """The promptfoo config: the prompt function, the provider, the test split as tests, and for labels the
-    assertion that reads each reply as promptlab did. It runs beside `promptfoo_files`' other two files."""
+    """The promptfoo config: the prompt function, the provider, the test split as tests, and (labels, or reference
+    answers with a scorer) the assertion that reads each reply as promptlab did. It runs beside `promptfoo_files`'
+    other files."""
     m = _model(sp)
     tests = _promptfoo_tests(sp)
     doc = {
@@ -510,11 +511,12 @@ def as_promptfoo(sp: StoredPrompt) -> str:
 
 
 def promptfoo_files(sp: StoredPrompt) -> dict[str, str]:
-    """The promptfoo export as the folder it runs from: the config, the prompt function, the label reading."""
-    files = {PROMPTFOO_CONFIG: as_promptfoo(sp), PROMPT_FILE: as_python(sp, PROMPT_FILE)}
+    """The promptfoo export as the folder it runs from: the config, the prompt function, and the assertion (the
+    reading of a label, or the reference scorer) where promptfoo can score as promptlab did."""
+    out = {PROMPTFOO_CONFIG: as_promptfoo(sp), PROMPT_FILE: as_python(sp, PROMPT_FILE)}
     if _checked(sp):
-        files[READING_FILE] = reading_file(sp)
-    return files
+        out[READING_FILE] = reading_file(sp)
+    return out
 
 
 def _checked(sp: StoredPrompt) -> bool:

@@ -53,9 +53,9 @@ def cmd_export(args) -> int:
         return 0
     (name, content), = out.items()
     if args.out:
-        path = Path(args.out)
-        _write_whole(path / name if path.is_dir() else path, content)
-        print(f"wrote {path / name if path.is_dir() else path}", file=sys.stderr)
+        path = Path(args.out) / name if Path(args.out).is_dir() else Path(args.out)
+        _write_whole(path, content)
+        print(f"wrote {path}", file=sys.stderr)
     else:
         sys.stdout.write(content)
     return 0

@@ -1,8 +1,6 @@
 """The one store per database for the whole server, and the cached readers over it keyed by ids (clear_readers after a write)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
@@ -11,10 +9,10 @@ from promptlab.data import Dataset, import_dataset, stored_dataset
 from promptlab.local import ZOO, zoo_status
 from promptlab.models import ModelSpec, make_spec, spec_from_record
 from promptlab.runs import mark_dead_runs
-from promptlab.store import Store, default_db_path
+from promptlab.store import CLONE, Store, default_db_path
 
-DEMO_DATASET = Path(__file__).resolve().parents[2] / "data" / "support_tickets.csv"
-DEMO_REFERENCE = Path(__file__).resolve().parents[2] / "data" / "short_answers.csv"
+DEMO_DATASET = CLONE / "data" / "support_tickets.csv"
+DEMO_REFERENCE = CLONE / "data" / "short_answers.csv"
 
 
 @st.cache_resource
