@@ -48,7 +48,7 @@ from promptlab import jobs, planning, results  # noqa: E402
 from promptlab.data import import_dataset  # noqa: E402
 from promptlab.local import promptlab_home  # noqa: E402
 from promptlab.models import resolve_model  # noqa: E402
-from promptlab.optimize import prompts as P  # noqa: E402
+from promptlab.optimize import proposals as R  # noqa: E402
 from promptlab.prompt import PromptTemplate  # noqa: E402
 from promptlab.scoring.labels import constant_label, parse_metric  # noqa: E402
 from promptlab.scoring.stats import paired_mean_ci  # noqa: E402
@@ -112,7 +112,7 @@ def summarize_run(store, run_id: str, s: dict, wall: float, ds, target, metric, 
         "cost": {role: measured[cid].to_record() for role, cid in ids.items()},
         "shipped_prompt": shipped["text"], "shipped_demos": len(shipped["demos"]), "shipped_k": int(shipped["similar_k"] or 0),
         "shipped_by": str(shipped["proposer"]),
-        "copies_train_input": bool(not own_start and P.copies_input(str(shipped["text"]), P.input_index(train))),
+        "copies_train_input": bool(not own_start and R.copies_input(str(shipped["text"]), R.input_index(train))),
         "result": s.get("result"), "simplified": s.get("simplified"), "parts": s.get("parts"),
         "stages": s.get("stages"), "reason": s.get("reason"),
         "target_requests": s.get("target_requests"),

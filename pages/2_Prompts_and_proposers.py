@@ -6,7 +6,7 @@ from promptlab import dashboard as ui
 from promptlab.errors import PromptlabError
 from promptlab.prompt import PromptTemplate
 from promptlab.models import make_spec, spec_from_record
-from promptlab.optimize import prompts as P
+from promptlab.optimize import meta_prompt as P
 from promptlab.prompt import template_text
 from promptlab.planning import default_task
 from promptlab.scoring.labels import GLOBAL_METRICS, LABEL_METRICS, parse_metric
@@ -143,7 +143,8 @@ try:
     ui.remember(task_key, task)
     preview = planning.preview_meta_prompt(store, ds, template, task, metric, ui.runs_table())
     with st.expander("Live preview with the current history", expanded=False):
-        st.code(preview, language="markdown")
+        st.caption(f"Filled as the arena fills it, with {preview.source}.")
+        st.code(preview.text, language="markdown")
 except (P.MetaPromptError, PromptlabError) as exc:
     st.error(str(exc))
 

@@ -1,6 +1,6 @@
 """What a prompt costs per call, measured from its stored calls: mean prompt and completion tokens, median
-latency, and (for models in litellm's cost map) the price per 1,000 calls; and cost ceilings ("tokens<=300",
-"latency<=0.5", "price<=0.2"), which a search keeps like the metric's floors.
+latency, and (for models in litellm's cost map) the price per 1,000 calls. The ceilings a search holds a prompt's cost
+to are promptlab.optimize.ceiling.
 
 A prompt's cost is read from the calls that scored it on the examples it was scored on, so it includes its
 demonstrations and the replies it provokes. Latency is the median, not the mean: one slow call (a model
@@ -10,16 +10,10 @@ answered it, so a cost does not fall because a run was repeated.
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from dataclasses import asdict, dataclass
 
-from promptlab.errors import PromptlabError
 from promptlab.text import number_or_none
-
-
-class CeilingError(PromptlabError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -86,50 +80,3 @@ def cost_of_calls(store, call_keys) -> Cost:
                 completion_tokens=sum(c.completion_tokens for c in calls) / len(calls),
                 latency_s=statistics.median(c.latency_s for c in calls),
                 price_per_1k=1000 * sum(priced) / len(priced) if len(priced) == len(calls) else None)
-
-
-# --- ceilings ------------------------------------------------------------------------------------------
-
-MEASURES = {"tokens": "prompt tokens per call (mean)", "latency": "seconds per call (median)",
-            "price": "dollars per 1,000 calls"}
-_CEILING = re.compile(r"^\s*(tokens|latency|price)\s*<=\s*(\S+)\s*$", re.IGNORECASE)
-
-
-def is_ceiling(text: str) -> bool:
-    """Whether a --constraint is a cost ceiling (MEASURE<=VALUE) rather than a metric floor (METRIC>=VALUE)."""
-    return bool(re.match(r"^\s*(tokens|latency|price)\s*(<=|>=|<|>|=)", text or "", re.IGNORECASE))
-
-
-def parse_ceilings(texts) -> dict[str, float]:
-    """{'tokens': 300.0, ...} from ['tokens<=300', ...]; errors say what is wrong and how to write it."""
-    out: dict[str, float] = {}
-    for text in texts or ():
-        m = _CEILING.match(text or "")
-        if not m:
-            raise CeilingError(f"cost ceiling '{text}': write it as MEASURE<=VALUE with MEASURE one of "
-                               f"{', '.join(MEASURES)} (e.g. tokens<=300, latency<=0.5, price<=0.2)")
-        measure, raw = m.group(1).lower(), m.group(2)
-        try:
-            limit = float(raw)
-        except ValueError:
-            raise CeilingError(f"cost ceiling '{text}': '{raw}' is not a number") from None
-        if not math.isfinite(limit) or limit <= 0:
-            raise CeilingError(f"cost ceiling '{text}': the limit must be a number above 0")
-        out[measure] = min(limit, out.get(measure, math.inf))
-    return out
-
-
-def broken(cost: Cost, ceilings: dict[str, float]) -> list[str]:
-    """The ceilings a measured cost breaks, as 'tokens 359 > 300'. A measure that is unknown (no price for
-    this model) breaks nothing: it cannot be held to a ceiling, and `describe_ceilings` says so up front."""
-    out = []
-    for measure, limit in (ceilings or {}).items():
-        value = cost.value(measure)
-        if value is not None and value > limit:
-            out.append(f"{measure} {value:.3g} > {limit:g}")
-    return out
-
-
-def describe_ceilings(ceilings: dict[str, float]) -> str:
-    """In words, for proposers and reports: 'at most 300 prompt tokens per call (mean)'."""
-    return " and ".join(f"at most {limit:g} {MEASURES[m]}" for m, limit in ceilings.items())

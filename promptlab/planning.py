@@ -9,13 +9,14 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from promptlab.cost import CeilingError, parse_ceilings
-from promptlab.data import Dataset, holdout_split, resolve_dataset, stored_dataset
+from promptlab.data import Dataset, resolve_dataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.models import ModelSpec, resolve_model, spec_from_record
-from promptlab.optimize import prompts as P
+from promptlab.optimize import ceiling, meta_prompt as P
+from promptlab.optimize.auto import SHARES
 from promptlab.optimize.base import Budget, OptimizeContext
-from promptlab.optimize.chain import Chain
+from promptlab.optimize.confirmation import split_val
+from promptlab.optimize.proposals import ProposerSettings
 from promptlab.optimize.registry import (
     DEFAULT_STRATEGY, STRATEGIES, STRUCTURAL, all_settings, make_strategy, strategy_classes, strategy_names,
     strategy_settings,
@@ -38,7 +39,6 @@ DEFAULT_TASKS = {
     "unlabeled": "Respond to each input from the dataset '{name}'; each reply is graded by a rubric.",
 }
 REVIEW_MODES = ("off", "rounds")
-SHARES = ("instructions_share", "demos_share", "demo_instructions_share", "edits_share")  # auto's stages
 
 
 def default_task(dataset: Dataset) -> str:
@@ -103,7 +103,7 @@ class RunConfig:
     # exactly as they ran.
     review: str = "off"
     # What a call may cost and which result to prefer: {"ceilings": {"tokens": 300, ...}, "prefer": "score"}
-    # (promptlab.cost). Empty (and left out of the record, so configs stored before it still match) by default.
+    # (promptlab.optimize.ceiling). Empty (and left out of the record, so configs stored before it still match) by default.
     cost: dict = field(default_factory=dict)
     # 2: racing, confirmation on held-back val, rejected candidates shown (runs stored before read as 1 and replay with
     # LEGACY_DEFAULTS); 3: the instruction search of issue 24; 4: the decision, the simplification and the honest
@@ -207,10 +207,7 @@ def _cost_choice(ceilings: list[str] | dict | None, prefer: str) -> dict:
     prefer = PREFER_ALIASES.get(prefer, prefer)
     if prefer not in PREFER:
         raise PromptlabError(f"prefer must be {' or '.join(PREFER)}, not {prefer!r}")
-    try:
-        ceilings = dict(ceilings) if isinstance(ceilings, dict) else parse_ceilings(ceilings or [])
-    except CeilingError as exc:
-        raise PromptlabError(str(exc)) from None
+    ceilings = ceiling.checked(ceilings)
     return ({"ceilings": ceilings} if ceilings else {}) | ({"prefer": prefer} if prefer != DEFAULT_PREFER else {})
 
 
@@ -283,11 +280,7 @@ def build(store: Store, config: RunConfig, run_id: str) -> tuple[object, Optimiz
         elif key in settings and settings[key].type == "choices" and isinstance(value, list):
             params[key] = tuple(value)
     strategy = make_strategy(config.strategy, common, params)
-    valset = dataset.split("val", config.split_seed)
-    confirmset = valset.iloc[:0]
-    share = getattr(strategy.stages[0] if isinstance(strategy, Chain) else strategy, "confirm", 0.0)
-    if share:
-        valset, confirmset = holdout_split(valset, share, config.seed, dataset.has_labels)
+    valset, confirmset = split_val(strategy, dataset.split("val", config.split_seed), config.seed, dataset.has_labels)
     ctx = OptimizeContext(
         store=store, run_id=run_id, dataset=dataset, target=target,
         metric=parse_objective(config.metric, dataset, config.judge, store),
@@ -308,8 +301,8 @@ def projection(store: Store, config: RunConfig) -> dict:
     n_val, n_confirm = len(ctx.valset), len(ctx.confirmset)
     proj = strategy.projection(len(ctx.trainset), n_val, len(ctx.testset), ctx.budget.max_rounds) | {
         "budget": ctx.budget.max_target_requests, "n_val_search": n_val, "n_confirm": n_confirm,
-        "confirm_calls": strategy.confirm_reserve(n_confirm, ctx.prefer) if n_confirm else 0,
-        "confidence": strategy.confidence, "harm_margin": strategy.decision.harm_margin, "prefer": ctx.prefer,
+        "confirm_calls": strategy.decision.confirm_reserve(n_confirm, ctx.prefer) if n_confirm else 0,
+        "confidence": strategy.decision.confidence, "harm_margin": strategy.decision.harm_margin, "prefer": ctx.prefer,
         "second_look": bool(strategy.decision.second_look and ctx.prefer == "simple"),
     }
     gate = strategy.gate_config
@@ -421,23 +414,34 @@ def plan(store: Store, request: RunRequest, *, budget_name: str = "the budget") 
     return Plan(config, dataset, target, proposers, projection_line(proj), budget_problem(proj, budget_name))
 
 
+@dataclass(frozen=True)
+class MetaPromptPreview:
+    text: str
+    source: str  # whose state filled it, in words
+
+
 def preview_meta_prompt(store: Store, dataset: Dataset, template: str, task: str, metric: Objective,
-                        runs_table: pd.DataFrame) -> str:
-    """The meta-prompt as the next round would see it: history from the latest run on this dataset."""
-    history: list[P.ScoredPrompt] = []
+                        runs_table: pd.DataFrame) -> MetaPromptPreview:
+    """`template` filled by the arena's own builder (meta_prompt.build_meta_prompt) with a real round's state: what the
+    latest round of the latest run on this dataset showed its proposers (every proposer call stores it), so the text
+    is what that round would have sent with this template. With no such round yet, the state a first round starts
+    from (the baselines, one example per label), before any mistakes are read: `task` and `metric` are the page's."""
     mine = runs_table[(runs_table["kind"] == "optimize") & (runs_table["dataset"] == dataset.name)] if len(runs_table) else runs_table
-    if len(mine):
-        cands = store.candidates(mine.iloc[0]["id"])
-        scored = cands[cands["val_score"].notna()].sort_values("val_score", ascending=False).head(4)
-        history = [P.ScoredPrompt(t, v) for t, v in zip(scored["text"], scored["val_score"])]
-    if not history:
-        saved = store.baselines(dataset.id) if dataset.id else []
-        texts = [template_text(PromptTemplate(s, u)) for _, s, u in saved] or [DEFAULT_BASELINES[dataset.kind]]
-        history = [P.ScoredPrompt(t, float("nan")) for t in texts]
+    for run_id in mine["id"] if len(mine) else ():
+        step = store.latest_meta_parts(run_id)
+        if step:
+            parts = P.parts_from_record(step["parts"])
+            return MetaPromptPreview(P.build_meta_prompt(template, parts), f"the state round {step['round']} of run "
+                                     f"{run_id} showed {step['proposer']} (its history, mistakes and examples)")
+    saved = store.baselines(dataset.id) if dataset.id else []
+    texts = [template_text(PromptTemplate(s, u)) for _, s, u in saved] or [DEFAULT_BASELINES[dataset.kind]]
     train = dataset.split("train")
     shown = train.drop_duplicates("label_norm").head(8) if dataset.has_labels else train.head(3)
     parts = P.MetaPromptParts(
-        task=task, metric=metric.describe(), labels=dataset.labels, history=tuple(history),
-        examples=tuple(zip(shown["text"], shown["label"])), n=2, score_range=metric.range, kind=dataset.kind,
+        task=task, metric=metric.describe(), labels=dataset.labels,
+        history=tuple(P.ScoredPrompt(t, float("nan")) for t in texts),
+        examples=tuple(zip(shown["text"], shown["label"])), n=ProposerSettings.candidates, score_range=metric.range,
+        kind=dataset.kind,
     )
-    return P.build_meta_prompt(template, parts)
+    return MetaPromptPreview(P.build_meta_prompt(template, parts), "no run on this dataset has proposed yet: the state "
+                             "a first round starts from, before the leader's mistakes are read")

@@ -187,3 +187,8 @@ def template_text(prompt: PromptTemplate) -> str:
     if not prompt.system.strip():
         return prompt.user
     return f"{prompt.system}\n\n{prompt.user}"
+
+
+def normalize_prompt(text: str) -> str:
+    """A prompt's text as compared for sameness: case, spacing and surrounding quotes or periods ignored."""
+    return " ".join(text.casefold().split()).strip(" .\"'")

@@ -4,7 +4,7 @@ The analyst sees the round's new candidates side by side (scores with CIs, the d
 best, the proposer, and outputs where they differ from the best's), then keeps or discards each, edits
 one (stored as a new candidate with its parent), adds a prompt of their own, re-scores one on more data,
 and continues (or stops the search). Each decision is committed at once with who made it; the strategy
-reads them when the run continues (promptlab.optimize.pool.review_round), so a paused, killed or resumed
+reads them when the run continues (promptlab.optimize.rounds.review_round), so a paused, killed or resumed
 run always takes the same path. The dashboard and the CLI (interactive, or a file of decisions) both
 call these functions.
 """

@@ -897,6 +897,15 @@ class Store:
         rows = self._all("SELECT seq, kind, data, created_at FROM steps WHERE run_id = ? ORDER BY seq", [run_id])
         return [{"seq": r[0], "kind": r[1], **json.loads(r[2]), "created_at": r[3]} for r in rows]
 
+    def latest_meta_parts(self, run_id: str) -> dict | None:
+        """The latest proposer call of a run that stored what its meta-prompt showed (ProposalMade.parts), or None."""
+        rows = self._all("SELECT data FROM steps WHERE run_id = ? AND kind = 'proposal_made' ORDER BY seq DESC", [run_id])
+        for (data,) in rows:
+            rec = json.loads(data)
+            if rec.get("parts"):
+                return rec
+        return None
+
     def candidates(self, run_id: str) -> pd.DataFrame:
         frame = self._df(
             "SELECT id, round, proposer, family, status, minibatch_score, val_score, test_score, prompt_id, parents,"

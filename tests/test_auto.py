@@ -14,7 +14,8 @@ from promptlab.data import holdout_split, import_dataset, stratified_order
 from promptlab.errors import PromptlabError
 from promptlab.scoring.labels import parse_metric
 from promptlab.models import make_spec
-from promptlab.optimize.pool import PoolStrategy, race_rungs
+from promptlab.optimize.racing import race_rungs
+from promptlab.optimize.strategy import PoolStrategy
 
 
 def target(messages, params):
@@ -440,7 +441,8 @@ def test_the_confirmation_test_is_one_sided():
 
 def test_a_race_past_the_stage_cap_is_held_to_the_run_budget_only(store, dataset):
     from promptlab.prompt import PromptTemplate
-    from promptlab.optimize.pool import Gate, Pool
+    from promptlab.optimize.pool import Pool
+    from promptlab.optimize.racing import Gate, race, score_all
 
     tgt, prop, _, _ = specs()
     cfg = planning.make_config(dataset, tgt, [prop], seed=3, strategy="arena", budget=200, minibatch_size=6)
@@ -450,11 +452,11 @@ def test_a_race_past_the_stage_cap_is_held_to_the_run_budget_only(store, dataset
     list(pool.score_start(ctx, [PromptTemplate.from_text("Label it.")]))
     better, _ = pool.add(1, PromptTemplate.from_text("Use MAGIC."), "p", "p")
     ctx.stage_cap = ctx.counters.target_requests + 6  # room for the first rung only
-    steps = list(pool.race(ctx, [better], Gate("race", 0.9, 4, 6)))
+    steps = list(race(ctx, pool, [better], Gate("race", 0.9, 4, 6)))
     assert [s.status for s in steps] == ["evaluated"] and steps[0].n_scored == len(ctx.valset)
     ctx.stage_cap = ctx.counters.target_requests + 5  # no room for a first rung: the stage cannot start it
     late, _ = pool.add(1, PromptTemplate.from_text("Use MAGIC now."), "p", "p")
-    assert [s.status for s in pool.race(ctx, [late], Gate("race", 0.9, 4, 6))] == ["over budget"]
+    assert [s.status for s in race(ctx, pool, [late], Gate("race", 0.9, 4, 6))] == ["over budget"]
 
 
 @pytest.mark.parametrize("metric", ["exact", "judge"])
@@ -498,7 +500,6 @@ def test_a_setting_that_is_not_a_finite_number_is_refused(store, dataset, flag):
 
 
 def test_projection_floor_follows_the_confidence_and_the_race_maximum_keeps_half_rounded_up(store, dataset):
-    from promptlab.optimize.pool import PoolStrategy
 
     tgt, prop, _, _ = specs()
     floors = {}
@@ -516,7 +517,8 @@ def test_a_race_the_budget_ends_records_every_candidate_still_running(store, dat
     'proposed' after calls were spent on it), and only then does the budget end the search."""
     from promptlab.prompt import PromptTemplate
     from promptlab.optimize.base import BudgetExhausted
-    from promptlab.optimize.pool import Gate, Pool
+    from promptlab.optimize.pool import Pool
+    from promptlab.optimize.racing import Gate, race, score_all
 
     tgt, prop, _, _ = specs()
     cfg = planning.make_config(dataset, tgt, [prop], seed=3, strategy="arena", budget=60, minibatch_size=6, confirm=0.0)
@@ -527,7 +529,7 @@ def test_a_race_the_budget_ends_records_every_candidate_still_running(store, dat
     cands = [pool.add(1, PromptTemplate.from_text(f"Use MAGIC {i}."), "p", "p")[0] for i in range(4)]
     steps = []
     with pytest.raises(BudgetExhausted):
-        for step in pool.score_all(ctx, cands, Gate("race", 0.9, 4, 6)):
+        for step in score_all(ctx, pool, cands, Gate("race", 0.9, 4, 6)):
             steps.append(step)
     assert sorted(s.candidate_id for s in steps) == [c.id for c in cands]
     assert all(s.status in ("over budget", "gated", "evaluated") for s in steps)

@@ -8,7 +8,8 @@ import pytest
 import fakes
 from conftest import sentiment_dataset
 from promptlab import export, planning, results, runs
-from promptlab.cost import Cost, CeilingError, broken, parse_ceilings
+from promptlab.cost import Cost
+from promptlab.optimize.ceiling import CeilingError, broken, parse_ceilings
 from promptlab.errors import PromptlabError
 from promptlab.models import make_spec
 

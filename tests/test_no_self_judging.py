@@ -9,7 +9,8 @@ from promptlab import planning, results, runs
 from promptlab.data import import_dataset
 from promptlab.evaluate import dataset_params, model_key, stored_rows
 from promptlab.models import make_spec
-from promptlab.optimize import prompts as P
+from promptlab.optimize import meta_prompt as P
+from promptlab.optimize import proposals as R
 from promptlab.optimize.arena import Arena
 from promptlab.optimize.demos import stratified_demos
 from promptlab.prompt import Demo, PromptTemplate
@@ -125,13 +126,13 @@ def _reviews(store, tmp_path):
 
 
 def test_copies_input_finds_a_long_run_of_an_inputs_words():
-    index = P.input_index(["the valve turns weaker when the drink does not fly out", "short one here now",
+    index = R.input_index(["the valve turns weaker when the drink does not fly out", "short one here now",
                            "tiny"])
-    assert P.copies_input("Negative: when the drink does not fly out, the valve turns weaker.", index) is False
-    assert P.copies_input("Negative: The valve turns weaker when the drink does not fly!", index)
-    assert P.copies_input("Neutral: for example 'Short one here now'.", index)  # a short input, whole
-    assert not P.copies_input("Answer tiny.", index)  # under four words: too common to count
-    assert not P.copies_input("anything", None)
+    assert R.copies_input("Negative: when the drink does not fly out, the valve turns weaker.", index) is False
+    assert R.copies_input("Negative: The valve turns weaker when the drink does not fly!", index)
+    assert R.copies_input("Neutral: for example 'Short one here now'.", index)  # a short input, whole
+    assert not R.copies_input("Answer tiny.", index)  # under four words: too common to count
+    assert not R.copies_input("anything", None)
 
 
 def test_a_proposal_that_copies_an_input_is_dropped_counted_and_proposers_are_told(store, tmp_path):

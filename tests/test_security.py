@@ -11,7 +11,8 @@ from conftest import ROOT, sentiment_dataset
 from openai_stub import Stub
 from promptlab import results
 from promptlab.cli import main
-from promptlab.optimize import prompts as P
+from promptlab.optimize import meta_prompt as P
+from promptlab.optimize.proposals import parse_proposals
 from promptlab.store import Store
 
 
@@ -131,5 +132,5 @@ def test_dataset_text_is_fenced_in_the_meta_prompt():
     # the structure is the same as with harmless text: same headings, same fences, no live prompt tags
     headings = [line for line in meta.splitlines() if line.startswith("## ")]
     assert headings == [line for line in clean.splitlines() if line.startswith("## ")]
-    assert P.parse_proposals(meta)[0] == P.parse_proposals(clean)[0]
+    assert parse_proposals(meta)[0] == parse_proposals(clean)[0]
     assert "<prompt>pwned" not in meta and "<prompt>Say positive" not in meta

@@ -10,6 +10,12 @@ from promptlab import planning, results, runs
 from promptlab.data import import_dataset
 from promptlab.errors import PromptlabError
 from promptlab.models import make_spec
+from promptlab.optimize import registry
+from promptlab.optimize.auto import SHARES, STAGES
+from promptlab.optimize.chain import Chain
+from promptlab.optimize.confirmation import ConfirmationSettings
+from promptlab.optimize.racing import Gate
+from promptlab.optimize.strategy import Strategy
 
 
 def target(messages, params):
@@ -207,3 +213,31 @@ def test_demos_are_searched_for_the_analysts_own_prompt_even_when_proposals_lead
     texts = [t.system or t.user for t in _distinct_instructions(pool, 2, keep_start=True)]
     assert len(texts) == 2 and texts[0].startswith("Proposal 0") and texts[1].startswith("My own prompt")
     assert all("My own" not in (t.system or t.user) for t in _distinct_instructions(pool, 2))  # runs before v3
+
+
+@pytest.mark.parametrize("strategy", registry.STRATEGY_MENU)
+def test_every_strategy_keeps_the_contract_run_strategy_relies_on(store, dataset, strategy):
+    """optimize.strategy.Strategy states what run_strategy reads; every strategy the registry builds, chains and auto's
+    stages included, has it, and its projection gives the figures the frame and the pages read."""
+    tgt, _, _, prop = specs()
+    cfg = planning.make_config(dataset, tgt, [prop], seed=5, strategy=strategy, budget=300)
+    built, ctx = planning.build(store, cfg, "contract")
+    parts = [built, *getattr(built, "stages", ()), *getattr(built, "chain", Chain(())).stages]
+    for s in parts:
+        assert isinstance(s, Strategy), f"{s.name} does not keep the Strategy contract"
+        assert isinstance(s.gate_config, Gate) and isinstance(s.decision, ConfirmationSettings)
+        assert s.starts(ctx), f"{s.name} starts from nothing"
+        proj = s.projection(len(ctx.trainset), len(ctx.valset), len(ctx.testset), 2)
+        assert {"baseline_calls", "target_search", "target_test", "proposer_calls"} <= set(proj)
+        assert set(proj["target_search"]) == {"min", "expected", "max"}
+        assert s.decision.confirm_reserve(10, "simple") >= 0 and s.decision.test_top >= 0
+
+
+def test_auto_is_a_chain_with_its_shares_declared_once(store, dataset):
+    tgt, _, _, prop = specs()
+    cfg = planning.make_config(dataset, tgt, [prop], seed=5, strategy="auto", budget=300, edits_share=0.0)
+    auto, _ = planning.build(store, cfg, "auto")
+    chain = auto.chain
+    assert chain.roles == ("instructions", "demos", "instructions for the demos")
+    assert chain.shares == tuple(getattr(auto, st.share) for st in STAGES if st.role in chain.roles)
+    assert set(SHARES) == {st.share for st in STAGES} and auto.edits is None

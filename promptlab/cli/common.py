@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from promptlab.cost import is_ceiling
+from promptlab.optimize.ceiling import is_ceiling
 from promptlab.errors import PromptlabError
 from promptlab.progress import Progress
 from promptlab.prompt import PromptTemplate

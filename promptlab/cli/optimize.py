@@ -43,7 +43,7 @@ def register(sub) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--baseline", action="append", help="baseline prompt (repeat for several); default: a plain label list")
     g.add_argument("--baseline-file")
-    p.add_argument("--meta-prompt-file", help="replace the meta-prompt template (see promptlab/optimize/prompts.py)")
+    p.add_argument("--meta-prompt-file", help="replace the meta-prompt template (see promptlab/optimize/meta_prompt.py)")
     p.add_argument("--task", help="task description shown to the proposers")
     _setting_args(p)
     p.add_argument("--review", action="store_true",

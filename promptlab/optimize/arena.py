@@ -1,11 +1,11 @@
 """The arena: an OPRO-style loop in which proposer models, k drawn at random per round, write new prompts.
 
-Each round: the meta-prompt shows the task, the metric in words, the labels, a few train examples,
-the current best prompt's mistakes on train examples, and the top-K prompts with their val scores
-(best last). Each drawn proposer writes n candidates. Every candidate is scored on a fixed stratified
-minibatch of val first; only one whose minibatch score could still reach the top-K (the upper end of
-its CI at `gate_level` is at least the K-th best val score) is scored on the full val set. Selection
-uses val only; the final best and the top few are scored once on test, which no proposer ever sees.
+Each round: the meta-prompt (meta_prompt.py) shows the task, the metric in words, the labels, a few train examples,
+the current best prompt's mistakes on train examples it does not carry as demos, the top-K prompts with their val
+scores (best last), the candidates that did worse, and for each of the n prompts asked an angle to take. Each drawn
+proposer writes n candidates in one call; the usable ones (proposals.py) race over val (racing.py), and the round
+ends as rounds.py decides. Selection reads the search's part of val only: what ships is decided on examples no
+search step saw, and scored on test, which no proposer ever sees (confirmation.py).
 """
 from __future__ import annotations
 
@@ -18,11 +18,14 @@ import pandas as pd
 from promptlab.data import stratified_sample
 from promptlab.prompt import DEMO_FORMATS, PromptTemplate
 from promptlab.models import ModelSpec
-from promptlab.optimize import prompts as P
+from promptlab.optimize import ceiling, meta_prompt as P
 from promptlab.optimize.demos import stratified_demos
 from promptlab.optimize.base import BudgetExhausted, OptimizeContext, RoundStarted, Step
-from promptlab.optimize.pool import Cand, Pool, PoolStrategy, ProposerSettings, Rounds, take_proposals
+from promptlab.optimize.pool import Cand, Pool
+from promptlab.optimize.proposals import ProposerSettings, inputs_of, take_proposals
+from promptlab.optimize.rounds import Rounds
 from promptlab.optimize.settings import setting
+from promptlab.optimize.strategy import PoolStrategy
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,10 @@ class Arena(ProposerSettings, PoolStrategy):
             return ()
         k = None if self.demos == "per-label" else int(self.demos)
         return stratified_demos(ctx.demo_rows, ctx.dataset, k, np.random.default_rng([ctx.seed, 2]))
+
+    def ready(self, pool: Pool) -> bool:
+        """Writing for the leader's demos needs a leader with demos (auto's instructions for the demos)."""
+        return not self.leader_demos or bool(pool.best().template.demos)
 
     @property
     def fixed_format(self) -> str:
@@ -144,7 +151,7 @@ class Arena(ProposerSettings, PoolStrategy):
         needs_input = any(b.user.strip() != "{input}" for b in self.baselines)  # the text sits inside the prompt
         lo, hi = ctx.metric.range
         fixed = self.demo_set(ctx)
-        inputs = ctx.input_index() if self.copy_screen else None
+        inputs = inputs_of(ctx) if self.copy_screen else None
         rounds = Rounds(ctx, pool, self.patience, self.evidence, self.candidates if self.raced_patience else 0)
         for round_ in rounds:
             if not ctx.can_propose():
@@ -158,8 +165,9 @@ class Arena(ProposerSettings, PoolStrategy):
             yield RoundStarted(round_, tuple(p.label for p in drawn))
             try:
                 angles = P.draw_angles(self.candidates, ctx.dataset.kind, angle_rng) if self.angles else ()
-                meta = self._meta_prompt(ctx, rng, rounds.best, pool, mistake_pool, needs_input, lo, hi, with_demos,
-                                         angles)
+                parts = self.meta_parts(ctx, rng, rounds.best, pool, mistake_pool, needs_input, lo, hi, with_demos,
+                                        angles)
+                meta = P.build_meta_prompt(self.meta_prompt, parts)
             except BudgetExhausted:
                 return "budget", rounds.done
             round_cands: list[Cand] = []
@@ -178,7 +186,7 @@ class Arena(ProposerSettings, PoolStrategy):
                     ctx, pool, round_, spec, reply, meta, parents, self.candidates, needs_input,
                     self.max_prompt_chars,
                     lambda text: PromptTemplate.from_text(text).with_demos(*with_demos),
-                    rejected=self._rejected_texts(pool), angles=angles, inputs=inputs,
+                    rejected=self._rejected_texts(pool), angles=angles, inputs=inputs, parts=P.parts_record(parts),
                 )
                 round_cands += kept
                 repeats += repeated
@@ -214,8 +222,10 @@ class Arena(ProposerSettings, PoolStrategy):
         """max_tokens of a proposer's reply: room for every candidate it is asked for (a cut-off one is lost)."""
         return max(self.proposer_max_tokens, 100 + 200 * self.candidates)
 
-    def _meta_prompt(self, ctx, rng, best, pool: Pool, mistake_pool, needs_input, lo, hi, with_demos=((),),
-                     angles=()) -> str:
+    def meta_parts(self, ctx, rng, best, pool: Pool, mistake_pool, needs_input, lo, hi, with_demos=((),),
+                   angles=()) -> P.MetaPromptParts:
+        """What the round's meta-prompt shows, from the run's state: P.build_meta_prompt fills the template with it,
+        and each ProposalMade stores it, so the preview fills an edited template with a real round's state."""
         examples = ()
         if self.n_examples:
             # One per label first (capped), so a proposer can put a demonstration of each label in its prompt.
@@ -238,7 +248,7 @@ class Arena(ProposerSettings, PoolStrategy):
                 spread = P.answer_spread(res.rows["gold"].tolist(), res.rows["pred"].tolist(), ctx.dataset.labels)
         rejected = self.rejected(pool)
         parts = P.MetaPromptParts(
-            task=ctx.task, metric=ctx.metric.describe() + ctx.ceiling_note(), labels=ctx.dataset.labels,
+            task=ctx.task, metric=ctx.metric.describe() + ceiling.note(ctx.ceilings), labels=ctx.dataset.labels,
             history=tuple(P.ScoredPrompt(c.text, c.val) for c in _distinct_texts(pool.top(len(pool.cands)))[: self.top_k]),
             examples=examples, mistakes=mistakes, confusion=confusion, spread=spread, n=self.candidates,
             needs_input=needs_input, score_range=(lo, hi), kind=ctx.dataset.kind,
@@ -248,7 +258,7 @@ class Arena(ProposerSettings, PoolStrategy):
             demos_note=P.demos_note(len(with_demos[0]), *with_demos[1:3]) if with_demos[0] else "",
             angles=angles,
         )
-        return P.build_meta_prompt(self.meta_prompt, parts)
+        return parts
 
 
 def _demos_of(template: PromptTemplate) -> tuple:

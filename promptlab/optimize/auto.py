@@ -12,31 +12,59 @@ proposers write instructions for the leader's demos, each judged with them, sinc
 edits rework the leader from its failures. Shares follow the stage-by-stage measurements in
 benchmarks/RESULTS.md; they are not tuned per task.
 
-A stage ends when its rounds are done, when its share of the budget is spent, or after `stage_patience` rounds
+auto is a Chain with shares (chain.py): the stages below, each with its share of what is left, declared once in
+STAGES. A stage ends when its rounds are done, when its share of the budget is spent, or after `stage_patience` rounds
 without progress: no new leader and no contender (a candidate the race could not tell from the leader). A
 stage that finds nothing hands the calls it did not spend on to the stages after it, since each stage's cap is
 its share of what is left. The instructions-for-demos stage runs only when the leader carries demos by then.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Generator, ClassVar
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Generator
 
+from promptlab.optimize.arena import Arena
 from promptlab.optimize.base import OptimizeContext, Step
-from promptlab.optimize.chain import StageEnded, StageStarted
-from promptlab.optimize.pool import Pool, PoolStrategy
+from promptlab.optimize.chain import Chain
+from promptlab.optimize.fewshot import FewShot
+from promptlab.optimize.gradient import Gradient
+from promptlab.optimize.pool import Pool
 from promptlab.optimize.settings import setting
+from promptlab.optimize.strategy import PoolStrategy
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One of auto's stages: what it does, the Auto field that holds it, the setting that is its share, its class and
+    what it is built with besides the run's settings."""
+
+    role: str
+    slot: str
+    share: str
+    cls: type
+    extra: dict = field(default_factory=dict)
+
+
+# auto's stages, in the order they run: the one place they are declared.
+STAGES = (
+    Stage("instructions", "instructions", "instructions_share", Arena),
+    Stage("demos", "demos_stage", "demos_share", FewShot),
+    Stage("instructions for the demos", "demo_instructions", "demo_instructions_share", Arena, {"leader_demos": True}),
+    Stage("edits", "edits", "edits_share", Gradient),
+)
+SHARES = tuple(s.share for s in STAGES)
+
 
 @dataclass(frozen=True)
 class Auto(PoolStrategy):
-    """The stages are built by `registry.make_stage` from the run's settings (an Arena, a FewShot, a second Arena that writes
-    for the leader's demos, a Gradient; each None when it cannot run: no proposers, or a share of 0)."""
+    """auto's settings, and its stages as `build` makes them from a run's settings (each None when it cannot run: no
+    proposers, or a share of 0). Its search is the Chain of those stages with their shares."""
 
     baselines: tuple
-    instructions: object = None  # Arena
-    demos_stage: object = None  # FewShot
-    demo_instructions: object = None  # Arena with leader_demos: instructions written for the leader's demos
-    edits: object = None  # Gradient
+    instructions: Arena | None = None
+    demos_stage: FewShot | None = None
+    demo_instructions: Arena | None = None  # instructions written for the leader's demos, each judged with them
+    edits: Gradient | None = None
     instructions_share: float = setting(0.3, "auto: share of the search budget for proposed instructions (label "
                                         "definitions included), judged alone", type="float", low=0.0, high=1.0,
                                         label="Share: instructions")
@@ -53,51 +81,36 @@ class Auto(PoolStrategy):
     name: str = "auto"
     needs_proposers: ClassVar[bool] = False
 
-    def planned(self) -> list[tuple[str, object, float]]:
-        """(role, stage, share) for the stages that will run, in order."""
-        out = [("instructions", self.instructions, self.instructions_share),
-               ("demos", self.demos_stage, self.demos_share),
-               ("instructions for the demos", self.demo_instructions, self.demo_instructions_share),
-               ("edits", self.edits, self.edits_share)]
-        return [(role, s, share) for role, s, share in out if s is not None and share > 0]
+    @classmethod
+    def build(cls, make: Callable, has_proposers: bool) -> "Auto":
+        """auto from a run's settings: `make(cls, **more)` builds a strategy class from them (registry.make_stage).
+        A proposing stage gets auto's stage patience; a stage that needs proposers is left out without them."""
+        auto = make(cls)
+        stages = {}
+        for st in STAGES:
+            if getattr(auto, st.share) > 0 and (has_proposers or not st.cls.needs_proposers):
+                patience = {"patience": auto.stage_patience} if st.cls.needs_proposers else {}
+                stages[st.slot] = make(st.cls, **patience, **st.extra)
+        return make(cls, **stages)
+
+    @property
+    def chain(self) -> Chain:
+        """The stages that will run, in order, with their shares."""
+        plan = [(st, getattr(self, st.slot), getattr(self, st.share)) for st in STAGES]
+        plan = [(st, stage, share) for st, stage, share in plan if stage is not None and share > 0]
+        return Chain(tuple(s for _, s, _ in plan), tuple(share for _, _, share in plan), tuple(st.role for st, _, _ in plan))
 
     def starts(self, ctx: OptimizeContext):
         """The baselines; with demos attached to the instruction stage (--demos), the baselines with them too."""
         return self.instructions.starts(ctx) if self.instructions is not None else list(self.baselines)
 
     def projection(self, n_train: int, n_val: int, n_test: int, rounds: int) -> dict:
-        parts = [s.projection(n_train, n_val, n_test, rounds) for _, s, _ in self.planned()]
-        base = parts[0]["baseline_calls"] if parts else len(self.baselines) * n_val
-        search = {k: base + sum(p["target_search"][k] - p["baseline_calls"] for p in parts) for k in ("min", "expected", "max")}
-        return {"baseline_calls": base, "target_search": search,
-                "target_test": max([p["target_test"] for p in parts], default=(len(self.baselines) + self.test_top) * n_test),
-                "proposer_calls": sum(p["proposer_calls"] for p in parts),
-                "candidates": sum(p.get("candidates", 0) for p in parts),
-                "stages": [role for role, _, _ in self.planned()],
-                "shares": [share for _, _, share in self.planned()]}
+        chain = self.chain
+        if chain.stages:
+            return chain.projection(n_train, n_val, n_test, rounds)
+        return {"baseline_calls": len(self.baselines) * n_val, "target_search": dict.fromkeys(("min", "expected", "max"),
+                len(self.baselines) * n_val), "target_test": (len(self.baselines) + self.test_top) * n_test,
+                "proposer_calls": 0, "candidates": 0, "stages": [], "shares": []}
 
     def search(self, ctx: OptimizeContext, pool: Pool) -> Generator[Step, None, tuple[str, int]]:
-        plan = self.planned()
-        reason, rounds = "rounds", 0
-        budget = ctx.budget.max_target_requests
-        try:
-            for i, (role, stage, share) in enumerate(plan):
-                if role == "instructions for the demos" and not pool.best().template.demos:
-                    continue  # no demos to write for: its share goes to the stages after it
-                if budget is not None:
-                    left = budget - ctx.reserved - ctx.counters.target_requests
-                    if left <= 0:  # nothing left to score with: a stage would only spend proposer calls
-                        reason = "budget"
-                        break
-                    rest = sum(s for _, _, s in plan[i:])
-                    ctx.stage_cap = ctx.counters.target_requests + (left if i == len(plan) - 1 else int(left * share / rest))
-                yield StageStarted(i + 1, stage.name, ctx.stage_cap, role)
-                reason, r = yield from stage.search(ctx, pool)
-                rounds += r
-                if self.raced_patience:
-                    yield StageEnded(i + 1, reason)
-                if reason == "analyst stopped":
-                    break
-        finally:
-            ctx.stage_cap = None
-        return reason, rounds
+        return (yield from self.chain.search(ctx, pool))

@@ -9,15 +9,12 @@ path without repeating finished calls: that is how a killed run resumes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
 
 import pandas as pd
 
-from promptlab.cost import describe_ceilings
 from promptlab.calls import cached_complete
 from promptlab.data import Dataset, stratified_order, stratified_sample
 from promptlab.evaluate import EvalResult, evaluate
-from promptlab.optimize import prompts as P
 from promptlab.prompt import PromptTemplate
 from promptlab.language import detect_language
 from promptlab.models import Completion, ModelSpec
@@ -88,6 +85,8 @@ class ProposalMade(Step):
     repaired: dict = field(default_factory=dict)  # repair -> count (kept candidates fixed in harmless ways)
     cached: bool = False
     asked: int | None = None  # prompts the call asked for (None: stored before it was recorded)
+    # what the meta-prompt showed (meta_prompt.parts_record; empty: stored before it was recorded, or an editor's call)
+    parts: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ class CandidateScored(Step):
     val_score: float | None
     val_ci: tuple[float, float] | None
     n_val: int
-    status: str  # "evaluated" | "gated" (stopped before all of val: the gate or the race) | "over budget"
+    status: str  # "evaluated" | "gated" (stopped before all of val: the gate or the race) | "over budget" | "over ceiling"
     calls_saved: int = 0
     target_requests: int = 0  # the run's target requests so far (an x axis for trajectories)
     n_scored: int = 0  # val examples it was scored on (a race stops most candidates early)
@@ -266,13 +265,6 @@ class OptimizeContext:
     # every example idx a search step read or showed (scored, shown to a proposer): what the decision may not use
     seen: set = field(default_factory=set, repr=False)
 
-    def ceiling_note(self) -> str:
-        """What proposers are told of the cost ceilings: '' without any."""
-        if not self.ceilings:
-            return ""
-        return (f". Every prompt must cost {describe_ceilings(self.ceilings)}, measured with its demonstrations "
-                "and the replies it gets: a longer one is dropped unscored")
-
     def minibatch(self, size: int) -> pd.DataFrame:
         return stratified_sample(self.valset, size, seed=self.seed)
 
@@ -305,14 +297,16 @@ class OptimizeContext:
         rows = self.trainset
         return rows[~rows["idx"].isin({d.idx for d in own}) & ~rows["text"].isin({d.text for d in own})]
 
-    def input_index(self):
-        """The inputs a proposal must not copy (train and val, the held-back part included), built once per run."""
-        if "_inputs" not in self._memo:
-            texts = list(self.trainset["text"]) + list(self.valset["text"])
-            if len(self.confirmset):
-                texts += list(self.confirmset["text"])
-            self._memo["_inputs"] = P.input_index(texts)
-        return self._memo["_inputs"]
+    def once(self, key: str, build):
+        """`build()` computed once per run (the run's data does not change while it runs)."""
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
+
+    def inputs(self) -> list[str]:
+        """Every input of the run's data a proposal must not copy: train and val, the held-back part included."""
+        texts = list(self.trainset["text"]) + list(self.valset["text"])
+        return texts + list(self.confirmset["text"]) if len(self.confirmset) else texts
 
     def first_rung(self, minibatch_size: int) -> int:
         """Examples a candidate's race reads first: what the smallest useful score of a new proposal costs."""
@@ -347,7 +341,7 @@ class OptimizeContext:
         `stage=False`: a race under way, held to the run's budget only (see can_score)."""
         fresh = self.new_requests(prompt, examples)
         if budgeted and not self.can_score(len(fresh), stage):
-            raise BudgetExhausted("target calls")
+            raise BudgetExhausted("target requests")
         result = evaluate(
             self.store, self.target, prompt, self.dataset, examples, self.metric,
             max_tokens=self.max_tokens, run_id=self.run_id,
@@ -383,9 +377,3 @@ class OptimizeContext:
             self.counters.proposer_calls += 1
         return result
 
-
-class Strategy(Protocol):
-    name: str
-
-    def run(self, ctx: OptimizeContext) -> Iterator[Step]:
-        """Yield frozen steps until done; never raise for one bad candidate or call."""

@@ -22,22 +22,22 @@
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Generator, Iterator
+from typing import Generator, Iterator
 
 import numpy as np
 import pandas as pd
 
-from promptlab.cost import Cost, broken, cost_of_calls
-from promptlab.data import proportional_subset
+from promptlab.cost import Cost, cost_of_calls
+from promptlab.data import holdout_split, proportional_subset
+from promptlab.optimize.ceiling import broken
 from promptlab.optimize.base import BudgetExhausted, Confirmed, OptimizeContext, Step, TestScored, WinnerChosen
+from promptlab.optimize.pool import Cand, Pool, ci_of, rank_score
+from promptlab.optimize.settings import setting
 from promptlab.prompt import PromptTemplate
 from promptlab.scoring import stats as S
 from promptlab.text import number_or_none as _f
 
-if TYPE_CHECKING:  # the pool imports this module; a candidate is only read here
-    from promptlab.optimize.pool import Cand, Pool
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,75 @@ class ResultParts(Step):
 SIMPLIFICATIONS = ("fixed demos", "start's instruction", "fewer demos", "cheaper contender")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ConfirmationSettings:
+    """The settings of what ships, declared once: how much of val is held back, how the decision tests a finalist
+    against the start, how the result is simplified, and what is scored on test. Every strategy over a pool has them;
+    a chain reads its first stage's (`decision`)."""
+
+    test_top: int = setting(3, "prompts scored on test at the end, besides the baselines and the result", type="int",
+                            low=0, label="Prompts scored on test")
+    # The decision's design, chosen by benchmarks/confirm_bench.py for the mean true held-out gain of what ships, with a
+    # truly worse prompt (by the harm margin, 0.02) shipping in at most 5% of searches (section "confirmation" of
+    # RESULTS.md; 20 candidates a search, start accuracy 0.5, figures at 15% / 30% of answers changed): holding back
+    # 0.5 of val and testing one finalist with the harm test ships in 73% / 42% of searches a candidate that is truly
+    # +0.10, a mean true gain of +0.073 / +0.042 per search, where the sign test of "not better" at 0.6 held back (the
+    # design before) shipped 57% / 29% and +0.057 / +0.029, on the 140 val examples of a 400-row file; on DSPy's
+    # 100-example val: 56% / 28% against 37% / 19%. Its worst harm rate over the scenarios: 0.043 (the exact level of one
+    # test: at most 0.0498). A second finalist changed the mean gain by less than 0.001; holding back 0.3 or 0.4 lost gain.
+    # With a second look as large as the first (second_look): 84% / 55%, +0.084 / +0.055 (69% / 38% at val 100), its
+    # worst simulated harm 0.033 (exact: at most 0.0403).
+    confirm: float = setting(0.5, "share of val held back from the search to confirm the finalists (0: pick the best "
+                             "search score, as runs before confirmation did)", type="float", low=0.0, high=0.8,
+                             label="Val held back to confirm")
+    confidence: float = setting(0.95, "a candidate replaces the baseline only when it scores higher on the held-back "
+                                "examples and a paired test at this level shows it is not worse by the harm margin",
+                                type="float", low=0.5, high=0.999, label="Confidence to replace the baseline")
+    harm_margin: float = setting(0.02, "a candidate truly worse than the baseline by this much or more is what the "
+                                 "decision guards against (it ships in at most 1 - confidence of searches); one worse "
+                                 "by less is no harm", type="float", low=0.0, high=0.2, label="Harm margin")
+    simplify_margin: float = setting(0.05, "a simpler, cheaper variant of the result ships when a paired test shows it "
+                                     "no worse than the result by this much or more (with --prefer simple)",
+                                     type="float", low=0.0, high=0.2, label="Simplification margin")
+    finalists: int = setting(1, "best candidates by search score that are confirmed on the held-back examples",
+                             type="int", low=1, high=10, label="Finalists")
+    # Config version 4 (issue 31), each False for runs stored before, which replay as they ran:
+    # the decision also reads the train rows no search step read or showed (confirmation.decision_set);
+    decide_on_unseen: bool = True
+    # a second look: when the first test fails and the budget the simplification held back can pay for more unseen
+    # train rows, the finalists are tested again on all the examples, each look at half the level (Bonferroni: the
+    # harm bound holds over both). Decided before the first look from the rows and budget left, never from its answers.
+    second_look: bool = True
+    # the result's parts (its instruction alone, the start's instruction with its demos) are scored on test with it.
+    test_parts: bool = True
+    # variants of the result the budget holds back room for, to simplify it after the decision (prefer "simple").
+    simplify_reserve: int = 2
+
+    @property
+    def decision(self) -> "ConfirmationSettings":
+        """Whose settings the decision at the end reads (`decide`): its own."""
+        return self
+
+    def confirm_reserve(self, n_confirm: int, prefer: str = "score") -> int:
+        """Target requests the decision holds back from the search: the baseline and each finalist on the held-back
+        examples; with prefer "simple", room for `simplify_reserve` variants too (one more with "cheap", as runs stored
+        before the simplification did)."""
+        if not n_confirm:
+            return 0
+        extra = {"simple": self.simplify_reserve, "cheap": 1}.get(prefer, 0)
+        return (1 + self.finalists + extra) * n_confirm
+
+
+def split_val(strategy, valset: pd.DataFrame, seed: int, by_label: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the search's part of val, the part held back to confirm the finalists): `confirm` of the decision's settings,
+    stratified by label when there are labels; nothing held back with confirm 0 (the best search score ships)."""
+    share = strategy.decision.confirm
+    return holdout_split(valset, share, seed, by_label) if share else (valset, valset.iloc[:0])
+
+
 # --- the decision ---------------------------------------------------------------------------------------
 
-def decide(ctx: OptimizeContext, pool: "Pool", strategy) -> Generator[Step, None, "Cand"]:
+def decide(ctx: OptimizeContext, pool: Pool, strategy) -> Generator[Step, None, Cand]:
     """Choose what ships (see the module's docstring); returns it. `strategy` supplies finalists, confidence,
     harm_margin, simplify_margin and decide_on_unseen."""
     level, margin = strategy.confidence, strategy.harm_margin
@@ -130,7 +196,7 @@ def decide(ctx: OptimizeContext, pool: "Pool", strategy) -> Generator[Step, None
     return winner
 
 
-def second_look_rows(ctx: OptimizeContext, pool: "Pool", first: pd.DataFrame, prompts: int) -> pd.DataFrame:
+def second_look_rows(ctx: OptimizeContext, pool: Pool, first: pd.DataFrame, prompts: int) -> pd.DataFrame:
     """The unseen train rows a second look would add to the decision's `first` examples: those not among them, as many
     as the budget left after the first look (`prompts` prompts scored on `first`) pays for, kept to val's label mix;
     none when they would add fewer than a third of the first look's examples (too few to be worth halving the level
@@ -141,7 +207,7 @@ def second_look_rows(ctx: OptimizeContext, pool: "Pool", first: pd.DataFrame, pr
     return more if 3 * len(more) >= len(first) else first.iloc[:0]
 
 
-def _unseen_sample(ctx: OptimizeContext, pool: "Pool", scored: pd.DataFrame, prompts: int, seed: int,
+def _unseen_sample(ctx: OptimizeContext, pool: Pool, scored: pd.DataFrame, prompts: int, seed: int,
                    taken: pd.DataFrame | None = None) -> pd.DataFrame:
     """Unseen train rows (`_fresh_rows`, less `taken`) kept to val's label mix: as many as the budget left pays for
     once `prompts` prompts are scored on `scored` and on each of them (all of them without a budget)."""
@@ -159,16 +225,16 @@ def _joined(first: dict, second: dict) -> dict:
             for cid, res in first.items() if cid in second}
 
 
-def reference_and_finalists(pool: "Pool", finalists: int) -> tuple["Cand", list["Cand"]]:
+def reference_and_finalists(pool: Pool, finalists: int) -> tuple[Cand, list[Cand]]:
     """(the best start by search score (the first evaluated candidate when there is none), the best `finalists`
     other candidates whose search score beats it, best first)."""
     starts = [c for c in pool.evaluated if c.round == 0 and c.proposer == "baseline"] or pool.evaluated[:1]
-    reference = max(starts, key=lambda c: (_val(c), -c.id))
-    chosen = [c for c in pool.top(len(pool.cands)) if c.proposer != "baseline" and _val(c) > _val(reference)]
+    reference = max(starts, key=lambda c: (rank_score(c), -c.id))
+    chosen = [c for c in pool.top(len(pool.cands)) if c.proposer != "baseline" and rank_score(c) > rank_score(reference)]
     return reference, chosen[:finalists]
 
 
-def decision_set(ctx: OptimizeContext, pool: "Pool", prompts: int, unseen: bool) -> tuple[pd.DataFrame, int]:
+def decision_set(ctx: OptimizeContext, pool: Pool, prompts: int, unseen: bool) -> tuple[pd.DataFrame, int]:
     """(the examples the decision is made on, how many of them are train rows): the held-back val examples, and with
     `unseen` the train rows no search step read or showed and no candidate carries as a demo, kept to val's label mix,
     as many as the budget left pays for with `prompts` prompts scored on each."""
@@ -179,7 +245,7 @@ def decision_set(ctx: OptimizeContext, pool: "Pool", prompts: int, unseen: bool)
     return pd.concat([held, extra]), len(extra)
 
 
-def _fresh_rows(ctx: OptimizeContext, pool: "Pool", taken: pd.DataFrame | None = None) -> pd.DataFrame:
+def _fresh_rows(ctx: OptimizeContext, pool: Pool, taken: pd.DataFrame | None = None) -> pd.DataFrame:
     """The train rows no search step read or showed and no candidate carries as a demo (nor any of `taken`), checked by
     row and by input text (a duplicate of a shown or demo input would answer itself, or reuse a search call)."""
     demos = [d for c in pool.cands for d in c.template.demos]
@@ -192,7 +258,7 @@ def _fresh_rows(ctx: OptimizeContext, pool: "Pool", taken: pd.DataFrame | None =
     return rows[~rows["idx"].isin(used) & ~rows["text"].isin(texts)]
 
 
-def score_on(ctx: OptimizeContext, cands: list["Cand"], examples: pd.DataFrame) -> Generator[Confirmed, None, dict]:
+def score_on(ctx: OptimizeContext, cands: list[Cand], examples: pd.DataFrame) -> Generator[Confirmed, None, dict]:
     """Score the candidates in order on the decision's examples, each recording its score there, until the budget runs
     out. Returns {candidate id: its EvalResult} for those scored."""
     results = {}
@@ -208,7 +274,7 @@ def score_on(ctx: OptimizeContext, cands: list["Cand"], examples: pd.DataFrame) 
     return results
 
 
-def _fixed_sequence(ctx: OptimizeContext, reference: "Cand", chosen: list["Cand"], results: dict, level: float,
+def _fixed_sequence(ctx: OptimizeContext, reference: Cand, chosen: list[Cand], results: dict, level: float,
                     margin: float):
     """The finalists' one-sided paired tests against the reference, in order, stopping at the first that fails (or was
     not scored). Returns (the (cand, comparison) pairs that passed, the first finalist's pair, or None when it was not
@@ -233,7 +299,7 @@ def _where(n: int, from_train: int) -> str:
     return f"the {n} held-back examples ({n - from_train} of val and {from_train} train rows no search step read)"
 
 
-def _verdict(reference: "Cand", passed: list, first: tuple, where: str, level: float, margin: float):
+def _verdict(reference: Cand, passed: list, first: tuple, where: str, level: float, margin: float):
     """(the winner, its comparison with the reference, the sentence saying why): of the finalists that passed, the
     best on the held-back examples; when none did, the reference, read against the first finalist's test."""
     pct = S.level_text(level)
@@ -262,12 +328,12 @@ def _p_text(cmp) -> str:
     return f", one-sided p = {cmp.p_value:.3g}" if cmp.p_value is not None else ""
 
 
-def _baseline_kept(reference: "Cand", level: float, reading: str) -> WinnerChosen:
+def _baseline_kept(reference: Cand, level: float, reading: str) -> WinnerChosen:
     """The step saying the baseline stays the result before any finalist was compared with it."""
     return WinnerChosen(reference.id, reference.id, False, None, None, None, level, 0, _f(reference.val), None, reading)
 
 
-def _unpaid_confirmation(reference: "Cand", first: "Cand", results: dict) -> str | None:
+def _unpaid_confirmation(reference: Cand, first: Cand, results: dict) -> str | None:
     """Why the baseline stays the result when the budget ran out before the first finalist could be compared with
     it (the baseline, or the first finalist, was not scored on the held-back examples), else None."""
     if reference.id not in results:
@@ -278,7 +344,7 @@ def _unpaid_confirmation(reference: "Cand", first: "Cand", results: dict) -> str
     return None
 
 
-def _baseline_over_ceiling(ctx: OptimizeContext, reference: "Cand") -> str:
+def _baseline_over_ceiling(ctx: OptimizeContext, reference: Cand) -> str:
     """A sentence to add when the baseline that stays the result itself breaks the cost ceilings, else nothing."""
     if not ctx.ceilings or reference.rows is None:
         return ""
@@ -288,8 +354,8 @@ def _baseline_over_ceiling(ctx: OptimizeContext, reference: "Cand") -> str:
 
 # --- the simplification ------------------------------------------------------------------------------------
 
-def simplify(ctx: OptimizeContext, pool: "Pool", start: "Cand", result: "Cand", results: dict, examples: pd.DataFrame,
-             strategy, level: float | None = None) -> Generator[Step, None, "Cand"]:
+def simplify(ctx: OptimizeContext, pool: Pool, start: Cand, result: Cand, results: dict, examples: pd.DataFrame,
+             strategy, level: float | None = None) -> Generator[Step, None, Cand]:
     """Try the result's parts away (SIMPLIFICATIONS, each on top of the last kept) and return the simplest variant that
     passes (see the module's docstring). Each variant tried is a candidate of the pool, scored on the decision's
     examples, and one Simplified step says how it did."""
@@ -315,8 +381,8 @@ def simplify(ctx: OptimizeContext, pool: "Pool", start: "Cand", result: "Cand", 
     return current
 
 
-def _variant_candidate(ctx: OptimizeContext, pool: "Pool", change: str, current: "Cand", start: "Cand",
-                       margin: float) -> Generator[Step, None, "Cand | None"]:
+def _variant_candidate(ctx: OptimizeContext, pool: Pool, change: str, current: Cand, start: Cand,
+                       margin: float) -> Generator[Step, None, Cand | None]:
     """The pool's candidate for one simplification of `current` (added when new), or None where it does not apply."""
     if change == "cheaper contender":
         return cheaper_contender(ctx, pool, current, start, margin)
@@ -354,8 +420,8 @@ def variant(change: str, template: PromptTemplate, start: PromptTemplate, ctx: O
     raise ValueError(f"unknown simplification {change!r}")
 
 
-def cheaper_contender(ctx: OptimizeContext, pool: "Pool", current: "Cand", start: "Cand", margin: float
-                      ) -> "Cand | None":
+def cheaper_contender(ctx: OptimizeContext, pool: Pool, current: Cand, start: Cand, margin: float
+                      ) -> Cand | None:
     """The cheapest candidate per call (median latency, then prompt tokens, measured on its own calls) that costs
     clearly less than `current`, beat the start on the search examples both were read on, and scored no more than
     `margin` below `current` on the examples both were read on. A candidate the race stopped early counts: the race
@@ -422,7 +488,7 @@ def _one_per_label(demos) -> tuple:
     return tuple(out)
 
 
-def _judge_variant(ctx: OptimizeContext, cand: "Cand", current: "Cand", start: "Cand", result: "Cand", results: dict,
+def _judge_variant(ctx: OptimizeContext, cand: Cand, current: Cand, start: Cand, result: Cand, results: dict,
                    change: str, strategy, level: float | None = None) -> Simplified:
     """The Simplified step of one variant: its tests against the start (the decision's rule, at the level of the look
     that decided) and against the decided result (non-inferiority), and its cost per call against the prompt it
@@ -480,7 +546,7 @@ def _cost_words(c: Cost) -> str:
 
 # --- the finale ---------------------------------------------------------------------------------------------
 
-def finalize(ctx: OptimizeContext, pool: "Pool", test_top: int, winner: "Cand | None" = None,
+def finalize(ctx: OptimizeContext, pool: Pool, test_top: int, winner: Cand | None = None,
              parts: bool = False) -> Iterator[Step]:
     """Held-out test: the result, the search's leader and the top few by val, every baseline, and with `parts` the
     result's parts (ResultParts). Outside the search budget."""
@@ -495,7 +561,7 @@ def finalize(ctx: OptimizeContext, pool: "Pool", test_top: int, winner: "Cand | 
         yield from _parts(ctx, pool, best, finalists)
 
 
-def _parts(ctx: OptimizeContext, pool: "Pool", result: "Cand", scored: dict) -> Iterator[Step]:
+def _parts(ctx: OptimizeContext, pool: Pool, result: Cand, scored: dict) -> Iterator[Step]:
     """The result's parts as candidates scored on test (a result with demos: its instruction alone, and the start's
     instruction with its demos where it differs from the result's), then the ResultParts step naming them. Nothing when
     the result is the start."""
@@ -523,14 +589,14 @@ def _parts(ctx: OptimizeContext, pool: "Pool", result: "Cand", scored: dict) -> 
     yield ResultParts(result.id, start.id, **ids)
 
 
-def _test_scored(ctx: OptimizeContext, cand: "Cand") -> TestScored:
+def _test_scored(ctx: OptimizeContext, cand: Cand) -> TestScored:
     res = ctx.score(cand.template, ctx.testset, budgeted=False)
-    return TestScored(cand.id, _f(res.score), _ci(res), res.n)
+    return TestScored(cand.id, _f(res.score), ci_of(res), res.n)
 
 
 # --- legacy: prefer "cheap" (runs stored before the simplification) ------------------------------------------
 
-def _cheapest_within_noise(ctx: OptimizeContext, pool: "Pool", reference: "Cand", best: "Cand", results: dict,
+def _cheapest_within_noise(ctx: OptimizeContext, pool: Pool, reference: Cand, best: Cand, results: dict,
                            level: float):
     """With prefer "cheap": the candidate with the fewest prompt tokens per call among those the search could
     not tell from the confirmed best (paired, on the search examples), if it also beats the baseline on the
@@ -538,7 +604,7 @@ def _cheapest_within_noise(ctx: OptimizeContext, pool: "Pool", reference: "Cand"
     baseline, a sentence saying how it was decided) or None (the best stays the result)."""
     measured: dict[int, float] = {}
 
-    def tokens(c: "Cand") -> float:  # read from the stored calls once per candidate
+    def tokens(c: Cand) -> float:  # read from the stored calls once per candidate
         if c.id not in measured:
             t = cost_of_calls(ctx.store, c.rows["call_key"]).prompt_tokens if c.rows is not None else None
             measured[c.id] = np.inf if t is None else t
@@ -547,7 +613,7 @@ def _cheapest_within_noise(ctx: OptimizeContext, pool: "Pool", reference: "Cand"
     best_tokens = tokens(best)
     rivals = []
     for c in pool.evaluated:
-        if c is best or c.proposer == "baseline" or c.rows is None or _val(c) <= _val(reference):
+        if c is best or c.proposer == "baseline" or c.rows is None or rank_score(c) <= rank_score(reference):
             continue
         if len(c.rows) != len(best.rows) or S.compare(ctx.metric, c.rows, best.rows, level, seed=ctx.seed).significant:
             continue  # not read on the same examples, or the search already told the best apart from it
@@ -555,7 +621,7 @@ def _cheapest_within_noise(ctx: OptimizeContext, pool: "Pool", reference: "Cand"
             rivals.append(c)
     if not rivals:
         return None
-    cheap = min(rivals, key=lambda c: (tokens(c), -_val(c), c.id))
+    cheap = min(rivals, key=lambda c: (tokens(c), -rank_score(c), c.id))
     if cheap.id not in results:
         scored = yield from score_on(ctx, [cheap], ctx.confirmset)
         if cheap.id not in scored:
@@ -572,12 +638,3 @@ def _cheapest_within_noise(ctx: OptimizeContext, pool: "Pool", reference: "Cand"
             f"baseline by {vs_base.diff:+.3f}")
     return cheap, vs_base, note
 
-
-def _val(c) -> float:
-    """A candidate's search score for ranking: -inf when it has none."""
-    return -np.inf if c.val is None or c.val != c.val else c.val
-
-
-def _ci(res) -> tuple[float, float]:
-    lo, hi = res.ci
-    return (_f(lo), _f(hi))

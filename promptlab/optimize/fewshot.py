@@ -24,8 +24,11 @@ from promptlab.data import stratified_sample
 from promptlab.models import ModelSpec
 from promptlab.optimize import demos as D
 from promptlab.optimize.base import BudgetExhausted, OptimizeContext, RoundStarted, Step
-from promptlab.optimize.pool import Cand, Pool, PoolStrategy, Rounds
+from promptlab.optimize.pool import Cand, Pool
+from promptlab.optimize.racing import score_one
+from promptlab.optimize.rounds import Rounds
 from promptlab.optimize.settings import setting
+from promptlab.optimize.strategy import PoolStrategy
 from promptlab.similarity import BACKENDS as SIMILARITY_BACKENDS
 
 METHODS = ("random", "stratified", "bootstrapped", "similar")
@@ -126,7 +129,7 @@ class FewShot(PoolStrategy):
                 parent = pool.ids.get(instructions[trial.params["instruction"]].id)
                 cand, step = pool.add(round_, template, f"fewshot/{method}", "fewshot", parents=(parent,) if parent else ())
                 yield step
-                scored = pool.score(ctx, cand, self.gate_config)
+                scored = score_one(ctx, pool, cand, self.gate_config)
                 yield scored
                 if scored.status == "over budget":
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)

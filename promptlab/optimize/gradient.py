@@ -17,10 +17,13 @@ import numpy as np
 from promptlab.data import stratified_sample
 from promptlab.prompt import PromptTemplate
 from promptlab.models import ModelSpec
-from promptlab.optimize import prompts as P
+from promptlab.optimize import ceiling, meta_prompt as P
 from promptlab.optimize.base import BudgetExhausted, OptimizeContext, RoundStarted, Step
-from promptlab.optimize.pool import Cand, Pool, PoolStrategy, ProposerSettings, Rounds, take_proposals
+from promptlab.optimize.pool import Cand, Pool
+from promptlab.optimize.proposals import ProposerSettings, inputs_of, take_proposals
+from promptlab.optimize.rounds import Rounds
 from promptlab.optimize.settings import setting
+from promptlab.optimize.strategy import PoolStrategy
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class Gradient(ProposerSettings, PoolStrategy):
     temperature: float = 0.7
     proposer_max_tokens: int = 500
     max_prompt_chars: int = 2500
-    meta_prompt: str = ""  # accepted so every strategy takes the same config; the critic/editor prompts are in prompts.py
+    meta_prompt: str = ""  # accepted so every strategy takes the same config; the critic/editor prompts are in meta_prompt.py
     name: str = "gradient"
     needs_proposers: ClassVar[bool] = True
 
@@ -91,7 +94,7 @@ class Gradient(ProposerSettings, PoolStrategy):
         mistakes = P.low_scoring(res, self.n_errors, rng)
         spread = (P.answer_spread(res.rows["gold"].tolist(), res.rows["pred"].tolist(), ctx.dataset.labels)
                   if ctx.dataset.has_labels else "")
-        metric = ctx.metric.describe() + ctx.ceiling_note()
+        metric = ctx.metric.describe() + ceiling.note(ctx.ceilings)
         ask = P.critic_prompt(ctx.task, ctx.dataset.labels, metric, current.text, mistakes, spread, self.feedback_words)
         params = {"temperature": self.temperature, "max_tokens": min(self.proposer_max_tokens, 2 * self.feedback_words + 40)}
         if critic.is_local:
@@ -106,7 +109,7 @@ class Gradient(ProposerSettings, PoolStrategy):
         angle_rng = np.random.default_rng([ctx.seed, 6])  # its own stream, so runs without angles replay
         needs_input = any(b.user.strip() != "{input}" for b in self.baselines)
         critic, editor = self.critic_spec, self.editor_spec
-        inputs = ctx.input_index() if self.copy_screen else None
+        inputs = inputs_of(ctx) if self.copy_screen else None
         rounds = Rounds(ctx, pool, self.patience, self.evidence, self.candidates if self.raced_patience else 0)
         for round_ in rounds:
             if not ctx.can_propose():
@@ -128,7 +131,7 @@ class Gradient(ProposerSettings, PoolStrategy):
                 yield from rounds.end(round_, [])
                 return "no errors", rounds.done
             feedback = yield from self._critique(ctx, round_, current, res, len(wrong), rng)
-            labels, metric = ctx.dataset.labels, ctx.metric.describe() + ctx.ceiling_note()
+            labels, metric = ctx.dataset.labels, ctx.metric.describe() + ceiling.note(ctx.ceilings)
             round_cands: list[Cand] = []
             repeats = 0
             reason = None

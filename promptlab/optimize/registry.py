@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from promptlab.errors import PromptlabError
 from promptlab.optimize.arena import Arena
-from promptlab.optimize.auto import Auto
+from promptlab.optimize.auto import STAGES, Auto
 from promptlab.optimize.chain import Chain
 from promptlab.optimize.fewshot import FewShot
 from promptlab.optimize.gradient import Gradient
-from promptlab.optimize.pool import PoolStrategy
 from promptlab.optimize.settings import merged_settings, settings_of
+from promptlab.optimize.strategy import PoolStrategy
 
 STRATEGIES = {"arena": Arena, "fewshot": FewShot, "gradient": Gradient, "auto": Auto}
 DEFAULT_STRATEGY = "auto"
@@ -26,7 +26,7 @@ def strategy_classes(strategy: str) -> list[type]:
     """The classes whose settings a strategy name (or chain) takes: auto takes its stages' too."""
     out = []
     for name in strategy_names(strategy):
-        out += [Auto, Arena, FewShot, Gradient] if name == "auto" else [STRATEGIES[name]]
+        out += [Auto, *(st.cls for st in STAGES)] if name == "auto" else [STRATEGIES[name]]
     return list(dict.fromkeys(out))
 
 
@@ -76,19 +76,7 @@ def make_stage(name: str, common: dict, params: dict):
         fields = cls.__dataclass_fields__
         return cls(**{k: v for k, v in {**common, **params, **more}.items() if k in fields})
 
-    if name != "auto":
-        return make(STRATEGIES[name])
-    auto = make(Auto)
-    has_proposers = bool(common["proposers"])
-    proposing = {"patience": auto.stage_patience}
-    return make(
-        Auto,
-        instructions=make(Arena, **proposing) if has_proposers and auto.instructions_share > 0 else None,
-        demos_stage=make(FewShot) if auto.demos_share > 0 else None,
-        demo_instructions=(make(Arena, leader_demos=True, **proposing)
-                           if has_proposers and auto.demo_instructions_share > 0 else None),
-        edits=make(Gradient, **proposing) if has_proposers and auto.edits_share > 0 else None,
-    )
+    return make(STRATEGIES[name]) if name != "auto" else Auto.build(make, bool(common["proposers"]))
 
 
 def make_strategy(strategy: str, common: dict, params: dict):

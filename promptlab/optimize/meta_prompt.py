@@ -1,4 +1,6 @@
-"""Meta-prompt templates as data, and the pure functions that fill them and parse proposals.
+"""The meta-prompts as data: the arena's template and the parts that fill it, the critic's and the editor's, and the
+pure functions that fill them. `build_meta_prompt` is the one builder: the arena sends what it returns, and the
+preview on the Prompts and proposers page shows what it returns for a stored round's parts.
 
 Everything taken from the dataset is fenced: texts are cut to a bounded length and any tag-like text
 that could close or open one of our sections is neutralized, so an example that says "ignore the
@@ -6,14 +8,13 @@ above and …" stays an example and cannot change the meta-prompt's structure.
 """
 from __future__ import annotations
 
-import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from promptlab.language import language_name
-from promptlab.prompt import PLACEHOLDER
 from promptlab.scoring.reading import normalize_label
 from promptlab.text import fence
+
 
 DEFAULT_META_PROMPT = """You are an expert prompt engineer. Your job is to write the instruction that makes a small language model label texts correctly.
 
@@ -59,10 +60,10 @@ Reply with exactly {n} instructions, each inside <prompt> and </prompt> tags, sh
 {format}
 """
 
+
 def default_meta_prompt(has_labels: bool) -> str:
     """The meta-prompt a run starts from: the label template, or the open one for reference and unlabeled data."""
     return DEFAULT_META_PROMPT if has_labels else DEFAULT_META_PROMPT_OPEN
-
 
 PLACEHOLDERS: dict[str, str] = {
     "task": "the task description the user wrote",
@@ -80,10 +81,11 @@ PLACEHOLDERS: dict[str, str] = {
     "input_rule": "where the example text goes: keep {input} in the prompt, or leave the text out",
     "format": "a skeleton of one answer: <prompt> tags around a task line, one '<label>: …' line per label, and the answer rule",
 }
+
 REQUIRED = ("history", "n")
 SKELETON_TASK = "Decide which label the text should get."
 SKELETON_MEANING = "... (what it means)"
-TAG = "prompt"
+
 
 class MetaPromptError(ValueError):
     pass
@@ -147,6 +149,31 @@ class MetaPromptParts:
     extra: dict = field(default_factory=dict)
 
 
+def parts_record(parts: MetaPromptParts) -> dict:
+    """The parts as a step stores them (JSON: tuples as lists, a NaN score as None); parts_from_record reads it back
+    so that build_meta_prompt gives the same text."""
+    rec = asdict(parts)
+    for key in ("history", "rejected"):
+        rec[key] = [{"text": p["text"], "score": None if p["score"] != p["score"] else p["score"]} for p in rec[key]]
+    return rec
+
+
+def parts_from_record(rec: dict) -> MetaPromptParts:
+    """A stored round's parts (see parts_record)."""
+    nan = float("nan")
+    fields = {k: v for k, v in rec.items() if k in MetaPromptParts.__dataclass_fields__}
+    return MetaPromptParts(**fields | {
+        "labels": tuple(rec.get("labels") or ()),
+        "history": tuple(ScoredPrompt(p["text"], nan if p["score"] is None else p["score"]) for p in rec.get("history") or ()),
+        "rejected": tuple(ScoredPrompt(p["text"], nan if p["score"] is None else p["score"]) for p in rec.get("rejected") or ()),
+        "examples": tuple(tuple(e) for e in rec.get("examples") or ()),
+        "mistakes": tuple(Mistake(**m) for m in rec.get("mistakes") or ()),
+        "score_range": tuple(rec.get("score_range") or (0.0, 1.0)),
+        "rejected_n": tuple(rec.get("rejected_n") or ()),
+        "angles": tuple(rec.get("angles") or ()),
+    })
+
+
 def _score100(score: float, lo: float, hi: float) -> int:
     return int(round(100 * (score - lo) / (hi - lo))) if hi > lo else int(round(score))
 
@@ -188,7 +215,6 @@ def language_rule(language: str, mode: str) -> str:
     if mode == "data":
         return f"\nThe texts are in {name}: write each instruction in {name} (keep the label names exactly as given)."
     return f"\nThe texts are in {name}; write each instruction in English (keep the label names exactly as given)."
-
 
 # What kind of instruction each slot of a proposer's reply should be. Asked for n prompts in one call, a small
 # proposer writes the same one n times (measured: 4 of 4 identical, or copies of the best shown, on
@@ -241,18 +267,6 @@ def demos_note(n: int, demo_format: str = "chat", similar_k: int = 0, similar_by
     where = "as earlier turns of the conversation" if demo_format == "chat" else "after the instruction"
     return (f"\nEach instruction will be sent with {which}, {where}: write the instruction those examples need "
             "(what each label means and what to look at), without adding examples of your own.")
-
-
-def near_duplicate(text: str, others, threshold: float = 0.9) -> bool:
-    """Whether `text` shares at least `threshold` of its distinct words with one of `others` (Jaccard)."""
-    words = set(normalize_prompt(text).split())
-    if not words:
-        return False
-    for other in others:
-        o = set(normalize_prompt(other).split())
-        if o and len(words & o) / len(words | o) >= threshold:
-            return True
-    return False
 
 
 def render_examples(examples, kind: str = "labels") -> str:
@@ -346,147 +360,6 @@ def build_meta_prompt(template: str, parts: MetaPromptParts) -> str:
         "format": skeleton,
     }
     return template.format(**{k: v for k, v in values.items() if k in template_fields(template)})
-
-
-# --- proposals -------------------------------------------------------------------------------------
-
-_OPEN = re.compile(r"<\s*prompt\s*>", re.I)
-_CLOSE = re.compile(r"<\s*/\s*prompt\s*>", re.I)
-_PAIR = re.compile(r"<\s*prompt\s*>(.*?)<\s*/\s*prompt\s*>", re.I | re.S)
-
-
-def parse_proposals(reply: str) -> tuple[list[str], int]:
-    """Texts inside <prompt>…</prompt> tags, in order; also the count of unclosed (truncated) ones."""
-    texts = [m.group(1).strip() for m in _PAIR.finditer(reply or "")]
-    tail = _PAIR.sub("", reply or "")
-    truncated = len(_OPEN.findall(tail))
-    return texts, truncated
-
-
-def normalize_prompt(text: str) -> str:
-    return " ".join(text.casefold().split()).strip(" .\"'")
-
-
-_LEAK = re.compile(
-    r"<\s*/?\s*(prompt|example|mistake)\b|^\s*score\s*:\s*\d|\{history\}|\{examples\}|write \d+ new instructions",
-    re.I | re.M,
-)
-_LABEL_PREFIX = re.compile(r"^\s*(new\s+)?instruction\s*\d*\s*:\s*", re.I)
-
-
-# Lines where a small proposer starts copying the meta-prompt's own sections into its answer.
-_COPIED_SECTION = re.compile(
-    r"^\s*(score\s*:|mistake\b|<\s*mistake|text\s*:\s*(?!\{)|correct label\s*:|the model replied\s*:|#{1,3}\s|<\s*example)",
-    re.I | re.M,
-)
-
-
-def clean_proposal(text: str, labels: tuple[str, ...] = ()) -> tuple[str, list[str]]:
-    """Repair what small proposers get wrong in harmless ways; returns (text, repairs made).
-
-    A copied 'Instruction:' heading is removed; the text is cut where it starts copying the
-    meta-prompt's sections (scores, mistakes, examples); a label written as a placeholder
-    ('{billing}') becomes the plain label.
-    """
-    repairs = []
-    out = _LABEL_PREFIX.sub("", text.strip()).strip()
-    if "\\n" in out:  # newlines written as the two characters backslash and n (seen from qwen2.5-coder-1.5b)
-        out = out.replace("\\n", "\n").strip()
-        repairs.append("unescaped_newlines")
-    m = _COPIED_SECTION.search(out)
-    if m and out[: m.start()].strip():
-        out = out[: m.start()].strip()
-        repairs.append("trimmed")
-    if labels:
-        by_norm = {normalize_prompt(lab): lab for lab in labels}
-
-        def unbrace(match):
-            lab = by_norm.get(normalize_prompt(match.group(1)))
-            return lab if lab is not None else match.group(0)
-
-        fixed = PLACEHOLDER.sub(unbrace, out)
-        if fixed != out:
-            repairs.append("unbraced_labels")
-            out = fixed
-    return out, repairs
-
-
-def copies_angle(text: str, angles) -> bool:
-    """Whether a proposal is only one of the angles it was asked to take, written back as the instruction (a small
-    proposer's slip: "What to look at in the text first.\nAnswer with the label name only.")."""
-    if not angles:
-        return False
-    body = "\n".join(line for line in text.splitlines()
-                     if line.strip() and not normalize_prompt(line).startswith("answer with"))
-    words = set(re.findall(r"\w+", body.casefold()))
-    if not words:
-        return True
-    # (nearly) every word of it comes from one angle: it says what kind of instruction to write, not the instruction
-    return any(len(words & set(re.findall(r"\w+", a.casefold()))) >= 0.8 * len(words) for a in angles)
-
-
-# A proposal that carries a train or val input word for word is not an instruction but a copied example (seen: one
-# train review pasted as the "definition" of three labels), and one carrying a val input would be judged on its own
-# answer. Eight words in a row is longer than any phrase two texts share by chance and shorter than any copied
-# sentence; an input of four to seven words counts whole.
-COPY_RUN = 8
-COPY_WHOLE = 4
-_WORD = re.compile(r"\w+", re.U)
-
-
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(_WORD.findall(text.casefold()))
-
-
-@dataclass(frozen=True)
-class InputIndex:
-    """The word runs of a dataset's inputs that a proposal must not contain (see copies_input)."""
-
-    runs: frozenset  # every COPY_RUN-word run of every input
-    whole: frozenset  # inputs of COPY_WHOLE to COPY_RUN - 1 words, whole
-
-
-def input_index(texts) -> InputIndex:
-    runs, whole = set(), set()
-    for text in texts:
-        words = _words(str(text))
-        if len(words) >= COPY_RUN:
-            runs.update(words[i:i + COPY_RUN] for i in range(len(words) - COPY_RUN + 1))
-        elif len(words) >= COPY_WHOLE:
-            whole.add(words)
-    return InputIndex(frozenset(runs), frozenset(whole))
-
-
-def copies_input(text: str, index: InputIndex | None) -> bool:
-    """Whether a proposal contains an input of the data word for word: a run of COPY_RUN of its words, or the whole of
-    a shorter one (case and punctuation ignored)."""
-    if index is None:
-        return False
-    words = _words(text)
-    if any(words[i:i + COPY_RUN] in index.runs for i in range(len(words) - COPY_RUN + 1)):
-        return True
-    return any(words[i:i + k] in index.whole for k in range(COPY_WHOLE, COPY_RUN)
-               for i in range(len(words) - k + 1)) if index.whole else False
-
-
-def screen(text: str, seen: set[str], needs_input: bool, allowed_fields: set[str], max_chars: int) -> str | None:
-    """Why a proposed text is dropped, or None if it is kept. `seen` holds normalized texts so far."""
-    if not text.strip():
-        return "empty"
-    if len(text) > max_chars:
-        return "overlong"
-    if _LEAK.search(text):
-        return "leaks_format"
-    if SKELETON_MEANING in text or "(what it means)" in text:
-        return "copied_skeleton"
-    names = {m.group(1) for m in PLACEHOLDER.finditer(text)}
-    if names - allowed_fields:
-        return "bad_placeholder"
-    if needs_input and not (names & (allowed_fields - {"labels"})):
-        return "missing_input"
-    if normalize_prompt(text) in seen:
-        return "duplicate"
-    return None
 
 
 # --- textual gradients -----------------------------------------------------------------------------
