@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from promptlab.cost import CeilingError, parse_ceilings
-from promptlab.data import Dataset, holdout_split, resolve_dataset, stored_dataset
+from promptlab.data import Dataset, resolve_dataset, stored_dataset
 from promptlab.errors import PromptlabError
 from promptlab.models import ModelSpec, resolve_model, spec_from_record
 from promptlab.optimize import prompts as P
@@ -24,6 +24,7 @@ from promptlab.prompt import PromptTemplate, template_text
 from promptlab.scoring import Objective
 from promptlab.scoring.objective import JudgeSettings, judge_record, parse_objective
 from promptlab.scoring.stats import smallest_shippable_gain
+from promptlab.split import holdout_split
 from promptlab.store import Store
 
 DEFAULT_BASELINE = "Classify the text. Answer with one of these labels: {labels}."

@@ -15,7 +15,8 @@ import pandas as pd
 
 from promptlab.cost import describe_ceilings
 from promptlab.calls import cached_complete
-from promptlab.data import Dataset, stratified_order, stratified_sample
+from promptlab.data import Dataset
+from promptlab.split import stratified_order, stratified_sample
 from promptlab.evaluate import EvalResult, evaluate
 from promptlab.optimize import prompts as P
 from promptlab.prompt import PromptTemplate

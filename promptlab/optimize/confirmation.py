@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from promptlab.cost import Cost, broken, cost_of_calls
-from promptlab.data import proportional_subset
+from promptlab.split import proportional_subset
 from promptlab.optimize.base import BudgetExhausted, Confirmed, OptimizeContext, Step, TestScored, WinnerChosen
 from promptlab.prompt import PromptTemplate
 from promptlab.scoring import stats as S
