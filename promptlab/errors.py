@@ -6,4 +6,4 @@ class PromptlabError(Exception):
 
 
 class DataError(PromptlabError):
-    """A dataset that cannot be used as given."""
+    """A file a user gave (a dataset, or a prompt) that cannot be used as given."""

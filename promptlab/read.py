@@ -5,6 +5,7 @@ Every rejection is a `DataError` whose message says what is wrong and what to do
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -388,3 +389,74 @@ def is_split_column(column) -> bool:
     """A column named 'split' (any case) holds the data's own split, not an input or a label."""
     return str(column).strip().lower() == "split"
 
+
+# --- prompt files --------------------------------------------------------------------------------------
+
+# A prompt is read whole by the model on every call. promptlab's own meta-prompts and rubrics are 1-2 KB; 20 KB is
+# some 5,000 tokens, more than the 4,096-token context its local models run with, so a prompt file that large is
+# a dataset or a document given by mistake.
+MAX_PROMPT_FILE_BYTES = 20 * 1024
+# Extensions that hold rows, never a prompt (.json and .txt may be either: a prompt file can be JSON {system, user}).
+DATASET_EXTENSIONS = (FORMATS - {".json", ".txt"}) | SPREADSHEETS
+COLUMN_NAMES = set(INPUT_NAMES) | set(LABEL_NAMES) | set(REFERENCE_NAMES)
+COLUMN_NAME = re.compile(r"[^\W\d]\w*(?:[ -]\w+){0,2}")  # a header cell: a name of up to three words
+
+
+def read_prompt_file(path: str | Path, what: str = "prompt file") -> str:
+    """The text of a prompt file (UTF-8, a BOM allowed), or a DataError that says why it is not one. `what` names
+    where it was given ('--baseline-file'). A large file is refused without being read whole."""
+    path = Path(path)
+    name = f"{what} {path}"
+    if not path.is_file():
+        raise DataError(f"{name}: no such file")
+    if path.suffix.lower() in DATASET_EXTENSIONS:
+        raise _not_a_prompt(name, f"a {path.suffix.lower()} file holds rows")
+    with path.open("rb") as f:
+        head = f.read(MAX_PROMPT_FILE_BYTES + 1)  # enough to tell what it is
+    return prompt_text(head, name, size=path.stat().st_size)
+
+
+def prompt_text(raw: bytes, name: str, size: int | None = None) -> str:
+    """A prompt file's bytes as text, or a DataError saying why they are no prompt: binary, not UTF-8, rows of a
+    dataset, or over MAX_PROMPT_FILE_BYTES. `raw` may be the first bytes of a file of `size` bytes; `name` starts
+    every message."""
+    size = len(raw) if size is None else size
+    if b"\x00" in raw and not raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 is text: it fails as not UTF-8
+        raise DataError(f"{name}: a binary file (it has NUL bytes), not text. A prompt file is plain text, or JSON "
+                        '{"system": …, "user": …}, saved as UTF-8.')
+    try:  # a cut file may end inside a character: only a whole one decodes to its end
+        text = codecs.getincrementaldecoder("utf-8-sig")().decode(raw, final=size <= len(raw))
+    except UnicodeDecodeError:
+        raise DataError(f"{name}: not UTF-8 text. Save it as UTF-8.") from None
+    rows = _rows_in(text)
+    if rows:
+        raise _not_a_prompt(name, rows)
+    if size > MAX_PROMPT_FILE_BYTES:
+        raise DataError(f"{name}: {size / 1024:.1f} KB is over the {MAX_PROMPT_FILE_BYTES // 1024} KB a prompt file may "
+                        "hold (a model reads the whole prompt on every call). Cut it down to the instruction; a "
+                        "dataset is imported with `promptlab datasets import`.")
+    return text
+
+
+def _not_a_prompt(name: str, why: str) -> DataError:
+    return DataError(f"{name}: looks like a dataset, not a prompt ({why}). Import a dataset with `promptlab datasets "
+                     'import FILE` and give it as --dataset; a prompt file is plain text, or JSON {"system": …, '
+                     '"user": …}.')
+
+
+def _rows_in(text: str) -> str | None:
+    """Why `text` reads as rows of a dataset (None when it does not): a JSON object on every line, or a first line of
+    column names, input or label among them (text, label, …), over lines with as many fields."""
+    lines = [line for line in text[:8192].splitlines() if line.strip()][:20]
+    if len(lines) >= 2 and all(line.lstrip().startswith("{") and _looks_like_json_doc(line) for line in lines):
+        return "a JSON object on every line"
+    for sep in ",;\t|":
+        rows = list(csv.reader(lines, delimiter=sep))
+        header = [cell.strip().lower() for cell in rows[0]] if rows else []
+        named = sorted(COLUMN_NAMES.intersection(header))
+        same = sum(len(row) == len(header) for row in rows[1:])
+        names = all(COLUMN_NAME.fullmatch(cell) for cell in header)  # not a sentence that starts 'Label, …'
+        if len(header) >= 2 and names and named and same >= 2 and same >= 0.8 * (len(rows) - 1):
+            columns = ", ".join(f"'{c}'" for c in named)
+            return f"its first line names columns {columns}, and {same} lines below it have as many fields"
+    return None
