@@ -61,7 +61,7 @@ def task_dataset(store: Store, path: Path, max_rows: int | None = None, seed: in
     (named `<stem>-<max_rows>`), so benchmarks that fit a time box all use the same sample."""
     ds = import_dataset(store, path)[0]
     if max_rows and ds.n > max_rows:
-        from promptlab.data import stratified_sample
+        from promptlab.split import stratified_sample
 
         sample = stratified_sample(ds.frame, max_rows, seed=seed)
         csv = sample[["text", "label"]].rename(columns={"text": "input"}).to_csv(index=False).encode()

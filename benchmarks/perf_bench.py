@@ -43,7 +43,8 @@ def peak_rss_mb() -> float:
 
 
 def _examples(store, data_dir: Path, task: str, n: int):
-    from promptlab.data import import_dataset, stratified_sample
+    from promptlab.data import import_dataset
+    from promptlab.split import stratified_sample
 
     ds = import_dataset(store, data_dir / f"{task}.csv")[0]
     return ds, stratified_sample(ds.frame, n, seed=0)
@@ -308,7 +309,8 @@ def sec_cache(args, tmp: Path) -> dict:
 
 def sec_import(args, tmp: Path) -> dict:
     """A 100k-row CSV: read, validate, hash, store, and split into train/val/test."""
-    from promptlab.data import import_dataset, prepare, read_table
+    from promptlab.data import import_dataset, prepare
+    from promptlab.read import read_table
     from promptlab.store import Store
 
     rng = random.Random(0)

@@ -3,8 +3,10 @@ import streamlit as st
 
 from promptlab import charts
 from promptlab import dashboard as ui
-from promptlab.data import (DEFAULT_FRACTIONS, DataError, detect_columns, guess_kind, import_dataset,
-                            is_split_column, prepare, read_table, with_test_file)
+from promptlab.data import import_dataset, prepare, with_test_file
+from promptlab.errors import DataError
+from promptlab.read import detect_columns, guess_kind, is_split_column, read_table
+from promptlab.split import DEFAULT_FRACTIONS
 
 KIND_NAMES = {"labels": "a label", "reference": "a reference answer", "unlabeled": "nothing (grade the outputs)"}
 

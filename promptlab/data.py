@@ -1,16 +1,12 @@
-"""Load, validate and split labeled datasets: any file a user has, into inputs, labels and splits.
+"""The Dataset: a table read by promptlab.read, validated into inputs, labels (or reference answers) and a split;
+its identity, its report, and its place in the store.
 
 Every rejection is a `DataError` whose message says what is wrong and what to do about it.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
-import math
-import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,379 +15,13 @@ from typing import TypedDict, Unpack
 import numpy as np
 import pandas as pd
 
-from promptlab.errors import PromptlabError
+from promptlab.errors import DataError
+from promptlab.read import detect_columns, is_free_text, is_split_column, read_table
 from promptlab.scoring.objective import check_scoring
 from promptlab.scoring.reading import normalize_label
+from promptlab.split import DEFAULT_FRACTIONS, SPLITS, check_fractions, split_assignment
 
-INPUT_NAMES = ("input", "text", "sentence", "question", "content", "message", "review", "query", "prompt",
-               "текст", "вопрос", "сообщение", "отзыв", "предложение", "ввод")
-LABEL_NAMES = ("label", "target", "answer", "class", "category", "labels", "gold", "output", "sentiment", "intent",
-               "метка", "класс", "ответ", "категория", "тональность", "таргет")
-TEXT_FORMATS = {".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json"}
-FORMATS = TEXT_FORMATS | {".parquet", ".pq"}
-DEFAULT_FRACTIONS = (0.3, 0.35, 0.35)  # train (examples for meta-prompts), val (selection), test (held out)
-SPLITS = ("train", "val", "test")
-MAX_LABELS = 50
 LONG_CELL_CHARS = 8000
-# What a dataset's target column holds: a label per row (classification), a reference answer per row
-# (scored by a reference scorer or an LLM judge), or nothing (outputs are judged, by a model or by hand).
-DATASET_KINDS = ("labels", "reference", "unlabeled")
-REFERENCE_NAMES = ("reference", "answer", "expected", "expected_output", "ideal", "target", "output", "gold", "label",
-                   "ответ", "эталон")
-
-
-class DataError(PromptlabError):
-    """A dataset that cannot be used as given."""
-
-
-def max_file_bytes() -> int:
-    return int(float(os.environ.get("PROMPTLAB_MAX_FILE_MB", "100")) * 1024 * 1024)
-
-
-# --- reading ---------------------------------------------------------------------------------------
-
-def decode_text(raw: bytes, filename: str = "file") -> tuple[str, str]:
-    """Decode bytes as utf-8, utf-8-sig, then cp1251 (Russian data is first-class). Returns (text, encoding)."""
-    if raw.startswith(b"\xef\xbb\xbf"):
-        return raw[3:].decode("utf-8", errors="strict") if _is_utf8(raw[3:]) else _bad_utf8(raw, filename), "utf-8-sig"
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            return raw.decode("utf-16"), "utf-16"
-        except UnicodeDecodeError:
-            raise DataError(f"{filename}: starts with a UTF-16 mark but is not valid UTF-16. Re-save it as UTF-8.") from None
-    if _is_utf8(raw):
-        return raw.decode("utf-8"), "utf-8"
-    # Not UTF-8. If much of it *is* UTF-8 multibyte text, the file mixes encodings: cp1251 would
-    # silently turn those parts into mojibake, so refuse instead of guessing.
-    utf8_seqs = len(re.findall(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}", raw))
-    high = sum(1 for b in raw if b >= 0x80) or 1
-    if utf8_seqs >= 3 and 2 * utf8_seqs / high > 0.3:
-        line = _first_bad_utf8_line(raw)
-        raise DataError(
-            f"{filename}: mixes text encodings (UTF-8 and another, first non-UTF-8 byte on line {line}). "
-            "Open it in an editor and save it once as UTF-8."
-        )
-    text = raw.decode("cp1251", errors="replace")
-    controls = sum(1 for ch in text if ch == "\ufffd" or (ord(ch) < 32 and ch not in "\r\n\t"))
-    if controls > max(2, len(text) // 200):
-        raise DataError(
-            f"{filename}: cannot decode the text (tried utf-8, utf-8-sig, cp1251). "
-            "If it is a spreadsheet or binary file, export it as CSV in UTF-8."
-        )
-    # Latin-1 / Windows-1252 text (é, ü, ñ) also decodes as cp1251, into words that mix Latin and
-    # Cyrillic letters ('négatif' becomes 'nйgatif'). Real Russian text has almost none of those.
-    cyrillic_words = re.findall(r"\w*[\u0400-\u04ff]\w*", text[:200_000])  # a sample is enough
-    mixed = [w for w in cyrillic_words if re.search(r"[A-Za-z]", w)]
-    if len(mixed) >= 3 and len(mixed) > 0.2 * len(cyrillic_words):
-        raise DataError(
-            f"{filename}: is not UTF-8, and it does not read as Russian (cp1251) either: it looks like a Western "
-            f"European encoding (Latin-1 / Windows-1252; e.g. '{mixed[0][:20]}'). Save it as UTF-8 and upload it again."
-        )
-    return text, "cp1251"
-
-
-def _is_utf8(raw: bytes) -> bool:
-    try:
-        raw.decode("utf-8")
-        return True
-    except UnicodeDecodeError:
-        return False
-
-
-def _bad_utf8(raw: bytes, filename: str) -> str:
-    raise DataError(
-        f"{filename}: has a UTF-8 mark (BOM) but invalid UTF-8 on line {_first_bad_utf8_line(raw)}. "
-        "Re-save it as UTF-8."
-    )
-
-
-def _first_bad_utf8_line(raw: bytes) -> int:
-    try:
-        raw.decode("utf-8")
-        return 0
-    except UnicodeDecodeError as exc:
-        return raw[: exc.start].count(b"\n") + 1
-
-
-def read_table(source: str | Path | bytes, filename: str | None = None) -> pd.DataFrame:
-    """Read CSV, TSV, JSONL, JSON (records or BIG-bench task.json) or Parquet into a frame of strings."""
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        filename = filename or path.name
-        if not path.exists():
-            raise DataError(f"{path}: no such file. Check the path.")
-        if path.is_dir():
-            raise DataError(f"{path}: is a folder, not a file. Give the path of a CSV, TSV, JSON(L) or Parquet file.")
-        size = path.stat().st_size
-        _check_size(size, filename)
-        raw = path.read_bytes()
-    else:
-        raw = bytes(source)
-        filename = filename or "upload"
-        _check_size(len(raw), filename)
-    ext = Path(filename).suffix.lower()
-    if ext in {".xlsx", ".xls", ".ods", ".numbers"}:
-        raise DataError(f"{filename}: spreadsheets are not read directly. Export the sheet as CSV (UTF-8) and upload that.")
-    if not raw.strip():
-        raise DataError(f"{filename}: the file is empty. Give a file with a header row and labeled examples.")
-    if ext in {".parquet", ".pq"}:
-        return _read_parquet(raw, filename)
-    if raw[:4] == b"PAR1":
-        raise DataError(f"{filename}: this is a Parquet file with the wrong extension. Rename it to .parquet.")
-    head = raw[:8192]
-    if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(f"{filename}: looks like a binary file, not text. Export your data as CSV (UTF-8), JSONL or Parquet.")
-    text, encoding = decode_text(raw, filename)
-    del raw  # a large file: keep one copy of its text, not two
-    if ext in {".jsonl", ".ndjson"}:
-        frame = _read_jsonl(text, filename)
-    elif ext == ".json":
-        frame = _read_json(text, filename)
-    elif ext in {".tsv", ".tab"}:
-        frame = _read_delimited(text, filename, "\t")
-    elif ext in {".csv", ".txt", ""}:
-        stripped = text.lstrip()
-        if ext == "" and stripped[:1] in "[{":
-            frame = _read_json(text, filename) if stripped[:1] == "[" or _looks_like_json_doc(stripped) else _read_jsonl(text, filename)
-        else:
-            frame = _read_delimited(text, filename, None)
-    else:
-        raise DataError(
-            f"{filename}: unsupported file type '{ext}'. Use one of: {', '.join(sorted(FORMATS))}."
-        )
-    frame = _clean_frame(frame, filename)
-    frame.attrs["encoding"] = encoding
-    return frame
-
-
-def _looks_like_json_doc(text: str) -> bool:
-    try:
-        json.loads(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _check_size(size: int, filename: str) -> None:
-    limit = max_file_bytes()
-    if size > limit:
-        raise DataError(
-            f"{filename}: {size / 2**20:.0f} MB is over the {limit / 2**20:.0f} MB limit. Sample it down, "
-            "or raise the limit with PROMPTLAB_MAX_FILE_MB."
-        )
-
-
-def _sniff_delimiter(text: str) -> str:
-    sample = text[:65536]
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
-    except csv.Error:
-        first = sample.split("\n", 1)[0]
-        counts = {d: first.count(d) for d in ",;\t|"}
-        best = max(counts, key=counts.get)
-        return best if counts[best] else ","
-
-
-def _read_delimited(text: str, filename: str, sep: str | None) -> pd.DataFrame:
-    sep = sep or _sniff_delimiter(text)
-    try:
-        return pd.read_csv(
-            io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False,
-            skip_blank_lines=True, engine="c",
-        )
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{filename}: no rows or header found. The first line must name the columns.") from None
-    except pd.errors.ParserError as exc:
-        detail = str(exc).strip().split("\n")[0]
-        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", detail)
-        if m:
-            detail = f"line {m.group(2)} has {m.group(3)} fields where the header has {m.group(1)}"
-        raise DataError(
-            f"{filename}: malformed {'TSV' if sep == chr(9) else 'CSV'}: {detail}. Values that contain the "
-            f"separator '{sep}' or line breaks must be in double quotes."
-        ) from None
-
-
-def _read_jsonl(text: str, filename: str) -> pd.DataFrame:
-    records = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise DataError(f"{filename}: line {n} is not valid JSON ({exc.msg}). Each line must be one JSON object.") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{filename}: line {n} is a JSON {type(obj).__name__}, not an object. Each line must be one JSON object like {{\"input\": …, \"label\": …}}.")
-        records.append(obj)
-    return _records_frame(records, filename)
-
-
-def _read_json(text: str, filename: str) -> pd.DataFrame:
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        if "\n{" in text.strip():
-            return _read_jsonl(text, filename)
-        raise DataError(f"{filename}: not valid JSON ({exc.msg} at line {exc.lineno}). Fix the file or save it as JSONL.") from None
-    if isinstance(doc, dict) and isinstance(doc.get("examples"), list):
-        return _read_bigbench(doc, filename)
-    if isinstance(doc, dict) and doc and all(isinstance(v, list) for v in doc.values()):
-        lengths = {len(v) for v in doc.values()}
-        if len(lengths) == 1:
-            return _records_frame([dict(zip(doc, row)) for row in zip(*doc.values())], filename)
-    if isinstance(doc, list) and all(isinstance(r, dict) for r in doc):
-        return _records_frame(doc, filename)
-    shape = type(doc).__name__ if not isinstance(doc, list) else "list of " + ", ".join(sorted({type(r).__name__ for r in doc})[:3])
-    raise DataError(
-        f"{filename}: JSON of the wrong shape ({shape}). Expected a list of records like "
-        '[{"input": "...", "label": "..."}], or a BIG-bench task.json with "examples".'
-    )
-
-
-def _read_bigbench(doc: dict, filename: str) -> pd.DataFrame:
-    records = []
-    for n, ex in enumerate(doc["examples"], 1):
-        if not isinstance(ex, dict) or "input" not in ex:
-            raise DataError(f"{filename}: BIG-bench example {n} has no 'input'.")
-        scores = ex.get("target_scores")
-        if isinstance(scores, dict) and scores:
-            label = max(scores.items(), key=lambda kv: float(kv[1]))[0]
-        elif "target" in ex:
-            target = ex["target"]
-            label = target[0] if isinstance(target, list) and target else target
-        else:
-            raise DataError(f"{filename}: BIG-bench example {n} has neither 'target_scores' nor 'target'.")
-        records.append({"input": ex["input"], "label": label})
-    return _records_frame(records, filename)
-
-
-def _records_frame(records: list[dict], filename: str) -> pd.DataFrame:
-    if not records:
-        raise DataError(f"{filename}: contains no records. Give at least a few labeled examples.")
-    frame = pd.DataFrame.from_records(records)
-    for col in frame.columns:
-        frame[col] = frame[col].map(_cell_text)
-    return frame
-
-
-def _cell_text(value) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _read_parquet(raw: bytes, filename: str) -> pd.DataFrame:
-    try:
-        frame = pd.read_parquet(io.BytesIO(raw))
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a broken file
-        raise DataError(f"{filename}: not a readable Parquet file ({type(exc).__name__}). Re-export it, or use CSV.") from None
-    for col in frame.columns:
-        frame[col] = frame[col].map(_cell_text)
-    return _clean_frame(frame, filename)
-
-
-def _clean_frame(frame: pd.DataFrame, filename: str) -> pd.DataFrame:
-    frame = frame.copy()
-    frame.columns = [str(c).strip().lstrip("\ufeff") or f"column_{i + 1}" for i, c in enumerate(frame.columns)]
-    frame = frame.astype(str)
-    if frame.empty:
-        raise DataError(f"{filename}: has a header but no rows. Add examples (one per row) below the header.")
-    return frame.reset_index(drop=True)
-
-
-# --- columns and labels ----------------------------------------------------------------------------
-
-def _find(columns: list[str], names: tuple[str, ...]) -> str | None:
-    lowered = {c.lower(): c for c in columns}
-    for name in names:
-        if name in lowered:
-            return lowered[name]
-    return None
-
-
-def _free_text(counts: Counter, n_rows: int) -> bool:
-    """More distinct values than half the rows (and more than a label set has): free text, not labels (such a
-    column could never be split by label anyway)."""
-    return len(counts) > min(MAX_LABELS, 10) and len(counts) > n_rows // 2
-
-
-def guess_kind(frame: pd.DataFrame, filename: str = "dataset") -> str:
-    """What each row most likely carries: 'reference' when the target column reads as free text (or only a
-    reference-named column is there), else 'labels'. The Datasets page preselects it."""
-    try:
-        _, label_col = detect_columns(frame, filename=filename, kind="labels")
-    except DataError:
-        try:
-            detect_columns(frame, filename=filename, kind="reference")
-            return "reference"
-        except DataError:
-            return "labels"
-    values = frame[label_col].dropna().astype(str).str.strip()
-    values = values[values != ""]
-    return "reference" if _free_text(Counter(normalize_label(v) for v in values), len(values)) else "labels"
-
-
-def detect_columns(
-    frame: pd.DataFrame, input_cols: list[str] | None = None, label_col: str | None = None, filename: str = "dataset",
-    kind: str = "labels",
-) -> tuple[list[str], str]:
-    """Resolve the input column(s) and the label (or reference) column: the user's choice, else the
-    obvious names. An unlabeled dataset has no target column (''). A 'split' column is the data's own split, never
-    guessed as an input or a label."""
-    columns = [c for c in frame.columns if not is_split_column(c) or c in (input_cols or []) or c == label_col]
-    listing = ", ".join(columns)
-    if kind not in DATASET_KINDS:
-        raise DataError(f"unknown dataset kind '{kind}': use one of {', '.join(DATASET_KINDS)}")
-    if kind == "unlabeled":
-        for c in input_cols or []:
-            if c not in columns:
-                raise DataError(f"{filename}: no column '{c}'. Columns are: {listing}. Pick the input column(s) from these.")
-        if not input_cols:
-            found = _find(columns, INPUT_NAMES)
-            input_cols = [found] if found else (columns[:1] if len(columns) == 1 else None)
-            if not input_cols:
-                raise DataError(
-                    f"{filename}: cannot tell which column is the input (columns: {listing}). "
-                    "Name it with --input-col (or pick it in the dashboard), or call it 'input'."
-                )
-        return list(input_cols), ""
-    what = "reference answer" if kind == "reference" else "label"
-    if label_col is not None and label_col not in columns:
-        raise DataError(f"{filename}: no column '{label_col}'. Columns are: {listing}. Pick the label column from these.")
-    for c in input_cols or []:
-        if c not in columns:
-            raise DataError(f"{filename}: no column '{c}'. Columns are: {listing}. Pick the input column(s) from these.")
-    label_col = label_col or _find([c for c in columns if c not in (input_cols or [])],
-                                   REFERENCE_NAMES if kind == "reference" else LABEL_NAMES)
-    if label_col is None:
-        known_input = (input_cols or [None])[0] or _find(columns, INPUT_NAMES)
-        if len(columns) == 2 and known_input in columns:
-            label_col = next(c for c in columns if c != known_input)
-        else:
-            raise DataError(
-                f"{filename}: cannot tell which column holds the {what} (columns: {listing}). "
-                f"Name it with --label-col (or pick it in the dashboard), or call it '{'answer' if kind == 'reference' else 'label'}'."
-            )
-    if not input_cols:
-        found = _find([c for c in columns if c != label_col], INPUT_NAMES)
-        others = [c for c in columns if c != label_col]
-        if found:
-            input_cols = [found]
-        elif len(others) == 1:
-            input_cols = others
-        else:
-            raise DataError(
-                f"{filename}: cannot tell which column is the input (columns: {listing}). "
-                "Name it with --input-col (or pick it in the dashboard), or call it 'input'."
-            )
-    if label_col in input_cols:
-        raise DataError(f"{filename}: '{label_col}' cannot be both an input and the {what}. Pick different columns.")
-    return list(input_cols), label_col
 
 
 @dataclass(frozen=True)
@@ -522,7 +152,7 @@ def prepare(
     encoding = encoding or frame.attrs.get("encoding", "")
     frame, given = _given_split(frame, filename, input_cols, label_col)
     input_cols, label_col = detect_columns(frame, input_cols, label_col, filename, kind)
-    _check_fractions(fractions)
+    check_fractions(fractions)
     sub, stripped, rownums, blank_dropped = _rows(frame, list(input_cols) + ([label_col] if label_col else []), filename)
     if label_col:
         _check_targets(stripped[label_col], kind, label_col, rownums, filename)
@@ -597,7 +227,7 @@ def _check_label_counts(counts: Counter, display: dict[str, str], norms: list[st
             f"{filename}: every row has the same label '{only}' in '{label_col}'. A classification dataset needs at "
             "least two labels: add examples of the other labels, or check that the right label column is chosen."
         )
-    if _free_text(counts, len(norms)):
+    if is_free_text(counts, len(norms)):
         raise DataError(
             f"{filename}: column '{label_col}' has {len(counts)} distinct values in {len(norms)} rows, so it looks like "
             "free text, not a label. If each row carries a reference answer, import it with --kind reference (in the "
@@ -651,11 +281,6 @@ def _data_report(out: pd.DataFrame, same: str, label_counts: dict[str, int], mer
 
 SPLIT_VALUES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                 "dev": "val", "development": "val", "test": "test", "testing": "test", "": ""}
-
-
-def is_split_column(column) -> bool:
-    """A column named 'split' (any case) holds the data's own split, not an input or a label."""
-    return str(column).strip().lower() == "split"
 
 
 def _split_values(column: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -778,133 +403,6 @@ def load_dataset(
         frame = with_test_file(frame, read_table(data, test_name), filename or "dataset", test_name)
     name = name or Path(filename or "dataset").stem
     return prepare(frame, name, filename=filename, **options)
-
-
-# --- splitting ---------------------------------------------------------------------------------------
-
-def _check_fractions(fractions) -> None:
-    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise DataError(f"split fractions {tuple(fractions)} must be three positive numbers (train, val, test) that sum to 1")
-
-
-def split_assignment(label_norms: list[str], fractions=DEFAULT_FRACTIONS, seed: int = 0,
-                     names: tuple[str, ...] = SPLITS) -> np.ndarray:
-    """Stratified train/val/test assignment, deterministic for a seed.
-
-    Per label, rows are shuffled and cut by the fractions (largest remainder), with at least one row of
-    every label in every split. (scikit-learn's StratifiedShuffleSplit can leave a rare label out of a
-    split entirely, which would make its recall on test undefined; this guarantees it is present.)
-    """
-    if names == SPLITS:
-        _check_fractions(fractions)
-    labels = np.asarray(label_norms, dtype=object)
-    out = np.empty(len(labels), dtype=object)
-    rng = np.random.default_rng(seed)
-    for label in sorted(set(label_norms)):
-        rows = np.flatnonzero(labels == label)
-        rng.shuffle(rows)
-        if names != SPLITS and len(rows) < len(names):  # too few to share out (rows a file's own split left blank)
-            out[rows] = names[0]
-            continue
-        counts = _allocate(len(rows), fractions)
-        start = 0
-        for split, count in zip(names, counts):
-            out[rows[start:start + count]] = split
-            start += count
-    return out
-
-
-def _allocate(n: int, fractions) -> list[int]:
-    if n < len(fractions):
-        raise DataError(f"cannot split {n} rows of one label into {len(fractions)} parts")
-    exact = [n * f for f in fractions]
-    counts = [max(1, int(x)) for x in exact]
-    while sum(counts) > n:
-        i = max(range(len(counts)), key=lambda j: counts[j] - exact[j])
-        counts[i] -= 1
-    order = sorted(range(len(counts)), key=lambda j: exact[j] - counts[j], reverse=True)
-    k = 0
-    while sum(counts) < n:
-        counts[order[k % len(order)]] += 1
-        k += 1
-    return counts
-
-
-def stratified_sample(frame: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
-    """Up to n rows with the label proportions kept (each label at least once when n allows)."""
-    if n >= len(frame):
-        return frame
-    rng = np.random.default_rng(seed)
-    groups = {lab: rng.permutation(np.flatnonzero(frame["label_norm"].to_numpy() == lab))
-              for lab in sorted(frame["label_norm"].unique())}
-    total = len(frame)
-    quota = {lab: len(rows) * n / total for lab, rows in groups.items()}
-    take = {lab: min(len(groups[lab]), max(1 if n >= len(groups) else 0, int(q))) for lab, q in quota.items()}
-    for lab in sorted(quota, key=lambda lab: quota[lab] - int(quota[lab]), reverse=True):
-        if sum(take.values()) >= n:
-            break
-        if take[lab] < len(groups[lab]):
-            take[lab] += 1
-    while sum(take.values()) > n:
-        lab = max(take, key=lambda lab: take[lab])
-        take[lab] -= 1
-    picked = np.sort(np.concatenate([groups[lab][:k] for lab, k in take.items()]))
-    return frame.iloc[picked]
-
-
-def stratified_order(frame: pd.DataFrame, seed: int = 0, by_label: bool = True) -> pd.DataFrame:
-    """The rows in a seeded order whose every prefix keeps the label mix: each label's rows are spread
-    evenly along the order (row j of a label with m rows sits near (j + u) / m), so the first 20 of a
-    race hold about the same shares as all of it, rare labels included. Without labels: a shuffle."""
-    rng = np.random.default_rng([seed, 7])
-    if not by_label or frame.empty:
-        return frame.iloc[rng.permutation(len(frame))]
-    labels = frame["label_norm"].to_numpy()
-    keys = np.empty(len(frame))
-    for lab in sorted(set(labels)):
-        rows = np.flatnonzero(labels == lab)
-        rows = rows[rng.permutation(len(rows))]
-        keys[rows] = (np.arange(len(rows)) + rng.uniform(0.05, 0.95, len(rows))) / len(rows)
-    return frame.iloc[np.argsort(keys, kind="stable")]
-
-
-def holdout_split(frame: pd.DataFrame, share: float, seed: int = 0, by_label: bool = True
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(kept, held back): `share` of the rows held back, stratified by label when there are labels."""
-    n = int(round(len(frame) * share))
-    if n <= 0 or len(frame) < 2:
-        return frame, frame.iloc[:0]
-    if by_label:
-        held = stratified_sample(frame, n, seed=seed + 1_000_003)
-        # a label whose every row would be held back keeps one for the search (it could not be learned or
-        # measured there otherwise: recall of a label with no search rows has no value)
-        counts = frame["label_norm"].value_counts()
-        whole = held["label_norm"].value_counts()
-        gone = [lab for lab, k in whole.items() if k == counts[lab]]
-        if gone:
-            held = held.drop([held.index[held["label_norm"].to_numpy() == lab][-1] for lab in gone])
-    else:
-        held = frame.iloc[np.sort(np.random.default_rng([seed, 11]).permutation(len(frame))[:n])]
-    return frame.drop(held.index), held
-
-
-def proportional_subset(frame: pd.DataFrame, like: pd.DataFrame, cap: int | None = None, seed: int = 0,
-                        by_label: bool = True) -> pd.DataFrame:
-    """The largest subset of `frame` (at most `cap` rows) whose label shares are those of `like`, drawn in a seeded
-    order: rows added to a sample keep its label mix (a label missing from `frame` leaves no room for any). Without
-    labels: up to `cap` rows in a seeded order."""
-    order = frame.iloc[np.random.default_rng([seed, 13]).permutation(len(frame))]
-    if not by_label or frame.empty or like.empty:
-        return order if cap is None else order.iloc[:cap]
-    shares = like["label_norm"].value_counts(normalize=True)
-    have = frame["label_norm"].value_counts()
-    n = min(int(have.get(lab, 0) / share + 1e-9) for lab, share in shares.items())
-    n = n if cap is None else min(n, cap)
-    take = {lab: int(math.floor(n * share + 1e-9)) for lab, share in shares.items()}
-    if not sum(take.values()):
-        return frame.iloc[:0]
-    picked = [order[order["label_norm"] == lab].iloc[:k] for lab, k in take.items() if k]
-    return pd.concat(picked).sort_index()
 
 
 # --- persistence (SQL lives in store.py) -----------------------------------------------------------

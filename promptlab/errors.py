@@ -3,3 +3,7 @@
 
 class PromptlabError(Exception):
     """An error caused by input or setup, with a message fit to show a user as is (no traceback)."""
+
+
+class DataError(PromptlabError):
+    """A file a user gave (a dataset, or a prompt) that cannot be used as given."""

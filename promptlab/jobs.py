@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from promptlab.cost import cost_of_calls
-from promptlab.data import Dataset, resolve_dataset, stratified_sample
+from promptlab.data import Dataset, resolve_dataset
 from promptlab.errors import PromptlabError
 from promptlab.evaluate import EvalResult, evaluate
 from promptlab.export import StoredPrompt, same_model, stored_prompt, transfer_notes
@@ -20,6 +20,7 @@ from promptlab.models import ModelSpec, resolve_model
 from promptlab.progress import Progress
 from promptlab.prompt import PromptTemplate
 from promptlab.scoring.objective import JudgeSettings, judge_record, parse_objective
+from promptlab.split import stratified_sample
 from promptlab.store import Store
 
 

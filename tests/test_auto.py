@@ -10,7 +10,8 @@ from conftest import sentiment_dataset
 from promptlab import planning, results, runs
 from promptlab.optimize import registry
 from promptlab.scoring import stats
-from promptlab.data import holdout_split, import_dataset, stratified_order
+from promptlab.data import import_dataset
+from promptlab.split import holdout_split, stratified_order
 from promptlab.errors import PromptlabError
 from promptlab.scoring.labels import parse_metric
 from promptlab.models import make_spec

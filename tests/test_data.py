@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 
 from promptlab import data as D
-from promptlab.data import DataError
+from promptlab import read as R
+from promptlab import split as S
+from promptlab.errors import DataError
 
 
 def write(tmp_path, name, content, encoding="utf-8"):
@@ -50,7 +52,7 @@ def test_semicolon_csv_and_quoted_newlines(tmp_path):
 ])
 def test_detects_obvious_columns(columns, expected):
     frame = pd.DataFrame([["x"] * len(columns)], columns=columns)
-    assert D.detect_columns(frame) == expected
+    assert R.detect_columns(frame) == expected
 
 
 def test_unknown_column_lists_the_real_ones(tmp_path):
@@ -62,7 +64,7 @@ def test_unknown_column_lists_the_real_ones(tmp_path):
 def test_ambiguous_columns_ask_for_a_choice():
     frame = pd.DataFrame([["a", "b", "c"]], columns=["x", "y", "z"])
     with pytest.raises(DataError, match="--label-col"):
-        D.detect_columns(frame)
+        R.detect_columns(frame)
 
 
 def test_multiple_input_columns_render_together(tmp_path):
@@ -84,7 +86,7 @@ def test_labels_are_normalized_for_matching_and_kept_for_display(tmp_path):
 def test_cyrillic_cp1251_file_is_read(tmp_path):
     text = "текст,метка\n" + "\n".join(f"отзыв номер {i},{'хорошо' if i % 2 else 'плохо'}" for i in range(10))
     path = write(tmp_path, "ru.csv", text, encoding="cp1251")
-    frame = D.read_table(path)
+    frame = R.read_table(path)
     assert frame.columns.tolist() == ["текст", "метка"]
     ds = D.prepare(frame, "ru", input_cols=["текст"], label_col="метка")
     assert set(ds.labels) == {"хорошо", "плохо"}
@@ -92,7 +94,7 @@ def test_cyrillic_cp1251_file_is_read(tmp_path):
 
 def test_utf8_bom_is_stripped(tmp_path):
     path = write(tmp_path, "bom.csv", b"\xef\xbb\xbf" + "text,label\n".encode() + "\n".join(f"{t},{l}" for t, l in ROWS).encode())
-    assert D.read_table(path).columns.tolist() == ["text", "label"]
+    assert R.read_table(path).columns.tolist() == ["text", "label"]
 
 
 @pytest.mark.parametrize("name,content,message", [
@@ -128,8 +130,8 @@ def test_free_text_label_column_is_rejected():
     frame = pd.DataFrame({"text": [f"t{i}" for i in range(120)], "label": [f"l{i}" for i in range(120)]})
     with pytest.raises(DataError, match="looks like free text.*import it with --kind reference"):
         D.prepare(frame, "t")
-    assert D.guess_kind(frame) == "reference"
-    assert D.guess_kind(pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["x", "y", "x", "y"]})) == "labels"
+    assert R.guess_kind(frame) == "reference"
+    assert R.guess_kind(pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["x", "y", "x", "y"]})) == "labels"
 
 
 def test_duplicates_are_reported():
@@ -149,9 +151,9 @@ def test_file_size_limit(tmp_path, monkeypatch):
 
 def test_split_is_stratified_deterministic_and_covers_rare_labels():
     labels = ["a"] * 300 + ["b"] * 90 + ["c"] * 3
-    first = D.split_assignment(labels, (0.3, 0.35, 0.35), seed=7)
-    again = D.split_assignment(labels, (0.3, 0.35, 0.35), seed=7)
-    other = D.split_assignment(labels, (0.3, 0.35, 0.35), seed=8)
+    first = S.split_assignment(labels, (0.3, 0.35, 0.35), seed=7)
+    again = S.split_assignment(labels, (0.3, 0.35, 0.35), seed=7)
+    other = S.split_assignment(labels, (0.3, 0.35, 0.35), seed=8)
     assert (first == again).all() and not (first == other).all()
     frame = pd.DataFrame({"label": labels, "split": first})
     counts = frame.groupby(["label", "split"]).size().unstack()
@@ -161,7 +163,7 @@ def test_split_is_stratified_deterministic_and_covers_rare_labels():
 
 def test_stratified_sample_keeps_every_label():
     frame = pd.DataFrame({"label_norm": ["a"] * 90 + ["b"] * 10, "idx": range(100)})
-    sample = D.stratified_sample(frame, 20, seed=1)
+    sample = S.stratified_sample(frame, 20, seed=1)
     assert len(sample) == 20
     assert sample["label_norm"].value_counts().to_dict() == {"a": 18, "b": 2}
 
@@ -209,7 +211,7 @@ def test_demo_dataset_meets_its_promises():
     assert ds.n >= 200
     assert min(counts.values()) / ds.n < 0.08  # a rare label
     assert ds.frame["text"].str.contains("[а-яА-Я]").sum() >= 10  # Russian rows
-    assert np.all([len(ds.split(s)) > 0 for s in D.SPLITS])
+    assert np.all([len(ds.split(s)) > 0 for s in S.SPLITS])
 
 
 def _split_rows(n: int = 30) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import fakes
 from conftest import sentiment_dataset
 from promptlab import export, planning, results, runs
 from promptlab.cli import main as cli_main
-from promptlab.data import proportional_subset
+from promptlab.split import proportional_subset
 from promptlab.errors import PromptlabError
 from promptlab.models import make_spec
 from promptlab.optimize.confirmation import typical_demos, variant

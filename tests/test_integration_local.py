@@ -6,7 +6,8 @@ import duckdb
 import pytest
 
 from conftest import DEMO
-from promptlab.data import import_dataset, stratified_sample
+from promptlab.data import import_dataset
+from promptlab.split import stratified_sample
 from promptlab.evaluate import evaluate
 from promptlab.prompt import PromptTemplate
 from promptlab import serve

@@ -8,8 +8,8 @@ import fakes
 from conftest import sentiment_dataset
 from test_arena import config_for
 from promptlab import planning, results, review, runs
-from promptlab.data import DataError, import_dataset
-from promptlab.errors import PromptlabError
+from promptlab.data import import_dataset
+from promptlab.errors import DataError, PromptlabError
 from promptlab.models import make_spec
 
 

@@ -8,13 +8,13 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from promptlab.optimize.ceiling import is_ceiling
 from promptlab.errors import PromptlabError
 from promptlab.progress import Progress
 from promptlab.prompt import PromptTemplate
 from promptlab.models import ModelSpec, resolve_model
+from promptlab.read import read_prompt_file
 from promptlab.scoring.objective import JudgeSettings, parse_scale
 from promptlab.store import Store
 from promptlab.text import format_score as fmt  # noqa: F401 - the commands' short name for it
@@ -58,21 +58,11 @@ def print_json(obj) -> None:
     print(json.dumps(_json_safe(obj), ensure_ascii=False, default=str, allow_nan=False))
 
 
-def read_text_file(path_text: str, what: str) -> str:
-    path = Path(path_text)
-    if not path.is_file():
-        raise PromptlabError(f"{what} {path}: no such file")
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise PromptlabError(f"{what} {path}: not UTF-8 text. Save it as UTF-8.") from None
-
-
 def load_prompt(args) -> PromptTemplate:
     """--prompt (escapes honoured) or --prompt-file, with --system as the system message when given."""
     system = unescape(args.system) if args.system is not None else None
     if args.prompt_file:
-        prompt = PromptTemplate.from_file_text(read_text_file(args.prompt_file, "--prompt-file"))
+        prompt = PromptTemplate.from_file_text(read_prompt_file(args.prompt_file, "--prompt-file"))
         return PromptTemplate(system=system, user=prompt.user) if system is not None else prompt
     return PromptTemplate.from_text(unescape(args.prompt), system=system)
 
@@ -121,7 +111,7 @@ def judge_args(p) -> None:
 
 def rubric(text: str | None) -> str:
     if text and text.startswith("@"):
-        return read_text_file(text[1:], "--rubric")
+        return read_prompt_file(text[1:], "--rubric")
     return unescape(text) if text else ""
 
 

@@ -5,8 +5,10 @@ import json
 from pathlib import Path
 
 from promptlab.cli.common import OPTIONS, judge_args, judge_settings, open_store, print_json
-from promptlab.data import DEFAULT_FRACTIONS, DataError, import_dataset, stored_dataset
+from promptlab.data import import_dataset, stored_dataset
+from promptlab.errors import DataError
 from promptlab.scoring.objective import judge_record
+from promptlab.split import DEFAULT_FRACTIONS
 
 
 def register(sub) -> None:

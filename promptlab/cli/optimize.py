@@ -7,12 +7,12 @@ from promptlab import group as G
 from promptlab import planning, runs
 from promptlab.optimize import registry
 from promptlab.cli.common import (
-    OPTIONS, ceilings, constraint_arg, judge_args, judge_settings, metric_spec, names, open_store, read_text_file,
-    unescape,
+    OPTIONS, ceilings, constraint_arg, judge_args, judge_settings, metric_spec, names, open_store, unescape,
 )
 from promptlab.cli.runs import follow, follow_group
 from promptlab.errors import PromptlabError
 from promptlab.prompt import PromptTemplate
+from promptlab.read import MAX_PROMPT_FILE_BYTES, read_prompt_file
 
 
 def register(sub) -> None:
@@ -42,7 +42,9 @@ def register(sub) -> None:
     p.add_argument("--patience", type=int, help="stop after this many rounds without improvement")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--baseline", action="append", help="baseline prompt (repeat for several); default: a plain label list")
-    g.add_argument("--baseline-file")
+    g.add_argument("--baseline-file", help="a prompt file: plain text, or JSON {\"system\": ..., \"user\": ...} "
+                                           f"(a dataset, a binary file or one over {MAX_PROMPT_FILE_BYTES // 1024} KB is "
+                                           "refused)")
     p.add_argument("--meta-prompt-file", help="replace the meta-prompt template (see promptlab/optimize/meta_prompt.py)")
     p.add_argument("--task", help="task description shown to the proposers")
     _setting_args(p)
@@ -64,7 +66,7 @@ def _setting_args(p) -> None:
 
 def _baselines(args) -> tuple[PromptTemplate, ...]:
     if args.baseline_file:
-        return (PromptTemplate.from_file_text(read_text_file(args.baseline_file, "--baseline-file")),)
+        return (PromptTemplate.from_file_text(read_prompt_file(args.baseline_file, "--baseline-file")),)
     return tuple(PromptTemplate.from_text(unescape(b)) for b in args.baseline or ())
 
 
@@ -76,7 +78,7 @@ def request_from(args) -> planning.RunRequest:
         max_proposer_calls=args.max_proposer_calls, max_proposer_tokens=args.max_proposer_tokens,
         settings={name: getattr(args, name) for name in registry.all_settings() if getattr(args, name, None) is not None},
         baselines=_baselines(args),
-        meta_prompt=read_text_file(args.meta_prompt_file, "--meta-prompt-file") if args.meta_prompt_file else None,
+        meta_prompt=read_prompt_file(args.meta_prompt_file, "--meta-prompt-file") if args.meta_prompt_file else None,
         task=unescape(args.task) if args.task else None, judge=judge_settings(args), review=args.review,
         ceilings=tuple(ceilings(args)), prefer=args.prefer,
     )

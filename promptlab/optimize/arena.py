@@ -15,7 +15,7 @@ from typing import Generator, ClassVar
 import numpy as np
 import pandas as pd
 
-from promptlab.data import stratified_sample
+from promptlab.split import stratified_sample
 from promptlab.prompt import DEMO_FORMATS, PromptTemplate
 from promptlab.models import ModelSpec
 from promptlab.optimize import ceiling, meta_prompt as P

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from promptlab.calls import cached_complete
-from promptlab.data import Dataset, stratified_order, stratified_sample
+from promptlab.data import Dataset
+from promptlab.split import stratified_order, stratified_sample
 from promptlab.evaluate import EvalResult, evaluate
 from promptlab.prompt import PromptTemplate
 from promptlab.language import detect_language

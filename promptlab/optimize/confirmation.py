@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from promptlab.cost import Cost, cost_of_calls
-from promptlab.data import holdout_split, proportional_subset
 from promptlab.optimize.ceiling import broken
+from promptlab.split import holdout_split, proportional_subset
 from promptlab.optimize.base import BudgetExhausted, Confirmed, OptimizeContext, Step, TestScored, WinnerChosen
 from promptlab.optimize.pool import Cand, Pool, ci_of, rank_score
 from promptlab.optimize.settings import setting

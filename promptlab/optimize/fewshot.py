@@ -20,7 +20,7 @@ import numpy as np
 import optuna
 
 from promptlab.prompt import PromptTemplate
-from promptlab.data import stratified_sample
+from promptlab.split import stratified_sample
 from promptlab.models import ModelSpec
 from promptlab.optimize import demos as D
 from promptlab.optimize.base import BudgetExhausted, OptimizeContext, RoundStarted, Step

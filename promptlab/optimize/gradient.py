@@ -14,7 +14,7 @@ from typing import Generator, ClassVar
 
 import numpy as np
 
-from promptlab.data import stratified_sample
+from promptlab.split import stratified_sample
 from promptlab.prompt import PromptTemplate
 from promptlab.models import ModelSpec
 from promptlab.optimize import ceiling, meta_prompt as P
