@@ -603,10 +603,6 @@ class Store:
             "SELECT p.id, p.system, p.user_template FROM baselines b JOIN prompts p ON p.id = b.prompt_id"
             " WHERE b.dataset_id = ? ORDER BY b.created_at", [dataset_id])]
 
-    def delete_baseline(self, dataset_id: str, prompt_id: str) -> None:
-        with self.transaction() as con:
-            con.execute("DELETE FROM baselines WHERE dataset_id = ? AND prompt_id = ?", [dataset_id, prompt_id])
-
     # --- the call cache ----------------------------------------------------------------------------
 
     def cached_calls(self, keys: list[str]) -> dict[str, CachedCall]:
