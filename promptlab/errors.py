@@ -3,3 +3,7 @@
 
 class PromptlabError(Exception):
     """An error caused by input or setup, with a message fit to show a user as is (no traceback)."""
+
+
+class StoreError(PromptlabError):
+    """The database file cannot be used: another process keeps it locked, or a newer promptlab wrote it."""
