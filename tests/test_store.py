@@ -7,7 +7,8 @@ import duckdb
 import pytest
 
 from promptlab.models import Completion
-from promptlab.store import MIGRATIONS, Store
+from promptlab.migrations import MIGRATIONS
+from promptlab.store import Store
 
 
 def test_migrations_build_the_schema_once(tmp_path):
