@@ -199,6 +199,12 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE examples ADD COLUMN split VARCHAR;",
     # the analyst's choice of a run's result over the decision's ({"candidate_id", "note", "at"}); NULL: the decision's
     "ALTER TABLE runs ADD COLUMN chosen JSON;",
+    # v12: a study's kind: 'study' (a grid over proposers and seeds) or 'group' (one search per target model), which
+    # share their tables; before, a group was told apart only by its id's prefix, and that fills the existing rows.
+    """
+    ALTER TABLE studies ADD COLUMN kind VARCHAR;
+    UPDATE studies SET kind = CASE WHEN id LIKE 'group-%' THEN 'group' ELSE 'study' END;
+    """,
 ]
 
 

@@ -373,11 +373,13 @@ class Store:
 
     # --- studies -----------------------------------------------------------------------------------
 
-    def create_study(self, study_id: str, dataset_id: str, config: dict, config_hash: str, members: list[dict]) -> None:
-        """The study and all its runs in one transaction: a study is never half-created."""
+    def create_study(self, study_id: str, dataset_id: str, config: dict, config_hash: str, members: list[dict],
+                     kind: str = "study") -> None:
+        """The study and all its runs in one transaction: a study is never half-created. `kind`: 'study' (a grid
+        over proposers and seeds) or 'group' (one search per target model, promptlab.group)."""
         with self.transaction() as con:
-            con.execute("INSERT INTO studies (id, dataset_id, config, config_hash) VALUES (?, ?, ?, ?)",
-                        [study_id, dataset_id, json.dumps(config, ensure_ascii=False), config_hash])
+            con.execute("INSERT INTO studies (id, dataset_id, config, config_hash, kind) VALUES (?, ?, ?, ?, ?)",
+                        [study_id, dataset_id, json.dumps(config, ensure_ascii=False), config_hash, kind])
             for m in members:
                 con.execute(
                     "INSERT INTO runs (id, kind, dataset_id, status, config, pid, host) VALUES (?, 'optimize', ?, 'created', ?, ?, ?)",
@@ -391,11 +393,11 @@ class Store:
         return row[0][0] if row else None
 
     def study_row(self, study_id: str) -> dict | None:
-        rows = self._all("SELECT id, dataset_id, config, created_at FROM studies WHERE id = ?", [study_id])
+        rows = self._all("SELECT id, dataset_id, config, created_at, kind FROM studies WHERE id = ?", [study_id])
         if not rows:
             return None
         r = rows[0]
-        return {"id": r[0], "dataset_id": r[1], "config": json.loads(r[2]), "created_at": r[3]}
+        return {"id": r[0], "dataset_id": r[1], "config": json.loads(r[2]), "created_at": r[3], "kind": r[4]}
 
     def study_members(self, study_id: str) -> pd.DataFrame:
         return self._df(
@@ -405,13 +407,13 @@ class Store:
 
     def list_studies(self, groups: bool = False) -> pd.DataFrame:
         """Studies (grids over proposers and seeds), or with `groups` the multi-target jobs (one search per model,
-        promptlab.group), which share their tables and are told apart by their id."""
+        promptlab.group), which share their tables and are told apart by their kind."""
         return self._df(
             "SELECT st.id, d.name AS dataset, st.created_at, count(*) AS runs,"
             " count(*) FILTER (WHERE r.status = 'finished') AS finished"
             " FROM studies st JOIN study_runs s ON s.study_id = st.id JOIN runs r ON r.id = s.run_id"
-            " LEFT JOIN datasets d ON d.id = st.dataset_id WHERE (st.id LIKE 'group-%') = ?"
-            " GROUP BY st.id, d.name, st.created_at ORDER BY st.created_at DESC", [groups]
+            " LEFT JOIN datasets d ON d.id = st.dataset_id WHERE st.kind = ?"
+            " GROUP BY st.id, d.name, st.created_at ORDER BY st.created_at DESC", ["group" if groups else "study"]
         )
 
     def finish_run(self, run_id: str, status: str, summary: dict | None = None, error: str | None = None) -> None:
