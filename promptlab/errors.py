@@ -7,3 +7,7 @@ class PromptlabError(Exception):
 
 class DataError(PromptlabError):
     """A file a user gave (a dataset, or a prompt) that cannot be used as given."""
+
+
+class StoreError(PromptlabError):
+    """The database file cannot be used: another process keeps it locked, or a newer promptlab wrote it."""

@@ -1,5 +1,5 @@
 """The best prompt for each model in one job: one search per target model with the same data, proposers, budget
-and seed (a *group*), stored like a study (the same tables, ids 'group-…'), resumable, and read back as one row
+and seed (a *group*), stored as a study of kind 'group' (the same tables), resumable, and read back as one row
 per model and the prompts x models matrix of its results (does the prompt found for one model transfer?).
 
 A group is asked for as a run is (planning.RunRequest), with several targets: each member's config is the one
@@ -57,16 +57,18 @@ def create_group(store: Store, plans: list[planning.Plan]) -> tuple[str, bool]:
     group_id = "group-" + uuid.uuid4().hex[:10]
     for m in members:
         m["run_id"] = "run-" + uuid.uuid4().hex[:10]
-    store.create_study(group_id, plans[0].dataset.id, plan, digest, members)
+    store.create_study(group_id, plans[0].dataset.id, plan, digest, members, kind="group")
     return group_id, False
 
 
-def is_group(ident: str) -> bool:
-    return str(ident).startswith("group-")
+def is_group(store: Store, ident: str) -> bool:
+    """Whether `ident` names a stored group (not a run, nor a study over proposers and seeds)."""
+    row = store.study_row(str(ident))
+    return row is not None and row["kind"] == "group"
 
 
 def members(store: Store, group_id: str) -> pd.DataFrame:
-    if not is_group(group_id) or store.study_row(group_id) is None:
+    if not is_group(store, group_id):
         raise PromptlabError(f"no group '{group_id}' (`promptlab runs list` shows groups beside runs)")
     order = store.study_row(group_id)["config"]["targets"]
     frame = store.study_members(group_id)

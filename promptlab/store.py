@@ -1,20 +1,14 @@
-"""Every line of SQL: the DuckDB store, its migrations, and the call cache.
+"""Every query promptlab makes (DuckDB), the call cache's included: one job, the SQL of its 14 tables.
 
-Access model: DuckDB lets one *process* hold the file, and then no other process may open it, not even
-read-only. So the store never keeps the file open between operations: each operation opens a
-connection, does its work in one transaction and closes, and an operation that finds the file locked
-by another process retries with jittered backoff. A CLI run and the dashboard therefore interleave
-instead of one locking the other out. Within a process DuckDB shares one database instance across
-connections, and every thread uses its own connection.
+The schema is built by promptlab.migrations (its DDL, as an ordered list), and the file is held through
+promptlab.lease: the store holds no open connection between calls; each operation takes a cursor on the
+process's lease on the file, which takes turns with other processes, and does its work in one transaction.
 """
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import random
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +17,11 @@ from typing import Iterator
 import duckdb
 import pandas as pd
 
-from promptlab.errors import PromptlabError
+from promptlab import migrations
+from promptlab.lease import file_lease
 
 CLONE = Path(__file__).resolve().parent.parent  # the checkout, when promptlab runs from one (app.py beside it)
 DEFAULT_DB = CLONE / "data" / "promptlab.duckdb"
-LOCK_WAIT_S = 60.0
-
-
-class StoreError(PromptlabError):
-    pass
 
 
 def default_db_path() -> Path:
@@ -43,201 +33,6 @@ def default_db_path() -> Path:
         return DEFAULT_DB
     data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return data_home / "promptlab" / "promptlab.duckdb"
-
-
-# Ordered: migration i brings the schema from version i to i + 1. Never edit one that has shipped.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE datasets (
-        id VARCHAR PRIMARY KEY,
-        name VARCHAR NOT NULL UNIQUE,
-        content_hash VARCHAR NOT NULL UNIQUE,
-        source VARCHAR,
-        input_cols JSON NOT NULL,
-        label_col VARCHAR NOT NULL,
-        labels JSON NOT NULL,
-        n_rows INTEGER NOT NULL,
-        fractions JSON NOT NULL,
-        split_seed INTEGER NOT NULL,
-        report JSON,
-        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
-    );
-    CREATE TABLE examples (
-        dataset_id VARCHAR NOT NULL,
-        idx INTEGER NOT NULL,
-        fields JSON NOT NULL,
-        text VARCHAR NOT NULL,
-        label VARCHAR NOT NULL,
-        label_norm VARCHAR NOT NULL,
-        PRIMARY KEY (dataset_id, idx)
-    );
-    CREATE TABLE models (
-        name VARCHAR PRIMARY KEY,
-        spec JSON NOT NULL,
-        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
-    );
-    CREATE TABLE prompts (
-        id VARCHAR PRIMARY KEY,
-        system VARCHAR NOT NULL,
-        user_template VARCHAR NOT NULL,
-        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
-    );
-    CREATE TABLE runs (
-        id VARCHAR PRIMARY KEY,
-        kind VARCHAR NOT NULL,
-        dataset_id VARCHAR,
-        status VARCHAR NOT NULL,
-        config JSON NOT NULL,
-        summary JSON,
-        error VARCHAR,
-        pid INTEGER,
-        host VARCHAR,
-        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-        updated_at TIMESTAMP NOT NULL DEFAULT current_timestamp
-    );
-    CREATE TABLE steps (
-        run_id VARCHAR NOT NULL,
-        seq INTEGER NOT NULL,
-        kind VARCHAR NOT NULL,
-        data JSON NOT NULL,
-        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-        PRIMARY KEY (run_id, seq)
-    );
-    CREATE TABLE candidates (
-        run_id VARCHAR NOT NULL,
-        id INTEGER NOT NULL,
-        prompt_id VARCHAR NOT NULL,
-        round INTEGER NOT NULL,
-        proposer VARCHAR,
-        family VARCHAR,
-        parents JSON,
-        meta_prompt VARCHAR,
-        raw_reply VARCHAR,
-        status VARCHAR NOT NULL,
-        minibatch_score DOUBLE,
-        val_score DOUBLE,
-        test_score DOUBLE,
-        data JSON,
-        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-        PRIMARY KEY (run_id, id)
-    );
-    CREATE TABLE evaluations (
-        prompt_id VARCHAR NOT NULL,
-        model_key VARCHAR NOT NULL,
-        dataset_id VARCHAR NOT NULL,
-        example_idx INTEGER NOT NULL,
-        call_key VARCHAR NOT NULL,
-        reply VARCHAR,
-        pred VARCHAR,
-        parse VARCHAR,
-        correct BOOLEAN,
-        error VARCHAR,
-        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-        PRIMARY KEY (prompt_id, model_key, dataset_id, example_idx)
-    );
-    CREATE SEQUENCE llm_calls_seq;
-    CREATE TABLE llm_calls (
-        id BIGINT PRIMARY KEY DEFAULT nextval('llm_calls_seq'),
-        key VARCHAR NOT NULL,
-        model VARCHAR NOT NULL,
-        api_base VARCHAR,
-        request JSON NOT NULL,
-        response VARCHAR,
-        prompt_tokens INTEGER,
-        completion_tokens INTEGER,
-        latency_s DOUBLE,
-        cost DOUBLE,
-        error VARCHAR,
-        error_kind VARCHAR,
-        attempts INTEGER,
-        run_id VARCHAR,
-        purpose VARCHAR,
-        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
-    );
-    CREATE INDEX llm_calls_key ON llm_calls (key);
-    """,
-    """
-    CREATE TABLE baselines (
-        dataset_id VARCHAR NOT NULL,
-        prompt_id VARCHAR NOT NULL,
-        note VARCHAR,
-        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-        PRIMARY KEY (dataset_id, prompt_id)
-    );
-    """,
-    # v3: demonstrations are part of a prompt (JSON list of {text, label, fields, idx}; NULL = none).
-    """
-    ALTER TABLE prompts ADD COLUMN demos JSON;
-    ALTER TABLE prompts ADD COLUMN demo_format VARCHAR;
-    """,
-    # v4: a prompt may pick, per input, its k nearest demos from its demo pool.
-    "ALTER TABLE prompts ADD COLUMN similar_k INTEGER;",
-    # v5: studies: a grid of ordinary runs (targets x proposer sets x seeds) analysed together.
-    """
-    CREATE TABLE studies (
-        id VARCHAR PRIMARY KEY,
-        dataset_id VARCHAR NOT NULL,
-        config JSON NOT NULL,
-        config_hash VARCHAR NOT NULL,
-        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
-    );
-    CREATE TABLE study_runs (
-        study_id VARCHAR NOT NULL,
-        run_id VARCHAR NOT NULL,
-        target VARCHAR NOT NULL,
-        proposer_set VARCHAR NOT NULL,
-        seed INTEGER NOT NULL,
-        PRIMARY KEY (study_id, run_id)
-    );
-    """,
-    # v6: how a prompt's nearest demos are found (tfidf or minilm); NULL when it has no demo pool.
-    "ALTER TABLE prompts ADD COLUMN similar_by VARCHAR;",
-    # v7: which replica answered a call (a model served by several endpoints).
-    "ALTER TABLE llm_calls ADD COLUMN served_by VARCHAR;",
-    # v8: every failed attempt of a call ("kind: message"), also when a retry then succeeded.
-    "ALTER TABLE llm_calls ADD COLUMN failures JSON;",
-    # v9 (tasks beyond labels, semi-automatic search, grading by hand): a dataset's kind and default scoring;
-    # a per-example score (and the judge's reasoning) next to each evaluation; the analyst's (and the
-    # rule's) decisions in paused rounds; human grades per (prompt, model, example, output).
-    """
-    ALTER TABLE datasets ADD COLUMN kind VARCHAR;
-    ALTER TABLE datasets ADD COLUMN scoring JSON;
-    ALTER TABLE evaluations ADD COLUMN score DOUBLE;
-    ALTER TABLE evaluations ADD COLUMN detail VARCHAR;
-    CREATE TABLE decisions (
-        run_id VARCHAR NOT NULL,
-        round INTEGER NOT NULL,
-        seq INTEGER NOT NULL,
-        action VARCHAR NOT NULL,
-        candidate_id INTEGER,
-        text VARCHAR,
-        who VARCHAR NOT NULL,
-        note VARCHAR,
-        detail JSON,
-        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-        PRIMARY KEY (run_id, round, seq)
-    );
-    CREATE TABLE grades (
-        dataset_id VARCHAR NOT NULL,
-        prompt_id VARCHAR NOT NULL,
-        model_key VARCHAR NOT NULL,
-        example_idx INTEGER NOT NULL,
-        output_hash VARCHAR NOT NULL,
-        output VARCHAR,
-        grade DOUBLE NOT NULL,
-        scale VARCHAR NOT NULL,
-        note VARCHAR,
-        grader VARCHAR,
-        blind BOOLEAN,
-        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-        PRIMARY KEY (dataset_id, prompt_id, model_key, example_idx, output_hash, scale)
-    );
-    """,
-    # the data's own split (a split column or a test file); NULL: promptlab's seeded split
-    "ALTER TABLE examples ADD COLUMN split VARCHAR;",
-    # the analyst's choice of a run's result over the decision's ({"candidate_id", "note", "at"}); NULL: the decision's
-    "ALTER TABLE runs ADD COLUMN chosen JSON;",
-]
 
 
 @dataclass(frozen=True)
@@ -259,145 +54,6 @@ def _filtered(sql: str, params: list, **equal) -> tuple[str, list]:
     return sql, params
 
 
-def _is_lock_error(exc: Exception) -> bool:
-    text = str(exc)
-    return "Could not set lock" in text or "Conflicting lock" in text or "database is locked" in text
-
-
-# How long an idle process keeps the file open, how long a busy one may hold it while another process
-# waits, and how long it then stays away so the waiter gets in. Reopening the file (and the checkpoint
-# on close) costs ~25 ms, a committed write on an open file ~2 ms. An evaluation commits one call every
-# few hundred ms, so the file stays open through such gaps (IDLE_RELEASE_S), and is handed over within
-# WATCH_S as soon as another process signals that it waits.
-IDLE_RELEASE_S = 2.0
-WATCH_S = 0.02
-MAX_HOLD_S = 1.0
-YIELD_GAP_S = 0.05
-
-
-class _Lease:
-    """The process's open DuckDB instance for one file, shared by its threads (one cursor each).
-
-    Released when idle, and handed over when another process signals that it waits (by touching
-    `<db>.wait`), so a CLI run and the dashboard take turns instead of one locking the other out.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.wait_flag = path.with_name(path.name + ".wait")
-        self.cond = threading.Condition()
-        self.con: duckdb.DuckDBPyConnection | None = None
-        self.users = 0
-        self.opened_at = 0.0
-        self.last_used = 0.0
-        self.draining = False
-        self._closer: threading.Thread | None = None
-
-    def _someone_waits(self) -> bool:
-        try:
-            return time.time() - self.wait_flag.stat().st_mtime < 2 * MAX_HOLD_S
-        except OSError:
-            return False
-
-    def _open(self) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + LOCK_WAIT_S
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            try:
-                return duckdb.connect(str(self.path))
-            except duckdb.Error as exc:
-                if not _is_lock_error(exc):
-                    raise StoreError(f"cannot open the database {self.path}: {exc}") from None
-                if time.monotonic() > deadline:
-                    raise StoreError(
-                        f"the database {self.path} stayed locked by another process for {LOCK_WAIT_S:.0f} s. "
-                        "Another program holds it open; close it, or use another --db."
-                    ) from None
-                try:
-                    self.wait_flag.touch()
-                except OSError:
-                    pass
-                time.sleep(random.uniform(0.003, 0.015))
-
-    def _close(self) -> None:
-        if self.con is not None:
-            try:
-                self.con.close()
-            finally:
-                self.con = None
-
-    @contextmanager
-    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self.cond:
-            if self.con is not None and time.monotonic() - self.opened_at > MAX_HOLD_S and self._someone_waits():
-                self.draining = True
-            while self.draining and self.users > 0:
-                self.cond.wait()
-            if self.draining:
-                self._close()
-                time.sleep(YIELD_GAP_S)
-                self.draining = False
-            if self.con is None:
-                self.con = self._open()
-                self.opened_at = time.monotonic()
-            cur = self.con.cursor()
-            self.users += 1  # only once the cursor exists: a failure here must not pin the file open
-            self._start_closer()
-        try:
-            yield cur
-        finally:
-            cur.close()
-            with self.cond:
-                self.users -= 1
-                self.last_used = time.monotonic()
-                self.cond.notify_all()
-
-    def _start_closer(self) -> None:
-        if self._closer is None or not self._closer.is_alive():
-            self._closer = threading.Thread(target=self._close_when_idle, name="promptlab-store-idle", daemon=True)
-            self._closer.start()
-
-    def _close_when_idle(self) -> None:
-        while True:
-            time.sleep(WATCH_S)
-            with self.cond:
-                if self.con is None:
-                    return
-                idle = time.monotonic() - self.last_used
-                if self.users == 0 and (idle > IDLE_RELEASE_S or (idle > WATCH_S and self._someone_waits())):
-                    self._close()
-                    return
-
-    def close(self) -> None:
-        with self.cond:
-            while self.users > 0:
-                self.cond.wait()
-            self._close()
-
-
-_leases: dict[Path, _Lease] = {}
-_leases_lock = threading.Lock()
-
-
-@atexit.register
-def _close_all_leases() -> None:
-    for lease in list(_leases.values()):
-        with lease.cond:
-            if lease.users > 0:  # a daemon thread (a run's worker) is inside a call: the OS frees the file at exit
-                continue
-            try:
-                lease._close()
-            except duckdb.Error:
-                pass
-
-
-def _lease(path: Path) -> _Lease:
-    key = path.resolve()
-    with _leases_lock:
-        if key not in _leases:
-            _leases[key] = _Lease(key)
-        return _leases[key]
-
 
 class Store:
     """The DuckDB file behind promptlab. Cheap to construct; holds no open connection between calls."""
@@ -413,7 +69,7 @@ class Store:
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor inside one transaction: committed on success, rolled back on any exception."""
         self.migrate()
-        with _lease(self.path).cursor() as con:
+        with file_lease(self.path).cursor() as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
@@ -437,34 +93,18 @@ class Store:
     # --- migrations --------------------------------------------------------------------------------
 
     def migrate(self) -> int:
-        """Apply pending migrations in order; returns the schema version."""
+        """Apply pending migrations in order (promptlab.migrations; once per Store); returns the schema version."""
         if self._migrated:
-            return len(MIGRATIONS)
+            return len(migrations.MIGRATIONS)
         with self._migrate_lock:
-            with _lease(self.path).cursor() as con:
-                con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-                row = con.execute("SELECT max(version) FROM schema_version").fetchone()
-                version = row[0] or 0
-                if version > len(MIGRATIONS):
-                    raise StoreError(
-                        f"{self.path} has schema version {version}, newer than this promptlab ({len(MIGRATIONS)}). "
-                        "Upgrade promptlab or use another --db."
-                    )
-                for i in range(version, len(MIGRATIONS)):
-                    con.execute("BEGIN TRANSACTION")
-                    try:
-                        con.execute(MIGRATIONS[i])
-                        con.execute("INSERT INTO schema_version VALUES (?)", [i + 1])
-                        con.execute("COMMIT")
-                    except BaseException:
-                        con.execute("ROLLBACK")
-                        raise
+            with file_lease(self.path).cursor() as con:
+                migrations.migrate(con, self.path)
             self._migrated = True
-        return len(MIGRATIONS)
+        return len(migrations.MIGRATIONS)
 
     def close(self) -> None:
         """Release the file now (instead of after the idle delay)."""
-        _lease(self.path).close()
+        file_lease(self.path).close()
 
     def schema_version(self) -> int:
         return self._one("SELECT max(version) FROM schema_version")[0]
@@ -603,10 +243,6 @@ class Store:
             "SELECT p.id, p.system, p.user_template FROM baselines b JOIN prompts p ON p.id = b.prompt_id"
             " WHERE b.dataset_id = ? ORDER BY b.created_at", [dataset_id])]
 
-    def delete_baseline(self, dataset_id: str, prompt_id: str) -> None:
-        with self.transaction() as con:
-            con.execute("DELETE FROM baselines WHERE dataset_id = ? AND prompt_id = ?", [dataset_id, prompt_id])
-
     # --- the call cache ----------------------------------------------------------------------------
 
     def cached_calls(self, keys: list[str]) -> dict[str, CachedCall]:
@@ -737,11 +373,13 @@ class Store:
 
     # --- studies -----------------------------------------------------------------------------------
 
-    def create_study(self, study_id: str, dataset_id: str, config: dict, config_hash: str, members: list[dict]) -> None:
-        """The study and all its runs in one transaction: a study is never half-created."""
+    def create_study(self, study_id: str, dataset_id: str, config: dict, config_hash: str, members: list[dict],
+                     kind: str = "study") -> None:
+        """The study and all its runs in one transaction: a study is never half-created. `kind`: 'study' (a grid
+        over proposers and seeds) or 'group' (one search per target model, promptlab.group)."""
         with self.transaction() as con:
-            con.execute("INSERT INTO studies (id, dataset_id, config, config_hash) VALUES (?, ?, ?, ?)",
-                        [study_id, dataset_id, json.dumps(config, ensure_ascii=False), config_hash])
+            con.execute("INSERT INTO studies (id, dataset_id, config, config_hash, kind) VALUES (?, ?, ?, ?, ?)",
+                        [study_id, dataset_id, json.dumps(config, ensure_ascii=False), config_hash, kind])
             for m in members:
                 con.execute(
                     "INSERT INTO runs (id, kind, dataset_id, status, config, pid, host) VALUES (?, 'optimize', ?, 'created', ?, ?, ?)",
@@ -755,11 +393,11 @@ class Store:
         return row[0][0] if row else None
 
     def study_row(self, study_id: str) -> dict | None:
-        rows = self._all("SELECT id, dataset_id, config, created_at FROM studies WHERE id = ?", [study_id])
+        rows = self._all("SELECT id, dataset_id, config, created_at, kind FROM studies WHERE id = ?", [study_id])
         if not rows:
             return None
         r = rows[0]
-        return {"id": r[0], "dataset_id": r[1], "config": json.loads(r[2]), "created_at": r[3]}
+        return {"id": r[0], "dataset_id": r[1], "config": json.loads(r[2]), "created_at": r[3], "kind": r[4]}
 
     def study_members(self, study_id: str) -> pd.DataFrame:
         return self._df(
@@ -769,13 +407,13 @@ class Store:
 
     def list_studies(self, groups: bool = False) -> pd.DataFrame:
         """Studies (grids over proposers and seeds), or with `groups` the multi-target jobs (one search per model,
-        promptlab.group), which share their tables and are told apart by their id."""
+        promptlab.group), which share their tables and are told apart by their kind."""
         return self._df(
             "SELECT st.id, d.name AS dataset, st.created_at, count(*) AS runs,"
             " count(*) FILTER (WHERE r.status = 'finished') AS finished"
             " FROM studies st JOIN study_runs s ON s.study_id = st.id JOIN runs r ON r.id = s.run_id"
-            " LEFT JOIN datasets d ON d.id = st.dataset_id WHERE (st.id LIKE 'group-%') = ?"
-            " GROUP BY st.id, d.name, st.created_at ORDER BY st.created_at DESC", [groups]
+            " LEFT JOIN datasets d ON d.id = st.dataset_id WHERE st.kind = ?"
+            " GROUP BY st.id, d.name, st.created_at ORDER BY st.created_at DESC", ["group" if groups else "study"]
         )
 
     def finish_run(self, run_id: str, status: str, summary: dict | None = None, error: str | None = None) -> None:

@@ -46,7 +46,7 @@ def test_one_search_per_model_read_back_as_one_row_each_and_a_matrix(store, tmp_
     request = planning.RunRequest(ds.name, "", ("grp-prop",), strategy="arena", rounds=2, budget=300)
     plans = G.plan_group(store, request, ["grp-magic", "grp-stubborn"])
     group_id, reused = G.create_group(store, plans)
-    assert not reused and G.is_group(group_id)
+    assert not reused and G.is_group(store, group_id)
     # every member is the run `optimize --target T` plans, the target aside
     configs = [store.run_row(r)["config"] for r in G.members(store, group_id)["run_id"]]
     assert [c["target"]["name"] for c in configs] == ["grp-magic", "grp-stubborn"]

@@ -7,7 +7,9 @@ import duckdb
 import pytest
 
 from promptlab.models import Completion
-from promptlab.store import MIGRATIONS, Store
+from promptlab import group as G
+from promptlab.migrations import MIGRATIONS, migrate
+from promptlab.store import Store
 
 
 def test_migrations_build_the_schema_once(tmp_path):
@@ -136,3 +138,41 @@ def test_a_database_written_at_schema_v1_upgrades_with_its_rows_intact(tmp_path)
     assert store.cached_calls(["k1"])["k1"].response == "billing"
     assert json.loads(store._one("SELECT request FROM llm_calls WHERE key = 'k1'")[0])["model"] == "fake/x"
     store.close()
+
+
+def test_a_study_and_a_group_stored_before_studies_had_a_kind_read_back_with_theirs(tmp_path):
+    """A file at the schema just before the studies' kind (when a group was told apart from a study by its id's
+    prefix alone), holding a study and a group, is migrated: each reads back with its kind, and every reader (the
+    lists, the row, is_group) goes by that kind."""
+    previous = next(i for i, sql in enumerate(MIGRATIONS) if "ALTER TABLE studies ADD COLUMN kind" in sql)
+    path = tmp_path / "before_kind.duckdb"
+    con = duckdb.connect(str(path))
+    assert migrate(con, path, upto=previous) == previous
+    for study_id, run_id in (("study-0123456789", "run-s1"), ("group-0123456789", "run-g1")):
+        con.execute("INSERT INTO studies (id, dataset_id, config, config_hash) VALUES (?, 'd1', '{}', ?)",
+                    [study_id, "hash-" + study_id])
+        con.execute("INSERT INTO runs (id, kind, dataset_id, status, config) VALUES (?, 'optimize', 'd1', 'finished',"
+                    " '{}')", [run_id])
+        con.execute("INSERT INTO study_runs (study_id, run_id, target, proposer_set, seed) VALUES (?, ?, 't', 'all', 0)",
+                    [study_id, run_id])
+    con.close()
+
+    store = Store(path)
+    assert store.migrate() == len(MIGRATIONS) and store.schema_version() == len(MIGRATIONS)
+    assert store.study_row("study-0123456789")["kind"] == "study"
+    assert store.study_row("group-0123456789")["kind"] == "group"
+    assert store.list_studies()["id"].tolist() == ["study-0123456789"]
+    assert store.list_studies(groups=True)["id"].tolist() == ["group-0123456789"]
+    assert G.is_group(store, "group-0123456789") and not G.is_group(store, "study-0123456789")
+    assert not G.is_group(store, "run-g1")
+    store.close()
+
+
+def test_a_study_and_a_group_are_written_with_their_kind(store):
+    """The kind is written when a study or a group is created, so an id without the old prefix still reads right."""
+    member = {"run_id": "run-a", "config": {}, "target": "t", "proposer_set": "all", "seed": 0}
+    store.create_study("grid-a", "d1", {}, "h-a", [member])
+    store.create_study("grid-b", "d1", {}, "h-b", [{**member, "run_id": "run-b"}], kind="group")
+    assert [store.study_row(i)["kind"] for i in ("grid-a", "grid-b")] == ["study", "group"]
+    assert store.list_studies()["id"].tolist() == ["grid-a"]
+    assert store.list_studies(groups=True)["id"].tolist() == ["grid-b"]

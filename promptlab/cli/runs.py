@@ -109,7 +109,7 @@ def run_record(store, run_id: str) -> dict:
 
 def cmd_runs_show(args) -> int:
     store = open_store(args)
-    if G.is_group(args.run_id):
+    if G.is_group(store, args.run_id):
         runs.mark_dead_runs(store)
         return print_group(store, args.run_id, args, cross=False)
     rec = run_record(store, args.run_id)
@@ -144,7 +144,7 @@ def cmd_runs_choose(args) -> int:
 
 def cmd_runs_resume(args) -> int:
     store = open_store(args)
-    if G.is_group(args.run_id):
+    if G.is_group(store, args.run_id):
         runs.mark_dead_runs(store)
         return follow_group(store, args.run_id, args)
     rec = run_record(store, args.run_id)
