@@ -10,8 +10,9 @@ from promptlab.optimize import prompts as P
 from promptlab.prompt import template_text
 from promptlab.planning import default_task
 from promptlab.scoring.labels import GLOBAL_METRICS, LABEL_METRICS, parse_metric
-from promptlab.scoring.objective import (DEFAULT_RUBRIC, JudgeSettings, default_spec, judge_record, metric_choices,
-                                         parse_objective, parse_scale, save_scoring)
+from promptlab.scoring.objective import (DEFAULT_RUBRIC, TAKES_ARGUMENT, JudgeSettings, default_spec, judge_record,
+                                         metric_choices, metric_spec as write_spec, parse_objective, parse_scale,
+                                         save_scoring)
 from promptlab.scoring.scorers import parse_scorer
 
 st.set_page_config(page_title="promptlab · Prompts and proposers", layout="wide")
@@ -39,8 +40,8 @@ judge_rec = None
 if ds.has_labels:
     metric_names = list(GLOBAL_METRICS) + list(LABEL_METRICS)
     metric_name = c3.selectbox("Metric", metric_names, index=0)
-    metric_label = c4.selectbox("Positive label", ds.labels, disabled=metric_name not in LABEL_METRICS)
-    metric_spec = f"{metric_name}:{metric_label}" if metric_name in LABEL_METRICS else metric_name
+    metric_label = c4.selectbox("Positive label", ds.labels, disabled=metric_name not in TAKES_ARGUMENT)
+    metric_spec = write_spec(metric_name, metric_label)
     metric = parse_metric(metric_spec, ds.labels)
     ui.remember("metric", metric_spec)
 else:
@@ -53,10 +54,10 @@ else:
                                    f"{k}: {parse_scorer(k + (':x' if k == 'json' else '')).describe()}"
                                    for k in kinds if k != "judge") + "; judge: an LLM grades it by your rubric.")
     old_arg = (scoring.get("metric") or "").partition(":")[2]
-    arg = c4.text_input("Scorer argument", old_arg, disabled=metric_name not in ("regex", "numeric", "json"),
+    arg = c4.text_input("Scorer argument", old_arg, disabled=metric_name not in TAKES_ARGUMENT,
                         help="regex: a pattern (blank: the reference is the pattern); numeric: a tolerance such as "
                              "0.01 or 5%; json: the field to compare, e.g. answer.city")
-    metric_spec = f"{metric_name}:{arg}" if arg and metric_name in ("regex", "numeric", "json") else metric_name
+    metric_spec = write_spec(metric_name, arg)
     new_scoring = {"metric": metric_spec}
     if metric_name == "judge":
         j = scoring.get("judge") or {}

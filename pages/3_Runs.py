@@ -9,7 +9,7 @@ from promptlab import study as S
 from promptlab.errors import PromptlabError
 from promptlab.prompt import PromptTemplate
 from promptlab.scoring.labels import GLOBAL_METRICS
-from promptlab.scoring.objective import default_spec
+from promptlab.scoring.objective import default_spec, metric_spec
 
 st.set_page_config(page_title="promptlab · Runs", layout="wide")
 ui.sidebar_nav()
@@ -64,7 +64,7 @@ with st.container(border=True):
                                        "recall of a label cannot be won by answering that label to everything.")
             floor_at = f2.number_input("at least", -1.0, 1.0, 0.4, 0.05, key=f"runs.floor_at.{ds_name}")
             if floor.strip():
-                metric = f"{metric.strip()}; {floor.strip()}>={floor_at:g}"
+                metric = metric_spec(metric, floors=[(floor, floor_at)])
         own_prompt = st.text_area(
             "Start from your own prompt (optional)", "", key=f"runs.baseline.{ds_name}", height=100,
             placeholder=("Empty: the baselines saved on the Prompts and proposers page" if saved else
