@@ -180,7 +180,7 @@ run_id, _, _ = ui.pick_run("runs.pick", "No optimization runs yet: start one abo
 @st.fragment(run_every=2)
 def live(run_id: str) -> None:
     progress = results.live_progress(store, run_id)
-    live_job = ui.run_is_live(run_id)
+    is_live = ui.run_is_live(run_id)
     status = progress["status"]
     seen_key = f"runs.seen_status.{run_id}"
     if st.session_state.get(seen_key, status) != status:
@@ -200,10 +200,10 @@ def live(run_id: str) -> None:
     c5.metric("Tokens", f"{progress['tokens']:,}")
     c6.metric("ETA", progress["eta"])
     b1, b2, _ = st.columns([1, 1, 6])
-    if live_job and b1.button("Stop", key=f"stop.{run_id}"):
+    if is_live and b1.button("Stop", key=f"stop.{run_id}"):
         ui.stop_run(run_id)
         st.toast("Stopping after the current step…")
-    if not live_job and status in ("stopped", "interrupted", "failed", "created") and b2.button("Resume", key=f"resume.{run_id}"):
+    if not is_live and runs.is_resumable(status) and b2.button("Resume", key=f"resume.{run_id}"):
         ui.start_run(run_id)
         st.toast("Resuming: finished calls come from the cache.")
     job = ui.jobs().get(run_id)

@@ -120,6 +120,29 @@ def test_runs_list_shows_a_run_that_has_no_summary_yet(store, tiny_csv, capsys):
     assert "best val 0.500 test 0.250" in next(x for x in out if x.startswith(done))
 
 
+def test_runs_resume_refuses_a_run_another_process_is_executing(store, tiny_csv, capsys):
+    """A run 'running' in a live process is not resumable (runs.RESUMABLE): resuming it here would execute it twice."""
+    from promptlab import planning, runs
+    from promptlab.data import import_dataset
+    from promptlab.models import make_spec
+
+    ds = import_dataset(store, tiny_csv)[0]
+    tgt = make_spec(fakes.script("cli-resume-t", lambda m, p: "positive"))
+    run_id = runs.create_run(store, planning.make_config(ds, tgt, [tgt], rounds=1))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # alive while we resume
+    try:
+        with store.transaction() as con:
+            con.execute("UPDATE runs SET status = 'running', pid = ?, host = ? WHERE id = ?",
+                        [other.pid, os.uname().nodename, run_id])
+        path = store.path
+        store.close()
+        assert main(["runs", "resume", run_id, "--db", str(path)]) == 1
+    finally:
+        other.kill()
+        other.wait()
+    err = capsys.readouterr().err
+    assert f"run {run_id} is running in another process (pid {other.pid}" in err and "Traceback" not in err
+
 def test_progress_line_says_over_budget_instead_of_an_empty_val_score():
     from promptlab.cli.runs import step_line
     from promptlab.optimize.base import CandidateScored
