@@ -153,10 +153,7 @@ st.subheader("Manual search: score prompts side by side")
 n = st.number_input("How many prompts", 1, 4, 2)
 cols = st.columns(int(n))
 texts = []
-defaults = (["Classify the text. Answer with one of these labels: {labels}.",
-             "Route the text to one label: {labels}.\nAnswer with the label name only."] if ds.has_labels else
-            ["Answer the question or do what the input asks. Reply with the answer only, nothing else.",
-             "Reply with the answer alone: no sentence, no explanation."])
+defaults = planning.starting_prompts(ds.kind)
 for i, col in enumerate(cols):
     texts.append(col.text_area(f"Prompt {i + 1}", ui.remembered(f"manual.{i}", defaults[i] if i < len(defaults) else ""),
                                height=160, key=f"manual.text.{i}"))

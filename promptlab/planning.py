@@ -32,6 +32,11 @@ DEFAULT_BASELINES = {  # by dataset kind
     "reference": "Answer the question or do what the input asks. Reply with the answer only, nothing else.",
     "unlabeled": "Respond to the input helpfully and concisely.",
 }
+SECOND_PROMPTS = {  # by dataset kind: a second prompt to score beside the default one in a manual search
+    "labels": "Route the text to one label: {labels}.\nAnswer with the label name only.",
+    "reference": "Reply with the answer alone: no sentence, no explanation.",
+    "unlabeled": "Reply with the answer alone: no sentence, no explanation.",
+}
 DEFAULT_TASKS = {
     "labels": "Label each text from the dataset '{name}' with the right label.",
     "reference": "Answer each input from the dataset '{name}'; each reply is compared with a reference answer.",
@@ -39,6 +44,11 @@ DEFAULT_TASKS = {
 }
 REVIEW_MODES = ("off", "rounds")
 SHARES = ("instructions_share", "demos_share", "demo_instructions_share", "edits_share")  # auto's stages
+
+
+def starting_prompts(kind: str) -> tuple[str, str]:
+    """The prompts a manual search starts from: the baseline a run of this kind of dataset starts from, and a second."""
+    return DEFAULT_BASELINES[kind], SECOND_PROMPTS[kind]
 
 
 def default_task(dataset: Dataset) -> str:

@@ -7,6 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 import fakes
 from conftest import ROOT
+from promptlab import planning
 from promptlab.data import stored_dataset
 from promptlab.models import make_spec
 from promptlab.store import Store
@@ -123,6 +124,9 @@ def _wait(at: AppTest, until, timeout=60):
 def test_manual_search_side_by_side(db):
     at = page("2_Prompts_and_proposers.py").run()
     assert not at.exception
+    # it starts from the prompt a run starts from (planning's), and a second one
+    assert tuple(at.text_area(key=f"manual.text.{i}").value for i in (0, 1)) == planning.starting_prompts("labels")
+    assert at.text_area(key="manual.text.0").value == planning.DEFAULT_BASELINES["labels"]
     at.selectbox[1].set_value("fake-target").run()  # target
     buttons = [b for b in at.button if b.label == "Evaluate side by side"]
     buttons[0].click().run()
