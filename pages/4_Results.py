@@ -28,7 +28,7 @@ fmt = format_score
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Baseline val / test", f"{fmt(summary['baseline_val'])} / {fmt(summary['baseline_test'])}")
-gain = None if summary["best_test"] is None or summary["baseline_test"] is None else summary["best_test"] - summary["baseline_test"]
+gain = results.gain_on_test(summary)
 c2.metric("Result val / test", f"{fmt(summary['best_val'])} / {fmt(summary['best_test'])}",
           delta=None if gain is None else f"{gain:+.3f} test vs baseline", delta_color="normal" if gain else "off")
 c3.metric("n (val / test)", f"{summary['n_val']} / {summary['n_test']}")

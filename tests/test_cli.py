@@ -172,3 +172,12 @@ def test_why_a_search_ended_reads_in_words():
     assert results.stop_reason({"reason": "budget"}) == "the budget was spent"
     assert results.stop_reason({"reason": "something new"}) == "something new"  # an unknown key shows as it is
     assert results.stop_reason({"reason": None}) is None and results.stop_reason({}) is None
+
+
+def test_the_gain_on_test_is_the_result_minus_the_baseline_where_both_were_scored():
+    from promptlab import results
+
+    assert results.gain_on_test({"best_test": 0.75, "baseline_test": 0.5}) == 0.25
+    assert results.gain_on_test({"best_test": 0.5, "baseline_test": 0.5}) == 0.0
+    assert results.gain_on_test({"best_test": None, "baseline_test": 0.5}) is None  # not scored on test (yet)
+    assert results.gain_on_test({"best_test": 0.5}) is None
