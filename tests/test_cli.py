@@ -181,3 +181,17 @@ def test_the_gain_on_test_is_the_result_minus_the_baseline_where_both_were_score
     assert results.gain_on_test({"best_test": 0.5, "baseline_test": 0.5}) == 0.0
     assert results.gain_on_test({"best_test": None, "baseline_test": 0.5}) is None  # not scored on test (yet)
     assert results.gain_on_test({"best_test": 0.5}) is None
+
+
+def test_optimize_help_says_what_the_search_does_now(capsys):
+    """auto by default: instructions, demonstrations and edits over one budget, confirmed on held-back data."""
+    with pytest.raises(SystemExit):
+        main(["optimize", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "arena of proposer models" not in text
+    for words in ("The default strategy, auto,", "write instructions", "demonstrations", "edits the leader",
+                  "over one budget", "val examples the search never saw"):
+        assert words in text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "instructions, demonstrations and edits over one budget" in " ".join(capsys.readouterr().out.split())
