@@ -38,7 +38,11 @@ with st.container(border=True):
              "editor rewrites. A chain runs them in order on one budget.")
     p1, p2 = st.columns([3, 1])
     proposers = p1.multiselect("Proposers", model_names, default=[m for m in ui.remembered("proposers", ui.DEFAULT_PROPOSERS) if m in choices] or model_names[:2], key="runs.proposers")
-    budget = p2.number_input("Budget: target calls (0 = none)", 0, 1_000_000, 600, step=100, key="runs.budget")
+    st.session_state.setdefault("runs.budget", 600)  # a default, yet clearable (a widget given a value is not)
+    budget = p2.number_input("Budget: target calls (empty: no limit)", 0, 1_000_000, None, step=100,
+                             key="runs.budget", placeholder="no limit",
+                             help="The target calls the search may ask for (cached ones count); test scoring is "
+                                  "extra. Clear the box for no limit; 0 is refused, as by `promptlab optimize`.")
     run_ds = ui.dataset(ds_name)
     metric_default = ui.remembered("metric", "accuracy") if run_ds.has_labels else default_spec(run_ds)
     if run_ds.has_labels and ":" not in metric_default and metric_default not in GLOBAL_METRICS:
@@ -99,7 +103,7 @@ with st.container(border=True):
         meta_key, task_key = ui.remembered_prompt_keys(ds)
         request = planning.RunRequest(  # the request `promptlab optimize` builds from its flags
             ds_name, target, tuple(proposers), metric=metric, strategy=strategy, rounds=int(rounds), seed=int(seed),
-            budget=int(budget) or None, patience=int(patience) or None, settings=extra,
+            budget=None if budget is None else int(budget), patience=int(patience) or None, settings=extra,
             baselines=((PromptTemplate.from_text(own_prompt.strip()),) if own_prompt.strip()
                        else tuple(PromptTemplate(s, u) for _, s, u in saved)),
             meta_prompt=ui.remembered(meta_key, None), task=ui.remembered(task_key, None), review=review_mode,

@@ -360,14 +360,19 @@ def projection_line(proj: dict) -> str:
 
 
 def budget_problem(proj: dict, flag: str = "the budget") -> str | None:
-    """Why a run with this projection could not do anything, or None."""
+    """Why a run with this projection could not do anything, or None. No budget (None) is no limit; a budget of 0 is
+    refused like any other too small to start (the CLI and the Runs page alike), never read as no limit."""
     need = proj["baseline_calls"] + proj["confirm_calls"]
+    least = max(need + 1, proj["target_search"]["min"])
+    if proj["budget"] is not None and proj["budget"] < 1:
+        return (f"{flag} of {proj['budget']} target calls would run nothing: give at least {least}, or no budget at all "
+                "for no limit")
     if proj["budget"] is not None and proj["budget"] < need:
         held = (f" and hold back {proj['confirm_calls']} for confirming the finalists on the held-back val examples"
                 + (" and simplifying the result" if proj.get("prefer") == "simple" else "") if proj["confirm_calls"] else "")
         return (f"{flag} of {proj['budget']} target calls cannot even score the baseline(s) on the val split "
-                f"({proj['baseline_calls']} calls){held}. Raise it to at least "
-                f"{max(need + 1, proj['target_search']['min'])}" + (", or lower --confirm." if held else "."))
+                f"({proj['baseline_calls']} calls){held}. Raise it to at least {least}"
+                + (", or lower --confirm." if held else "."))
     return None
 
 

@@ -143,7 +143,7 @@ def _run_form(at: AppTest, target: str, rounds: int, strategy: str | None = None
     if strategy:
         at.selectbox(key="runs.strategy").set_value(strategy)
     at.number_input(key="runs.rounds").set_value(rounds)
-    at.number_input(key="runs.budget").set_value(0)
+    at.number_input(key="runs.budget").set_value(None)  # cleared: no limit
     return at
 
 
@@ -186,6 +186,20 @@ def test_start_a_run_with_fake_models_and_see_it_finish(db):
     _wait(res, lambda a: len(a.get("plotly_chart")) > charts_before, timeout=60)
     assert any(c.value.startswith("best for fake-target:") for c in res.caption)
 
+
+def test_the_runs_page_refuses_a_budget_of_0_and_reads_an_empty_box_as_no_limit(db):
+    """One meaning of 0 with `promptlab optimize --budget 0` (tests/test_plan.py): refused, with the same words."""
+    at = page("3_Runs.py").run()
+    assert at.number_input(key="runs.budget").value == 600  # the default, in a box that can be cleared
+    _run_form(at, "fake-target", 1).run()  # cleared
+    assert any("Projected:" in i.value and "capped by the budget" not in i.value for i in at.info)
+    assert not at.warning and any(b.key == "runs.start" for b in at.button)
+    at.number_input(key="runs.budget").set_value(0).run()
+    assert not at.exception
+    assert any(w.value.startswith("The budget of 0 target calls would run nothing") for w in at.warning)
+    assert not any(b.key == "runs.start" for b in at.button)
+    at.number_input(key="runs.budget").set_value(300).run()
+    assert any("capped by the budget at 300" in i.value for i in at.info)
 
 def test_results_scores_the_picked_prompt_in_a_worker_and_shows_it_when_done(tmp_path, monkeypatch):
     """The Results page never calls a model while it renders: the picked prompt's val replies that are not cached
