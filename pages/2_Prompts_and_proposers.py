@@ -160,19 +160,19 @@ for i, col in enumerate(cols):
     ui.remember(f"manual.{i}", texts[-1])
 split = st.radio("Score on", ["val", "train", "test"], horizontal=True,
                  help="Select prompts on val; look at test only for a final check.")
-job_key = f"manual:{ds_name}"
+worker_key = f"manual:{ds_name}"
 if st.button("Evaluate side by side", type="primary"):
     try:
         templates = jobs.templates_from_texts(texts, ds)
         spec = choices[target]
-        ui.score_prompts(job_key, spec, templates, ds, split, metric_spec, judge_rec)
+        ui.score_prompts(worker_key, spec, templates, ds, split, metric_spec, judge_rec)
     except PromptlabError as exc:
         st.error(str(exc))
 
 
 @st.fragment(run_every=1.5)
 def manual_results() -> None:
-    comparison = ui.job_result(job_key, "Scoring the prompts side by side (cached calls are free)")
+    comparison = ui.worker_result(worker_key, "Scoring the prompts side by side (cached calls are free)")
     if comparison is None:
         return
     st.dataframe(comparison.table(), hide_index=True, width="stretch")

@@ -210,9 +210,9 @@ def live(run_id: str) -> None:
     if not is_live and runs.is_resumable(status) and b2.button("Resume", key=f"resume.{run_id}"):
         ui.start_run(run_id)
         st.toast("Resuming: finished calls come from the cache.")
-    job = ui.jobs().get(run_id)
-    if job is not None and job.error:
-        st.error(job.error)
+    worker = ui.workers().get(run_id)
+    if worker is not None and worker.error:
+        st.error(worker.error)
     board = results.leaderboard(store, run_id)
     if len(board):
         st.dataframe(results.leaderboard_table(board), hide_index=True, width="stretch",

@@ -2,8 +2,8 @@
 # The names below are what pages may use; each lives in the module that owns its concern.
 from promptlab import calls
 from promptlab.dashboard.grading_panel import grading_panel
-from promptlab.dashboard.job_registry import (job_result, jobs, live_runs, run_is_live, running, stop_run,
-                                              take_result, wait_for)
+from promptlab.dashboard.worker_registry import (live_runs, run_is_live, running, stop_run, take_result, wait_for,
+                                                 worker_result, workers)
 from promptlab.dashboard.readers import (clear_readers, dataset, datasets_table, ensure_demo_dataset, get_store,
                                          model_choices, runs_table, zoo_table)
 from promptlab.dashboard.review_panel import round_review
