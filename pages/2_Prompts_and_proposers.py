@@ -126,7 +126,7 @@ with st.expander("Add a model (any litellm provider or OpenAI-compatible server)
                 st.error(str(exc))
     configured = store.list_models()
     if configured:
-        st.dataframe([{"name": n, "model": r["model"], "api_base": r.get("api_base"), "key env var": r.get("api_key_env"),
+        st.dataframe([{"name": n, "model": r["model"], "api base": r.get("api_base"), "key env var": r.get("api_key_env"),
                        "family": r["family"], "in flight per endpoint": r.get("concurrency")}
                       for n, r in configured], hide_index=True, width="stretch")
 
@@ -186,7 +186,7 @@ def manual_results() -> None:
             col.success("Saved: it will be a baseline of new runs on this dataset.")
     dis = comparison.disagreements()
     st.markdown(f"**Examples where the prompts disagree** ({len(dis)} of {comparison.results[0].n})")
-    st.dataframe(dis.head(50), hide_index=True, width="stretch")
+    st.dataframe(ui.in_words(dis.head(50)), hide_index=True, width="stretch")
 
 
 manual_results()

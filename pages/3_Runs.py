@@ -170,7 +170,8 @@ with st.expander("Start a study: same-family versus cross-family proposers, over
     studies = store.list_studies()
     if len(studies):
         busy = set(ui.running(kind="study"))
-        st.dataframe(studies.assign(running=[i in busy for i in studies["id"]]), hide_index=True, width="stretch")
+        st.dataframe(ui.in_words(studies.assign(running=[i in busy for i in studies["id"]])), hide_index=True,
+                     width="stretch")
         idle = [i for i, f, n in zip(studies["id"], studies["finished"], studies["runs"]) if f < n and i not in busy]
         if idle:
             pick = st.selectbox("Resume a study", idle, key="study.resume_pick")
@@ -225,4 +226,5 @@ if store.run_row(run_id)["status"] == "paused" and not ui.run_is_live(run_id):
 
 st.subheader("All runs")
 table = ui.runs_table()
-st.dataframe(table[["id", "kind", "dataset", "status", "created_at", "updated_at"]], hide_index=True, width="stretch")
+st.dataframe(ui.in_words(table[["id", "kind", "dataset", "status", "created_at", "updated_at"]]), hide_index=True,
+             width="stretch")

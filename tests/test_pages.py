@@ -1,4 +1,5 @@
 """AppTest for every page: uploads (good and bad), manual search and a run with scripted fake models."""
+import re
 import threading
 import time
 
@@ -48,11 +49,17 @@ def page(name: str) -> AppTest:
     return AppTest.from_file(str(PAGES / name) if name != "app.py" else str(ROOT / "app.py"), default_timeout=60)
 
 
+def snake_headers(at: AppTest) -> list[str]:
+    """Column headers left as code names (snake_case) in the page's tables."""
+    return [c for df in at.dataframe for c in df.value.columns if re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)+", str(c))]
+
+
 def test_home_shows_demo_zoo_and_the_one_click_run(db):
     at = page("app.py").run()
     assert not at.exception
     assert "support_tickets" in at.dataframe[0].value["name"].tolist()
     assert any("Start a small run" in b.label for b in at.button)
+    assert {"rows", "label column"} <= set(at.dataframe[0].value.columns) and not snake_headers(at)
 
 
 def test_upload_preview_import(db):
@@ -66,6 +73,8 @@ def test_upload_preview_import(db):
     assert not at.exception
     assert any("Imported 'mine'" in s.value for s in at.success)
     assert "mine" in Store(db).list_datasets()["name"].tolist()
+    stored = at.dataframe[-1].value  # the stored datasets, their headers in words
+    assert {"rows", "label column", "input columns", "created"} <= set(stored.columns) and "n_rows" not in stored
 
 
 def test_upload_with_a_separate_test_file(db):
@@ -134,6 +143,7 @@ def test_manual_search_side_by_side(db):
     _wait(at, lambda a: any("95% CI" in str(df.value.columns.tolist()) for df in a.dataframe))
     assert not at.exception
     assert any("Examples where the prompts disagree" in m.value for m in at.markdown)
+    assert not snake_headers(at)  # example_idx reads 'example'; the configured models' api base in words
 
 
 def _run_form(at: AppTest, target: str, rounds: int, strategy: str | None = None) -> AppTest:
@@ -157,6 +167,8 @@ def test_start_a_run_with_fake_models_and_see_it_finish(db):
     store = Store(db)
     _wait(at, lambda a: store.list_runs()["status"].iloc[0] == "finished", timeout=120)
     assert not at.exception
+    at.run()
+    assert list(at.dataframe[-1].value.columns) == ["id", "kind", "dataset", "status", "created", "updated"]
 
     res = page("4_Results.py").run()
     assert not res.exception

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from promptlab import grading as G
+from promptlab.dashboard.widgets import in_words
 from promptlab.dashboard.worker_registry import wait_for, workers
 from promptlab.dashboard.workers import check_judge, grade_outputs
 from promptlab.errors import PromptlabError
@@ -150,4 +151,4 @@ def _show_agreement(stats: dict) -> None:
     a2.metric("Within one point", "n/a" if stats["within_one"] is None else f"{stats['within_one']:.0%}")
     a3.metric("Cohen's kappa", fmt(stats["kappa"]))
     st.caption(f"On {stats['n']} outputs you graded: {G.kappa_reading(stats)}.")
-    st.dataframe(pd.DataFrame(stats["pairs"]), hide_index=True, width="stretch")
+    st.dataframe(in_words(pd.DataFrame(stats["pairs"])), hide_index=True, width="stretch")
