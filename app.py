@@ -19,11 +19,11 @@ store = ui.get_store()
 st.subheader("Datasets")
 datasets = ui.datasets_table()
 st.caption(f"The demo dataset **{demo}** is loaded: customer messages to route to a team, some in Russian, one rare label.")
-st.dataframe(datasets[["name", "n_rows", "label_col", "source"]], hide_index=True, width="stretch")
+st.dataframe(ui.in_words(datasets[["name", "n_rows", "label_col", "source"]]), hide_index=True, width="stretch")
 
 st.subheader("Local models (offline, in-process)")
 zoo = ui.zoo_table()
-st.dataframe(zoo, hide_index=True, width="stretch")
+st.dataframe(ui.in_words(zoo), hide_index=True, width="stretch")
 st.caption("Any litellm model also works: OpenAI-compatible servers (Ollama, vLLM, LM Studio), OpenAI, OpenRouter, … "
            "Add them on the Prompts and proposers page.")
 

@@ -109,8 +109,8 @@ if upload is not None:
 
 st.subheader("Stored datasets")
 table = ui.datasets_table()
-st.dataframe(table[["name", "kind", "n_rows", "label_col", "input_cols", "labels", "source", "created_at"]],
-             hide_index=True, width="stretch")
+shown = table[["name", "kind", "n_rows", "label_col", "input_cols", "labels", "source", "created_at"]]
+st.dataframe(ui.in_words(shown), hide_index=True, width="stretch")
 if len(table):
     c1, c2 = st.columns([3, 1])
     victim = c1.selectbox("Delete a dataset", table["name"], index=None, placeholder="choose…", key="datasets.delete_pick")

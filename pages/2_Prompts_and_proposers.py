@@ -10,8 +10,9 @@ from promptlab.optimize import meta_prompt as P
 from promptlab.prompt import template_text
 from promptlab.planning import default_task
 from promptlab.scoring.labels import GLOBAL_METRICS, LABEL_METRICS, parse_metric
-from promptlab.scoring.objective import (DEFAULT_RUBRIC, JudgeSettings, default_spec, judge_record, metric_choices,
-                                         parse_objective, parse_scale, save_scoring)
+from promptlab.scoring.objective import (DEFAULT_RUBRIC, TAKES_ARGUMENT, JudgeSettings, default_spec, judge_record,
+                                         metric_choices, metric_spec as write_spec, parse_objective, parse_scale,
+                                         save_scoring)
 from promptlab.scoring.scorers import parse_scorer
 
 st.set_page_config(page_title="promptlab · Prompts and proposers", layout="wide")
@@ -39,8 +40,8 @@ judge_rec = None
 if ds.has_labels:
     metric_names = list(GLOBAL_METRICS) + list(LABEL_METRICS)
     metric_name = c3.selectbox("Metric", metric_names, index=0)
-    metric_label = c4.selectbox("Positive label", ds.labels, disabled=metric_name not in LABEL_METRICS)
-    metric_spec = f"{metric_name}:{metric_label}" if metric_name in LABEL_METRICS else metric_name
+    metric_label = c4.selectbox("Positive label", ds.labels, disabled=metric_name not in TAKES_ARGUMENT)
+    metric_spec = write_spec(metric_name, metric_label)
     metric = parse_metric(metric_spec, ds.labels)
     ui.remember("metric", metric_spec)
 else:
@@ -53,10 +54,10 @@ else:
                                    f"{k}: {parse_scorer(k + (':x' if k == 'json' else '')).describe()}"
                                    for k in kinds if k != "judge") + "; judge: an LLM grades it by your rubric.")
     old_arg = (scoring.get("metric") or "").partition(":")[2]
-    arg = c4.text_input("Scorer argument", old_arg, disabled=metric_name not in ("regex", "numeric", "json"),
+    arg = c4.text_input("Scorer argument", old_arg, disabled=metric_name not in TAKES_ARGUMENT,
                         help="regex: a pattern (blank: the reference is the pattern); numeric: a tolerance such as "
                              "0.01 or 5%; json: the field to compare, e.g. answer.city")
-    metric_spec = f"{metric_name}:{arg}" if arg and metric_name in ("regex", "numeric", "json") else metric_name
+    metric_spec = write_spec(metric_name, arg)
     new_scoring = {"metric": metric_spec}
     if metric_name == "judge":
         j = scoring.get("judge") or {}
@@ -125,7 +126,7 @@ with st.expander("Add a model (any litellm provider or OpenAI-compatible server)
                 st.error(str(exc))
     configured = store.list_models()
     if configured:
-        st.dataframe([{"name": n, "model": r["model"], "api_base": r.get("api_base"), "key env var": r.get("api_key_env"),
+        st.dataframe([{"name": n, "model": r["model"], "api base": r.get("api_base"), "key env var": r.get("api_key_env"),
                        "family": r["family"], "in flight per endpoint": r.get("concurrency")}
                       for n, r in configured], hide_index=True, width="stretch")
 
@@ -153,29 +154,26 @@ st.subheader("Manual search: score prompts side by side")
 n = st.number_input("How many prompts", 1, 4, 2)
 cols = st.columns(int(n))
 texts = []
-defaults = (["Classify the text. Answer with one of these labels: {labels}.",
-             "Route the text to one label: {labels}.\nAnswer with the label name only."] if ds.has_labels else
-            ["Answer the question or do what the input asks. Reply with the answer only, nothing else.",
-             "Reply with the answer alone: no sentence, no explanation."])
+defaults = planning.starting_prompts(ds.kind)
 for i, col in enumerate(cols):
     texts.append(col.text_area(f"Prompt {i + 1}", ui.remembered(f"manual.{i}", defaults[i] if i < len(defaults) else ""),
                                height=160, key=f"manual.text.{i}"))
     ui.remember(f"manual.{i}", texts[-1])
 split = st.radio("Score on", ["val", "train", "test"], horizontal=True,
                  help="Select prompts on val; look at test only for a final check.")
-job_key = f"manual:{ds_name}"
+worker_key = f"manual:{ds_name}"
 if st.button("Evaluate side by side", type="primary"):
     try:
         templates = jobs.templates_from_texts(texts, ds)
         spec = choices[target]
-        ui.score_prompts(job_key, spec, templates, ds, split, metric_spec, judge_rec)
+        ui.score_prompts(worker_key, spec, templates, ds, split, metric_spec, judge_rec)
     except PromptlabError as exc:
         st.error(str(exc))
 
 
 @st.fragment(run_every=1.5)
 def manual_results() -> None:
-    comparison = ui.job_result(job_key, "Scoring the prompts side by side (cached calls are free)")
+    comparison = ui.worker_result(worker_key, "Scoring the prompts side by side (cached calls are free)")
     if comparison is None:
         return
     st.dataframe(comparison.table(), hide_index=True, width="stretch")
@@ -189,7 +187,7 @@ def manual_results() -> None:
             col.success("Saved: it will be a baseline of new runs on this dataset.")
     dis = comparison.disagreements()
     st.markdown(f"**Examples where the prompts disagree** ({len(dis)} of {comparison.results[0].n})")
-    st.dataframe(dis.head(50), hide_index=True, width="stretch")
+    st.dataframe(ui.in_words(dis.head(50)), hide_index=True, width="stretch")
 
 
 manual_results()

@@ -9,7 +9,7 @@ from promptlab import study as S
 from promptlab.errors import PromptlabError
 from promptlab.prompt import PromptTemplate
 from promptlab.scoring.labels import GLOBAL_METRICS
-from promptlab.scoring.objective import default_spec
+from promptlab.scoring.objective import default_spec, metric_spec
 
 st.set_page_config(page_title="promptlab · Runs", layout="wide")
 ui.sidebar_nav()
@@ -38,7 +38,11 @@ with st.container(border=True):
              "editor rewrites. A chain runs them in order on one budget.")
     p1, p2 = st.columns([3, 1])
     proposers = p1.multiselect("Proposers", model_names, default=[m for m in ui.remembered("proposers", ui.DEFAULT_PROPOSERS) if m in choices] or model_names[:2], key="runs.proposers")
-    budget = p2.number_input("Budget: target calls (0 = none)", 0, 1_000_000, 600, step=100, key="runs.budget")
+    st.session_state.setdefault("runs.budget", 600)  # a default, yet clearable (a widget given a value is not)
+    budget = p2.number_input("Budget: target calls (empty: no limit)", 0, 1_000_000, None, step=100,
+                             key="runs.budget", placeholder="no limit",
+                             help="The target calls the search may ask for (cached ones count); test scoring is "
+                                  "extra. Clear the box for no limit; 0 is refused, as by `promptlab optimize`.")
     run_ds = ui.dataset(ds_name)
     metric_default = ui.remembered("metric", "accuracy") if run_ds.has_labels else default_spec(run_ds)
     if run_ds.has_labels and ":" not in metric_default and metric_default not in GLOBAL_METRICS:
@@ -64,7 +68,7 @@ with st.container(border=True):
                                        "recall of a label cannot be won by answering that label to everything.")
             floor_at = f2.number_input("at least", -1.0, 1.0, 0.4, 0.05, key=f"runs.floor_at.{ds_name}")
             if floor.strip():
-                metric = f"{metric.strip()}; {floor.strip()}>={floor_at:g}"
+                metric = metric_spec(metric, floors=[(floor, floor_at)])
         own_prompt = st.text_area(
             "Start from your own prompt (optional)", "", key=f"runs.baseline.{ds_name}", height=100,
             placeholder=("Empty: the baselines saved on the Prompts and proposers page" if saved else
@@ -99,7 +103,7 @@ with st.container(border=True):
         meta_key, task_key = ui.remembered_prompt_keys(ds)
         request = planning.RunRequest(  # the request `promptlab optimize` builds from its flags
             ds_name, target, tuple(proposers), metric=metric, strategy=strategy, rounds=int(rounds), seed=int(seed),
-            budget=int(budget) or None, patience=int(patience) or None, settings=extra,
+            budget=None if budget is None else int(budget), patience=int(patience) or None, settings=extra,
             baselines=((PromptTemplate.from_text(own_prompt.strip()),) if own_prompt.strip()
                        else tuple(PromptTemplate(s, u) for _, s, u in saved)),
             meta_prompt=ui.remembered(meta_key, None), task=ui.remembered(task_key, None), review=review_mode,
@@ -166,7 +170,8 @@ with st.expander("Start a study: same-family versus cross-family proposers, over
     studies = store.list_studies()
     if len(studies):
         busy = set(ui.running(kind="study"))
-        st.dataframe(studies.assign(running=[i in busy for i in studies["id"]]), hide_index=True, width="stretch")
+        st.dataframe(ui.in_words(studies.assign(running=[i in busy for i in studies["id"]])), hide_index=True,
+                     width="stretch")
         idle = [i for i, f, n in zip(studies["id"], studies["finished"], studies["runs"]) if f < n and i not in busy]
         if idle:
             pick = st.selectbox("Resume a study", idle, key="study.resume_pick")
@@ -180,7 +185,7 @@ run_id, _, _ = ui.pick_run("runs.pick", "No optimization runs yet: start one abo
 @st.fragment(run_every=2)
 def live(run_id: str) -> None:
     progress = results.live_progress(store, run_id)
-    live_job = ui.run_is_live(run_id)
+    is_live = ui.run_is_live(run_id)
     status = progress["status"]
     seen_key = f"runs.seen_status.{run_id}"
     if st.session_state.get(seen_key, status) != status:
@@ -200,15 +205,15 @@ def live(run_id: str) -> None:
     c5.metric("Tokens", f"{progress['tokens']:,}")
     c6.metric("ETA", progress["eta"])
     b1, b2, _ = st.columns([1, 1, 6])
-    if live_job and b1.button("Stop", key=f"stop.{run_id}"):
+    if is_live and b1.button("Stop", key=f"stop.{run_id}"):
         ui.stop_run(run_id)
         st.toast("Stopping after the current step…")
-    if not live_job and status in ("stopped", "interrupted", "failed", "created") and b2.button("Resume", key=f"resume.{run_id}"):
+    if not is_live and runs.is_resumable(status) and b2.button("Resume", key=f"resume.{run_id}"):
         ui.start_run(run_id)
         st.toast("Resuming: finished calls come from the cache.")
-    job = ui.jobs().get(run_id)
-    if job is not None and job.error:
-        st.error(job.error)
+    worker = ui.workers().get(run_id)
+    if worker is not None and worker.error:
+        st.error(worker.error)
     board = results.leaderboard(store, run_id)
     if len(board):
         st.dataframe(results.leaderboard_table(board), hide_index=True, width="stretch",
@@ -221,4 +226,5 @@ if store.run_row(run_id)["status"] == "paused" and not ui.run_is_live(run_id):
 
 st.subheader("All runs")
 table = ui.runs_table()
-st.dataframe(table[["id", "kind", "dataset", "status", "created_at", "updated_at"]], hide_index=True, width="stretch")
+st.dataframe(ui.in_words(table[["id", "kind", "dataset", "status", "created_at", "updated_at"]]), hide_index=True,
+             width="stretch")

@@ -28,7 +28,7 @@ fmt = format_score
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Baseline val / test", f"{fmt(summary['baseline_val'])} / {fmt(summary['baseline_test'])}")
-gain = None if summary["best_test"] is None or summary["baseline_test"] is None else summary["best_test"] - summary["baseline_test"]
+gain = results.gain_on_test(summary)
 c2.metric("Result val / test", f"{fmt(summary['best_val'])} / {fmt(summary['best_test'])}",
           delta=None if gain is None else f"{gain:+.3f} test vs baseline", delta_color="normal" if gain else "off")
 c3.metric("n (val / test)", f"{summary['n_val']} / {summary['n_test']}")
@@ -107,9 +107,9 @@ if studies.empty:
 else:
     study_id = ui.pick_grid(studies, "Study", "results.study", "runs")
     analysis_key = ui.analyze_study(study_id)
-    if ui.jobs()[analysis_key].running:  # a test score missing from the cache is being asked for, in the worker
+    if ui.workers()[analysis_key].running:  # a test score missing from the cache is being asked for, in the worker
         ui.wait_for((analysis_key,), "Analysing the study (test scores come from the cache)…")
-    elif (analysis := ui.job_result(analysis_key)) is not None:
+    elif (analysis := ui.worker_result(analysis_key)) is not None:
         cell_list, pairs = analysis
         cells = S.cells_frame(cell_list)
         for target in dict.fromkeys(cells["target"]):
@@ -144,9 +144,9 @@ else:
                "baseline on the same test examples (paired 95% CI), and what a call with it costs.")
     if (g_frame["status"] == "finished").all():
         g_key = ui.group_matrix(group_id)
-        if ui.jobs()[g_key].running:  # off-diagonal cells not yet in the cache are being scored, in the worker
+        if ui.workers()[g_key].running:  # off-diagonal cells not yet in the cache are being scored, in the worker
             ui.wait_for((g_key,), "Scoring each model's prompt on the other models", bar=True)
-        elif (g_mat := ui.job_result(g_key)) is not None:
+        elif (g_mat := ui.worker_result(g_key)) is not None:
             fig_g = charts.matrix_heatmap(g_mat.cells, g_mat.metric, "Each model's prompt on every model")
             st.plotly_chart(fig_g, width="stretch", key="results.group.matrix")
             ui.chart_exports(fig_g, f"{group_id}-matrix", "results.group.matrix")
@@ -205,7 +205,7 @@ d2.code(review.diff("" if base is None else base["text"], str(row["text"]), "bas
 ds, spec, metric = results.run_setup(store, run_id)
 if pd.notna(row["val_score"]):
     val_key = ui.score_candidate(run_id, int(pick), "val", ds, spec, metric)
-    if ui.jobs()[val_key].running:  # model calls to make: they go on in the worker, never in this render
+    if ui.workers()[val_key].running:  # model calls to make: they go on in the worker, never in this render
         ui.wait_for((val_key,), f"Scoring #{pick} on val (cached calls are free)", bar=True)
     elif (res := ui.take_result(val_key)) is not None:
         if res.calls:
@@ -273,7 +273,7 @@ if stored is not None:
 
         @st.fragment(run_every=1.5)
         def elsewhere_result() -> None:
-            result = ui.job_result(elsewhere_key, "Scoring it (cached calls are free)")
+            result = ui.worker_result(elsewhere_key, "Scoring it (cached calls are free)")
             if result is not None:
                 st.success(result["line"])
                 for note in result["notes"]:
@@ -298,7 +298,7 @@ if st.button("Score the matrix", key="results.matrix.go", disabled=not (mx_runs 
 
 @st.fragment(run_every=1.5)
 def matrix_view() -> None:
-    result = ui.job_result(matrix_key, "Scoring the matrix (cached calls are free)")
+    result = ui.worker_result(matrix_key, "Scoring the matrix (cached calls are free)")
     if result is None:
         return
     fig = charts.matrix_heatmap(result.cells, result.metric)

@@ -179,26 +179,6 @@ def attribution_bars(attribution: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def interval_chart(frame: pd.DataFrame, label: str, value: str, low: str, high: str, title: str,
-                   ref: float | None = None, n: str | None = None) -> go.Figure:
-    """Point estimates with CI whiskers, one row per item; n shown in the label when given."""
-    fig = go.Figure()
-    if frame.empty:
-        return fig
-    names = [f"{l} (n={int(k)})" if n else str(l) for l, k in zip(frame[label], frame[n] if n else frame[label])]
-    fig.add_trace(go.Scatter(
-        x=frame[value], y=names, mode="markers",
-        error_x={"type": "data", "symmetric": False, "array": frame[high] - frame[value],
-                 "arrayminus": frame[value] - frame[low]},
-        marker={"size": 10, "color": "#1f77b4"},
-    ))
-    if ref is not None:
-        fig.add_vline(x=ref, line_dash="dash", line_color="#888")
-    fig.update_layout(title=title, template="plotly_white", margin={"l": 50, "r": 20, "t": 60, "b": 40},
-                      height=120 + 40 * len(frame))
-    return fig
-
-
 RELATION_COLORS = {"same family, bigger": "#2ca02c", "same family, same size": "#98df8a", "same family, smaller": "#bcbd22",
                    "same family, size unknown": "#98df8a", "cross family": "#d62728", "mix": "#7f7f7f"}
 

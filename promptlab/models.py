@@ -8,7 +8,7 @@ import hashlib
 import json
 import random
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from promptlab import local
 from promptlab.errors import PromptlabError
@@ -60,9 +60,6 @@ class ModelSpec:
         if self.is_local:
             return 1
         return max(1, self.concurrency) * max(1, len(self.endpoints))
-
-    def with_params(self, **params) -> "ModelSpec":
-        return replace(self, params={**self.params, **params})
 
     def to_record(self) -> dict:
         """JSON-safe description (no secrets: only the env var's name)."""

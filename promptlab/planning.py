@@ -33,12 +33,22 @@ DEFAULT_BASELINES = {  # by dataset kind
     "reference": "Answer the question or do what the input asks. Reply with the answer only, nothing else.",
     "unlabeled": "Respond to the input helpfully and concisely.",
 }
+SECOND_PROMPTS = {  # by dataset kind: a second prompt to score beside the default one in a manual search
+    "labels": "Route the text to one label: {labels}.\nAnswer with the label name only.",
+    "reference": "Reply with the answer alone: no sentence, no explanation.",
+    "unlabeled": "Reply with the answer alone: no sentence, no explanation.",
+}
 DEFAULT_TASKS = {
     "labels": "Label each text from the dataset '{name}' with the right label.",
     "reference": "Answer each input from the dataset '{name}'; each reply is compared with a reference answer.",
     "unlabeled": "Respond to each input from the dataset '{name}'; each reply is graded by a rubric.",
 }
 REVIEW_MODES = ("off", "rounds")
+
+
+def starting_prompts(kind: str) -> tuple[str, str]:
+    """The prompts a manual search starts from: the baseline a run of this kind of dataset starts from, and a second."""
+    return DEFAULT_BASELINES[kind], SECOND_PROMPTS[kind]
 
 
 def default_task(dataset: Dataset) -> str:
@@ -343,14 +353,19 @@ def projection_line(proj: dict) -> str:
 
 
 def budget_problem(proj: dict, flag: str = "the budget") -> str | None:
-    """Why a run with this projection could not do anything, or None."""
+    """Why a run with this projection could not do anything, or None. No budget (None) is no limit; a budget of 0 is
+    refused like any other too small to start (the CLI and the Runs page alike), never read as no limit."""
     need = proj["baseline_calls"] + proj["confirm_calls"]
+    least = max(need + 1, proj["target_search"]["min"])
+    if proj["budget"] is not None and proj["budget"] < 1:
+        return (f"{flag} of {proj['budget']} target calls would run nothing: give at least {least}, or no budget at all "
+                "for no limit")
     if proj["budget"] is not None and proj["budget"] < need:
         held = (f" and hold back {proj['confirm_calls']} for confirming the finalists on the held-back val examples"
                 + (" and simplifying the result" if proj.get("prefer") == "simple" else "") if proj["confirm_calls"] else "")
         return (f"{flag} of {proj['budget']} target calls cannot even score the baseline(s) on the val split "
-                f"({proj['baseline_calls']} calls){held}. Raise it to at least "
-                f"{max(need + 1, proj['target_search']['min'])}" + (", or lower --confirm." if held else "."))
+                f"({proj['baseline_calls']} calls){held}. Raise it to at least {least}"
+                + (", or lower --confirm." if held else "."))
     return None
 
 

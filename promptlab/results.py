@@ -502,6 +502,12 @@ def stop_reason(summary: dict) -> str | None:
     return STOP_REASONS.get(reason, reason) if reason else None
 
 
+def gain_on_test(summary: dict) -> float | None:
+    """The result's test score minus the baseline's, or None while either has no test score."""
+    best, base = summary.get("best_test"), summary.get("baseline_test")
+    return None if best is None or base is None else best - base
+
+
 def result_line(summary: dict) -> str | None:
     """How the result was chosen, in words (the CLI, the Results page and the report), or None for runs
     stored before confirmation existed."""

@@ -19,6 +19,17 @@ from promptlab.planning import RunConfig, build
 from promptlab.results import summarize
 from promptlab.store import Store
 
+# The statuses a run resumes from (`runs resume`, `review`, the Runs page's Resume). `execute` replays the stored
+# steps and carries on from the first new one, so every run that stopped short of its end resumes: created (never
+# started), interrupted (its process died), stopped (by the analyst) and failed (a call or the strategy raised; the
+# failed step is tried again). Not 'running' (a live process executes it; mark_dead_runs makes a dead one
+# 'interrupted'), 'paused' (it waits for the round's decisions: the review continues it) or 'finished'.
+RESUMABLE = ("created", "interrupted", "stopped", "failed")
+
+
+def is_resumable(status: str) -> bool:
+    return status in RESUMABLE
+
 
 def create_run(store: Store, config: RunConfig) -> str:
     run_id = "run-" + uuid.uuid4().hex[:10]

@@ -206,6 +206,24 @@ def test_stop_event_stops_and_resume_finishes(store, dataset):
     assert s2["status"] == "finished" and s2["rounds"] == 3
 
 
+
+def test_every_status_a_run_stops_short_in_is_resumable_and_resumes(store, dataset):
+    """runs.RESUMABLE is what execute leaves short of the end (created, stopped above, interrupted below, failed
+    here), and each resumes to the end; a run running, paused for a review or finished is not resumed."""
+    run_id = runs.create_run(store, config_for(dataset, rounds=2))
+    assert runs.is_resumable(store.run_row(run_id)["status"])
+
+    def fail(step):
+        if step.kind == "round_finished":
+            raise RuntimeError("the server went away")
+
+    with pytest.raises(RuntimeError):
+        runs.execute(store, run_id, on_step=fail)
+    assert store.run_row(run_id)["status"] == "failed" and runs.is_resumable("failed")
+    assert runs.execute(store, run_id)["status"] == "finished"
+    assert set(runs.RESUMABLE) == {"created", "interrupted", "stopped", "failed"}
+    assert not any(runs.is_resumable(s) for s in ("running", "paused", "finished"))
+
 # --- meta-prompt pieces (pure) ---------------------------------------------------------------------
 
 def test_history_is_ascending_with_integer_scores():

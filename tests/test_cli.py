@@ -120,6 +120,29 @@ def test_runs_list_shows_a_run_that_has_no_summary_yet(store, tiny_csv, capsys):
     assert "best val 0.500 test 0.250" in next(x for x in out if x.startswith(done))
 
 
+def test_runs_resume_refuses_a_run_another_process_is_executing(store, tiny_csv, capsys):
+    """A run 'running' in a live process is not resumable (runs.RESUMABLE): resuming it here would execute it twice."""
+    from promptlab import planning, runs
+    from promptlab.data import import_dataset
+    from promptlab.models import make_spec
+
+    ds = import_dataset(store, tiny_csv)[0]
+    tgt = make_spec(fakes.script("cli-resume-t", lambda m, p: "positive"))
+    run_id = runs.create_run(store, planning.make_config(ds, tgt, [tgt], rounds=1))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # alive while we resume
+    try:
+        with store.transaction() as con:
+            con.execute("UPDATE runs SET status = 'running', pid = ?, host = ? WHERE id = ?",
+                        [other.pid, os.uname().nodename, run_id])
+        path = store.path
+        store.close()
+        assert main(["runs", "resume", run_id, "--db", str(path)]) == 1
+    finally:
+        other.kill()
+        other.wait()
+    err = capsys.readouterr().err
+    assert f"run {run_id} is running in another process (pid {other.pid}" in err and "Traceback" not in err
+
 def test_progress_line_says_over_budget_instead_of_an_empty_val_score():
     from promptlab.cli.runs import step_line
     from promptlab.optimize.base import CandidateScored
@@ -149,3 +172,26 @@ def test_why_a_search_ended_reads_in_words():
     assert results.stop_reason({"reason": "budget"}) == "the budget was spent"
     assert results.stop_reason({"reason": "something new"}) == "something new"  # an unknown key shows as it is
     assert results.stop_reason({"reason": None}) is None and results.stop_reason({}) is None
+
+
+def test_the_gain_on_test_is_the_result_minus_the_baseline_where_both_were_scored():
+    from promptlab import results
+
+    assert results.gain_on_test({"best_test": 0.75, "baseline_test": 0.5}) == 0.25
+    assert results.gain_on_test({"best_test": 0.5, "baseline_test": 0.5}) == 0.0
+    assert results.gain_on_test({"best_test": None, "baseline_test": 0.5}) is None  # not scored on test (yet)
+    assert results.gain_on_test({"best_test": 0.5}) is None
+
+
+def test_optimize_help_says_what_the_search_does_now(capsys):
+    """auto by default: instructions, demonstrations and edits over one budget, confirmed on held-back data."""
+    with pytest.raises(SystemExit):
+        main(["optimize", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "arena of proposer models" not in text
+    for words in ("The default strategy, auto,", "write instructions", "demonstrations", "edits the leader",
+                  "over one budget", "val examples the search never saw"):
+        assert words in text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "instructions, demonstrations and edits over one budget" in " ".join(capsys.readouterr().out.split())

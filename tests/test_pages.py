@@ -1,4 +1,5 @@
 """AppTest for every page: uploads (good and bad), manual search and a run with scripted fake models."""
+import re
 import threading
 import time
 
@@ -7,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 import fakes
 from conftest import ROOT
+from promptlab import planning
 from promptlab.data import stored_dataset
 from promptlab.models import make_spec
 from promptlab.store import Store
@@ -47,11 +49,17 @@ def page(name: str) -> AppTest:
     return AppTest.from_file(str(PAGES / name) if name != "app.py" else str(ROOT / "app.py"), default_timeout=60)
 
 
+def snake_headers(at: AppTest) -> list[str]:
+    """Column headers left as code names (snake_case) in the page's tables."""
+    return [c for df in at.dataframe for c in df.value.columns if re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)+", str(c))]
+
+
 def test_home_shows_demo_zoo_and_the_one_click_run(db):
     at = page("app.py").run()
     assert not at.exception
     assert "support_tickets" in at.dataframe[0].value["name"].tolist()
     assert any("Start a small run" in b.label for b in at.button)
+    assert {"rows", "label column"} <= set(at.dataframe[0].value.columns) and not snake_headers(at)
 
 
 def test_upload_preview_import(db):
@@ -65,6 +73,8 @@ def test_upload_preview_import(db):
     assert not at.exception
     assert any("Imported 'mine'" in s.value for s in at.success)
     assert "mine" in Store(db).list_datasets()["name"].tolist()
+    stored = at.dataframe[-1].value  # the stored datasets, their headers in words
+    assert {"rows", "label column", "input columns", "created"} <= set(stored.columns) and "n_rows" not in stored
 
 
 def test_upload_with_a_separate_test_file(db):
@@ -123,6 +133,9 @@ def _wait(at: AppTest, until, timeout=60):
 def test_manual_search_side_by_side(db):
     at = page("2_Prompts_and_proposers.py").run()
     assert not at.exception
+    # it starts from the prompt a run starts from (planning's), and a second one
+    assert tuple(at.text_area(key=f"manual.text.{i}").value for i in (0, 1)) == planning.starting_prompts("labels")
+    assert at.text_area(key="manual.text.0").value == planning.DEFAULT_BASELINES["labels"]
     at.selectbox[1].set_value("fake-target").run()  # target
     buttons = [b for b in at.button if b.label == "Evaluate side by side"]
     buttons[0].click().run()
@@ -130,6 +143,7 @@ def test_manual_search_side_by_side(db):
     _wait(at, lambda a: any("95% CI" in str(df.value.columns.tolist()) for df in a.dataframe))
     assert not at.exception
     assert any("Examples where the prompts disagree" in m.value for m in at.markdown)
+    assert not snake_headers(at)  # example_idx reads 'example'; the configured models' api base in words
 
 
 def _run_form(at: AppTest, target: str, rounds: int, strategy: str | None = None) -> AppTest:
@@ -139,7 +153,7 @@ def _run_form(at: AppTest, target: str, rounds: int, strategy: str | None = None
     if strategy:
         at.selectbox(key="runs.strategy").set_value(strategy)
     at.number_input(key="runs.rounds").set_value(rounds)
-    at.number_input(key="runs.budget").set_value(0)
+    at.number_input(key="runs.budget").set_value(None)  # cleared: no limit
     return at
 
 
@@ -153,6 +167,8 @@ def test_start_a_run_with_fake_models_and_see_it_finish(db):
     store = Store(db)
     _wait(at, lambda a: store.list_runs()["status"].iloc[0] == "finished", timeout=120)
     assert not at.exception
+    at.run()
+    assert list(at.dataframe[-1].value.columns) == ["id", "kind", "dataset", "status", "created", "updated"]
 
     res = page("4_Results.py").run()
     assert not res.exception
@@ -182,6 +198,20 @@ def test_start_a_run_with_fake_models_and_see_it_finish(db):
     _wait(res, lambda a: len(a.get("plotly_chart")) > charts_before, timeout=60)
     assert any(c.value.startswith("best for fake-target:") for c in res.caption)
 
+
+def test_the_runs_page_refuses_a_budget_of_0_and_reads_an_empty_box_as_no_limit(db):
+    """One meaning of 0 with `promptlab optimize --budget 0` (tests/test_plan.py): refused, with the same words."""
+    at = page("3_Runs.py").run()
+    assert at.number_input(key="runs.budget").value == 600  # the default, in a box that can be cleared
+    _run_form(at, "fake-target", 1).run()  # cleared
+    assert any("Projected:" in i.value and "capped by the budget" not in i.value for i in at.info)
+    assert not at.warning and any(b.key == "runs.start" for b in at.button)
+    at.number_input(key="runs.budget").set_value(0).run()
+    assert not at.exception
+    assert any(w.value.startswith("The budget of 0 target calls would run nothing") for w in at.warning)
+    assert not any(b.key == "runs.start" for b in at.button)
+    at.number_input(key="runs.budget").set_value(300).run()
+    assert any("capped by the budget at 300" in i.value for i in at.info)
 
 def test_results_scores_the_picked_prompt_in_a_worker_and_shows_it_when_done(tmp_path, monkeypatch):
     """The Results page never calls a model while it renders: the picked prompt's val replies that are not cached

@@ -43,7 +43,7 @@ def _start_review_run(dataset: str, target: str, metric: str | None = None) -> s
     at.selectbox(key="runs.target").set_value(target)
     at.multiselect(key="runs.proposers").set_value(["fake-prop"])
     at.number_input(key="runs.rounds").set_value(2)
-    at.number_input(key="runs.budget").set_value(0)
+    at.number_input(key="runs.budget").set_value(None)
     at.number_input(key="runs.minibatch").set_value(4)
     if metric:
         at.text_input(key=f"runs.metric.{dataset}").set_value(metric)
@@ -210,7 +210,7 @@ def test_a_new_run_is_shown_even_when_another_was_picked_in_the_session(db):
     at.selectbox(key="runs.target").set_value("fake-target")
     at.multiselect(key="runs.proposers").set_value(["fake-prop"])
     at.number_input(key="runs.rounds").set_value(1)
-    at.number_input(key="runs.budget").set_value(0)
+    at.number_input(key="runs.budget").set_value(None)
     at.run()
     at.button(key="runs.start").click().run()
     _wait(at, lambda a: store.list_runs()["status"].iloc[0] == "finished", timeout=120)

@@ -58,6 +58,18 @@ def test_a_budget_too_small_is_a_problem_named_the_way_the_caller_names_it(store
     assert capsys.readouterr().err.strip() == f"error: {problem}" and store.list_runs().empty
 
 
+
+def test_a_budget_of_0_is_refused_through_plan_and_the_cli_never_read_as_no_limit(store, tiny, capsys):
+    """One meaning of 0 (the Runs page shows the same problem, tests/test_pages.py): no budget is None."""
+    problem = planning.plan(store, planning.RunRequest(tiny.name, TARGET, (PROPOSER,), budget=0), budget_name="--budget").problem
+    assert problem.startswith("--budget of 0 target calls would run nothing: give at least ")
+    assert problem.endswith("or no budget at all for no limit")
+    assert main(["optimize", "--dataset", tiny.name, "--target", TARGET, "--proposers", PROPOSER, "--budget", "0",
+                 "--db", str(store.path)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {problem}" and store.list_runs().empty
+    assert planning.plan(store, planning.RunRequest(tiny.name, TARGET, (PROPOSER,), budget=None)).problem is None
+
+
 def optimize_args(argv):
     return build_parser().parse_args(["optimize", *argv])
 

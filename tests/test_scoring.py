@@ -8,7 +8,7 @@ import pytest
 import fakes
 from promptlab.models import make_spec
 from promptlab.scoring import (HumanGrades, Judge, JudgeScore, JudgeSettings, Objective, ReferenceScore, judge_record,
-                               parse_metric, parse_scale, parse_scorer, save_scoring)
+                               metric_spec, parse_metric, parse_scale, parse_scorer, save_scoring)
 from promptlab.scoring.objective import ObjectiveError
 
 LABELS = ("billing", "technical")
@@ -160,3 +160,25 @@ def test_per_example_values_match_the_paired_comparison():
     c = compare(acc, rows, rows)
     assert c.diff == 0 and not c.significant
     assert np.isclose(acc.per_example(rows).mean(), acc.value(rows))
+
+
+@pytest.mark.parametrize("name, arg, floors, spec", [
+    ("accuracy", None, (), "accuracy"),
+    ("accuracy", "billing", (), "accuracy"),  # a name without an argument drops it
+    ("recall", "billing", (), "recall:billing"),
+    ("numeric", "", (), "numeric"),  # an empty argument is left out
+    ("recall:billing", None, [("precision:billing", 0.4)], "recall:billing; precision:billing>=0.4"),
+    ("accuracy", None, ["precision:billing>=0.5", " "], "accuracy; precision:billing>=0.5"),  # a --constraint as typed
+    ("numeric", "5%", (), "numeric:5%"),
+    ("regex", r"\d+;\d+", (), r"regex:\d+;\d+"),
+    ("json", "answer.city", (), "json:answer.city"),
+    ("exact", "x", (), "exact"),
+    ("judge", None, (), "judge"),
+])
+def test_one_function_writes_the_metric_spec_the_parsers_read(name, arg, floors, spec):
+    """The pages and the CLI write a spec with metric_spec alone; what it writes parses back to the same spec."""
+    assert metric_spec(name, arg, floors) == spec
+    if name.split(":")[0] in ("accuracy", "recall"):
+        assert parse_metric(spec, LABELS).spec == spec
+    elif name != "judge":
+        assert parse_scorer(spec).spec == spec

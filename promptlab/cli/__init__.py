@@ -1,4 +1,4 @@
-"""The command line, `python -m promptlab`: the dashboard's jobs, headless, assembled from one module per group."""
+"""The command line, `python -m promptlab`: what the dashboard does, headless, assembled from one module per group."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +16,7 @@ GROUPS = (datasets, models, evaluation, export, optimize, review, grade, study, 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="promptlab", parents=[OPTIONS],
-        description="Find the best prompt for an LLM on a labeled dataset. Same jobs as the dashboard, headless.",
+        description="Find the best prompt for an LLM on a labeled dataset. What the dashboard does, headless.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in GROUPS:

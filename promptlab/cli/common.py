@@ -15,6 +15,7 @@ from promptlab.progress import Progress
 from promptlab.prompt import PromptTemplate
 from promptlab.models import ModelSpec, resolve_model
 from promptlab.read import read_prompt_file
+from promptlab.scoring import objective
 from promptlab.scoring.objective import JudgeSettings, parse_scale
 from promptlab.store import Store
 from promptlab.text import format_score as fmt  # noqa: F401 - the commands' short name for it
@@ -86,7 +87,7 @@ def metric_spec(args, ceilings_ok: bool = False) -> str | None:
     floors = [c for c in given if not is_ceiling(c)]
     if not floors:
         return args.metric
-    return "; ".join([args.metric or "accuracy", *floors])
+    return objective.metric_spec(args.metric or "accuracy", floors=floors)
 
 
 def ceilings(args) -> list[str]:

@@ -16,7 +16,16 @@ from promptlab.read import MAX_PROMPT_FILE_BYTES, read_prompt_file
 
 
 def register(sub) -> None:
-    p = sub.add_parser("optimize", parents=[OPTIONS], help="search for a better prompt with an arena of proposer models")
+    p = sub.add_parser(
+        "optimize", parents=[OPTIONS],
+        help="search for a better prompt: by default instructions, demonstrations and edits over one budget, the "
+             "result confirmed on held-back data",
+        description="Search for a better prompt for the target model. The default strategy, auto, has the proposer "
+                    "models write instructions, searches sets of demonstrations for the best of them, has the "
+                    "proposers write instructions for those demonstrations, then edits the leader from its failures, "
+                    "all over one budget of target calls. Every candidate is raced, and the result replaces the "
+                    "baseline only if it beats it beyond noise on val examples the search never saw. --strategy runs "
+                    "one of these alone, or a chain of them.")
     p.add_argument("--dataset", required=True, help="stored dataset name, or a file path to import")
     p.add_argument("--target", required=True,
                    help="the model the prompt is for; several joined by commas (A,B,C): one search per model with the "

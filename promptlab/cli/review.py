@@ -82,10 +82,10 @@ def cmd_review(args) -> int:
 
 
 def _follow_to_a_pause(store, args) -> bool:
-    """For a run not paused: whether it has come to a round to decide. A run created, interrupted or stopped is run
-    on until it pauses or ends; any other says its status (and a finished one its summary)."""
+    """For a run not paused: whether it has come to a round to decide. A resumable run (runs.RESUMABLE) is run on
+    until it pauses or ends; any other says its status (and a finished one its summary)."""
     rec = store.run_row(args.run_id)
-    if rec["status"] in ("created", "interrupted", "stopped"):
+    if runs.is_resumable(rec["status"]):
         follow(store, args.run_id, args, reviewing=True)
         return store.run_row(args.run_id)["status"] == "paused"
     print(f"run {args.run_id} is {rec['status']}: nothing to decide")

@@ -19,7 +19,8 @@ def register(sub) -> None:
     p = rn.add_parser("show", parents=[OPTIONS], help="leaderboard and per-proposer attribution")
     p.add_argument("run_id")
     p.set_defaults(func=cmd_runs_show)
-    p = rn.add_parser("resume", parents=[OPTIONS], help="finish an interrupted run without repeating calls")
+    p = rn.add_parser("resume", parents=[OPTIONS], help="finish a run that stopped short ("
+                      f"{', '.join(runs.RESUMABLE)}) without repeating calls")
     p.add_argument("run_id")
     p.set_defaults(func=cmd_runs_resume)
     p = rn.add_parser("choose", parents=[OPTIONS],
@@ -150,8 +151,12 @@ def cmd_runs_resume(args) -> int:
     rec = run_record(store, args.run_id)
     if rec["kind"] != "optimize":
         raise PromptlabError(f"run {args.run_id} is an {rec['kind']} run; only optimize runs resume (re-run the eval: it is cached)")
-    if rec["status"] == "finished":
-        print(f"run {args.run_id} already finished; replaying it from the cache", file=sys.stderr)
+    status = rec["status"]
+    if status == "running":  # alive: mark_dead_runs (in run_record) made a dead one on this host 'interrupted'
+        raise PromptlabError(f"run {args.run_id} is running in another process (pid {rec['pid']} on {rec['host']}): "
+                             "a run is executed by one process at a time; stop it there, then resume it")
+    if not runs.is_resumable(status):  # finished, or paused for a review: replayed, it ends or pauses as it did
+        print(f"run {args.run_id} is {status}, not stopped short; replaying it from the cache", file=sys.stderr)
     return follow(store, args.run_id, args)
 
 

@@ -2,14 +2,14 @@
 # The names below are what pages may use; each lives in the module that owns its concern.
 from promptlab import calls
 from promptlab.dashboard.grading_panel import grading_panel
-from promptlab.dashboard.job_registry import (job_result, jobs, live_runs, run_is_live, running, stop_run,
-                                              take_result, wait_for)
+from promptlab.dashboard.worker_registry import (live_runs, run_is_live, running, stop_run, take_result, wait_for,
+                                                 worker_result, workers)
 from promptlab.dashboard.readers import (clear_readers, dataset, datasets_table, ensure_demo_dataset, get_store,
                                          model_choices, runs_table, zoo_table)
 from promptlab.dashboard.review_panel import round_review
 from promptlab.dashboard.settings import (DEFAULT_PROPOSERS, DEFAULT_TARGET, remember, remembered,
                                           remembered_prompt_keys, streamlit_secret)
-from promptlab.dashboard.widgets import (chart_exports, error_box, pick_grid, pick_run, setting_inputs,
+from promptlab.dashboard.widgets import (chart_exports, error_box, in_words, pick_grid, pick_run, setting_inputs,
                                          sidebar_nav)
 from promptlab.dashboard.workers import (
     analyze_study, group_matrix, score_candidate, score_elsewhere, score_matrix, score_prompts, start_group, start_run,

@@ -1,6 +1,6 @@
 """The grading panel: the analyst grades a prompt's outputs by hand and checks an LLM judge against the grades.
 Every action calls promptlab.grading, as the CLI's `grade` and `judge-check` do; fetching outputs and the judge
-check run as worker jobs, never in the page."""
+check run in workers, never in the page."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -9,7 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from promptlab import grading as G
-from promptlab.dashboard.job_registry import jobs, wait_for
+from promptlab.dashboard.widgets import in_words
+from promptlab.dashboard.worker_registry import wait_for, workers
 from promptlab.dashboard.workers import check_judge, grade_outputs
 from promptlab.errors import PromptlabError
 from promptlab.prompt import PromptTemplate
@@ -29,10 +30,10 @@ class _GradingChoices(NamedTuple):
 def grading_panel(store, ds, spec, default_prompt: str, judge_models: dict) -> None:
     """Grade a prompt's outputs one at a time from the keyboard, see the human score, check a judge."""
     choices = _grading_choices(default_prompt)
-    job_key = f"grade:{ds.name}"
+    worker_key = f"grade:{ds.name}"
     if st.button("Get outputs to grade", key="grade.load"):
-        _start_fetching(store, ds, spec, choices, job_key)
-    batch = _fetched_batch(job_key, choices.scale)
+        _start_fetching(store, ds, spec, choices, worker_key)
+    batch = _fetched_batch(worker_key, choices.scale)
     if batch is None:
         return
     graded = G.summary(store, ds.id, batch.prompt_id, batch.model_key, choices.scale, batch.pairs)
@@ -65,34 +66,34 @@ def _grading_choices(default_prompt: str) -> _GradingChoices:
     return _GradingChoices(text, split, int(limit), scale, blind, grader)
 
 
-def _start_fetching(store, ds, spec, choices: _GradingChoices, job_key: str) -> None:
+def _start_fetching(store, ds, spec, choices: _GradingChoices, worker_key: str) -> None:
     """Start the worker that produces the outputs to grade (from the top again); a prompt that does not fit the
     dataset is said instead."""
     try:
         prompt = PromptTemplate.from_text(choices.text)
         prompt.check(ds.input_cols)
-        grade_outputs(job_key, ds, spec, prompt, choices.split, choices.limit, choices.scale)
+        grade_outputs(worker_key, ds, spec, prompt, choices.split, choices.limit, choices.scale)
         st.session_state.pop("grade.pos", None)
     except PromptlabError as exc:
         st.error(str(exc))
 
 
-def _fetched_batch(job_key: str, scale: str):
+def _fetched_batch(worker_key: str, scale: str):
     """The outputs fetched on this scale (a grading.Batch), or None after saying why there are none to grade yet
     (nothing fetched, still fetching, failed, or fetched for another scale)."""
-    job = jobs().get(job_key)
-    if job is None:
+    worker = workers().get(worker_key)
+    if worker is None:
         return None
-    if job.running:
-        wait_for((job_key,), "Producing the outputs (calls already cached are free)", bar=True)
+    if worker.running:
+        wait_for((worker_key,), "Producing the outputs (calls already cached are free)", bar=True)
         return None
-    if job.error:
-        st.error(job.error)
+    if worker.error:
+        st.error(worker.error)
         return None
-    if job.result.scale != scale:
-        st.info(f"These outputs were fetched for the {job.result.scale} scale: press 'Get outputs to grade' again.")
+    if worker.result.scale != scale:
+        st.info(f"These outputs were fetched for the {worker.result.scale} scale: press 'Get outputs to grade' again.")
         return None
-    return job.result
+    return worker.result
 
 
 def _ungraded(store, ds, batch, scale: str) -> list:
@@ -133,7 +134,7 @@ def _judge_check(store, ds, spec, batch, choices: _GradingChoices, judge_models:
     if st.button("Check the judge", key="grade.calibrate", disabled=not any_graded):
         check_judge(f"calibrate:{ds.name}", ds, spec, batch.prompt, choices.split, choices.limit, choices.scale,
                     judge_models[judge_name], rubric)
-    cal = jobs().get(f"calibrate:{ds.name}")
+    cal = workers().get(f"calibrate:{ds.name}")
     if cal is not None and not cal.running:
         if cal.error:
             st.error(cal.error)
@@ -150,4 +151,4 @@ def _show_agreement(stats: dict) -> None:
     a2.metric("Within one point", "n/a" if stats["within_one"] is None else f"{stats['within_one']:.0%}")
     a3.metric("Cohen's kappa", fmt(stats["kappa"]))
     st.caption(f"On {stats['n']} outputs you graded: {G.kappa_reading(stats)}.")
-    st.dataframe(pd.DataFrame(stats["pairs"]), hide_index=True, width="stretch")
+    st.dataframe(in_words(pd.DataFrame(stats["pairs"])), hide_index=True, width="stretch")

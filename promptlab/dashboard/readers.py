@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from promptlab.dashboard.job_registry import live_runs
+from promptlab.dashboard.worker_registry import live_runs
 from promptlab.data import Dataset, import_dataset, stored_dataset
 from promptlab.local import ZOO, zoo_status
 from promptlab.models import ModelSpec, make_spec, spec_from_record

@@ -1,12 +1,12 @@
 """The review panel: the analyst's decisions on a paused round (keep, discard, edit, add, re-score, continue, stop).
-Every action calls promptlab.review, as the CLI's `review` does; re-scoring runs as a worker job, never in the page."""
+Every action calls promptlab.review, as the CLI's `review` does; re-scoring runs in a worker, never in the page."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
 from promptlab import review as R
-from promptlab.dashboard.job_registry import jobs, running, wait_for
+from promptlab.dashboard.worker_registry import running, wait_for, workers
 from promptlab.dashboard.readers import clear_readers
 from promptlab.dashboard.workers import rescore, start_run
 from promptlab.errors import PromptlabError
@@ -75,7 +75,7 @@ def _candidate_card(col, c: dict, decision: dict | None) -> None:
 
 
 def _candidate_actions(store, run_id: str, r: int, col, c: dict) -> None:
-    """Keep, Discard and Re-score (a worker job) buttons under a candidate, and an editor saving a new one."""
+    """Keep, Discard and Re-score (in a worker) buttons under a candidate, and an editor saving a new one."""
     b1, b2, b3 = col.columns(3)
     if b1.button("Keep", key=f"rv.keep.{run_id}.{r}.{c['id']}"):
         _decide(store, run_id, "keep", c["id"])
@@ -115,9 +115,9 @@ def _rescoring(run_id: str) -> bool:
     busy = running(f"rescore:{run_id}:")
     if busy:
         wait_for(tuple(busy), "Re-scoring on train+val… the result appears in the decisions table when it is done.")
-    for k, j in jobs().items():
-        if k.startswith(f"rescore:{run_id}:") and j.error:
-            st.error(j.error)
+    for k, w in workers().items():
+        if k.startswith(f"rescore:{run_id}:") and w.error:
+            st.error(w.error)
     return bool(busy)
 
 

@@ -1,5 +1,5 @@
 """Widgets the pages share: the sidebar's page names, the run picker, one input per strategy setting, chart downloads,
-and the error box."""
+the error box, and column headers in words."""
 from __future__ import annotations
 
 import pandas as pd
@@ -18,6 +18,16 @@ from promptlab.errors import PromptlabError
 PAGES = (("app.py", "promptlab"), ("pages/1_Datasets.py", "Datasets"),
          ("pages/2_Prompts_and_proposers.py", "Prompts and proposers"), ("pages/3_Runs.py", "Runs"),
          ("pages/4_Results.py", "Results"))
+
+
+# Column headers in words for the tables a person reads; the stored names stay the store's and the CLI's JSON keys.
+COLUMN_WORDS = {"n_rows": "rows", "label_col": "label column", "input_cols": "input columns", "created_at": "created",
+                "updated_at": "updated", "size_b": "size (B)", "example_idx": "example", "judge_reason": "judge's reason"}
+
+
+def in_words(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table with its column headers in words (COLUMN_WORDS), to show a person."""
+    return frame.rename(columns=COLUMN_WORDS)
 
 
 def sidebar_nav() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -64,7 +64,7 @@ class Metric:
     @property
     def spec(self) -> str:
         base = f"{self.name}:{self.label_display}" if self.label is not None else self.name
-        return base + "".join(f"; {m.spec}>={t:g}" for m, t in self.floors)
+        return with_floors(base, ((m.spec, t) for m, t in self.floors))
 
     @property
     def range(self) -> tuple[float, float]:
@@ -212,6 +212,13 @@ def constant_label(preds: Sequence[str | None], gold: Sequence[str] | None = Non
         if others and sum(p == g for p, g in others) >= 0.5 * len(others):
             return None
     return top
+
+
+def with_floors(spec: str, floors: Iterable[str | tuple[str, float]] = ()) -> str:
+    """A metric spec with its floors after it, as parse_metric reads them: 'recall:fraud; precision:fraud>=0.4'.
+    A floor is (metric spec, value), or already written as METRIC>=VALUE (a --constraint)."""
+    written = (f if isinstance(f, str) else f"{f[0].strip()}>={f[1]:g}" for f in floors)
+    return "; ".join([spec.strip(), *(w.strip() for w in written if w.strip())])
 
 
 def parse_metric(spec: str, labels: Sequence[str], constraints: Sequence[str] = ()) -> Metric:

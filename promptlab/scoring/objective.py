@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Iterable
 
 from promptlab.models import resolve_model, spec_from_record
 from promptlab.scoring.base import Objective, ScoringError
 from promptlab.scoring.judge import Judge, JudgeError, JudgeScore
-from promptlab.scoring.labels import GLOBAL_METRICS, LABEL_METRICS, parse_metric
+from promptlab.scoring.labels import GLOBAL_METRICS, LABEL_METRICS, parse_metric, with_floors
 from promptlab.scoring.scorers import DEFAULT as SCORER_DEFAULT, SCORER_KINDS, ReferenceScore, ScorerError, \
     parse_scorer
+
+# The names whose spec takes an argument after ':': a label metric's label; the regex, numeric and json scorers'
+# pattern, tolerance and field.
+TAKES_ARGUMENT = (*LABEL_METRICS, "regex", "numeric", "json")
 
 DEFAULT_RUBRIC = ("5: the answer is correct, complete and concise. 3: partly correct or padded with extra text. "
                   "1: wrong, empty, or off the task.")
@@ -31,6 +36,14 @@ def metric_choices(kind: str) -> list[str]:
     if kind == "unlabeled":
         return ["judge"]
     return []
+
+
+def metric_spec(name: str, arg: str | None = None, floors: Iterable[str | tuple[str, float]] = ()) -> str:
+    """The spec parse_objective reads, written in one place for the pages and the CLI: NAME, or NAME:ARG for a name
+    that takes an argument (TAKES_ARGUMENT; an empty ARG is left out), then each floor ('; precision:fraud>=0.4',
+    labels.with_floors). `name` may be a whole spec already ('recall:fraud'), to which the floors are added."""
+    name = name.strip()
+    return with_floors(f"{name}:{arg}" if arg and name in TAKES_ARGUMENT else name, floors)
 
 
 def default_spec(dataset) -> str:
@@ -140,4 +153,4 @@ def save_scoring(store, dataset, scoring: dict) -> tuple[dict, bool]:
 
 
 __all__ = ["ObjectiveError", "parse_objective", "check_scoring", "judge_from", "JudgeSettings", "judge_record", "parse_scale",
-           "save_scoring", "metric_choices", "default_spec", "DEFAULT_RUBRIC"]
+           "save_scoring", "metric_choices", "metric_spec", "default_spec", "DEFAULT_RUBRIC", "TAKES_ARGUMENT"]
