@@ -39,9 +39,9 @@ with st.container(border=True):
     p1, p2 = st.columns([3, 1])
     proposers = p1.multiselect("Proposers", model_names, default=[m for m in ui.remembered("proposers", ui.DEFAULT_PROPOSERS) if m in choices] or model_names[:2], key="runs.proposers")
     st.session_state.setdefault("runs.budget", 600)  # a default, yet clearable (a widget given a value is not)
-    budget = p2.number_input("Budget: target calls (empty: no limit)", 0, 1_000_000, None, step=100,
+    budget = p2.number_input("Budget: target requests (empty: no limit)", 0, 1_000_000, None, step=100,
                              key="runs.budget", placeholder="no limit",
-                             help="The target calls the search may ask for (cached ones count); test scoring is "
+                             help="The target requests the search may make, each prompt x example once (cached ones count); test scoring is "
                                   "extra. Clear the box for no limit; 0 is refused, as by `promptlab optimize`.")
     run_ds = ui.dataset(ds_name)
     metric_default = ui.remembered("metric", "accuracy") if run_ds.has_labels else default_spec(run_ds)
@@ -140,7 +140,7 @@ with st.expander("Start a study: same-family versus cross-family proposers, over
     s3, s4, s5 = st.columns(3)
     s_seeds = s3.number_input("Seeds", 1, 20, 3, key="study.seeds")
     s_rounds = s4.number_input("Rounds per run", 1, 50, 2, key="study.rounds")
-    s_budget = s5.number_input("Budget per run: target calls", 50, 1_000_000, 400, step=50, key="study.budget")
+    s_budget = s5.number_input("Budget per run: target requests", 50, 1_000_000, 400, step=50, key="study.budget")
     # The short form as for a run; the rest behind a toggle (an expander cannot hold another expander).
     s_mix, s_strategy = False, "arena"
     if st.toggle("Advanced: the strategy, and all proposers together as one more arm", key="study.advanced",
@@ -151,7 +151,7 @@ with st.expander("Start a study: same-family versus cross-family proposers, over
     s_specs = [choices[p] for p in s_props]
     s_mixes = [[p.label for p in s_specs]] if s_mix and len(s_specs) > 1 else None
     n_runs = len(s_targets) * len(S.proposer_sets(s_specs, s_mixes)) * int(s_seeds)
-    st.info(f"{n_runs} runs of up to {int(s_budget)} target calls each for the search (plus test scoring); "
+    st.info(f"{n_runs} runs of up to {int(s_budget)} target requests each for the search (plus test scoring); "
             "calls already cached are free.")
     try:
         st.caption(S.power(ui.dataset(ds_name), metric, int(s_seeds)))

@@ -122,7 +122,7 @@ def _lay_out_trajectories(fig: go.Figure, df: pd.DataFrame, xcol: str, metric: s
     """Title, axes, legend and stage shading; the y range padded around every val and minibatch score drawn."""
     fig.update_layout(
         title=title or "Score trajectories per proposer family",
-        xaxis_title="round" if xcol == "round" else "target calls requested",
+        xaxis_title="round" if xcol == "round" else "target requests",
         yaxis_title=f"val {metric}", template="plotly_white", legend={"orientation": "h", "y": -0.2},
         margin={"l": 50, "r": 20, "t": 60, "b": 40},
     )

@@ -1,4 +1,5 @@
-"""The one exception type users see: a message that says what is wrong and how to fix it."""
+"""The errors users see, each a message that says what is wrong and how to fix it: PromptlabError, and its kinds for a
+file a user gave (DataError) and for the database file (StoreError)."""
 
 
 class PromptlabError(Exception):

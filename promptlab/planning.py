@@ -330,7 +330,7 @@ def projection_line(proj: dict) -> str:
     """The projection in words (the CLI and the Runs page): calls, racing, confirmation."""
     search = proj["target_search"]
     cap = f", capped by the budget at {proj['budget']}" if proj["budget"] else ""
-    line = (f"target calls for the search {search['min']}–{search['max']} (expected ~{search['expected']}{cap}), "
+    line = (f"target requests for the search {search['min']}–{search['max']} (expected ~{search['expected']}{cap}), "
             f"{proj['target_test']} for the final test scoring, {proj['proposer_calls']} proposer calls")
     if proj.get("per_candidate"):
         line += (f"; racing scores a candidate on ~{proj['per_candidate']:.0f} of {proj['n_val_search']} search-val "
@@ -358,12 +358,12 @@ def budget_problem(proj: dict, flag: str = "the budget") -> str | None:
     need = proj["baseline_calls"] + proj["confirm_calls"]
     least = max(need + 1, proj["target_search"]["min"])
     if proj["budget"] is not None and proj["budget"] < 1:
-        return (f"{flag} of {proj['budget']} target calls would run nothing: give at least {least}, or no budget at all "
+        return (f"{flag} of {proj['budget']} target requests would run nothing: give at least {least}, or no budget at all "
                 "for no limit")
     if proj["budget"] is not None and proj["budget"] < need:
         held = (f" and hold back {proj['confirm_calls']} for confirming the finalists on the held-back val examples"
                 + (" and simplifying the result" if proj.get("prefer") == "simple" else "") if proj["confirm_calls"] else "")
-        return (f"{flag} of {proj['budget']} target calls cannot even score the baseline(s) on the val split "
+        return (f"{flag} of {proj['budget']} target requests cannot even score the baseline(s) on the val split "
                 f"({proj['baseline_calls']} calls){held}. Raise it to at least {least}"
                 + (", or lower --confirm." if held else "."))
     return None
@@ -380,7 +380,7 @@ class RunRequest:
     strategy: str = DEFAULT_STRATEGY
     rounds: int = 5
     seed: int = 0
-    budget: int | None = None  # target calls for the search
+    budget: int | None = None  # target requests for the search (each prompt x example once, cached or not)
     patience: int | None = None
     max_proposer_calls: int | None = None
     max_proposer_tokens: int | None = None

@@ -92,7 +92,7 @@ class StudyRequest:
     proposers: tuple[str, ...]  # each runs alone
     seeds: int = 3
     mixes: tuple[tuple[str, ...], ...] = ()  # proposers also run together, by label
-    budget: int | None = 600  # target calls per run for the search
+    budget: int | None = 600  # target requests per run for the search (the budget's unit)
     rounds: int = 3
     metric: str = "accuracy"
     strategy: str = "arena"

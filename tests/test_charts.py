@@ -35,7 +35,7 @@ def test_x_axis_can_be_target_calls():
     fig = charts.score_trajectories(CANDS, x="target_requests")
     t = traces(fig)
     assert list(t["qwen: best so far"].x) == [100, 200, 330]
-    assert fig.layout.xaxis.title.text == "target calls requested"
+    assert fig.layout.xaxis.title.text == "target requests"
 
 
 def test_empty_and_other_charts():

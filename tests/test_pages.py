@@ -208,7 +208,7 @@ def test_the_runs_page_refuses_a_budget_of_0_and_reads_an_empty_box_as_no_limit(
     assert not at.warning and any(b.key == "runs.start" for b in at.button)
     at.number_input(key="runs.budget").set_value(0).run()
     assert not at.exception
-    assert any(w.value.startswith("The budget of 0 target calls would run nothing") for w in at.warning)
+    assert any(w.value.startswith("The budget of 0 target requests would run nothing") for w in at.warning)
     assert not any(b.key == "runs.start" for b in at.button)
     at.number_input(key="runs.budget").set_value(300).run()
     assert any("capped by the budget at 300" in i.value for i in at.info)

@@ -50,9 +50,9 @@ def test_bad_names_fail_with_the_same_line_through_plan_and_the_cli(store, tiny,
 
 def test_a_budget_too_small_is_a_problem_named_the_way_the_caller_names_it(store, tiny, capsys):
     request = planning.RunRequest(tiny.name, TARGET, (PROPOSER,), budget=5)
-    assert planning.plan(store, request).problem.startswith("the budget of 5 target calls cannot even score the baseline")
+    assert planning.plan(store, request).problem.startswith("the budget of 5 target requests cannot even score the baseline")
     problem = planning.plan(store, request, budget_name="--budget").problem
-    assert problem.startswith("--budget of 5 target calls")
+    assert problem.startswith("--budget of 5 target requests")
     assert main(["optimize", "--dataset", tiny.name, "--target", TARGET, "--proposers", PROPOSER, "--budget", "5",
                  "--db", str(store.path)]) == 1
     assert capsys.readouterr().err.strip() == f"error: {problem}" and store.list_runs().empty
@@ -62,7 +62,7 @@ def test_a_budget_too_small_is_a_problem_named_the_way_the_caller_names_it(store
 def test_a_budget_of_0_is_refused_through_plan_and_the_cli_never_read_as_no_limit(store, tiny, capsys):
     """One meaning of 0 (the Runs page shows the same problem, tests/test_pages.py): no budget is None."""
     problem = planning.plan(store, planning.RunRequest(tiny.name, TARGET, (PROPOSER,), budget=0), budget_name="--budget").problem
-    assert problem.startswith("--budget of 0 target calls would run nothing: give at least ")
+    assert problem.startswith("--budget of 0 target requests would run nothing: give at least ")
     assert problem.endswith("or no budget at all for no limit")
     assert main(["optimize", "--dataset", tiny.name, "--target", TARGET, "--proposers", PROPOSER, "--budget", "0",
                  "--db", str(store.path)]) == 1

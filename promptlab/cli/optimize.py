@@ -23,7 +23,7 @@ def register(sub) -> None:
         description="Search for a better prompt for the target model. The default strategy, auto, has the proposer "
                     "models write instructions, searches sets of demonstrations for the best of them, has the "
                     "proposers write instructions for those demonstrations, then edits the leader from its failures, "
-                    "all over one budget of target calls. Every candidate is raced, and the result replaces the "
+                    "all over one budget of target requests. Every candidate is raced, and the result replaces the "
                     "baseline only if it beats it beyond noise on val examples the search never saw. --strategy runs "
                     "one of these alone, or a chain of them.")
     p.add_argument("--dataset", required=True, help="stored dataset name, or a file path to import")
@@ -45,7 +45,7 @@ def register(sub) -> None:
                         "variant the held-back examples show no worse than it beyond the simplification margin; score "
                         "ships the decided result as it is (cheap: the same as simple)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--budget", type=int, help="max target calls for the search (test scoring is extra)")
+    p.add_argument("--budget", type=int, help="target requests the search may make: each prompt x example asked for once, whether the cache answers it or not (test scoring is extra; leave it out for no limit)")
     p.add_argument("--max-proposer-calls", type=int)
     p.add_argument("--max-proposer-tokens", type=int)
     p.add_argument("--patience", type=int, help="stop after this many rounds without improvement")

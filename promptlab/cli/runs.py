@@ -200,7 +200,7 @@ def step_line(step) -> str | None:
         return f"  #{step.candidate_id}: {mb}val {fmt(step.val_score)} (n={step.n_val})"
     if k == "stage_started":
         what = f"{step.role} ({step.strategy})" if step.role else step.strategy
-        return f"stage {step.stage}: {what}" + (f" (until {step.target_cap} target calls)" if step.target_cap else "")
+        return f"stage {step.stage}: {what}" + (f" (until {step.target_cap} target requests)" if step.target_cap else "")
     if k == "critique":
         err = f" (error: {step.error[:80]})" if step.error else ""
         return f"  {step.critic} on #{step.prompt_id} ({step.n_errors} errors): {step.feedback[:100]}{err}"

@@ -19,7 +19,7 @@ def register(sub) -> None:
     p.add_argument("--proposers", help="comma-separated proposer models (each is run alone)")
     p.add_argument("--mix", action="append", help="also run these proposers together, e.g. A+B (repeat)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
-    p.add_argument("--budget", type=int, default=600, help="target calls per run for the search (equal for all)")
+    p.add_argument("--budget", type=int, default=600, help="target requests per run for the search, each prompt x example once, cached or not (equal for all)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--candidates", type=int, default=2)
     p.add_argument("--metric", default="accuracy")
