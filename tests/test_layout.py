@@ -118,3 +118,45 @@ def test_reading_data_and_results_does_not_import_litellm():
             "print('litellm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
+
+
+LONG_MODULE_LINES = 600
+
+
+def test_no_module_over_600_lines_without_its_one_job_said_first():
+    """A module over ~600 lines says in its docstring's first line why it is one job (STYLE.md: one job per room)."""
+    found = []
+    for path in sorted((ROOT / "promptlab").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > LONG_MODULE_LINES:
+            first = (ast.get_docstring(ast.parse(text)) or "").splitlines()[:1]
+            if not first or "one job" not in first[0]:
+                found.append(f"{path.relative_to(ROOT)} ({len(text.splitlines())} lines)")
+    assert not found, "modules over 600 lines whose first line does not say why they are one job:\n" + "\n".join(found)
+
+
+# Four concepts a newcomer looks for, each in one file named for it: what defines it is defined nowhere else.
+CONCEPTS = {
+    "optimize/auto.py": {"STAGES", "SHARES", "Auto"},  # auto's stages and their shares
+    "optimize/confirmation.py": {"ConfirmationSettings", "split_val", "decision_set", "simplify", "finalize"},
+    "optimize/ceiling.py": {"parse_ceilings", "broken", "describe_ceilings", "note", "breaks", "over"},
+    "optimize/meta_prompt.py": {"build_meta_prompt", "MetaPromptParts", "DEFAULT_META_PROMPT", "parts_record"},
+}
+
+
+def _defined(path: Path) -> set[str]:
+    out = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, ast.Assign):
+            out |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return out
+
+
+def test_each_of_four_concepts_lives_in_one_file_named_for_it():
+    defined = {p.relative_to(ROOT / "promptlab").as_posix(): _defined(p) for p in (ROOT / "promptlab").rglob("*.py")}
+    for home, names in CONCEPTS.items():
+        assert names <= defined[home], f"{home} lacks {names - defined[home]}"
+        elsewhere = {f"{p}: {n}" for p, d in defined.items() if p != home for n in d & names}
+        assert not elsewhere, f"defined outside {home}: {sorted(elsewhere)}"

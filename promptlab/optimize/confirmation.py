@@ -1,4 +1,6 @@
-"""What ships: the decision at the end of a search, the simplification of what it chose, and the held-out finale.
+"""What ships, one job from the search's leader to the tested result: val held back, the decision, the simplification.
+
+The decision at the end of a search, the simplification of what it chose, and the held-out finale:
 
 1. **The decision.** The finalists (the best by search score that beat the start there) and the start are scored on
    the examples no search step saw: the held-back part of val, and (config version >= 4) the train rows that no step
