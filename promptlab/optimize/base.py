@@ -207,8 +207,11 @@ class RunFinished(Step):
 
 @dataclass
 class Counters:
-    target_requests: int = 0  # distinct (prompt, example) pairs asked for, cached or not (what budgets count)
-    target_calls: int = 0  # new calls made now
+    """What a run has asked of its models. A *request* is a (prompt, example) pair or a proposer call asked for, cached
+    or not (what budgets count); a *call* is a request the cache could not answer, made now to the model."""
+
+    target_requests: int = 0  # distinct (prompt, example) pairs asked for, cached or not: the budget's unit
+    target_calls: int = 0  # of them, calls made to the target in this execution (the rest came from the cache)
     target_cached: int = 0
     proposer_requests: int = 0
     proposer_calls: int = 0
