@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from promptlab import charts, export, jobs, results, review, runs
+from promptlab import charts, export, jobs, report, results, review, runs
 from promptlab import group as G
 from promptlab import dashboard as ui
 from promptlab import study as S
@@ -19,7 +19,7 @@ run_id, opt, labels = ui.pick_run("results.run", "No optimization runs yet: star
 ids = opt["id"].tolist()
 summary = results.summarize(store, run_id)
 cands = store.candidates(run_id)
-st.caption(f"Status: **{summary['status']}**" + (f" ({why})" if (why := results.stop_reason(summary)) else "")
+st.caption(f"Status: **{summary['status']}**" + (f" ({why})" if (why := report.stop_reason(summary)) else "")
            + f" · target {summary['target']} · metric {summary['metric']} · seed {summary['seed']}")
 
 
@@ -33,11 +33,11 @@ c2.metric("Result val / test", f"{fmt(summary['best_val'])} / {fmt(summary['best
           delta=None if gain is None else f"{gain:+.3f} test vs baseline", delta_color="normal" if gain else "off")
 c3.metric("n (val / test)", f"{summary['n_val']} / {summary['n_test']}")
 c4.metric("Rounds · candidates", f"{summary['rounds']} · {summary['candidates']}")
-if result := results.result_line(summary):
+if result := report.result_line(summary):
     (st.success if summary["result"]["replaced_baseline"] else st.info)(result)
-for line in results.simplified_lines(summary):
+for line in report.simplified_lines(summary):
     st.caption(line)
-if leader := results.leader_line(summary):
+if leader := report.leader_line(summary):
     lead = st.container(border=True)
     lead.markdown(leader.split(" To ship it anyway")[0])
     chosen = summary.get("chosen")
@@ -49,15 +49,15 @@ if leader := results.leader_line(summary):
             st.rerun()
         except PromptlabError as exc:
             ui.error_box(exc)
-if cost := results.cost_line(summary):
+if cost := report.cost_line(summary):
     st.caption(cost + ".")
-if parts := results.parts_lines(summary):
+if parts := report.parts_lines(summary):
     with st.expander("What each part of the result adds (test, with its cost per call)", expanded=True):
         for line in parts:
             st.markdown(f"- {line}")
-if calls := results.calls_line(summary):
+if calls := report.calls_line(summary):
     st.caption(calls[0].upper() + calls[1:] + ".")
-if fails := results.failures_line(summary):
+if fails := report.failures_line(summary):
     st.caption(f"Endpoint {fails}.")
 if len(summary.get("stages") or []) > 1 or any(x["proposer_calls"] for x in summary.get("stages") or []):
     with st.expander("Where the calls went, stage by stage"):
@@ -325,7 +325,7 @@ if other:
 
 # --- report ----------------------------------------------------------------------------------------
 st.subheader("Report")
-report = results.markdown_report(store, run_id)
+report = report.markdown_report(store, run_id)
 st.download_button("Markdown report for a team review", report, file_name=f"{run_id}-report.md", mime="text/markdown",
                    key="results.report")
 with st.expander("Preview the report"):

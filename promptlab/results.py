@@ -1,6 +1,7 @@
-"""Reading a run back: its leaderboard (with each candidate's marks), per-proposer attribution, the family
-view, its summary and the lines that put it in words, live progress, and the Markdown report. Used alike by the
-CLI, the pages and the benchmarks; `runs` drives a run and writes, this module only reads.
+"""Reading a run back as tables and records: its leaderboard (with each candidate's marks and costs), per-proposer
+attribution, the stage report, the family view, its summary and live progress. Used alike by the CLI, the pages, the
+report and the benchmarks; `runs` drives a run and writes, this module only reads (it never calls a model), and
+report.py puts what it reads in words.
 """
 from __future__ import annotations
 
@@ -318,23 +319,6 @@ def stage_table(stages: list[dict]) -> pd.DataFrame:
                  "never_scored": "never scored", "leader_after": "leader after", "ended": "why it ended"})
 
 
-def stages_line(stages: list[dict]) -> str | None:
-    """Where a run's calls went and what came of them, in one line per stage (the CLI and the report)."""
-    if not stages:
-        return None
-    parts = []
-    for st in stages:
-        props = (f", {st['proposer_calls']} proposer calls, {st['usable']} usable of {st['written']} written"
-                 + (f" ({st['copied']} dropped for copying an input)" if st.get("copied") else "")
-                 if st["proposer_calls"] else "")
-        props += f", {st['never_scored']} never scored" if st.get("never_scored") else ""
-        lead = f", leader {st['leader_after']:.3f} after it" if st["leader_after"] is not None else ""
-        parts.append(f"{st['stage']}: {st['calls']} target calls, {st['candidates']} candidates{props}{lead}"
-                     + (f", ended: {st['ended']}" if st.get("ended") else "")
-                     + (" (the result came from here)" if st["result_from_here"] else ""))
-    return "stages — " + "; ".join(parts)
-
-
 def best_candidate(steps: list[dict], cands: pd.DataFrame, chosen: dict | None = None) -> pd.DataFrame:
     """The run's result as a one-row frame: the candidate the analyst chose over the decision (`chosen`, the run's
     stored choice), else the one its finish named, or (a run still going or stopped) the best on val so far; empty
@@ -460,26 +444,6 @@ def _result_costs(store: Store, run_id: str, cands: pd.DataFrame, base: pd.DataF
     return out
 
 
-def cost_line(summary: dict) -> str | None:
-    """'Cost per call (test): result 359 tokens in, 1 out, 1.99 s per call (median of 140); baseline 61 tokens
-    in, ...'; None before anything was scored."""
-    c = summary.get("costs") or {}
-    parts = [f"{name} {Cost.from_record(c[key]).line()}" for key, name in (("result", "result"), ("baseline", "baseline"))
-             if c.get(key) and c[key].get("calls")]
-    if not parts:
-        return None
-    if summary.get("best_id") is not None and summary.get("best_proposer") == "baseline":
-        parts = parts[:1]  # the result is the baseline
-    elif len(parts) == 2:
-        mine, theirs = Cost.from_record(c["result"]), Cost.from_record(c["baseline"])
-        ratios = [f"{a / b:.1f}x the baseline's {what}" for a, b, what in
-                  ((mine.prompt_tokens, theirs.prompt_tokens, "tokens"), (mine.latency_s, theirs.latency_s, "latency"))
-                  if a is not None and b]
-        if ratios:
-            parts[-1] += f" ({', '.join(ratios)})"
-    return f"Cost per call ({c.get('split', 'val')}): " + "; ".join(parts)
-
-
 _SIDE_BY_SIDE = ("run_id", "dataset", "target", "metric", "seed", "rounds", "baseline_val", "baseline_test", "best_val",
                  "best_test", "best_proposer")
 
@@ -496,25 +460,6 @@ STOP_REASONS = {"rounds": "every round ran", "budget": "the budget was spent", "
                 "no errors": "the leader made no mistake on the train rows probed"}
 
 
-def stop_reason(summary: dict) -> str | None:
-    """Why the run's search ended, in words, or None (a run still going, or stored without a reason)."""
-    reason = summary.get("reason")
-    return STOP_REASONS.get(reason, reason) if reason else None
-
-
-def result_line(summary: dict) -> str | None:
-    """How the result was chosen, in words (the CLI, the Results page and the report), or None for runs
-    stored before confirmation existed."""
-    r = summary.get("result")
-    if not r:
-        return None
-    line = r["reading"]
-    if r.get("gap") is not None:
-        line += (f" The finalist's search score {r['search_score']:.3f} against {r['confirm_score']:.3f} on the "
-                 f"held-back examples: a gap of {r['gap']:+.3f} (how much the search overrated it).")
-    return line
-
-
 def _result(steps: list[dict]) -> dict | None:
     """How the run's result was chosen (runs that confirm on held-back val): the winner, whether it replaced
     the baseline, the paired test, and the gap between its search and confirmation scores (the overfitting)."""
@@ -526,29 +471,6 @@ def _result(steps: list[dict]) -> dict | None:
     return {k: w.get(k) for k in ("winner_id", "reference_id", "replaced_baseline", "diff", "ci", "p_value", "level",
                                   "n_confirm", "search_score", "confirm_score", "reading", "leader_id", "margin",
                                   "n_from_train")} | {"gap": gap, "looks": w.get("looks", 1)}
-
-
-def leader_line(summary: dict) -> str | None:
-    """When the decision kept the start although the search's leader scored higher on the held-back examples: so,
-    with the leader's held-back gain and CI, and how to ship it anyway; when the analyst chose the result, so. Else
-    None."""
-    r, chosen = summary.get("result") or {}, summary.get("chosen")
-    if chosen:
-        return (f"The analyst chose #{chosen['candidate_id']} as the result over the decision's #{summary.get('decided_id')}"
-                + (f" ({chosen['note']})" if chosen.get("note") else "") + ".")
-    if not r or r.get("replaced_baseline") or not r.get("leader_id") or not (r.get("diff") or 0) > 0:
-        return None
-    lo, hi = r.get("ci") or (None, None)
-    ci = f", {S.level_text(r['level'])} CI [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else ""
-    return (f"The baseline stays the result, although the search's leader #{r['leader_id']} scored {r['diff']:+.3f} over "
-            f"it on the {r['n_confirm']} held-back examples{ci}: the evidence does not rule out that it is worse by "
-            f"{r.get('margin') or 0:g} or more. To ship it anyway: `promptlab runs choose {summary['run_id']} "
-            f"{r['leader_id']}` (or 'Ship #{r['leader_id']} instead' on the Results page).")
-
-
-def simplified_lines(summary: dict) -> list[str]:
-    """What the simplification tried after the decision, one line per variant (the stored readings)."""
-    return [x["reading"] for x in summary.get("simplified") or [] if x.get("reading")]
 
 
 PART_NAMES = {"result": "the result", "instruction_alone": "its instruction alone, without demos",
@@ -582,30 +504,6 @@ def result_parts(store: Store, run_id: str, steps: list[dict], cands: pd.DataFra
     return out
 
 
-def parts_lines(summary: dict) -> list[str]:
-    """What each part of the result adds on test, in words, each with its cost per call."""
-    parts = {p["role"]: p for p in summary.get("parts") or []}
-    res = parts.get("result")
-    if not res:
-        return []
-    out, shown = [], set()
-    for role, what in (("start_with_demos", "The instruction adds"), ("instruction_alone", "The demos add"),
-                       ("start", "The whole result adds")):
-        p = parts.get(role)
-        if p and p["result_minus_it"] is not None and p["id"] not in shown:
-            shown.add(p["id"])
-            lo, hi = p["ci"]
-            out.append(f"{what} {p['result_minus_it']:+.3f} on test (95% CI [{lo:+.3f}, {hi:+.3f}], n={p['n']}): "
-                       f"#{res['id']} {format_score(res['test'])} against {PART_NAMES[role]} (#{p['id']}) "
-                       f"{format_score(p['test'])}; {_per_call(res)} per call against {_per_call(p)}.")
-    return out
-
-
-def _per_call(part: dict) -> str:
-    tokens = "?" if part.get("tokens_in") is None else f"{part['tokens_in']:.0f} tokens"
-    return tokens + ("" if part.get("latency_s") is None else f", {part['latency_s']:.2f} s")
-
-
 def _decision_counts(steps: list[dict]) -> dict:
     """{who: {action: count}} over the run's decided steps (the analyst's and the rule's)."""
     out: dict = {}
@@ -616,49 +514,6 @@ def _decision_counts(steps: list[dict]) -> dict:
     return out
 
 
-def decisions_line(summary: dict) -> str | None:
-    """Who decided the rounds, in one line (the CLI and the report), or None when nothing was recorded."""
-    dec = summary.get("decisions") or {}
-    if not dec:
-        return None
-    parts = [f"{who}: " + ", ".join(f"{n} {a}" for a, n in sorted(acts.items())) for who, acts in sorted(dec.items())]
-    return "decisions — " + "; ".join(parts)
-
-
-def calls_line(summary: dict) -> str | None:
-    """The run's LLM calls in one line (the CLI and the Results page), or None for a run that has not started.
-
-    "Made" counts every call stored for the run, over all its executions: a semi-automatic run pauses and
-    resumes each round, and the live counters only see the last execution (whose replayed steps are read
-    back from the cache, so they show up there as hits, not as new calls).
-    """
-    s = summary
-    if s.get("cache_hit_rate") is None and not s.get("calls_stored_for_run"):
-        return None
-    stored = s.get("calls_stored_for_run") or {}
-    made = (stored.get("eval", 0), stored.get("propose", 0))
-    line = f"calls made for this run: {made[0]} target + {made[1]} proposer"
-    if s.get("judge_calls"):
-        line += f" + {s['judge_calls']} judge (outside the budget)"
-    hits = f" ({s['cache_hit_rate']:.0%} hits)" if s.get("cache_hit_rate") is not None else ""
-    if made != (s["target_calls"], s["proposer_calls"]):
-        line += (f"; its last execution (after a pause or a resume) made {s['target_calls'] + s['proposer_calls']} "
-                 f"and read {s['cached_calls']} from the cache{hits}, replayed steps included")
-    else:
-        line += f"; {s['cached_calls']} answered from the cache{hits}"
-    return line + f"; {s['repeated_calls']} repeated"
-
-
-def failures_line(summary: dict) -> str | None:
-    """The run's endpoint failures in one line (the CLI and the Results page), or None when there were none."""
-    fails = summary.get("failures") or {}
-    if not fails.get("failed_attempts"):
-        return None
-    kinds = ", ".join(f"{k} {v}" for k, v in fails["failed_attempts"].items())
-    return (f"failed attempts: {kinds}; {fails['recovered_calls']} call(s) recovered on retry, {fails['failed_calls']} "
-            "failed for good (scored as wrong, never cached, asked again on the next run)")
-
-
 def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
@@ -666,7 +521,6 @@ def _rate(part: int, whole: int) -> float | None:
 def stored_dataset_name(store: Store, dataset_id: str) -> str | None:
     row = store.dataset_row(dataset_id)
     return row["name"] if row else None
-
 
 
 def live_progress(store: Store, run_id: str) -> dict:
@@ -724,101 +578,3 @@ def family_view(store: Store, run_id: str) -> pd.DataFrame:
             "its test": float(best["test_score"].iloc[0]) if len(best) and best["test_score"].notna().iloc[0] else None,
         })
     return pd.DataFrame(rows)
-
-
-def markdown_report(store: Store, run_id: str) -> str:
-    """A run as Markdown for a team review: setup, headline with n and CIs, leaderboard, attribution."""
-    s = summarize(store, run_id)
-    rec = store.run_row(run_id)
-    board = leaderboard(store, run_id)
-    fam = family_view(store, run_id)
-    base = board[board["proposer"] == "baseline"].head(1)
-    best = board[board["id"] == s["best_id"]].head(1)
-    lines = [
-        *_report_setup(s, run_id),
-        *_report_result(s, base, best),
-        *_report_proposers(s, fam),
-        *_report_leaderboard(board),
-        "", f"Meta-prompt template: {len(rec['config']['meta_prompt'])} characters, stored with the run.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _ci_text(frame: pd.DataFrame, which: str) -> str:
-    """' [low, high]': the first row's `which` ('val', 'test') confidence interval, or nothing without one."""
-    if frame.empty:
-        return ""
-    lo, hi = frame.iloc[0][f"{which}_ci_low"], frame.iloc[0][f"{which}_ci_high"]
-    return f" [{format_score(lo)}, {format_score(hi)}]" if lo == lo and lo is not None else ""
-
-
-def _report_setup(s: dict, run_id: str) -> list[str]:
-    """The report's title and setup lines: data, target, metric, proposers, status, decisions, stages."""
-    return [
-        f"# promptlab run {run_id}",
-        "",
-        f"- Dataset: **{s['dataset']}**; target **{s['target']}**; metric **{s['metric']}**; seed {s['seed']}",
-        f"- Proposers: {', '.join(p['model'] + ' (' + p['family'] + ')' for p in s['proposers'])}",
-        f"- Status: {s['status']} ({s.get('reason') or '—'}), {s['rounds']} round(s), {s['candidates']} candidates, "
-        f"{s['gated']} stopped at the minibatch gate ({s['calls_saved_by_gate']} calls saved)",
-        *([f"- {dec[0].upper()}{dec[1:]}"] if (dec := decisions_line(s)) else []),
-        *([f"- {st[0].upper()}{st[1:]}"] if (st := stages_line(s["stages"])) else []),
-        "",
-    ]
-
-
-def _report_result(s: dict, base: pd.DataFrame, best: pd.DataFrame) -> list[str]:
-    """The report's result section: baseline and result on val and test with CIs, how the result was chosen, its
-    cost per call, and the result prompt. `base`, `best`: their one-row leaderboard frames."""
-    f = format_score
-    return [
-        "## Result (95% CIs; test is held out: no proposer ever saw it)",
-        "",
-        "| prompt | val | test |",
-        "|---|---|---|",
-        f"| baseline | {f(s['baseline_val'])}{_ci_text(base, 'val')} (n={s['n_val']}) | {f(s['baseline_test'])}{_ci_text(base, 'test')} (n={s['n_test']}) |",
-        f"| result (#{s['best_id']}, {s['best_proposer']}) | {f(s['best_val'])}{_ci_text(best, 'val')} | {f(s['best_test'])}{_ci_text(best, 'test')} |",
-        "",
-        *([result_line(s), ""] if result_line(s) else []),
-        *[f"- {line}" for line in simplified_lines(s)], *([""] if simplified_lines(s) else []),
-        *([leader, ""] if (leader := leader_line(s)) else []),
-        *([cost, ""] if (cost := cost_line(s)) else []),
-        *(["What each part of the result adds:", "", *[f"- {line}" for line in parts], ""] if (parts := parts_lines(s)) else []),
-        "Result prompt:",
-        "",
-        "```text",
-        (s["best_prompt"] or "").strip(),
-        "```",
-        "",
-    ]
-
-
-def _report_proposers(s: dict, fam: pd.DataFrame) -> list[str]:
-    """The report's proposer table: family, relation to the target (from the family view `fam`), candidates asked
-    for, valid ones, best val, rounds won."""
-    lines = [
-        "## Proposers",
-        "",
-        "| proposer | family | relation to target | candidates asked | valid | best val | wins |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    rel = dict(zip(fam["proposer"], fam["relation"])) if len(fam) else {}
-    for p in s["proposers"]:
-        rate = f"{p['valid']} ({p['valid_rate']:.0%})" if p["valid_rate"] is not None else str(p["valid"])
-        lines.append(f"| {p['model']} | {p['family']} | {rel.get(p['model'], '')} | {p['candidates']} | {rate} | "
-                     f"{format_score(p['best_val'])} | {p['wins']} |")
-    return lines
-
-
-def _report_leaderboard(board: pd.DataFrame) -> list[str]:
-    """The report's leaderboard: the top 20 by val, with test where scored and cost per call."""
-    f = format_score
-    lines = ["", "## Leaderboard (val; test where scored; cost per call on the val examples scored)", "",
-             "| # | round | proposer | val | test | tokens in | latency | prompt |", "|---|---|---|---|---|---|---|---|"]
-    for r in board.head(20).itertuples():
-        text = (f"[+{r.demos_shown} demos] " if r.demos_shown else "") + " ".join(str(r.text).split()).replace("|", "\\|")
-        val = f(r.val_score) if r.val_score == r.val_score else f"{r.status} (minibatch {f(r.minibatch_score)})"
-        tokens = "—" if r.tokens_in is None or r.tokens_in != r.tokens_in else f"{r.tokens_in:.0f}"
-        latency = "—" if r.latency_s is None or r.latency_s != r.latency_s else f"{r.latency_s:.2f} s"
-        lines.append(f"| {r.id} | {r.round} | {r.proposer} | {val} | {f(r.test_score)} | {tokens} | {latency} | {text[:120]} |")
-    return lines

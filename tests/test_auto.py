@@ -7,7 +7,7 @@ import pytest
 
 import fakes
 from conftest import sentiment_dataset
-from promptlab import planning, results, runs
+from promptlab import planning, report, results, runs
 from promptlab.optimize import registry
 from promptlab.scoring import stats
 from promptlab.data import holdout_split, import_dataset, stratified_order
@@ -274,9 +274,9 @@ def test_the_baseline_stays_when_the_search_winner_was_lucky(store, tmp_path):
     r = s["result"]
     assert not r["replaced_baseline"] and s["best_id"] == 1 and s["best_proposer"] == "baseline"
     assert "did not score higher, so the result is the baseline" in r["reading"] and r["leader_id"] != 1
-    assert results.leader_line(s) is None  # the leader did not lead on the held-back examples: nothing to offer
+    assert report.leader_line(s) is None  # the leader did not lead on the held-back examples: nothing to offer
     assert r["search_score"] == 1.0 and r["confirm_score"] < 0.6 and r["gap"] > 0.4
-    assert "gap" in results.result_line(s)
+    assert "gap" in report.result_line(s)
     board = results.leaderboard(store, run_id)
     assert board.iloc[0]["val_score"] == 1.0 and board.iloc[0]["confirm_score"] < 0.6  # overfit, shown
 

@@ -5,7 +5,7 @@ import json
 import sys
 
 from promptlab import group as G
-from promptlab import results, runs
+from promptlab import report, results, runs
 from promptlab.cli.common import OPTIONS, fmt, open_store, print_json
 from promptlab.errors import PromptlabError
 from promptlab.jobs import matrix_lines
@@ -136,7 +136,7 @@ def cmd_runs_choose(args) -> int:
     if args.json:
         print_json(summary)
         return 0
-    print(results.leader_line(summary) or f"The result of {args.run_id} is the decision's again: #{summary['best_id']}.")
+    print(report.leader_line(summary) or f"The result of {args.run_id} is the decision's again: #{summary['best_id']}.")
     print(f"result #{summary['best_id']} ({summary['best_proposer']})  val {fmt(summary['best_val'])}  "
           f"test {fmt(summary['best_test'])}")
     return 0
@@ -220,14 +220,14 @@ def step_line(step) -> str | None:
 
 
 def print_run(store, s: dict) -> None:
-    why = results.stop_reason(s)
+    why = report.stop_reason(s)
     print(f"\nrun {s['run_id']} ({s['status']}{', ' + why if why else ''}): {s['dataset']}, "
           f"target {s['target']}, metric {s['metric']}, seed {s['seed']}")
     print(f"baseline  val {fmt(s['baseline_val'])}  test {fmt(s['baseline_test'])}")
     print(f"result #{s['best_id']} ({s['best_proposer']})  val {fmt(s['best_val'])}  test {fmt(s['best_test'])}"
           f"  (val n={s['n_val']}, test n={s['n_test']})")
-    for line in [results.result_line(s), *results.simplified_lines(s), results.leader_line(s), results.cost_line(s),
-                 *results.parts_lines(s)]:
+    for line in [report.result_line(s), *report.simplified_lines(s), report.leader_line(s), report.cost_line(s),
+                 *report.parts_lines(s)]:
         if line:
             print(line)
     print("result prompt:\n  " + (s["best_prompt"] or "").replace("\n", "\n  "))
@@ -248,11 +248,11 @@ def print_run(store, s: dict) -> None:
         rate = f"{p['valid_rate']:.0%}" if p["valid_rate"] is not None else "n/a"
         print(f"  {p['model']:<30} {p['family']:<8} {p['candidates']:>3} asked  {p['valid']:>3} valid ({rate})  "
               f"best {fmt(p['best_val'])}  wins {p['wins']}")
-    if line := results.decisions_line(s):
+    if line := report.decisions_line(s):
         print("\n" + line)
-    if line := results.stages_line(s.get("stages") or []):
+    if line := report.stages_line(s.get("stages") or []):
         print("\n" + line)
-    if fails := results.failures_line(s):
+    if fails := report.failures_line(s):
         print("\n" + fails)
-    print(f"\n{results.calls_line(s) or 'calls: none yet'}; "
+    print(f"\n{report.calls_line(s) or 'calls: none yet'}; "
           f"{s['gated']} candidate(s) stopped before all of val saved {s['calls_saved_by_gate']} calls")
