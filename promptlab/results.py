@@ -6,7 +6,6 @@ report.py puts what it reads in words.
 from __future__ import annotations
 
 import math
-import re
 
 import pandas as pd
 
@@ -195,27 +194,42 @@ def attribution(store: Store, run_id: str, steps: list[dict] | None = None) -> l
     return list(out.values())
 
 
-def stage_report(steps: list[dict], strategy: str = "") -> list[dict]:
-    """What each stage of a run did and gave, in run order: the target requests it spent, the candidates it
-    scored, its proposer calls, the proposals asked for and written, the usable ones, the leader's search score
-    when it ended, and whether the run's result came from it. A run without stages (one strategy) is one stage.
+def asked_per_call(config: dict) -> int:
+    """The prompts each proposer call of a run asks for, by its stored config: its `candidates` setting (every
+    setting is stored with a run; runs stored before that asked for 2, the default then). What a proposal step
+    stored before it recorded its own count (config version 4) is read as."""
+    return int(RunConfig.from_record(config).strategy_params.get("candidates", 2))
 
-    'asked': prompts the meta-prompts asked for (n per call); 'written': prompts found in the replies (cut-off
-    ones included); 'usable': those that passed the screen (not empty, overlong, a copy, a leak of the format, a
+
+def proposal_counts(step: dict, per_call: int) -> dict:
+    """One proposer call's proposals, from its stored proposal_made step: 'asked', the prompts the call asked for
+    (its own record, else the run's `per_call`: asked_per_call); 'written', the prompts found in the reply (cut-off
+    ones included); 'usable', those that passed the screen (not empty, overlong, a copy, a leak of the format, a
     repeat) and became candidates."""
+    usable = len(step.get("accepted") or ())
+    dropped = step.get("dropped") or {}
+    return {"asked": step["asked"] if step.get("asked") is not None else per_call,
+            "written": usable + sum(v for k, v in dropped.items() if k != "no_tags"), "usable": usable}
+
+
+def stage_report(steps: list[dict], config: dict) -> list[dict]:
+    """What each stage of a run did and gave, in run order: the target requests it spent, the candidates it
+    scored, its proposer calls, the proposals asked for, written and usable (proposal_counts), the leader's search
+    score when it ended, and whether the run's result came from it. A run without stages (one strategy) is one
+    stage. `config`: the run's stored config (its strategy names a run without stages; what a call asks for)."""
     winner = next((x["winner_id"] for x in reversed(steps) if x["kind"] == "winner_chosen"),
                   next((x["best_id"] for x in reversed(steps) if x["kind"] == "run_finished"), None))
-    stages, calls = _stage_tallies(steps, strategy)
+    stages, calls = _stage_tallies(steps, config.get("strategy", ""), asked_per_call(config))
     return [_stage_row(st, calls, winner) for st in stages]
 
 
 _STAGE_WORK = ("candidate_proposed", "candidate_scored", "proposal_made", "critique", "round_finished")
 
 
-def _stage_tallies(steps: list[dict], strategy: str) -> tuple[list[dict], int]:
+def _stage_tallies(steps: list[dict], strategy: str, per_call: int) -> tuple[list[dict], int]:
     """(each stage's running tally, in run order, as _new_stage opens it and _tally fills it; the target requests
     counted when the steps end). A stage ends where the next starts or the confirmation does; without
-    stage_started steps the whole search is one stage named after `strategy`."""
+    stage_started steps the whole search is one stage named after `strategy`. `per_call`: asked_per_call."""
     stages: list[dict] = []
     calls = 0
     staged = any(x["kind"] == "stage_started" for x in steps)
@@ -240,7 +254,7 @@ def _stage_tallies(steps: list[dict], strategy: str) -> tuple[list[dict], int]:
         if not stages:
             stages.append(_new_stage(strategy, "", calls))
         if "end" not in stages[-1]:
-            calls = _tally(stages[-1], x, calls)
+            calls = _tally(stages[-1], x, calls, per_call)
     return stages, calls
 
 
@@ -250,7 +264,7 @@ def _new_stage(name: str, role: str, calls: int) -> dict:
             "proposer_calls": 0, "asked": 0, "written": 0, "usable": 0, "copied": 0, "leader_after": None}
 
 
-def _tally(st: dict, x: dict, calls: int) -> int:
+def _tally(st: dict, x: dict, calls: int, per_call: int) -> int:
     """Count one step of a stage's work into its tally `st`; returns the target requests counted after it."""
     kind = x["kind"]
     if kind == "candidate_proposed":
@@ -263,12 +277,9 @@ def _tally(st: dict, x: dict, calls: int) -> int:
         st.setdefault("rounds", set()).add(x.get("round"))
     elif kind == "proposal_made":
         st["proposer_calls"] += 1
-        st["usable"] += len(x.get("accepted") or ())
-        dropped = x.get("dropped") or {}
-        st["written"] += len(x.get("accepted") or ()) + sum(v for k, v in dropped.items() if k != "no_tags")
-        st["copied"] += dropped.get("copies_input", 0)
-        # recorded since config version 4; before, read from the meta-prompt's wording
-        st["asked"] += x["asked"] if x.get("asked") is not None else _asked(x.get("meta_prompt") or "")
+        for key, n in proposal_counts(x, per_call).items():
+            st[key] += n
+        st["copied"] += (x.get("dropped") or {}).get("copies_input", 0)
     elif kind == "critique":
         st["proposer_calls"] += 1
     elif kind == "round_finished":
@@ -289,15 +300,6 @@ def _stage_row(st: dict, calls: int, winner: int | None) -> dict:
             "result_from_here": winner in st["ids"],
             # where it lies on a trajectory chart's axes: target requests, and rounds
             "span_requests": (st["start"], end), "span_rounds": (min(rounds), max(rounds))}
-
-
-def _asked(meta_prompt: str) -> int:
-    """How many prompts a meta-prompt asked for ("Reply with exactly N instructions"), 0 when it does not say."""
-    m = _ASKED.search(meta_prompt)
-    return int(m.group(1)) if m else 0
-
-
-_ASKED = re.compile(r"Reply with exactly (\d+) instructions")
 
 
 def result_stage(stages: list[dict]) -> str | None:
@@ -370,7 +372,7 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         "simplified": [{k: x.get(k) for k in ("candidate_id", "of_id", "change", "accepted", "reading", "cost")}
                        for x in steps if x["kind"] == "simplified"],
         "parts": result_parts(store, run_id, steps, cands),
-        "stages": stage_report(steps, rec["config"].get("strategy", "")),
+        "stages": stage_report(steps, rec["config"]),
         "costs": _result_costs(store, run_id, cands, base, best),
     }
 

@@ -1,5 +1,6 @@
 """auto, racing and the honest winner, with scripted models: properties by construction."""
 import hashlib
+import json
 
 import numpy as np
 import pandas as pd
@@ -215,6 +216,27 @@ def test_two_rounds_of_few_usable_proposals_are_not_evidence(store, dataset):
     assert len(arena_rounds) == 4 and s["reason"] == "patience"
     asked = [x["asked"] for x in store.steps(run_id) if x["kind"] == "proposal_made"]
     assert asked == [4] * 4 and s["stages"][0]["asked"] == 16 and s["stages"][0]["usable"] == 8
+
+
+def test_proposals_asked_are_read_from_stored_data_never_from_the_meta_prompts_wording(store, dataset):
+    """A proposal step stored before it recorded how many prompts it asked for (config version 4) counts what the run's
+    stored config asks of every call (its candidates setting), whatever its meta-prompt says: a template edited so
+    that it no longer reads "Reply with exactly N instructions" still reports them asked."""
+    tgt, prop = _clone_or_contender(False)
+    cfg = planning.make_config(dataset, tgt, [prop], seed=3, rounds=2, minibatch_size=6, budget=2000, candidates=3,
+                               demos_share=0.0, demo_instructions_share=0.0, edits_share=0.0)
+    s = runs.execute(store, (run_id := runs.create_run(store, cfg)))
+    calls = s["stages"][0]["proposer_calls"]
+    assert calls >= 1 and s["stages"][0]["asked"] == 3 * calls
+    with store.transaction() as con:
+        for seq, data in con.execute("SELECT seq, data FROM steps WHERE run_id = ? AND kind = 'proposal_made'",
+                                     [run_id]).fetchall():
+            step = json.loads(data)
+            del step["asked"]  # as stored before the count was recorded
+            step["meta_prompt"] = "Write better instructions, one per <prompt> tag."  # an edited template
+            con.execute("UPDATE steps SET data = ? WHERE run_id = ? AND seq = ?", [json.dumps(step), run_id, seq])
+    again = results.summarize(store, run_id)
+    assert again["stages"] == s["stages"]
 
 
 def test_a_stage_that_finds_nothing_hands_its_calls_on(store, dataset):
