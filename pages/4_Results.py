@@ -87,7 +87,7 @@ ui.chart_exports(fig, f"{run_id}-trajectories", "results.trajectories")
 st.subheader("Per-proposer attribution")
 attr = pd.DataFrame(summary["proposers"])
 if len(attr):
-    st.dataframe(attr[["model", "family", "calls", "candidates", "valid", "valid_rate", "best_val", "wins"]],
+    st.dataframe(attr[["model", "family", "calls", "asked", "written", "usable", "usable_rate", "best_val", "wins"]],
                  hide_index=True, width="stretch")
     bars = charts.attribution_bars(attr)
     st.plotly_chart(bars, width="stretch", key="results.attr")
@@ -120,7 +120,7 @@ else:
             st.info(S.reading(cell_list, target, pairs))
         st.dataframe(cells[["target", "proposer", "family", "relation", "seeds", "finished", "gain_mean", "ci_low",
                             "ci_high", "p_value", "n_test", "better_on", "worse_on", "baseline_test", "best_test",
-                            "proposals_valid", "proposals_asked"]],
+                            "asked", "written", "usable"]],
                      hide_index=True, width="stretch")
         st.caption("Gain: the best prompt's test score minus the baseline's on the same test examples, averaged over "
                    "seeds; CI: paired bootstrap over examples and seeds; p: paired sign-flip test (exact McNemar with "

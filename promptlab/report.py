@@ -227,19 +227,19 @@ def _report_result(s: dict, base: pd.DataFrame, best: pd.DataFrame) -> list[str]
 
 
 def _report_proposers(s: dict, fam: pd.DataFrame) -> list[str]:
-    """The report's proposer table: family, relation to the target (from the family view `fam`), candidates asked
-    for, valid ones, best val, rounds won."""
+    """The report's proposer table: family, relation to the target (from the family view `fam`), the proposals asked
+    for, written and usable (with the usable share of those asked), best val, rounds won."""
     lines = [
         "## Proposers",
         "",
-        "| proposer | family | relation to target | candidates asked | valid | best val | wins |",
-        "|---|---|---|---|---|---|---|",
+        "| proposer | family | relation to target | asked | written | usable (share of asked) | best val | wins |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     rel = dict(zip(fam["proposer"], fam["relation"])) if len(fam) else {}
     for p in s["proposers"]:
-        rate = f"{p['valid']} ({p['valid_rate']:.0%})" if p["valid_rate"] is not None else str(p["valid"])
-        lines.append(f"| {p['model']} | {p['family']} | {rel.get(p['model'], '')} | {p['candidates']} | {rate} | "
-                     f"{format_score(p['best_val'])} | {p['wins']} |")
+        rate = f"{p['usable']} ({p['usable_rate']:.0%})" if p["usable_rate"] is not None else str(p["usable"])
+        lines.append(f"| {p['model']} | {p['family']} | {rel.get(p['model'], '')} | {p['asked']} | {p['written']} | "
+                     f"{rate} | {format_score(p['best_val'])} | {p['wins']} |")
     return lines
 
 

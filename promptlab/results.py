@@ -157,31 +157,29 @@ def leaderboard_table(board: pd.DataFrame, marks: bool = False) -> pd.DataFrame:
 
 
 def attribution(store: Store, run_id: str, steps: list[dict] | None = None) -> list[dict]:
-    """Per proposer: candidates asked for, valid ones, valid rate, best val score, rounds won."""
+    """Per proposer: its calls, the proposals asked for, written and usable (proposal_counts), the usable rate
+    (usable / asked), its best val score, rounds won, failed calls and the proposals dropped by reason. A strategy
+    that chooses rather than writes (few-shot: "fewshot/<method>") has no calls: each candidate it chose counts as
+    asked, written and usable."""
     steps = steps if steps is not None else store.steps(run_id)
     rec = store.run_row(run_id)
-    n = RunConfig.from_record(rec["config"]).strategy_params.get("candidates", 2)
+    per_call = asked_per_call(rec["config"])
     cands = store.candidates(run_id)
     out: dict[str, dict] = {}
     for p in rec["config"]["proposers"]:
         label = p.get("name") or p["model"]
-        out[label] = {"model": label, "family": p.get("family", "unknown"), "calls": 0, "candidates": 0,
-                      "valid": 0, "valid_rate": None, "best_val": None, "wins": 0, "errors": 0, "dropped": {}}
-    # Strategies that choose rather than write (few-shot: "fewshot/<method>") have candidates but no calls.
+        out[label] = _proposer_row(label, p.get("family", "unknown"))
     searched = cands[(cands["proposer"] != "baseline") & ~cands["family"].isin(AFTER_DECISION)]
     for label, family in searched[["proposer", "family"]].drop_duplicates().itertuples(index=False):
         if label not in out and not any(s["kind"] == "proposal_made" and s["proposer"] == label for s in steps):
             k = int((cands["proposer"] == label).sum())
-            out[label] = {"model": label, "family": family, "calls": 0, "candidates": k, "valid": k, "valid_rate": None,
-                          "best_val": None, "wins": 0, "errors": 0, "dropped": {}}
+            out[label] = _proposer_row(label, family) | {"asked": k, "written": k, "usable": k}
     for s in steps:
         if s["kind"] == "proposal_made":
-            row = out.setdefault(s["proposer"], {"model": s["proposer"], "family": s["family"], "calls": 0, "candidates": 0,
-                                                 "valid": 0, "valid_rate": None, "best_val": None, "wins": 0,
-                                                 "errors": 0, "dropped": {}})
+            row = out.setdefault(s["proposer"], _proposer_row(s["proposer"], s["family"]))
             row["calls"] += 1
-            row["candidates"] += n
-            row["valid"] += len(s["accepted"])
+            for key, n in proposal_counts(s, per_call).items():
+                row[key] += n
             row["errors"] += 1 if s.get("error") else 0
             for why, k in (s.get("dropped") or {}).items():
                 row["dropped"][why] = row["dropped"].get(why, 0) + k
@@ -190,8 +188,14 @@ def attribution(store: Store, run_id: str, steps: list[dict] | None = None) -> l
     for label, row in out.items():
         mine = cands[(cands["proposer"] == label) & cands["val_score"].notna()]
         row["best_val"] = float(mine["val_score"].max()) if len(mine) else None
-        row["valid_rate"] = row["valid"] / row["candidates"] if row["candidates"] else None
+        row["usable_rate"] = row["usable"] / row["asked"] if row["asked"] else None
     return list(out.values())
+
+
+def _proposer_row(label: str, family: str) -> dict:
+    """An empty attribution row for a proposer."""
+    return {"model": label, "family": family, "calls": 0, "asked": 0, "written": 0, "usable": 0, "usable_rate": None,
+            "best_val": None, "wins": 0, "errors": 0, "dropped": {}}
 
 
 def asked_per_call(config: dict) -> int:

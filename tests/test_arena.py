@@ -69,13 +69,14 @@ def test_attribution_is_complete(store, dataset):
     cands = store.candidates(run_id)
     by_model = {p["model"]: p for p in s["proposers"]}
     assert set(by_model) == {"fake/prop-a", "fake/prop-b", "fake/prop-c"}
-    assert sum(p["valid"] for p in s["proposers"]) == (cands["proposer"] != "baseline").sum()
+    assert sum(p["usable"] for p in s["proposers"]) == (cands["proposer"] != "baseline").sum()
     steps = store.steps(run_id)
     winners = [st["winner_proposer"] for st in steps if st["kind"] == "round_finished" and st["winner_proposer"]]
     assert sum(p["wins"] for p in s["proposers"]) == len(winners)
     assert sum(p["calls"] for p in s["proposers"]) == 3 * 2  # arena of 2 per round
     for p in s["proposers"]:
-        assert p["family"] == "unknown" and p["candidates"] == 4 * p["calls"]  # four asked per call
+        assert p["family"] == "unknown" and p["asked"] == 4 * p["calls"]  # four asked per call
+        assert p["asked"] >= p["written"] >= p["usable"] and p["usable_rate"] == p["usable"] / p["asked"]
     # every candidate row says who wrote it, in which round, from which parents and meta-prompt
     props = cands[cands["proposer"] != "baseline"]
     assert props["meta_prompt"].str.len().min() > 100 and props["raw_reply"].str.contains("<prompt>").all()
@@ -270,7 +271,7 @@ def test_baseline_with_input_placeholder_requires_it_in_candidates(store, datase
                            [make_spec(fakes.script("forgetful", forgetful))], rounds=1, minibatch_size=8, strategy="arena",
                            baselines=[PromptTemplate(system="", user="Label: {input}")])
     run_id, s = run_once(store, cfg)
-    assert s["proposers"][0]["dropped"].get("missing_input") == 1 and s["proposers"][0]["valid"] == 1
+    assert s["proposers"][0]["dropped"].get("missing_input") == 1 and s["proposers"][0]["usable"] == 1
 
 
 def test_runs_left_running_by_a_dead_process_are_marked_interrupted(store, dataset):

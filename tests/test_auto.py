@@ -237,6 +237,8 @@ def test_proposals_asked_are_read_from_stored_data_never_from_the_meta_prompts_w
             con.execute("UPDATE steps SET data = ? WHERE run_id = ? AND seq = ?", [json.dumps(step), run_id, seq])
     again = results.summarize(store, run_id)
     assert again["stages"] == s["stages"]
+    assert [(p["asked"], p["written"], p["usable"]) for p in again["proposers"]] == \
+        [(p["asked"], p["written"], p["usable"]) for p in s["proposers"]]
 
 
 def test_a_stage_that_finds_nothing_hands_its_calls_on(store, dataset):

@@ -68,7 +68,7 @@ def test_fewshot_finds_demos_that_cover_the_labels(store, dataset):
     assert all(d["idx"] in train for demos in cands["demos"] for d in demos)  # demos come from train only
     assert len({tuple(map(str, d)) for d in found["demos"]}) == len(found)  # no candidate scored twice
     by = {p["model"]: p for p in s["proposers"]}
-    assert sum(p["candidates"] for p in by.values()) == len(found)
+    assert sum(p["asked"] for p in by.values()) == len(found)
 
 
 def test_fewshot_similar_demos_differ_per_input(dataset):

@@ -243,11 +243,11 @@ def print_run(store, s: dict) -> None:
         cost = f"  {r.tokens_in:.0f} tok {r.latency_s:.2f} s" if r.tokens_in == r.tokens_in and r.tokens_in is not None \
             and r.latency_s == r.latency_s and r.latency_s is not None else ""
         print(f"  #{r.id:<3} r{r.round:<2} {str(r.proposer)[:26]:<26} val {val}{n}{conf}{test}{marks}{cost}  {text[:60]}")
-    print("\nproposers (candidates asked, valid, best val, round wins)")
+    print("\nproposers (proposals asked, written, usable with their share of those asked, best val, round wins)")
     for p in s["proposers"]:
-        rate = f"{p['valid_rate']:.0%}" if p["valid_rate"] is not None else "n/a"
-        print(f"  {p['model']:<30} {p['family']:<8} {p['candidates']:>3} asked  {p['valid']:>3} valid ({rate})  "
-              f"best {fmt(p['best_val'])}  wins {p['wins']}")
+        rate = f"{p['usable_rate']:.0%}" if p["usable_rate"] is not None else "n/a"
+        print(f"  {p['model']:<30} {p['family']:<8} {p['asked']:>3} asked  {p['written']:>3} written  "
+              f"{p['usable']:>3} usable ({rate})  best {fmt(p['best_val'])}  wins {p['wins']}")
     if line := report.decisions_line(s):
         print("\n" + line)
     if line := report.stages_line(s.get("stages") or []):
