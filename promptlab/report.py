@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from promptlab.cost import Cost
-from promptlab.results import PART_NAMES, STOP_REASONS, family_view, leaderboard, summarize
+from promptlab.results import PART_NAMES, family_view, leaderboard, stop_words, summarize
 from promptlab.scoring import stats as S
 from promptlab.store import Store
 from promptlab.text import format_score
@@ -52,8 +52,17 @@ def cost_line(summary: dict) -> str | None:
 
 def stop_reason(summary: dict) -> str | None:
     """Why the run's search ended, in words, or None (a run still going, or stored without a reason)."""
-    reason = summary.get("reason")
-    return STOP_REASONS.get(reason, reason) if reason else None
+    return stop_words(summary.get("reason"))
+
+
+def status_line(summary: dict) -> str:
+    """A run's status in words (the Results page, the CLI and the report): 'finished'; the calls that failed for good
+    only when there were some ('finished with 2 failed calls'); then why its search ended, when known ('finished —
+    every round ran')."""
+    failed = (summary.get("failures") or {}).get("failed_calls") or 0
+    line = summary["status"] + (f" with {failed} failed call{'' if failed == 1 else 's'}" if failed else "")
+    why = stop_reason(summary)
+    return line + (f" — {why}" if why else "")
 
 
 def result_line(summary: dict) -> str | None:
@@ -159,6 +168,21 @@ def failures_line(summary: dict) -> str | None:
             "failed for good (scored as wrong, never cached, asked again on the next run)")
 
 
+def call_line(call: dict) -> str:
+    """One proposer call (results.proposals) in a line, for the Results page and the CLI: 'fake/a: asked 4, written
+    3, usable 2 (#5, #6)', or for a critique 'fake/c: critique of #3'; with its error, and when the reply came from
+    the cache."""
+    if call["call"] == "critique":
+        line = f"{call['proposer']}: critique of #{call['criticized']}"
+    else:
+        made = ", ".join(f"#{c}" for c in call["candidates"])
+        line = (f"{call['proposer']}: asked {call['asked']}, written {call['written']}, usable {call['usable']}"
+                + (f" ({made})" if made else ""))
+    if call.get("error"):
+        line += f"; error: {call['error'][:120]}"
+    return line + ("; the reply came from the cache" if call.get("cached") else "")
+
+
 def markdown_report(store: Store, run_id: str) -> str:
     """A run as Markdown for a team review: setup, headline with n and CIs, leaderboard, attribution."""
     s = summarize(store, run_id)
@@ -192,7 +216,7 @@ def _report_setup(s: dict, run_id: str) -> list[str]:
         "",
         f"- Dataset: **{s['dataset']}**; target **{s['target']}**; metric **{s['metric']}**; seed {s['seed']}",
         f"- Proposers: {', '.join(p['model'] + ' (' + p['family'] + ')' for p in s['proposers'])}",
-        f"- Status: {s['status']} ({s.get('reason') or '—'}), {s['rounds']} round(s), {s['candidates']} candidates, "
+        f"- Status: {status_line(s)}; {s['rounds']} round(s), {s['candidates']} candidates, "
         f"{s['gated']} stopped at the minibatch gate ({s['calls_saved_by_gate']} calls saved)",
         *([f"- {dec[0].upper()}{dec[1:]}"] if (dec := decisions_line(s)) else []),
         *([f"- {st[0].upper()}{st[1:]}"] if (st := stages_line(s["stages"])) else []),

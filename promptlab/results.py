@@ -1,5 +1,6 @@
-"""Reading a run back as tables and records: its leaderboard (with each candidate's marks and costs), per-proposer
-attribution, the stage report, the family view, its summary and live progress. Used alike by the CLI, the pages, the
+"""Reading a stored run back, one job past 600 lines: every function reads its steps and candidates, none writes.
+Its leaderboard (with each candidate's marks and costs), per-proposer attribution, the stage report, each proposer
+call's meta-prompt and reply, the family view, its summary and live progress. Used alike by the CLI, the pages, the
 report and the benchmarks; `runs` drives a run and writes, this module only reads (it never calls a model), and
 report.py puts what it reads in words.
 """
@@ -9,6 +10,7 @@ import math
 
 import pandas as pd
 
+from promptlab.columns import in_words
 from promptlab.cost import Cost, costs
 from promptlab.data import Dataset, stored_dataset
 from promptlab.errors import PromptlabError
@@ -37,12 +39,12 @@ def run_setup(store: Store, run_id: str) -> tuple[Dataset, ModelSpec, Objective]
 
 
 def misses(res: EvalResult) -> pd.DataFrame:
-    """The examples a prompt did not get right: with labels, its wrong answers (and how each reply was read);
-    with scored replies, those without full marks, lowest score first."""
-    wrong = res.rows[~res.rows["correct"]]
+    """The examples a prompt did not get right (the example's text as `input`): with labels, its wrong answers (and
+    how each reply was read); with scored replies, those without full marks, lowest score first."""
+    wrong = res.rows[~res.rows["correct"]].rename(columns={"text": "input"})
     if res.labels:
-        return wrong[["example_idx", "text", "gold", "reply", "parse"]]
-    return wrong.sort_values("score")[["example_idx", "text", "gold", "reply", "score", "detail"]].rename(
+        return wrong[["example_idx", "input", "gold", "reply", "parse"]]
+    return wrong.sort_values("score")[["example_idx", "input", "gold", "reply", "score", "detail"]].rename(
         columns={"gold": "reference"})
 
 
@@ -134,15 +136,10 @@ def baseline_of(board: pd.DataFrame) -> pd.Series | None:
     return base.iloc[0] if len(base) else None
 
 
-_BOARD_WORDS = {"n_scored": "val examples scored", "minibatch_score": "score on them", "confirm_score": "held-back val",
-                "demos_shown": "demos", "constant": "constant answer", "tokens_in": "tokens in per call",
-                "tokens_out": "tokens out per call", "latency_s": "latency per call (s)", "price_1k": "$ per 1,000 calls"}
-
-
 def leaderboard_table(board: pd.DataFrame, marks: bool = False) -> pd.DataFrame:
-    """A leaderboard (not empty) as the pages show it, its columns in words. With `marks`: each candidate's
-    constant answer, its floors (when the metric has any), the analyst's decision, and its difference from the
-    baseline on val and from its own held-back val score."""
+    """A leaderboard (not empty) as the pages show it, its columns in words (columns.in_words: the prompt's text is
+    'prompt'). With `marks`: each candidate's constant answer, its floors (when the metric has any), the analyst's
+    decision, and its difference from the baseline on val and from its own held-back val score."""
     cols = ["id", "round", "proposer", "family", "status", "n_scored", "minibatch_score", "val_score", "val_ci_low",
             "val_ci_high", "confirm_score", "test_score"]
     if marks:
@@ -151,9 +148,9 @@ def leaderboard_table(board: pd.DataFrame, marks: bool = False) -> pd.DataFrame:
     view = board[cols + ["demos_shown", "text"]].copy()
     if marks:
         base = baseline_of(board)
-        view["Δ val vs baseline"] = view["val_score"] - (float(base["val_score"]) if base is not None else math.nan)
-        view["gap (val − held-back)"] = view["val_score"] - view["confirm_score"]
-    return view.rename(columns=_BOARD_WORDS)
+        view["val_vs_baseline"] = view["val_score"] - (float(base["val_score"]) if base is not None else math.nan)
+        view["val_minus_held_back"] = view["val_score"] - view["confirm_score"]
+    return in_words(view)
 
 
 def attribution(store: Store, run_id: str, steps: list[dict] | None = None) -> list[dict]:
@@ -312,17 +309,46 @@ def result_stage(stages: list[dict]) -> str | None:
 
 
 def stage_table(stages: list[dict]) -> pd.DataFrame:
-    """The stage report as a table for the Results page."""
+    """The stage report as a table for the Results page, its columns in words (columns.in_words)."""
     frame = pd.DataFrame(stages)
     if frame.empty:
         return frame
     frame["result"] = frame["result_from_here"].map({True: "from here", False: ""})
     for col, empty in (("copied", 0), ("never_scored", 0), ("ended", None)):  # reports stored before they were kept
         frame[col] = frame[col] if col in frame else empty
-    return frame[["stage", "calls", "candidates", "proposer_calls", "asked", "written", "usable", "copied",
-                  "never_scored", "leader_after", "ended", "result"]].rename(
-        columns={"calls": "target calls", "proposer_calls": "proposer calls", "copied": "dropped: copied an input",
-                 "never_scored": "never scored", "leader_after": "leader after", "ended": "why it ended"})
+    frame = frame.rename(columns={"calls": "target_requests"})  # a proposer's `calls` are its own calls
+    return in_words(frame[["stage", "target_requests", "candidates", "proposer_calls", "asked", "written", "usable",
+                           "copied", "never_scored", "leader_after", "ended", "result"]])
+
+
+def proposals(store: Store, run_id: str, round_: int | None = None) -> list[dict]:
+    """Every proposer call of a run (or of round `round_`), in run order, as its step stored it: the round, the stage
+    (its role, else its strategy), the model asked (`proposer`), the `call` ('proposal'; 'critique' for the critic of
+    an edits stage), the exact `meta_prompt` it received and its `reply`, the proposals asked, written and usable
+    (proposal_counts; None for a critique), the candidates it gave, the proposals dropped by reason, its error, and
+    whether the reply came from the cache. A proposal's reply is the model's raw text; a critique's is its feedback
+    as passed on to the editor (cut to the gradient's max_feedback_chars), the only form a critique stores."""
+    rec = store.run_row(run_id)
+    per_call = asked_per_call(rec["config"])
+    stage = rec["config"].get("strategy", "")
+    out = []
+    for x in store.steps(run_id):
+        if x["kind"] == "stage_started":
+            stage = x.get("role") or x["strategy"]
+        elif x["kind"] in ("proposal_made", "critique") and round_ in (None, x["round"]):
+            out.append({"round": x["round"], "stage": stage, **_proposer_call(x, per_call), "error": x.get("error")})
+    return out
+
+
+def _proposer_call(step: dict, per_call: int) -> dict:
+    """What a proposal_made or critique step stored of its call (see proposals)."""
+    if step["kind"] == "critique":
+        return {"proposer": step["critic"], "family": None, "call": "critique", "meta_prompt": step["meta_prompt"],
+                "reply": step["feedback"], "asked": None, "written": None, "usable": None, "candidates": [],
+                "dropped": {}, "cached": None, "criticized": step["prompt_id"]}
+    return {"proposer": step["proposer"], "family": step["family"], "call": "proposal", "meta_prompt": step["meta_prompt"],
+            "reply": step["raw_reply"], **proposal_counts(step, per_call), "candidates": list(step["accepted"]),
+            "dropped": step.get("dropped") or {}, "cached": step.get("cached"), "criticized": None}
 
 
 def best_candidate(steps: list[dict], cands: pd.DataFrame, chosen: dict | None = None) -> pd.DataFrame:
@@ -466,6 +492,11 @@ STOP_REASONS = {"rounds": "every round ran", "budget": "the budget was spent", "
                 "no errors": "the leader made no mistake on the train rows probed"}
 
 
+def stop_words(reason: str | None) -> str | None:
+    """A stored stop reason ('budget') in words ('the budget was spent'), an unknown one as it is; None for none."""
+    return STOP_REASONS.get(reason, reason) if reason else None
+
+
 def _result(steps: list[dict]) -> dict | None:
     """How the run's result was chosen (runs that confirm on held-back val): the winner, whether it replaced
     the baseline, the paired test, and the gap between its search and confirmation scores (the overfitting)."""
@@ -568,7 +599,8 @@ def live_progress(store: Store, run_id: str) -> dict:
 
 
 def family_view(store: Store, run_id: str) -> pd.DataFrame:
-    """Per proposer: its relation to the target, and its best candidate's val and test scores."""
+    """Per proposer: its family, size and relation to the target, the candidates of its scored on val, and its best
+    candidate's val score and test score (`best_val_test`)."""
     rec = store.run_row(run_id)
     target = rec["config"]["target"]
     cands = store.candidates(run_id)
@@ -579,8 +611,8 @@ def family_view(store: Store, run_id: str) -> pd.DataFrame:
         best = mine.head(1)
         rows.append({
             "proposer": label, "family": p.get("family"), "size_b": p.get("size_b"), "relation": relation(target, p),
-            "candidates scored": len(mine),
-            "best val": float(best["val_score"].iloc[0]) if len(best) else None,
-            "its test": float(best["test_score"].iloc[0]) if len(best) and best["test_score"].notna().iloc[0] else None,
+            "candidates_scored": len(mine),
+            "best_val": float(best["val_score"].iloc[0]) if len(best) else None,
+            "best_val_test": float(best["test_score"].iloc[0]) if len(best) and best["test_score"].notna().iloc[0] else None,
         })
     return pd.DataFrame(rows)

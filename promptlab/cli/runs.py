@@ -1,4 +1,5 @@
-"""`runs list|show|resume`, and following a run on a terminal: its steps as they arrive, then its result."""
+"""`runs list|show|proposals|resume|choose`, and following a run on a terminal: its steps as they arrive, then its
+result."""
 from __future__ import annotations
 
 import json
@@ -19,6 +20,11 @@ def register(sub) -> None:
     p = rn.add_parser("show", parents=[OPTIONS], help="leaderboard and per-proposer attribution")
     p.add_argument("run_id")
     p.set_defaults(func=cmd_runs_show)
+    p = rn.add_parser("proposals", parents=[OPTIONS],
+                      help="the exact meta-prompt each proposer call received and its reply, with what came of it")
+    p.add_argument("run_id")
+    p.add_argument("--round", type=int, dest="round_", metavar="N", help="only round N (default: every round)")
+    p.set_defaults(func=cmd_runs_proposals)
     p = rn.add_parser("resume", parents=[OPTIONS], help="finish an interrupted run without repeating calls")
     p.add_argument("run_id")
     p.set_defaults(func=cmd_runs_resume)
@@ -128,6 +134,25 @@ def cmd_runs_show(args) -> int:
     return 0
 
 
+def cmd_runs_proposals(args) -> int:
+    store = open_store(args)
+    run_record(store, args.run_id)
+    calls = results.proposals(store, args.run_id, args.round_)
+    if args.json:
+        print_json(calls)
+        return 0
+    if not calls:
+        where = f" in round {args.round_}" if args.round_ is not None else ""
+        print(f"run {args.run_id} made no proposer call{where} (runs show {args.run_id} lists its rounds)")
+        return 0
+    for c in calls:
+        print(f"\nround {c['round']}, {c['stage']}: {report.call_line(c)}")
+        print("--- meta-prompt ---\n" + c["meta_prompt"].rstrip())
+        print(f"--- {'feedback (as passed on to the editor)' if c['call'] == 'critique' else 'reply'} ---\n"
+              + ((c["reply"] or "").rstrip() or "(empty)"))
+    return 0
+
+
 def cmd_runs_choose(args) -> int:
     if args.undo == (args.candidate is not None):
         raise PromptlabError("give a candidate id (runs choose RUN ID), or --undo to go back to the decision's result")
@@ -212,7 +237,8 @@ def step_line(step) -> str | None:
     if k == "test_scored":
         return f"test #{step.candidate_id}: {fmt(step.test_score)} [{fmt(step.test_ci[0])}, {fmt(step.test_ci[1])}] n={step.n_test}"
     if k == "run_finished":
-        return f"finished ({step.reason}) after {step.rounds} round(s)"
+        why = results.stop_words(step.reason)
+        return f"finished after {step.rounds} round(s)" + (f": {why}" if why else "")
     if k == "decided" and step.who == "analyst":
         on = f" #{step.candidate_id}" if step.candidate_id is not None else ""
         return f"  decided: {step.action}{on}{' (' + step.note + ')' if step.note else ''}"
@@ -220,8 +246,7 @@ def step_line(step) -> str | None:
 
 
 def print_run(store, s: dict) -> None:
-    why = report.stop_reason(s)
-    print(f"\nrun {s['run_id']} ({s['status']}{', ' + why if why else ''}): {s['dataset']}, "
+    print(f"\nrun {s['run_id']} ({report.status_line(s)}): {s['dataset']}, "
           f"target {s['target']}, metric {s['metric']}, seed {s['seed']}")
     print(f"baseline  val {fmt(s['baseline_val'])}  test {fmt(s['baseline_test'])}")
     print(f"result #{s['best_id']} ({s['best_proposer']})  val {fmt(s['best_val'])}  test {fmt(s['best_test'])}"
