@@ -86,7 +86,7 @@ def main(argv=None) -> int:
                 + (f"{c.baseline_test:.3f} | {c.best_test:.3f} | " if c.gain_mean is not None else "— | — | ")
                 + f"{_ci(c.gain_mean, c.ci_low, c.ci_high)} | "
                 + (f"{c.p_value:.3g}" if c.p_value is not None else "—") + f" | {c.better_on} / {c.worse_on} | "
-                + f"{c.proposals_valid} of {c.proposals_asked} |")
+                + f"{c.usable} of {c.asked} |")
     lines += ["", "Head to head (the second proposer's best prompts minus the first's, same test examples and seeds):", "",
               "| task | target | first | second | difference [95% CI] | p | p (Holm) |", "|---|---|---|---|---|---|---|"]
     for stem, ds, study_id, cells, pairs in results:

@@ -217,7 +217,7 @@ def live(run_id: str) -> None:
     board = results.leaderboard(store, run_id)
     if len(board):
         st.dataframe(results.leaderboard_table(board), hide_index=True, width="stretch",
-                     column_config={"text": st.column_config.TextColumn("prompt", width="large")})
+                     column_config={"prompt": st.column_config.TextColumn(width="large")})
 
 
 live(run_id)

@@ -1,11 +1,13 @@
-"""Results: score trajectories per model family, attribution, families, leaderboard, one prompt, two runs, exports."""
+"""Results: score trajectories per model family, attribution, what each proposer was sent and replied, families,
+leaderboard, one prompt, two runs, exports."""
 import pandas as pd
 import streamlit as st
 
-from promptlab import charts, export, jobs, results, review, runs
+from promptlab import charts, export, jobs, report, results, review, runs
 from promptlab import group as G
 from promptlab import dashboard as ui
 from promptlab import study as S
+from promptlab.columns import in_words
 from promptlab.errors import PromptlabError
 from promptlab.prompt import PromptTemplate
 from promptlab.text import format_score
@@ -19,8 +21,8 @@ run_id, opt, labels = ui.pick_run("results.run", "No optimization runs yet: star
 ids = opt["id"].tolist()
 summary = results.summarize(store, run_id)
 cands = store.candidates(run_id)
-st.caption(f"Status: **{summary['status']}**" + (f" ({why})" if (why := results.stop_reason(summary)) else "")
-           + f" · target {summary['target']} · metric {summary['metric']} · seed {summary['seed']}")
+st.caption(f"Status: **{report.status_line(summary)}** · target {summary['target']} · metric {summary['metric']} · "
+           f"seed {summary['seed']}")
 
 
 fmt = format_score
@@ -33,11 +35,11 @@ c2.metric("Result val / test", f"{fmt(summary['best_val'])} / {fmt(summary['best
           delta=None if gain is None else f"{gain:+.3f} test vs baseline", delta_color="normal" if gain else "off")
 c3.metric("n (val / test)", f"{summary['n_val']} / {summary['n_test']}")
 c4.metric("Rounds · candidates", f"{summary['rounds']} · {summary['candidates']}")
-if result := results.result_line(summary):
+if result := report.result_line(summary):
     (st.success if summary["result"]["replaced_baseline"] else st.info)(result)
-for line in results.simplified_lines(summary):
+for line in report.simplified_lines(summary):
     st.caption(line)
-if leader := results.leader_line(summary):
+if leader := report.leader_line(summary):
     lead = st.container(border=True)
     lead.markdown(leader.split(" To ship it anyway")[0])
     chosen = summary.get("chosen")
@@ -49,15 +51,15 @@ if leader := results.leader_line(summary):
             st.rerun()
         except PromptlabError as exc:
             ui.error_box(exc)
-if cost := results.cost_line(summary):
+if cost := report.cost_line(summary):
     st.caption(cost + ".")
-if parts := results.parts_lines(summary):
+if parts := report.parts_lines(summary):
     with st.expander("What each part of the result adds (test, with its cost per call)", expanded=True):
         for line in parts:
             st.markdown(f"- {line}")
-if calls := results.calls_line(summary):
+if calls := report.calls_line(summary):
     st.caption(calls[0].upper() + calls[1:] + ".")
-if fails := results.failures_line(summary):
+if fails := report.failures_line(summary):
     st.caption(f"Endpoint {fails}.")
 if len(summary.get("stages") or []) > 1 or any(x["proposer_calls"] for x in summary.get("stages") or []):
     with st.expander("Where the calls went, stage by stage"):
@@ -70,7 +72,7 @@ if len(summary.get("stages") or []) > 1 or any(x["proposer_calls"] for x in summ
 
 # --- trajectories ----------------------------------------------------------------------------------
 st.subheader("Score trajectories per model family")
-x_axis = st.radio("x axis", ["round", "target calls"], horizontal=True, key="results.x")
+x_axis = st.radio("x axis", ["round", "target requests"], horizontal=True, key="results.x")
 fig = charts.score_trajectories(cands, x="round" if x_axis == "round" else "target_requests", metric=summary["metric"],
                                 stages=summary.get("stages"))
 st.plotly_chart(fig, width="stretch", key="results.trajectories")
@@ -87,15 +89,30 @@ ui.chart_exports(fig, f"{run_id}-trajectories", "results.trajectories")
 st.subheader("Per-proposer attribution")
 attr = pd.DataFrame(summary["proposers"])
 if len(attr):
-    st.dataframe(attr[["model", "family", "calls", "candidates", "valid", "valid_rate", "best_val", "wins"]],
-                 hide_index=True, width="stretch")
+    st.dataframe(in_words(attr[["model", "family", "calls", "asked", "written", "usable", "usable_rate", "best_val",
+                                "wins"]]), hide_index=True, width="stretch")
     bars = charts.attribution_bars(attr)
     st.plotly_chart(bars, width="stretch", key="results.attr")
     ui.chart_exports(bars, f"{run_id}-attribution", "results.attr")
 
+st.subheader("What each proposer was sent, and what it replied")
+calls = results.proposals(store, run_id)
+if not calls:
+    st.caption("No proposer call is stored for this run (a strategy that chooses demonstrations writes no prompt).")
+else:
+    stage_of = {c["round"]: c["stage"] for c in calls}
+    shown = st.selectbox("Round", list(stage_of), index=len(stage_of) - 1, key=f"results.proposals.round.{run_id}",
+                         format_func=lambda r: f"round {r} ({stage_of[r]})")
+    for call in results.proposals(store, run_id, shown):
+        with st.expander(report.call_line(call)):
+            st.markdown("**The meta-prompt it received**")
+            st.code(call["meta_prompt"], language="text")
+            critique = call["call"] == "critique"
+            st.markdown("**Its feedback, as passed on to the editor**" if critique else "**Its reply**")
+            st.code(call["reply"] or "(empty)", language="text")
+
 st.subheader("Families: same-family versus cross-family proposers")
-fam = results.family_view(store, run_id)
-st.dataframe(fam, hide_index=True, width="stretch")
+st.dataframe(in_words(results.family_view(store, run_id)), hide_index=True, width="stretch")
 st.caption("One run is one sample: differences between proposers within a run are not evidence on their own. "
            "Repeat over seeds (a study, below) before drawing a conclusion.")
 
@@ -118,9 +135,9 @@ else:
             st.plotly_chart(fig_s, width="stretch", key=f"results.study.{target}")
             ui.chart_exports(fig_s, f"{study_id}-{target.replace('/', '_')}", f"results.study.{target}")
             st.info(S.reading(cell_list, target, pairs))
-        st.dataframe(cells[["target", "proposer", "family", "relation", "seeds", "finished", "gain_mean", "ci_low",
-                            "ci_high", "p_value", "n_test", "better_on", "worse_on", "baseline_test", "best_test",
-                            "proposals_valid", "proposals_asked"]],
+        st.dataframe(in_words(cells[["target", "proposer", "family", "relation", "seeds", "finished", "gain_mean",
+                                     "ci_low", "ci_high", "p_value", "n_test", "better_on", "worse_on", "baseline_test",
+                                     "best_test", "asked", "written", "usable"]]),
                      hide_index=True, width="stretch")
         st.caption("Gain: the best prompt's test score minus the baseline's on the same test examples, averaged over "
                    "seeds; CI: paired bootstrap over examples and seeds; p: paired sign-flip test (exact McNemar with "
@@ -128,7 +145,7 @@ else:
         if not pairs.empty:
             st.markdown("**Head to head**: the second proposer's best prompts minus the first's, on the same test "
                         "examples and seeds. This is the direct test of which writes better prompts.")
-            st.dataframe(pairs, hide_index=True, width="stretch")
+            st.dataframe(in_words(pairs), hide_index=True, width="stretch")
 
 st.subheader("The best prompt for each model")
 groups = store.list_studies(groups=True)
@@ -138,7 +155,8 @@ if groups.empty:
 else:
     group_id = ui.pick_grid(groups, "Group", "results.group", "searches")
     g_frame = G.view(store, group_id)
-    st.dataframe(g_frame.drop(columns=["prompt"]).assign(prompt=g_frame["prompt"]), hide_index=True, width="stretch",
+    st.dataframe(in_words(g_frame.drop(columns=["prompt"]).assign(prompt=g_frame["prompt"])), hide_index=True,
+                 width="stretch",
                  column_config={"prompt": st.column_config.TextColumn("best prompt", width="large")})
     st.caption("One row per model: its search's result on held-out test with its 95% CI and n, the gain over its "
                "baseline on the same test examples (paired 95% CI), and what a call with it costs.")
@@ -167,7 +185,7 @@ if board["constant"].astype(bool).any():
     st.caption("'constant answer': the prompt gives that label to at least 95% of the val examples it was scored on, "
                "whatever the input (recall of that label would score it 1.0).")
 st.dataframe(results.leaderboard_table(board, marks=True), hide_index=True, width="stretch",
-             column_config={"text": st.column_config.TextColumn("prompt", width="large")})
+             column_config={"prompt": st.column_config.TextColumn(width="large")})
 with st.expander("Score against cost per call", expanded=False):
     axes = [c for c in charts.COST_AXES if c in board and board[c].notna().any()]
     if axes:
@@ -216,11 +234,11 @@ if pd.notna(row["val_score"]):
             h1.plotly_chart(charts.confusion_heatmap(res.confusion(), f"#{pick} on val"), width="stretch",
                             key="results.cm")
             h2.markdown(f"**Errors on val** ({len(wrong)} of {res.n})")
-            h2.dataframe(wrong, hide_index=True, width="stretch")
+            h2.dataframe(in_words(wrong), hide_index=True, width="stretch")
         else:
             st.markdown(f"**Replies without full marks on val** ({len(wrong)} of {res.n}; lowest first"
                         f"{'; detail: ' + res.metric.detail_means if res.metric.detail_means else ''})")
-            st.dataframe(wrong, hide_index=True, width="stretch")
+            st.dataframe(in_words(wrong), hide_index=True, width="stretch")
 else:
     n = row["n_scored"]
     if row["status"] == "gated" and n == n and n is not None:
@@ -306,7 +324,7 @@ def matrix_view() -> None:
     ui.chart_exports(fig, f"{run_id}-matrix", "results.matrix")
     for line in jobs.matrix_lines(result) + [f"Note: {n}" for n in result.notes]:
         st.caption(line)
-    st.dataframe(result.transfer, hide_index=True, width="stretch")
+    st.dataframe(in_words(result.transfer), hide_index=True, width="stretch")
 
 
 matrix_view()
@@ -317,7 +335,7 @@ other = st.selectbox("Compare with", [i for i in ids if i != run_id], index=None
                      placeholder="choose a run…", key="results.other")
 if other:
     s2 = results.summarize(store, other)
-    st.dataframe(results.side_by_side([summary, s2]), hide_index=True, width="stretch")
+    st.dataframe(in_words(results.side_by_side([summary, s2])), hide_index=True, width="stretch")
     l, r = st.columns(2)
     l.plotly_chart(fig, width="stretch", key="results.left")
     r.plotly_chart(charts.score_trajectories(store.candidates(other), metric=s2["metric"], title=f"{other}"),
@@ -325,7 +343,7 @@ if other:
 
 # --- report ----------------------------------------------------------------------------------------
 st.subheader("Report")
-report = results.markdown_report(store, run_id)
+report = report.markdown_report(store, run_id)
 st.download_button("Markdown report for a team review", report, file_name=f"{run_id}-report.md", mime="text/markdown",
                    key="results.report")
 with st.expander("Preview the report"):

@@ -162,7 +162,8 @@ def _short(text: str, n: int = 90) -> str:
 
 
 def attribution_bars(attribution: pd.DataFrame) -> go.Figure:
-    """Best val score per proposer, coloured by family, with valid rate and wins in the hover."""
+    """Best val score per proposer, coloured by family, with its usable share of the proposals asked and its wins
+    above the bar."""
     fig = go.Figure()
     if attribution.empty:
         return fig
@@ -170,8 +171,8 @@ def attribution_bars(attribution: pd.DataFrame) -> go.Figure:
     fig.add_trace(go.Bar(
         x=attribution["model"], y=attribution["best_val"].fillna(0),
         marker_color=[colors.get(f, "#999") for f in attribution["family"]],
-        text=[f"valid {v:.0%} · wins {w}" if v == v and v is not None else f"wins {w}"
-              for v, w in zip(attribution["valid_rate"].astype(float), attribution["wins"])],
+        text=[f"usable {v:.0%} · wins {w}" if v == v and v is not None else f"wins {w}"
+              for v, w in zip(attribution["usable_rate"].astype(float), attribution["wins"])],
         textposition="outside",
     ))
     fig.update_layout(title="Best val score per proposer", yaxis_title="best val", template="plotly_white",

@@ -1,14 +1,16 @@
-"""Reading a run back: its leaderboard (with each candidate's marks), per-proposer attribution, the family
-view, its summary and the lines that put it in words, live progress, and the Markdown report. Used alike by the
-CLI, the pages and the benchmarks; `runs` drives a run and writes, this module only reads.
+"""Reading a stored run back, one job past 600 lines: every function reads its steps and candidates, none writes.
+Its leaderboard (with each candidate's marks and costs), per-proposer attribution, the stage report, each proposer
+call's meta-prompt and reply, the family view, its summary and live progress. Used alike by the CLI, the pages, the
+report and the benchmarks; `runs` drives a run and writes, this module only reads (it never calls a model), and
+report.py puts what it reads in words.
 """
 from __future__ import annotations
 
 import math
-import re
 
 import pandas as pd
 
+from promptlab.columns import in_words
 from promptlab.cost import Cost, costs
 from promptlab.data import Dataset, stored_dataset
 from promptlab.errors import PromptlabError
@@ -37,12 +39,12 @@ def run_setup(store: Store, run_id: str) -> tuple[Dataset, ModelSpec, Objective]
 
 
 def misses(res: EvalResult) -> pd.DataFrame:
-    """The examples a prompt did not get right: with labels, its wrong answers (and how each reply was read);
-    with scored replies, those without full marks, lowest score first."""
-    wrong = res.rows[~res.rows["correct"]]
+    """The examples a prompt did not get right (the example's text as `input`): with labels, its wrong answers (and
+    how each reply was read); with scored replies, those without full marks, lowest score first."""
+    wrong = res.rows[~res.rows["correct"]].rename(columns={"text": "input"})
     if res.labels:
-        return wrong[["example_idx", "text", "gold", "reply", "parse"]]
-    return wrong.sort_values("score")[["example_idx", "text", "gold", "reply", "score", "detail"]].rename(
+        return wrong[["example_idx", "input", "gold", "reply", "parse"]]
+    return wrong.sort_values("score")[["example_idx", "input", "gold", "reply", "score", "detail"]].rename(
         columns={"gold": "reference"})
 
 
@@ -134,15 +136,10 @@ def baseline_of(board: pd.DataFrame) -> pd.Series | None:
     return base.iloc[0] if len(base) else None
 
 
-_BOARD_WORDS = {"n_scored": "val examples scored", "minibatch_score": "score on them", "confirm_score": "held-back val",
-                "demos_shown": "demos", "constant": "constant answer", "tokens_in": "tokens in per call",
-                "tokens_out": "tokens out per call", "latency_s": "latency per call (s)", "price_1k": "$ per 1,000 calls"}
-
-
 def leaderboard_table(board: pd.DataFrame, marks: bool = False) -> pd.DataFrame:
-    """A leaderboard (not empty) as the pages show it, its columns in words. With `marks`: each candidate's
-    constant answer, its floors (when the metric has any), the analyst's decision, and its difference from the
-    baseline on val and from its own held-back val score."""
+    """A leaderboard (not empty) as the pages show it, its columns in words (columns.in_words: the prompt's text is
+    'prompt'). With `marks`: each candidate's constant answer, its floors (when the metric has any), the analyst's
+    decision, and its difference from the baseline on val and from its own held-back val score."""
     cols = ["id", "round", "proposer", "family", "status", "n_scored", "minibatch_score", "val_score", "val_ci_low",
             "val_ci_high", "confirm_score", "test_score"]
     if marks:
@@ -151,37 +148,35 @@ def leaderboard_table(board: pd.DataFrame, marks: bool = False) -> pd.DataFrame:
     view = board[cols + ["demos_shown", "text"]].copy()
     if marks:
         base = baseline_of(board)
-        view["Δ val vs baseline"] = view["val_score"] - (float(base["val_score"]) if base is not None else math.nan)
-        view["gap (val − held-back)"] = view["val_score"] - view["confirm_score"]
-    return view.rename(columns=_BOARD_WORDS)
+        view["val_vs_baseline"] = view["val_score"] - (float(base["val_score"]) if base is not None else math.nan)
+        view["val_minus_held_back"] = view["val_score"] - view["confirm_score"]
+    return in_words(view)
 
 
 def attribution(store: Store, run_id: str, steps: list[dict] | None = None) -> list[dict]:
-    """Per proposer: candidates asked for, valid ones, valid rate, best val score, rounds won."""
+    """Per proposer: its calls, the proposals asked for, written and usable (proposal_counts), the usable rate
+    (usable / asked), its best val score, rounds won, failed calls and the proposals dropped by reason. A strategy
+    that chooses rather than writes (few-shot: "fewshot/<method>") has no calls: each candidate it chose counts as
+    asked, written and usable."""
     steps = steps if steps is not None else store.steps(run_id)
     rec = store.run_row(run_id)
-    n = RunConfig.from_record(rec["config"]).strategy_params.get("candidates", 2)
+    per_call = asked_per_call(rec["config"])
     cands = store.candidates(run_id)
     out: dict[str, dict] = {}
     for p in rec["config"]["proposers"]:
         label = p.get("name") or p["model"]
-        out[label] = {"model": label, "family": p.get("family", "unknown"), "calls": 0, "candidates": 0,
-                      "valid": 0, "valid_rate": None, "best_val": None, "wins": 0, "errors": 0, "dropped": {}}
-    # Strategies that choose rather than write (few-shot: "fewshot/<method>") have candidates but no calls.
+        out[label] = _proposer_row(label, p.get("family", "unknown"))
     searched = cands[(cands["proposer"] != "baseline") & ~cands["family"].isin(AFTER_DECISION)]
     for label, family in searched[["proposer", "family"]].drop_duplicates().itertuples(index=False):
         if label not in out and not any(s["kind"] == "proposal_made" and s["proposer"] == label for s in steps):
             k = int((cands["proposer"] == label).sum())
-            out[label] = {"model": label, "family": family, "calls": 0, "candidates": k, "valid": k, "valid_rate": None,
-                          "best_val": None, "wins": 0, "errors": 0, "dropped": {}}
+            out[label] = _proposer_row(label, family) | {"asked": k, "written": k, "usable": k}
     for s in steps:
         if s["kind"] == "proposal_made":
-            row = out.setdefault(s["proposer"], {"model": s["proposer"], "family": s["family"], "calls": 0, "candidates": 0,
-                                                 "valid": 0, "valid_rate": None, "best_val": None, "wins": 0,
-                                                 "errors": 0, "dropped": {}})
+            row = out.setdefault(s["proposer"], _proposer_row(s["proposer"], s["family"]))
             row["calls"] += 1
-            row["candidates"] += n
-            row["valid"] += len(s["accepted"])
+            for key, n in proposal_counts(s, per_call).items():
+                row[key] += n
             row["errors"] += 1 if s.get("error") else 0
             for why, k in (s.get("dropped") or {}).items():
                 row["dropped"][why] = row["dropped"].get(why, 0) + k
@@ -190,31 +185,52 @@ def attribution(store: Store, run_id: str, steps: list[dict] | None = None) -> l
     for label, row in out.items():
         mine = cands[(cands["proposer"] == label) & cands["val_score"].notna()]
         row["best_val"] = float(mine["val_score"].max()) if len(mine) else None
-        row["valid_rate"] = row["valid"] / row["candidates"] if row["candidates"] else None
+        row["usable_rate"] = row["usable"] / row["asked"] if row["asked"] else None
     return list(out.values())
 
 
-def stage_report(steps: list[dict], strategy: str = "") -> list[dict]:
-    """What each stage of a run did and gave, in run order: the target requests it spent, the candidates it
-    scored, its proposer calls, the proposals asked for and written, the usable ones, the leader's search score
-    when it ended, and whether the run's result came from it. A run without stages (one strategy) is one stage.
+def _proposer_row(label: str, family: str) -> dict:
+    """An empty attribution row for a proposer."""
+    return {"model": label, "family": family, "calls": 0, "asked": 0, "written": 0, "usable": 0, "usable_rate": None,
+            "best_val": None, "wins": 0, "errors": 0, "dropped": {}}
 
-    'asked': prompts the meta-prompts asked for (n per call); 'written': prompts found in the replies (cut-off
-    ones included); 'usable': those that passed the screen (not empty, overlong, a copy, a leak of the format, a
+
+def asked_per_call(config: dict) -> int:
+    """The prompts each proposer call of a run asks for, by its stored config: its `candidates` setting (every
+    setting is stored with a run; runs stored before that asked for 2, the default then). What a proposal step
+    stored before it recorded its own count (config version 4) is read as."""
+    return int(RunConfig.from_record(config).strategy_params.get("candidates", 2))
+
+
+def proposal_counts(step: dict, per_call: int) -> dict:
+    """One proposer call's proposals, from its stored proposal_made step: 'asked', the prompts the call asked for
+    (its own record, else the run's `per_call`: asked_per_call); 'written', the prompts found in the reply (cut-off
+    ones included); 'usable', those that passed the screen (not empty, overlong, a copy, a leak of the format, a
     repeat) and became candidates."""
+    usable = len(step.get("accepted") or ())
+    dropped = step.get("dropped") or {}
+    return {"asked": step["asked"] if step.get("asked") is not None else per_call,
+            "written": usable + sum(v for k, v in dropped.items() if k != "no_tags"), "usable": usable}
+
+
+def stage_report(steps: list[dict], config: dict) -> list[dict]:
+    """What each stage of a run did and gave, in run order: the target requests it spent, the candidates it
+    scored, its proposer calls, the proposals asked for, written and usable (proposal_counts), the leader's search
+    score when it ended, and whether the run's result came from it. A run without stages (one strategy) is one
+    stage. `config`: the run's stored config (its strategy names a run without stages; what a call asks for)."""
     winner = next((x["winner_id"] for x in reversed(steps) if x["kind"] == "winner_chosen"),
                   next((x["best_id"] for x in reversed(steps) if x["kind"] == "run_finished"), None))
-    stages, calls = _stage_tallies(steps, strategy)
+    stages, calls = _stage_tallies(steps, config.get("strategy", ""), asked_per_call(config))
     return [_stage_row(st, calls, winner) for st in stages]
 
 
 _STAGE_WORK = ("candidate_proposed", "candidate_scored", "proposal_made", "critique", "round_finished")
 
 
-def _stage_tallies(steps: list[dict], strategy: str) -> tuple[list[dict], int]:
+def _stage_tallies(steps: list[dict], strategy: str, per_call: int) -> tuple[list[dict], int]:
     """(each stage's running tally, in run order, as _new_stage opens it and _tally fills it; the target requests
     counted when the steps end). A stage ends where the next starts or the confirmation does; without
-    stage_started steps the whole search is one stage named after `strategy`."""
+    stage_started steps the whole search is one stage named after `strategy`. `per_call`: asked_per_call."""
     stages: list[dict] = []
     calls = 0
     staged = any(x["kind"] == "stage_started" for x in steps)
@@ -239,7 +255,7 @@ def _stage_tallies(steps: list[dict], strategy: str) -> tuple[list[dict], int]:
         if not stages:
             stages.append(_new_stage(strategy, "", calls))
         if "end" not in stages[-1]:
-            calls = _tally(stages[-1], x, calls)
+            calls = _tally(stages[-1], x, calls, per_call)
     return stages, calls
 
 
@@ -249,7 +265,7 @@ def _new_stage(name: str, role: str, calls: int) -> dict:
             "proposer_calls": 0, "asked": 0, "written": 0, "usable": 0, "copied": 0, "leader_after": None}
 
 
-def _tally(st: dict, x: dict, calls: int) -> int:
+def _tally(st: dict, x: dict, calls: int, per_call: int) -> int:
     """Count one step of a stage's work into its tally `st`; returns the target requests counted after it."""
     kind = x["kind"]
     if kind == "candidate_proposed":
@@ -262,12 +278,9 @@ def _tally(st: dict, x: dict, calls: int) -> int:
         st.setdefault("rounds", set()).add(x.get("round"))
     elif kind == "proposal_made":
         st["proposer_calls"] += 1
-        st["usable"] += len(x.get("accepted") or ())
-        dropped = x.get("dropped") or {}
-        st["written"] += len(x.get("accepted") or ()) + sum(v for k, v in dropped.items() if k != "no_tags")
-        st["copied"] += dropped.get("copies_input", 0)
-        # recorded since config version 4; before, read from the meta-prompt's wording
-        st["asked"] += x["asked"] if x.get("asked") is not None else _asked(x.get("meta_prompt") or "")
+        for key, n in proposal_counts(x, per_call).items():
+            st[key] += n
+        st["copied"] += (x.get("dropped") or {}).get("copies_input", 0)
     elif kind == "critique":
         st["proposer_calls"] += 1
     elif kind == "round_finished":
@@ -290,49 +303,52 @@ def _stage_row(st: dict, calls: int, winner: int | None) -> dict:
             "span_requests": (st["start"], end), "span_rounds": (min(rounds), max(rounds))}
 
 
-def _asked(meta_prompt: str) -> int:
-    """How many prompts a meta-prompt asked for ("Reply with exactly N instructions"), 0 when it does not say."""
-    m = _ASKED.search(meta_prompt)
-    return int(m.group(1)) if m else 0
-
-
-_ASKED = re.compile(r"Reply with exactly (\d+) instructions")
-
-
 def result_stage(stages: list[dict]) -> str | None:
     """The stage the run's result came from ('demos'), or None (the result is a starting prompt, or one stage)."""
     return next((st["stage"] for st in stages if st["result_from_here"]), None) if len(stages) > 1 else None
 
 
 def stage_table(stages: list[dict]) -> pd.DataFrame:
-    """The stage report as a table for the Results page."""
+    """The stage report as a table for the Results page, its columns in words (columns.in_words)."""
     frame = pd.DataFrame(stages)
     if frame.empty:
         return frame
     frame["result"] = frame["result_from_here"].map({True: "from here", False: ""})
     for col, empty in (("copied", 0), ("never_scored", 0), ("ended", None)):  # reports stored before they were kept
         frame[col] = frame[col] if col in frame else empty
-    return frame[["stage", "calls", "candidates", "proposer_calls", "asked", "written", "usable", "copied",
-                  "never_scored", "leader_after", "ended", "result"]].rename(
-        columns={"calls": "target calls", "proposer_calls": "proposer calls", "copied": "dropped: copied an input",
-                 "never_scored": "never scored", "leader_after": "leader after", "ended": "why it ended"})
+    frame = frame.rename(columns={"calls": "target_requests"})  # a proposer's `calls` are its own calls
+    return in_words(frame[["stage", "target_requests", "candidates", "proposer_calls", "asked", "written", "usable",
+                           "copied", "never_scored", "leader_after", "ended", "result"]])
 
 
-def stages_line(stages: list[dict]) -> str | None:
-    """Where a run's calls went and what came of them, in one line per stage (the CLI and the report)."""
-    if not stages:
-        return None
-    parts = []
-    for st in stages:
-        props = (f", {st['proposer_calls']} proposer calls, {st['usable']} usable of {st['written']} written"
-                 + (f" ({st['copied']} dropped for copying an input)" if st.get("copied") else "")
-                 if st["proposer_calls"] else "")
-        props += f", {st['never_scored']} never scored" if st.get("never_scored") else ""
-        lead = f", leader {st['leader_after']:.3f} after it" if st["leader_after"] is not None else ""
-        parts.append(f"{st['stage']}: {st['calls']} target calls, {st['candidates']} candidates{props}{lead}"
-                     + (f", ended: {st['ended']}" if st.get("ended") else "")
-                     + (" (the result came from here)" if st["result_from_here"] else ""))
-    return "stages — " + "; ".join(parts)
+def proposals(store: Store, run_id: str, round_: int | None = None) -> list[dict]:
+    """Every proposer call of a run (or of round `round_`), in run order, as its step stored it: the round, the stage
+    (its role, else its strategy), the model asked (`proposer`), the `call` ('proposal'; 'critique' for the critic of
+    an edits stage), the exact `meta_prompt` it received and its `reply`, the proposals asked, written and usable
+    (proposal_counts; None for a critique), the candidates it gave, the proposals dropped by reason, its error, and
+    whether the reply came from the cache. A proposal's reply is the model's raw text; a critique's is its feedback
+    as passed on to the editor (cut to the gradient's max_feedback_chars), the only form a critique stores."""
+    rec = store.run_row(run_id)
+    per_call = asked_per_call(rec["config"])
+    stage = rec["config"].get("strategy", "")
+    out = []
+    for x in store.steps(run_id):
+        if x["kind"] == "stage_started":
+            stage = x.get("role") or x["strategy"]
+        elif x["kind"] in ("proposal_made", "critique") and round_ in (None, x["round"]):
+            out.append({"round": x["round"], "stage": stage, **_proposer_call(x, per_call), "error": x.get("error")})
+    return out
+
+
+def _proposer_call(step: dict, per_call: int) -> dict:
+    """What a proposal_made or critique step stored of its call (see proposals)."""
+    if step["kind"] == "critique":
+        return {"proposer": step["critic"], "family": None, "call": "critique", "meta_prompt": step["meta_prompt"],
+                "reply": step["feedback"], "asked": None, "written": None, "usable": None, "candidates": [],
+                "dropped": {}, "cached": None, "criticized": step["prompt_id"]}
+    return {"proposer": step["proposer"], "family": step["family"], "call": "proposal", "meta_prompt": step["meta_prompt"],
+            "reply": step["raw_reply"], **proposal_counts(step, per_call), "candidates": list(step["accepted"]),
+            "dropped": step.get("dropped") or {}, "cached": step.get("cached"), "criticized": None}
 
 
 def best_candidate(steps: list[dict], cands: pd.DataFrame, chosen: dict | None = None) -> pd.DataFrame:
@@ -386,7 +402,7 @@ def summarize(store: Store, run_id: str, counters: Counters | None = None) -> di
         "simplified": [{k: x.get(k) for k in ("candidate_id", "of_id", "change", "accepted", "reading", "cost")}
                        for x in steps if x["kind"] == "simplified"],
         "parts": result_parts(store, run_id, steps, cands),
-        "stages": stage_report(steps, rec["config"].get("strategy", "")),
+        "stages": stage_report(steps, rec["config"]),
         "costs": _result_costs(store, run_id, cands, base, best),
     }
 
@@ -460,26 +476,6 @@ def _result_costs(store: Store, run_id: str, cands: pd.DataFrame, base: pd.DataF
     return out
 
 
-def cost_line(summary: dict) -> str | None:
-    """'Cost per call (test): result 359 tokens in, 1 out, 1.99 s per call (median of 140); baseline 61 tokens
-    in, ...'; None before anything was scored."""
-    c = summary.get("costs") or {}
-    parts = [f"{name} {Cost.from_record(c[key]).line()}" for key, name in (("result", "result"), ("baseline", "baseline"))
-             if c.get(key) and c[key].get("calls")]
-    if not parts:
-        return None
-    if summary.get("best_id") is not None and summary.get("best_proposer") == "baseline":
-        parts = parts[:1]  # the result is the baseline
-    elif len(parts) == 2:
-        mine, theirs = Cost.from_record(c["result"]), Cost.from_record(c["baseline"])
-        ratios = [f"{a / b:.1f}x the baseline's {what}" for a, b, what in
-                  ((mine.prompt_tokens, theirs.prompt_tokens, "tokens"), (mine.latency_s, theirs.latency_s, "latency"))
-                  if a is not None and b]
-        if ratios:
-            parts[-1] += f" ({', '.join(ratios)})"
-    return f"Cost per call ({c.get('split', 'val')}): " + "; ".join(parts)
-
-
 _SIDE_BY_SIDE = ("run_id", "dataset", "target", "metric", "seed", "rounds", "baseline_val", "baseline_test", "best_val",
                  "best_test", "best_proposer")
 
@@ -496,9 +492,8 @@ STOP_REASONS = {"rounds": "every round ran", "budget": "the budget was spent", "
                 "no errors": "the leader made no mistake on the train rows probed"}
 
 
-def stop_reason(summary: dict) -> str | None:
-    """Why the run's search ended, in words, or None (a run still going, or stored without a reason)."""
-    reason = summary.get("reason")
+def stop_words(reason: str | None) -> str | None:
+    """A stored stop reason ('budget') in words ('the budget was spent'), an unknown one as it is; None for none."""
     return STOP_REASONS.get(reason, reason) if reason else None
 
 
@@ -506,19 +501,6 @@ def gain_on_test(summary: dict) -> float | None:
     """The result's test score minus the baseline's, or None while either has no test score."""
     best, base = summary.get("best_test"), summary.get("baseline_test")
     return None if best is None or base is None else best - base
-
-
-def result_line(summary: dict) -> str | None:
-    """How the result was chosen, in words (the CLI, the Results page and the report), or None for runs
-    stored before confirmation existed."""
-    r = summary.get("result")
-    if not r:
-        return None
-    line = r["reading"]
-    if r.get("gap") is not None:
-        line += (f" The finalist's search score {r['search_score']:.3f} against {r['confirm_score']:.3f} on the "
-                 f"held-back examples: a gap of {r['gap']:+.3f} (how much the search overrated it).")
-    return line
 
 
 def _result(steps: list[dict]) -> dict | None:
@@ -532,29 +514,6 @@ def _result(steps: list[dict]) -> dict | None:
     return {k: w.get(k) for k in ("winner_id", "reference_id", "replaced_baseline", "diff", "ci", "p_value", "level",
                                   "n_confirm", "search_score", "confirm_score", "reading", "leader_id", "margin",
                                   "n_from_train")} | {"gap": gap, "looks": w.get("looks", 1)}
-
-
-def leader_line(summary: dict) -> str | None:
-    """When the decision kept the start although the search's leader scored higher on the held-back examples: so,
-    with the leader's held-back gain and CI, and how to ship it anyway; when the analyst chose the result, so. Else
-    None."""
-    r, chosen = summary.get("result") or {}, summary.get("chosen")
-    if chosen:
-        return (f"The analyst chose #{chosen['candidate_id']} as the result over the decision's #{summary.get('decided_id')}"
-                + (f" ({chosen['note']})" if chosen.get("note") else "") + ".")
-    if not r or r.get("replaced_baseline") or not r.get("leader_id") or not (r.get("diff") or 0) > 0:
-        return None
-    lo, hi = r.get("ci") or (None, None)
-    ci = f", {S.level_text(r['level'])} CI [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else ""
-    return (f"The baseline stays the result, although the search's leader #{r['leader_id']} scored {r['diff']:+.3f} over "
-            f"it on the {r['n_confirm']} held-back examples{ci}: the evidence does not rule out that it is worse by "
-            f"{r.get('margin') or 0:g} or more. To ship it anyway: `promptlab runs choose {summary['run_id']} "
-            f"{r['leader_id']}` (or 'Ship #{r['leader_id']} instead' on the Results page).")
-
-
-def simplified_lines(summary: dict) -> list[str]:
-    """What the simplification tried after the decision, one line per variant (the stored readings)."""
-    return [x["reading"] for x in summary.get("simplified") or [] if x.get("reading")]
 
 
 PART_NAMES = {"result": "the result", "instruction_alone": "its instruction alone, without demos",
@@ -588,30 +547,6 @@ def result_parts(store: Store, run_id: str, steps: list[dict], cands: pd.DataFra
     return out
 
 
-def parts_lines(summary: dict) -> list[str]:
-    """What each part of the result adds on test, in words, each with its cost per call."""
-    parts = {p["role"]: p for p in summary.get("parts") or []}
-    res = parts.get("result")
-    if not res:
-        return []
-    out, shown = [], set()
-    for role, what in (("start_with_demos", "The instruction adds"), ("instruction_alone", "The demos add"),
-                       ("start", "The whole result adds")):
-        p = parts.get(role)
-        if p and p["result_minus_it"] is not None and p["id"] not in shown:
-            shown.add(p["id"])
-            lo, hi = p["ci"]
-            out.append(f"{what} {p['result_minus_it']:+.3f} on test (95% CI [{lo:+.3f}, {hi:+.3f}], n={p['n']}): "
-                       f"#{res['id']} {format_score(res['test'])} against {PART_NAMES[role]} (#{p['id']}) "
-                       f"{format_score(p['test'])}; {_per_call(res)} per call against {_per_call(p)}.")
-    return out
-
-
-def _per_call(part: dict) -> str:
-    tokens = "?" if part.get("tokens_in") is None else f"{part['tokens_in']:.0f} tokens"
-    return tokens + ("" if part.get("latency_s") is None else f", {part['latency_s']:.2f} s")
-
-
 def _decision_counts(steps: list[dict]) -> dict:
     """{who: {action: count}} over the run's decided steps (the analyst's and the rule's)."""
     out: dict = {}
@@ -622,49 +557,6 @@ def _decision_counts(steps: list[dict]) -> dict:
     return out
 
 
-def decisions_line(summary: dict) -> str | None:
-    """Who decided the rounds, in one line (the CLI and the report), or None when nothing was recorded."""
-    dec = summary.get("decisions") or {}
-    if not dec:
-        return None
-    parts = [f"{who}: " + ", ".join(f"{n} {a}" for a, n in sorted(acts.items())) for who, acts in sorted(dec.items())]
-    return "decisions — " + "; ".join(parts)
-
-
-def calls_line(summary: dict) -> str | None:
-    """The run's LLM calls in one line (the CLI and the Results page), or None for a run that has not started.
-
-    "Made" counts every call stored for the run, over all its executions: a semi-automatic run pauses and
-    resumes each round, and the live counters only see the last execution (whose replayed steps are read
-    back from the cache, so they show up there as hits, not as new calls).
-    """
-    s = summary
-    if s.get("cache_hit_rate") is None and not s.get("calls_stored_for_run"):
-        return None
-    stored = s.get("calls_stored_for_run") or {}
-    made = (stored.get("eval", 0), stored.get("propose", 0))
-    line = f"calls made for this run: {made[0]} target + {made[1]} proposer"
-    if s.get("judge_calls"):
-        line += f" + {s['judge_calls']} judge (outside the budget)"
-    hits = f" ({s['cache_hit_rate']:.0%} hits)" if s.get("cache_hit_rate") is not None else ""
-    if made != (s["target_calls"], s["proposer_calls"]):
-        line += (f"; its last execution (after a pause or a resume) made {s['target_calls'] + s['proposer_calls']} "
-                 f"and read {s['cached_calls']} from the cache{hits}, replayed steps included")
-    else:
-        line += f"; {s['cached_calls']} answered from the cache{hits}"
-    return line + f"; {s['repeated_calls']} repeated"
-
-
-def failures_line(summary: dict) -> str | None:
-    """The run's endpoint failures in one line (the CLI and the Results page), or None when there were none."""
-    fails = summary.get("failures") or {}
-    if not fails.get("failed_attempts"):
-        return None
-    kinds = ", ".join(f"{k} {v}" for k, v in fails["failed_attempts"].items())
-    return (f"failed attempts: {kinds}; {fails['recovered_calls']} call(s) recovered on retry, {fails['failed_calls']} "
-            "failed for good (scored as wrong, never cached, asked again on the next run)")
-
-
 def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
@@ -672,7 +564,6 @@ def _rate(part: int, whole: int) -> float | None:
 def stored_dataset_name(store: Store, dataset_id: str) -> str | None:
     row = store.dataset_row(dataset_id)
     return row["name"] if row else None
-
 
 
 def live_progress(store: Store, run_id: str) -> dict:
@@ -714,7 +605,8 @@ def live_progress(store: Store, run_id: str) -> dict:
 
 
 def family_view(store: Store, run_id: str) -> pd.DataFrame:
-    """Per proposer: its relation to the target, and its best candidate's val and test scores."""
+    """Per proposer: its family, size and relation to the target, the candidates of its scored on val, and its best
+    candidate's val score and test score (`best_val_test`)."""
     rec = store.run_row(run_id)
     target = rec["config"]["target"]
     cands = store.candidates(run_id)
@@ -725,106 +617,8 @@ def family_view(store: Store, run_id: str) -> pd.DataFrame:
         best = mine.head(1)
         rows.append({
             "proposer": label, "family": p.get("family"), "size_b": p.get("size_b"), "relation": relation(target, p),
-            "candidates scored": len(mine),
-            "best val": float(best["val_score"].iloc[0]) if len(best) else None,
-            "its test": float(best["test_score"].iloc[0]) if len(best) and best["test_score"].notna().iloc[0] else None,
+            "candidates_scored": len(mine),
+            "best_val": float(best["val_score"].iloc[0]) if len(best) else None,
+            "best_val_test": float(best["test_score"].iloc[0]) if len(best) and best["test_score"].notna().iloc[0] else None,
         })
     return pd.DataFrame(rows)
-
-
-def markdown_report(store: Store, run_id: str) -> str:
-    """A run as Markdown for a team review: setup, headline with n and CIs, leaderboard, attribution."""
-    s = summarize(store, run_id)
-    rec = store.run_row(run_id)
-    board = leaderboard(store, run_id)
-    fam = family_view(store, run_id)
-    base = board[board["proposer"] == "baseline"].head(1)
-    best = board[board["id"] == s["best_id"]].head(1)
-    lines = [
-        *_report_setup(s, run_id),
-        *_report_result(s, base, best),
-        *_report_proposers(s, fam),
-        *_report_leaderboard(board),
-        "", f"Meta-prompt template: {len(rec['config']['meta_prompt'])} characters, stored with the run.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _ci_text(frame: pd.DataFrame, which: str) -> str:
-    """' [low, high]': the first row's `which` ('val', 'test') confidence interval, or nothing without one."""
-    if frame.empty:
-        return ""
-    lo, hi = frame.iloc[0][f"{which}_ci_low"], frame.iloc[0][f"{which}_ci_high"]
-    return f" [{format_score(lo)}, {format_score(hi)}]" if lo == lo and lo is not None else ""
-
-
-def _report_setup(s: dict, run_id: str) -> list[str]:
-    """The report's title and setup lines: data, target, metric, proposers, status, decisions, stages."""
-    return [
-        f"# promptlab run {run_id}",
-        "",
-        f"- Dataset: **{s['dataset']}**; target **{s['target']}**; metric **{s['metric']}**; seed {s['seed']}",
-        f"- Proposers: {', '.join(p['model'] + ' (' + p['family'] + ')' for p in s['proposers'])}",
-        f"- Status: {s['status']} ({s.get('reason') or '—'}), {s['rounds']} round(s), {s['candidates']} candidates, "
-        f"{s['gated']} stopped at the minibatch gate ({s['calls_saved_by_gate']} calls saved)",
-        *([f"- {dec[0].upper()}{dec[1:]}"] if (dec := decisions_line(s)) else []),
-        *([f"- {st[0].upper()}{st[1:]}"] if (st := stages_line(s["stages"])) else []),
-        "",
-    ]
-
-
-def _report_result(s: dict, base: pd.DataFrame, best: pd.DataFrame) -> list[str]:
-    """The report's result section: baseline and result on val and test with CIs, how the result was chosen, its
-    cost per call, and the result prompt. `base`, `best`: their one-row leaderboard frames."""
-    f = format_score
-    return [
-        "## Result (95% CIs; test is held out: no proposer ever saw it)",
-        "",
-        "| prompt | val | test |",
-        "|---|---|---|",
-        f"| baseline | {f(s['baseline_val'])}{_ci_text(base, 'val')} (n={s['n_val']}) | {f(s['baseline_test'])}{_ci_text(base, 'test')} (n={s['n_test']}) |",
-        f"| result (#{s['best_id']}, {s['best_proposer']}) | {f(s['best_val'])}{_ci_text(best, 'val')} | {f(s['best_test'])}{_ci_text(best, 'test')} |",
-        "",
-        *([result_line(s), ""] if result_line(s) else []),
-        *[f"- {line}" for line in simplified_lines(s)], *([""] if simplified_lines(s) else []),
-        *([leader, ""] if (leader := leader_line(s)) else []),
-        *([cost, ""] if (cost := cost_line(s)) else []),
-        *(["What each part of the result adds:", "", *[f"- {line}" for line in parts], ""] if (parts := parts_lines(s)) else []),
-        "Result prompt:",
-        "",
-        "```text",
-        (s["best_prompt"] or "").strip(),
-        "```",
-        "",
-    ]
-
-
-def _report_proposers(s: dict, fam: pd.DataFrame) -> list[str]:
-    """The report's proposer table: family, relation to the target (from the family view `fam`), candidates asked
-    for, valid ones, best val, rounds won."""
-    lines = [
-        "## Proposers",
-        "",
-        "| proposer | family | relation to target | candidates asked | valid | best val | wins |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    rel = dict(zip(fam["proposer"], fam["relation"])) if len(fam) else {}
-    for p in s["proposers"]:
-        rate = f"{p['valid']} ({p['valid_rate']:.0%})" if p["valid_rate"] is not None else str(p["valid"])
-        lines.append(f"| {p['model']} | {p['family']} | {rel.get(p['model'], '')} | {p['candidates']} | {rate} | "
-                     f"{format_score(p['best_val'])} | {p['wins']} |")
-    return lines
-
-
-def _report_leaderboard(board: pd.DataFrame) -> list[str]:
-    """The report's leaderboard: the top 20 by val, with test where scored and cost per call."""
-    f = format_score
-    lines = ["", "## Leaderboard (val; test where scored; cost per call on the val examples scored)", "",
-             "| # | round | proposer | val | test | tokens in | latency | prompt |", "|---|---|---|---|---|---|---|---|"]
-    for r in board.head(20).itertuples():
-        text = (f"[+{r.demos_shown} demos] " if r.demos_shown else "") + " ".join(str(r.text).split()).replace("|", "\\|")
-        val = f(r.val_score) if r.val_score == r.val_score else f"{r.status} (minibatch {f(r.minibatch_score)})"
-        tokens = "—" if r.tokens_in is None or r.tokens_in != r.tokens_in else f"{r.tokens_in:.0f}"
-        latency = "—" if r.latency_s is None or r.latency_s != r.latency_s else f"{r.latency_s:.2f} s"
-        lines.append(f"| {r.id} | {r.round} | {r.proposer} | {val} | {f(r.test_score)} | {tokens} | {latency} | {text[:120]} |")
-    return lines

@@ -49,8 +49,11 @@ class Cell:
     best_test: float | None
     runs: tuple[str, ...]
     finished: int
-    proposals_asked: int = 0  # candidate prompts asked of the proposer set, over its finished runs
-    proposals_valid: int = 0  # of those, the ones usable as prompts (parsed, new, with the input placeholder)
+    # the proposer set's proposals over its finished runs (results.proposal_counts): the prompts its calls asked for,
+    # those written in the replies, and the usable ones (passed the screen and became candidates)
+    asked: int = 0
+    written: int = 0
+    usable: int = 0
 
     def to_record(self) -> dict:
         return asdict(self) | {"runs": list(self.runs)}
@@ -237,14 +240,14 @@ def analyze(store: Store, study_id: str, n_boot: int = 2000) -> list[Cell]:
             p, pos, neg = paired_test(metric, gold, np.vstack(base_rows), np.vstack(best_rows))
             base_score = float(np.mean([metric.score(gold, r) for r in base_rows]))
             best_score = float(np.mean([metric.score(gold, r) for r in best_rows]))
-            asked = valid = 0
+            counts = {"asked": 0, "written": 0, "usable": 0}
             for run_id in done["run_id"]:
                 for a in results.attribution(store, run_id):
                     if a["model"] in members_of_set:
-                        asked, valid = asked + a["candidates"], valid + a["valid"]
+                        counts = {k: n + a[k] for k, n in counts.items()}
             cells.append(Cell(target_label, set_label, family, rel, len(base_rows), g.mean, g.ci_low, g.ci_high, p,
                               metric.count_relevant(gold, base_rows[0]), pos, neg, base_score, best_score,
-                              tuple(group["run_id"]), len(done), asked, valid))
+                              tuple(group["run_id"]), len(done), **counts))
         else:
             cells.append(Cell(target_label, set_label, family, rel, 0, None, None, None, None, len(test), 0, 0, None,
                               None, tuple(group["run_id"]), len(done)))
@@ -325,7 +328,7 @@ def reading(cells: list[Cell], target: str, pairs: pd.DataFrame | None = None) -
     if not mine:
         return f"No finished runs for {target} yet."
     # a proposer that wrote nothing usable "gains" 0 by keeping the baseline: not a candidate for the top
-    wrote = [c for c in mine if c.proposals_valid or not c.proposals_asked] or mine
+    wrote = [c for c in mine if c.usable or not c.asked] or mine
     top = max(wrote, key=lambda c: c.gain_mean)
     n = f"n={top.n_test} test examples, {top.seeds} seed(s)"
     caveats = ""
@@ -333,7 +336,7 @@ def reading(cells: list[Cell], target: str, pairs: pd.DataFrame | None = None) -
         caveats += f" Only {len(mine)} of {len(every)} proposers have finished runs so far."
     if min(c.seeds for c in mine) < 3:
         caveats += " With fewer than 3 seeds the CI reflects little of the seed-to-seed variation."
-    mute = [c.proposer for c in mine if c.proposals_asked and not c.proposals_valid]
+    mute = [c.proposer for c in mine if c.asked and not c.usable]
     if mute:
         caveats += (f" {', '.join(mute)} wrote no usable prompt in any of {'its' if len(mute) == 1 else 'their'} runs "
                     f"({'its' if len(mute) == 1 else 'their'} best is the baseline).")

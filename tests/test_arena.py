@@ -7,7 +7,8 @@ import pytest
 import fakes
 from conftest import sentiment_dataset
 import promptlab.evaluate as E
-from promptlab import planning, runs
+from promptlab import planning, results, runs
+from promptlab.cli import main
 from promptlab.data import import_dataset
 from promptlab.prompt import PromptTemplate
 from promptlab.models import make_spec
@@ -58,6 +59,27 @@ def run_once(store, cfg, **kw):
     return run_id, runs.execute(store, run_id, **kw)
 
 
+def test_each_proposer_call_reads_back_with_the_meta_prompt_it_received_and_its_reply(store, dataset, capsys):
+    """What is shown is what ran: results.proposals (the Results page and `runs proposals`) gives every proposer call
+    of a round with the exact meta-prompt sent and the reply received, as its step stored them, and what came of it."""
+    run_id, s = run_once(store, config_for(dataset))
+    made = [x for x in store.steps(run_id) if x["kind"] == "proposal_made"]
+    calls = results.proposals(store, run_id)
+    assert [(c["round"], c["proposer"], c["meta_prompt"], c["reply"], c["candidates"]) for c in calls] == \
+        [(x["round"], x["proposer"], x["meta_prompt"], x["raw_reply"], list(x["accepted"])) for x in made]
+    assert all(c["stage"] == "arena" and c["call"] == "proposal" and c["asked"] == 4 for c in calls)
+    assert all(c["reply"].count("<prompt>") == 3 and c["written"] == 3 >= c["usable"] for c in calls)
+    second = results.proposals(store, run_id, 2)
+    assert second == [c for c in calls if c["round"] == 2] and len(second) == 2  # an arena of two per round
+    db = str(store.path)
+    assert main(["runs", "proposals", run_id, "--round", "2", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert out.count("--- meta-prompt ---") == 2 and second[0]["meta_prompt"].strip() in out
+    assert second[1]["reply"].strip() in out and f"round 2, arena: {second[0]['proposer']}: asked 4, written 3" in out
+    assert main(["runs", "proposals", run_id, "--round", "2", "--json", "--db", db]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == second
+
+
 def test_best_is_at_least_the_baseline_on_val_and_found(store, dataset):
     run_id, s = run_once(store, config_for(dataset))
     assert s["status"] == "finished" and s["best_val"] >= s["baseline_val"]
@@ -70,13 +92,14 @@ def test_attribution_is_complete(store, dataset):
     cands = store.candidates(run_id)
     by_model = {p["model"]: p for p in s["proposers"]}
     assert set(by_model) == {"fake/prop-a", "fake/prop-b", "fake/prop-c"}
-    assert sum(p["valid"] for p in s["proposers"]) == (cands["proposer"] != "baseline").sum()
+    assert sum(p["usable"] for p in s["proposers"]) == (cands["proposer"] != "baseline").sum()
     steps = store.steps(run_id)
     winners = [st["winner_proposer"] for st in steps if st["kind"] == "round_finished" and st["winner_proposer"]]
     assert sum(p["wins"] for p in s["proposers"]) == len(winners)
     assert sum(p["calls"] for p in s["proposers"]) == 3 * 2  # arena of 2 per round
     for p in s["proposers"]:
-        assert p["family"] == "unknown" and p["candidates"] == 4 * p["calls"]  # four asked per call
+        assert p["family"] == "unknown" and p["asked"] == 4 * p["calls"]  # four asked per call
+        assert p["asked"] >= p["written"] >= p["usable"] and p["usable_rate"] == p["usable"] / p["asked"]
     # every candidate row says who wrote it, in which round, from which parents and meta-prompt
     props = cands[cands["proposer"] != "baseline"]
     assert props["meta_prompt"].str.len().min() > 100 and props["raw_reply"].str.contains("<prompt>").all()
@@ -289,7 +312,7 @@ def test_baseline_with_input_placeholder_requires_it_in_candidates(store, datase
                            [make_spec(fakes.script("forgetful", forgetful))], rounds=1, minibatch_size=8, strategy="arena",
                            baselines=[PromptTemplate(system="", user="Label: {input}")])
     run_id, s = run_once(store, cfg)
-    assert s["proposers"][0]["dropped"].get("missing_input") == 1 and s["proposers"][0]["valid"] == 1
+    assert s["proposers"][0]["dropped"].get("missing_input") == 1 and s["proposers"][0]["usable"] == 1
 
 
 def test_runs_left_running_by_a_dead_process_are_marked_interrupted(store, dataset):

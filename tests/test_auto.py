@@ -1,5 +1,6 @@
 """auto, racing and the honest winner, with scripted models: properties by construction."""
 import hashlib
+import json
 
 import numpy as np
 import pandas as pd
@@ -7,7 +8,7 @@ import pytest
 
 import fakes
 from conftest import sentiment_dataset
-from promptlab import planning, results, runs
+from promptlab import planning, report, results, runs
 from promptlab.optimize import registry
 from promptlab.scoring import stats
 from promptlab.data import import_dataset
@@ -219,6 +220,29 @@ def test_two_rounds_of_few_usable_proposals_are_not_evidence(store, dataset):
     assert asked == [4] * 4 and s["stages"][0]["asked"] == 16 and s["stages"][0]["usable"] == 8
 
 
+def test_proposals_asked_are_read_from_stored_data_never_from_the_meta_prompts_wording(store, dataset):
+    """A proposal step stored before it recorded how many prompts it asked for (config version 4) counts what the run's
+    stored config asks of every call (its candidates setting), whatever its meta-prompt says: a template edited so
+    that it no longer reads "Reply with exactly N instructions" still reports them asked."""
+    tgt, prop = _clone_or_contender(False)
+    cfg = planning.make_config(dataset, tgt, [prop], seed=3, rounds=2, minibatch_size=6, budget=2000, candidates=3,
+                               demos_share=0.0, demo_instructions_share=0.0, edits_share=0.0)
+    s = runs.execute(store, (run_id := runs.create_run(store, cfg)))
+    calls = s["stages"][0]["proposer_calls"]
+    assert calls >= 1 and s["stages"][0]["asked"] == 3 * calls
+    with store.transaction() as con:
+        for seq, data in con.execute("SELECT seq, data FROM steps WHERE run_id = ? AND kind = 'proposal_made'",
+                                     [run_id]).fetchall():
+            step = json.loads(data)
+            del step["asked"]  # as stored before the count was recorded
+            step["meta_prompt"] = "Write better instructions, one per <prompt> tag."  # an edited template
+            con.execute("UPDATE steps SET data = ? WHERE run_id = ? AND seq = ?", [json.dumps(step), run_id, seq])
+    again = results.summarize(store, run_id)
+    assert again["stages"] == s["stages"]
+    assert [(p["asked"], p["written"], p["usable"]) for p in again["proposers"]] == \
+        [(p["asked"], p["written"], p["usable"]) for p in s["proposers"]]
+
+
 def test_a_stage_that_finds_nothing_hands_its_calls_on(store, dataset):
     run_id, s = run(store, dataset, budget=1200, rounds=4, demo_instructions_share=0.0, edits_share=0.0, candidates=2)
     stages = {x["strategy"]: x for x in store.steps(run_id) if x["kind"] == "stage_started"}
@@ -276,9 +300,9 @@ def test_the_baseline_stays_when_the_search_winner_was_lucky(store, tmp_path):
     r = s["result"]
     assert not r["replaced_baseline"] and s["best_id"] == 1 and s["best_proposer"] == "baseline"
     assert "did not score higher, so the result is the baseline" in r["reading"] and r["leader_id"] != 1
-    assert results.leader_line(s) is None  # the leader did not lead on the held-back examples: nothing to offer
+    assert report.leader_line(s) is None  # the leader did not lead on the held-back examples: nothing to offer
     assert r["search_score"] == 1.0 and r["confirm_score"] < 0.6 and r["gap"] > 0.4
-    assert "gap" in results.result_line(s)
+    assert "gap" in report.result_line(s)
     board = results.leaderboard(store, run_id)
     assert board.iloc[0]["val_score"] == 1.0 and board.iloc[0]["confirm_score"] < 0.6  # overfit, shown
 

@@ -166,12 +166,12 @@ def test_import_with_a_separate_test_file_keeps_it_as_the_test_split(tmp_path):
 
 
 def test_why_a_search_ended_reads_in_words():
-    from promptlab import results
+    from promptlab import report
 
-    assert results.stop_reason({"reason": "rounds"}) == "every round ran"
-    assert results.stop_reason({"reason": "budget"}) == "the budget was spent"
-    assert results.stop_reason({"reason": "something new"}) == "something new"  # an unknown key shows as it is
-    assert results.stop_reason({"reason": None}) is None and results.stop_reason({}) is None
+    assert report.stop_reason({"reason": "rounds"}) == "every round ran"
+    assert report.stop_reason({"reason": "budget"}) == "the budget was spent"
+    assert report.stop_reason({"reason": "something new"}) == "something new"  # an unknown key shows as it is
+    assert report.stop_reason({"reason": None}) is None and report.stop_reason({}) is None
 
 
 def test_the_gain_on_test_is_the_result_minus_the_baseline_where_both_were_scored():

@@ -7,7 +7,7 @@ import pytest
 
 import fakes
 from conftest import sentiment_dataset
-from promptlab import export, planning, results, runs
+from promptlab import export, planning, report, results, runs
 from promptlab.cost import Cost
 from promptlab.optimize.ceiling import CeilingError, broken, parse_ceilings
 from promptlab.errors import PromptlabError
@@ -73,8 +73,8 @@ def test_every_scored_prompt_has_a_cost_per_call(store, dataset):
     # the result card, the report, runs show and every export carry the result's cost per call
     c = s["costs"]
     assert c["split"] == "test" and Cost.from_record(c["result"]).calls == s["n_test"]
-    assert results.cost_line(s).startswith("Cost per call (test): result ")
-    assert "Cost per call (test)" in results.markdown_report(store, run_id)
+    assert report.cost_line(s).startswith("Cost per call (test): result ")
+    assert "Cost per call (test)" in report.markdown_report(store, run_id)
     sp = export.stored_prompt(store, run_id)
     assert sp.cost.calls == s["n_test"] and sp.cost_split == "test"
     assert json.loads(export.export(sp, "messages"))["cost_per_call"]["prompt_tokens"] == pytest.approx(sp.cost.prompt_tokens)

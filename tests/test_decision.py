@@ -10,7 +10,7 @@ import pytest
 
 import fakes
 from conftest import sentiment_dataset
-from promptlab import export, planning, results, runs
+from promptlab import export, planning, report, results, runs
 from promptlab.cli import main as cli_main
 from promptlab.split import proportional_subset
 from promptlab.errors import PromptlabError
@@ -123,16 +123,16 @@ def test_the_start_kept_over_a_leading_leader_is_said_and_offered(store, tmp_pat
     r = s["result"]
     leader = r["leader_id"]
     assert not r["replaced_baseline"] and s["best_id"] == 1 and r["diff"] > 0
-    line = results.leader_line(s)
+    line = report.leader_line(s)
     assert f"#{leader} scored {r['diff']:+.3f}" in line and "CI [" in line and f"runs choose {run_id} {leader}" in line
-    assert line in results.markdown_report(store, run_id)
+    assert line in report.markdown_report(store, run_id)
     assert cli_main(["runs", "show", run_id, "--db", str(store.path)]) == 0
     assert f"leader #{leader} scored" in capsys.readouterr().out
     # one choice ships it
     assert cli_main(["runs", "choose", run_id, str(leader), "--note", "the gain is worth it", "--db", str(store.path)]) == 0
     assert "The analyst chose" in capsys.readouterr().out
     chosen = results.summarize(store, run_id)
-    assert chosen["best_id"] == leader and chosen["decided_id"] == 1 and "the gain is worth it" in results.leader_line(chosen)
+    assert chosen["best_id"] == leader and chosen["decided_id"] == 1 and "the gain is worth it" in report.leader_line(chosen)
     assert export.stored_prompt(store, run_id).cand_id == leader
     assert store.run_row(run_id)["summary"]["best_id"] == leader  # `runs list` reads the stored summary
     # and back
@@ -250,7 +250,7 @@ def test_per_input_demos_give_way_to_fixed_ones_and_a_start_instruction_when_sho
     # what each part adds, on test, with its cost per call
     parts = {p["role"]: p for p in s["parts"]}
     assert parts["result"]["id"] == s["best_id"] and parts["instruction_alone"]["result_minus_it"] > 0.3
-    assert any("The demos add" in line for line in results.parts_lines(s))
+    assert any("The demos add" in line for line in report.parts_lines(s))
     assert all(p["tokens_in"] for p in s["parts"])
 
 

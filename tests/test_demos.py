@@ -4,7 +4,7 @@ import pytest
 
 import fakes
 from conftest import sentiment_dataset
-from promptlab import planning, results, runs
+from promptlab import planning, report, runs
 from promptlab.prompt import Demo, PromptError, PromptTemplate
 from promptlab.models import make_spec
 from promptlab.optimize.demos import random_demos, stratified_demos
@@ -98,7 +98,7 @@ def test_arena_with_demos_scores_the_baseline_both_ways_and_attaches_demos(store
     assert all(d["idx"] in train_idx for demos in cands["demos"] for d in demos)
     assert summary["best_val"] == 1.0 and len(summary["best_demos"]) == 3
     assert summary["baseline_test"] is not None and summary["best_test"] == 1.0
-    assert "[+3 demos]" in results.markdown_report(store, run_id)
+    assert "[+3 demos]" in report.markdown_report(store, run_id)
 
 
 def test_bad_demo_settings_are_refused(store, dataset):

@@ -38,7 +38,7 @@ def test_optimize_with_real_local_models_then_show_and_list(tmp_path):
     assert {p["model"] for p in s["proposers"]} == {"local/qwen2.5-coder-0.5b", "local/smollm2-135m"}
     assert {p["family"] for p in s["proposers"]} == {"qwen", "smollm"}
     for p in s["proposers"]:
-        assert set(p) >= {"model", "family", "candidates", "valid", "best_val", "wins"}
+        assert set(p) >= {"model", "family", "asked", "written", "usable", "best_val", "wins"}
 
     shown = json.loads(cli("runs", "show", s["run_id"], "--json").stdout.strip().splitlines()[-1])
     assert shown["best_val"] == s["best_val"] and shown["leaderboard"][0]["val_score"] == s["best_val"]

@@ -5,7 +5,7 @@ import pytest
 
 import fakes
 from conftest import sentiment_dataset
-from promptlab import planning, results, runs
+from promptlab import planning, report, results, runs
 from promptlab.data import import_dataset
 from promptlab.evaluate import dataset_params, model_key, stored_rows
 from promptlab.models import make_spec
@@ -146,7 +146,7 @@ def test_a_proposal_that_copies_an_input_is_dropped_counted_and_proposers_are_to
     s = runs.execute(store, runs.create_run(store, cfg))
     made = [x for x in store.steps(s["run_id"]) if x["kind"] == "proposal_made"]
     assert made[0]["dropped"] == {"copies_input": 1} and len(made[0]["accepted"]) == 1
-    assert s["stages"][0]["copied"] == 1 and "1 dropped for copying an input" in results.stages_line(s["stages"])
+    assert s["stages"][0]["copied"] == 1 and "1 dropped for copying an input" in report.stages_line(s["stages"])
     assert "Never copy a text from the examples" in made[0]["meta_prompt"]
     cands = store.candidates(s["run_id"])
     assert cands.loc[cands["proposer"] == "baseline", "text"].iloc[0] == start.system  # the analyst's own: kept

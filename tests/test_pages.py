@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 import fakes
 from conftest import ROOT
-from promptlab import planning
+from promptlab import planning, report, results
 from promptlab.data import stored_dataset
 from promptlab.models import make_spec
 from promptlab.store import Store
@@ -174,6 +174,11 @@ def test_start_a_run_with_fake_models_and_see_it_finish(db):
     assert not res.exception
     assert any("Score trajectories" in h.value for h in res.subheader)
     assert len(res.get("plotly_chart")) >= 2
+    # the status in words, and every table with its columns in words (no raw snake_case header)
+    assert any(c.value.startswith("Status: **finished") and "(no errors)" not in c.value for c in res.caption)
+    raw = {str(c) for d in res.dataframe for c in d.value.columns if "_" in str(c)}
+    assert not raw, raw
+    _proposals_are_shown_as_sent(res, store, store.list_runs()["id"].iloc[0])
     assert any(c.value.startswith("Cost per call (test)") for c in res.caption)  # the result card's cost
     assert res.radio(key="results.cost_axis").value == "tokens_in"  # score against cost, Pareto front drawn
     res.button(key="results.trajectories.render").click().run()
@@ -212,6 +217,21 @@ def test_the_runs_page_refuses_a_budget_of_0_and_reads_an_empty_box_as_no_limit(
     assert not any(b.key == "runs.start" for b in at.button)
     at.number_input(key="runs.budget").set_value(300).run()
     assert any("capped by the budget at 300" in i.value for i in at.info)
+
+
+def _proposals_are_shown_as_sent(res: AppTest, store, run_id: str) -> None:
+    """For a round picked on the Results page, each proposer call's exact meta-prompt and reply, in an expander."""
+    calls = results.proposals(store, run_id)
+    assert calls and any("What each proposer was sent" in h.value for h in res.subheader)
+    first = calls[0]["round"]
+    res.selectbox(key=f"results.proposals.round.{run_id}").set_value(first).run()
+    assert not res.exception
+    mine = results.proposals(store, run_id, first)
+    labels = [e.label for e in res.expander]
+    assert all(report.call_line(c) in labels for c in mine)
+    shown = {c.value.rstrip("\n") for c in res.code}  # st.code drops a final newline
+    assert all(c["meta_prompt"].rstrip("\n") in shown and c["reply"].rstrip("\n") in shown for c in mine)
+
 
 def test_results_scores_the_picked_prompt_in_a_worker_and_shows_it_when_done(tmp_path, monkeypatch):
     """The Results page never calls a model while it renders: the picked prompt's val replies that are not cached

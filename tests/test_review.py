@@ -7,7 +7,7 @@ import pytest
 import fakes
 from conftest import sentiment_dataset
 from test_arena import config_for
-from promptlab import planning, results, review, runs
+from promptlab import planning, report, results, review, runs
 from promptlab.data import import_dataset
 from promptlab.errors import DataError, PromptlabError
 from promptlab.models import make_spec
@@ -75,7 +75,7 @@ def test_a_review_run_pauses_after_each_round_and_applies_every_decision(store, 
     # The calls made are counted over every execution (pauses included), not just the last one, which
     # here is the replay: it made nothing new and read everything back from the cache.
     stored = store.run_call_counts(run_id)
-    line = results.calls_line(results.summarize(store, run_id))
+    line = report.calls_line(results.summarize(store, run_id))
     assert stored["eval"]["calls"] > 0 and stored["propose"]["calls"] > 0
     assert f"made for this run: {stored['eval']['calls']} target + {stored['propose']['calls']} proposer" in line
     assert "its last execution (after a pause or a resume) made 0 and read" in line

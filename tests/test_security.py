@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, sentiment_dataset
 from openai_stub import Stub
-from promptlab import results
+from promptlab import report, results
 from promptlab.cli import main
 from promptlab.optimize import meta_prompt as P
 from promptlab.optimize.proposals import parse_proposals
@@ -46,7 +46,7 @@ def test_an_api_key_is_used_but_never_stored_logged_or_exported(tmp_path, monkey
     assert auth == {f"Bearer {key}"}  # the key was really sent
     assert echoed >= 3  # and some errors carried it back
     assert store.failure_stats()["failed_attempts"].get("auth", 0) >= 1
-    exports = [results.markdown_report(store, run_id), results.leaderboard(store, run_id).to_csv(index=False),
+    exports = [report.markdown_report(store, run_id), results.leaderboard(store, run_id).to_csv(index=False),
                json.dumps(results.summarize(store, run_id), default=str)]
     store.close()
     out = capsys.readouterr()

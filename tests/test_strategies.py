@@ -74,7 +74,7 @@ def test_fewshot_finds_demos_that_cover_the_labels(store, dataset):
     assert all(d["idx"] in train for demos in cands["demos"] for d in demos)  # demos come from train only
     assert len({tuple(map(str, d)) for d in found["demos"]}) == len(found)  # no candidate scored twice
     by = {p["model"]: p for p in s["proposers"]}
-    assert sum(p["candidates"] for p in by.values()) == len(found)
+    assert sum(p["asked"] for p in by.values()) == len(found)
 
 
 def test_fewshot_similar_demos_differ_per_input(dataset):
@@ -109,6 +109,15 @@ def test_gradient_edits_are_accepted_only_when_val_improves(store, dataset):
         before = f["best_val"]
     edits = cands[cands["proposer"] == edit.label]
     assert all(p for p in edits["parents"])  # each edit names the prompt it came from
+    # each call read back as it ran: the critic's meta-prompt and its feedback, then the editor's meta-prompt and reply
+    calls = results.proposals(store, run_id)
+    assert [c["call"] for c in calls if c["call"] == "critique"] and {c["stage"] for c in calls} == {"gradient"}
+    for c, x in zip([c for c in calls if c["call"] == "critique"], critiques):
+        assert (c["proposer"], c["meta_prompt"], c["reply"], c["criticized"]) == \
+            (crit.label, x["meta_prompt"], x["feedback"], x["prompt_id"]) and c["asked"] is None
+    made = [x for x in steps if x["kind"] == "proposal_made"]
+    assert [(c["meta_prompt"], c["reply"]) for c in calls if c["call"] == "proposal"] == \
+        [(x["meta_prompt"], x["raw_reply"]) for x in made]
 
 
 def test_chain_runs_the_arena_then_fewshot_on_its_winner_within_one_budget(store, dataset):
@@ -123,6 +132,7 @@ def test_chain_runs_the_arena_then_fewshot_on_its_winner_within_one_budget(store
     assert first_fewshot > last_arena  # rounds continue across stages
     assert s["best_val"] == 1.0 and s["best_proposer"].startswith("fewshot/")
     assert store.run_row(run_id)["config"]["strategy"] == "arena,fewshot"
+    assert {c["stage"] for c in results.proposals(store, run_id)} == {"arena"}  # few-shot chooses: no proposer call
     search_requests = max(x.get("target_requests", 0) for x in steps if x["kind"] == "candidate_scored")
     assert search_requests <= 700
 

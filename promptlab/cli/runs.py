@@ -1,11 +1,12 @@
-"""`runs list|show|resume`, and following a run on a terminal: its steps as they arrive, then its result."""
+"""`runs list|show|proposals|resume|choose`, and following a run on a terminal: its steps as they arrive, then its
+result."""
 from __future__ import annotations
 
 import json
 import sys
 
 from promptlab import group as G
-from promptlab import results, runs
+from promptlab import report, results, runs
 from promptlab.cli.common import OPTIONS, fmt, open_store, print_json
 from promptlab.errors import PromptlabError
 from promptlab.jobs import matrix_lines
@@ -19,6 +20,11 @@ def register(sub) -> None:
     p = rn.add_parser("show", parents=[OPTIONS], help="leaderboard and per-proposer attribution")
     p.add_argument("run_id")
     p.set_defaults(func=cmd_runs_show)
+    p = rn.add_parser("proposals", parents=[OPTIONS],
+                      help="the exact meta-prompt each proposer call received and its reply, with what came of it")
+    p.add_argument("run_id")
+    p.add_argument("--round", type=int, dest="round_", metavar="N", help="only round N (default: every round)")
+    p.set_defaults(func=cmd_runs_proposals)
     p = rn.add_parser("resume", parents=[OPTIONS], help="finish a run that stopped short ("
                       f"{', '.join(runs.RESUMABLE)}) without repeating calls")
     p.add_argument("run_id")
@@ -129,6 +135,25 @@ def cmd_runs_show(args) -> int:
     return 0
 
 
+def cmd_runs_proposals(args) -> int:
+    store = open_store(args)
+    run_record(store, args.run_id)
+    calls = results.proposals(store, args.run_id, args.round_)
+    if args.json:
+        print_json(calls)
+        return 0
+    if not calls:
+        where = f" in round {args.round_}" if args.round_ is not None else ""
+        print(f"run {args.run_id} made no proposer call{where} (runs show {args.run_id} lists its rounds)")
+        return 0
+    for c in calls:
+        print(f"\nround {c['round']}, {c['stage']}: {report.call_line(c)}")
+        print("--- meta-prompt ---\n" + c["meta_prompt"].rstrip())
+        print(f"--- {'feedback (as passed on to the editor)' if c['call'] == 'critique' else 'reply'} ---\n"
+              + ((c["reply"] or "").rstrip() or "(empty)"))
+    return 0
+
+
 def cmd_runs_choose(args) -> int:
     if args.undo == (args.candidate is not None):
         raise PromptlabError("give a candidate id (runs choose RUN ID), or --undo to go back to the decision's result")
@@ -137,7 +162,7 @@ def cmd_runs_choose(args) -> int:
     if args.json:
         print_json(summary)
         return 0
-    print(results.leader_line(summary) or f"The result of {args.run_id} is the decision's again: #{summary['best_id']}.")
+    print(report.leader_line(summary) or f"The result of {args.run_id} is the decision's again: #{summary['best_id']}.")
     print(f"result #{summary['best_id']} ({summary['best_proposer']})  val {fmt(summary['best_val'])}  "
           f"test {fmt(summary['best_test'])}")
     return 0
@@ -217,7 +242,8 @@ def step_line(step) -> str | None:
     if k == "test_scored":
         return f"test #{step.candidate_id}: {fmt(step.test_score)} [{fmt(step.test_ci[0])}, {fmt(step.test_ci[1])}] n={step.n_test}"
     if k == "run_finished":
-        return f"finished ({step.reason}) after {step.rounds} round(s)"
+        why = results.stop_words(step.reason)
+        return f"finished after {step.rounds} round(s)" + (f": {why}" if why else "")
     if k == "decided" and step.who == "analyst":
         on = f" #{step.candidate_id}" if step.candidate_id is not None else ""
         return f"  decided: {step.action}{on}{' (' + step.note + ')' if step.note else ''}"
@@ -225,14 +251,13 @@ def step_line(step) -> str | None:
 
 
 def print_run(store, s: dict) -> None:
-    why = results.stop_reason(s)
-    print(f"\nrun {s['run_id']} ({s['status']}{', ' + why if why else ''}): {s['dataset']}, "
+    print(f"\nrun {s['run_id']} ({report.status_line(s)}): {s['dataset']}, "
           f"target {s['target']}, metric {s['metric']}, seed {s['seed']}")
     print(f"baseline  val {fmt(s['baseline_val'])}  test {fmt(s['baseline_test'])}")
     print(f"result #{s['best_id']} ({s['best_proposer']})  val {fmt(s['best_val'])}  test {fmt(s['best_test'])}"
           f"  (val n={s['n_val']}, test n={s['n_test']})")
-    for line in [results.result_line(s), *results.simplified_lines(s), results.leader_line(s), results.cost_line(s),
-                 *results.parts_lines(s)]:
+    for line in [report.result_line(s), *report.simplified_lines(s), report.leader_line(s), report.cost_line(s),
+                 *report.parts_lines(s)]:
         if line:
             print(line)
     print("result prompt:\n  " + (s["best_prompt"] or "").replace("\n", "\n  "))
@@ -248,16 +273,16 @@ def print_run(store, s: dict) -> None:
         cost = f"  {r.tokens_in:.0f} tok {r.latency_s:.2f} s" if r.tokens_in == r.tokens_in and r.tokens_in is not None \
             and r.latency_s == r.latency_s and r.latency_s is not None else ""
         print(f"  #{r.id:<3} r{r.round:<2} {str(r.proposer)[:26]:<26} val {val}{n}{conf}{test}{marks}{cost}  {text[:60]}")
-    print("\nproposers (candidates asked, valid, best val, round wins)")
+    print("\nproposers (proposals asked, written, usable with their share of those asked, best val, round wins)")
     for p in s["proposers"]:
-        rate = f"{p['valid_rate']:.0%}" if p["valid_rate"] is not None else "n/a"
-        print(f"  {p['model']:<30} {p['family']:<8} {p['candidates']:>3} asked  {p['valid']:>3} valid ({rate})  "
-              f"best {fmt(p['best_val'])}  wins {p['wins']}")
-    if line := results.decisions_line(s):
+        rate = f"{p['usable_rate']:.0%}" if p["usable_rate"] is not None else "n/a"
+        print(f"  {p['model']:<30} {p['family']:<8} {p['asked']:>3} asked  {p['written']:>3} written  "
+              f"{p['usable']:>3} usable ({rate})  best {fmt(p['best_val'])}  wins {p['wins']}")
+    if line := report.decisions_line(s):
         print("\n" + line)
-    if line := results.stages_line(s.get("stages") or []):
+    if line := report.stages_line(s.get("stages") or []):
         print("\n" + line)
-    if fails := results.failures_line(s):
+    if fails := report.failures_line(s):
         print("\n" + fails)
-    print(f"\n{results.calls_line(s) or 'calls: none yet'}; "
+    print(f"\n{report.calls_line(s) or 'calls: none yet'}; "
           f"{s['gated']} candidate(s) stopped before all of val saved {s['calls_saved_by_gate']} calls")

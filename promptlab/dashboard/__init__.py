@@ -9,7 +9,8 @@ from promptlab.dashboard.readers import (clear_readers, dataset, datasets_table,
 from promptlab.dashboard.review_panel import round_review
 from promptlab.dashboard.settings import (DEFAULT_PROPOSERS, DEFAULT_TARGET, remember, remembered,
                                           remembered_prompt_keys, streamlit_secret)
-from promptlab.dashboard.widgets import (chart_exports, error_box, in_words, pick_grid, pick_run, setting_inputs,
+from promptlab.columns import in_words  # noqa: F401 - the pages' ui.in_words
+from promptlab.dashboard.widgets import (chart_exports, error_box, pick_grid, pick_run, setting_inputs,
                                          sidebar_nav)
 from promptlab.dashboard.workers import (
     analyze_study, group_matrix, score_candidate, score_elsewhere, score_matrix, score_prompts, start_group, start_run,

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from promptlab import grading as G
-from promptlab.dashboard.widgets import in_words
+from promptlab.columns import in_words
 from promptlab.dashboard.worker_registry import wait_for, workers
 from promptlab.dashboard.workers import check_judge, grade_outputs
 from promptlab.errors import PromptlabError

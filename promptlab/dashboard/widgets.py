@@ -21,15 +21,6 @@ PAGES = (("app.py", "promptlab"), ("pages/1_Datasets.py", "Datasets"),
 
 
 # Column headers in words for the tables a person reads; the stored names stay the store's and the CLI's JSON keys.
-COLUMN_WORDS = {"n_rows": "rows", "label_col": "label column", "input_cols": "input columns", "created_at": "created",
-                "updated_at": "updated", "size_b": "size (B)", "example_idx": "example", "judge_reason": "judge's reason"}
-
-
-def in_words(frame: pd.DataFrame) -> pd.DataFrame:
-    """The table with its column headers in words (COLUMN_WORDS), to show a person."""
-    return frame.rename(columns=COLUMN_WORDS)
-
-
 def sidebar_nav() -> None:
     """The sidebar's links to every page, each by its one name. A page run on its own (AppTest, `streamlit run
     pages/X.py`) has no app around it to link to, and shows none."""
