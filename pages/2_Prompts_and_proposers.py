@@ -145,7 +145,7 @@ try:
     preview = planning.preview_meta_prompt(store, ds, template, task, metric, ui.runs_table())
     with st.expander("Live preview with the current history", expanded=False):
         st.caption(f"Filled as the arena fills it, with {preview.source}.")
-        st.code(preview.text, language="markdown")
+        st.code(preview.text, language="markdown", wrap_lines=True)
 except (P.MetaPromptError, PromptlabError) as exc:
     st.error(str(exc))
 

@@ -106,10 +106,10 @@ else:
     for call in results.proposals(store, run_id, shown):
         with st.expander(report.call_line(call)):
             st.markdown("**The meta-prompt it received**")
-            st.code(call["meta_prompt"], language="text")
+            st.code(call["meta_prompt"], language="text", wrap_lines=True)
             critique = call["call"] == "critique"
             st.markdown("**Its feedback, as passed on to the editor**" if critique else "**Its reply**")
-            st.code(call["reply"] or "(empty)", language="text")
+            st.code(call["reply"] or "(empty)", language="text", wrap_lines=True)
 
 st.subheader("Families: same-family versus cross-family proposers")
 st.dataframe(in_words(results.family_view(store, run_id)), hide_index=True, width="stretch")

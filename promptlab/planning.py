@@ -458,5 +458,6 @@ def preview_meta_prompt(store: Store, dataset: Dataset, template: str, task: str
         examples=tuple(zip(shown["text"], shown["label"])), n=ProposerSettings.candidates, score_range=metric.range,
         kind=dataset.kind,
     )
-    return MetaPromptPreview(P.build_meta_prompt(template, parts), "no run on this dataset has proposed yet: the state "
-                             "a first round starts from, before the leader's mistakes are read")
+    return MetaPromptPreview(P.build_meta_prompt(template, parts), "no round on this dataset has stored what it showed "
+                             "yet (rounds run before this version did not): the state a first round starts from, before "
+                             "the leader's mistakes are read")

@@ -384,4 +384,4 @@ def test_before_any_run_the_preview_shows_a_first_round_state(store, dataset):
     metric = planning.parse_objective("accuracy", dataset, None, store)
     preview = planning.preview_meta_prompt(store, dataset, P.default_meta_prompt(True), "Label the reviews.", metric,
                                            store.list_runs())
-    assert "Label the reviews." in preview.text and "no run on this dataset" in preview.source
+    assert "Label the reviews." in preview.text and "no round on this dataset" in preview.source
