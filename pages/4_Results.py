@@ -90,7 +90,8 @@ st.subheader("Per-proposer attribution")
 attr = pd.DataFrame(summary["proposers"])
 if len(attr):
     st.dataframe(in_words(attr[["model", "family", "calls", "asked", "written", "usable", "usable_rate", "best_val",
-                                "wins"]]), hide_index=True, width="stretch")
+                                "wins"]]), hide_index=True, width="stretch",
+                 column_config={"usable share of asked": st.column_config.NumberColumn(format="percent")})
     bars = charts.attribution_bars(attr)
     st.plotly_chart(bars, width="stretch", key="results.attr")
     ui.chart_exports(bars, f"{run_id}-attribution", "results.attr")

@@ -6,7 +6,6 @@ from __future__ import annotations
 # where the table is built (a stage's target requests are `target_requests`, a proposer's own calls `calls`).
 COLUMN_NAMES = {
     # candidates (the leaderboard)
-    "id": "#",
     "n_scored": "val examples scored",
     "minibatch_score": "score on them",
     "val_score": "val",
